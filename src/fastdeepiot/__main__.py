@@ -1,0 +1,5 @@
+import sys
+
+from fastdeepiot.cli import main
+
+sys.exit(main())

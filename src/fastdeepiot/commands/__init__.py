@@ -1,0 +1,1 @@
+"""CLI verbs, one module per area; each registers its commands on `fastdeepiot.cli.app`."""

@@ -1,0 +1,3 @@
+"""CLI verbs for compress."""
+
+from fastdeepiot.cli import app  # noqa: F401

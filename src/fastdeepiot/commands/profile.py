@@ -1,0 +1,3 @@
+"""CLI verbs for profile."""
+
+from fastdeepiot.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""CLI verbs for tasks."""
+
+from fastdeepiot.cli import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""CLI verbs for timemodel."""
+
+from fastdeepiot.cli import app  # noqa: F401

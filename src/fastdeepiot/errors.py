@@ -1,0 +1,28 @@
+"""Typed errors. The CLI turns every `UserError` into its message and exit code 2."""
+
+
+class UserError(Exception):
+    """Bad input the user can fix: the message says what is wrong and what to do."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name (device, layer family, task, ...) that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(UserError):
+    """The measurement database is unreadable, corrupt, or from another device."""
+
+
+class UnmodelledLayerError(UserError):
+    """A network contains layers the time model cannot price."""
+
+
+class DataMissingError(UserError):
+    """A data set is not installed; the message says how to install it."""
+
+
+class TargetUnreachableError(UserError):
+    """A compression target (time or accuracy) cannot be met."""
