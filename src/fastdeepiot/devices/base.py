@@ -1,0 +1,105 @@
+"""What a backend is: something that can build and time one layer configuration or one network.
+
+A backend does not decide how many times to call a workload or when a timing is stable: that is the
+harness's job (`fastdeepiot.profile.harness`). A backend only hands out `Runner`s, each able to run its
+workload once (`run_once`, for warm-up) and to time n consecutive calls with the backend's own clock
+(`time_calls`): `perf_counter_ns` on the CPU, CUDA events on a GPU, a formula on the fake backend.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from abc import ABC, abstractmethod
+from functools import lru_cache
+from typing import Any, Callable
+
+from fastdeepiot.families import LayerConfig
+
+
+class Runner(ABC):
+    """One prepared workload (a layer or a network with its inputs) on one backend."""
+
+    @abstractmethod
+    def run_once(self) -> None: ...
+
+    @abstractmethod
+    def time_calls(self, n: int) -> list[float]:
+        """Run the workload n times; return each call's time in milliseconds."""
+
+    def close(self) -> None:  # release sessions, GPU memory, ...
+        pass
+
+
+class CallableRunner(Runner):
+    """Times a Python callable with a wall clock (CPU backends)."""
+
+    def __init__(self, fn: Callable[[], Any], clock_ns: Callable[[], int]):
+        self._fn = fn
+        self._clock_ns = clock_ns
+
+    def run_once(self) -> None:
+        self._fn()
+
+    def time_calls(self, n: int) -> list[float]:
+        fn, clock = self._fn, self._clock_ns
+        out = []
+        for _ in range(n):
+            t0 = clock()
+            fn()
+            out.append((clock() - t0) / 1e6)
+        return out
+
+
+class Backend(ABC):
+    """A device + library combination that runs PyTorch layers (e.g. torch on CPU, ONNX Runtime on CPU)."""
+
+    name: str = ""
+    description: str = ""
+
+    def __init__(self, threads: int = 1, dtype: str = "float32"):
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        if dtype != "float32":
+            raise ValueError("only float32 is supported for now")
+        self.threads = threads
+        self.dtype = dtype
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(available here?, why not)."""
+        return True, ""
+
+    @abstractmethod
+    def layer_runner(self, config: LayerConfig) -> Runner: ...
+
+    @abstractmethod
+    def network_runner(self, module, example_inputs: tuple) -> Runner: ...
+
+    def processor(self) -> str:
+        return cpu_model()
+
+    def fingerprint(self) -> dict:
+        """What makes two measurements comparable: the device identity. Stored once per database."""
+        return {"backend": self.name, "processor": self.processor(), "threads": self.threads,
+                "dtype": self.dtype}
+
+    def conditions(self) -> dict:
+        """Everything recorded with every measurement: fingerprint + library versions + platform."""
+        import torch
+
+        return {**self.fingerprint(), "torch": torch.__version__, "python": sys.version.split()[0],
+                "platform": platform.platform(), "logical_cpus": os.cpu_count()}
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

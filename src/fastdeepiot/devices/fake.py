@@ -1,0 +1,100 @@
+"""A deterministic backend with a fake clock, for exact and fast tests.
+
+Its time for a layer is a known formula with a staircase in width (output channels padded to a multiple
+of `step`, like a kernel that computes whole vector tiles), and a fixed per-step cost for recurrent
+layers, so tests can check that the time model recovers step positions and that compression exploits
+them. Nothing is executed: `time_calls` returns the formula's value (plus optional deterministic jitter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from fastdeepiot.devices.base import Backend, Runner
+from fastdeepiot.families import LayerConfig
+
+CALL_OVERHEAD_MS = 0.004  # every layer call
+NETWORK_OVERHEAD_MS = 0.02  # every network call
+MS_PER_FLOP = 2e-8  # 50 GFLOP/s
+MS_PER_BYTE = 1e-7  # 10 GB/s
+RNN_STEP_MS = 0.004
+
+
+def _padded(width: int, step: int) -> int:
+    return int(math.ceil(width / step) * step)
+
+
+def fake_layer_ms(config: LayerConfig, step: int = 16) -> float:
+    """The fake device's exact time for one layer configuration."""
+    p, f = config.params, config.features()
+    flops, moved = f["flops"], f["input_bytes"] + f["output_bytes"] + f["weight_bytes"]
+    if config.family in ("conv1d", "conv2d"):
+        # whole tiles of `step` output channels are computed; the rest of the last tile is wasted
+        flops *= _padded(p["out_channels"], step) / p["out_channels"]
+    elif config.family == "linear":
+        flops *= _padded(p["out_features"], step) / p["out_features"]
+    ms = CALL_OVERHEAD_MS + MS_PER_FLOP * flops + MS_PER_BYTE * moved
+    if config.family in ("gru", "lstm"):
+        ms += RNN_STEP_MS * f["steps"]
+    return ms
+
+
+class _FakeRunner(Runner):
+    def __init__(self, ms: float, jitter: float, key: str):
+        self.ms, self.jitter, self.key, self.calls = ms, jitter, key, 0
+
+    def run_once(self) -> None:
+        self.calls += 1
+
+    def time_calls(self, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            self.calls += 1
+            if self.jitter:
+                h = hashlib.sha256(f"{self.key}/{self.calls}".encode()).digest()
+                u = int.from_bytes(h[:8], "big") / 2**64  # uniform [0, 1), reproducible
+                out.append(self.ms * (1 + self.jitter * (2 * u - 1)))
+            else:
+                out.append(self.ms)
+        return out
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    description = "deterministic formula with a width staircase and a fake clock (for tests)"
+
+    def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0):
+        super().__init__(threads, dtype)
+        self.step = step
+        self.jitter = jitter
+
+    def processor(self) -> str:
+        return f"fake-step{self.step}"
+
+    def layer_ms(self, config: LayerConfig) -> float:
+        return fake_layer_ms(config, self.step)
+
+    def network_ms(self, module, example_inputs) -> float:
+        """Sum of the priced layers plus one network call overhead; free ops cost nothing."""
+        from fastdeepiot.graph.extract import extract_layers
+
+        calls = extract_layers(module, example_inputs)
+        calls = getattr(calls, "calls", calls)
+        total = NETWORK_OVERHEAD_MS
+        for c in calls:
+            if c.kind == "layer":
+                total += self.layer_ms(c.config)
+            elif c.kind == "unmodelled":
+                raise ValueError(f"fake backend cannot time {c.op} ({c.name})")
+        return total
+
+    def layer_runner(self, config: LayerConfig) -> Runner:
+        return _FakeRunner(self.layer_ms(config), self.jitter, config.key)
+
+    def network_runner(self, module, example_inputs) -> Runner:
+        key = repr(module)
+        return _FakeRunner(self.network_ms(module, example_inputs), self.jitter, key)
+
+    def conditions(self) -> dict:
+        return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter}

@@ -1,0 +1,63 @@
+"""ONNX Runtime on the CPU: each workload is exported to ONNX and run by an InferenceSession."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+
+from fastdeepiot.devices.base import Backend, CallableRunner, Runner
+from fastdeepiot.families import LayerConfig
+
+OPSET = 17
+
+
+def export_onnx(module, example_inputs: tuple) -> bytes:
+    """Export with the TorchScript-based exporter: ~50x faster than the dynamo exporter per layer,
+    which matters when a profile exports thousands of configurations."""
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), tuple(example_inputs), buf, dynamo=False, opset_version=OPSET)
+    return buf.getvalue()
+
+
+class OnnxRuntimeCPU(Backend):
+    name = "onnxruntime-cpu"
+    description = "ONNX Runtime, CPUExecutionProvider, all graph optimisations, intra-op threads set"
+
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False, "onnxruntime is not installed (pip install onnxruntime)"
+        return True, ""
+
+    def layer_runner(self, config: LayerConfig) -> Runner:
+        fam = config.family_obj
+        return self.network_runner(fam.build(config.params), fam.make_inputs(config.params))
+
+    def session(self, onnx_bytes: bytes):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+    def network_runner(self, module, example_inputs) -> Runner:
+        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        sess = self.session(export_onnx(module, inputs))
+        feed = {i.name: x.detach().cpu().numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns)
+
+    def conditions(self) -> dict:
+        import onnxruntime as ort
+
+        return {**super().conditions(), "onnxruntime": ort.__version__, "opset": OPSET}

@@ -1,0 +1,97 @@
+"""The timing harness: warm-up, repeat until the median is stable, re-measure noisy results.
+
+Method (the README states it too):
+1. Warm-up: call the workload until `warmup_calls` calls *and* `warmup_ms` of its own time have passed,
+   so first-call costs (allocation, kernel selection, lazy init, ONNX session set-up) are not measured.
+2. Timed rounds of `round_calls` calls, each call timed by the backend's clock. After each round the
+   median and the inter-quartile range of all calls so far give the median's relative uncertainty
+   (~1.57 IQR / (median sqrt n), the notched-box-plot interval). Stop when it is below `target_rel_ci`
+   with at least `min_calls` calls, or at `max_calls`, or when the calls have used `max_ms`.
+3. If the whole measurement is noisy (IQR / median above `remeasure_rel_iqr`, e.g. another process
+   stole the CPU), measure again, up to `max_remeasures` times, and keep the quietest measurement.
+The Python garbage collector is off while timing so a collection does not land inside one call.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fastdeepiot.devices.base import Runner
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    warmup_calls: int = 3
+    warmup_ms: float = 20.0
+    round_calls: int = 10
+    min_calls: int = 10
+    max_calls: int = 300
+    max_ms: float = 400.0
+    target_rel_ci: float = 0.01
+    remeasure_rel_iqr: float = 0.15
+    max_remeasures: int = 2
+
+    @classmethod
+    def quick(cls) -> "TimingPolicy":
+        """For short budgets: fewer calls, looser target."""
+        return cls(warmup_calls=2, warmup_ms=5.0, min_calls=7, max_calls=60, max_ms=150.0,
+                   target_rel_ci=0.02)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    rel_iqr: float  # (q75 - q25) / median of the kept measurement
+    n_calls: int
+    remeasured: int  # how many extra measurements were made because the first was noisy
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, float]:
+    spent_ms, calls = 0.0, 0
+    while calls < policy.warmup_calls or spent_ms < policy.warmup_ms:
+        t = runner.time_calls(1)[0]
+        spent_ms += t
+        calls += 1
+        if calls >= 10 * policy.warmup_calls and calls >= 50:  # very fast op: enough warm-up
+            break
+    times: list[float] = []
+    while True:
+        times.extend(runner.time_calls(policy.round_calls))
+        a = np.asarray(times)
+        med = float(np.median(a))
+        q25, q75 = np.percentile(a, [25, 75])
+        rel_iqr = float((q75 - q25) / med) if med > 0 else 0.0
+        rel_ci = 1.57 * rel_iqr / np.sqrt(len(a))
+        if len(a) >= policy.min_calls and rel_ci <= policy.target_rel_ci:
+            break
+        if len(a) >= policy.max_calls or a.sum() >= policy.max_ms:
+            break
+    return a, rel_iqr
+
+
+def measure(runner: Runner, policy: TimingPolicy = TimingPolicy()) -> Timing:
+    """Time one prepared workload according to `policy` (see the module docstring)."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        best, best_iqr = _one_measurement(runner, policy)
+        remeasured = 0
+        while best_iqr > policy.remeasure_rel_iqr and remeasured < policy.max_remeasures:
+            remeasured += 1
+            a, iqr = _one_measurement(runner, policy)
+            if iqr < best_iqr:
+                best, best_iqr = a, iqr
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    p10, p50, p90 = np.percentile(best, [10, 50, 90])
+    return Timing(median_ms=float(p50), p10_ms=float(p10), p90_ms=float(p90), rel_iqr=best_iqr,
+                  n_calls=int(len(best)), remeasured=remeasured)

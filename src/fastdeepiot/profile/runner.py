@@ -1,0 +1,135 @@
+"""The profiler: walks a deterministic plan of configurations, times each new one, stores it at once.
+
+The plan for (families, seed) is always the same sequence, so a second run of the same command skips
+what the store already holds and continues where the first stopped (resume after kill -9).
+Families take turns (round-robin), so a short budget still covers every family.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from fastdeepiot.devices.base import Backend
+from fastdeepiot.families import LayerConfig
+from fastdeepiot.profile.harness import TimingPolicy, measure
+from fastdeepiot.profile.space import family_stream
+from fastdeepiot.profile.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One thing to measure: a layer configuration, or a whole network given by a JSON-able spec."""
+
+    kind: str  # 'layer' | 'network'
+    family: str  # layer family, or 'network'
+    key: str
+    config: dict
+    source: str  # 'random' | 'sweep' | 'adaptive' | 'network'
+    layer: LayerConfig | None = None
+
+
+def layer_workload(c: LayerConfig, source: str) -> Workload:
+    return Workload("layer", c.family, c.key, dict(c.params), source, c)
+
+
+def network_workload(spec: dict) -> Workload:
+    return Workload("network", "network", "network:" + json.dumps(spec, sort_keys=True), spec, "network")
+
+
+def network_stream(seed: int) -> Iterator[Workload]:
+    """Random networks assembled from the families (never the evaluation zoo)."""
+    from fastdeepiot.graph.randomnets import random_network
+
+    i = 0
+    while True:
+        kind = ("image", "sensor")[i % 2]
+        _, _, spec = random_network(seed * 100003 + i, kind)
+        yield network_workload(spec)
+        i += 1
+
+
+def plan(families: list[str], seed: int = 0, network_every: int = 0) -> Iterator[Workload]:
+    """Round-robin over the families' streams; with `network_every` = k > 0, one random network
+    after every k layer configurations."""
+    streams = {f: family_stream(f, seed) for f in families}
+    nets = network_stream(seed) if network_every > 0 else None
+    n_layers = 0
+    while streams:
+        for f in list(streams):
+            item = next(streams[f], None)
+            if item is None:
+                del streams[f]
+                continue
+            yield layer_workload(*item)
+            n_layers += 1
+            if nets is not None and n_layers % network_every == 0:
+                yield next(nets)
+
+
+@dataclass
+class ProfileSummary:
+    new: int = 0
+    skipped: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str = "plan exhausted"
+    per_family: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def _runner_for(backend: Backend, w: Workload):
+    if w.kind == "layer":
+        return backend.layer_runner(w.layer)
+    from fastdeepiot.graph.randomnets import build_network
+
+    module, example = build_network(w.config)
+    return backend.network_runner(module, example)
+
+
+def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, budget_s: float | None = None,
+            max_new: int | None = None, policy: TimingPolicy = TimingPolicy(),
+            on_progress: Callable[[ProfileSummary, Workload], None] | None = None,
+            clock: Callable[[], float] = time.monotonic) -> ProfileSummary:
+    """Measure every workload not yet in `store`, until the plan, `budget_s` or `max_new` runs out."""
+    store.set_conditions(backend.conditions())
+    done = store.measured_keys()
+    s = ProfileSummary()
+    t0 = clock()
+    for w in workloads:
+        if w.key in done:
+            s.skipped += 1
+            continue
+        if budget_s is not None and clock() - t0 >= budget_s:
+            s.stopped_by = "time budget"
+            break
+        if max_new is not None and s.new >= max_new:
+            s.stopped_by = "measurement count"
+            break
+        try:
+            runner = _runner_for(backend, w)
+            try:
+                timing = measure(runner, policy)
+            finally:
+                runner.close()
+        except Exception as e:  # a configuration the backend cannot run: report, keep going
+            s.failed += 1
+            msg = f"{w.key}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            s.failures.append(msg)
+            log.warning("could not measure %s", msg)
+            continue
+        if store.add(kind=w.kind, family=w.family, config_key=w.key, config=w.config, timing=timing,
+                     source=w.source):
+            s.new += 1
+            s.per_family[w.family] = s.per_family.get(w.family, 0) + 1
+        done.add(w.key)
+        s.elapsed_s = clock() - t0
+        if on_progress:
+            on_progress(s, w)
+    s.elapsed_s = clock() - t0
+    return s

@@ -1,0 +1,206 @@
+"""Samplers over a family's configuration space.
+
+* `sweep_configs`: one width parameter over every value of its range, the rest fixed: this is where the
+  staircase shows. Values come in coarse-to-fine order (0, 1/2, 1/4, 3/4, ... of the range), so a sweep
+  cut short by the time budget still covers its whole range evenly.
+* `random_configs`: scrambled Sobol points over the whole space (low-discrepancy: fewer samples cover
+  the space evenly), repaired into valid configurations.
+* `region_configs`: random points near a given configuration, for adaptive resampling where the time
+  model's error is highest.
+
+Every sampler keeps configurations under a cost cap (`MAX_FLOPS`, `MAX_BYTES`) so that one
+measurement stays in the tens of milliseconds on a small CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+from fastdeepiot.families import FAMILIES, LayerConfig, get_family
+
+MAX_FLOPS = 3e8
+MAX_BYTES = 48e6
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """Indices 0..n-1 in van der Corput order: every prefix is spread evenly over the range."""
+    if n <= 0:
+        return []
+    bits = max(1, math.ceil(math.log2(n)))
+    seen, order = set(), []
+    for i in range(2**bits):
+        j = int(format(i, f"0{bits}b")[::-1], 2)
+        if j < n and j not in seen:
+            seen.add(j)
+            order.append(j)
+    for j in (n - 1,):  # make sure the top of the range comes early
+        if j in order:
+            order.remove(j)
+            order.insert(1, j)
+    return order
+
+
+def within_cap(config: LayerConfig) -> bool:
+    f = config.features()
+    moved = f["input_bytes"] + f["output_bytes"] + f["weight_bytes"]
+    return f["flops"] <= MAX_FLOPS and moved <= MAX_BYTES
+
+
+def _repair(family: str, p: dict, u_groups: float) -> dict | None:
+    """Turn an arbitrary point of the space into a valid configuration (or None)."""
+    fam = get_family(family)
+    if family in ("conv1d", "conv2d"):
+        # groups: a third plain, a third depthwise, a third grouped (channels rounded up to a multiple)
+        if u_groups < 1 / 3:
+            p["groups"] = 1
+        elif u_groups < 2 / 3:
+            p["groups"] = p["out_channels"] = p["in_channels"]
+        else:
+            g = [2, 4, 8, 16][min(3, int((u_groups - 2 / 3) * 12))]
+            p["groups"] = g
+            p["in_channels"] = min(256, int(math.ceil(p["in_channels"] / g) * g))
+            p["out_channels"] = min(256, int(math.ceil(p["out_channels"] / g) * g))
+    try:
+        p = fam.check(p)
+    except ValueError:
+        return None
+    return p
+
+
+def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
+    """n valid configurations under the cost cap from a scrambled Sobol sequence (deterministic)."""
+    from scipy.stats import qmc
+
+    fam = get_family(family)
+    names = list(fam.space)
+    sampler = qmc.Sobol(d=len(names) + 1, scramble=True, seed=seed)
+    out: list[LayerConfig] = []
+    seen: set[str] = set()
+    for _ in range(50):  # rounds of candidates; rejection keeps the cap
+        pts = sampler.random(max(64, 2 ** math.ceil(math.log2(max(2, 4 * n)))))
+        for u in pts:
+            p = {k: fam.space[k][min(len(fam.space[k]) - 1, int(u[i] * len(fam.space[k])))]
+                 for i, k in enumerate(names)}
+            p = _repair(family, p, float(u[-1]))
+            if p is None:
+                continue
+            c = LayerConfig(family, p)
+            if c.key in seen or not within_cap(c):
+                continue
+            seen.add(c.key)
+            out.append(c)
+            if len(out) == n:
+                return out
+    return out
+
+
+def base_configs(family: str, seed: int, k: int) -> list[LayerConfig]:
+    """Cheap, typical configurations that sweeps start from: batch 1, plain (groups 1)."""
+    rng = np.random.default_rng(seed)
+    fam = get_family(family)
+    out: list[LayerConfig] = []
+    for c in random_configs(family, 40 * k, seed=seed + 7919):
+        p = dict(c.params)
+        if "batch" in p:
+            p["batch"] = 1
+        if "groups" in p:
+            p["groups"] = 1
+        try:
+            p = fam.check(p)
+        except ValueError:
+            continue
+        c2 = LayerConfig(family, p)
+        if within_cap(c2) and all(c2 != o for o in out):
+            out.append(c2)
+        if len(out) == k:
+            break
+    rng.shuffle(out)
+    return out
+
+
+def sweep_configs(base: LayerConfig, param: str) -> list[LayerConfig]:
+    """Every value of `param` (coarse-to-fine), others from `base`; invalid/over-cap points skipped."""
+    fam = base.family_obj
+    values = fam.space[param]
+    out = []
+    for i in coarse_to_fine(len(values)):
+        p = dict(base.params)
+        p[param] = values[i]
+        try:
+            p = fam.check(p)
+        except ValueError:
+            continue
+        c = LayerConfig(base.family, p)
+        if within_cap(c):
+            out.append(c)
+    return out
+
+
+def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0.15) -> list[LayerConfig]:
+    """n valid configurations near `center`: each ordered parameter moved by up to `spread` of its
+    range (in index space), categorical ones kept."""
+    fam = center.family_obj
+    rng = np.random.default_rng(seed)
+    out: list[LayerConfig] = []
+    seen = {center.key}
+    for _ in range(20 * n):
+        p = dict(center.params)
+        for k, values in fam.space.items():
+            if isinstance(values[0], str) or k == "groups":
+                continue
+            try:
+                i = values.index(p[k])
+            except ValueError:  # value outside the space: start from the nearest
+                i = int(np.argmin([abs(v - p[k]) for v in values]))
+            d = int(round(rng.uniform(-spread, spread) * len(values)))
+            p[k] = values[min(len(values) - 1, max(0, i + d))]
+        if p.get("groups", 1) > 1 and p["groups"] == center.params.get("in_channels"):
+            p["groups"] = p["out_channels"] = p["in_channels"]  # keep depthwise depthwise
+        elif "groups" in p and (p["in_channels"] % p["groups"] or p["out_channels"] % p["groups"]):
+            p["groups"] = 1
+        try:
+            p = fam.check(p)
+        except ValueError:
+            continue
+        c = LayerConfig(center.family, p)
+        if c.key not in seen and within_cap(c):
+            seen.add(c.key)
+            out.append(c)
+            if len(out) == n:
+                break
+    return out
+
+
+def family_stream(family: str, seed: int, n_bases: int = 2) -> Iterator[tuple[LayerConfig, str]]:
+    """The order in which one family is profiled: random points and sweep points alternate (half
+    each); the sweeps themselves take turns, so a short budget sees a bit of every sweep."""
+    fam = get_family(family)
+    randoms = iter(random_configs(family, 4000, seed=seed))
+    sweeps = [iter(sweep_configs(b, prm)) for b in base_configs(family, seed, n_bases)
+              for prm in fam.width_params]
+    turn = 0
+    while True:
+        got_any = False
+        c = next(randoms, None)
+        if c is not None:
+            got_any = True
+            yield c, "random"
+        for _ in range(len(sweeps)):
+            if not sweeps:
+                break
+            s = sweeps[turn % len(sweeps)]
+            turn += 1
+            c = next(s, None)
+            if c is not None:
+                got_any = True
+                yield c, "sweep"
+                break
+        if not got_any:
+            return
+
+
+def all_families() -> list[str]:
+    return list(FAMILIES)

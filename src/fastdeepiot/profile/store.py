@@ -1,0 +1,288 @@
+"""The measurement store: one SQLite file per device, every measurement with its conditions.
+
+Durability: WAL journal, synchronous=FULL, one transaction per measurement. A profiler killed at any
+moment (kill -9) loses at most the measurement in flight; re-running resumes because a measurement's
+key (device, configuration) is UNIQUE and the profiler skips keys already stored. Two profilers on one
+file do not corrupt it: SQLite serialises writers (busy timeout) and `INSERT OR IGNORE` keeps the first
+of two racing measurements of the same key.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from fastdeepiot.errors import StoreError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x46444954  # "FDIT": marks the file as ours (PRAGMA application_id)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY, hash TEXT UNIQUE NOT NULL, fingerprint_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conditions (
+    id INTEGER PRIMARY KEY, hash TEXT UNIQUE NOT NULL, device_id INTEGER NOT NULL REFERENCES devices(id),
+    conditions_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    conditions_id INTEGER NOT NULL REFERENCES conditions(id),
+    kind TEXT NOT NULL CHECK (kind IN ('layer', 'network')),
+    family TEXT NOT NULL,
+    config_key TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+    rel_iqr REAL NOT NULL, n_calls INTEGER NOT NULL, remeasured INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    measured_at TEXT NOT NULL,
+    UNIQUE (device_id, config_key));
+CREATE INDEX IF NOT EXISTS measurements_family ON measurements(device_id, family);
+"""
+
+
+def _hash(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    kind: str
+    family: str
+    config_key: str
+    config: dict
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    rel_iqr: float
+    n_calls: int
+    remeasured: int
+    source: str
+    measured_at: str
+    device: dict
+    conditions: dict
+
+
+class Store:
+    """Open with `Store.open(path, fingerprint=...)` to write, or `Store.open(path)` to read."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str):
+        self.conn = conn
+        self.path = path
+        self._device_id: int | None = None
+        self._conditions_id: int | None = None
+
+    # ------------------------------------------------------------------ opening and checking
+    @classmethod
+    def open(cls, path: str | os.PathLike, fingerprint: dict | None = None, *, create: bool = False,
+             force: bool = False) -> "Store":
+        """Open (and with `create`, make) a store. With a `fingerprint`, the file must hold
+        measurements of that device only, unless `force` (then the new device is added beside)."""
+        path = os.fspath(path)
+        exists = os.path.exists(path)
+        if not exists and not create:
+            raise StoreError(f"{path}: no such measurement database")
+        if exists and os.path.isdir(path):
+            raise StoreError(f"{path}: is a directory, not a measurement database")
+        try:
+            conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: not a readable SQLite database ({e})") from None
+        if has_tables and app_id != APPLICATION_ID:
+            conn.close()
+            raise StoreError(f"{path}: a SQLite file, but not a fastdeepiot measurement database")
+        store = cls(conn, path)
+        try:
+            if not has_tables:
+                if not create:
+                    raise StoreError(f"{path}: empty file, not a fastdeepiot measurement database")
+                store._create()
+            store._check_schema()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise StoreError(f"{path}: database is corrupt ({ok}); re-profile into a new file")
+            if fingerprint is not None:
+                store._bind_device(fingerprint, force)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{path}: corrupt measurement database ({e})") from None
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def _create(self) -> None:
+        with self._tx():
+            self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                              (str(SCHEMA_VERSION),))
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now(),))
+
+    def _check_schema(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no schema version; not a fastdeepiot measurement database")
+        if int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {row[0]}, this fastdeepiot reads "
+                             f"version {SCHEMA_VERSION}")
+
+    def _bind_device(self, fingerprint: dict, force: bool) -> None:
+        h = _hash(fingerprint)
+        others = [json.loads(r[0]) for r in self.conn.execute(
+            "SELECT fingerprint_json FROM devices WHERE hash != ?", (h,))]
+        if others and not force:
+            raise StoreError(
+                f"{self.path} holds measurements of another device ({_describe(others[0])}), "
+                f"not of {_describe(fingerprint)}; use another --db, or --force to add this device")
+        with self._tx():
+            self.conn.execute("INSERT OR IGNORE INTO devices (hash, fingerprint_json) VALUES (?, ?)",
+                              (h, json.dumps(fingerprint, sort_keys=True)))
+        self._device_id = self.conn.execute("SELECT id FROM devices WHERE hash=?", (h,)).fetchone()[0]
+
+    def set_conditions(self, conditions: dict) -> None:
+        """The conditions recorded with every following measurement (versions, platform, ...)."""
+        if self._device_id is None:
+            raise RuntimeError("open the store with a device fingerprint before recording")
+        h = _hash(conditions)
+        with self._tx():
+            self.conn.execute("INSERT OR IGNORE INTO conditions (hash, device_id, conditions_json) "
+                              "VALUES (?, ?, ?)", (h, self._device_id,
+                                                   json.dumps(conditions, sort_keys=True)))
+        self._conditions_id = self.conn.execute(
+            "SELECT id FROM conditions WHERE hash=?", (h,)).fetchone()[0]
+
+    # ------------------------------------------------------------------ writing
+    def _tx(self):
+        conn = self.conn
+
+        class _Tx:
+            def __enter__(self_):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_, exc_type, *_):
+                conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+        return _Tx()
+
+    def measured_keys(self) -> set[str]:
+        """Configuration keys already measured for the bound device (what a resumed run skips)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT config_key FROM measurements WHERE device_id=?", (self._device_id,))}
+
+    def add(self, *, kind: str, family: str, config_key: str, config: dict, timing, source: str) -> bool:
+        """Record one measurement in its own transaction. False if the key was already stored."""
+        if self._conditions_id is None:
+            raise RuntimeError("call set_conditions() before add()")
+        with self._tx():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO measurements (device_id, conditions_id, kind, family, config_key,"
+                " config_json, median_ms, p10_ms, p90_ms, rel_iqr, n_calls, remeasured, source,"
+                " measured_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (self._device_id, self._conditions_id, kind, family, config_key,
+                 json.dumps(config, sort_keys=True), timing.median_ms, timing.p10_ms, timing.p90_ms,
+                 timing.rel_iqr, timing.n_calls, timing.remeasured, source, _now()))
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ reading
+    def devices(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self.conn.execute("SELECT fingerprint_json FROM devices")]
+
+    def measurements(self, *, kind: str | None = None, family: str | None = None,
+                     device: dict | None = None) -> Iterator[Measurement]:
+        q = ("SELECT m.*, d.fingerprint_json, c.conditions_json FROM measurements m "
+             "JOIN devices d ON d.id = m.device_id JOIN conditions c ON c.id = m.conditions_id WHERE 1=1")
+        args: list = []
+        if kind:
+            q += " AND m.kind=?"
+            args.append(kind)
+        if family:
+            q += " AND m.family=?"
+            args.append(family)
+        if device is not None:
+            q += " AND d.hash=?"
+            args.append(_hash(device))
+        q += " ORDER BY m.id"
+        try:
+            for r in self.conn.execute(q, args):
+                yield Measurement(
+                    kind=r["kind"], family=r["family"], config_key=r["config_key"],
+                    config=json.loads(r["config_json"]), median_ms=r["median_ms"], p10_ms=r["p10_ms"],
+                    p90_ms=r["p90_ms"], rel_iqr=r["rel_iqr"], n_calls=r["n_calls"],
+                    remeasured=r["remeasured"], source=r["source"], measured_at=r["measured_at"],
+                    device=json.loads(r["fingerprint_json"]), conditions=json.loads(r["conditions_json"]))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: corrupt measurement database ({e})") from None
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+EXPORT_COLUMNS = ["kind", "family", "config_key", "median_ms", "p10_ms", "p90_ms", "rel_iqr", "n_calls",
+                  "remeasured", "source", "measured_at", "backend", "processor", "threads", "dtype",
+                  "conditions_json", "config_json"]
+
+
+def export_rows(store: Store) -> Iterable[dict]:
+    for m in store.measurements():
+        yield {"kind": m.kind, "family": m.family, "config_key": m.config_key, "median_ms": m.median_ms,
+               "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "rel_iqr": m.rel_iqr, "n_calls": m.n_calls,
+               "remeasured": m.remeasured, "source": m.source, "measured_at": m.measured_at,
+               "backend": m.device.get("backend"), "processor": m.device.get("processor"),
+               "threads": m.device.get("threads"), "dtype": m.device.get("dtype"),
+               "conditions_json": json.dumps(m.conditions, sort_keys=True),
+               "config_json": json.dumps(m.config, sort_keys=True)}
+
+
+def export_csv(store: Store, path: str) -> int:
+    n = 0
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
+        w.writeheader()
+        for row in export_rows(store):
+            w.writerow(row)
+            n += 1
+    return n
+
+
+def export_parquet(store: Store, path: str) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise StoreError("Parquet export needs pyarrow (pip install pyarrow)") from None
+    rows = list(export_rows(store))
+    table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in EXPORT_COLUMNS})
+    pq.write_table(table, path)
+    return len(rows)
+
+
+def _describe(fp: dict) -> str:
+    return f"{fp.get('backend')} on {fp.get('processor')}, {fp.get('threads')} thread(s)"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
