@@ -1,0 +1,313 @@
+"""Profiler: plan -> harness -> store -> export, on the fake backend (exact) and real backends (smoke)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastdeepiot.cli import main
+from fastdeepiot.devices import get_backend
+from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
+from fastdeepiot.errors import StoreError
+from fastdeepiot.families import FAMILIES, LayerConfig
+from fastdeepiot.profile.harness import TimingPolicy, measure
+from fastdeepiot.profile.runner import plan, profile
+from fastdeepiot.profile.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
+                                       within_cap)
+from fastdeepiot.profile.store import Store
+
+LAYERS_ONLY = dict(network_every=0)
+
+
+def _profile_fake(db, n, families=("conv2d", "gru", "linear"), seed=0, **kw):
+    backend = FakeBackend(**kw)
+    with Store.open(db, backend.fingerprint(), create=True) as store:
+        return profile(backend, store, plan(list(families), seed=seed, **LAYERS_ONLY), max_new=n)
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def test_coarse_to_fine_is_a_permutation_with_even_prefixes():
+    order = coarse_to_fine(256)
+    assert sorted(order) == list(range(256))
+    assert order[0] == 0 and order[1] == 255
+    first8 = sorted(order[:8])
+    assert max(b - a for a, b in zip(first8, first8[1:])) <= 64  # spread over the range
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_samples_valid_configs_that_run(family):
+    configs = random_configs(family, 5, seed=1)
+    assert len(configs) == 5
+    assert configs == random_configs(family, 5, seed=1)  # deterministic
+    for c in configs:
+        assert within_cap(c)
+        fam = c.family_obj
+        assert fam.check(c.params) == c.params
+    c = min(configs, key=lambda c: c.features()["flops"])
+    out = c.family_obj.build(c.params)(*c.family_obj.make_inputs(c.params))
+    assert out is not None
+    assert len(region_configs(c, 3, seed=0)) == 3
+
+
+def test_sweep_covers_every_width_once():
+    base = LayerConfig("conv2d", dict(batch=1, in_channels=8, out_channels=8, kernel=3, stride=1,
+                                      groups=1, size=8))
+    sweep = sweep_configs(base, "out_channels")
+    widths = [c.params["out_channels"] for c in sweep]
+    assert sorted(widths) == list(range(1, 257))
+    assert all(c.params["in_channels"] == 8 for c in sweep)
+
+
+def test_conv_samples_include_depthwise_and_grouped():
+    cs = random_configs("conv2d", 60, seed=3)
+    groups = {("dw" if c.params["groups"] == c.params["in_channels"] > 1 else
+               "g" if c.params["groups"] > 1 else "plain") for c in cs}
+    assert groups == {"dw", "g", "plain"}
+
+
+# ----------------------------------------------------------------------------- harness
+
+
+class _SeqRunner:
+    """Returns a scripted sequence of call times."""
+
+    def __init__(self, seq):
+        self.seq, self.i = list(seq), 0
+
+    def run_once(self):
+        pass
+
+    def time_calls(self, n):
+        out = [self.seq[(self.i + k) % len(self.seq)] for k in range(n)]
+        self.i += n
+        return out
+
+    def close(self):
+        pass
+
+
+def test_harness_median_ignores_outliers_and_warmup():
+    # warm-up calls are slow (first-call costs), then steady 1 ms with rare 50 ms spikes
+    seq = [100.0] * 3 + [1.0] * 19 + [50.0]
+    t = measure(_SeqRunner(seq), TimingPolicy(warmup_calls=3, warmup_ms=0, min_calls=20))
+    assert t.median_ms == 1.0
+    assert t.n_calls >= 20
+
+
+def test_harness_remeasures_noisy_results_and_keeps_the_quietest():
+    class Noisy(_SeqRunner):
+        def __init__(self):
+            super().__init__([1.0])
+            self.round = 0
+
+        def time_calls(self, n):
+            self.round += 1
+            # the first measurement (warm-up + first round) is very noisy, later ones are quiet
+            return [1.0, 3.0] * (n // 2) + [1.0] * (n % 2) if self.i < 40 and self.bump(n) else [2.0] * n
+
+        def bump(self, n):
+            self.i += n
+            return True
+
+    pol = TimingPolicy(warmup_calls=1, warmup_ms=0, min_calls=10, max_calls=20, remeasure_rel_iqr=0.1)
+    t = measure(Noisy(), pol)
+    assert t.remeasured >= 1
+    assert t.rel_iqr == 0.0 and t.median_ms == 2.0
+
+
+def test_fake_backend_timing_is_exact():
+    c = LayerConfig("conv2d", dict(batch=1, in_channels=16, out_channels=17, kernel=3, stride=1,
+                                   groups=1, size=16))
+    t = measure(FakeBackend().layer_runner(c))
+    assert t.median_ms == fake_layer_ms(c) and t.rel_iqr == 0.0
+
+
+# ----------------------------------------------------------------------------- store + runner
+
+
+def test_profile_store_export_exact_values(tmp_path):
+    db, out = tmp_path / "p.db", tmp_path / "p.csv"
+    s = _profile_fake(db, 30)
+    assert s.new == 30 and s.failed == 0 and s.stopped_by == "measurement count"
+    assert set(s.per_family) == {"conv2d", "gru", "linear"}  # round-robin: every family gets turns
+    assert main(["export", str(db), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 30
+    for r in rows:
+        c = LayerConfig.from_key(r["config_key"])
+        assert float(r["median_ms"]) == pytest.approx(fake_layer_ms(c), rel=1e-12)
+        assert r["backend"] == "fake" and r["threads"] == "1"
+        assert '"fake_step": 16' in r["conditions_json"]
+
+
+def test_resume_does_not_remeasure(tmp_path):
+    db = tmp_path / "p.db"
+    assert _profile_fake(db, 20).new == 20
+    s2 = _profile_fake(db, 15)
+    assert s2.skipped == 20 and s2.new == 15
+    with Store.open(db) as st:
+        keys = [m.config_key for m in st.measurements()]
+    assert len(keys) == 35 == len(set(keys))
+
+
+def test_store_records_conditions_per_measurement(tmp_path):
+    db = tmp_path / "p.db"
+    _profile_fake(db, 3)
+    with Store.open(db) as st:
+        ms = list(st.measurements())
+    assert all(m.device["backend"] == "fake" and m.conditions["fake_step"] == 16 for m in ms)
+
+
+def test_foreign_database_needs_force(tmp_path):
+    db = tmp_path / "p.db"
+    _profile_fake(db, 3)
+    with pytest.raises(StoreError, match="another device"):
+        Store.open(db, FakeBackend(step=8).fingerprint())
+    Store.open(db, FakeBackend(step=8).fingerprint(), force=True).close()
+    code = main(["profile", "--device", "fake", "--threads", "2", "--db", str(db), "--max-new", "1",
+                 "--network-every", "0", "-q"])
+    assert code == 2
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 100, b""])
+def test_corrupt_or_empty_file_is_rejected(tmp_path, content, capsys):
+    db = tmp_path / "bad.db"
+    db.write_bytes(content)
+    assert main(["export", str(db), "--csv", str(tmp_path / "x.csv")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_damaged_database_is_rejected(tmp_path):
+    db = tmp_path / "p.db"
+    _profile_fake(db, 40)
+    with sqlite3.connect(db) as c:  # fold the WAL into the file, then damage its pages
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    for i in range(4096 + 100, len(data), 512):
+        data[i:i + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+    assert main(["export", str(db), "--csv", str(tmp_path / "x.csv")]) == 2
+
+
+def test_other_sqlite_file_is_rejected(tmp_path):
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not a fastdeepiot"):
+        Store.open(db)
+
+
+def test_missing_database(tmp_path, capsys):
+    assert main(["summary", str(tmp_path / "none.db")]) == 2
+    assert "no such measurement database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["--device", "tpu-9000"], ["--layers", "conv2d,transformer"], ["--budget", "ten minutes"],
+])
+def test_bad_cli_input_exits_2(tmp_path, args, capsys):
+    code = main(["profile", "--db", str(tmp_path / "p.db"), "-q", *args])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_cli_profile_and_summary(tmp_path, capsys):
+    db = tmp_path / "p.db"
+    assert main(["profile", "--device", "fake", "--layers", "conv1d,lstm", "--db", str(db),
+                 "--max-new", "8", "--network-every", "0", "-q"]) == 0
+    assert "8 new measurements" in capsys.readouterr().out
+    assert main(["summary", str(db), "--json"]) == 0
+    assert '"conv1d"' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "fastdeepiot", *args]
+
+
+def test_kill_9_loses_at_most_one_measurement_and_resumes(tmp_path):
+    db = tmp_path / "p.db"
+    cmd = _cli("profile", "--device", "torch-cpu", "--layers", "activation,add,batchnorm", "--db", str(db),
+               "--budget", "60s", "--quick", "--network-every", "0", "-q")
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    n_before = 0
+    while time.time() < deadline:  # wait until it is busy writing
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    n_before = c.execute("SELECT count(*) FROM measurements").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if n_before >= 20:
+                break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert n_before >= 20, p.stderr.read().decode()[-2000:]
+    with Store.open(db) as st:  # opens cleanly (integrity checked), nothing lost that was committed
+        n_after_kill = st.count()
+    assert n_after_kill >= n_before
+    r = subprocess.run(_cli("profile", "--device", "torch-cpu", "--layers", "activation,add,batchnorm",
+                            "--db", str(db), "--max-new", "10", "--quick", "--network-every", "0", "-q"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{n_after_kill} already stored" in r.stdout
+    with Store.open(db) as st:
+        keys = [m.config_key for m in st.measurements()]
+    assert len(keys) == n_after_kill + 10 == len(set(keys))
+
+
+def test_two_profilers_on_one_database(tmp_path):
+    db = tmp_path / "p.db"
+    cmds = [_cli("profile", "--device", "fake", "--layers", "conv2d,linear", "--db", str(db),
+                 "--max-new", "150", "--seed", str(s), "--network-every", "0", "-q") for s in (0, 0, 1)]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with Store.open(db) as st:
+        keys = [m.config_key for m in st.measurements()]
+    assert len(keys) == len(set(keys)) >= 300
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# ----------------------------------------------------------------------------- real backends
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("device", ["torch-cpu", "onnxruntime-cpu"])
+def test_real_backend_smoke(tmp_path, device):
+    backend = get_backend(device, threads=1)
+    with Store.open(tmp_path / "p.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, plan(["conv2d", "gru", "linear", "add"], seed=0, **LAYERS_ONLY),
+                    max_new=8, policy=TimingPolicy.quick())
+        ms = list(store.measurements())
+    assert s.new == 8 and s.failed == 0
+    assert all(m.median_ms > 0 and m.p10_ms <= m.median_ms <= m.p90_ms for m in ms)
+    assert ms[0].conditions["threads"] == 1
+    assert ms[0].conditions["torch" if device == "torch-cpu" else "onnxruntime"]
+
+
+@pytest.mark.cuda
+def test_torch_cuda_backend_smoke(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    backend = get_backend("torch-cuda")
+    c = random_configs("conv2d", 1, seed=0)[0]
+    t = measure(backend.layer_runner(c), TimingPolicy.quick())
+    assert t.median_ms > 0
