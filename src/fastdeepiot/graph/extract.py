@@ -1,0 +1,666 @@
+"""Turn a PyTorch module into the list of layer calls the time model prices.
+
+`extract_layers(module, example_inputs)` returns an `ExtractResult`: a `list[LayerCall]` in execution
+order, with two extra attributes,
+
+  * `traced` -- True when torch.fx symbolic tracing succeeded, so every module call AND every
+    functional / method op (residual `a + b`, `torch.cat`, `F.relu`, `x.flatten(1)`, ...) is listed;
+    False when tracing failed (data-dependent control flow, ...) and we fell back to forward hooks on
+    leaf modules: functional ops are then invisible (not listed), and `warnings` says so.
+  * `warnings` -- human-readable notes (fallback, approximated configurations, unmodelled ops).
+
+Every call is one of three kinds:
+
+  * 'layer'      -- priced by a family (`family`, `config` set),
+  * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
+                    slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
+                    `contiguous` (a copy, small; noted in `note`),
+  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, nn.LayerNorm,
+                    x * y, ...). Never dropped silently: the caller decides (error / warn / ignore).
+
+Mapping to the family space (`approx=True` when the mapping is not exact):
+  * Conv1d/2d -> conv1d/conv2d. The family pads kernel//2; a different padding, dilation != 1,
+    a non-zeros padding mode, a non-square kernel/stride/input make the call approximate. Non-square
+    kernels / inputs use round(sqrt(h*w)).
+  * Linear -> linear, batch = product of all leading dims.
+  * GRU/LSTM -> gru/lstm (batch_first honoured, unbatched input -> batch 1). Bidirectional RNNs are
+    split into 2 * num_layers single-layer calls (`name`, `name#rev`, `name#l1`, `name#l1#rev`...),
+    layer l > 0 reading 2 * hidden features, which is what the RNN computes.
+  * BatchNorm1d/2d -> batchnorm (dims from the input rank; (N, C) -> dims=1, size=1).
+  * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k) and `x.mean((2, 3))` -> pool with
+    kernel = stride = size // k (approx: the family's kernel space is [2, 3]; the model extrapolates).
+  * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU modules, F.* and torch.* equivalents -> activation.
+  * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add; anything else -> unmodelled.
+  * torch.cat of n tensors along dim 1 -> n-1 chained two-input concat calls (`node`, `node#1`, ...),
+    each concatenating the running result with the next tensor.
+  Element-wise families (batchnorm, activation, add, concat) read batch = shape[0], channels =
+  shape[1], and dims/size from the rest (rank 2 -> dims 1, size 1; rank 3 -> dims 1, size = L;
+  rank 4 -> dims 2, size = h (or round(sqrt(h*w)), approx)). What matters for their cost is the
+  element count, which these keep exact for square inputs.
+
+`fused_into` is left None here; `fusion_for_backend(calls, backend)` (module `fastdeepiot.graph.fusion`)
+returns a copy annotated with the producer each op is fused into by that backend.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings as _warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastdeepiot.families import LayerConfig
+
+LAYER, FREE, UNMODELLED = "layer", "free", "unmodelled"
+
+
+@dataclass
+class LayerCall:
+    name: str  # module qualified name (suffix '#k' for the k-th repeated call) or fx node name
+    family: str | None
+    config: LayerConfig | None
+    op: str  # 'Conv2d', 'add', 'cat', 'flatten', 'relu', ...
+    kind: str  # 'layer' | 'free' | 'unmodelled'
+    fused_into: str | None = None  # set by fusion_for_backend
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    output_shape: tuple[int, ...] | None = None
+    approx: bool = False  # the family configuration only approximates the op (see module doc)
+    note: str | None = None
+    # data flow: names of the calls producing this call's tensor inputs ('input' = network input);
+    # in hook mode (traced False) simply the previous call
+    inputs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "family": self.family,
+            "config": self.config.to_json() if self.config else None, "op": self.op,
+            "kind": self.kind, "fused_into": self.fused_into,
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
+            "approx": self.approx, "note": self.note, "inputs": list(self.inputs),
+        }
+
+
+class ExtractResult(list):
+    """A list of LayerCall with `traced` (fx succeeded) and `warnings`."""
+
+    def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None):
+        super().__init__(calls)
+        self.traced = traced
+        self.warnings = list(warnings or [])
+
+    @property
+    def calls(self) -> list[LayerCall]:
+        return list(self)
+
+    def layers(self) -> list[LayerCall]:
+        return [c for c in self if c.kind == LAYER]
+
+    def unmodelled(self) -> list[LayerCall]:
+        return [c for c in self if c.kind == UNMODELLED]
+
+
+INPUT = "input"  # producer name of the network's inputs
+
+# ------------------------------------------------------------------------------------ helpers
+
+_ACT_MODULES = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.Hardswish: "hardswish",
+    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.GELU: "gelu",
+}
+_ACT_FUNCS = {
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.leaky_relu: "leaky_relu",
+    F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+    F.tanh: "tanh", F.gelu: "gelu", torch.relu_: "relu", F.relu_: "relu",
+}
+_ACT_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
+                "tanh": "tanh", "tanh_": "tanh"}
+_FREE_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                 nn.Flatten, nn.Unflatten)
+_FREE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
+                 "chunk", "split", "unbind", "view_as", "reshape_as", "expand", "t", "narrow",
+                 "contiguous", "unflatten", "float", "detach", "clone"}
+_FREE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.unsqueeze,
+               torch.squeeze, torch.chunk, torch.split, torch.unbind, torch.t, torch.narrow,
+               operator.getitem, F.dropout, F.dropout1d, F.dropout2d, torch.clone}
+_COPY_OPS = {"contiguous", "clone"}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_"}
+_POOL_FUNCS = {F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2), F.avg_pool1d: ("avg", 1),
+               F.avg_pool2d: ("avg", 2)}
+_ADAPTIVE_FUNCS = {F.adaptive_avg_pool1d: ("avg", 1), F.adaptive_avg_pool2d: ("avg", 2),
+                   F.adaptive_max_pool1d: ("max", 1), F.adaptive_max_pool2d: ("max", 2)}
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[1] if len(v) > 1 else v[0]))
+    return (int(v), int(v))
+
+
+def _sq(a: int, b: int) -> tuple[int, bool]:
+    """Size of a square with the same area; approx flag when a != b."""
+    if a == b:
+        return int(a), False
+    return max(1, int(round(math.sqrt(a * b)))), True
+
+
+def _ew_params(shape: tuple[int, ...]) -> tuple[dict, bool] | None:
+    """batch/channels/dims/size of an element-wise op on `shape`; None for unsupported ranks."""
+    r = len(shape)
+    if r == 2:
+        return {"batch": shape[0], "channels": shape[1], "dims": 1, "size": 1}, False
+    if r == 3:
+        return {"batch": shape[0], "channels": shape[1], "dims": 1, "size": shape[2]}, False
+    if r == 4:
+        s, ap = _sq(shape[2], shape[3])
+        return {"batch": shape[0], "channels": shape[1], "dims": 2, "size": s}, ap
+    if r == 1:
+        return {"batch": 1, "channels": shape[0], "dims": 1, "size": 1}, True
+    return None
+
+
+class _Mapped:
+    """What one op maps to: a list of (suffix, family, params, approx, note, input_shapes, out_shape)."""
+
+    def __init__(self, kind: str, op: str, family: str | None = None, params: dict | None = None,
+                 approx: bool = False, note: str | None = None):
+        self.kind, self.op, self.family, self.params = kind, op, family, params
+        self.approx, self.note = approx, note
+        self.parts: list[dict] | None = None  # several calls for one op (cat of n, bidirectional RNN)
+
+
+def _unmodelled(op: str, note: str) -> _Mapped:
+    return _Mapped(UNMODELLED, op, note=note)
+
+
+def _map_conv(m: nn.Module, shape: tuple[int, ...]) -> _Mapped:
+    dim = 2 if isinstance(m, nn.Conv2d) else 1
+    op = type(m).__name__
+    notes, approx = [], False
+    if len(shape) == dim + 1:  # unbatched
+        shape = (1,) + tuple(shape)
+    if len(shape) != dim + 2:
+        return _unmodelled(op, f"input rank {len(shape)}")
+    if dim == 2:
+        kh, kw = _pair(m.kernel_size)
+        sh, sw = _pair(m.stride)
+        k, a1 = _sq(kh, kw)
+        s, a2 = _sq(sh, sw)
+        size, a3 = _sq(shape[2], shape[3])
+        dil = _pair(m.dilation)
+        pad = m.padding if isinstance(m.padding, str) else _pair(m.padding)
+        expect_pad = (kh // 2, kw // 2)
+        if a1 or a2 or a3:
+            approx = True
+            notes.append("non-square kernel/stride/input")
+    else:
+        k, s, size = int(m.kernel_size[0]), int(m.stride[0]), int(shape[2])
+        dil = (int(m.dilation[0]),)
+        pad = m.padding if isinstance(m.padding, str) else (int(m.padding[0]),)
+        expect_pad = (k // 2,)
+    if isinstance(pad, str):
+        if not (pad == "same" and all(x % 2 == 1 for x in _pair(m.kernel_size)[:dim])):
+            approx = True
+            notes.append(f"padding={pad!r}")
+    elif tuple(pad) != expect_pad:
+        approx = True
+        notes.append(f"padding={tuple(pad)} (family uses kernel//2)")
+    if any(d != 1 for d in dil):
+        approx = True
+        notes.append(f"dilation={tuple(dil)}")
+    if m.padding_mode != "zeros":
+        approx = True
+        notes.append(f"padding_mode={m.padding_mode}")
+    params = {"batch": int(shape[0]), "in_channels": m.in_channels, "out_channels": m.out_channels,
+              "kernel": k, "stride": s, "groups": m.groups, "size": size}
+    return _Mapped(LAYER, op, f"conv{dim}d", params, approx, "; ".join(notes) or None)
+
+
+def _map_linear(m: nn.Linear, shape) -> _Mapped:
+    batch = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
+    return _Mapped(LAYER, "Linear", "linear",
+                   {"batch": batch, "in_features": m.in_features, "out_features": m.out_features})
+
+
+def _map_rnn(m: nn.RNNBase, shape) -> _Mapped:
+    op = type(m).__name__
+    fam = "gru" if isinstance(m, nn.GRU) else "lstm"
+    if getattr(m, "proj_size", 0):
+        return _unmodelled(op, "LSTM with proj_size")
+    if len(shape) == 2:
+        batch, seq = 1, shape[0]
+    elif m.batch_first:
+        batch, seq = shape[0], shape[1]
+    else:
+        seq, batch = shape[0], shape[1]
+    base = {"batch": int(batch), "input_size": m.input_size, "hidden_size": m.hidden_size,
+            "seq_len": int(seq)}
+    if not m.bidirectional:
+        return _Mapped(LAYER, op, fam, {**base, "num_layers": m.num_layers})
+    mp = _Mapped(LAYER, op, fam, None, note="bidirectional: split into single-layer calls")
+    mp.parts = []
+    for layer in range(m.num_layers):
+        isz = m.input_size if layer == 0 else 2 * m.hidden_size
+        for rev in (False, True):
+            suffix = ("" if layer == 0 else f"#l{layer}") + ("#rev" if rev else "")
+            mp.parts.append({"suffix": suffix, "layer": layer,
+                             "params": {**base, "input_size": isz, "num_layers": 1}})
+    return mp
+
+
+def _map_bn(m: nn.Module, shape) -> _Mapped:
+    ew = _ew_params(tuple(shape))
+    if ew is None:
+        return _unmodelled(type(m).__name__, f"input rank {len(shape)}")
+    p, ap = ew
+    return _Mapped(LAYER, type(m).__name__, "batchnorm", p, ap)
+
+
+def _map_pool(mode: str, dim: int, kernel, stride, padding, ceil_mode, shape, op: str) -> _Mapped:
+    if len(shape) == dim + 1:
+        shape = (1,) + tuple(shape)
+    if len(shape) != dim + 2:
+        return _unmodelled(op, f"input rank {len(shape)}")
+    notes, approx = [], False
+    if dim == 2:
+        k, a1 = _sq(*_pair(kernel))
+        s, a2 = _sq(*_pair(stride if stride is not None and stride != [] else kernel))
+        size, a3 = _sq(shape[2], shape[3])
+        approx = a1 or a2 or a3
+        pad = _pair(padding)
+    else:
+        k = int(kernel[0] if isinstance(kernel, (tuple, list)) else kernel)
+        st = stride if stride is not None and stride != [] else kernel
+        s = int(st[0] if isinstance(st, (tuple, list)) else st)
+        size = int(shape[2])
+        pad = (int(padding[0] if isinstance(padding, (tuple, list)) else padding),)
+    if any(pad):
+        approx = True
+        notes.append(f"padding={pad}")
+    if ceil_mode:
+        approx = True
+        notes.append("ceil_mode")
+    if k not in (2, 3) or s not in (1, 2, 3):
+        approx = True
+        notes.append("kernel/stride outside the family space")
+    params = {"batch": int(shape[0]), "mode": mode, "channels": int(shape[1]), "kernel": k,
+              "stride": s, "size": size}
+    return _Mapped(LAYER, op, f"pool{dim}d", params, approx, "; ".join(notes) or None)
+
+
+def _map_adaptive(mode: str, dim: int, output_size, shape, op: str) -> _Mapped:
+    if len(shape) == dim + 1:
+        shape = (1,) + tuple(shape)
+    if len(shape) != dim + 2:
+        return _unmodelled(op, f"input rank {len(shape)}")
+    outs = _pair(output_size) if dim == 2 else (
+        (int(output_size[0]) if isinstance(output_size, (tuple, list)) else int(output_size)),)
+    spatial = tuple(int(x) for x in shape[2:])
+    if any(o is None for o in outs) or any(sz % o for sz, o in zip(spatial, outs)):
+        return _unmodelled(op, f"adaptive pool {spatial} -> {outs} not an integer kernel")
+    ks = [sz // o for sz, o in zip(spatial, outs)]
+    k = ks[0] if dim == 1 else _sq(ks[0], ks[1])[0]
+    size = spatial[0] if dim == 1 else _sq(*spatial)[0]
+    params = {"batch": int(shape[0]), "mode": mode, "channels": int(shape[1]), "kernel": k,
+              "stride": k, "size": size}
+    return _Mapped(LAYER, op, f"pool{dim}d", params, True,
+                   "adaptive pool as kernel = stride = size // output (outside the family space)")
+
+
+def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
+    op = type(m).__name__
+    shape = in_shapes[0] if in_shapes else ()
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return _map_conv(m, shape)
+    if isinstance(m, nn.Linear):
+        return _map_linear(m, shape)
+    if isinstance(m, (nn.GRU, nn.LSTM)):
+        return _map_rnn(m, shape)
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return _map_bn(m, shape)
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)):
+        dim = 2 if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) else 1
+        mode = "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg"
+        if mode == "max" and _pair(getattr(m, "dilation", 1)) != (1, 1):
+            mp = _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
+            mp.approx = True
+            return mp
+        return _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
+    if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
+                      nn.AdaptiveMaxPool2d)):
+        dim = 2 if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) else 1
+        mode = "avg" if "Avg" in op else "max"
+        return _map_adaptive(mode, dim, m.output_size, shape, op)
+    for cls, kind in _ACT_MODULES.items():
+        if type(m) is cls:
+            return _map_ew("activation", op, shape, {"kind": kind})
+    if isinstance(m, _FREE_MODULES):
+        return _Mapped(FREE, op)
+    return _unmodelled(op, "no family covers this module")
+
+
+def _map_ew(family: str, op: str, shape, extra: dict | None = None) -> _Mapped:
+    ew = _ew_params(tuple(shape))
+    if ew is None:
+        return _unmodelled(op, f"input rank {len(shape)}")
+    p, ap = ew
+    return _Mapped(LAYER, op, family, {**(extra or {}), **p}, ap)
+
+
+# ------------------------------------------------------------------------------ fx tracing
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.nn modules are leaves (default); so are custom modules holding their own parameters."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if super().is_leaf_module(m, qualname):
+            return True
+        return any(True for _ in m.parameters(recurse=False)) or any(
+            True for _ in m.buffers(recurse=False))
+
+
+def _meta_shape(node) -> Any:
+    tm = node.meta.get("tensor_meta") if hasattr(node, "meta") else None
+    if tm is None:
+        return None
+    if hasattr(tm, "shape"):
+        return tuple(int(x) for x in tm.shape)
+    if isinstance(tm, (tuple, list)):
+        return [(_meta_shape_tm(t)) for t in tm]
+    return None
+
+
+def _meta_shape_tm(tm):
+    if hasattr(tm, "shape"):
+        return tuple(int(x) for x in tm.shape)
+    if isinstance(tm, (tuple, list)):
+        return [_meta_shape_tm(t) for t in tm]
+    return None
+
+
+def _tensor_arg_nodes(node) -> list:
+    out = []
+
+    def visit(a):
+        if isinstance(a, torch.fx.Node):
+            out.append(a)
+        elif isinstance(a, (tuple, list)):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(node.args)
+    visit(node.kwargs)
+    return out
+
+
+def _arg(node, i: int, name: str, default=None):
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+def _is_tensor_shape(s) -> bool:
+    return isinstance(s, tuple)
+
+
+def _map_function(node, in_shapes, out_shape, arg_shapes) -> _Mapped:
+    t = node.target
+    name = getattr(t, "__name__", str(t))
+    if node.op == "call_method":
+        name = t
+    # ---- add
+    if (node.op == "call_function" and t in _ADD_FUNCS) or (node.op == "call_method" and t in _ADD_METHODS):
+        a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+        alpha = node.kwargs.get("alpha", 1)
+        if (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and alpha == 1
+                and _is_tensor_shape(arg_shapes.get(a)) and arg_shapes.get(a) == arg_shapes.get(b)):
+            return _map_ew("add", "add", arg_shapes[a])
+        return _unmodelled("add", "add with a scalar, broadcasting or alpha")
+    # ---- concatenation
+    if node.op == "call_function" and t in (torch.cat, torch.concat, torch.concatenate):
+        tensors = _arg(node, 0, "tensors")
+        dim = _arg(node, 1, "dim", 0)
+        shapes = [arg_shapes.get(x) for x in tensors] if isinstance(tensors, (list, tuple)) else []
+        if not shapes or not all(_is_tensor_shape(s) for s in shapes):
+            return _unmodelled("cat", "cat of unknown tensors")
+        rank = len(shapes[0])
+        if dim < 0:
+            dim += rank
+        if dim != 1 or rank < 2:
+            return _unmodelled("cat", f"cat along dim {dim} (the family concatenates channels)")
+        if len(shapes) == 1:
+            return _Mapped(FREE, "cat")
+        mp = _Mapped(LAYER, "cat", "concat", None)
+        mp.parts = []
+        acc = shapes[0]
+        for j, s in enumerate(shapes[1:]):
+            ew = _ew_params(acc)
+            if ew is None:
+                return _unmodelled("cat", f"input rank {rank}")
+            p, ap = ew
+            mp.parts.append({"suffix": "" if j == 0 else f"#{j}", "params": {**p, "channels_b": s[1]},
+                             "approx": ap, "input_shapes": [acc, s]})
+            acc = (acc[0], acc[1] + s[1]) + tuple(acc[2:])
+        if len(mp.parts) > 1:
+            mp.note = f"cat of {len(shapes)} tensors as {len(mp.parts)} chained 2-input concats"
+        return mp
+    # ---- activations
+    if node.op == "call_function" and t in _ACT_FUNCS:
+        return _map_ew("activation", name, in_shapes[0], {"kind": _ACT_FUNCS[t]})
+    if node.op == "call_function" and t in (F.hardtanh, F.hardtanh_):
+        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+        if (lo, hi) == (0.0, 6.0):
+            return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
+        return _unmodelled("hardtanh", "hardtanh other than relu6")
+    if node.op == "call_method" and t in _ACT_METHODS:
+        return _map_ew("activation", t, in_shapes[0], {"kind": _ACT_METHODS[t]})
+    # ---- pools
+    if node.op == "call_function" and t in _POOL_FUNCS:
+        mode, dim = _POOL_FUNCS[t]
+        k = _arg(node, 1, "kernel_size")
+        s = _arg(node, 2, "stride", None)
+        pad = _arg(node, 3, "padding", 0)
+        ceil = node.kwargs.get("ceil_mode", False)
+        return _map_pool(mode, dim, k, s, pad, ceil, in_shapes[0], name)
+    if node.op == "call_function" and t in _ADAPTIVE_FUNCS:
+        mode, dim = _ADAPTIVE_FUNCS[t]
+        return _map_adaptive(mode, dim, _arg(node, 1, "output_size"), in_shapes[0], name)
+    if (node.op == "call_method" and t == "mean") or (node.op == "call_function" and t is torch.mean):
+        dims = _arg(node, 1, "dim", None)
+        shape = in_shapes[0]
+        if isinstance(dims, int):
+            dims = (dims,)
+        if dims is not None and _is_tensor_shape(shape):
+            dims = tuple(sorted(d % len(shape) for d in dims))
+            if (len(shape) == 4 and dims == (2, 3)) or (len(shape) == 3 and dims == (2,)):
+                dim = len(shape) - 2
+                mp = _map_adaptive("avg", dim, 1, shape, "mean")
+                mp.note = "global mean as an average pool (kernel = stride = size)"
+                return mp
+        return _unmodelled("mean", "mean other than a global spatial average")
+    # ---- free ops
+    if node.op == "call_function" and t in _FREE_FUNCS:
+        return _Mapped(FREE, name, note="copies" if t is torch.clone else None)
+    if node.op == "call_method" and t in _FREE_METHODS:
+        return _Mapped(FREE, t, note="copies" if t in _COPY_OPS else None)
+    return _unmodelled(str(name), "no family covers this op")
+
+
+def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, inputs: list[str]):
+    """Append the LayerCall(s) for one mapped op; returns the name of the last one (the output)."""
+    if mp.parts:
+        prev = None
+        for j, part in enumerate(mp.parts):
+            nm = base + part["suffix"]
+            params = part["params"]
+            ins = part.get("input_shapes", in_shapes)
+            if mp.family == "concat":
+                ins_names = ([inputs[0]] if j == 0 else [prev]) + (
+                    [inputs[j + 1]] if j + 1 < len(inputs) else [])
+            else:  # bidirectional RNN: layer 0 reads the input, layer l both directions of l-1
+                layer = part.get("layer", 0)
+                ins_names = list(inputs) if layer == 0 else [
+                    base + q["suffix"] for q in mp.parts if q.get("layer", 0) == layer - 1]
+            calls.append(LayerCall(nm, mp.family, LayerConfig(mp.family, params), mp.op, LAYER,
+                                   None, [tuple(s) for s in ins if _is_tensor_shape(s)],
+                                   out_shape if j == len(mp.parts) - 1 else None,
+                                   bool(mp.approx or part.get("approx")), mp.note, ins_names))
+            prev = nm
+        return prev
+    config = LayerConfig(mp.family, mp.params) if mp.kind == LAYER else None
+    calls.append(LayerCall(base, mp.family if mp.kind == LAYER else None, config, mp.op, mp.kind, None,
+                           [tuple(s) for s in in_shapes if _is_tensor_shape(s)],
+                           out_shape if _is_tensor_shape(out_shape) else None, mp.approx, mp.note,
+                           list(inputs)))
+    return base
+
+
+def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    tracer = _Tracer()
+    graph = tracer.trace(module)
+    gm = torch.fx.GraphModule(tracer.root, graph)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*inputs)
+
+    calls: list[LayerCall] = []
+    warns: list[str] = []
+    out_name: dict = {}  # fx node -> name of the call that produced it
+    shapes: dict = {}
+    module_uses: dict[str, int] = {}
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        shp = _meta_shape(node)
+        shapes[node] = shp
+        if node.op == "placeholder":
+            out_name[node] = INPUT
+            continue
+        if node.op in ("output", "get_attr"):
+            out_name[node] = INPUT if node.op == "get_attr" else None
+            continue
+        args = _tensor_arg_nodes(node)
+        tensor_args = [a for a in args if shapes.get(a) is not None]
+        if shp is None:
+            # produces no tensor (x.size(), shape arithmetic): not a layer, not listed
+            out_name[node] = None
+            continue
+        in_shapes = [shapes[a] for a in tensor_args]
+        producers = []
+        for a in tensor_args:
+            p = out_name.get(a)
+            if p is not None and p not in producers:
+                producers.append(p)
+        if node.op == "call_module":
+            m = modules[node.target]
+            k = module_uses.get(node.target, 0)
+            module_uses[node.target] = k + 1
+            base = node.target if k == 0 else f"{node.target}#{k}"
+            mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)])
+        else:
+            base = node.name
+            mp = _map_function(node, in_shapes, shp, shapes)
+        if mp.kind == LAYER and mp.family == "concat":
+            producers = [out_name.get(a) or INPUT for a in _arg(node, 0, "tensors")]
+        out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
+    _add_notes(calls, warns)
+    return ExtractResult(calls, True, warns)
+
+
+# --------------------------------------------------------------------------- hook fallback
+
+
+def _is_hook_leaf(m: nn.Module) -> bool:
+    if not any(True for _ in m.children()):
+        return True
+    return not type(m).__module__.startswith("torch.nn") and (
+        any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))
+
+
+def _first_tensor_shape(x):
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    if isinstance(x, (tuple, list)):
+        for y in x:
+            s = _first_tensor_shape(y)
+            if s is not None:
+                return s
+    return None
+
+
+def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResult:
+    calls: list[LayerCall] = []
+    uses: dict[str, int] = {}
+    handles = []
+    leaves = {}
+    for name, m in module.named_modules():
+        if name and _is_hook_leaf(m) and not any(name.startswith(p + ".") for p in leaves):
+            leaves[name] = m
+
+    def make_hook(name):
+        def hook(m, args, output):
+            in_shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+            out_shape = _first_tensor_shape(output)
+            k = uses.get(name, 0)
+            uses[name] = k + 1
+            base = name if k == 0 else f"{name}#{k}"
+            prev = [calls[-1].name] if calls else [INPUT]
+            _emit(calls, base, _map_module(m, in_shapes), in_shapes, out_shape, prev)
+
+        return hook
+
+    for name, m in leaves.items():
+        handles.append(m.register_forward_hook(make_hook(name)))
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    warns = [f"torch.fx tracing failed ({reason}); fell back to forward hooks: only leaf module calls "
+             "are listed, functional ops (residual adds, torch.cat, F.relu, ...) are invisible, and "
+             "data flow is approximated by execution order"]
+    _add_notes(calls, warns)
+    return ExtractResult(calls, False, warns)
+
+
+def _add_notes(calls: list[LayerCall], warns: list[str]) -> None:
+    unm = [c for c in calls if c.kind == UNMODELLED]
+    if unm:
+        warns.append("unmodelled ops: " + ", ".join(f"{c.name} ({c.op})" for c in unm))
+    apx = [c for c in calls if c.approx]
+    if apx:
+        warns.append(f"{len(apx)} calls approximated by the nearest family configuration: "
+                     + ", ".join(c.name for c in apx[:8]) + (" ..." if len(apx) > 8 else ""))
+
+
+def extract_layers(module: nn.Module, example_inputs) -> ExtractResult:
+    """Every module call and functional op of `module` on `example_inputs`, in execution order.
+
+    Tries torch.fx (symbolic trace + ShapeProp); on any tracing failure falls back to forward hooks
+    (`result.traced` False, see module doc). The module is run once on the example inputs (no_grad);
+    its train/eval mode is left as it is.
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            return _extract_fx(module, example_inputs)
+    except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        return _extract_hooks(module, example_inputs, reason)
+
+
+from fastdeepiot.graph.fusion import fusion_for_backend  # noqa: E402,F401  (re-export)
