@@ -86,10 +86,9 @@ class ProfileSummary:
 def _runner_for(backend: Backend, w: Workload):
     if w.kind == "layer":
         return backend.layer_runner(w.layer)
-    from fastdeepiot.graph.randomnets import build_network
+    from fastdeepiot.graph.randomnets import build_network, example_input
 
-    module, example = build_network(w.config)
-    return backend.network_runner(module, example)
+    return backend.network_runner(build_network(w.config), example_input(w.config))
 
 
 def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, budget_s: float | None = None,
