@@ -1,0 +1,254 @@
+"""The model tree and its baselines: estimator contract, JSON round trip, staircase recovery."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from fastdeepiot.families import LayerConfig, get_family
+from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
+from fastdeepiot.timemodel.metrics import relative_error_summary
+from fastdeepiot.timemodel.tree import ModelTree, Rule, add_staircase_features, featurize
+
+ESTIMATORS = [ModelTree, FlopsLinear, LookupTable, lambda: RandomForestTime(n_estimators=10)]
+IDS = ["ModelTree", "FlopsLinear", "LookupTable", "RandomForestTime"]
+
+
+def staircase(n=1500, seed=0, q=16):
+    """y = 0.01 + 1e-3 * ceil(c/q)*q * other  (a q-wide SIMD staircase in c)."""
+    rng = np.random.default_rng(seed)
+    c = rng.integers(1, 257, n)
+    other = rng.integers(1, 64, n).astype(float)
+    y = 0.01 + 1e-3 * np.ceil(c / q) * q * other
+    X = pd.DataFrame({"c": c, "other": other, "flops": c * other})
+    add_staircase_features(X, ["c"])
+    return X, y
+
+
+def med_pct(y, p):
+    return relative_error_summary(y, p)["median_abs_pct"]
+
+
+# ------------------------------------------------------------------------------ contract
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_estimator_contract(make):
+    est = make()
+    X, y = staircase(300)
+    params = est.get_params()
+    assert isinstance(params, dict)
+    c = clone(est)
+    assert c.get_params() == params
+    assert not any(k.endswith("_") for k in vars(est)), "__init__ must only store settings"
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+    assert est.fit(X, y) is est
+    learned = set(vars(est)) - set(params)
+    assert learned and all(k.endswith("_") for k in learned), learned
+    p = est.predict(X)
+    assert p.shape == (len(X),) and np.all(p > 0)
+    assert est.score(X, y) <= 0
+    # columns in any order
+    Xr = X[list(reversed(X.columns))]
+    np.testing.assert_array_equal(est.predict(Xr), p)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_json_round_trip_identical(make):
+    X, y = staircase(400, seed=1)
+    est = make().fit(X, y)
+    d = json.loads(json.dumps(est.to_dict()))
+    back = type(est).from_dict(d)
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    Xn, _ = staircase(100, seed=5)
+    np.testing.assert_array_equal(back.predict(Xn), est.predict(Xn))
+
+
+def test_set_params_and_dict_input():
+    X, y = staircase(300)
+    m = ModelTree().set_params(max_depth=2, min_samples_leaf=10)
+    assert m.get_params()["max_depth"] == 2
+    m.fit({k: X[k].to_numpy() for k in X.columns}, y)
+    assert m.depth_ <= 2
+
+
+# ------------------------------------------------------------------------------ staircase
+
+
+def test_staircase_padded_leaf_feature():
+    X, y = staircase()
+    m = ModelTree().fit(X, y)
+    assert med_pct(y, m.predict(X)) < 1.0
+    text = m.explain_text()
+    assert "flops_pad16" in text, text
+    Xt, yt = staircase(500, seed=3)
+    assert med_pct(yt, m.predict(Xt)) < 1.0
+
+
+def test_staircase_recovered_by_splits():
+    """Without padded leaf features the tree must find the steps at multiples of 16 itself."""
+    X, y = staircase()
+    m = ModelTree(leaf_features=["other"], work_variants=None).fit(X, y)
+    Xt, yt = staircase(500, seed=3)
+    assert med_pct(yt, m.predict(Xt)) < 2.0
+    rules = m.rules()
+    assert all(isinstance(r, Rule) for r in rules)
+    assert abs(sum(r.share for r in rules) - 1) < 1e-9
+    assert sum(r.n_samples for r in rules) == len(y)
+    # step positions appear in the rules: thresholds on c at multiples of 16 (or c % 16 tests)
+    nums = {int(v) for r in rules for cond in r.conditions for v in re.findall(r"c <= (\d+)|< c", cond) if v}
+    nums |= {int(v) for r in rules for cond in r.conditions for v in re.findall(r"(\d+) < c", cond)}
+    assert len(nums) >= 8, m.explain_text()
+    assert all(v % 16 == 0 for v in nums), m.explain_text()
+    pts = [v for f, v in m.split_points("c") if f == "c"]
+    assert pts and all(abs((v - 0.5) % 16) < 1e-9 for v in pts)
+
+
+def test_tree_beats_flops_linear_on_staircase():
+    X, y = staircase()
+    Xt, yt = staircase(500, seed=3)
+    tree = med_pct(yt, ModelTree().fit(X, y).predict(Xt))
+    lin = med_pct(yt, FlopsLinear().fit(X, y).predict(Xt))
+    assert tree < 1.0 and lin > 5 * tree + 2.0, (tree, lin)
+
+
+def test_leaf_coefficients_non_negative():
+    rng = np.random.default_rng(2)
+    n = 800
+    a = rng.uniform(1, 100, n)
+    b = rng.uniform(1, 100, n)
+    # a cost that *decreases* with input_bytes would need a negative coefficient
+    y = 0.05 + 0.01 * a + np.maximum(0.0, 0.5 - 0.004 * b) + rng.normal(0, 0.001, n)
+    X = pd.DataFrame({"flops": a, "input_bytes": b, "output_bytes": a + b, "weight_bytes": b * 2})
+    m = ModelTree(min_samples_leaf=30).fit(X, y)
+    for nd in m.nodes_:
+        if nd["leaf"]:
+            assert nd["model"]["intercept"] >= 0
+            assert all(v >= 0 for v in nd["model"]["coef"].values())
+    for r in m.rules():
+        assert all(v >= 0 for v in r.coefficients.values())
+        assert r.equation.startswith("t_ms = ")
+
+
+def test_categorical_split():
+    rng = np.random.default_rng(4)
+    n = 600
+    kind = rng.choice(["relu", "gelu", "tanh"], n)
+    flops = rng.uniform(1e3, 1e6, n)
+    per = np.where(kind == "gelu", 8e-6, 1e-6)
+    y = 0.002 + per * flops
+    X = pd.DataFrame({"kind": kind, "flops": flops})
+    m = ModelTree().fit(X, y)
+    assert med_pct(y, m.predict(X)) < 1.0
+    assert "kind == 'gelu'" in m.explain_text() or "kind != 'gelu'" in m.explain_text()
+    back = ModelTree.from_dict(json.loads(json.dumps(m.to_dict())))
+    Xn = X.copy()
+    Xn.loc[0, "kind"] = "unseen"
+    np.testing.assert_array_equal(back.predict(Xn), m.predict(Xn))
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("make", ESTIMATORS, ids=IDS)
+def test_bad_input_raises(make):
+    X, y = staircase(200)
+    Xnan = X.copy()
+    Xnan.loc[3, "other"] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make().fit(Xnan, y)
+    with pytest.raises(ValueError, match="rows"):
+        make().fit(X, y[:-1])
+    yneg = y.copy()
+    yneg[5] = -1.0
+    with pytest.raises(ValueError, match="positive"):
+        make().fit(X, yneg)
+    ynan = y.copy()
+    ynan[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make().fit(X, ynan)
+    with pytest.raises(ValueError, match="lengths"):
+        make().fit({"flops": [1.0, 2.0], "c": [1.0]}, [1.0, 2.0])
+    est = make().fit(X, y)
+    with pytest.raises(ValueError, match="lacks columns"):
+        est.predict(X.drop(columns=["flops"]))
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(Xnan)
+
+
+def test_from_dict_rejects_other_types():
+    X, y = staircase(200)
+    d = FlopsLinear().fit(X, y).to_dict()
+    with pytest.raises(ValueError):
+        ModelTree.from_dict(d)
+
+
+# ------------------------------------------------------------------------------ families
+
+
+def _random_configs(family, n, seed=0):
+    import random
+
+    fam = get_family(family)
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        p = {k: rng.choice(v) for k, v in fam.space.items()}
+        try:
+            out.append(LayerConfig(family, fam.check(p)))
+        except ValueError:
+            continue
+    return out
+
+
+@pytest.mark.parametrize("family", ["conv2d", "linear", "gru", "pool2d", "activation", "concat"])
+def test_featurize_families(family):
+    cfgs = _random_configs(family, 60)
+    X = featurize(cfgs)
+    assert len(X) == 60 and not X.isna().any().any()
+    assert "flops" in X and "working_set_bytes" in X
+    w = get_family(family).width_params[0]
+    assert f"{w}_mod16" in X
+    if family != "concat":
+        assert "flops_pad16" in X
+        assert np.all(X["flops_pad16"] >= X["flops"] - 1e-6)
+    # a synthetic time from the physical features is fitted by the tree
+    y = 0.003 + 2e-9 * X["flops"].to_numpy() + 1e-9 * X["input_bytes"].to_numpy()
+    m = ModelTree(min_samples_leaf=10).fit(X, y)
+    assert med_pct(y, m.predict(X)) < 2.0
+
+
+def test_featurize_rejects_mixed_families():
+    with pytest.raises(ValueError, match="one family"):
+        featurize(_random_configs("conv2d", 2) + _random_configs("linear", 2))
+
+
+def test_plot_sweep(tmp_path):
+    from fastdeepiot.timemodel.explain import plot_sweep
+
+    base = {"batch": 1, "in_channels": 8, "kernel": 3, "stride": 1, "groups": 1, "size": 8}
+    cfgs = [LayerConfig("conv2d", dict(base, out_channels=c)) for c in range(1, 129)]
+    X = featurize(cfgs)
+    y = 0.01 + 1e-7 * X["flops_pad16"].to_numpy()
+    m = ModelTree(leaf_features=["flops"], work_variants=None, min_samples_leaf=4).fit(X, y)
+    out = plot_sweep(m, cfgs, y, "out_channels", tmp_path / "sweep.png")
+    data = open(out, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    plot_sweep(FlopsLinear().fit(X, y), cfgs, y, "out_channels", tmp_path / "lin.png")
+
+
+def test_fit_speed_2000_samples():
+    import time
+
+    X, y = staircase(2000, seed=7)
+    X["noise_a"] = np.random.default_rng(0).uniform(0, 1, len(X))
+    t0 = time.perf_counter()
+    ModelTree(leaf_features=["other"], work_variants=None).fit(X, y)
+    assert time.perf_counter() - t0 < 10.0
