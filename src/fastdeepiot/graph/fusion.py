@@ -43,13 +43,38 @@ def _kind(c: LayerCall) -> str | None:
     return c.config.params.get("kind") if c.config is not None else None
 
 
-def _ort_rules(calls: list[LayerCall], nchwc: bool) -> None:
+_TRANSPARENT = {"Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "dropout"}
+
+
+def nchwc_block_size() -> int:
+    """MLAS NCHWc block: 16 channels with AVX-512, else 8."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return 16 if "avx512f" in f.read() else 8
+    except OSError:
+        return 8
+
+
+def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
     by_name = {c.name: c for c in calls}
+    # no-op calls (Identity, eval Dropout) vanish from the exported graph: see through them
+    alias: dict[str, str] = {}
+    for c in calls:
+        if c.kind != LAYER and c.op in _TRANSPARENT and len(c.inputs) == 1:
+            alias[c.name] = alias.get(c.inputs[0], c.inputs[0])
+
+    def src(name: str) -> str:
+        return alias.get(name, name)
+
+    ins = {c.name: [src(i) for i in c.inputs] for c in calls}
     users: dict[str, list[str]] = {}
     for c in calls:
-        for i in c.inputs:
+        if c.name in alias:
+            continue
+        for i in ins[c.name]:
             users.setdefault(i, []).append(c.name)
-    state: dict[str, set] = {}  # root conv name -> {'bn', 'act', 'sum'}
+    state: dict[str, set] = {}  # root name -> {'bn', 'act', 'sum'}
+    nchwc_out: set[str] = set()  # calls whose output stays in ORT's blocked NCHWc layout
 
     def sole_user(p: LayerCall, c: LayerCall) -> bool:
         return users.get(p.name, []) == [c.name]
@@ -59,57 +84,79 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool) -> None:
             c = by_name[c.fused_into]
         return c
 
-    def on_nchwc(conv: LayerCall) -> bool:
-        return nchwc and conv.family == "conv2d" and INPUT not in conv.inputs
+    def nchwc_conv(conv: LayerCall) -> bool:
+        if not nchwc or conv.family != "conv2d":
+            return False
+        p = conv.config.params
+        return p["groups"] == 1 or (p["groups"] == p["in_channels"] == p["out_channels"]
+                                    and p["out_channels"] % block == 0)
+
+    def is_nchwc(name: str) -> bool:
+        return name in nchwc_out
 
     for c in calls:
-        if c.kind != LAYER or len(c.inputs) == 0:
+        if c.kind != LAYER or not c.inputs:
             continue
         fam = c.family
-        if fam == "batchnorm" and len(c.inputs) == 1 and c.inputs[0] in by_name:
-            p = by_name[c.inputs[0]]
+        cin = ins[c.name]
+        if fam == "conv2d" and nchwc_conv(c):
+            nchwc_out.add(c.name)
+        elif fam == "pool2d" and c.config.params["mode"] == "max" and is_nchwc(cin[0]):
+            nchwc_out.add(c.name)
+        elif fam == "pool2d" and c.op.startswith("Adaptive") and is_nchwc(cin[0]):
+            nchwc_out.add(c.name)
+        elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
+            p = by_name[cin[0]]
             if p.family in _CONV and p.fused_into is None and sole_user(p, c) and not state.get(p.name):
                 c.fused_into = p.name
                 state.setdefault(p.name, set()).add("bn")
-        elif fam == "activation" and len(c.inputs) == 1 and c.inputs[0] in by_name:
-            p = by_name[c.inputs[0]]
+                if is_nchwc(p.name):
+                    nchwc_out.add(c.name)
+            elif nchwc and c.config.params["dims"] == 2 and is_nchwc(cin[0]):
+                nchwc_out.add(c.name)  # becomes a per-channel NCHWc Conv
+        elif fam == "activation" and len(cin) == 1 and cin[0] in by_name:
+            p = by_name[cin[0]]
             if not sole_user(p, c) or p.kind != LAYER:
                 continue
             r = root(p)
             k = _kind(c)
             st = state.setdefault(r.name, set())
-            if r.family in _CONV and "act" not in st:
-                ok = k in _CONV_ACTS or (k == "hardswish" and on_nchwc(r) and "sum" not in st
-                                         and r.config.params["groups"] in (1, r.config.params["in_channels"]))
-                if ok:
-                    c.fused_into = r.name
-                    st.add("act")
-            elif r is p and fam and p.family == "linear" and k in _GEMM_ACTS and "act" not in st \
-                    and len(p.input_shapes[0] if p.input_shapes else ()) == 2:
-                c.fused_into = p.name
+            if "act" in st:
+                continue
+            if r.family in _CONV:
+                ok = k in _CONV_ACTS or (k == "hardswish" and nchwc_conv(r))
+            elif r is p and p.family == "linear":
+                ok = k in _GEMM_ACTS and len(p.input_shapes[0] if p.input_shapes else ()) == 2
+            elif r is p and p.family == "batchnorm" and p.name in nchwc_out:
+                ok = k in _CONV_ACTS or k == "hardswish"
+            else:
+                ok = False
+            if ok:
+                c.fused_into = r.name
                 st.add("act")
-            elif r is p and p.family == "batchnorm" and nchwc and p.config.params["dims"] == 2 \
-                    and INPUT not in p.inputs and k in _CONV_ACTS and "act" not in st \
-                    and p.input_shapes and len(p.input_shapes[0]) == 4:
-                c.fused_into = p.name
-                st.add("act")
-        elif fam == "add" and nchwc and len(c.inputs) == 2 and INPUT not in c.inputs:
+                if r.name in nchwc_out:
+                    nchwc_out.add(c.name)
+        elif fam == "add" and nchwc and len(cin) == 2 and INPUT not in cin:
             cands = []
-            for i in c.inputs:
+            for j, i in enumerate(cin):
                 p = by_name.get(i)
                 if p is None or not sole_user(p, c):
                     continue
                 r = root(p)
-                st = state.get(r.name, set())
-                if r.family == "conv2d" and not ({"act", "sum"} & st):
+                other = cin[1 - j]
+                if r.family == "conv2d" and not ({"act", "sum"} & state.get(r.name, set())) and (
+                        not nchwc_conv(r) or is_nchwc(other)):
                     cands.append(r)
             if cands:
                 r = max(cands, key=calls.index)
                 c.fused_into = r.name
                 state.setdefault(r.name, set()).add("sum")
+                if r.name in nchwc_out:
+                    nchwc_out.add(c.name)
 
 
-def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str = "all") -> list[LayerCall]:
+def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str = "all",
+                       nchwc_block: int | None = None) -> list[LayerCall]:
     """Copy of `calls` with `fused_into` set per `backend_name`'s fusion rules (see module doc).
 
     backend names starting with 'torch' fuse nothing; 'onnxruntime' / 'ort' apply R1-R5
@@ -122,7 +169,7 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     elif name.startswith("onnxruntime") or name.startswith("ort"):
         if level not in ("all", "extended", "basic"):
             raise ValueError(f"unknown ORT optimisation level {level!r}")
-        _ort_rules(out, nchwc=(level == "all"))
+        _ort_rules(out, nchwc=(level == "all"), block=nchwc_block or nchwc_block_size())
         if level == "basic":  # only Conv+BN folding survives
             for c in out:
                 if c.fused_into is not None and c.family != "batchnorm":

@@ -271,7 +271,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, leaf_features=None, work_variants="auto", split_features=None, max_depth=8,
-                 min_samples_leaf=20, max_thresholds=32, min_gain=0.01, validation_fraction=0.25,
+                 min_samples_leaf=10, max_thresholds=32, min_gain=0.01, validation_fraction=0.25,
                  positive_intercept=True, top_k=4, random_state=0):
         self.leaf_features = leaf_features
         self.work_variants = work_variants
