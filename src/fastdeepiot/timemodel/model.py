@@ -1,0 +1,362 @@
+"""The device's execution-time model: one estimator per layer family plus a network composition.
+
+    tm = fit_time_model(store)                    # from measurements (profile first)
+    tm.save("cpu.timemodel.json"); tm = TimeModel.load("cpu.timemodel.json")
+    p = tm.predict_network(module, example_input)  # p.total_ms, p.layers, p.unmodelled
+
+Network composition. A network is not the sum of its layers measured one by one: a backend fuses some
+operators into their producer (ONNX Runtime folds BatchNorm into Conv, fuses activations and residual
+adds: `fastdeepiot.graph.fusion`), every network call has its own fixed overhead, and layers inside a
+network run with warmer or colder caches than alone. The total is therefore
+
+    total_ms = c_net + a_unfused * sum(unfused layer ms) + a_fused * sum(fused-away layer ms)
+               + c_free * (number of free ops: reshapes, views, ...)
+
+with non-negative coefficients fitted (relative least squares) on random networks measured during
+profiling (`graph.randomnets`; never the networks we evaluate on). Without measured networks the
+composition is the plain sum of the layers (and fused-away layers cost nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
+from fastdeepiot.families import LayerConfig
+
+FORMAT = "fastdeepiot.timemodel"
+FORMAT_VERSION = 1
+ESTIMATORS = ("tree", "flops", "lookup", "forest")
+
+
+def make_estimator(kind: str):
+    from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
+    from fastdeepiot.timemodel.tree import ModelTree
+
+    table = {"tree": ModelTree, "flops": FlopsLinear, "lookup": LookupTable, "forest": RandomForestTime}
+    if kind not in table:
+        raise UserError(f"unknown estimator {kind!r}; known: {', '.join(table)}")
+    return table[kind]()
+
+
+def estimator_from_dict(d: dict):
+    from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
+    from fastdeepiot.timemodel.tree import ModelTree
+
+    for cls in (ModelTree, FlopsLinear, LookupTable, RandomForestTime):
+        if d.get("type") == cls.__name__:
+            return cls.from_dict(d)
+    raise ValueError(f"unknown estimator type {d.get('type')!r}")
+
+
+@dataclass
+class LayerPrediction:
+    name: str
+    op: str
+    family: str | None
+    config: dict | None
+    ms: float  # this layer's share of the total (0 when fused away and the backend folds it)
+    standalone_ms: float  # the layer timed alone (the family model's prediction)
+    fused_into: str | None = None
+    approx: bool = False
+
+
+@dataclass
+class NetworkPrediction:
+    total_ms: float
+    layers: list[LayerPrediction]
+    unmodelled: list[str]
+    overhead_ms: float  # the part of the total that no layer owns (network call, free ops)
+    traced: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"total_ms": self.total_ms, "overhead_ms": self.overhead_ms, "unmodelled": self.unmodelled,
+                "traced": self.traced, "warnings": self.warnings,
+                "layers": [asdict(layer) for layer in self.layers]}
+
+
+COMPOSITION_TERMS = ("network_call", "unfused_layers", "fused_layers", "free_ops")
+IDENTITY_COMPOSITION = {"network_call": 0.0, "unfused_layers": 1.0, "fused_layers": 0.0, "free_ops": 0.0}
+
+
+class TimeModel:
+    """Per-family estimators + composition, for one device (its fingerprint and conditions)."""
+
+    def __init__(self, estimators: dict, composition: dict | None = None, device: dict | None = None,
+                 conditions: dict | None = None, report: dict | None = None):
+        self.estimators = estimators
+        self.composition = dict(composition or IDENTITY_COMPOSITION)
+        self.device = dict(device or {})
+        self.conditions = dict(conditions or {})
+        self.report = dict(report or {})
+
+    @property
+    def backend(self) -> str:
+        return self.device.get("backend", "torch-cpu")
+
+    @property
+    def families(self) -> list[str]:
+        return sorted(self.estimators)
+
+    # --------------------------------------------------------------------------- layers
+    def predict_configs(self, configs: list[LayerConfig]) -> np.ndarray:
+        """Predicted standalone time (ms) of each configuration; raises for unmodelled families."""
+        from fastdeepiot.timemodel.tree import featurize
+
+        out = np.zeros(len(configs))
+        by: dict[str, list[int]] = {}
+        for i, c in enumerate(configs):
+            by.setdefault(c.family, []).append(i)
+        for fam, idx in by.items():
+            if fam not in self.estimators:
+                raise UnmodelledLayerError(
+                    f"the time model has no {fam} model (families: {', '.join(self.families)}); "
+                    f"profile {fam} and fit again")
+            X = featurize([configs[i] for i in idx])
+            out[idx] = self.estimators[fam].predict(X)
+        return out
+
+    def predict_config(self, config: LayerConfig) -> float:
+        return float(self.predict_configs([config])[0])
+
+    # --------------------------------------------------------------------------- networks
+    def network_terms(self, calls) -> tuple[dict, list[float], list[str]]:
+        """Composition terms of an extracted, fusion-annotated network, its layers' standalone ms,
+        and the unmodelled calls."""
+        priced = [c for c in calls if c.kind == "layer" and c.family in self.estimators]
+        unmodelled = [f"{c.name} ({c.op})" for c in calls
+                      if c.kind == "unmodelled" or (c.kind == "layer" and c.family not in self.estimators)]
+        ms = self.predict_configs([c.config for c in priced]) if priced else np.zeros(0)
+        standalone = {c.name: float(m) for c, m in zip(priced, ms)}
+        terms = {"network_call": 1.0,
+                 "unfused_layers": sum(standalone[c.name] for c in priced if c.fused_into is None),
+                 "fused_layers": sum(standalone[c.name] for c in priced if c.fused_into is not None),
+                 "free_ops": float(sum(1 for c in calls if c.kind == "free"))}
+        return terms, [standalone.get(c.name, 0.0) for c in calls], unmodelled
+
+    def compose(self, terms: dict) -> float:
+        return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+
+    def extract(self, module, example_inputs):
+        from fastdeepiot.graph.extract import extract_layers
+        from fastdeepiot.graph.fusion import fusion_for_backend
+
+        res = extract_layers(module, example_inputs)
+        return res, fusion_for_backend(list(res), self.backend)
+
+    def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
+        """Predicted time of one forward call of `module` on `example_inputs` on this device."""
+        res, calls = self.extract(module, example_inputs)
+        terms, standalone, unmodelled = self.network_terms(calls)
+        if unmodelled and not allow_unmodelled:
+            raise UnmodelledLayerError(
+                f"{len(unmodelled)} layer(s) the time model cannot price: {', '.join(unmodelled[:8])}"
+                + (" ..." if len(unmodelled) > 8 else "") + "; pass --allow-unmodelled "
+                "(allow_unmodelled=True) to predict the rest")
+        total = self.compose(terms)
+        comp = self.composition
+        layers = []
+        for c, sa in zip(calls, standalone):
+            if c.kind != "layer" or c.family not in self.estimators:
+                continue
+            share = sa * (comp["fused_layers"] if c.fused_into else comp["unfused_layers"])
+            layers.append(LayerPrediction(c.name, c.op, c.family, dict(c.config.params), share, sa,
+                                          c.fused_into, bool(getattr(c, "approx", False))))
+        overhead = total - sum(lp.ms for lp in layers)
+        return NetworkPrediction(total, layers, unmodelled, overhead, bool(getattr(res, "traced", True)),
+                                 list(getattr(res, "warnings", [])))
+
+    # --------------------------------------------------------------------------- explain
+    def explain(self, family: str) -> str:
+        if family not in self.estimators:
+            raise UserError(f"no model for family {family!r}; families: {', '.join(self.families)}")
+        est = self.estimators[family]
+        if hasattr(est, "explain_text"):
+            return est.explain_text()
+        return f"{type(est).__name__} (not interpretable as rules)"
+
+    # --------------------------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "device": self.device,
+                "conditions": self.conditions, "composition": self.composition,
+                "families": {f: e.to_dict() for f, e in sorted(self.estimators.items())},
+                "report": self.report}
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TimeModel":
+        if d.get("format") != FORMAT:
+            raise UserError("not a fastdeepiot time model (no 'format': 'fastdeepiot.timemodel')")
+        if d.get("version") != FORMAT_VERSION:
+            raise UserError(f"time model format version {d.get('version')}, this fastdeepiot reads "
+                            f"{FORMAT_VERSION}")
+        return cls({f: estimator_from_dict(e) for f, e in d["families"].items()}, d.get("composition"),
+                   d.get("device"), d.get("conditions"), d.get("report"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TimeModel":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such time model file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not a time model JSON file ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}: damaged time model ({type(e).__name__}: {e})") from None
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o)}")
+
+
+# ------------------------------------------------------------------------------------ fitting
+
+
+def _select_device(store, device: dict | None) -> dict:
+    devs = store.devices()
+    if not devs:
+        raise StoreError(f"{store.path}: no measurements; run `fastdeepiot profile` first")
+    if device is None:
+        if len(devs) > 1:
+            names = "; ".join(f"{d['backend']} ({d['processor']}, {d['threads']} threads)" for d in devs)
+            raise UserError(f"{store.path} holds several devices ({names}); choose one with --device")
+        return devs[0]
+    matches = [d for d in devs if all(d.get(k) == v for k, v in device.items())]
+    if len(matches) != 1:
+        raise UserError(f"{store.path}: {len(matches)} devices match {device}")
+    return matches[0]
+
+
+def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], np.ndarray]]:
+    data: dict[str, tuple[list, list]] = {}
+    for m in store.measurements(kind="layer", device=device):
+        cs, ys = data.setdefault(m.family, ([], []))
+        cs.append(LayerConfig(m.family, m.config))
+        ys.append(m.median_ms)
+    return {f: (cs, np.asarray(ys)) for f, (cs, ys) in data.items()}
+
+
+def load_network_data(store, device: dict) -> list[tuple[dict, float]]:
+    return [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
+
+
+def fit_composition(tm: TimeModel, networks: list[tuple[dict, float]]) -> dict:
+    """Non-negative relative least squares of measured network time on the composition terms."""
+    from scipy.optimize import nnls
+
+    from fastdeepiot.graph.randomnets import build_network, example_input
+
+    if len(networks) < 5:
+        return dict(IDENTITY_COMPOSITION)
+    rows, y = [], []
+    for spec, ms in networks:
+        _, calls = tm.extract(build_network(spec), example_input(spec))
+        terms, _, unmodelled = tm.network_terms(calls)
+        if unmodelled:
+            continue
+        rows.append([terms[k] for k in COMPOSITION_TERMS])
+        y.append(ms)
+    A, y = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
+    coef, _ = nnls(A / y[:, None], np.ones(len(y)))  # minimise sum((pred - y) / y)^2
+    return dict(zip(COMPOSITION_TERMS, map(float, coef)))
+
+
+def _network_terms_cache(tm: TimeModel, networks):
+    from fastdeepiot.graph.randomnets import build_network, example_input
+
+    out = []
+    for spec, ms in networks:
+        _, calls = tm.extract(build_network(spec), example_input(spec))
+        out.append((calls, ms))
+    return out
+
+
+def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None,
+                   families: list[str] | None = None, holdout: float = 0.2, seed: int = 0,
+                   compare: tuple[str, ...] = (), min_samples: int = 10, progress=None) -> TimeModel:
+    """Fit per-family estimators and the composition from `store`.
+
+    Held-out evaluation: `holdout` of each family's configurations (and of the measured networks) are
+    set aside, the models fitted on the rest are scored on them (for `estimator` and each name in
+    `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
+    """
+    from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
+    from fastdeepiot.timemodel.tree import featurize
+
+    dev = _select_device(store, device)
+    data = load_layer_data(store, dev)
+    if families:
+        data = {f: v for f, v in data.items() if f in families}
+    if not data:
+        raise StoreError(f"{store.path}: no layer measurements for this device")
+    rng = np.random.default_rng(seed)
+    estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
+    for fam, (configs, y) in sorted(data.items()):
+        if len(configs) < min_samples:
+            report["families"][fam] = {"n": len(configs), "skipped": f"fewer than {min_samples} samples"}
+            continue
+        if progress:
+            progress(f"fitting {fam} ({len(configs)} measurements)")
+        X = featurize(configs)
+        perm = rng.permutation(len(configs))
+        n_test = max(1, int(round(holdout * len(configs)))) if holdout > 0 else 0
+        test, train = perm[:n_test], perm[n_test:]
+        fam_rep = {"n": len(configs), "n_train": len(train), "n_test": len(test), "models": {}}
+        for kind in (estimator, *[c for c in compare if c != estimator]):
+            if n_test == 0:
+                break
+            est = make_estimator(kind).fit(X.iloc[train], y[train])
+            pred = est.predict(X.iloc[test])
+            fam_rep["models"][kind] = relative_error_summary(y[test], pred)
+            if kind == estimator:  # where the model is worst: adaptive resampling starts there
+                err = np.abs(relative_errors(y[test], pred))
+                worst = np.argsort(-err)[:20]
+                fam_rep["worst"] = [{"key": configs[test[i]].key, "rel_error": float(err[i])} for i in worst]
+        estimators[fam] = make_estimator(estimator).fit(X, y)
+        if hasattr(estimators[fam], "n_leaves_"):
+            fam_rep["leaves"] = int(estimators[fam].n_leaves_)
+        report["families"][fam] = fam_rep
+    tm = TimeModel(estimators, None, dev, _latest_conditions(store, dev), report)
+
+    networks = load_network_data(store, dev)
+    if networks:
+        if progress:
+            progress(f"fitting the network composition ({len(networks)} measured networks)")
+        perm = rng.permutation(len(networks))
+        n_test = int(round(holdout * len(networks))) if len(networks) >= 10 else 0
+        test = [networks[i] for i in perm[:n_test]]
+        train = [networks[i] for i in perm[n_test:]]
+        tm.composition = fit_composition(tm, train)
+        if test:
+            pred = []
+            for calls, _ in _network_terms_cache(tm, test):
+                terms, _, _ = tm.network_terms(calls)
+                pred.append(tm.compose(terms))
+            report["networks"] = {"n": len(networks), "n_test": len(test),
+                                  **relative_error_summary(np.array([m for _, m in test]), np.array(pred))}
+        tm.composition = fit_composition(tm, networks)
+    report["composition"] = tm.composition
+    return tm
+
+
+def _latest_conditions(store, device: dict) -> dict:
+    cond = {}
+    for m in store.measurements(device=device):
+        cond = m.conditions
+    return cond

@@ -1,0 +1,42 @@
+"""Width-sweep plots of a fitted time model against the measurements it was fitted on."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from fastdeepiot.errors import UserError
+from fastdeepiot.families import LayerConfig, get_family
+
+
+def longest_sweep(db, family: str, param: str) -> tuple[list[LayerConfig], list[float]]:
+    """The measured configurations that differ only in `param`, for the most common other settings."""
+    from fastdeepiot.profile.store import Store
+
+    with Store.open(db) as store:
+        ms = [m for m in store.measurements(kind="layer", family=family)]
+    groups: Counter = Counter()
+    for m in ms:
+        groups[tuple(sorted((k, v) for k, v in m.config.items() if k != param))] += 1
+    if not groups:
+        return [], []
+    best = groups.most_common(1)[0][0]
+    pts = sorted((m.config[param], LayerConfig(family, m.config), m.median_ms) for m in ms
+                 if tuple(sorted((k, v) for k, v in m.config.items() if k != param)) == best)
+    return [c for _, c, _ in pts], [t for _, _, t in pts]
+
+
+def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) -> str:
+    from fastdeepiot.timemodel.explain import plot_sweep
+
+    fam = get_family(family)
+    param = param or fam.width_params[0]
+    if param not in fam.space:
+        raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(fam.space)}")
+    if family not in tm.estimators:
+        raise UserError(f"the time model has no {family} model")
+    configs, measured = longest_sweep(db, family, param) if db else ([], [])
+    if len(configs) < 3:
+        raise UserError(f"no {param} sweep of {family} in {db}; profile longer or give --db")
+    return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path),
+                          title=f"{family}: time vs {param} ({tm.backend})"))
