@@ -252,3 +252,20 @@ def test_fit_speed_2000_samples():
     t0 = time.perf_counter()
     ModelTree(leaf_features=["other"], work_variants=None).fit(X, y)
     assert time.perf_counter() - t0 < 10.0
+
+
+@pytest.mark.parametrize("pruning", ["cv", "validation", "none"])
+def test_pruning_modes(pruning):
+    X, y = staircase(600, seed=9)
+    rng = np.random.default_rng(0)
+    yn = y * np.exp(rng.normal(0, 0.03, y.size))  # 3 % timing noise
+    m = ModelTree(pruning=pruning, leaf_features=["other"], work_variants=None).fit(X, yn)
+    Xt, yt = staircase(400, seed=10)
+    assert med_pct(yt, m.predict(Xt)) < 6.0
+    assert m.n_leaves_ >= 8
+
+
+def test_bad_pruning_setting():
+    X, y = staircase(100)
+    with pytest.raises(ValueError, match="pruning"):
+        ModelTree(pruning="magic").fit(X, y)

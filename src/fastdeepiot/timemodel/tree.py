@@ -12,9 +12,11 @@ best, which turns a SIMD-width staircase into one linear term.
 
 Fitting minimises *relative* error: the leaf fits are weighted least squares with weights 1/y^2
 (squared relative residuals), solved with non-negativity by ``scipy.optimize.nnls``; splits are
-chosen greedily by the reduction of the sum of squared relative residuals, and the grown tree is
-pruned bottom-up by reduced-error pruning on a held-out validation split (then the leaves are
-refitted on all the data).
+chosen greedily by the reduction of the sum of squared relative residuals (candidates ranked by
+unconstrained least squares from cumulative Gram matrices, the best few re-scored with NNLS), and
+the grown tree is pruned by cost-complexity (weakest-link) pruning whose penalty is chosen by
+k-fold cross-validation of the held-out relative error (or, with ``pruning="validation"``, by
+reduced-error pruning on a held-out split).
 
 Design matrix
 -------------
@@ -257,7 +259,13 @@ class ModelTree(RegressorMixin, BaseEstimator):
     max_thresholds : cap on candidate thresholds per numeric feature and node (quantiles, plus
         multiples of 8/16/32/64 for integer features).
     min_gain : a split must cut the node's sum of squared relative residuals by this fraction.
-    validation_fraction : share of the samples held out to prune the tree (0: no pruning).
+    pruning : "cv" (default): grow on all samples, then cost-complexity (weakest-link) pruning
+        with the complexity penalty alpha chosen by ``cv_folds``-fold cross-validation of the
+        relative error (the largest alpha within ``cv_tolerance`` of the best, i.e. the
+        simplest tree that is as good; ``cv_power`` 1 scores folds by the summed absolute
+        relative error, robust to noisy timings, 2 by the squared one); "validation": grow on 1 - validation_fraction of the
+        samples, reduced-error pruning on the rest, then refit the leaves on all; "none".
+    validation_fraction : share held out by pruning="validation".
     positive_intercept : constrain the per-call overhead to be >= 0 (else free).
     top_k : candidate splits (ranked by unconstrained least squares) re-scored with NNLS.
     random_state : seed of the validation split.
@@ -265,14 +273,19 @@ class ModelTree(RegressorMixin, BaseEstimator):
     Attributes (after fit)
     ----------------------
     columns_, categorical_ (column -> levels), leaf_features_, work_variants_, split_features_,
-    nodes_ (list of node dicts; JSON-ready), n_leaves_, depth_, floor_ms_, train_summary_.
+    integer_features_, nodes_ (list of node dicts; JSON-ready: internal nodes have feature, kind
+    "le" (x <= value goes left) or "eq" (x == value goes left), left, right; leaves have model =
+    {features, intercept, coef}), n_leaves_, depth_, floor_ms_ (prediction floor, 0.1 * the
+    smallest training time), leaf_stats_ (leaf -> n, share, median_abs_pct, rms_rel_pct),
+    ccp_alpha_ (the chosen pruning penalty).
 
     ``score(X, y)`` is minus the median absolute relative error (0 is perfect).
     """
 
     def __init__(self, leaf_features=None, work_variants="auto", split_features=None, max_depth=8,
                  min_samples_leaf=10, max_thresholds=32, min_gain=0.01, validation_fraction=0.25,
-                 positive_intercept=True, top_k=4, random_state=0):
+                 positive_intercept=True, top_k=4, random_state=0, pruning="cv", cv_folds=3,
+                 cv_tolerance=0.01, cv_power=1):
         self.leaf_features = leaf_features
         self.work_variants = work_variants
         self.split_features = split_features
@@ -284,6 +297,10 @@ class ModelTree(RegressorMixin, BaseEstimator):
         self.positive_intercept = positive_intercept
         self.top_k = top_k
         self.random_state = random_state
+        self.pruning = pruning
+        self.cv_folds = cv_folds
+        self.cv_tolerance = cv_tolerance
+        self.cv_power = cv_power
 
     # -------------------------------------------------------------------------------- fitting
 
@@ -344,18 +361,23 @@ class ModelTree(RegressorMixin, BaseEstimator):
 
         n = len(y)
         rng = np.random.default_rng(self.random_state)
+        nodes: list[dict] = []
+        if self.pruning not in ("cv", "validation", "none", None):
+            raise ValueError(f"pruning must be 'cv', 'validation' or 'none', got {self.pruning!r}")
         vf = float(self.validation_fraction)
-        if self.validation_fraction and 0 < vf < 1 and n >= 4 * self.min_samples_leaf:
+        self.ccp_alpha_ = 0.0
+        if self.pruning == "validation" and 0 < vf < 1 and n >= 4 * self.min_samples_leaf:
             perm = rng.permutation(n)
             nval = int(round(vf * n))
             val, grow = np.sort(perm[:nval]), np.sort(perm[nval:])
-        else:
-            val, grow = np.array([], dtype=int), np.arange(n)
-
-        nodes: list[dict] = []
-        self._grow(nodes, grow, depth=0)
-        if val.size:
+            self._grow(nodes, grow, depth=0)
             self._prune(nodes, val)
+        else:
+            self._grow(nodes, np.arange(n), depth=0)
+            k = int(self.cv_folds)
+            if self.pruning == "cv" and k >= 2 and n >= 2 * k and sum(not nd["leaf"] for nd in nodes):
+                self.ccp_alpha_ = self._cv_alpha(nodes, rng, k)
+                self._ccp_prune(nodes, self.ccp_alpha_)
         nodes = self._compact(nodes)
         # refit leaves on all samples routed to them
         leaf_of = self._route(nodes, {c: self._split_vals[c] for c in sf}, n)
@@ -529,12 +551,13 @@ class ModelTree(RegressorMixin, BaseEstimator):
 
     # pruning ---------------------------------------------------------------------------------
 
-    def _leaf_sse(self, model, idx):
+    def _leaf_sse(self, model, idx, power=2):
+        """Weighted sum of |relative residual|**power of a node model on samples idx."""
         if idx.size == 0:
             return 0.0
         pred = self._linear(model, {c: self._F[c][idx] for c in model["features"]})
-        r = (pred - self._y[idx]) / self._y[idx]
-        return float(np.sum(self._w[idx] * r * r))
+        r = np.abs(pred - self._y[idx]) / self._y[idx]
+        return float(np.sum(self._w[idx] * r**power))
 
     def _prune(self, nodes, val):
         vals = {c: self._split_vals[c][val] for c in self.split_features_}
@@ -553,6 +576,75 @@ class ModelTree(RegressorMixin, BaseEstimator):
             return tree_sse
 
         rec(0, np.arange(val.size))
+
+    # cost-complexity pruning (CART weakest link), alpha chosen by k-fold cross-validation ------
+
+    @staticmethod
+    def _weakest_links(nodes):
+        """(g, node) for every internal node reachable from the root; g = (R(t) - R(T_t)) / (L - 1)."""
+        out = []
+
+        def rec(i):
+            nd = nodes[i]
+            if nd["leaf"]:
+                return nd["model"]["sse"], 1
+            rl, ll = rec(nd["left"])
+            rr, lr = rec(nd["right"])
+            r, leaves = rl + rr, ll + lr
+            out.append(((nd["model"]["sse"] - r) / (leaves - 1), i))
+            return r, leaves
+
+        rec(0)
+        return out
+
+    def _ccp_prune(self, nodes, alpha) -> None:
+        while True:
+            links = self._weakest_links(nodes)
+            if not links:
+                return
+            g, i = min(links)
+            if g > alpha:
+                return
+            nodes[i]["leaf"] = True
+
+    def _alpha_path(self, nodes) -> list[float]:
+        saved = [nd["leaf"] for nd in nodes]
+        alphas = [0.0]
+        while True:
+            links = self._weakest_links(nodes)
+            if not links:
+                break
+            g, i = min(links)
+            alphas.append(max(g, alphas[-1]))
+            nodes[i]["leaf"] = True
+        for nd, lf in zip(nodes, saved):
+            nd["leaf"] = lf
+        return alphas
+
+    def _cv_alpha(self, nodes, rng, k) -> float:
+        path = sorted(set(self._alpha_path(nodes)))
+        # candidate alphas: geometric means between consecutive critical values (CART)
+        cands = [0.0] + [math.sqrt(a * b) if a > 0 else b / 2 for a, b in zip(path[:-1], path[1:])] + [path[-1] * 1.0001 + 1e-300]
+        n = len(self._y)
+        folds = np.array_split(rng.permutation(n), k)
+        err = np.zeros(len(cands))
+        for f in folds:
+            held = np.sort(f)
+            grow = np.setdiff1d(np.arange(n), held)
+            fn: list[dict] = []
+            self._grow(fn, grow, depth=0)
+            vals = {c: self._split_vals[c][held] for c in self.split_features_}
+            saved = [nd["leaf"] for nd in fn]
+            for j, a in enumerate(cands):
+                self._ccp_prune(fn, a)  # alphas ascend: pruning accumulates
+                leaf_of = self._route(fn, vals, held.size)
+                for li in np.unique(leaf_of):
+                    err[j] += self._leaf_sse(fn[li]["model"], held[leaf_of == li], self.cv_power)
+            for nd, lf in zip(fn, saved):
+                nd["leaf"] = lf
+        best = float(err.min())
+        ok = [j for j in range(len(cands)) if err[j] <= best * (1 + self.cv_tolerance) + 1e-300]
+        return float(cands[max(ok)])
 
     @staticmethod
     def _compact(nodes) -> list[dict]:
@@ -763,7 +855,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
             "columns": list(self.columns_), "categorical": self.categorical_,
             "leaf_features": list(self.leaf_features_), "work_variants": list(self.work_variants_),
             "split_features": list(self.split_features_), "integer_features": list(self.integer_features_),
-            "nodes": _jsonable(self.nodes_), "floor_ms": self.floor_ms_,
+            "nodes": _jsonable(self.nodes_), "floor_ms": self.floor_ms_, "ccp_alpha": self.ccp_alpha_,
             "leaf_stats": {str(k): v for k, v in self.leaf_stats_.items()},
         }
 
@@ -782,6 +874,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         m.integer_features_ = list(d["integer_features"])
         m.nodes_ = [dict(nd) for nd in d["nodes"]]
         m.floor_ms_ = float(d["floor_ms"])
+        m.ccp_alpha_ = float(d.get("ccp_alpha", 0.0))
         m.leaf_stats_ = {int(k): v for k, v in d["leaf_stats"].items()}
         m.n_leaves_ = sum(nd["leaf"] for nd in m.nodes_)
         m.depth_ = max(nd["depth"] for nd in m.nodes_)
