@@ -289,12 +289,14 @@ def _network_terms_cache(tm: TimeModel, networks):
 
 def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None,
                    families: list[str] | None = None, holdout: float = 0.2, seed: int = 0,
-                   compare: tuple[str, ...] = (), min_samples: int = 10, progress=None) -> TimeModel:
+                   compare: tuple[str, ...] = (), min_samples: int = 10, progress=None,
+                   keep_holdout: bool = False) -> TimeModel:
     """Fit per-family estimators and the composition from `store`.
 
     Held-out evaluation: `holdout` of each family's configurations (and of the measured networks) are
     set aside, the models fitted on the rest are scored on them (for `estimator` and each name in
     `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
+    With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} (not saved).
     """
     from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
     from fastdeepiot.timemodel.tree import featurize
@@ -307,6 +309,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         raise StoreError(f"{store.path}: no layer measurements for this device")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
+    held: dict[str, tuple[list, list, list]] = {}
     for fam, (configs, y) in sorted(data.items()):
         if len(configs) < min_samples:
             report["families"][fam] = {"n": len(configs), "skipped": f"fewer than {min_samples} samples"}
@@ -324,6 +327,10 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
             est = make_estimator(kind).fit(X.iloc[train], y[train])
             pred = est.predict(X.iloc[test])
             fam_rep["models"][kind] = relative_error_summary(y[test], pred)
+            h = held.setdefault(kind, ([], [], []))
+            h[0].extend([fam] * len(test))
+            h[1].extend(y[test])
+            h[2].extend(pred)
             if kind == estimator:  # where the model is worst: adaptive resampling starts there
                 err = np.abs(relative_errors(y[test], pred))
                 worst = np.argsort(-err)[:20]
@@ -333,6 +340,8 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
             fam_rep["leaves"] = int(estimators[fam].n_leaves_)
         report["families"][fam] = fam_rep
     tm = TimeModel(estimators, None, dev, _latest_conditions(store, dev), report)
+    if keep_holdout:
+        tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
 
     networks = load_network_data(store, dev)
     if networks:
