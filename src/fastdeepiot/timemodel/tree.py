@@ -737,6 +737,8 @@ class ModelTree(RegressorMixin, BaseEstimator):
         if mm and mm[1] in self.columns_ and value < 1:
             return f"{mm[1]} % {mm[2]} {'==' if left else '!='} 0"
         name = f"{mm[1]} % {mm[2]}" if mm and mm[1] in self.columns_ else feature
+        if "bytes" in feature:
+            return f"{name} {'<=' if left else '>'} {_fmt_bytes(value)}"
         if feature in self.integer_features_:
             t = math.floor(value)
             return f"{name} {'<=' if left else '>'} {t}"
