@@ -529,6 +529,17 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
     from torch.fx.passes.shape_prop import ShapeProp
 
     tracer = _Tracer()
+    if tracer.is_leaf_module(module, ""):
+        # a bare leaf module (nn.GRU, nn.Conv2d, ...): trace a one-module wrapper, then rename
+        alias = type(module).__name__.lower()
+        res = _extract_fx(nn.Sequential(module), inputs)
+        for c in res:
+            for attr in ("name",):
+                v = getattr(c, attr)
+                if v == "0" or v.startswith("0#"):
+                    setattr(c, attr, alias + v[1:])
+            c.inputs = [alias + i[1:] if i == "0" or i.startswith("0#") else i for i in c.inputs]
+        return res
     graph = tracer.trace(module)
     gm = torch.fx.GraphModule(tracer.root, graph)
     with torch.no_grad():

@@ -107,10 +107,12 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
             nchwc_out.add(c.name)
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
-            if p.family in _CONV and p.fused_into is None and sole_user(p, c) and not state.get(p.name):
-                c.fused_into = p.name
-                state.setdefault(p.name, set()).add("bn")
-                if is_nchwc(p.name):
+            r = root(p)
+            if r.family in _CONV and p.kind == LAYER and sole_user(p, c) and not (
+                    {"act", "sum"} & state.get(r.name, set())):
+                c.fused_into = r.name  # folded (also a second BN right after a folded one)
+                state.setdefault(r.name, set()).add("bn")
+                if is_nchwc(r.name):
                     nchwc_out.add(c.name)
             elif nchwc and c.config.params["dims"] == 2 and is_nchwc(cin[0]):
                 nchwc_out.add(c.name)  # becomes a per-channel NCHWc Conv

@@ -1,0 +1,266 @@
+"""Layer extraction, fusion annotations, zoo and random networks (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fastdeepiot.families import get_family
+from fastdeepiot.graph.extract import extract_layers, fusion_for_backend
+from fastdeepiot.graph.randomnets import build_network, example_input, random_network
+from fastdeepiot.zoo import ZOO, zoo_networks
+
+
+class ResNetLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.down = nn.Conv2d(16, 32, 1, stride=2)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        z = self.bn2(self.conv2(y)) + y
+        z = torch.relu(z)
+        z = self.pool(self.down(z))
+        return self.fc(z.flatten(1))
+
+
+class ConcatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(8, 4, 1)
+        self.b = nn.Conv2d(8, 6, 3, padding=1)
+        self.c = nn.Conv2d(8, 2, 5, padding=2)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        return self.act(torch.cat([self.a(x), torch.cat([self.b(x), x], dim=1), self.c(x)], dim=1))
+
+
+def _by_name(calls):
+    return {c.name: c for c in calls}
+
+
+def test_residual_net_every_layer_once():
+    m = ResNetLike().eval()
+    r = extract_layers(m, torch.randn(2, 3, 16, 16))
+    assert r.traced and not r.unmodelled()
+    fams = [c.family for c in r.layers()]
+    assert fams == ["conv2d", "batchnorm", "activation", "conv2d", "batchnorm", "add", "activation",
+                    "conv2d", "pool2d", "linear"]
+    assert [c.op for c in r if c.kind == "free"] == ["flatten"]
+    d = _by_name(r)
+    assert d["conv1"].config.params == {"batch": 2, "in_channels": 3, "out_channels": 16, "kernel": 3,
+                                        "stride": 1, "groups": 1, "size": 16}
+    assert d["down"].config.params["stride"] == 2 and d["down"].config.params["kernel"] == 1
+    assert d["down"].approx is False
+    assert d["pool"].config.params == {"batch": 2, "mode": "max", "channels": 32, "kernel": 2,
+                                       "stride": 2, "size": 8}
+    assert d["fc"].config.params == {"batch": 2, "in_features": 512, "out_features": 10}
+    add = [c for c in r if c.family == "add"][0]
+    assert add.config.params == {"batch": 2, "channels": 16, "dims": 2, "size": 16}
+    assert set(add.inputs) == {"bn2", "relu"}
+    for c in r.layers():  # every config is valid for its family
+        get_family(c.family).features(c.config.params)
+
+
+def test_concat_net_counts_and_chains():
+    r = extract_layers(ConcatNet().eval(), torch.randn(1, 8, 8, 8))
+    assert r.traced and not r.unmodelled()
+    cats = [c for c in r if c.family == "concat"]
+    # inner cat (2 tensors) once, outer cat (3 tensors) as 2 chained concats
+    assert len(cats) == 3
+    inner = [c for c in cats if c.config.params["channels"] == 6][0]
+    assert inner.config.params["channels_b"] == 8
+    outer = [c for c in cats if c is not inner]
+    assert [c.config.params["channels"] for c in outer] == [4, 18]
+    assert [c.config.params["channels_b"] for c in outer] == [14, 2]
+    assert outer[1].inputs[0] == outer[0].name
+    assert len([c for c in r if c.family == "conv2d"]) == 3
+    act = [c for c in r if c.family == "activation"]
+    assert len(act) == 1 and act[0].config.params["kind"] == "relu6"
+    assert act[0].config.params["channels"] == 20
+
+
+def test_module_configs_and_approx():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(4, 8, (3, 5), padding=0, groups=2)
+            self.bn = nn.BatchNorm1d(8)
+            self.gap = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            y = self.gap(self.c(x)).flatten(1)
+            return self.bn(y)
+
+    r = extract_layers(M().eval(), torch.randn(1, 4, 10, 12))
+    d = _by_name(r)
+    assert d["c"].approx and d["c"].config.params["groups"] == 2
+    assert d["c"].config.params["size"] == 11  # round(sqrt(10*12))
+    assert d["gap"].family == "pool2d" and d["gap"].approx
+    assert d["gap"].config.params["kernel"] == d["gap"].config.params["stride"]
+    assert d["bn"].config.params == {"batch": 1, "channels": 8, "dims": 1, "size": 1}
+
+
+def test_unknown_module_is_unmodelled():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8))
+
+        def forward(self, x):
+            return x * self.w.view(1, -1, 1, 1)
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Custom(), nn.LayerNorm([8, 6, 6])).eval()
+    r = extract_layers(m, torch.randn(1, 3, 6, 6))
+    assert r.traced
+    unm = {c.name: c.op for c in r.unmodelled()}
+    assert unm == {"1": "Custom", "2": "LayerNorm"}
+    assert any("unmodelled" in w for w in r.warnings)
+
+
+def test_fx_failure_falls_back_to_hooks():
+    class Dyn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.relu(self.conv(x))
+            if y.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                y = y + 1
+            return self.fc(y.mean((2, 3)))
+
+    r = extract_layers(Dyn().eval(), torch.randn(1, 3, 8, 8))
+    assert r.traced is False
+    assert [c.name for c in r] == ["conv", "relu", "fc"]
+    assert r[0].config.params["in_channels"] == 3 and r[2].config.params["in_features"] == 4
+    assert any("hooks" in w for w in r.warnings)
+
+
+def test_gru_after_conv1d_permute():
+    class S(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(6, 16, 5, padding=2, stride=2)
+            self.gru = nn.GRU(16, 24, num_layers=2, batch_first=True)
+            self.lstm = nn.LSTM(24, 12)  # not batch_first: (seq, batch, feat)
+            self.fc = nn.Linear(12, 3)
+
+        def forward(self, x):
+            y = self.conv(x).permute(0, 2, 1)
+            out, _ = self.gru(y)
+            out2, _ = self.lstm(out.transpose(0, 1))
+            return self.fc(out2[-1])
+
+    r = extract_layers(S().eval(), torch.randn(4, 6, 100))
+    d = _by_name(r)
+    assert d["conv"].config.params["size"] == 100
+    assert d["gru"].config.params == {"batch": 4, "input_size": 16, "hidden_size": 24,
+                                      "seq_len": 50, "num_layers": 2}
+    assert d["lstm"].config.params == {"batch": 4, "input_size": 24, "hidden_size": 12,
+                                       "seq_len": 50, "num_layers": 1}
+    assert d["fc"].config.params["batch"] == 4
+    assert not r.unmodelled()
+
+
+def test_bidirectional_rnn_split():
+    m = nn.GRU(8, 16, num_layers=2, batch_first=True, bidirectional=True)
+    r = extract_layers(m, torch.randn(1, 10, 8))
+    grus = [c for c in r if c.family == "gru"]
+    assert [c.config.params["input_size"] for c in grus] == [8, 8, 32, 32]
+    assert all(c.config.params["num_layers"] == 1 for c in grus)
+
+
+@pytest.mark.parametrize("name,module,x", zoo_networks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_zoo_networks_extract_fully(name, module, x):
+    assert not module.training
+    with torch.no_grad():
+        module(x)
+    r = extract_layers(module, x)
+    assert r.traced
+    assert not r.unmodelled(), [c.name for c in r.unmodelled()]
+    for c in r.layers():
+        get_family(c.family).features(c.config.params)
+
+
+def test_zoo_size():
+    nets = zoo_networks()
+    assert len(nets) >= 20 and len(ZOO) == 5
+    assert len({n for n, _, _ in nets}) == len(nets)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("kind", ["image", "sensor"])
+def test_random_networks(seed, kind):
+    m, x, spec = random_network(seed, kind)
+    json.dumps(spec)
+    with torch.no_grad():
+        m(x)
+    r = extract_layers(m, x)
+    assert r.traced and not r.unmodelled(), [c.name for c in r.unmodelled()]
+    assert len(r.layers()) >= 3
+
+
+def test_random_spec_round_trip():
+    for kind in ("image", "sensor"):
+        m, x, spec = random_network(3, kind)
+        spec2 = json.loads(json.dumps(spec))
+        m2 = build_network(spec2)
+        assert str(m2) == str(m)
+        x2 = example_input(spec2)
+        assert torch.equal(x, x2)
+        with torch.no_grad():
+            assert torch.equal(m(x), m2(x2))
+    assert random_network(1, "image")[2] != random_network(2, "image")[2]
+
+
+def _conv_bn_relu():
+    return nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4), nn.ReLU()).eval()
+
+
+def test_ort_fusion_conv_bn_relu():
+    m, x = _conv_bn_relu(), torch.randn(1, 8, 8, 8)
+    r = extract_layers(m, x)
+    assert all(c.fused_into is None for c in r)
+    assert all(c.fused_into is None for c in fusion_for_backend(r, "torch-cpu"))
+    f = _by_name(fusion_for_backend(r, "onnxruntime-cpu"))
+    assert f["1"].fused_into == "0" and f["2"].fused_into == "0"  # BN folded, ReLU fused into conv
+    assert f["4"].fused_into == "3"  # ReLU6 (Clip) fused
+    assert f["8"].fused_into == "7"  # Linear + ReLU -> FusedGemm
+    assert f["0"].fused_into is None and f["5"].fused_into is None
+    with pytest.raises(KeyError):
+        fusion_for_backend(r, "no-such-backend")
+
+
+def test_ort_fusion_residual_add():
+    r = extract_layers(ResNetLike().eval(), torch.randn(1, 3, 16, 16))
+    f = _by_name(fusion_for_backend(r, "onnxruntime-cpu"))
+    add = [c for c in f.values() if c.family == "add"][0]
+    assert add.fused_into == "conv2" and f["relu_1"].fused_into == "conv2"
+    ext = _by_name(fusion_for_backend(r, "onnxruntime-cpu", level="extended"))
+    assert ext["add"].fused_into is None and ext["bn2"].fused_into == "conv2"
+
+
+def test_ort_fusion_matches_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    from fastdeepiot.graph.ort_check import check
+
+    for m, x in ((_conv_bn_relu(), torch.randn(1, 8, 8, 8)), (ResNetLike().eval(), torch.randn(1, 3, 16, 16))):
+        for level in ("all", "extended"):
+            pred, got = check(m, x, level)
+            for k in ("activation", "add", "batchnorm"):
+                assert pred[k] == got[k], (level, k, pred, got)
