@@ -1,0 +1,243 @@
+"""Training (seeded, early stopping on validation accuracy), evaluation metrics, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastdeepiot.errors import UserError
+
+CHECKPOINT_FORMAT = "fastdeepiot-checkpoint/1"
+
+
+class CheckpointError(UserError):
+    """A checkpoint is unreadable, or was made for another task or network."""
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_accuracy: float = 0.0
+    best_epoch: int = -1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+    was = model.training
+    model.eval()
+    ys, ps = [], []
+    try:
+        for x, y in loader:
+            ps.append(model(x).argmax(dim=1).cpu().numpy())
+            ys.append(np.asarray(y))
+    finally:
+        model.train(was)
+    if not ys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(ys).astype(np.int64), np.concatenate(ps).astype(np.int64)
+
+
+def metrics_from_predictions(y: np.ndarray, p: np.ndarray, n_classes: int,
+                             class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y, p), 1)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    present = support > 0
+    per_class = []
+    for c in range(n_classes):
+        per_class.append({"class": c, "name": class_names[c] if class_names else str(c),
+                          "precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                          "support": int(support[c])})
+    n = int(len(y))
+    return {
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": per_class,
+        "n": n,
+        "confusion": cm.tolist(),
+    }
+
+
+def evaluate(model: nn.Module, loader, n_classes: int, class_names: tuple[str, ...] | None = None) -> dict:
+    """accuracy, macro_f1 (over classes present in the data), per_class (precision/recall/f1/support),
+    n, confusion (rows: true class)."""
+    y, p = predict(model, loader)
+    return metrics_from_predictions(y, p, n_classes, class_names)
+
+
+@torch.no_grad()
+def _val_scores(model: nn.Module, loader, n_classes: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on a loader."""
+    model.eval()
+    correct, loss, n = 0, 0.0, 0
+    for x, y in loader:
+        out = model(x)
+        loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
+    return (correct / n if n else 0.0), (loss / n if n else 0.0)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not enabled, transient=False)
+
+
+def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None = None,
+          patience: int | None = None, seed: int = 0, progress: bool = True, train_loader=None,
+          val_loader=None, batch_size: int | None = None, weight_decay: float = 1e-4,
+          label_smoothing: float = 0.05, threads: int | None = None) -> TrainResult:
+    """Train `model` on `task` (a Task or its name) with AdamW + one-cycle cosine schedule; keep the
+    weights of the epoch with the best validation accuracy; stop after `patience` epochs without
+    improvement. Defaults come from `task.train_defaults`. Returns the model with the best weights."""
+    from fastdeepiot.tasks.registry import get
+
+    task = get(task) if isinstance(task, str) else task
+    d = task.train_defaults
+    epochs = int(epochs if epochs is not None else d.get("epochs", 10))
+    lr = float(lr if lr is not None else d.get("lr", 1e-3))
+    patience = int(patience if patience is not None else d.get("patience", 5))
+    batch_size = int(batch_size or d.get("batch_size", 64))
+    if epochs < 1:
+        raise UserError("epochs must be at least 1")
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(seed)
+    if train_loader is None or val_loader is None:
+        tr, va, _ = task.loaders(batch_size=batch_size, seed=seed)
+        train_loader = train_loader or tr
+        val_loader = val_loader or va
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, epochs * len(train_loader))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    result = TrainResult(model)
+    best_state, best_acc, best_loss, stale = None, -1.0, math.inf, 0
+    with _progress(progress) as bar:
+        job = bar.add_task(f"train {task.name}", total=epochs, info="")
+        for epoch in range(epochs):
+            model.train()
+            total, n = 0.0, 0
+            for x, y in train_loader:
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                if sched.last_epoch + 1 < steps:
+                    sched.step()
+                total += loss.item() * len(y)
+                n += len(y)
+            val, val_loss = _val_scores(model, val_loader, task.n_classes)
+            train_loss = total / max(n, 1)
+            result.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                                   "val_accuracy": val})
+            if not math.isfinite(train_loss):
+                raise UserError(f"training diverged (loss {train_loss}); lower the learning rate")
+            # best = highest validation accuracy, ties broken by lower validation loss
+            if val > best_acc or (val == best_acc and val_loss < best_loss):
+                best_acc, best_loss, stale, result.best_epoch = val, val_loss, 0, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            bar.update(job, advance=1, info=f"loss {train_loss:.3f}  val acc {val:.3f}  best {best_acc:.3f}")
+            if stale >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.best_val_accuracy = float(best_acc)
+    return result
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, task_name: str, metrics: dict | None = None) -> Path:
+    """Write {"format", "task", "net", "arch", "state_dict", "norm", "metrics"} with torch.save.
+    `model` must carry `net_name` and `arch` (every reference network does)."""
+    from fastdeepiot.tasks.registry import get
+
+    net = getattr(model, "net_name", None)
+    arch = getattr(model, "arch", None)
+    if net is None or not isinstance(arch, dict):
+        raise UserError("this model has no `net_name`/`arch`: only reference networks (or networks that "
+                        "record their constructor arguments) can be saved as checkpoints")
+    task = get(task_name)
+    ckpt = {"format": CHECKPOINT_FORMAT, "task": task.name, "net": net, "arch": copy.deepcopy(arch),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "norm": task.norm, "metrics": _plain(metrics) if metrics is not None else None}
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def _plain(obj):
+    """JSON-like copy (weights_only loading accepts dict/list/str/int/float/bool/None)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict]:
+    """(model in eval mode, meta) from a checkpoint; rebuilds the network from its recorded arch.
+    Loads with weights_only=True. If `task` (name or Task) is given, a checkpoint made for another
+    task or for a network that does not fit the task raises CheckpointError."""
+    from fastdeepiot.tasks.nets import build
+    from fastdeepiot.tasks.registry import get
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a fastdeepiot checkpoint (write one with `fastdeepiot train`)")
+    if task is not None:
+        t = get(task) if isinstance(task, str) else task
+        if ckpt["task"] != t.name:
+            raise CheckpointError(f"{path} is a checkpoint for task {ckpt['task']!r}, not {t.name!r}")
+        arch = ckpt["arch"]
+        if ckpt["net"] != t.net or arch.get("n_classes") != t.n_classes:
+            raise CheckpointError(f"{path} holds a {ckpt['net']} network with {arch.get('n_classes')} classes; "
+                                  f"task {t.name!r} needs {t.net} with {t.n_classes}")
+    model = build(ckpt["net"], **ckpt["arch"])
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the recorded {ckpt['net']} architecture: "
+                              f"{str(e).splitlines()[0][:200]}") from None
+    model.eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta
