@@ -85,7 +85,7 @@ class SmallCNN(nn.Module):
     flatten; Linear(hidden)-ReLU-Dropout; Linear(n_classes)."""
 
     def __init__(self, n_classes: int = 10, in_channels: int = 1, size: int = 28, *,
-                 channels: Sequence[int] = (32, 64, 128), hidden: int = 128, dropout: float = 0.3,
+                 channels: Sequence[int] = (16, 32, 64), hidden: int = 64, dropout: float = 0.3,
                  width_mult: float = 1.0):
         super().__init__()
         ch = _scale(channels, width_mult)

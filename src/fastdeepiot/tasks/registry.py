@@ -133,7 +133,13 @@ def _userid_splits():
 
     w = hapt.load_windows()
     idx = hapt.split_by_time(w["tpos"], w["tlen"])
-    return tuple((w["x"][i], w["user"][i]) for i in idx)
+    moving = np.isin(w["activity"], USERID_ACTIVITIES)
+    return tuple((w["x"][i[moving[i]]], w["user"][i[moving[i]]]) for i in idx)
+
+
+# "which person is moving": gait windows only (walking, upstairs, downstairs); in the static
+# postures only the phone's orientation tells people apart.
+USERID_ACTIVITIES = (0, 1, 2)
 
 
 FASHION_VAL = 5000
@@ -177,8 +183,9 @@ def _make_tasks() -> dict[str, Task]:
             6, (6, 128), "deepsense", dict(_DEEPSENSE), _ACTIVITIES, _har_splits, _hapt_source,
             train_defaults=dict(epochs=30, lr=2e-3, patience=8, batch_size=64)),
         "userid": Task(
-            "userid", "identify which of the 30 people is moving, from the same windows; split by "
-            "recording time (first 60% / next 20% / last 20% of each activity's time, with a gap)",
+            "userid", "identify which of the 30 people is moving, from the same windows (walking, upstairs, "
+            "downstairs); split by recording time (first 60% / next 20% / last 20% of each activity's "
+            "time in each recording, with a gap)",
             30, (6, 128), "deepsense", dict(_DEEPSENSE, n_classes=30),
             tuple(f"person {i}" for i in range(1, 31)), _userid_splits, _hapt_source,
             train_defaults=dict(epochs=40, lr=2e-3, patience=8, batch_size=64)),

@@ -124,8 +124,18 @@ def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None
     batch_size = int(batch_size or d.get("batch_size", 64))
     if epochs < 1:
         raise UserError("epochs must be at least 1")
+    prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_loader, batch_size,
+                      weight_decay, label_smoothing)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_loader, batch_size,
+           weight_decay, label_smoothing) -> TrainResult:
     seed_everything(seed)
     if train_loader is None or val_loader is None:
         tr, va, _ = task.loaders(batch_size=batch_size, seed=seed)
