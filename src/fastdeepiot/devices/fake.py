@@ -1,7 +1,7 @@
 """A deterministic backend with a fake clock, for exact and fast tests.
 
-Its time for a layer is a known formula with a staircase in width (output channels padded to a multiple
-of `step`, like a kernel that computes whole vector tiles), and a fixed per-step cost for recurrent
+Its time for a layer is a known formula with a staircase in width (input and output channels padded to
+a multiple of `step`, like a kernel that computes whole vector tiles), and a fixed per-step cost for recurrent
 layers, so tests can check that the time model recovers step positions and that compression exploits
 them. Nothing is executed: `time_calls` returns the formula's value (plus optional deterministic jitter).
 """
@@ -30,10 +30,13 @@ def fake_layer_ms(config: LayerConfig, step: int = 16) -> float:
     p, f = config.params, config.features()
     flops, moved = f["flops"], f["input_bytes"] + f["output_bytes"] + f["weight_bytes"]
     if config.family in ("conv1d", "conv2d"):
-        # whole tiles of `step` output channels are computed; the rest of the last tile is wasted
-        flops *= _padded(p["out_channels"], step) / p["out_channels"]
+        # whole tiles of `step` channels are computed, on the output and on each group's input side;
+        # the rest of the last tile is wasted work
+        cin_g = p["in_channels"] // p["groups"]
+        flops *= _padded(p["out_channels"], step) / p["out_channels"] * _padded(cin_g, step) / cin_g
     elif config.family == "linear":
         flops *= _padded(p["out_features"], step) / p["out_features"]
+        flops *= _padded(p["in_features"], step) / p["in_features"]
     ms = CALL_OVERHEAD_MS + MS_PER_FLOP * flops + MS_PER_BYTE * moved
     if config.family in ("gru", "lstm"):
         ms += RNN_STEP_MS * f["steps"]

@@ -166,7 +166,7 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     """
     out = [replace(c, fused_into=None, inputs=list(c.inputs)) for c in calls]
     name = backend_name.lower()
-    if name.startswith("torch"):
+    if name.startswith("torch") or name == "fake":  # eager torch (and the fake device) fuse nothing
         pass
     elif name.startswith("onnxruntime") or name.startswith("ort"):
         if level not in ("all", "extended", "basic"):

@@ -94,7 +94,7 @@ class TimeModel:
         self.composition = dict(composition or IDENTITY_COMPOSITION)
         self.device = dict(device or {})
         self.conditions = dict(conditions or {})
-        self.report = dict(report or {})
+        self.report = report if report is not None else {}
 
     @property
     def backend(self) -> str:
@@ -256,35 +256,28 @@ def load_network_data(store, device: dict) -> list[tuple[dict, float]]:
     return [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
 
 
-def fit_composition(tm: TimeModel, networks: list[tuple[dict, float]]) -> dict:
+def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]]) -> list[tuple[list, float]]:
+    """Rebuild each measured random network from its spec and extract its fusion-annotated calls."""
+    from fastdeepiot.graph.randomnets import build_network, example_input
+
+    return [(tm.extract(build_network(spec), example_input(spec))[1], ms) for spec, ms in networks]
+
+
+def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     """Non-negative relative least squares of measured network time on the composition terms."""
     from scipy.optimize import nnls
 
-    from fastdeepiot.graph.randomnets import build_network, example_input
-
-    if len(networks) < 5:
-        return dict(IDENTITY_COMPOSITION)
     rows, y = [], []
-    for spec, ms in networks:
-        _, calls = tm.extract(build_network(spec), example_input(spec))
+    for calls, ms in extracted:
         terms, _, unmodelled = tm.network_terms(calls)
-        if unmodelled:
-            continue
-        rows.append([terms[k] for k in COMPOSITION_TERMS])
-        y.append(ms)
+        if not unmodelled:
+            rows.append([terms[k] for k in COMPOSITION_TERMS])
+            y.append(ms)
+    if len(y) < 5:
+        return dict(IDENTITY_COMPOSITION)
     A, y = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
     coef, _ = nnls(A / y[:, None], np.ones(len(y)))  # minimise sum((pred - y) / y)^2
     return dict(zip(COMPOSITION_TERMS, map(float, coef)))
-
-
-def _network_terms_cache(tm: TimeModel, networks):
-    from fastdeepiot.graph.randomnets import build_network, example_input
-
-    out = []
-    for spec, ms in networks:
-        _, calls = tm.extract(build_network(spec), example_input(spec))
-        out.append((calls, ms))
-    return out
 
 
 def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None,
@@ -347,19 +340,16 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     if networks:
         if progress:
             progress(f"fitting the network composition ({len(networks)} measured networks)")
-        perm = rng.permutation(len(networks))
-        n_test = int(round(holdout * len(networks))) if len(networks) >= 10 else 0
-        test = [networks[i] for i in perm[:n_test]]
-        train = [networks[i] for i in perm[n_test:]]
-        tm.composition = fit_composition(tm, train)
+        extracted = extract_networks(tm, networks)
+        perm = rng.permutation(len(extracted))
+        n_test = int(round(holdout * len(extracted))) if len(extracted) >= 10 else 0
+        test = [extracted[i] for i in perm[:n_test]]
+        tm.composition = fit_composition(tm, [extracted[i] for i in perm[n_test:]])
         if test:
-            pred = []
-            for calls, _ in _network_terms_cache(tm, test):
-                terms, _, _ = tm.network_terms(calls)
-                pred.append(tm.compose(terms))
-            report["networks"] = {"n": len(networks), "n_test": len(test),
+            pred = [tm.compose(tm.network_terms(calls)[0]) for calls, _ in test]
+            report["networks"] = {"n": len(extracted), "n_test": len(test),
                                   **relative_error_summary(np.array([m for _, m in test]), np.array(pred))}
-        tm.composition = fit_composition(tm, networks)
+        tm.composition = fit_composition(tm, extracted)
     report["composition"] = tm.composition
     return tm
 

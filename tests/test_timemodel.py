@@ -1,0 +1,205 @@
+"""Profile -> fit -> predict on the fake backend (exact staircase), plus the CLI verbs around it."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fastdeepiot.cli import main
+from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
+from fastdeepiot.errors import UnmodelledLayerError
+from fastdeepiot.families import LayerConfig
+from fastdeepiot.profile.runner import plan, profile
+from fastdeepiot.profile.store import Store
+from fastdeepiot.timemodel.model import TimeModel, fit_time_model
+
+FAMS = ["conv2d", "conv1d", "linear", "gru", "batchnorm", "activation", "add", "pool2d", "concat", "pool1d"]
+
+
+@pytest.fixture(scope="module")
+def fake_db(tmp_path_factory):
+    db = tmp_path_factory.mktemp("fake") / "fake.db"
+    backend = FakeBackend(step=16)
+    with Store.open(db, backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=0, network_every=40), max_new=2000)
+    return db
+
+
+@pytest.fixture(scope="module")
+def fake_tm(fake_db):
+    with Store.open(fake_db) as store:
+        return fit_time_model(store, compare=("flops",))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.b = nn.Conv2d(16, 8, 1)
+        self.c = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(16 * 16 * 16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = x + self.bn(self.a(x))  # residual add
+        y = torch.cat([self.b(y), self.c(y)], dim=1)  # concat of two branches
+        return self.fc(y.flatten(1))
+
+
+def test_layer_predictions_match_the_fake_device(fake_tm):
+    rng = np.random.default_rng(1)
+    from fastdeepiot.profile.space import random_configs
+
+    for fam in ("conv2d", "linear", "gru"):
+        cs = random_configs(fam, 40, seed=99)  # configurations never profiled (other seed)
+        pred = fake_tm.predict_configs(cs)
+        true = np.array([fake_layer_ms(c) for c in cs])
+        err = np.abs(pred - true) / true
+        assert np.median(err) < 0.05, fam
+    rep = fake_tm.report["families"]["conv2d"]["models"]
+    assert rep["tree"]["median_abs_pct"] < rep["flops"]["median_abs_pct"] / 2
+    del rng
+
+
+def test_staircase_steps_appear_in_the_rules(fake_tm):
+    text = fake_tm.explain("conv2d") + fake_tm.explain("linear")
+    # the fake device pads output widths to multiples of 16: the model must use that quantum
+    assert re.search(r"(out_channels|out_features)[^\n]*% ?16|pad16|flops_pad16", text), text
+
+
+def test_step_edges_are_predicted(fake_tm):
+    base = dict(batch=1, in_channels=32, kernel=3, stride=1, groups=1, size=16)
+    t = {c: fake_tm.predict_config(LayerConfig("conv2d", {**base, "out_channels": c})) for c in (16, 17, 32)}
+    # 17 channels costs (almost) as much as 32 on this device, clearly more than 16
+    assert t[17] > 1.3 * t[16]
+    assert abs(t[17] - t[32]) / t[32] < 0.15
+
+
+def test_network_prediction_counts_every_layer_once_and_matches_the_device(fake_tm):
+    net, x = Residual().eval(), torch.randn(1, 3, 16, 16)
+    p = fake_tm.predict_network(net, x)
+    names = [lp.name for lp in p.layers]
+    assert len(names) == len(set(names))
+    fams = sorted(lp.family for lp in p.layers)
+    assert fams.count("conv2d") == 4 and fams.count("add") == 1 and fams.count("concat") == 1
+    assert fams.count("batchnorm") == 1 and fams.count("linear") == 1 and fams.count("activation") == 1
+    assert p.unmodelled == []
+    true = FakeBackend(step=16).network_ms(net, x)
+    assert abs(p.total_ms - true) / true < 0.1
+    assert p.total_ms == pytest.approx(sum(lp.ms for lp in p.layers) + p.overhead_ms)
+
+
+def test_composition_learns_the_network_call_overhead(fake_tm):
+    comp = fake_tm.composition
+    assert comp["unfused_layers"] == pytest.approx(1.0, abs=0.1)
+    assert fake_tm.report["networks"]["median_abs_pct"] < 5
+
+
+def test_json_round_trip_gives_identical_predictions(fake_tm, tmp_path):
+    path = tmp_path / "tm.json"
+    fake_tm.save(path)
+    tm2 = TimeModel.load(path)
+    net, x = Residual().eval(), torch.randn(1, 3, 16, 16)
+    assert tm2.predict_network(net, x).total_ms == fake_tm.predict_network(net, x).total_ms
+    assert tm2.device == fake_tm.device and tm2.composition == fake_tm.composition
+    assert "pickle" not in path.read_text()
+
+
+def test_unmodelled_layers_fail_loudly(fake_tm):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.LayerNorm([8, 6, 6]), nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(UnmodelledLayerError, match="LayerNorm|1"):
+        fake_tm.predict_network(net, x)
+    p = fake_tm.predict_network(net, x, allow_unmodelled=True)
+    assert len(p.unmodelled) == 1 and p.total_ms > 0
+
+
+def test_family_without_a_model_is_unmodelled(fake_tm):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    tm = TimeModel({k: v for k, v in fake_tm.estimators.items() if k != "linear"}, fake_tm.composition,
+                   fake_tm.device)
+    with pytest.raises(UnmodelledLayerError):
+        tm.predict_network(net.eval(), torch.randn(1, 3, 8, 8))
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture()
+def netpkg(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def small():
+            return nn.Sequential(nn.Conv1d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+                                 nn.Flatten(), nn.Linear(16 * 64, 6))
+        def odd():
+            return nn.Sequential(nn.Conv1d(6, 16, 5, padding=2), nn.LayerNorm(128))
+    """))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_cli_fit_explain_predict(fake_db, netpkg, capsys):
+    tm = netpkg / "tm.json"
+    assert main(["fit", str(fake_db), "-o", str(tm), "--compare", "--layers", "conv2d,conv1d,linear,pool1d,activation"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out accuracy" in out and "forest" in out and "conv2d" in out
+    assert main(["explain", str(tm), "--family", "conv2d"]) == 0
+    assert "t_ms =" in capsys.readouterr().out
+    png = netpkg / "sweep.png"
+    assert main(["explain", str(tm), "--family", "conv2d", "--plot", str(png), "--db", str(fake_db)]) == 0
+    assert png.stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["predict", str(tm), "mynets:small", "--input-shape", "1x6x128", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["total_ms"] > 0 and {lp["family"] for lp in res["layers"]} >= {"conv1d", "linear", "pool1d"}
+    assert main(["predict", str(tm), "mynets:small", "--input-shape", "1x6x128", "--measure"]) == 0
+    assert "measured:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["mynets:odd", "--input-shape", "1x6x128"], "cannot price"),
+    (["mynets:missing", "--input-shape", "1x6x128"], "has no"),
+    (["nosuchpkg:net", "--input-shape", "1x6x128"], "cannot import"),
+    (["mynets:small", "--input-shape", "1xsix"], "input shape"),
+    (["mynets:small", "--input-shape", "1x3x32x32"], "does not run"),
+])
+def test_cli_predict_bad_input_exits_2(fake_tm, netpkg, capsys, args, msg):
+    tm = netpkg / "tm.json"
+    fake_tm.save(tm)
+    assert main(["predict", str(tm), *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_cli_bad_model_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["explain", str(bad)]) == 2
+    bad.write_text(json.dumps({"format": "something else"}))
+    assert main(["explain", str(bad)]) == 2
+    assert main(["explain", str(tmp_path / "none.json")]) == 2
+    assert "no such time model" in capsys.readouterr().err
+
+
+def test_adaptive_profiling_samples_near_the_worst_configs(fake_db, tmp_path, capsys):
+    import shutil
+
+    db = tmp_path / "a.db"
+    shutil.copy(fake_db, db)
+    tm = tmp_path / "tm.json"
+    with Store.open(db) as store:  # the FLOPs baseline is far off: it has errors worth chasing
+        fit_time_model(store, estimator="flops", holdout=0.3).save(tm)
+    assert main(["profile", "--device", "fake", "--db", str(db), "--adaptive", str(tm), "--layers",
+                 "conv2d,gru", "--max-new", "10", "--network-every", "0", "-q"]) == 0
+    with Store.open(db) as store:
+        sources = [m.source for m in store.measurements()][-10:]
+    assert sources.count("adaptive") >= 1
