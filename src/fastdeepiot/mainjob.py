@@ -1,9 +1,12 @@
 """The main job, end to end on this machine's CPU: `make run` (short budgets) or `make run FULL=1`.
 
-Steps (each writes its artifact under --out, and each is skipped when its artifact already exists, so
-an interrupted job resumes):
-  1. profile torch-cpu (1 thread) into `torch-cpu.db`
+Steps (each writes its artifact under --out; the profile resumes what the database holds, and training
+is skipped when its checkpoint exists, so an interrupted job picks up where it stopped):
+  1. profile torch-cpu (1 thread) into `torch-cpu.db` (layers and random whole networks)
   2. summarise the measurements
+  3. fit the time model -> `torch-cpu.timemodel.json`, with held-out accuracy against the baselines
+  4. predict reference networks and measure them (prediction error per network) -> `predictions.json`
+  5. train the activity-recognition network (har) -> `har.pt`
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import time
 from pathlib import Path
 
 from fastdeepiot.cli import main as cli
+from fastdeepiot.errors import UserError
 
 
 def _step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def run(out: Path, full: bool, device: str = "torch-cpu") -> int:
+def run(out: Path, full: bool, device: str = "torch-cpu", budget: str | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    budget = "30m" if full else "3m"
+    budget = budget or ("30m" if full else "4m")
     db = out / f"{device}.db"
     t0 = time.monotonic()
 
@@ -36,8 +40,49 @@ def run(out: Path, full: bool, device: str = "torch-cpu") -> int:
     if code:
         return code
 
+    tm_path = out / f"{device}.timemodel.json"
+    _step("3. fit the time model (tree vs FLOPs, lookup table, random forest on held-out configurations)")
+    code = cli(["fit", str(db), "-o", str(tm_path), "--compare"])
+    if code:
+        return code
+
+    _step("4. predict reference networks, then measure them")
+    predict_reference_networks(tm_path, out / "predictions.json")
+
+    ckpt = out / "har.pt"
+    _step(f"5. train the activity-recognition network -> {ckpt}")
+    if ckpt.exists():
+        print(f"{ckpt} exists; skipped (delete it to train again)")
+    else:
+        code = cli(["train", "har", "-o", str(ckpt), *([] if full else ["--epochs", "10"])])
+        if code:
+            return code
+
     print(f"\nmain job done in {time.monotonic() - t0:.0f} s; artifacts in {out}/")
     return 0
+
+
+def predict_reference_networks(tm_path: Path, out_json: Path) -> None:
+    import json
+
+    from fastdeepiot.devices import get_backend
+    from fastdeepiot.profile.harness import measure
+    from fastdeepiot.report.tables import print_table
+    from fastdeepiot.timemodel.model import TimeModel
+    from fastdeepiot.zoo import build_zoo_network
+
+    tm = TimeModel.load(tm_path)
+    backend = get_backend(tm.backend, threads=int(tm.device.get("threads", 1)))
+    rows = []
+    for name, width in (("deepsense", 1.0), ("deepsense", 0.5), ("mobilenet", 0.5), ("resnet", 0.5),
+                        ("shufflenet", 1.0), ("vgg", 0.25)):
+        net, x = build_zoo_network(name, width)
+        pred = tm.predict_network(net, x).total_ms
+        meas = measure(backend.network_runner(net, x)).median_ms
+        rows.append({"network": f"{name} x{width}", "predicted_ms": pred, "measured_ms": meas,
+                     "error_pct": 100 * (pred - meas) / meas})
+    print_table(rows, title=f"reference networks on {tm.backend} (not used in fitting)")
+    out_json.write_text(json.dumps(rows, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/main"), help="artifact folder")
     ap.add_argument("--full", action="store_true", help="full-length budgets (about an hour)")
     ap.add_argument("--device", default="torch-cpu", help="backend to profile and compress for")
+    ap.add_argument("--profile-budget", default=None, help="override the profiling budget (e.g. 30s)")
     a = ap.parse_args(argv)
-    return run(a.out, a.full, a.device)
+    try:
+        return run(a.out, a.full, a.device, a.profile_budget)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
