@@ -1,0 +1,100 @@
+"""A pruning plan: the ordered list of surgery steps, as JSON, replayable onto a fresh model.
+
+    {"format": "fastdeepiot.compress.plan", "version": 1, "input_shape": [6, 128],
+     "steps": [{"op": "prune", "keep": {"merge.0.0": [0, 3, 5, ...]}},
+               {"op": "remove", "module": "merge.1"},
+               {"op": "shorten_sequence", "module": "gru", "factor": 2},
+               {"op": "fold_bn", "conv": "acc.0.0", "bn": "acc.0.1"}]}
+
+Channel groups are named by their first producer (module name), which is stable: replaying the
+steps in order onto a fresh copy of the original model reproduces the pruned architecture and, when
+the copy has the original's weights, the pruned (not fine-tuned) weights exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fastdeepiot.compress import surgery
+from fastdeepiot.compress.surgery import PlanError
+
+FORMAT = "fastdeepiot.compress.plan"
+VERSION = 1
+OPS = ("prune", "remove", "shorten_sequence", "fold_bn")
+
+
+def apply_step(model: nn.Module, step: dict, example_input) -> nn.Module:
+    op = step.get("op")
+    if op == "prune":
+        surgery.prune_channels(model, example_input, {k: list(v) for k, v in step["keep"].items()})
+    elif op == "remove":
+        surgery.remove_module(model, step["module"])
+    elif op == "shorten_sequence":
+        surgery.shorten_sequence(model, step["module"], int(step.get("factor", 2)))
+    elif op == "fold_bn":
+        surgery.fold_batchnorm(model, step["conv"], step["bn"])
+    else:
+        raise PlanError(f"unknown plan step {op!r}; known: {', '.join(OPS)}")
+    return model
+
+
+@dataclass
+class Plan:
+    input_shape: list[int]
+    steps: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_shape)
+
+    def apply(self, model: nn.Module, *, copy_model: bool = False) -> nn.Module:
+        """Replay every step onto `model` (in place unless `copy_model`)."""
+        if copy_model:
+            model = copy.deepcopy(model)
+        x = self.example_input()
+        for step in self.steps:
+            apply_step(model, step, x)
+        return model
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "input_shape": list(self.input_shape),
+                "steps": self.steps, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise PlanError("not a fastdeepiot pruning plan (no 'format': 'fastdeepiot.compress.plan')")
+        if d.get("version") != VERSION:
+            raise PlanError(f"plan version {d.get('version')}, this fastdeepiot reads {VERSION}")
+        return cls(list(d["input_shape"]), list(d["steps"]), dict(d.get("meta", {})))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path) -> "Plan":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise PlanError(f"{path}: no such plan file") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise PlanError(f"{path}: not a pruning plan ({e})") from None
+
+    def summary(self) -> list[str]:
+        out = []
+        for s in self.steps:
+            if s["op"] == "prune":
+                out.append("prune " + ", ".join(f"{k}->{len(v)}" for k, v in s["keep"].items()))
+            elif s["op"] == "remove":
+                out.append(f"remove {s['module']}")
+            elif s["op"] == "shorten_sequence":
+                out.append(f"shorten {s['module']} x{s.get('factor', 2)}")
+            else:
+                out.append(f"fold {s['bn']} into {s['conv']}")
+        return out

@@ -1,0 +1,397 @@
+"""Execution-time-aware compression: `compress(model, task_or_loaders, time_model=tm, ...)`.
+
+The search (what the README says)
+---------------------------------
+We use an iterative, NetAdapt-style search whose candidates come from the time model, ranked the HALP
+way. Each iteration:
+
+1. *Price.* The current network's layer calls are extracted once and each channel group (a conv's
+   channels with their BatchNorm and consumers, a GRU's hidden units with their gate blocks, residual-
+   coupled convs together, ...) is probed, so the predicted network time at *every* width of every group
+   is one batched call of the time model (`PricedNetwork.curve`).
+2. *Snap.* On each curve we keep only widths where predicted time actually drops: walking down from the
+   current width, a width is a candidate only if it is faster than every wider width by more than a
+   tolerance (`snap_widths`). On a staircase these are the step edges; a width just below an edge, which
+   costs as much as the edge, is never chosen, nor one whose wider neighbour is faster.
+3. *Propose.* Per group, the widest snapped width that saves at least this iteration's time budget
+   (a fraction of the current time). Channels kept are the most important by L1 or first-order Taylor.
+   Besides width, structural moves, each priced by the time model on a modified copy: remove a
+   shape-preserving block (Identity), halve the number of steps a GRU/LSTM runs over (average-pool its
+   input over time; the per-step cost is what width cannot remove).
+4. *Choose.* Width proposals are ranked by predicted time saved per unit of importance lost (the greedy
+   knapsack step of HALP); the best few plus the structural moves are each fine-tuned for a few steps and
+   evaluated on the validation split (NetAdapt), and we keep the one with the smallest accuracy loss per
+   millisecond saved.
+4. *Stop* when the time target is met, or when the best candidate would exceed the accuracy budget
+   (plus a slack that the final fine-tune recovers); then fine-tune longer, back off to an earlier state if
+   the final accuracy misses the budget, fold BatchNorm into convs where the time model says the backend
+   does not already fuse it, and measure the result on the device.
+
+Why this and not a one-shot knapsack: the time of a layer depends on its neighbours' widths (a conv's
+cost moves with its input width too) and accuracy after fine-tuning is not additive in channel importance,
+so re-pricing and re-scoring after every step is worth its cost on the small networks this targets; the
+knapsack-style ratio keeps the number of fine-tuned candidates per step small.
+
+Accuracy drops are in percentage points; `metric(model, loader)` returns a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fastdeepiot.compress import surgery
+from fastdeepiot.compress.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
+from fastdeepiot.compress.deps import trace_channels
+from fastdeepiot.compress.finetune import accuracy, finetune
+from fastdeepiot.compress.importance import CRITERIA
+from fastdeepiot.compress.plan import Plan, apply_step
+from fastdeepiot.errors import TargetUnreachableError, UserError
+
+MOVES = ("width", "remove", "sequence", "fold_bn")
+
+
+@dataclass
+class CompressResult:
+    model: nn.Module
+    plan: Plan
+    history: list[dict]
+    base: dict
+    final: dict
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
+                "settings": self.settings, "plan": self.plan.to_json()}
+
+
+def _resolve_data(task_or_loaders, metric, batch_size, seed):
+    task = None
+    if isinstance(task_or_loaders, str):
+        from fastdeepiot import tasks
+
+        task = tasks.get(task_or_loaders)
+    elif hasattr(task_or_loaders, "loaders") and hasattr(task_or_loaders, "n_classes"):
+        task = task_or_loaders
+    if task is not None:
+        tr, va, te = task.loaders(batch_size=batch_size, seed=seed)
+        return tr, va, te, metric or task.metric
+    if isinstance(task_or_loaders, (tuple, list)) and len(task_or_loaders) in (2, 3):
+        loaders = list(task_or_loaders) + [None] * (3 - len(task_or_loaders))
+        return loaders[0], loaders[1], loaders[2], metric or accuracy
+    raise UserError("task_or_loaders must be a task (name or object) or (train_loader, val_loader[, test_loader])")
+
+
+def measure_ms(model: nn.Module, x: torch.Tensor, backend: str, threads: int = 1) -> float:
+    from fastdeepiot.devices import get_backend
+    from fastdeepiot.profile.harness import TimingPolicy, measure
+
+    b = get_backend(backend, threads=threads)
+    model = copy.deepcopy(model).eval()
+    runner = b.network_runner(model, (x,))
+    try:
+        return float(measure(runner, TimingPolicy()).median_ms)
+    finally:
+        runner.close()
+
+
+def _rnn_names(model: nn.Module) -> list[str]:
+    out = []
+    for n, m in model.named_modules():
+        if isinstance(m, surgery.SequencePool):
+            out.append(n)
+        elif isinstance(m, (nn.GRU, nn.LSTM)) and not n.endswith(".rnn"):
+            out.append(n)
+    return out
+
+
+def _seq_len(model, name, x) -> int | None:
+    m = model.get_submodule(name)
+    rnn = m.rnn if isinstance(m, surgery.SequencePool) else m
+    seen = {}
+
+    def hook(mod, inp, out):
+        seen.setdefault("t", int(inp[0].shape[1 if mod.batch_first else 0]))
+
+    h = rnn.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        h.remove()
+    return seen.get("t")
+
+
+def _output_shape(model, x):
+    with torch.no_grad():
+        return tuple(model.eval()(x).shape)
+
+
+def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
+    """Predicted cost of the smallest network the search could reach (every group at width 1, every
+    removable block removed, every RNN shortened as far as allowed)."""
+    m = copy.deepcopy(model)
+    out = _output_shape(m, x)
+    if "remove" in moves:
+        for name in surgery.removable_modules(m, x):
+            surgery.remove_module(m, name)
+    if "width" in moves:
+        cg = trace_channels(m, x)
+        surgery.prune_channels(m, x, {g.name: [0] for g in cg.groups()}, cg)
+    if "sequence" in moves:
+        for name in _rnn_names(m):
+            f = 1
+            while f < max_seq_factor and (_seq_len(m, name, x) or 0) >= 4:
+                trial = copy.deepcopy(m)
+                surgery.shorten_sequence(trial, name, 2)
+                if _output_shape(trial, x) != out:
+                    break
+                m, f = trial, f * 2
+    if "fold_bn" in moves:
+        for conv, bn in surgery.foldable_pairs(m, x):
+            surgery.fold_batchnorm(m, conv, bn)
+    return cost.price(m, x)
+
+
+def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_input: torch.Tensor | None = None,
+             max_accuracy_drop: float | None = None, target_ms: float | None = None,
+             metric: Callable | None = None, criterion: str = "taylor", cost: str = "time",
+             distill: bool = False, finetune_steps: int = 60, final_epochs: float = 2.0, lr: float = 1e-3,
+             max_iters: int = 25, step_fraction: float = 0.08, evaluate_top: int = 2, search_slack: float = 1.0,
+             moves: tuple[str, ...] = MOVES, max_seq_factor: int = 8, measure: bool = True,
+             backend: str | None = None, batch_size: int = 64, importance_batches: int = 8, seed: int = 0,
+             progress: Callable[[str], Any] | None = None) -> CompressResult:
+    """Prune `model` (a copy) so that its predicted time on `time_model`'s device drops as far as possible
+    within `max_accuracy_drop` percentage points of validation accuracy, or until it reaches
+    `target_ms` (TargetUnreachableError when the search space cannot reach it). See the module doc.
+
+    cost="flops" uses FLOPs in place of the time model (the ablation; `time_model` is then still used,
+    when given, to report predicted ms). The model must be torch.fx-traceable and built from the
+    supported families (Conv1d/2d, BatchNorm, Linear, GRU, LSTM, pooling, activations, add, concat)."""
+    if max_accuracy_drop is None and target_ms is None:
+        raise UserError("give max_accuracy_drop (percentage points) or target_ms")
+    if cost == "time" and time_model is None:
+        raise UserError("cost='time' needs a time_model")
+    if criterion not in CRITERIA:
+        raise UserError(f"unknown importance criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    bad = [m for m in moves if m not in MOVES]
+    if bad:
+        raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")
+    log = progress or (lambda s: None)
+    train_dl, val_dl, test_dl, metric = _resolve_data(task_or_loaders, metric, batch_size, seed)
+    if example_input is None:
+        xb, _ = next(iter(val_dl))
+        example_input = xb[:1]
+    x = example_input[:1].detach().cpu()
+    pricer = TimeCost(time_model) if cost == "time" else FlopsCost()
+    timer = TimeCost(time_model) if time_model is not None else None
+    teacher = copy.deepcopy(model).eval() if distill else None
+    model = copy.deepcopy(model).eval()
+    out_shape = _output_shape(model, x)
+    t0 = time.time()
+
+    def acc(m, loader):
+        return 100.0 * float(metric(m, loader))
+
+    def pred_ms(m):
+        return timer.price(m, x) if timer is not None else None
+
+    from fastdeepiot.compress.cost import unmodelled_ops
+
+    unm = unmodelled_ops(pricer, model, x)
+    base_acc = acc(model, val_dl)
+    base_cost = pricer.price(model, x)
+    base = {"val_accuracy": base_acc, "cost": base_cost, "predicted_ms": pred_ms(model),
+            "params": sum(p.numel() for p in model.parameters())}
+    history = [{"stage": "base", "move": None, "cost": base_cost, "predicted_ms": base["predicted_ms"],
+                "val_accuracy": base_acc}]
+    log(f"base: {base_cost:.4g} {pricer.unit}, val accuracy {base_acc:.2f}%")
+    if target_ms is not None:
+        tcost = TimeCost(time_model) if cost == "time" else None
+        if tcost is None:
+            raise UserError("target_ms needs cost='time'")
+        lb = lower_bound(model, x, tcost, moves, max_seq_factor)
+        if lb > target_ms:
+            raise TargetUnreachableError(
+                f"target {target_ms:g} ms cannot be met: even the smallest network the search can reach "
+                f"(every layer at width 1, removable blocks removed, sequences shortened) is predicted at "
+                f"{lb:.3f} ms on {time_model.backend}; the network starts at {base_cost:.3f} ms")
+    plan = Plan(list(x.shape[1:]), [], {"criterion": criterion, "cost": cost})
+    cur_acc, cur_cost = base_acc, base_cost
+    snapshots = [(copy.deepcopy(model), list(plan.steps), cur_acc, cur_cost)]
+    stop_reason = "max_iters"
+    for it in range(1, max_iters + 1):
+        if target_ms is not None and cur_cost <= target_ms:
+            stop_reason = "target met"
+            break
+        cands = _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl,
+                            importance_batches, moves, out_shape, max_seq_factor)
+        if not cands:
+            stop_reason = "no candidate saves time"
+            break
+        widths = sorted([c for c in cands if c["kind"] == "prune"], key=lambda c: -c["ratio"])[:evaluate_top]
+        struct = sorted([c for c in cands if c["kind"] != "prune"], key=lambda c: -c["saving"])[:2]
+        best = None
+        for c in widths + struct:
+            m = copy.deepcopy(model)
+            apply_step(m, c["step"], x)
+            finetune(m, train_dl, finetune_steps, lr=lr, teacher=teacher, seed=seed + it)
+            a = acc(m, val_dl)
+            c["val_accuracy"] = a
+            c["score"] = (max(0.0, cur_acc - a) + 0.1) / c["saving"]
+            log(f"  iter {it}: {c['desc']}: -{c['saving']:.4g} {pricer.unit}, val {a:.2f}%")
+            if best is None or c["score"] < best[0]["score"]:
+                best = (c, m)
+        c, m = best
+        drop = base_acc - c["val_accuracy"]
+        if max_accuracy_drop is not None and target_ms is None and drop > max_accuracy_drop + search_slack:
+            stop_reason = f"next step would drop {drop:.2f} points"
+            break
+        model, cur_acc = m, c["val_accuracy"]
+        cur_cost = pricer.price(model, x)
+        plan.steps.append(c["step"])
+        snapshots.append((copy.deepcopy(model), list(plan.steps), cur_acc, cur_cost))
+        history.append({"stage": f"iter {it}", "move": c["desc"], "cost": cur_cost, "predicted_ms": pred_ms(model),
+                        "val_accuracy": cur_acc, "candidates": len(cands), "elapsed_s": time.time() - t0})
+        log(f"iter {it}: {c['desc']} -> {cur_cost:.4g} {pricer.unit}, val {cur_acc:.2f}%")
+    else:
+        stop_reason = "max_iters"
+    if target_ms is not None and cur_cost > target_ms:
+        raise TargetUnreachableError(
+            f"target {target_ms:g} ms not reached: the search stopped ({stop_reason}) at a predicted "
+            f"{cur_cost:.3f} ms (start {base_cost:.3f} ms)")
+
+    # final fine-tune; back off to earlier states while the accuracy budget is missed
+    final_steps = int(round(final_epochs * len(train_dl)))
+    notes = [f"search stopped: {stop_reason}"]
+    if unm:
+        notes.append(f"not priced by the cost model (left out of predicted times): {', '.join(unm)}")
+    while True:
+        model, steps, _, _ = snapshots[-1]
+        model = copy.deepcopy(model)
+        finetune(model, train_dl, final_steps, lr=lr, teacher=teacher, seed=seed)
+        fa = acc(model, val_dl)
+        ok = max_accuracy_drop is None or target_ms is not None or base_acc - fa <= max_accuracy_drop
+        history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps", "cost": pricer.price(model, x),
+                        "predicted_ms": pred_ms(model), "val_accuracy": fa, "within_budget": ok})
+        log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
+        if ok or len(snapshots) == 1:
+            break
+        snapshots.pop()
+        notes.append(f"backed off: {len(steps)} steps gave {base_acc - fa:.2f} points drop after fine-tuning")
+    plan.steps = list(steps)
+    if len(snapshots) == 1 and max_accuracy_drop is not None and target_ms is None and base_acc - fa > max_accuracy_drop:
+        # even the unpruned fine-tuned model misses: keep the original
+        model, fa = copy.deepcopy(snapshots[0][0]), base_acc
+        notes.append("no pruned state met the accuracy budget; returning the original model")
+
+    if "fold_bn" in moves and timer is not None:
+        pairs = surgery.foldable_pairs(model, x)
+        if pairs:
+            folded = copy.deepcopy(model)
+            for conv, bn in pairs:
+                surgery.fold_batchnorm(folded, conv, bn)
+            before, after = timer.price(model, x), timer.price(folded, x)
+            if after < before * 0.995:
+                model = folded
+                plan.steps.extend({"op": "fold_bn", "conv": cv, "bn": bn} for cv, bn in pairs)
+                history.append({"stage": "fold batchnorm", "move": f"{len(pairs)} BatchNorm folded",
+                                "cost": pricer.price(model, x), "predicted_ms": after, "val_accuracy": acc(model, val_dl)})
+            else:
+                notes.append(f"BatchNorm folding skipped: predicted {before:.4f} -> {after:.4f} ms "
+                             f"({time_model.backend} already fuses it)")
+    final = {"val_accuracy": acc(model, val_dl), "cost": pricer.price(model, x), "predicted_ms": pred_ms(model),
+             "params": sum(p.numel() for p in model.parameters())}
+    if test_dl is not None:
+        base["test_accuracy"] = acc(snapshots[0][0], test_dl)
+        final["test_accuracy"] = acc(model, test_dl)
+    if measure and (backend or time_model is not None):
+        bk = backend or time_model.backend
+        base["backend"] = final["backend"] = bk
+        try:
+            base["measured_ms"] = measure_ms(snapshots[0][0], x, bk)
+            final["measured_ms"] = measure_ms(model, x, bk)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a backend that cannot run the network: say so, keep the result
+            notes.append(f"measurement on {bk} failed: {type(e).__name__}: {e}")
+    if "measured_ms" in final:
+        history.append({"stage": "measured", "move": final["backend"], "cost": final["cost"], "predicted_ms": final["predicted_ms"],
+                        "measured_ms": final["measured_ms"], "val_accuracy": final["val_accuracy"]})
+    assert _output_shape(model, x) == out_shape
+    settings = dict(criterion=criterion, cost=cost, distill=distill, finetune_steps=finetune_steps,
+                    final_epochs=final_epochs, lr=lr, max_accuracy_drop=max_accuracy_drop, target_ms=target_ms,
+                    step_fraction=step_fraction, moves=list(moves), seed=seed, elapsed_s=time.time() - t0)
+    plan.meta.update({"base": base, "final": final})
+    return CompressResult(model.eval(), plan, history, base, final, notes, settings)
+
+
+def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, n_batches, moves, out_shape,
+                max_seq_factor, max_cut: float = 0.5) -> list[dict]:
+    budget = step_fraction * cur_cost
+    tol = 0.002 * cur_cost
+    cands: list[dict] = []
+    if "width" in moves:
+        cg = trace_channels(model, x)
+        groups = [g for g in cg.groups() if g.width > 1]
+        if groups:
+            priced = PricedNetwork(model, x, pricer, cg, groups)
+            batches = []
+            if criterion == "taylor":
+                for i, b in enumerate(train_dl):
+                    if i >= n_batches:
+                        break
+                    batches.append(b)
+            imp = CRITERIA[criterion](model, cg, groups, batches)
+            total_imp = sum(float(v.sum()) for v in imp.values()) or 1.0
+            for g in groups:
+                curve = priced.curve(g.name)
+                snapped = snap_widths(curve, tol)
+                if not snapped:
+                    continue
+                savings = {w: priced.total - curve[w - 1] for w in snapped}
+                # at most `max_cut` of a group's channels per step (gentle steps fine-tune back)
+                allowed = [w for w in snapped if w >= g.width * (1 - max_cut)] or snapped[:1]
+                ok = [w for w in allowed if savings[w] >= budget]
+                w = ok[0] if ok else allowed[-1]
+                if savings[w] < budget / 4:
+                    continue
+                score = imp[g.name]
+                order = np.argsort(-score, kind="stable")
+                keep = sorted(int(i) for i in order[:w])
+                lost = float(score[order[w:]].sum())
+                lost = lost / total_imp if criterion == "taylor" else lost / (float(score.sum()) or 1.0) / len(groups)
+                cands.append({"kind": "prune", "step": {"op": "prune", "keep": {g.name: keep}},
+                              "desc": f"{g.name} {g.width}->{w}", "saving": float(savings[w]),
+                              "ratio": float(savings[w]) / (lost + 1e-9)})
+    if "remove" in moves:
+        for name in surgery.removable_modules(model, x):
+            m = copy.deepcopy(model)
+            surgery.remove_module(m, name)
+            s = cur_cost - pricer.price(m, x)
+            if s > tol:
+                cands.append({"kind": "remove", "step": {"op": "remove", "module": name}, "desc": f"remove {name}",
+                              "saving": float(s), "ratio": 0.0})
+    if "sequence" in moves:
+        for name in _rnn_names(model):
+            mod = model.get_submodule(name)
+            factor = mod.stride if isinstance(mod, surgery.SequencePool) else 1
+            t = _seq_len(model, name, x)
+            if factor * 2 > max_seq_factor or t is None or t < 4:
+                continue
+            m = copy.deepcopy(model)
+            surgery.shorten_sequence(m, name, 2)
+            if _output_shape(m, x) != out_shape:
+                continue
+            s = cur_cost - pricer.price(m, x)
+            if s > tol:
+                cands.append({"kind": "sequence", "step": {"op": "shorten_sequence", "module": name, "factor": 2},
+                              "desc": f"shorten {name} {t}->{t // 2} steps", "saving": float(s), "ratio": 0.0})
+    return cands

@@ -1,0 +1,327 @@
+"""Compression: surgery on every supported family, plan replay, the time-aware search on the fake device."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastdeepiot.compress.cost import PricedNetwork, TimeCost, snap_widths
+from fastdeepiot.compress.deps import trace_channels
+from fastdeepiot.compress.importance import CRITERIA, channel_slices
+from fastdeepiot.compress.plan import Plan
+from fastdeepiot.compress.search import compress
+from fastdeepiot.compress.surgery import fold_batchnorm, prune_channels, seg_indices
+from fastdeepiot.devices.fake import FakeBackend
+from fastdeepiot.errors import TargetUnreachableError
+from fastdeepiot.profile.runner import plan, profile
+from fastdeepiot.profile.store import Store
+from fastdeepiot.timemodel.model import fit_time_model
+
+FAMS = ["conv1d", "conv2d", "linear", "gru", "lstm", "batchnorm", "activation", "add", "concat", "pool1d",
+        "pool2d"]
+
+
+# ------------------------------------------------------------------------------ small networks
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(3, 12, 3, padding=1), nn.BatchNorm1d(12)
+        self.c2 = nn.Conv1d(12, 10, 3, padding=1)
+        self.fc = nn.Linear(10 * 16, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.b1(self.c1(x))))).flatten(1))
+
+
+class Conv2dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Conv2d(8, 6, 3, padding=1), nn.ReLU())
+        self.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.fc1, self.fc2 = nn.Linear(6 * 4 * 4, 9), nn.Linear(9, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.flatten(self.dw(self.f(x)), 1))))
+
+
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 10, 3, padding=1)
+        self.gru = nn.GRU(10, 12, batch_first=True)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):  # (B, 4, T): Conv1d -> GRU, where torch-pruning 1.6 crashes
+        out, _ = self.gru(torch.relu(self.conv(x)).permute(0, 2, 1))
+        return self.fc(out[:, -1])
+
+
+class LSTMNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 9, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(9, 3)
+
+    def forward(self, x):  # (B, T, 4)
+        out, (h, c) = self.lstm(x)
+        return self.fc(out.mean(1))
+
+
+class ResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = x + self.bn(self.a(x))  # residual add couples stem, a (and bn)
+        y = y + self.b(y)  # ... and b
+        return self.head(y.mean((2, 3)))
+
+
+class ConcatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l, self.r = nn.Conv1d(3, 7, 3, padding=1), nn.Conv1d(3, 5, 3, padding=1)
+        self.bn = nn.BatchNorm1d(12)
+        self.m = nn.Conv1d(12, 6, 1)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.bn(torch.cat([self.l(x), self.r(x)], dim=1))
+        return self.fc(self.m(torch.relu(h)).mean(2))
+
+
+NETS = {
+    "conv1d": (Conv1dNet, (2, 3, 16)), "conv2d": (Conv2dNet, (2, 2, 8, 8)), "gru": (GRUNet, (2, 4, 10)),
+    "lstm": (LSTMNet, (2, 7, 4)), "residual": (ResNet, (2, 3, 6, 6)), "concat": (ConcatNet, (2, 3, 12)),
+}
+
+
+def _dropped_zeroed(model, cg, keep):
+    """Zero every weight that reads a dropped channel: then pruning must not change the output."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for mem in cg.members:
+            mod = m.get_submodule(mem.module)
+            if mem.kind in ("conv_in", "linear_in", "rnn_in"):
+                kept = set(seg_indices(cg, mem.segs, keep))
+                width = sum(s.n * s.rep for s in mem.segs)
+                drop = [i for i in range(width) if i not in kept]
+                names = ["weight"] if mem.kind != "rnn_in" else [n for n, _ in mod.named_parameters()
+                                                                if n.startswith("weight_ih_l0")]
+                for n in names:
+                    getattr(mod, n)[:, drop] = 0
+            elif mem.kind == "rnn_hidden" and cg.find(mem.space) in keep:
+                kept = set(keep[cg.find(mem.space)])
+                drop = [i for i in range(mod.hidden_size) if i not in kept]
+                for n, p in mod.named_parameters():
+                    if n.startswith("weight_hh") or (n.startswith("weight_ih") and not n.startswith("weight_ih_l0")):
+                        p[:, drop] = 0
+    return m
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_pruned_network_keeps_its_output_and_coupled_widths_agree(name):
+    torch.manual_seed(0)
+    cls, shape = NETS[name]
+    model, x = cls().eval(), torch.randn(*shape)
+    cg = trace_channels(model, x)
+    groups = cg.groups()
+    assert groups, name
+    rng = np.random.default_rng(0)
+    keep_by_name = {g.name: sorted(rng.choice(g.width, max(1, g.width // 2), replace=False).tolist()) for g in groups}
+    keep = {cg.find(g.spaces[0]): keep_by_name[g.name] for g in groups}
+    ref = _dropped_zeroed(model, cg, keep)
+    y_ref = ref(x)
+    pruned = prune_channels(copy.deepcopy(ref), x, keep_by_name)
+    y = pruned(x)
+    assert y.shape == model(x).shape
+    # the dropped channels were read by nothing: the physically smaller network computes the same function
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    # coupled layers agree: re-tracing the pruned network gives the kept widths
+    widths = {g.name: g.width for g in trace_channels(pruned, x).groups()}
+    for g in groups:
+        assert widths[g.name] == len(keep_by_name[g.name]), g.name
+
+
+def test_coupling_rules():
+    x = torch.randn(2, 3, 6, 6)
+    cg = trace_channels(ResNet().eval(), x)
+    names = {g.name: sorted(m.module for m in g.producers) for g in cg.groups()}
+    assert names == {"stem": ["a", "b", "stem"]}  # residual adds unite stem, a and b; head is the output
+    gm = trace_channels(GRUNet().eval(), torch.randn(2, 4, 10))
+    kinds = {(m.module, m.kind) for m in gm.members}
+    assert [g.name for g in gm.groups()] == ["conv", "gru"] and ("fc", "linear_in") in kinds
+    # the GRU's hidden units: 3 gate blocks of rows, recurrent columns, the classifier's input
+    g = gm.groups()[1]
+    sl = channel_slices(GRUNet(), gm, g)
+    assert any(t.shape == (36, 10) and d == 0 and pos[1] == [1, 13, 25] for t, d, pos in sl)
+    cc = trace_channels(ConcatNet().eval(), torch.randn(2, 3, 12))
+    m = [mm for mm in cc.members if mm.module == "m"][0]
+    assert [s.n for s in m.segs] == [7, 5]  # the consumer reads the concatenation
+    c1 = trace_channels(Conv1dNet().eval(), torch.randn(2, 3, 16))
+    fc = [mm for mm in c1.members if mm.module == "fc"][0]
+    assert fc.segs[0].rep == 16  # flatten: each channel is 16 inputs of the Linear
+
+
+def test_unknown_ops_and_outputs_are_never_pruned():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(3, 8, 1)
+            self.n = nn.LayerNorm(8)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.n(self.c(x).mean(2)))
+
+    cg = trace_channels(Odd().eval(), torch.randn(2, 3, 5))
+    assert cg.groups() == []
+
+
+@pytest.mark.parametrize("criterion", list(CRITERIA))
+def test_importance_prefers_live_channels(criterion):
+    torch.manual_seed(0)
+    model, x = GRUNet(), torch.randn(16, 4, 10)
+    with torch.no_grad():
+        model.conv.weight[:5] *= 1e-3  # five nearly dead conv channels
+        model.conv.bias[:5] = 0
+    cg = trace_channels(model, x)
+    batches = [(x, torch.randint(0, 5, (16,)))]
+    imp = CRITERIA[criterion](model, cg, cg.groups(), batches)
+    s = imp["conv"]
+    assert s.shape == (10,) and s[:5].max() < s[5:].min()
+    assert imp["gru"].shape == (12,)
+
+
+# ------------------------------------------------------------------------------ plan replay
+
+
+def test_plan_replays_onto_a_fresh_model_with_identical_weights(tmp_path):
+    torch.manual_seed(0)
+    from fastdeepiot.tasks.nets import DeepSense
+
+    original = DeepSense(sensor_channels=(8, 8), merge_channels=(12, 12), gru_hidden=10).eval()
+    x = torch.randn(1, 6, 128)
+    with torch.no_grad():  # non-trivial BatchNorm statistics for the fold
+        for m in original.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    steps = [{"op": "prune", "keep": {"acc.0.0": [0, 2, 5], "gru": [1, 3, 4, 9]}},
+             {"op": "remove", "module": "merge.1"},
+             {"op": "shorten_sequence", "module": "gru", "factor": 2},
+             {"op": "prune", "keep": {"merge.0.0": [0, 1, 2, 3, 4, 7]}},
+             {"op": "fold_bn", "conv": "gyro.1.0", "bn": "gyro.1.1"}]
+    plan_ = Plan([6, 128], steps)
+    pruned = plan_.apply(original, copy_model=True)
+    plan_.save(tmp_path / "plan.json")
+    again = Plan.load(tmp_path / "plan.json").apply(copy.deepcopy(original))
+    sa, sb = pruned.state_dict(), again.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert pruned(x).shape == original(x).shape == (1, 6)
+    assert pruned.gru.rnn.hidden_size == 4 and pruned.gru.stride == 2 and pruned.acc[0][0].out_channels == 3
+    json.loads((tmp_path / "plan.json").read_text())
+
+
+def test_batchnorm_folding_is_exact():
+    torch.manual_seed(0)
+    net = Conv2dNet().eval()
+    with torch.no_grad():
+        net.f[1].running_mean.uniform_(-1, 1)
+        net.f[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 2, 8, 8)
+    y = net(x)
+    fold_batchnorm(net, "f.0", "f.1")
+    assert isinstance(net.f[1], nn.Identity)
+    torch.testing.assert_close(net(x), y, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ the search (fake device)
+
+
+@pytest.fixture(scope="module")
+def fake_tm(tmp_path_factory):
+    db = tmp_path_factory.mktemp("fakec") / "fake.db"
+    backend = FakeBackend(step=16)
+    with Store.open(db, backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=0, network_every=60), max_new=1300)
+    with Store.open(db) as store:
+        return fit_time_model(store, holdout=0.0)
+
+
+class Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(6, 40, 3, padding=1), nn.BatchNorm1d(40)
+        self.c2 = nn.Conv1d(40, 40, 3, padding=1)
+        self.fc = nn.Linear(40, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return self.fc(nn.functional.adaptive_avg_pool1d(h, 1).flatten(1))
+
+
+def _toy_data(n=192, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 32, generator=g)
+    y = (x[:, 0].mean(1) > 0).long() + (x[:, 1].mean(1) > 0).long()
+    return (DataLoader(TensorDataset(x[:128], y[:128]), batch_size=32, shuffle=True, generator=g),
+            DataLoader(TensorDataset(x[128:], y[128:]), batch_size=64))
+
+
+def test_staircase_leads_the_search_to_step_edges(fake_tm):
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(1, 6, 32)
+    cg = trace_channels(model, x)
+    priced = PricedNetwork(model, x, TimeCost(fake_tm), cg, cg.groups())
+    for g in cg.groups():
+        snapped = snap_widths(priced.curve(g.name), 0.002 * priced.total)
+        assert snapped and snapped[0] == 32 and all(w % 16 == 0 for w in snapped[:2]), (g.name, snapped)
+    res = compress(model, _toy_data(), time_model=fake_tm, target_ms=0.8 * priced.total, finetune_steps=2,
+                   final_epochs=0.5, max_iters=6, moves=("width",), evaluate_top=1, measure=True)
+    widths = [res.model.c1.out_channels, res.model.c2.out_channels]
+    assert all(w % 16 == 0 for w in widths) and min(widths) < 40, widths
+    assert res.final["predicted_ms"] <= 0.8 * priced.total
+    assert res.final["measured_ms"] == pytest.approx(FakeBackend().network_ms(res.model, x))
+    # the plan replays onto the original to give the same architecture
+    again = res.plan.apply(model, copy_model=True)
+    assert [again.c1.out_channels, again.c2.out_channels] == widths
+
+
+def test_unreachable_time_target_is_an_error(fake_tm):
+    with pytest.raises(TargetUnreachableError, match="cannot be met"):
+        compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False)
+
+
+def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
+    torch.manual_seed(0)
+    model, x = GRUNet(), torch.randn(1, 4, 16)
+    g = torch.Generator().manual_seed(1)
+    xs = torch.randn(160, 4, 16, generator=g)
+    ys = (xs[:, 0].mean(1) > 0).long()
+    data = (DataLoader(TensorDataset(xs[:96], ys[:96]), batch_size=32, shuffle=True, generator=g),
+            DataLoader(TensorDataset(xs[96:], ys[96:]), batch_size=64))
+    res = compress(model, data, time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.3,
+                   max_iters=3, criterion="l1", measure=False)
+    assert res.final["predicted_ms"] < res.base["predicted_ms"]
+    assert res.model(x).shape == model(x).shape
+    assert len(res.history) >= 3 and res.plan.steps
+    assert any("shorten" in (h.get("move") or "") or "->" in (h.get("move") or "") for h in res.history)
