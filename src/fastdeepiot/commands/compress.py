@@ -1,3 +1,59 @@
-"""CLI verbs for compress."""
+"""CLI verb: compress a trained checkpoint for a device's time model."""
 
-from fastdeepiot.cli import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fastdeepiot.cli import app
+
+
+@app.command()
+def compress(
+    checkpoint: Path = typer.Argument(..., help="trained checkpoint (fastdeepiot train)"),
+    task: str = typer.Option(..., "--task", help="task whose data fine-tunes and evaluates (har, userid, fashion)"),
+    time_model: Path = typer.Option(..., "--time-model", help="the device's time model (fastdeepiot fit)"),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop",
+                                                      help="accuracy budget, percentage points (validation)"),
+    target_ms: Optional[float] = typer.Option(None, "--target-ms", help="predicted time target (ms)"),
+    out: Path = typer.Option(..., "-o", "--out", help="pruned checkpoint; .plan.json / .report.json / .png beside it"),
+    criterion: str = typer.Option("taylor", help="channel importance: taylor or l1"),
+    cost: str = typer.Option("time", help="cost to minimise: time (the time model) or flops (ablation)"),
+    distill: bool = typer.Option(False, "--distill", help="fine-tune with knowledge distillation from the original"),
+    finetune_steps: int = typer.Option(60, help="fine-tuning steps per evaluated candidate"),
+    final_epochs: float = typer.Option(2.0, help="fine-tuning epochs at the end"),
+    max_iters: int = typer.Option(25, help="search iterations at most"),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Prune a trained network so that its time on the device drops fastest per accuracy lost."""
+    import torch
+
+    from fastdeepiot import tasks as tasks_mod
+    from fastdeepiot.compress.checkpoint import save_compressed
+    from fastdeepiot.compress.report import history_table, write_report
+    from fastdeepiot.compress.search import compress as run
+    from fastdeepiot.errors import UserError
+    from fastdeepiot.timemodel.model import TimeModel
+
+    if (max_accuracy_drop is None) == (target_ms is None):
+        raise UserError("give exactly one of --max-accuracy-drop and --target-ms")
+    torch.set_num_threads(1)
+    t = tasks_mod.get(task)
+    model, meta = tasks_mod.load_checkpoint(checkpoint, task=t)
+    tm = TimeModel.load(time_model)
+    res = run(model, t, time_model=tm, max_accuracy_drop=max_accuracy_drop, target_ms=target_ms,
+              criterion=criterion, cost=cost, distill=distill, finetune_steps=finetune_steps,
+              final_epochs=final_epochs, max_iters=max_iters, measure=measure, seed=seed,
+              progress=lambda s: typer.echo(s, err=True))
+    save_compressed(out, res.model, res.plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
+    stem = out.with_suffix("")
+    res.plan.save(str(stem) + ".plan.json")
+    write_report(res, str(stem))
+    typer.echo(history_table(res))
+    for n in res.notes:
+        typer.echo(f"note: {n}")
+    typer.echo(f"wrote {out}, {stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png")
