@@ -181,19 +181,19 @@ def _make_tasks() -> dict[str, Task]:
             "har", "human activity recognition: 6 activities from phone accelerometer + gyroscope "
             "(128-sample windows at 50 Hz, 50% overlap), split by person",
             6, (6, 128), "deepsense", dict(_DEEPSENSE), _ACTIVITIES, _har_splits, _hapt_source,
-            train_defaults=dict(epochs=30, lr=2e-3, patience=8, batch_size=64)),
+            train_defaults=dict(epochs=25, min_epochs=12, lr=2e-3, patience=8, batch_size=64)),
         "userid": Task(
             "userid", "identify which of the 30 people is moving, from the same windows (walking, upstairs, "
             "downstairs); split by recording time (first 60% / next 20% / last 20% of each activity's "
             "time in each recording, with a gap)",
             30, (6, 128), "deepsense", dict(_DEEPSENSE, n_classes=30),
             tuple(f"person {i}" for i in range(1, 31)), _userid_splits, _hapt_source,
-            train_defaults=dict(epochs=40, lr=2e-3, patience=8, batch_size=64)),
+            train_defaults=dict(epochs=25, min_epochs=8, lr=2e-3, patience=8, batch_size=64)),
         "fashion": Task(
             "fashion", "Fashion-MNIST: 10 clothing classes from 28x28 grey images",
             10, (1, 28, 28), "smallcnn", dict(n_classes=10, in_channels=1, size=28), CLASSES_FASHION,
             _fashion_splits, _fashion_source,
-            train_defaults=dict(epochs=8, lr=2e-3, patience=3, batch_size=128)),
+            train_defaults=dict(epochs=10, min_epochs=4, lr=2e-3, patience=3, batch_size=128)),
     }
 
 

@@ -110,10 +110,13 @@ def _progress(enabled: bool):
 def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None = None,
           patience: int | None = None, seed: int = 0, progress: bool = True, train_loader=None,
           val_loader=None, batch_size: int | None = None, weight_decay: float = 1e-4,
-          label_smoothing: float = 0.05, threads: int | None = None) -> TrainResult:
+          label_smoothing: float = 0.05, threads: int | None = None,
+          min_epochs: int | None = None) -> TrainResult:
     """Train `model` on `task` (a Task or its name) with AdamW + one-cycle cosine schedule; keep the
-    weights of the epoch with the best validation accuracy; stop after `patience` epochs without
-    improvement. Defaults come from `task.train_defaults`. Returns the model with the best weights."""
+    weights of the epoch with the best validation accuracy (ties: lower validation loss) among epochs
+    >= `min_epochs` (early epochs at a high learning rate can tie a saturated validation set while
+    generalising worse); stop after `patience` epochs without improvement past `min_epochs`.
+    Defaults come from `task.train_defaults`. Returns the model with the best weights."""
     from fastdeepiot.tasks.registry import get
 
     task = get(task) if isinstance(task, str) else task
@@ -122,6 +125,7 @@ def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None
     lr = float(lr if lr is not None else d.get("lr", 1e-3))
     patience = int(patience if patience is not None else d.get("patience", 5))
     batch_size = int(batch_size or d.get("batch_size", 64))
+    min_epochs = max(1, min(epochs, int(min_epochs if min_epochs is not None else d.get("min_epochs", 1))))
     if epochs < 1:
         raise UserError("epochs must be at least 1")
     prev_threads = torch.get_num_threads()
@@ -129,13 +133,13 @@ def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None
         torch.set_num_threads(threads)
     try:
         return _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_loader, batch_size,
-                      weight_decay, label_smoothing)
+                      weight_decay, label_smoothing, min_epochs)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_loader, batch_size,
-           weight_decay, label_smoothing) -> TrainResult:
+           weight_decay, label_smoothing, min_epochs) -> TrainResult:
     seed_everything(seed)
     if train_loader is None or val_loader is None:
         tr, va, _ = task.loaders(batch_size=batch_size, seed=seed)
@@ -169,7 +173,9 @@ def _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_
             if not math.isfinite(train_loss):
                 raise UserError(f"training diverged (loss {train_loss}); lower the learning rate")
             # best = highest validation accuracy, ties broken by lower validation loss
-            if val > best_acc or (val == best_acc and val_loss < best_loss):
+            if epoch + 1 < min_epochs:
+                pass
+            elif val > best_acc or (val == best_acc and val_loss < best_loss):
                 best_acc, best_loss, stale, result.best_epoch = val, val_loss, 0, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
             else:
