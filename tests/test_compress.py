@@ -325,3 +325,22 @@ def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
     assert res.model(x).shape == model(x).shape
     assert len(res.history) >= 3 and res.plan.steps
     assert any("shorten" in (h.get("move") or "") or "->" in (h.get("move") or "") for h in res.history)
+
+
+def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
+    from fastdeepiot import tasks
+    from fastdeepiot.cli import main
+    from fastdeepiot.errors import DataMissingError
+
+    t = tasks.get("har")
+    try:
+        t.datasets()
+    except DataMissingError:
+        pytest.skip("HAPT data not installed")
+    ckpt = tasks.save_checkpoint(tmp_path / "har.pt", t.make_model(), "har")
+    fake_tm.save(tmp_path / "tm.json")
+    code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
+                 "--target-ms", "0.0001", "-o", str(tmp_path / "out.pt"), "--no-measure"])
+    assert code == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()
