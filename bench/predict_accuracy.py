@@ -65,7 +65,9 @@ def main() -> None:
                             seed=a.seed, keep_holdout=True, progress=lambda m: print(m, flush=True))
         models["tree"] = tm
         for kind in ESTIMATORS[1:]:
+            t1 = time.monotonic()
             models[kind] = fit_time_model(store, estimator=kind, seed=a.seed, holdout=0.0)
+            print(f"fitted {kind} in {time.monotonic() - t1:.0f} s", flush=True)
     for kind, (_, y, p) in tm.holdout.items():
         layer_rows.append({"model": kind, "n": len(y), **{k: round(v, 4) if isinstance(v, float) else v
                                                           for k, v in relative_error_summary(y, p).items()}})

@@ -256,11 +256,21 @@ def load_network_data(store, device: dict) -> list[tuple[dict, float]]:
     return [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
 
 
+_EXTRACTED: dict[tuple[str, str], list] = {}  # (backend, spec) -> calls; specs are immutable
+
+
 def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]]) -> list[tuple[list, float]]:
-    """Rebuild each measured random network from its spec and extract its fusion-annotated calls."""
+    """Rebuild each measured random network from its spec and extract its fusion-annotated calls
+    (memoised: fitting several estimators on one store extracts each network once)."""
     from fastdeepiot.graph.randomnets import build_network, example_input
 
-    return [(tm.extract(build_network(spec), example_input(spec))[1], ms) for spec, ms in networks]
+    out = []
+    for spec, ms in networks:
+        key = (tm.backend, json.dumps(spec, sort_keys=True))
+        if key not in _EXTRACTED:
+            _EXTRACTED[key] = tm.extract(build_network(spec), example_input(spec))[1]
+        out.append((_EXTRACTED[key], ms))
+    return out
 
 
 def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
