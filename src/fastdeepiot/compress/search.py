@@ -103,13 +103,9 @@ def measure_ms(model: nn.Module, x: torch.Tensor, backend: str, threads: int = 1
 
 
 def _rnn_names(model: nn.Module) -> list[str]:
-    out = []
-    for n, m in model.named_modules():
-        if isinstance(m, surgery.SequencePool):
-            out.append(n)
-        elif isinstance(m, (nn.GRU, nn.LSTM)) and not n.endswith(".rnn"):
-            out.append(n)
-    return out
+    wrapped = {n + ".rnn" for n, m in model.named_modules() if isinstance(m, surgery.SequencePool)}
+    return [n for n, m in model.named_modules()
+            if isinstance(m, surgery.SequencePool) or (isinstance(m, (nn.GRU, nn.LSTM)) and n not in wrapped)]
 
 
 def _seq_len(model, name, x) -> int | None:
@@ -247,11 +243,19 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
             c["val_accuracy"] = a
             c["score"] = (max(0.0, cur_acc - a) + 0.1) / c["saving"]
             log(f"  iter {it}: {c['desc']}: -{c['saving']:.4g} {pricer.unit}, val {a:.2f}%")
-            if best is None or c["score"] < best[0]["score"]:
-                best = (c, m)
-        c, m = best
+            within = max_accuracy_drop is None or target_ms is not None or (
+                base_acc - a <= max_accuracy_drop + search_slack)
+            key = (not within, c["score"])
+            if best is None or key < best[2]:
+                best = (c, m, key)
+        c, m, _ = best
         drop = base_acc - c["val_accuracy"]
         if max_accuracy_drop is not None and target_ms is None and drop > max_accuracy_drop + search_slack:
+            if step_fraction > 0.01:  # NetAdapt: smaller steps before giving up
+                step_fraction /= 2
+                log(f"iter {it}: every candidate drops > {max_accuracy_drop + search_slack:g} points; "
+                    f"step fraction -> {step_fraction:.3f}")
+                continue
             stop_reason = f"next step would drop {drop:.2f} points"
             break
         model, cur_acc = m, c["val_accuracy"]
