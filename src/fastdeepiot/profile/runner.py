@@ -98,11 +98,14 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     """Measure every workload not yet in `store`, until the plan, `budget_s` or `max_new` runs out."""
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
+    stored_before = set(done)
     s = ProfileSummary()
     t0 = clock()
     for w in workloads:
-        if w.key in done:
-            s.skipped += 1
+        if w.key in done:  # stored before this run, or a repeat within the plan
+            if w.key in stored_before:
+                stored_before.discard(w.key)
+                s.skipped += 1
             continue
         if budget_s is not None and clock() - t0 >= budget_s:
             s.stopped_by = "time budget"

@@ -70,6 +70,21 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
     return p
 
 
+def _pick(values: list, u: float, name: str):
+    """Map u in [0, 1) to a value. Widths and sizes (long ordered ranges) are drawn log-uniformly:
+    networks for small devices are made of narrow layers, and a uniform draw over 1..256 almost never
+    yields the small, cheap layers whose fixed costs dominate small networks. Batch is 1 half of the
+    time (the deployment case), else log-uniform over the larger sizes."""
+    if name == "batch":
+        return values[0] if u < 0.5 else values[min(len(values) - 1, 1 + int((u - 0.5) * 2 * (len(values) - 1)))]
+    if isinstance(values[0], (int, float)) and len(values) > 16 and values[0] >= 1:
+        lo, hi = math.log(values[0]), math.log(values[-1] + 1)
+        v = math.exp(lo + u * (hi - lo))
+        i = min(len(values) - 1, max(0, int(np.searchsorted(values, v, side="right")) - 1))
+        return values[i]
+    return values[min(len(values) - 1, int(u * len(values)))]
+
+
 def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
     """n valid configurations under the cost cap from a scrambled Sobol sequence (deterministic)."""
     from scipy.stats import qmc
@@ -82,8 +97,7 @@ def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
     for _ in range(50):  # rounds of candidates; rejection keeps the cap
         pts = sampler.random(max(64, 2 ** math.ceil(math.log2(max(2, 4 * n)))))
         for u in pts:
-            p = {k: fam.space[k][min(len(fam.space[k]) - 1, int(u[i] * len(fam.space[k])))]
-                 for i, k in enumerate(names)}
+            p = {k: _pick(fam.space[k], float(u[i]), k) for i, k in enumerate(names)}
             p = _repair(family, p, float(u[-1]))
             if p is None:
                 continue

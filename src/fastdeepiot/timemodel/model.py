@@ -140,6 +140,19 @@ class TimeModel:
                  "free_ops": float(sum(1 for c in calls if c.kind == "free"))}
         return terms, [standalone.get(c.name, 0.0) for c in calls], unmodelled
 
+    def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[str]]]:
+        """`network_terms` for many networks with one prediction call per family (fast)."""
+        priced = [(i, c) for i, calls in enumerate(networks) for c in calls
+                  if c.kind == "layer" and c.family in self.estimators]
+        ms = self.predict_configs([c.config for _, c in priced]) if priced else np.zeros(0)
+        out = [({"network_call": 1.0, "unfused_layers": 0.0, "fused_layers": 0.0,
+                 "free_ops": float(sum(1 for c in calls if c.kind == "free"))},
+                [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
+                 or (c.kind == "layer" and c.family not in self.estimators)]) for calls in networks]
+        for (i, c), m in zip(priced, ms):
+            out[i][0]["fused_layers" if c.fused_into is not None else "unfused_layers"] += float(m)
+        return out
+
     def compose(self, terms: dict) -> float:
         return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
 
@@ -278,8 +291,7 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     from scipy.optimize import nnls
 
     rows, y = [], []
-    for calls, ms in extracted:
-        terms, _, unmodelled = tm.network_terms(calls)
+    for (terms, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
         if not unmodelled:
             rows.append([terms[k] for k in COMPOSITION_TERMS])
             y.append(ms)
@@ -356,7 +368,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         test = [extracted[i] for i in perm[:n_test]]
         tm.composition = fit_composition(tm, [extracted[i] for i in perm[n_test:]])
         if test:
-            pred = [tm.compose(tm.network_terms(calls)[0]) for calls, _ in test]
+            pred = [tm.compose(t) for t, _ in tm.network_terms_many([calls for calls, _ in test])]
             report["networks"] = {"n": len(extracted), "n_test": len(test),
                                   **relative_error_summary(np.array([m for _, m in test]), np.array(pred))}
         tm.composition = fit_composition(tm, extracted)
