@@ -7,6 +7,7 @@ is skipped when its checkpoint exists, so an interrupted job picks up where it s
   3. fit the time model -> `torch-cpu.timemodel.json`, with held-out accuracy against the baselines
   4. predict reference networks and measure them (prediction error per network) -> `predictions.json`
   5. train the activity-recognition network (har) -> `har.pt`
+  6. compress it for this device, at most 0.5 accuracy points lost -> `har_fast.pt` (+ plan, report, plot)
 """
 
 from __future__ import annotations
@@ -54,9 +55,16 @@ def run(out: Path, full: bool, device: str = "torch-cpu", budget: str | None = N
     if ckpt.exists():
         print(f"{ckpt} exists; skipped (delete it to train again)")
     else:
-        code = cli(["train", "har", "-o", str(ckpt), *([] if full else ["--epochs", "10"])])
+        code = cli(["train", "har", "-o", str(ckpt), *([] if full else ["--epochs", "14"])])
         if code:
             return code
+
+    _step("6. compress it, guided by the time model (at most 0.5 accuracy points lost)")
+    code = cli(["compress", str(ckpt), "--task", "har", "--time-model", str(tm_path),
+                "--max-accuracy-drop", "0.5", "-o", str(out / "har_fast.pt"),
+                *([] if full else ["--max-iters", "8", "--final-epochs", "1"])])
+    if code:
+        return code
 
     print(f"\nmain job done in {time.monotonic() - t0:.0f} s; artifacts in {out}/")
     return 0
