@@ -264,3 +264,19 @@ def test_ort_fusion_matches_onnxruntime():
             pred, got = check(m, x, level)
             for k in ("activation", "add", "batchnorm"):
                 assert pred[k] == got[k], (level, k, pred, got)
+
+
+def test_mean_over_time_after_a_gru_is_priced_as_a_pool():
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(8, 16, batch_first=True)
+
+        def forward(self, x):
+            return self.gru(x)[0].mean(dim=1)
+
+    res = extract_layers(Head().eval(), torch.randn(2, 10, 8))
+    mean = [c for c in res if c.op == "mean"]
+    assert len(mean) == 1 and mean[0].family == "pool1d" and not res.unmodelled()
+    assert mean[0].config.params == {"batch": 2, "mode": "avg", "channels": 16, "kernel": 10,
+                                     "stride": 10, "size": 10}

@@ -27,7 +27,8 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     split into 2 * num_layers single-layer calls (`name`, `name#rev`, `name#l1`, `name#l1#rev`...),
     layer l > 0 reading 2 * hidden features, which is what the RNN computes.
   * BatchNorm1d/2d -> batchnorm (dims from the input rank; (N, C) -> dims=1, size=1).
-  * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k) and `x.mean((2, 3))` -> pool with
+  * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k), `x.mean((2, 3))` and the mean over time
+    `x.mean(1)` of a (batch, time, features) tensor -> pool with
     kernel = stride = size // k (approx: the family's kernel space is [2, 3]; the model extrapolates).
   * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU modules, F.* and torch.* equivalents -> activation.
   * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add; anything else -> unmodelled.
@@ -487,7 +488,13 @@ def _map_function(node, in_shapes, out_shape, arg_shapes) -> _Mapped:
                 mp = _map_adaptive("avg", dim, 1, shape, "mean")
                 mp.note = "global mean as an average pool (kernel = stride = size)"
                 return mp
-        return _unmodelled("mean", "mean other than a global spatial average")
+            if len(shape) == 3 and dims == (1,):
+                # (batch, time, features).mean(1): the mean over time after a batch_first RNN, priced
+                # as a global average pool over time on (batch, features, time)
+                mp = _map_adaptive("avg", 1, 1, (shape[0], shape[2], shape[1]), "mean")
+                mp.note = "mean over time of (batch, time, features) as an average pool over time"
+                return mp
+        return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
     # ---- free ops
     if node.op == "call_function" and t in _FREE_FUNCS:
         return _Mapped(FREE, name, note="copies" if t is torch.clone else None)
