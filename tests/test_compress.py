@@ -18,7 +18,7 @@ from fastdeepiot.compress.plan import Plan
 from fastdeepiot.compress.search import compress
 from fastdeepiot.compress.surgery import fold_batchnorm, prune_channels, seg_indices
 from fastdeepiot.devices.fake import FakeBackend
-from fastdeepiot.errors import TargetUnreachableError
+from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profile.runner import plan, profile
 from fastdeepiot.profile.store import Store
 from fastdeepiot.timemodel.model import fit_time_model
@@ -344,3 +344,23 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
     assert code == 2
     assert "cannot be met" in capsys.readouterr().err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
+    """`fastdeepiot evaluate` reads what `fastdeepiot compress` writes."""
+    from fastdeepiot import tasks
+    from fastdeepiot.compress.checkpoint import save_compressed
+
+    torch.manual_seed(0)
+    t = tasks.get("har")
+    model = t.make_model().eval()
+    plan_ = Plan([6, 128], [{"op": "shorten_sequence", "module": "gru", "factor": 2}])
+    pruned = plan_.apply(model, copy_model=True)
+    path = save_compressed(tmp_path / "fast.pt", pruned, plan_, "har", model.net_name, model.arch)
+    loaded, meta = tasks.load_checkpoint(path, task="har")
+    x = torch.randn(2, 6, 128)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned(x))
+    assert meta["plan"]["steps"][0]["op"] == "shorten_sequence"
+    with pytest.raises(UserError):
+        tasks.load_checkpoint(path, task="userid")

@@ -238,7 +238,8 @@ def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    compressed = isinstance(ckpt, dict) and ckpt.get("format") == "fastdeepiot.compressed"
+    if not isinstance(ckpt, dict) or (ckpt.get("format") != CHECKPOINT_FORMAT and not compressed):
         raise CheckpointError(f"{path} is not a fastdeepiot checkpoint (write one with `fastdeepiot train`)")
     if task is not None:
         t = get(task) if isinstance(task, str) else task
@@ -248,6 +249,10 @@ def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict
         if ckpt["net"] != t.net or arch.get("n_classes") != t.n_classes:
             raise CheckpointError(f"{path} holds a {ckpt['net']} network with {arch.get('n_classes')} classes; "
                                   f"task {t.name!r} needs {t.net} with {t.n_classes}")
+    if compressed:  # written by `fastdeepiot compress`: the original arch + the replayed pruning plan
+        from fastdeepiot.compress.checkpoint import load_compressed
+
+        return load_compressed(path)
     model = build(ckpt["net"], **ckpt["arch"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
