@@ -227,21 +227,9 @@ def _lab(labels, a):
 
 
 def _all_arg_labels(node, labels):
-    out = []
+    from fastdeepiot.graph.extract import _tensor_arg_nodes
 
-    def visit(a):
-        if isinstance(a, torch.fx.Node):
-            out.append(labels.get(a))
-        elif isinstance(a, (tuple, list)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
-
-    visit(node.args)
-    visit(node.kwargs)
-    return out
+    return [labels.get(a) for a in _tensor_arg_nodes(node)]
 
 
 def _fix_all(cg, node, labels, why):
