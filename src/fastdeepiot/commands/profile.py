@@ -67,7 +67,7 @@ def profile(
     from fastdeepiot.devices import get_backend
     from fastdeepiot.families import parse_families
     from fastdeepiot.profile.harness import TimingPolicy
-    from fastdeepiot.profile.runner import plan, profile as run_profile
+    from fastdeepiot.profile.runner import plan
     from fastdeepiot.profile.store import Store
 
     fams = parse_families(layers)

@@ -36,10 +36,8 @@ def coarse_to_fine(n: int) -> list[int]:
         if j < n and j not in seen:
             seen.add(j)
             order.append(j)
-    for j in (n - 1,):  # make sure the top of the range comes early
-        if j in order:
-            order.remove(j)
-            order.insert(1, j)
+    order.remove(n - 1)  # the top of the range comes second, right after the bottom
+    order.insert(min(1, len(order)), n - 1)
     return order
 
 

@@ -228,6 +228,14 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: corrupt measurement database ({e})") from None
 
+    def latest_conditions(self, device: dict) -> dict:
+        """The conditions of the device's most recent measurement ({} when it has none)."""
+        row = self.conn.execute(
+            "SELECT c.conditions_json FROM measurements m JOIN devices d ON d.id = m.device_id "
+            "JOIN conditions c ON c.id = m.conditions_id WHERE d.hash=? ORDER BY m.id DESC LIMIT 1",
+            (_hash(device),)).fetchone()
+        return json.loads(row[0]) if row else {}
+
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
 

@@ -127,30 +127,23 @@ class TimeModel:
 
     # --------------------------------------------------------------------------- networks
     def network_terms(self, calls) -> tuple[dict, list[float], list[str]]:
-        """Composition terms of an extracted, fusion-annotated network, its layers' standalone ms,
-        and the unmodelled calls."""
-        priced = [c for c in calls if c.kind == "layer" and c.family in self.estimators]
-        unmodelled = [f"{c.name} ({c.op})" for c in calls
-                      if c.kind == "unmodelled" or (c.kind == "layer" and c.family not in self.estimators)]
-        ms = self.predict_configs([c.config for c in priced]) if priced else np.zeros(0)
-        standalone = {c.name: float(m) for c, m in zip(priced, ms)}
-        terms = {"network_call": 1.0,
-                 "unfused_layers": sum(standalone[c.name] for c in priced if c.fused_into is None),
-                 "fused_layers": sum(standalone[c.name] for c in priced if c.fused_into is not None),
-                 "free_ops": float(sum(1 for c in calls if c.kind == "free"))}
-        return terms, [standalone.get(c.name, 0.0) for c in calls], unmodelled
+        """Composition terms of an extracted, fusion-annotated network, each call's standalone ms
+        (0 for calls that are not priced layers), and the unmodelled calls."""
+        return self.network_terms_many([calls])[0]
 
-    def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[str]]]:
-        """`network_terms` for many networks with one prediction call per family (fast)."""
-        priced = [(i, c) for i, calls in enumerate(networks) for c in calls
+    def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[float], list[str]]]:
+        """`network_terms` for many networks, with one prediction call per family (fast)."""
+        priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
                   if c.kind == "layer" and c.family in self.estimators]
-        ms = self.predict_configs([c.config for _, c in priced]) if priced else np.zeros(0)
+        ms = self.predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
         out = [({"network_call": 1.0, "unfused_layers": 0.0, "fused_layers": 0.0,
                  "free_ops": float(sum(1 for c in calls if c.kind == "free"))},
+                [0.0] * len(calls),
                 [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
                  or (c.kind == "layer" and c.family not in self.estimators)]) for calls in networks]
-        for (i, c), m in zip(priced, ms):
+        for (i, j, c), m in zip(priced, ms):
             out[i][0]["fused_layers" if c.fused_into is not None else "unfused_layers"] += float(m)
+            out[i][1][j] = float(m)
         return out
 
     def compose(self, terms: dict) -> float:
@@ -291,7 +284,7 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     from scipy.optimize import nnls
 
     rows, y = [], []
-    for (terms, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
+    for (terms, _, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
         if not unmodelled:
             rows.append([terms[k] for k in COMPOSITION_TERMS])
             y.append(ms)
@@ -354,7 +347,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         if hasattr(estimators[fam], "n_leaves_"):
             fam_rep["leaves"] = int(estimators[fam].n_leaves_)
         report["families"][fam] = fam_rep
-    tm = TimeModel(estimators, None, dev, _latest_conditions(store, dev), report)
+    tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report)
     if keep_holdout:
         tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
 
@@ -368,16 +361,9 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         test = [extracted[i] for i in perm[:n_test]]
         tm.composition = fit_composition(tm, [extracted[i] for i in perm[n_test:]])
         if test:
-            pred = [tm.compose(t) for t, _ in tm.network_terms_many([calls for calls, _ in test])]
+            pred = [tm.compose(t) for t, _, _ in tm.network_terms_many([calls for calls, _ in test])]
             report["networks"] = {"n": len(extracted), "n_test": len(test),
                                   **relative_error_summary(np.array([m for _, m in test]), np.array(pred))}
         tm.composition = fit_composition(tm, extracted)
     report["composition"] = tm.composition
     return tm
-
-
-def _latest_conditions(store, device: dict) -> dict:
-    cond = {}
-    for m in store.measurements(device=device):
-        cond = m.conditions
-    return cond
