@@ -19,7 +19,12 @@ from fastdeepiot.families import LayerConfig
 
 
 class Runner(ABC):
-    """One prepared workload (a layer or a network with its inputs) on one backend."""
+    """One prepared workload (a layer or a network with its inputs) on one backend.
+
+    `guard`: a `devices.quiet.QuietGuard` when the harness should time only while the machine runs at
+    its uncontended speed (CPU backends), None where that does not apply (fake clock, CUDA events)."""
+
+    guard = None
 
     @abstractmethod
     def run_once(self) -> None: ...
@@ -35,9 +40,10 @@ class Runner(ABC):
 class CallableRunner(Runner):
     """Times a Python callable with a wall clock (CPU backends)."""
 
-    def __init__(self, fn: Callable[[], Any], clock_ns: Callable[[], int]):
+    def __init__(self, fn: Callable[[], Any], clock_ns: Callable[[], int], guard=None):
         self._fn = fn
         self._clock_ns = clock_ns
+        self.guard = guard
 
     def run_once(self) -> None:
         self._fn()

@@ -7,6 +7,7 @@ import time
 import warnings
 
 from fastdeepiot.devices.base import Backend, CallableRunner, Runner
+from fastdeepiot.devices.quiet import shared_guard
 from fastdeepiot.families import LayerConfig
 
 OPSET = 17
@@ -55,7 +56,7 @@ class OnnxRuntimeCPU(Backend):
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         sess = self.session(export_onnx(module, inputs))
         feed = {i.name: x.detach().cpu().numpy() for i, x in zip(sess.get_inputs(), inputs)}
-        return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns)
+        return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns, shared_guard())
 
     def conditions(self) -> dict:
         import onnxruntime as ort

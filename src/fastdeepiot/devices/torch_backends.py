@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from fastdeepiot.devices.base import Backend, CallableRunner, Runner
+from fastdeepiot.devices.quiet import shared_guard
 from fastdeepiot.families import LayerConfig
 
 
@@ -36,7 +37,7 @@ class TorchCPU(Backend):
             with torch.inference_mode():
                 module(*inputs)
 
-        return CallableRunner(call, time.perf_counter_ns)
+        return CallableRunner(call, time.perf_counter_ns, shared_guard())
 
     def conditions(self) -> dict:
         import torch

@@ -7,6 +7,10 @@ Method (the README states it too):
    median and the inter-quartile range of all calls so far give the median's relative uncertainty
    (~1.57 IQR / (median sqrt n), the notched-box-plot interval). Stop when it is below `target_rel_ci`
    with at least `min_calls` calls, or at `max_calls`, or when the calls have used `max_ms`.
+   On CPU backends every round is bracketed by the quiet guard (`devices.quiet`): the harness waits
+   until the machine runs at its uncontended speed before a round and drops a round after which it does
+   not (a shared host switches this VM between two speed states ~1.6x apart every few seconds). Rounds
+   last at least `min_round_ms` so that the guard's ~60 us probe is a small overhead.
 3. If the whole measurement is noisy (IQR / median above `remeasure_rel_iqr`, e.g. another process
    stole the CPU), measure again, up to `max_remeasures` times, and keep the quietest measurement.
 The Python garbage collector is off while timing so a collection does not land inside one call.
@@ -33,6 +37,9 @@ class TimingPolicy:
     target_rel_ci: float = 0.01
     remeasure_rel_iqr: float = 0.15
     max_remeasures: int = 2
+    wait_quiet: bool = True  # use the runner's quiet guard, if it has one
+    min_round_ms: float = 1.0
+    max_dropped_rounds: int = 20
 
     @classmethod
     def quick(cls) -> "TimingPolicy":
@@ -49,22 +56,34 @@ class Timing:
     rel_iqr: float  # (q75 - q25) / median of the kept measurement
     n_calls: int
     remeasured: int  # how many extra measurements were made because the first was noisy
+    dropped_rounds: int = 0  # rounds discarded because the machine was not quiet after them
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, float]:
-    spent_ms, calls = 0.0, 0
+def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, float, int]:
+    guard = getattr(runner, "guard", None) if policy.wait_quiet else None
+    spent_ms, calls, last = 0.0, 0, 0.0
     while calls < policy.warmup_calls or spent_ms < policy.warmup_ms:
-        t = runner.time_calls(1)[0]
-        spent_ms += t
+        last = runner.time_calls(1)[0]
+        spent_ms += last
         calls += 1
         if calls >= 10 * policy.warmup_calls and calls >= 50:  # very fast op: enough warm-up
             break
+    round_calls = policy.round_calls
+    if guard is not None and last > 0:
+        round_calls = max(round_calls, min(policy.max_calls // 2, int(np.ceil(policy.min_round_ms / last))))
     times: list[float] = []
+    dropped = 0
     while True:
-        times.extend(runner.time_calls(policy.round_calls))
+        if guard is not None:
+            guard.wait_quiet()
+        t = runner.time_calls(round_calls)
+        if guard is not None and dropped < policy.max_dropped_rounds and not guard.quiet():
+            dropped += 1
+            continue
+        times.extend(t)
         a = np.asarray(times)
         med = float(np.median(a))
         q25, q75 = np.percentile(a, [25, 75])
@@ -74,7 +93,7 @@ def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, 
             break
         if len(a) >= policy.max_calls or a.sum() >= policy.max_ms:
             break
-    return a, rel_iqr
+    return a, rel_iqr, dropped
 
 
 def measure(runner: Runner, policy: TimingPolicy = TimingPolicy()) -> Timing:
@@ -82,11 +101,12 @@ def measure(runner: Runner, policy: TimingPolicy = TimingPolicy()) -> Timing:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        best, best_iqr = _one_measurement(runner, policy)
+        best, best_iqr, dropped = _one_measurement(runner, policy)
         remeasured = 0
         while best_iqr > policy.remeasure_rel_iqr and remeasured < policy.max_remeasures:
             remeasured += 1
-            a, iqr = _one_measurement(runner, policy)
+            a, iqr, d = _one_measurement(runner, policy)
+            dropped += d
             if iqr < best_iqr:
                 best, best_iqr = a, iqr
     finally:
@@ -94,4 +114,4 @@ def measure(runner: Runner, policy: TimingPolicy = TimingPolicy()) -> Timing:
             gc.enable()
     p10, p50, p90 = np.percentile(best, [10, 50, 90])
     return Timing(median_ms=float(p50), p10_ms=float(p10), p90_ms=float(p90), rel_iqr=best_iqr,
-                  n_calls=int(len(best)), remeasured=remeasured)
+                  n_calls=int(len(best)), remeasured=remeasured, dropped_rounds=dropped)
