@@ -6,6 +6,7 @@
 1. profile the backend (1 thread) for --budget into runs/bench/<backend>.db (resumes; random whole
    networks are measured too, one after every 10 layers, for the composition);
 2. fit the tree and each baseline (held-out 20% of each family's configurations);
+   The tree model is saved beside the store (<db>.timemodel.json);
 3. measure the zoo networks (MobileNet-, ResNet-, VGG-, ShuffleNet-, DeepSense-style, 4 widths each:
    none of them is used in fitting) and predict them with every model.
 
@@ -64,6 +65,7 @@ def main() -> None:
         tm = fit_time_model(store, estimator="tree", compare=tuple(e for e in ESTIMATORS if e != "tree"),
                             seed=a.seed, keep_holdout=True, progress=lambda m: print(m, flush=True))
         models["tree"] = tm
+        tm.save(db.with_suffix(".timemodel.json"))  # the tree model, for `fastdeepiot predict/compress`
         for kind in ESTIMATORS[1:]:
             t1 = time.monotonic()
             models[kind] = fit_time_model(store, estimator=kind, seed=a.seed, holdout=0.0)

@@ -364,3 +364,26 @@ def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
     assert meta["plan"]["steps"][0]["op"] == "shorten_sequence"
     with pytest.raises(UserError):
         tasks.load_checkpoint(path, task="userid")
+
+
+def test_paired_drop_upper_bound():
+    import torch
+
+    from fastdeepiot.compress.finetune import paired_drop_upper
+
+    base = torch.ones(1000, dtype=torch.bool)
+    same = base.clone()
+    assert paired_drop_upper(base, same, 0.9) == 0.0  # identical predictions: no uncertainty
+    new = base.clone()
+    new[:10] = False  # 1 point lost, 10 discordant samples
+    point = paired_drop_upper(base, new, 0.5)
+    assert abs(point - 1.0) < 1e-9
+    upper = paired_drop_upper(base, new, 0.9)
+    assert 1.3 < upper < 1.5  # 1 + 1.2816 * sqrt(10/1e6 - 1e-4/1e3) * 100
+    # the same net drop with many more disagreements is less certain
+    noisy = base.clone()
+    noisy[:60] = False
+    base2 = base.clone()
+    base2[60:110] = False
+    noisy[60:110] = True
+    assert paired_drop_upper(base2, noisy, 0.9) > upper

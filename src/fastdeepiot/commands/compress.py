@@ -27,6 +27,9 @@ def compress(
     final_epochs: float = typer.Option(2.0, help="fine-tuning epochs at the end"),
     max_iters: int = typer.Option(25, help="search iterations at most"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
+    confidence: float = typer.Option(0.9, help="accept a state only if this one-sided upper confidence bound "
+                                               "on its validation accuracy drop is within the budget "
+                                               "(0.5: the point estimate)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Prune a trained network so that its time on the device drops fastest per accuracy lost."""
@@ -41,13 +44,15 @@ def compress(
 
     if (max_accuracy_drop is None) == (target_ms is None):
         raise UserError("give exactly one of --max-accuracy-drop and --target-ms")
+    if not 0.5 <= confidence < 1:
+        raise UserError(f"--confidence must be in [0.5, 1), got {confidence}")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
     model, meta = tasks_mod.load_checkpoint(checkpoint, task=t)
     tm = TimeModel.load(time_model)
     res = run(model, t, time_model=tm, max_accuracy_drop=max_accuracy_drop, target_ms=target_ms,
               criterion=criterion, cost=cost, distill=distill, finetune_steps=finetune_steps,
-              final_epochs=final_epochs, max_iters=max_iters, measure=measure, seed=seed,
+              final_epochs=final_epochs, max_iters=max_iters, measure=measure, seed=seed, confidence=confidence,
               progress=lambda s: typer.echo(s, err=True))
     save_compressed(out, res.model, res.plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
     stem = out.with_suffix("")

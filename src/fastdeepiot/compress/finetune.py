@@ -22,6 +22,35 @@ def accuracy(model: nn.Module, loader) -> float:
     return correct / max(n, 1)
 
 
+def correct_mask(model: nn.Module, loader) -> torch.Tensor:
+    """Per-sample top-1 correctness (bool), in loader order (the loader must not shuffle)."""
+    was = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for xb, yb in loader:
+            out.append(model(xb).argmax(1) == yb)
+    model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def paired_drop_upper(base: torch.Tensor, new: torch.Tensor, confidence: float) -> float:
+    """One-sided upper confidence bound, in percentage points, on the accuracy drop from `base` to `new`
+    (per-sample correctness on the same samples): the paired difference of proportions, whose variance
+    comes only from the samples the two models disagree on (McNemar's discordant pairs)."""
+    from statistics import NormalDist
+
+    n = len(base)
+    if n == 0:
+        return 0.0
+    b = float((base & ~new).sum())  # right before, wrong now
+    c = float((~base & new).sum())  # wrong before, right now
+    d = (b - c) / n
+    var = max(0.0, (b + c) / n**2 - d**2 / n)
+    z = NormalDist().inv_cdf(confidence) if 0.5 < confidence < 1 else 0.0
+    return 100.0 * (d + z * var**0.5)
+
+
 def _cycle(loader):
     while True:
         yield from loader
