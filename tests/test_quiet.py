@@ -103,3 +103,39 @@ def test_harness_drops_rounds_that_end_in_a_slow_period():
     r = Runner([False, True, False, True, True, False, False])
     t = measure(r, TimingPolicy(**{**pol.__dict__, "wait_quiet": False, "max_remeasures": 0}))
     assert t.p90_ms == 2.0 and t.dropped_rounds == 0
+
+
+def test_real_probe_and_the_switch(monkeypatch):
+    from fastdeepiot.devices import quiet
+
+    g = QuietGuard(calibrate_s=0.05)
+    r = g.ratio()
+    assert r >= 1.0 and g.best_ns > 0
+    quiet.shared_guard.cache_clear()
+    monkeypatch.setenv("FASTDEEPIOT_QUIET_GUARD", "0")
+    assert quiet.shared_guard() is None
+    quiet.shared_guard.cache_clear()
+
+
+def test_a_measurement_stops_waiting_after_its_wait_budget():
+    class Busy:
+        """A guard that never sees quiet; each wait costs 4 s of (fake) time."""
+
+        waited_s = 0.0
+
+        def wait_quiet(self):
+            self.waited_s += 4.0
+            return False
+
+        def quiet(self):
+            return False
+
+    class R:
+        guard = Busy()
+
+        def time_calls(self, n):
+            return [1.0] * n
+
+    t = measure(R(), TimingPolicy(warmup_calls=1, warmup_ms=0, min_calls=10, max_calls=50, max_wait_s=10,
+                                  min_round_ms=0))
+    assert t.median_ms == 1.0 and t.dropped_rounds == 3  # 3 waits (12 s > 10 s), then unguarded

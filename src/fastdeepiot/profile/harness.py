@@ -40,6 +40,7 @@ class TimingPolicy:
     wait_quiet: bool = True  # use the runner's quiet guard, if it has one
     min_round_ms: float = 1.0
     max_dropped_rounds: int = 20
+    max_wait_s: float = 10.0  # waiting for quiet, per measurement; then it goes on unguarded
 
     @classmethod
     def quick(cls) -> "TimingPolicy":
@@ -76,7 +77,10 @@ def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, 
         round_calls = max(round_calls, min(policy.max_calls // 2, int(np.ceil(policy.min_round_ms / last))))
     times: list[float] = []
     dropped = 0
+    waited0 = getattr(guard, "waited_s", 0.0)
     while True:
+        if guard is not None and getattr(guard, "waited_s", 0.0) - waited0 > policy.max_wait_s:
+            guard = None  # a machine that stays busy: measure anyway rather than stall the profile
         if guard is not None:
             guard.wait_quiet()
         t = runner.time_calls(round_calls)
