@@ -85,6 +85,8 @@ def test_harness_drops_rounds_that_end_in_a_slow_period():
             pass
 
     class _StateGuard:
+        waited_s = 0.0
+
         def __init__(self, runner):
             self.r = runner
 

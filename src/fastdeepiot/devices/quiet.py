@@ -1,21 +1,22 @@
 """Measure only while the CPU runs at its uncontended speed.
 
 Why. On this project's machine (a 2-vCPU VM on a shared host) the same workload runs in two speed
-states that switch every one to five seconds: framework-bound work (small layers, a GRU's per-step
+states that switch every one to ten seconds: framework-bound work (small layers, a GRU's per-step
 loop, tiny element-wise ops) is 1.4-1.8x slower in the "contended" state, while a large matmul barely
 changes. The states come from outside the VM (another tenant on the same physical core), so no setting
 inside it removes them. A timing that happens to fall in one state or the other makes every model fitted
 on it blur two devices into one, and makes a network measured now disagree with layers measured an
-hour ago by +-40%. (`runs/diag` in the repository's history has the traces; README, "How we measure".)
+hour ago by +-40%. (README, "How measurements are made", has the measured figures.)
 
-How. A probe -- a fixed burst of tiny tensor additions, ~60 us, dominated by the same dispatch work that
+How. A probe -- a fixed burst of tiny tensor additions, ~50 us, dominated by the same dispatch work that
 the contention slows -- is timed before and after each timed round. `best` is the fastest probe seen in
 this machine: calibrated for `calibrate_s` on first use and remembered in the cache folder
 (`quiet_probe.json`), because one calibration can fall entirely in a slow period. If the machine stays
 "not quiet" through `reset_after` consecutive waits of `max_wait_s` (a slower host, say), the guard takes
 the fastest probe of the last wait as its new best. The machine is *quiet* when a probe takes at
 most `tolerance` more than `best`. The harness waits for quiet before a round and drops a round whose
-closing probe is not quiet; after `max_wait_s` without a quiet probe it measures anyway and counts it.
+closing probe is not quiet; a wait gives up after `max_wait_s` (counted in `gave_up`), and the harness
+stops waiting within a measurement after its own `TimingPolicy.max_wait_s`.
 
 One guard per process (the state belongs to the machine, not to a workload): `shared_guard()`; it is
 None (no guard) when the environment sets FASTDEEPIOT_QUIET_GUARD=0 (the test suite does: it tests
@@ -40,6 +41,7 @@ class QuietGuard:
         self.probe_adds = probe_adds
         self.reset_after = reset_after
         self.memory = memory  # JSON file remembering the best probe across processes
+        self._remembered_ns = float("inf")  # what this guard last wrote there
         self._consecutive_give_ups = 0
         self._clock_ns = clock_ns
         self._probe_fn = probe  # tests inject a fake probe returning a duration in ns
@@ -99,7 +101,7 @@ class QuietGuard:
                 d = {}
         except (OSError, ValueError):
             d = {}
-        d[self._key()] = self.best_ns
+        d[self._key()] = self._remembered_ns = self.best_ns
         try:
             self.memory.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.memory.with_suffix(".tmp")
@@ -113,8 +115,8 @@ class QuietGuard:
         if self.best_ns is None:
             self._calibrate()
         t = self._probe()
-        if t < self.best_ns:
-            self.best_ns = t
+        self.best_ns = min(self.best_ns, t)
+        if self.best_ns < 0.99 * self._remembered_ns:  # not on every new best: this is the timing loop
             self._remember()
         return t / self.best_ns
 
@@ -127,21 +129,23 @@ class QuietGuard:
         fastest = float("inf")
         while True:
             r = self.ratio()
-            if r <= 1.0 + self.tolerance:
+            quiet = r <= 1.0 + self.tolerance
+            if quiet:
                 break
             fastest = min(fastest, r * self.best_ns)
             if (self._clock_ns() - t0) / 1e9 >= self.max_wait_s:
-                self.gave_up += 1
-                self.waited_s += (self._clock_ns() - t0) / 1e9
-                self._consecutive_give_ups += 1
-                if self._consecutive_give_ups >= self.reset_after:  # this machine is slower now
-                    self.best_ns, self._consecutive_give_ups = fastest, 0
-                    self._remember()
-                return False
+                break
             time.sleep(0.002)
-        self._consecutive_give_ups = 0
         self.waited_s += (self._clock_ns() - t0) / 1e9
-        return True
+        if quiet:
+            self._consecutive_give_ups = 0
+            return True
+        self.gave_up += 1
+        self._consecutive_give_ups += 1
+        if self._consecutive_give_ups >= self.reset_after:  # this machine is slower now
+            self.best_ns, self._consecutive_give_ups = fastest, 0
+            self._remember()
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -77,9 +77,9 @@ def _one_measurement(runner: Runner, policy: TimingPolicy) -> tuple[np.ndarray, 
         round_calls = max(round_calls, min(policy.max_calls // 2, int(np.ceil(policy.min_round_ms / last))))
     times: list[float] = []
     dropped = 0
-    waited0 = getattr(guard, "waited_s", 0.0)
+    waited0 = guard.waited_s if guard is not None else 0.0
     while True:
-        if guard is not None and getattr(guard, "waited_s", 0.0) - waited0 > policy.max_wait_s:
+        if guard is not None and guard.waited_s - waited0 > policy.max_wait_s:
             guard = None  # a machine that stays busy: measure anyway rather than stall the profile
         if guard is not None:
             guard.wait_quiet()
