@@ -246,6 +246,29 @@ def test_ort_fusion_conv_bn_relu():
         fusion_for_backend(r, "no-such-backend")
 
 
+def test_container_calls_are_counted():
+    m = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    r = extract_layers(m, torch.randn(1, 3, 8, 8))
+    assert r.module_calls == 2  # the outer and the inner Sequential; leaves are layers, not containers
+    assert fusion_for_backend(r, "onnxruntime-cpu").module_calls == 2
+
+
+def test_ort_nchwc_layout_and_its_composition_terms():
+    from fastdeepiot.timemodel.model import call_terms
+
+    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                      nn.AvgPool2d(2)).eval()
+    calls = fusion_for_backend(extract_layers(m, torch.randn(1, 8, 8, 8)), "onnxruntime-cpu")
+    f = _by_name(calls)
+    assert f["0"].layout == f["2"].layout == "nchwc" and f["1"].fused_into == "0"
+    assert f["3"].layout is None  # average pooling runs on plain NCHW: ORT reorders before it
+    t = dict(zip([c.name for c in calls], call_terms(calls, [1.0 if c.kind == "layer" else None for c in calls])))
+    assert t["0"]["nchwc_count"] == 1 and t["0"]["nchwc_elements"] == pytest.approx((8 * 64 + 16 * 64) / 1e6)
+    assert t["1"] == {"fused_layers": 1.0, "fused_count": 1.0}
+    assert t["3"]["reorder_elements"] == pytest.approx(16 * 64 / 1e6) and t["3"]["unfused_count"] == 1
+    assert all(c.layout is None for c in fusion_for_backend(calls, "torch-cpu"))
+
+
 def test_ort_fusion_residual_add():
     r = extract_layers(ResNetLike().eval(), torch.randn(1, 3, 16, 16))
     f = _by_name(fusion_for_backend(r, "onnxruntime-cpu"))

@@ -103,6 +103,28 @@ def test_composition_learns_the_network_call_overhead(fake_tm):
     assert fake_tm.report["networks"]["median_abs_pct"] < 5
 
 
+def test_composition_learns_per_run_and_module_call_costs(tmp_path):
+    """A layer timed alone pays a per-run cost a network pays once; each container-module call costs
+    time no layer measurement holds. The composition recovers both from random networks, so a network
+    built quite unlike them (deeply nested containers) is still predicted closely."""
+    backend = FakeBackend(step=16, run_ms=0.005, module_call_ms=0.003)
+    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=1, network_every=10), max_new=1500)
+        tm = fit_time_model(store)
+    comp = tm.composition
+    assert comp["unfused_count"] == pytest.approx(-0.005, abs=0.001)
+    assert comp["module_calls"] == pytest.approx(0.003, abs=0.001)
+
+    net = Residual()
+    for _ in range(12):
+        net = nn.Sequential(nn.Sequential(net))
+    net, x = net.eval(), torch.randn(1, 3, 16, 16)
+    true = backend.network_ms(net, x)
+    assert tm.predict_network(net, x).total_ms == pytest.approx(true, rel=0.03)
+    plain = TimeModel(tm.estimators, None, tm.device)  # the plain sum of standalone layers
+    assert abs(plain.predict_network(net, x).total_ms - true) / true > 0.1
+
+
 def test_json_round_trip_gives_identical_predictions(fake_tm, tmp_path):
     path = tmp_path / "tm.json"
     fake_tm.save(path)

@@ -37,12 +37,10 @@ class TimeCost:
         return self.tm.predict_configs(configs) if configs else np.zeros(0)
 
     def compose(self, calls, costs: dict[str, float]) -> float:
-        comp = self.tm.composition
-        total = comp["network_call"] + comp["free_ops"] * sum(1 for c in calls if c.kind == "free")
-        for c in calls:
-            if c.kind == "layer":
-                total += costs[c.name] * (comp["fused_layers"] if c.fused_into else comp["unfused_layers"])
-        return float(total)
+        from fastdeepiot.timemodel.model import composition_terms
+
+        return self.tm.compose(composition_terms(calls, [costs.get(c.name) if c.kind == "layer" else None
+                                                        for c in calls]))
 
     def price(self, model, x) -> float:
         calls = self.extract(model, x)

@@ -67,10 +67,16 @@ class FakeBackend(Backend):
     name = "fake"
     description = "deterministic formula with a width staircase and a fake clock (for tests)"
 
-    def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0):
+    def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0,
+                 run_ms: float = 0.0, module_call_ms: float = 0.0):
+        """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
+        session run); `module_call_ms`: the cost of each container-module call inside a network (like
+        eager PyTorch's nn.Module.__call__). Both 0 by default."""
         super().__init__(threads, dtype)
         self.step = step
         self.jitter = jitter
+        self.run_ms = run_ms
+        self.module_call_ms = module_call_ms
 
     def processor(self) -> str:
         return f"fake-step{self.step}"
@@ -79,13 +85,13 @@ class FakeBackend(Backend):
         return fake_layer_ms(config, self.step)
 
     def network_ms(self, module, example_inputs) -> float:
-        """Sum of the priced layers plus one network call overhead; free ops cost nothing."""
+        """Sum of the priced layers plus one network call overhead (and `run_ms` once, `module_call_ms`
+        per container call); free ops cost nothing."""
         from fastdeepiot.graph.extract import extract_layers
 
-        calls = extract_layers(module, example_inputs)
-        calls = getattr(calls, "calls", calls)
-        total = NETWORK_OVERHEAD_MS
-        for c in calls:
+        res = extract_layers(module, example_inputs)
+        total = NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls
+        for c in res:
             if c.kind == "layer":
                 total += self.layer_ms(c.config)
             elif c.kind == "unmodelled":
@@ -93,11 +99,12 @@ class FakeBackend(Backend):
         return total
 
     def layer_runner(self, config: LayerConfig) -> Runner:
-        return _FakeRunner(self.layer_ms(config), self.jitter, config.key)
+        return _FakeRunner(self.layer_ms(config) + self.run_ms, self.jitter, config.key)
 
     def network_runner(self, module, example_inputs) -> Runner:
         key = repr(module)
         return _FakeRunner(self.network_ms(module, example_inputs), self.jitter, key)
 
     def conditions(self) -> dict:
-        return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter}
+        return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter, "run_ms": self.run_ms,
+                "module_call_ms": self.module_call_ms}

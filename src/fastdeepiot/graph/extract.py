@@ -75,12 +75,13 @@ class LayerCall:
     # data flow: names of the calls producing this call's tensor inputs ('input' = network input);
     # in hook mode (traced False) simply the previous call
     inputs: list[str] = field(default_factory=list)
+    layout: str | None = None  # set by fusion_for_backend: 'nchwc' where ORT keeps the output blocked
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "family": self.family,
             "config": self.config.to_json() if self.config else None, "op": self.op,
-            "kind": self.kind, "fused_into": self.fused_into,
+            "kind": self.kind, "fused_into": self.fused_into, "layout": self.layout,
             "input_shapes": [list(s) for s in self.input_shapes],
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
             "approx": self.approx, "note": self.note, "inputs": list(self.inputs),
@@ -88,12 +89,16 @@ class LayerCall:
 
 
 class ExtractResult(list):
-    """A list of LayerCall with `traced` (fx succeeded) and `warnings`."""
+    """A list of LayerCall with `traced` (fx succeeded), `warnings`, and `module_calls`: how many
+    container modules (modules with children, the network itself included) one forward calls; in eager
+    PyTorch each such call costs Python time that no single-layer measurement contains."""
 
-    def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None):
+    def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None,
+                 module_calls: int = 0):
         super().__init__(calls)
         self.traced = traced
         self.warnings = list(warnings or [])
+        self.module_calls = module_calls
 
     @property
     def calls(self) -> list[LayerCall]:
@@ -675,10 +680,30 @@ def extract_layers(module: nn.Module, example_inputs) -> ExtractResult:
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            return _extract_fx(module, example_inputs)
+            res = _extract_fx(module, example_inputs)
     except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-        return _extract_hooks(module, example_inputs, reason)
+        res = _extract_hooks(module, example_inputs, reason)
+    res.module_calls = count_container_calls(module, example_inputs)
+    return res
+
+
+def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:
+    """How many times one forward calls a module that has children (the network itself included)."""
+    n = 0
+
+    def hook(*_):
+        nonlocal n
+        n += 1
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if next(m.children(), None) is not None]
+    try:
+        with torch.no_grad():
+            module(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return n
 
 
 from fastdeepiot.graph.fusion import fusion_for_backend  # noqa: E402,F401  (re-export)

@@ -1,7 +1,9 @@
 """Which ops a backend fuses into their producer: `fusion_for_backend(calls, backend)`.
 
 Returns a copy of the calls with `fused_into` set to the name of the layer call an op is fused into
-(always the root of a fusion chain: Conv -> BN -> Relu gives BN and Relu `fused_into='conv'`).
+(always the root of a fusion chain: Conv -> BN -> Relu gives BN and Relu `fused_into='conv'`), and
+`layout='nchwc'` on the calls whose output ORT keeps in its blocked NCHWc layout (R5 and the NCHWc path
+below: a run of such calls pays ReorderInput/ReorderOutput only where it starts and ends).
 
 torch-* (eager): nothing is fused.
 
@@ -155,6 +157,9 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
                 state.setdefault(r.name, set()).add("sum")
                 if r.name in nchwc_out:
                     nchwc_out.add(c.name)
+    for c in calls:
+        if c.name in nchwc_out:
+            c.layout = "nchwc"
 
 
 def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str = "all",
@@ -164,7 +169,7 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     backend names starting with 'torch' fuse nothing; 'onnxruntime' / 'ort' apply R1-R5
     (`level` 'all' = ORT_ENABLE_ALL, 'extended', or 'basic' = only R1). Unknown names raise.
     """
-    out = [replace(c, fused_into=None, inputs=list(c.inputs)) for c in calls]
+    out = [replace(c, fused_into=None, layout=None, inputs=list(c.inputs)) for c in calls]
     name = backend_name.lower()
     if name.startswith("torch") or name == "fake":  # eager torch (and the fake device) fuse nothing
         pass
@@ -179,5 +184,5 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     else:
         raise UnknownNameError(f"no fusion rules for backend {backend_name!r}; known: torch-*, onnxruntime-*")
     if isinstance(calls, ExtractResult):
-        return ExtractResult(out, calls.traced, calls.warnings)
+        return ExtractResult(out, calls.traced, calls.warnings, calls.module_calls)
     return out

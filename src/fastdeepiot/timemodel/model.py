@@ -7,14 +7,22 @@
 Network composition. A network is not the sum of its layers measured one by one: a backend fuses some
 operators into their producer (ONNX Runtime folds BatchNorm into Conv, fuses activations and residual
 adds: `fastdeepiot.graph.fusion`), every network call has its own fixed overhead, and layers inside a
-network run with warmer or colder caches than alone. The total is therefore
+network run with warmer or colder caches than alone. The total is linear in terms that each have a
+physical meaning (`composition_terms`):
 
-    total_ms = c_net + a_unfused * sum(unfused layer ms) + a_fused * sum(fused-away layer ms)
-               + c_free * (number of free ops: reshapes, views, ...)
+    total_ms = c_net + c_free * free ops + c_mod * container-module calls
+               + sum over layer calls of  a_g * standalone_ms + b_g   (+ NCHWc layout terms on ORT)
 
-with non-negative coefficients fitted (relative least squares) on random networks measured during
-profiling (`graph.randomnets`; never the networks we evaluate on). Without measured networks the
-composition is the plain sum of the layers (and fused-away layers cost nothing).
+g is the call's group: `unfused`, `fused` (fused away into its producer), or `nchwc` (an ORT conv on the
+blocked NCHWc path: alone, its session also reorders its input and output, which a chain of such convs
+inside a network does once). b_g is free in sign: a layer timed alone pays its own per-run cost (ORT
+session run, ~3.5 us here), which inside a network it does not, so b_g comes out negative there.
+c_mod prices torch's eager nn.Module.__call__ of containers (Sequential, blocks): a Python cost no single
+layer measurement contains. The NCHWc terms price the reorders alone-vs-inside (M elements of the
+conv's input+output) and the reorders a network does pay (M elements entering a plain op from an NCHWc
+producer). Coefficients are fitted (relative least squares, costs non-negative) on random networks
+measured during profiling (`graph.randomnets`; never the networks we evaluate on). Without measured
+networks the composition is the plain sum of the layers (and fused-away layers cost nothing).
 """
 
 from __future__ import annotations
@@ -81,8 +89,60 @@ class NetworkPrediction:
                 "layers": [asdict(layer) for layer in self.layers]}
 
 
-COMPOSITION_TERMS = ("network_call", "unfused_layers", "fused_layers", "free_ops")
-IDENTITY_COMPOSITION = {"network_call": 0.0, "unfused_layers": 1.0, "fused_layers": 0.0, "free_ops": 0.0}
+# network-level terms, then per-call terms (a call's share of the total is the sum of its own terms)
+NETWORK_TERMS = ("network_call", "free_ops", "module_calls")
+CALL_TERMS = ("unfused_layers", "unfused_count", "fused_layers", "fused_count", "nchwc_layers", "nchwc_count",
+              "nchwc_elements", "reorder_elements")
+COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
+FREE_SIGN_TERMS = ("unfused_count", "fused_count", "nchwc_count", "nchwc_elements", "reorder_elements")
+IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
+
+
+def complete_composition(comp: dict | None) -> dict:
+    """All COMPOSITION_TERMS; a composition saved before a term existed gets 0 for it (NCHWc convs were
+    priced as unfused layers then)."""
+    if not comp:
+        return dict(IDENTITY_COMPOSITION)
+    out = dict.fromkeys(COMPOSITION_TERMS, 0.0)
+    out.update({k: float(v) for k, v in comp.items() if k in out})
+    if "nchwc_layers" not in comp:
+        out["nchwc_layers"] = out["unfused_layers"]
+    return out
+
+
+def call_terms(calls, standalone: list[float]) -> list[dict]:
+    """Per-call composition terms of an extracted, fusion-annotated network: for each call a dict of
+    its CALL_TERMS (empty for calls that are not priced layers: standalone None)."""
+    layout = {c.name: c.layout for c in calls}
+    out = []
+    for c, s in zip(calls, standalone):
+        if c.kind != "layer" or s is None:
+            out.append({})
+            continue
+        if c.fused_into is not None:
+            t = {"fused_layers": s, "fused_count": 1.0}
+        elif c.layout == "nchwc" and c.family == "conv2d":
+            f = c.config.features()  # from the configuration, so a width change moves it
+            t = {"nchwc_layers": s, "nchwc_count": 1.0,
+                 "nchwc_elements": (f["input_bytes"] + f["output_bytes"]) / 4e6}
+        else:
+            t = {"unfused_layers": s, "unfused_count": 1.0}
+            if c.layout != "nchwc" and any(layout.get(i) == "nchwc" for i in c.inputs):
+                t["reorder_elements"] = c.config.features()["input_bytes"] / 4e6
+        out.append(t)
+    return out
+
+
+def composition_terms(calls, standalone: list[float]) -> dict:
+    """The composition terms of one network (`standalone`: each call's standalone ms, None where the
+    call is not a priced layer); `module_calls` comes from the extraction (`ExtractResult`)."""
+    terms = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "network_call": 1.0,
+             "free_ops": float(sum(1 for c in calls if c.kind == "free")),
+             "module_calls": float(getattr(calls, "module_calls", 0))}
+    for t in call_terms(calls, standalone):
+        for k, v in t.items():
+            terms[k] += v
+    return terms
 
 
 class TimeModel:
@@ -91,7 +151,7 @@ class TimeModel:
     def __init__(self, estimators: dict, composition: dict | None = None, device: dict | None = None,
                  conditions: dict | None = None, report: dict | None = None):
         self.estimators = estimators
-        self.composition = dict(composition or IDENTITY_COMPOSITION)
+        self.composition = complete_composition(composition)
         self.device = dict(device or {})
         self.conditions = dict(conditions or {})
         self.report = report if report is not None else {}
@@ -136,25 +196,29 @@ class TimeModel:
         priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
                   if c.kind == "layer" and c.family in self.estimators]
         ms = self.predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
-        out = [({"network_call": 1.0, "unfused_layers": 0.0, "fused_layers": 0.0,
-                 "free_ops": float(sum(1 for c in calls if c.kind == "free"))},
-                [0.0] * len(calls),
-                [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
-                 or (c.kind == "layer" and c.family not in self.estimators)]) for calls in networks]
-        for (i, j, c), m in zip(priced, ms):
-            out[i][0]["fused_layers" if c.fused_into is not None else "unfused_layers"] += float(m)
-            out[i][1][j] = float(m)
+        standalone: list[list] = [[None] * len(calls) for calls in networks]
+        for (i, j, _), m in zip(priced, ms):
+            standalone[i][j] = float(m)
+        out = []
+        for calls, sa in zip(networks, standalone):
+            unmodelled = [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
+                          or (c.kind == "layer" and c.family not in self.estimators)]
+            out.append((composition_terms(calls, sa), [x or 0.0 for x in sa], unmodelled))
         return out
 
     def compose(self, terms: dict) -> float:
         return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+
+    def call_share(self, terms: dict) -> float:
+        """One call's share of the network total, from its `call_terms`."""
+        return float(sum(self.composition[k] * v for k, v in terms.items()))
 
     def extract(self, module, example_inputs):
         from fastdeepiot.graph.extract import extract_layers
         from fastdeepiot.graph.fusion import fusion_for_backend
 
         res = extract_layers(module, example_inputs)
-        return res, fusion_for_backend(list(res), self.backend)
+        return res, fusion_for_backend(res, self.backend)
 
     def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
         """Predicted time of one forward call of `module` on `example_inputs` on this device."""
@@ -166,12 +230,11 @@ class TimeModel:
                 + (" ..." if len(unmodelled) > 8 else "") + "; pass --allow-unmodelled "
                 "(allow_unmodelled=True) to predict the rest")
         total = self.compose(terms)
-        comp = self.composition
         layers = []
-        for c, sa in zip(calls, standalone):
+        for c, sa, t in zip(calls, standalone, call_terms(calls, standalone)):
             if c.kind != "layer" or c.family not in self.estimators:
                 continue
-            share = sa * (comp["fused_layers"] if c.fused_into else comp["unfused_layers"])
+            share = max(0.0, self.call_share(t))  # a fused-away layer can come out a hair below 0
             layers.append(LayerPrediction(c.name, c.op, c.family, dict(c.config.params), share, sa,
                                           c.fused_into, bool(getattr(c, "approx", False))))
         overhead = total - sum(lp.ms for lp in layers)
@@ -280,8 +343,10 @@ def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]]) -> list[
 
 
 def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
-    """Non-negative relative least squares of measured network time on the composition terms."""
-    from scipy.optimize import nnls
+    """Relative least squares of measured network time on the composition terms: costs (the
+    standalone-time factors, per-call and per-module overheads) non-negative, the per-layer offsets and
+    NCHWc reorder terms free in sign (see the module doc). Terms no network exercises stay 0."""
+    from scipy.optimize import lsq_linear
 
     rows, y = [], []
     for (terms, _, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
@@ -291,8 +356,12 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     if len(y) < 5:
         return dict(IDENTITY_COMPOSITION)
     A, y = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
-    coef, _ = nnls(A / y[:, None], np.ones(len(y)))  # minimise sum((pred - y) / y)^2
-    return dict(zip(COMPOSITION_TERMS, map(float, coef)))
+    used = np.flatnonzero(np.abs(A).sum(axis=0) > 0)
+    lower = np.array([-np.inf if COMPOSITION_TERMS[j] in FREE_SIGN_TERMS else 0.0 for j in used])
+    fit = lsq_linear(A[:, used] / y[:, None], np.ones(len(y)), bounds=(lower, np.inf))  # min sum((pred-y)/y)^2
+    comp = dict.fromkeys(COMPOSITION_TERMS, 0.0)
+    comp.update({COMPOSITION_TERMS[j]: float(v) for j, v in zip(used, fit.x)})
+    return comp
 
 
 def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None,
