@@ -8,7 +8,8 @@
 2. fit the tree and each baseline (held-out 20% of each family's configurations);
    The tree model is saved beside the store (<db>.timemodel.json);
 3. measure the zoo networks (MobileNet-, ResNet-, VGG-, ShuffleNet-, DeepSense-style, 4 widths each:
-   none of them is used in fitting) and predict them with every model.
+   none of them is used in fitting; on CPU backends in a child process that runs only networks, as
+   the profile's random networks are) and predict them with every model.
 
 Writes docs/results/predict_accuracy_<backend>.{md,json,png}.
 """
@@ -30,7 +31,8 @@ OUT = ROOT / "docs" / "results"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="torch-cpu")
-    ap.add_argument("--budget", default="25m", help="profiling budget (resumed: time already spent counts)")
+    ap.add_argument("--budget", default="25m", help="profiling budget of this run (a resumed store keeps "
+                    "what it has; --budget 0 fits and evaluates the store as it is)")
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -40,6 +42,7 @@ def main() -> None:
     from fastdeepiot.devices import cpu_model, get_backend
     from fastdeepiot.families import parse_families
     from fastdeepiot.profile.harness import TimingPolicy, measure
+    from fastdeepiot.profile.networker import NetworkWorker
     from fastdeepiot.profile.runner import plan, profile
     from fastdeepiot.profile.store import Store
     from fastdeepiot.report.tables import markdown_table
@@ -57,6 +60,10 @@ def main() -> None:
                     budget_s=budget_s, policy=TimingPolicy())
         n_meas = store.count()
         n_nets = sum(1 for _ in store.measurements(kind="network"))
+        stamps = sorted(m.measured_at for m in store.measurements())
+    from datetime import datetime
+
+    span_s = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
     profile_s = time.monotonic() - t0
     print(f"profiled {s.new} new ({n_meas} in all, {n_nets} networks) in {profile_s:.0f} s", flush=True)
 
@@ -77,14 +84,22 @@ def main() -> None:
 
     nets = zoo_networks()
     net_rows, raw = [], []
+    zoo_policy = TimingPolicy(max_ms=1500, max_calls=500)
+    # like the random networks of the profile: timed in a process that runs only networks
+    worker = NetworkWorker(backend, zoo_policy) if backend.isolate_networks else None
     for name, module, x in nets:
-        meas = measure(backend.network_runner(module, x), TimingPolicy(max_ms=1500, max_calls=500))
+        if worker is not None:
+            meas = worker.measure_module(module, x)
+        else:
+            meas = measure(backend.network_runner(module, x), zoo_policy)
         row = {"network": name, "measured_ms": meas.median_ms}
         for kind, m in models.items():
             row[f"{kind}_ms"] = m.predict_network(module, x).total_ms
         net_rows.append(row)
         raw.append(row)
         print(json.dumps(row), flush=True)
+    if worker is not None:
+        worker.close()
     measured = np.array([r["measured_ms"] for r in net_rows])
     net_summary = []
     for kind in models:
@@ -101,6 +116,7 @@ def main() -> None:
             "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
             "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"),
             "measurements": n_meas, "random_networks": n_nets, "profile_seconds_this_run": round(profile_s),
+            "store_profile_span_s": round(span_s),
             "composition": tm.composition}
     stem = OUT / f"predict_accuracy_{a.backend}"
     stem.with_suffix(".json").write_text(json.dumps(
@@ -113,7 +129,8 @@ def main() -> None:
                              "p90_abs_pct": round(v["p90_abs_pct"], 2), "within_10pct": round(v["within_10pct"], 3)})
     md = [f"# Prediction accuracy on {a.backend}\n",
           f"`{meta['command']}` on {meta['processor']}, {a.threads} thread, {meta['date']}. "
-          f"{n_meas} measurements ({n_nets} random networks) in the store.\n",
+          f"{n_meas} measurements ({n_nets} random networks) in the store, profiled over "
+          f"{span_s / 60:.0f} min (first to last measurement).\n",
           "## Whole networks (zoo, never used in fitting)\n", markdown_table(net_summary),
           "\n## Held-out layer configurations (20% of each family, pooled)\n", markdown_table(layer_rows),
           "\n## Per family\n", markdown_table(fam_rows),

@@ -11,6 +11,8 @@ import sys
 import time
 
 import pytest
+import torch
+import torch.nn as nn
 
 from fastdeepiot.cli import main
 from fastdeepiot.devices import get_backend
@@ -300,6 +302,27 @@ def test_real_backend_smoke(tmp_path, device):
     assert all(m.median_ms > 0 and m.p10_ms <= m.median_ms <= m.p90_ms for m in ms)
     assert ms[0].conditions["threads"] == 1
     assert ms[0].conditions["torch" if device == "torch-cpu" else "onnxruntime"]
+
+
+@pytest.mark.real
+def test_networks_are_timed_in_their_own_process(tmp_path):
+    """torch-cpu times whole networks in a child process; its failures are reported, not fatal."""
+    from fastdeepiot.graph.randomnets import random_network
+    from fastdeepiot.profile.networker import NetworkWorker
+    from fastdeepiot.profile.runner import network_workload
+
+    backend = get_backend("torch-cpu", threads=1)
+    assert backend.isolate_networks
+    _, _, spec = random_network(3, "sensor")
+    bad = dict(spec, blocks=[{"type": "no-such-block"}])
+    with Store.open(tmp_path / "n.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, [network_workload(spec), network_workload(bad)], policy=TimingPolicy.quick())
+        ms = list(store.measurements(kind="network"))
+    assert s.new == 1 and s.failed == 1 and "no-such-block" in s.failures[0]
+    assert ms[0].config == spec and ms[0].median_ms > 0
+    with NetworkWorker(backend, TimingPolicy.quick()) as w:
+        t = w.measure_module(nn.Sequential(nn.Linear(8, 4)).eval(), torch.randn(1, 8))
+        assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
 
 
 @pytest.mark.cuda

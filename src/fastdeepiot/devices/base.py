@@ -63,6 +63,9 @@ class Backend(ABC):
 
     name: str = ""
     description: str = ""
+    # time whole networks in a child process that runs only networks (profile.networker): CPU backends,
+    # where thousands of single layers timed before leave the process ~10% slower for networks
+    isolate_networks: bool = False
 
     def __init__(self, threads: int = 1, dtype: str = "float32"):
         if threads < 1:

@@ -27,6 +27,7 @@ def export_onnx(module, example_inputs: tuple) -> bytes:
 
 class OnnxRuntimeCPU(Backend):
     name = "onnxruntime-cpu"
+    isolate_networks = True
     description = "ONNX Runtime, CPUExecutionProvider, all graph optimisations, intra-op threads set"
 
     @classmethod

@@ -15,6 +15,7 @@ def _as_tuple(x):
 
 class TorchCPU(Backend):
     name = "torch-cpu"
+    isolate_networks = True
     description = "PyTorch eager on the CPU, torch.inference_mode, intra-op threads set"
 
     def _set_threads(self) -> None:
