@@ -60,10 +60,10 @@ def main() -> None:
                     budget_s=budget_s, policy=TimingPolicy())
         n_meas = store.count()
         n_nets = sum(1 for _ in store.measurements(kind="network"))
-        stamps = sorted(m.measured_at for m in store.measurements())
+        stamps = [m.measured_at for m in store.measurements()]  # ISO-8601, UTC: ordered as strings
     from datetime import datetime
 
-    span_s = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
+    span_s = (datetime.fromisoformat(max(stamps)) - datetime.fromisoformat(min(stamps))).total_seconds()
     profile_s = time.monotonic() - t0
     print(f"profiled {s.new} new ({n_meas} in all, {n_nets} networks) in {profile_s:.0f} s", flush=True)
 

@@ -53,7 +53,7 @@ import torch.nn as nn
 from fastdeepiot.compress import surgery
 from fastdeepiot.compress.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
 from fastdeepiot.compress.deps import trace_channels
-from fastdeepiot.compress.finetune import accuracy, correct_mask, finetune, paired_drop_upper
+from fastdeepiot.compress.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
 from fastdeepiot.compress.importance import CRITERIA
 from fastdeepiot.compress.plan import Plan, apply_step
 from fastdeepiot.errors import TargetUnreachableError, UserError
@@ -208,14 +208,18 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
     from fastdeepiot.compress.cost import unmodelled_ops
 
     unm = unmodelled_ops(pricer, model, x)
-    base_acc = acc(model, val_dl)
     base_correct = correct_mask(model, val_dl) if paired else None
+    base_acc = 100.0 * mask_accuracy(base_correct) if paired else acc(model, val_dl)
 
-    def drop_bound(m, a):
-        """The drop the final acceptance tests: the paired upper bound, or the point estimate."""
+    def final_accuracy(m):
+        """A final state's validation accuracy and the drop its acceptance tests: with the default metric
+        the paired upper bound (both from one pass's per-sample correctness), else the point estimate."""
         if base_correct is None:
-            return base_acc - a
-        return max(base_acc - a, paired_drop_upper(base_correct, correct_mask(m, val_dl), confidence))
+            a = acc(m, val_dl)
+            return a, base_acc - a
+        mask = correct_mask(m, val_dl)
+        a = 100.0 * mask_accuracy(mask)
+        return a, max(base_acc - a, paired_drop_upper(base_correct, mask, confidence))
     base_cost = pricer.price(model, x)
     base = {"val_accuracy": base_acc, "cost": base_cost, "predicted_ms": pred_ms(model),
             "params": sum(p.numel() for p in model.parameters())}
@@ -294,8 +298,7 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
         model, steps, _, _ = snapshots[-1]
         model = copy.deepcopy(model)
         finetune(model, train_dl, final_steps, lr=lr, teacher=teacher, seed=seed)
-        fa = acc(model, val_dl)
-        bound = drop_bound(model, fa)
+        fa, bound = final_accuracy(model)
         ok = max_accuracy_drop is None or target_ms is not None or bound <= max_accuracy_drop
         history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps", "cost": pricer.price(model, x),
                         "predicted_ms": pred_ms(model), "val_accuracy": fa, "drop_upper_bound": bound,

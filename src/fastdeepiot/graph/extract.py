@@ -624,7 +624,6 @@ def _first_tensor_shape(x):
 def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResult:
     calls: list[LayerCall] = []
     uses: dict[str, int] = {}
-    handles = []
     leaves = {}
     for name, m in module.named_modules():
         if name and _is_hook_leaf(m) and not any(name.startswith(p + ".") for p in leaves):
@@ -642,14 +641,7 @@ def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResu
 
         return hook
 
-    for name, m in leaves.items():
-        handles.append(m.register_forward_hook(make_hook(name)))
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hooks(module, inputs, [m.register_forward_hook(make_hook(name)) for name, m in leaves.items()])
     warns = [f"torch.fx tracing failed ({reason}); fell back to forward hooks: only leaf module calls "
              "are listed, functional ops (residual adds, torch.cat, F.relu, ...) are invisible, and "
              "data flow is approximated by execution order"]
@@ -696,14 +688,19 @@ def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:
         nonlocal n
         n += 1
 
-    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if next(m.children(), None) is not None]
+    _forward_with_hooks(module, example_inputs, [m.register_forward_pre_hook(hook) for m in module.modules()
+                                                 if next(m.children(), None) is not None])
+    return n
+
+
+def _forward_with_hooks(module: nn.Module, inputs: tuple, handles: list) -> None:
+    """Run `module` once on `inputs` (no_grad) with hooks registered, then remove them (also on error)."""
     try:
         with torch.no_grad():
-            module(*example_inputs)
+            module(*inputs)
     finally:
         for h in handles:
             h.remove()
-    return n
 
 
 from fastdeepiot.graph.fusion import fusion_for_backend  # noqa: E402,F401  (re-export)

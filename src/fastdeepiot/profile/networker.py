@@ -26,12 +26,9 @@ from fastdeepiot.profile.harness import Timing, TimingPolicy, measure
 
 
 def _serve(conn, backend_name: str, threads: int, policy: dict) -> None:
-    import torch
-
     from fastdeepiot.devices import get_backend
     from fastdeepiot.graph.randomnets import build_network, example_input
 
-    torch.set_num_threads(threads)
     backend = get_backend(backend_name, threads=threads)
     pol = TimingPolicy(**policy)
     while True:
