@@ -154,6 +154,28 @@ def test_categorical_split():
     np.testing.assert_array_equal(back.predict(Xn), m.predict(Xn))
 
 
+def test_leaf_does_not_extrapolate_far_beyond_its_samples():
+    # 'small' layers were only profiled up to 1e4 FLOPs, with a steep per-FLOP cost; a 'small' query at
+    # 1e6 FLOPs takes the equation of the nearest ancestor whose samples reach that far, not 100x the leaf's
+    rng = np.random.default_rng(5)
+    kind = np.array(["small"] * 100 + ["big"] * 300)
+    flops = np.concatenate([rng.uniform(1e3, 1e4, 100), rng.uniform(1e3, 2e6, 300)])
+    y = 0.005 + np.where(kind == "small", 4e-7, 2e-8) * flops
+    X = pd.DataFrame({"kind": kind, "flops": flops})
+    m = ModelTree().fit(X, y)
+    assert med_pct(y, m.predict(X)) < 1.0  # inside the ranges nothing changes
+    q = pd.DataFrame({"kind": ["small", "small"], "flops": [1.2e4, 1e6]})
+    leaf = m.nodes_[m.apply(q)[1]]
+    assert leaf["range"]["flops"][1] < 1e4 < 1e6 / 1.5
+    root = m.nodes_[0]["model"]
+    near, far = m.predict(q)
+    assert near == pytest.approx(0.005 + 4e-7 * 1.2e4, rel=0.02)  # within the slack: the leaf's own equation
+    assert far == pytest.approx(root["intercept"] + sum(root["coef"][c] * 1e6 for c in root["features"]))
+    assert far < 0.005 + 4e-7 * 1e6 / 3
+    back = ModelTree.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_array_equal(back.predict(q), m.predict(q))
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

@@ -53,6 +53,7 @@ DEFAULT_QUANTA = (4, 8, 16, 32, 64)
 # Leaf regression features, in this order, when present (and not all zero).
 DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes", "steps")
 WORK_FEATURE = "flops"
+EXTRAPOLATION_SLACK = 1.5  # a leaf's equation is trusted up to 1.5x beyond the feature range it was fitted on
 _PAD_RE = re.compile(r"^flops_pad(\d+)$")
 _MOD_RE = re.compile(r"^(.+)_mod(\d+)$")
 FORMAT_VERSION = 1
@@ -379,14 +380,17 @@ class ModelTree(RegressorMixin, BaseEstimator):
                 self.ccp_alpha_ = self._cv_alpha(nodes, rng, k)
                 self._ccp_prune(nodes, self.ccp_alpha_)
         nodes = self._compact(nodes)
-        # refit leaves on all samples routed to them
+        # refit leaves on all samples routed to them; every node gets its own fit and the range of the
+        # leaf features it saw (the extrapolation guard of _predict_nodes)
         leaf_of = self._route(nodes, {c: self._split_vals[c] for c in sf}, n)
+        under = self._samples_under(nodes, leaf_of)
         for i, nd in enumerate(nodes):
-            if nd["leaf"]:
-                idx = np.flatnonzero(leaf_of == i)
-                if idx.size:
-                    nd["model"] = self._fit_leaf(idx)
-                nd["n"] = int(idx.size)
+            idx = under[i]
+            if idx.size:
+                nd["model"] = self._fit_leaf(idx)
+                nd["range"] = {c: [float(self._F[c][idx].min()), float(self._F[c][idx].max())]
+                               for c in nd["model"]["features"]}
+            nd["n"] = int(idx.size)
         self.nodes_ = nodes
         self.floor_ms_ = float(0.1 * y.min())
         self.n_leaves_ = sum(nd["leaf"] for nd in nodes)
@@ -680,6 +684,19 @@ class ModelTree(RegressorMixin, BaseEstimator):
         return pred
 
     @staticmethod
+    def _samples_under(nodes, leaf_of) -> list[np.ndarray]:
+        """Per node, the indices of the samples routed to a leaf below it (or to it)."""
+        out: list[np.ndarray] = [np.empty(0, dtype=int)] * len(nodes)
+
+        def rec(i):
+            nd = nodes[i]
+            out[i] = np.flatnonzero(leaf_of == i) if nd["leaf"] else np.concatenate([rec(nd["left"]), rec(nd["right"])])
+            return out[i]
+
+        rec(0)
+        return out
+
+    @staticmethod
     def _route(nodes, vals, n) -> np.ndarray:
         leaf_of = np.zeros(n, dtype=int)
         stack = [(0, np.arange(n))]
@@ -700,14 +717,43 @@ class ModelTree(RegressorMixin, BaseEstimator):
         return {c: (df[c].astype(str).to_numpy() if c in self.categorical_ else df[c].to_numpy(float)) for c in used}
 
     def _predict_nodes(self, df) -> np.ndarray:
+        """Each row gets the equation of its leaf, unless one of that equation's features lies outside
+        the range the leaf was fitted on (by more than EXTRAPOLATION_SLACK): then the equation of the
+        nearest ancestor whose samples cover the row. A leaf of 18 small 1x1 convolutions (ONNX Runtime)
+        had fitted 5.8 us + 4.2e-7 ms/FLOP, and priced an 8->8 1x1 convolution at 32x32, 8x the FLOPs
+        of any of its samples, at 60 us (measured: about 15 us)."""
         n = len(df)
-        leaf_of = self._route(self.nodes_, self._split_columns(df), n)
+        nodes = self.nodes_
+        at = self._route(nodes, self._split_columns(df), n)
+        if all("range" in nd for nd in nodes):
+            parent = {c: i for i, nd in enumerate(nodes) if not nd["leaf"] for c in (nd["left"], nd["right"])}
+            cols = {c: df[c].to_numpy(float) for nd in nodes for c in nd["range"]}
+            for i in np.unique(at):
+                rows = np.flatnonzero(at == i)
+                node = i
+                while rows.size:
+                    out = self._outside(nodes[node], cols, rows)
+                    rows = rows[out]
+                    if node not in parent or not rows.size:
+                        break
+                    node = parent[node]
+                    inside = ~self._outside(nodes[node], cols, rows)
+                    at[rows[inside]] = node
         pred = np.empty(n)
-        for i in np.unique(leaf_of):
-            m = leaf_of == i
-            model = self.nodes_[i]["model"]
+        for i in np.unique(at):
+            m = at == i
+            model = nodes[i]["model"]
             pred[m] = self._linear(model, {c: df[c].to_numpy(float)[m] for c in model["features"]})
         return np.maximum(pred, self.floor_ms_)
+
+    @staticmethod
+    def _outside(node, cols, rows) -> np.ndarray:
+        """Mask over `rows`: a feature of `node`'s equation beyond its fitted range (times the slack)."""
+        out = np.zeros(rows.size, dtype=bool)
+        for c, (lo, hi) in node["range"].items():
+            v = cols[c][rows]
+            out |= (v > hi * EXTRAPOLATION_SLACK) | (v < lo / EXTRAPOLATION_SLACK)
+        return out
 
     def _check_X(self, X):
         check_is_fitted(self, "nodes_")
