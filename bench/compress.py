@@ -1,7 +1,7 @@
 """Compression benchmark: ours vs baselines, measured time and test accuracy, per task and CPU backend.
 
     .venv/bin/python bench/compress.py --task har --backend torch-cpu \
-        --time-model runs/bench/torch-cpu.timemodel.json [--budgets 0.5,1.0] [--quick]
+        --time-model runs/bench/torch-cpu.timemodel.json [--budgets 0.5,1.0] [--rounds 5]
 
 Writes / updates docs/results/compress.json (one entry per task x backend), compress.md and
 compress_<task>_<backend>.png (Pareto: measured ms vs test accuracy). Methods:
@@ -14,6 +14,7 @@ Accuracy drops are percentage points of *test* accuracy against the original che
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--final-epochs", type=float, default=1.5)
     ap.add_argument("--max-iters", type=int, default=10)
     ap.add_argument("--scratch-epochs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5, help="timing rounds over all models (min of medians)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     from fastdeepiot.compress.baselines import ratio_for_flops
     from fastdeepiot.compress.cost import FlopsCost, TimeCost
     from fastdeepiot.compress.finetune import finetune
-    from fastdeepiot.compress.search import compress, measure_ms
+    from fastdeepiot.compress.search import compress, measure_models
     from fastdeepiot.timemodel.model import TimeModel
 
     t = tasks.get(args.task)
@@ -57,13 +59,14 @@ def main(argv=None) -> int:
     x = next(iter(va))[0][:1]
     tcost, fcost = TimeCost(tm), FlopsCost()
 
+    models = []  # (row, module): every model is timed at the end, together (see measure_all)
+
     def row(method, m, budget=None, note=None, extra=None):
-        # min of 3 medians: the 2 shared cores are busy with other jobs at times
-        r = {"method": method, "budget": budget, "measured_ms": min(measure_ms(m, x, args.backend) for _ in range(3)),
-             "predicted_ms": tcost.price(m, x), "mflops": fcost.price(m, x),
+        r = {"method": method, "budget": budget, "predicted_ms": tcost.price(m, x), "mflops": fcost.price(m, x),
              "params": sum(p.numel() for p in m.parameters()),
              "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te), "note": note}
         r.update(extra or {})
+        models.append((r, copy.deepcopy(m).eval()))
         print(json.dumps(r), flush=True)
         return r
 
@@ -99,6 +102,9 @@ def main(argv=None) -> int:
         tasks.train(m, t, epochs=args.scratch_epochs, seed=0, progress=False, train_loader=tr, val_loader=va)
         rows.append(row(f"width x{w:g} from scratch", m, None, f"{args.scratch_epochs} epochs"))
 
+    # every model timed together, round-robin, in a process that runs only networks (measure_models)
+    for (r, _), ms in zip(models, measure_models([m for _, m in models], x, args.backend, rounds=args.rounds)):
+        r["measured_ms"] = ms
     entry = {"task": t.name, "backend": args.backend, "checkpoint": str(ckpt), "time_model": args.time_model,
              "settings": vars(args), "base_test_accuracy": base_test, "rows": rows, "verdict": verdict(rows, base_test)}
     OUT.mkdir(parents=True, exist_ok=True)
