@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     x = next(iter(va))[0][:1]
     tcost, fcost = TimeCost(tm), FlopsCost()
 
-    models = []  # (row, module): every model is timed at the end, together (see measure_all)
+    models = []  # (row, module): every model is timed at the end, together (measure_models)
 
     def row(method, m, budget=None, note=None, extra=None):
         r = {"method": method, "budget": budget, "predicted_ms": tcost.price(m, x), "mflops": fcost.price(m, x),

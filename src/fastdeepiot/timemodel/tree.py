@@ -728,17 +728,14 @@ class ModelTree(RegressorMixin, BaseEstimator):
         if all("range" in nd for nd in nodes):
             parent = {c: i for i, nd in enumerate(nodes) if not nd["leaf"] for c in (nd["left"], nd["right"])}
             cols = {c: df[c].to_numpy(float) for nd in nodes for c in nd["range"]}
-            for i in np.unique(at):
-                rows = np.flatnonzero(at == i)
-                node = i
-                while rows.size:
-                    out = self._outside(nodes[node], cols, rows)
-                    rows = rows[out]
-                    if node not in parent or not rows.size:
-                        break
+            for node in np.unique(at):
+                rows = np.flatnonzero(at == node)
+                rows = rows[self._outside(nodes[node], cols, rows)]
+                while rows.size and node in parent:  # climb until an ancestor covers each row
                     node = parent[node]
-                    inside = ~self._outside(nodes[node], cols, rows)
-                    at[rows[inside]] = node
+                    out = self._outside(nodes[node], cols, rows)
+                    at[rows[~out]] = node
+                    rows = rows[out]
         pred = np.empty(n)
         for i in np.unique(at):
             m = at == i
