@@ -62,7 +62,7 @@ def run(out: Path, full: bool, device: str = "torch-cpu", budget: str | None = N
     _step("6. compress it, guided by the time model (at most 0.5 accuracy points lost)")
     code = cli(["compress", str(ckpt), "--task", "har", "--time-model", str(tm_path),
                 "--max-accuracy-drop", "0.5", "-o", str(out / "har_fast.pt"),
-                *([] if full else ["--max-iters", "8", "--final-epochs", "1"])])
+                *([] if full else ["--max-iters", "8", "--final-epochs", "2"])])
     if code:
         return code
 

@@ -22,9 +22,10 @@ def compress(
     out: Path = typer.Option(..., "-o", "--out", help="pruned checkpoint; .plan.json / .report.json / .png beside it"),
     criterion: str = typer.Option("taylor", help="channel importance: taylor or l1"),
     cost: str = typer.Option("time", help="cost to minimise: time (the time model) or flops (ablation)"),
-    distill: bool = typer.Option(False, "--distill", help="fine-tune with knowledge distillation from the original"),
-    finetune_steps: int = typer.Option(60, help="fine-tuning steps per evaluated candidate"),
-    final_epochs: float = typer.Option(2.0, help="fine-tuning epochs at the end"),
+    distill: bool = typer.Option(True, "--distill/--no-distill",
+                                 help="fine-tune with knowledge distillation from the original network too"),
+    finetune_steps: int = typer.Option(100, help="fine-tuning steps per evaluated candidate"),
+    final_epochs: float = typer.Option(4.0, help="fine-tuning epochs at the end"),
     max_iters: int = typer.Option(25, help="search iterations at most"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
     confidence: float = typer.Option(0.9, help="accept a state only if this one-sided upper confidence bound "

@@ -186,7 +186,7 @@ def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
 def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_input: torch.Tensor | None = None,
              max_accuracy_drop: float | None = None, target_ms: float | None = None,
              metric: Callable | None = None, criterion: str = "taylor", cost: str = "time",
-             distill: bool = False, finetune_steps: int = 60, final_epochs: float = 2.0, lr: float = 1e-3,
+             distill: bool = True, finetune_steps: int = 100, final_epochs: float = 4.0, lr: float = 1e-3,
              max_iters: int = 25, step_fraction: float = 0.08, evaluate_top: int = 2, search_slack: float = 1.0,
              moves: tuple[str, ...] = MOVES, max_seq_factor: int = 8, measure: bool = True,
              confidence: float = 0.9,
@@ -195,6 +195,11 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
     """Prune `model` (a copy) so that its predicted time on `time_model`'s device drops as far as possible
     within `max_accuracy_drop` percentage points of validation accuracy, or until it reaches
     `target_ms` (TargetUnreachableError when the search space cannot reach it). See the module doc.
+
+    Fine-tuning distils from the original network by default (`distill`): on userid (torch-cpu), the
+    search with distillation and an 8-epoch final fine-tune found a network at 0.50x the original's
+    measured time with no test accuracy lost, where labels alone and 1.5 epochs lost 0.6-2 validation
+    points on every pruned state (docs/results/compress.md).
 
     cost="flops" uses FLOPs in place of the time model (the ablation; `time_model` is then still used,
     when given, to report predicted ms). The model must be torch.fx-traceable and built from the
