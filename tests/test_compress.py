@@ -387,3 +387,23 @@ def test_paired_drop_upper_bound():
     base2[60:110] = False
     noisy[60:110] = True
     assert paired_drop_upper(base2, noisy, 0.9) > upper
+
+
+def test_distillation_pulls_the_student_toward_the_teacher():
+    """Fine-tuning with a teacher (the default in compress) matches the teacher's outputs, labels aside."""
+    import torch.nn.functional as F
+
+    from fastdeepiot.compress.finetune import finetune
+
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x = torch.randn(256, 4)
+    loader = [(x[i:i + 32], torch.randint(0, 3, (32,))) for i in range(0, 256, 32)]  # labels are noise
+
+    def kl():
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(student(x), 1), F.softmax(teacher(x), 1), reduction="batchmean"))
+
+    before = kl()
+    finetune(student, loader, 300, lr=1e-2, teacher=teacher, distill_weight=1.0, weight_decay=0.0)
+    assert kl() < 0.1 * before
