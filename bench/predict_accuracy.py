@@ -41,7 +41,7 @@ def main() -> None:
     from fastdeepiot.commands.profile import parse_duration
     from fastdeepiot.devices import cpu_model, get_backend
     from fastdeepiot.families import parse_families
-    from fastdeepiot.profile.harness import TimingPolicy, measure
+    from fastdeepiot.profile.harness import TimingPolicy, measure_network
     from fastdeepiot.profile.networker import NetworkWorker
     from fastdeepiot.profile.runner import plan, profile
     from fastdeepiot.profile.store import Store
@@ -91,7 +91,7 @@ def main() -> None:
         if worker is not None:
             meas = worker.measure_module(module, x)
         else:
-            meas = measure(backend.network_runner(module, x), zoo_policy)
+            meas = measure_network(backend, module, x, zoo_policy)
         row = {"network": name, "measured_ms": meas.median_ms}
         for kind, m in models.items():
             row[f"{kind}_ms"] = m.predict_network(module, x).total_ms

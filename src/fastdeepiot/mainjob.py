@@ -74,7 +74,7 @@ def predict_reference_networks(tm_path: Path, out_json: Path) -> None:
     import json
 
     from fastdeepiot.devices import get_backend
-    from fastdeepiot.profile.harness import measure
+    from fastdeepiot.profile.harness import measure_network
     from fastdeepiot.report.tables import print_table
     from fastdeepiot.timemodel.model import TimeModel
     from fastdeepiot.zoo import build_zoo_network
@@ -86,7 +86,7 @@ def predict_reference_networks(tm_path: Path, out_json: Path) -> None:
                         ("shufflenet", 1.0), ("vgg", 0.25)):
         net, x = build_zoo_network(name, width)
         pred = tm.predict_network(net, x).total_ms
-        meas = measure(backend.network_runner(net, x)).median_ms
+        meas = measure_network(backend, net, x).median_ms
         rows.append({"network": f"{name} x{width}", "predicted_ms": pred, "measured_ms": meas,
                      "error_pct": 100 * (pred - meas) / meas})
     print_table(rows, title=f"reference networks on {tm.backend} (not used in fitting)")

@@ -145,10 +145,10 @@ def predict(
     result = p.to_dict()
     if measure_it:
         from fastdeepiot.devices import get_backend
-        from fastdeepiot.profile.harness import measure
+        from fastdeepiot.profile.harness import measure_network
 
         backend = get_backend(tm.backend, threads=int(tm.device.get("threads", 1)))
-        result["measured_ms"] = measure(backend.network_runner(net, x)).median_ms
+        result["measured_ms"] = measure_network(backend, net, x).median_ms
         result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:
         print(json.dumps(result, indent=2))

@@ -104,7 +104,7 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     the search, the unpruned userid network measured 0.103 ms and, later in the same run, the very
     same network 0.071 ms on onnxruntime-cpu."""
     from fastdeepiot.devices import get_backend
-    from fastdeepiot.profile.harness import TimingPolicy, measure
+    from fastdeepiot.profile.harness import measure_network
     from fastdeepiot.profile.networker import NetworkWorker
 
     b = get_backend(backend, threads=threads)
@@ -114,15 +114,8 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     try:
         for _ in range(rounds):
             for i, m in enumerate(models):
-                if worker is not None:
-                    ms = worker.measure_module(m, x).median_ms
-                else:
-                    runner = b.network_runner(m, (x,))
-                    try:
-                        ms = measure(runner, TimingPolicy()).median_ms
-                    finally:
-                        runner.close()
-                best[i] = min(best[i], float(ms))
+                t = worker.measure_module(m, x) if worker is not None else measure_network(b, m, (x,))
+                best[i] = min(best[i], float(t.median_ms))
     finally:
         if worker is not None:
             worker.close()

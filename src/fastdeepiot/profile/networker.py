@@ -22,7 +22,7 @@ import multiprocessing as mp
 from dataclasses import asdict
 
 from fastdeepiot.devices.base import Backend
-from fastdeepiot.profile.harness import Timing, TimingPolicy, measure
+from fastdeepiot.profile.harness import Timing, TimingPolicy, measure_network
 
 
 def _serve(conn, backend_name: str, threads: int, policy: dict) -> None:
@@ -44,11 +44,7 @@ def _serve(conn, backend_name: str, threads: int, policy: dict) -> None:
                 module, x = build_network(payload), example_input(payload)
             else:
                 module, x = payload
-            runner = backend.network_runner(module, x)
-            try:
-                t = measure(runner, TimingPolicy(**job_policy) if job_policy else pol)
-            finally:
-                runner.close()
+            t = measure_network(backend, module, x, TimingPolicy(**job_policy) if job_policy else pol)
             conn.send(("ok", t.to_dict()))
         except Exception as e:  # reported to the parent, which counts it as a failed workload
             conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"))
