@@ -725,9 +725,11 @@ class ModelTree(RegressorMixin, BaseEstimator):
         n = len(df)
         nodes = self.nodes_
         at = self._route(nodes, self._split_columns(df), n)
+        # every equation's feature columns, converted once (a node's "range" has its equation's features)
+        features = {c for nd in nodes if "model" in nd for c in nd["model"]["features"]}
+        cols = {c: df[c].to_numpy(float) for c in features}
         if all("range" in nd for nd in nodes):
             parent = {c: i for i, nd in enumerate(nodes) if not nd["leaf"] for c in (nd["left"], nd["right"])}
-            cols = {c: df[c].to_numpy(float) for nd in nodes for c in nd["range"]}
             for node in np.unique(at):
                 rows = np.flatnonzero(at == node)
                 rows = rows[self._outside(nodes[node], cols, rows)]
@@ -740,7 +742,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         for i in np.unique(at):
             m = at == i
             model = nodes[i]["model"]
-            pred[m] = self._linear(model, {c: df[c].to_numpy(float)[m] for c in model["features"]})
+            pred[m] = self._linear(model, {c: cols[c][m] for c in model["features"]})
         return np.maximum(pred, self.floor_ms_)
 
     @staticmethod
