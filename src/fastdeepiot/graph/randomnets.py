@@ -2,10 +2,17 @@
 
 The profiler measures these whole networks (next to the single layers) so that the time model can
 learn what composing layers adds or removes: per-call overhead, fusion effects, cache effects between
-consecutive layers. They are deliberately unlike the zoo networks (`fastdeepiot.zoo`, used only for
+consecutive layers. They are not the zoo networks (`fastdeepiot.zoo`, used only for
 evaluation): random block sequences, random kernels (1/3/5/7), odd widths, every activation kind,
 pre-activation convs, standalone BN, multi-kernel conv forks joined by concat, single-conv residuals,
 LSTM as well as GRU heads.
+
+Each network draws a *style* first (version 2): how many activation kinds and kernel sizes it uses (a
+real network uses one or two of each; a third of the random ones use any), how often its convs carry
+BN, and how often a shape-preserving block repeats. This matters for the composition: on torch-cpu a
+layer runs slower inside a network that mixes many different kernels than in a standalone loop or in a
+network that repeats a few (GELU 9 us standalone, 19-25 us inside a mixed network; ReLU +1 us inside a
+ResNet), so the fitted networks must span both homogeneous and mixed networks.
 
   random_network(seed, kind) -> (module, example_input, spec)   kind: 'image' | 'sensor'
   build_network(spec)        -> module                            identical architecture and weights
@@ -26,7 +33,7 @@ import torch.nn as nn
 
 from fastdeepiot.families import ACTIVATIONS
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: per-network style (palettes, repeats); the spec format is unchanged
 _ACT_CLS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "hardswish": nn.Hardswish,
     "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
@@ -199,11 +206,22 @@ def _gen_spec(seed: int, kind: str) -> dict:
     macs = 0.0
     blocks: list[dict] = []
     acts = list(ACTIVATIONS)
+    all_kernels = [1, 3, 3, 5, 7] if dim == 2 else [1, 3, 5, 5, 7]
+    # the style: palettes a real network would use (one or two kinds), or anything for a third of them
+    mixed = rng.random() < 0.35
+    act_palette = acts if mixed else rng.sample(["relu"] * 3 + acts, rng.choice([1, 1, 2]))
+    k_palette = all_kernels if mixed else sorted({rng.choice(all_kernels) for _ in range(rng.choice([1, 2]))})
+    p_bn = rng.choice([0.0, 0.7, 0.7, 1.0, 1.0])
+    p_repeat = 0.0 if mixed else rng.choice([0.0, 0.5, 0.8])
 
     def pick_act(p_none=0.15):
         if rng.random() < p_none:
             return None
-        return rng.choice(["relu"] * 3 + acts)
+        return rng.choice(act_palette)
+
+    def pick_k(choices):
+        own = [k for k in choices if k in k_palette]
+        return rng.choice(own or choices)
 
     for i in range(n_blocks):
         choices = ["conv"] * 5 + ["pool"] * 2 + ["bn_act", "res", "res", "fork_cat", "fork_cat"]
@@ -218,7 +236,7 @@ def _gen_spec(seed: int, kind: str) -> dict:
             size = (size - k) // s + 1
             macs += c * size**dim * k**dim / 4
         elif t == "conv":
-            k = rng.choice([1, 3, 3, 5, 7] if dim == 2 else [1, 3, 5, 5, 7])
+            k = pick_k(all_kernels)
             s = 2 if (rng.random() < 0.3 and size >= 8) else 1
             cout = _width(rng)
             g = 1
@@ -236,22 +254,31 @@ def _gen_spec(seed: int, kind: str) -> dict:
             if macs + m > budget and blocks:
                 break
             blocks.append({"type": "conv", "cout": cout, "k": k, "stride": s, "groups": g,
-                           "bn": rng.random() < 0.7, "act": pick_act(), "preact": rng.random() < 0.15 and i > 0})
+                           "bn": rng.random() < p_bn, "act": pick_act(), "preact": rng.random() < 0.15 and i > 0})
             macs += m
             c, size = cout, _conv_out(size, k, s)
+            # a stage: the same stride-1 conv repeated at the new width (cheap when it fits the budget)
+            while rng.random() < p_repeat and g == 1:
+                m = _conv_macs(dim, c, c, k, 1, 1, size)
+                if macs + m > budget:
+                    break
+                blocks.append({**blocks[-1], "cout": c, "stride": 1, "preact": False})
+                macs += m
         elif t == "bn_act":
             blocks.append({"type": "bn_act", "act": pick_act(0.0)})
         elif t == "res":
-            k = rng.choice([1, 3, 5])
+            k = pick_k([1, 3, 5])
             dw = rng.random() < 0.4
             m = _conv_macs(dim, c, c, k, 1, c if dw else 1, size)
+            reps = 1 + sum(1 for _ in range(3) if rng.random() < p_repeat)
             if macs + m > budget:
                 continue
-            blocks.append({"type": "res", "k": k, "depthwise": dw, "act": pick_act(0.3)})
-            macs += m
+            reps = min(reps, int((budget - macs) // max(m, 1)))
+            blocks += [{"type": "res", "k": k, "depthwise": dw, "act": pick_act(0.3)}] * reps
+            macs += m * reps
         elif t == "fork_cat":
             nb = rng.choice([2, 2, 3])
-            ks = rng.sample([1, 3, 5], nb)
+            ks = rng.sample([1, 3, 5], nb)  # a fork mixes kernels by design
             brs = [{"cout": _width(rng, 4, 64), "k": k} for k in ks]
             m = sum(_conv_macs(dim, c, br["cout"], br["k"], 1, 1, size) for br in brs)
             if macs + m > budget:
@@ -261,14 +288,14 @@ def _gen_spec(seed: int, kind: str) -> dict:
             c = sum(br["cout"] for br in brs)
     # top up small networks with stride-1 convs until they use half their budget
     while macs < 0.5 * budget and len(blocks) < 18:
-        k = rng.choice([1, 3, 3, 5])
+        k = pick_k([1, 3, 3, 5])
         cout = _width(rng, 8, 128)
         m = _conv_macs(dim, c, cout, k, 1, 1, size)
         while macs + m > budget and cout > 4:
             cout = max(4, cout // 2)
             m = _conv_macs(dim, c, cout, k, 1, 1, size)
         blocks.append({"type": "conv", "cout": cout, "k": k, "stride": 1, "groups": 1,
-                       "bn": rng.random() < 0.7, "act": pick_act(), "preact": False})
+                       "bn": rng.random() < p_bn, "act": pick_act(), "preact": False})
         macs += m
         c = cout
     head_pool = "avg"
