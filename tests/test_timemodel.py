@@ -125,6 +125,50 @@ def test_composition_learns_per_run_and_module_call_costs(tmp_path):
     assert abs(plain.predict_network(net, x).total_ms - true) / true > 0.1
 
 
+def test_kernel_kind_separates_the_code_a_layer_runs():
+    from fastdeepiot.timemodel.model import kernel_kind
+
+    act = dict(batch=1, channels=8, dims=2, size=8)
+    assert kernel_kind(LayerConfig("activation", {**act, "kind": "gelu"})) != \
+        kernel_kind(LayerConfig("activation", {**act, "kind": "relu"}))
+    conv = dict(batch=1, in_channels=16, out_channels=16, kernel=3, stride=1, size=8)
+    kinds = {kernel_kind(LayerConfig("conv2d", {**conv, "groups": g})) for g in (1, 4, 16)}
+    assert len(kinds) == 3  # dense, grouped, depthwise
+    # widths do not change the kernel kind
+    assert kernel_kind(LayerConfig("conv2d", {**conv, "groups": 1})) == \
+        kernel_kind(LayerConfig("conv2d", {**conv, "groups": 1, "out_channels": 40}))
+
+
+class Plain(nn.Module):
+    """Twelve conv -> relu blocks: two kernel kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(12) for m in (nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())])
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_composition_learns_the_kernel_mix_slowdown(tmp_path):
+    """Inside a network that runs many distinct kernels every layer runs slower than alone; the
+    composition recovers the slowdown from random networks (which mix few or many kinds) and so prices a
+    homogeneous network and a mixed one each correctly."""
+    backend = FakeBackend(step=16, kernel_mix=0.1)
+    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=2, network_every=10), max_new=1500)
+        tm = fit_time_model(store)
+    assert tm.composition["mixed_layers"] == pytest.approx(0.1, abs=0.02)
+    plain = TimeModel(tm.estimators, None, tm.device)
+    for net, x in ((Plain(), torch.randn(1, 8, 16, 16)), (Residual(), torch.randn(1, 3, 16, 16))):
+        net = net.eval()
+        true = backend.network_ms(net, x)
+        assert tm.predict_network(net, x).total_ms == pytest.approx(true, rel=0.03)
+    mixed = Residual().eval()
+    x = torch.randn(1, 3, 16, 16)
+    assert plain.predict_network(mixed, x).total_ms < 0.9 * backend.network_ms(mixed, x)
+
+
 def test_json_round_trip_gives_identical_predictions(fake_tm, tmp_path):
     path = tmp_path / "tm.json"
     fake_tm.save(path)

@@ -68,15 +68,18 @@ class FakeBackend(Backend):
     description = "deterministic formula with a width staircase and a fake clock (for tests)"
 
     def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0,
-                 run_ms: float = 0.0, module_call_ms: float = 0.0):
+                 run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0):
         """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
         session run); `module_call_ms`: the cost of each container-module call inside a network (like
-        eager PyTorch's nn.Module.__call__). Both 0 by default."""
+        eager PyTorch's nn.Module.__call__); `kernel_mix`: inside a network that runs D distinct kernel
+        kinds, every layer takes (1 + kernel_mix * ln D) times its standalone time (like a CPU whose
+        caches keep one kernel's code hot in a loop, not many kernels'). All 0 by default."""
         super().__init__(threads, dtype)
         self.step = step
         self.jitter = jitter
         self.run_ms = run_ms
         self.module_call_ms = module_call_ms
+        self.kernel_mix = kernel_mix
 
     def processor(self) -> str:
         return f"fake-step{self.step}"
@@ -85,18 +88,21 @@ class FakeBackend(Backend):
         return fake_layer_ms(config, self.step)
 
     def network_ms(self, module, example_inputs) -> float:
-        """Sum of the priced layers plus one network call overhead (and `run_ms` once, `module_call_ms`
-        per container call); free ops cost nothing."""
+        """Sum of the priced layers (slowed by `kernel_mix`) plus one network call overhead (and `run_ms`
+        once, `module_call_ms` per container call); free ops cost nothing."""
         from fastdeepiot.graph.extract import extract_layers
+        from fastdeepiot.timemodel.model import kernel_kind
 
         res = extract_layers(module, example_inputs)
-        total = NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls
+        layers = 0.0
         for c in res:
             if c.kind == "layer":
-                total += self.layer_ms(c.config)
+                layers += self.layer_ms(c.config)
             elif c.kind == "unmodelled":
                 raise ValueError(f"fake backend cannot time {c.op} ({c.name})")
-        return total
+        kinds = {kernel_kind(c.config) for c in res if c.kind == "layer"}
+        layers *= 1 + self.kernel_mix * math.log(max(1, len(kinds)))
+        return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers
 
     def layer_runner(self, config: LayerConfig) -> Runner:
         return _FakeRunner(self.layer_ms(config) + self.run_ms, self.jitter, config.key)
@@ -107,4 +113,4 @@ class FakeBackend(Backend):
 
     def conditions(self) -> dict:
         return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter, "run_ms": self.run_ms,
-                "module_call_ms": self.module_call_ms}
+                "module_call_ms": self.module_call_ms, "kernel_mix": self.kernel_mix}
