@@ -83,19 +83,46 @@ def _pick(values: list, u: float, name: str):
     return values[min(len(values) - 1, int(u * len(values)))]
 
 
+# Share of random configurations whose widths are all rounded to a multiple of 16 / of 8 (and not
+# below it). The networks people deploy use such widths, and that is where a backend's fast path is:
+# on onnxruntime-cpu a 16->16 3x3 convolution at 32x32 takes 53 us, while a tree that had seen almost
+# no configuration with both widths aligned (1 in 256 of log-uniform draws) priced it at 76 us.
+ALIGNED_SHARE = {16: 0.2, 8: 0.2}
+
+
+def _align(family: str, p: dict, u: float) -> dict:
+    """Round every width parameter to a multiple of 16 or 8 for the ALIGNED_SHARE of u."""
+    quantum, edge = None, 0.0
+    for q, share in ALIGNED_SHARE.items():
+        edge += share
+        if u < edge:
+            quantum = q
+            break
+    if quantum is None:
+        return p
+    fam = get_family(family)
+    for k in fam.width_params:
+        values = fam.space[k]
+        target = max(quantum, int(round(p[k] / quantum)) * quantum)
+        p[k] = min(values, key=lambda v: abs(v - target))
+    return p
+
+
 def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
-    """n valid configurations under the cost cap from a scrambled Sobol sequence (deterministic)."""
+    """n valid configurations under the cost cap from a scrambled Sobol sequence (deterministic);
+    `ALIGNED_SHARE` of them with their widths rounded to multiples of 16 or 8."""
     from scipy.stats import qmc
 
     fam = get_family(family)
     names = list(fam.space)
-    sampler = qmc.Sobol(d=len(names) + 1, scramble=True, seed=seed)
+    sampler = qmc.Sobol(d=len(names) + 2, scramble=True, seed=seed)
     out: list[LayerConfig] = []
     seen: set[str] = set()
     for _ in range(50):  # rounds of candidates; rejection keeps the cap
         pts = sampler.random(max(64, 2 ** math.ceil(math.log2(max(2, 4 * n)))))
         for u in pts:
             p = {k: _pick(fam.space[k], float(u[i]), k) for i, k in enumerate(names)}
+            p = _align(family, p, float(u[-2]))
             p = _repair(family, p, float(u[-1]))
             if p is None:
                 continue
