@@ -24,9 +24,9 @@ dispatch hot; inside a network it competes with every other kernel the network r
 mixes many different kernels runs slower than one that repeats a few (measured on torch-cpu: GELU 9 us
 alone, 19-25 us inside a mixed random network; a ReLU +1 us inside a ResNet). The `mixed_layers` term,
 standalone ms x ln(D) with D the number of distinct kernel kinds the network runs (`kernel_kind`),
-prices that: the unfused factor becomes a_unfused + a_mixed * ln(D). The NCHWc terms price the reorders alone-vs-inside (M elements of the
-conv's input+output) and the reorders a network does pay (M elements entering a plain op from an NCHWc
-producer). Coefficients are fitted (relative least squares, costs non-negative) on random networks
+prices that: the unfused factor becomes a_unfused + a_mixed * ln(D).
+The NCHWc terms price the reorders alone-vs-inside (M elements of the conv's input+output) and the
+reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are fitted (relative least squares, costs non-negative) on random networks
 measured during profiling (`graph.randomnets`; never the networks we evaluate on). Without measured
 networks the composition is the plain sum of the layers (and fused-away layers cost nothing).
 """
