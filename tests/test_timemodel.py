@@ -126,17 +126,15 @@ def test_composition_learns_per_run_and_module_call_costs(tmp_path):
 
 
 def test_kernel_kind_separates_the_code_a_layer_runs():
-    from fastdeepiot.timemodel.model import kernel_kind
-
     act = dict(batch=1, channels=8, dims=2, size=8)
-    assert kernel_kind(LayerConfig("activation", {**act, "kind": "gelu"})) != \
-        kernel_kind(LayerConfig("activation", {**act, "kind": "relu"}))
+    assert LayerConfig("activation", {**act, "kind": "gelu"}).kernel_kind != \
+        LayerConfig("activation", {**act, "kind": "relu"}).kernel_kind
     conv = dict(batch=1, in_channels=16, out_channels=16, kernel=3, stride=1, size=8)
-    kinds = {kernel_kind(LayerConfig("conv2d", {**conv, "groups": g})) for g in (1, 4, 16)}
+    kinds = {LayerConfig("conv2d", {**conv, "groups": g}).kernel_kind for g in (1, 4, 16)}
     assert len(kinds) == 3  # dense, grouped, depthwise
     # widths do not change the kernel kind
-    assert kernel_kind(LayerConfig("conv2d", {**conv, "groups": 1})) == \
-        kernel_kind(LayerConfig("conv2d", {**conv, "groups": 1, "out_channels": 40}))
+    assert LayerConfig("conv2d", {**conv, "groups": 1}).kernel_kind == \
+        LayerConfig("conv2d", {**conv, "groups": 1, "out_channels": 40}).kernel_kind
 
 
 class Plain(nn.Module):

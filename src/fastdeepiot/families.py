@@ -56,6 +56,21 @@ class LayerConfig:
     def features(self) -> dict[str, float]:
         return self.family_obj.features(self.params)
 
+    @property
+    def kernel_kind(self) -> str:
+        """Which kernel the layer runs, coarsely: its family, refined by what selects different code (an
+        activation's kind, a pool's mode, a convolution's depthwise/grouped/dense path); not its widths."""
+        p = self.params
+        kind = self.family
+        if "kind" in p:
+            kind += ":" + str(p["kind"])
+        if "mode" in p:
+            kind += ":" + str(p["mode"])
+        g = p.get("groups", 1)
+        if g > 1:
+            kind += ":depthwise" if g == p.get("in_channels") else ":grouped"
+        return kind
+
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1

@@ -91,7 +91,6 @@ class FakeBackend(Backend):
         """Sum of the priced layers (slowed by `kernel_mix`) plus one network call overhead (and `run_ms`
         once, `module_call_ms` per container call); free ops cost nothing."""
         from fastdeepiot.graph.extract import extract_layers
-        from fastdeepiot.timemodel.model import kernel_kind
 
         res = extract_layers(module, example_inputs)
         layers = 0.0
@@ -100,7 +99,7 @@ class FakeBackend(Backend):
                 layers += self.layer_ms(c.config)
             elif c.kind == "unmodelled":
                 raise ValueError(f"fake backend cannot time {c.op} ({c.name})")
-        kinds = {kernel_kind(c.config) for c in res if c.kind == "layer"}
+        kinds = {c.config.kernel_kind for c in res if c.kind == "layer"}
         layers *= 1 + self.kernel_mix * math.log(max(1, len(kinds)))
         return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers
 

@@ -23,12 +23,13 @@ layer measurement contains. A layer timed alone runs in a loop that keeps its co
 dispatch hot; inside a network it competes with every other kernel the network runs, so a network that
 mixes many different kernels runs slower than one that repeats a few (measured on torch-cpu: GELU 9 us
 alone, 19-25 us inside a mixed random network; a ReLU +1 us inside a ResNet). The `mixed_layers` term,
-standalone ms x ln(D) with D the number of distinct kernel kinds the network runs (`kernel_kind`),
-prices that: the unfused factor becomes a_unfused + a_mixed * ln(D).
+standalone ms x ln(D) with D the number of distinct kernel kinds the network runs
+(`LayerConfig.kernel_kind`), prices that: the unfused factor becomes a_unfused + a_mixed * ln(D).
 The NCHWc terms price the reorders alone-vs-inside (M elements of the conv's input+output) and the
-reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are fitted (relative least squares, costs non-negative) on random networks
-measured during profiling (`graph.randomnets`; never the networks we evaluate on). Without measured
-networks the composition is the plain sum of the layers (and fused-away layers cost nothing).
+reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are
+fitted (relative least squares, costs non-negative) on random networks measured during profiling
+(`graph.randomnets`; never the networks we evaluate on). Without measured networks the composition is
+the plain sum of the layers (and fused-away layers cost nothing).
 """
 
 from __future__ import annotations
@@ -97,9 +98,8 @@ class NetworkPrediction:
 
 # network-level terms, then per-call terms (a call's share of the total is the sum of its own terms)
 NETWORK_TERMS = ("network_call", "free_ops", "module_calls")
-CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_layers", "fused_layers", "fused_count", "nchwc_layers",
-              "nchwc_count",
-              "nchwc_elements", "reorder_elements")
+CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_layers", "fused_layers", "fused_count",
+              "nchwc_layers", "nchwc_count", "nchwc_elements", "reorder_elements")
 COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
 FREE_SIGN_TERMS = ("unfused_count", "fused_count", "nchwc_count", "nchwc_elements", "reorder_elements")
 IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
@@ -117,26 +117,11 @@ def complete_composition(comp: dict | None) -> dict:
     return out
 
 
-def kernel_kind(config: LayerConfig) -> str:
-    """Which kernel a layer runs, coarsely: its family, refined by what selects different code (an
-    activation's kind, a convolution's depthwise/grouped/dense path, a pool's mode)."""
-    p = config.params
-    kind = config.family
-    if "kind" in p:
-        kind += ":" + str(p["kind"])
-    if "mode" in p:
-        kind += ":" + str(p["mode"])
-    g = p.get("groups", 1)
-    if g > 1:
-        kind += ":depthwise" if g == p.get("in_channels") else ":grouped"
-    return kind
-
-
 def call_terms(calls, standalone: list[float]) -> list[dict]:
     """Per-call composition terms of an extracted, fusion-annotated network: for each call a dict of
     its CALL_TERMS (empty for calls that are not priced layers: standalone None)."""
     layout = {c.name: c.layout for c in calls}
-    running = {kernel_kind(c.config) for c, s in zip(calls, standalone)
+    running = {c.config.kernel_kind for c, s in zip(calls, standalone)
                if c.kind == "layer" and s is not None and c.fused_into is None}
     log_kinds = float(np.log(max(1, len(running))))
     out = []
