@@ -206,6 +206,8 @@ def netpkg(tmp_path, monkeypatch):
                                  nn.Flatten(), nn.Linear(16 * 64, 6))
         def odd():
             return nn.Sequential(nn.Conv1d(6, 16, 5, padding=2), nn.LayerNorm(128))
+        def needs_width(width):
+            return small()
     """))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -235,6 +237,8 @@ def test_cli_fit_explain_predict(fake_db, netpkg, capsys):
     (["nosuchpkg:net", "--input-shape", "1x6x128"], "cannot import"),
     (["mynets:small", "--input-shape", "1xsix"], "input shape"),
     (["mynets:small", "--input-shape", "1x3x32x32"], "does not run"),
+    (["mynets:needs_width", "--input-shape", "1x6x128"], "without arguments"),
+    (["torch.nn:Linear", "--input-shape", "1x6"], "without arguments"),
 ])
 def test_cli_predict_bad_input_exits_2(fake_tm, netpkg, capsys, args, msg):
     tm = netpkg / "tm.json"

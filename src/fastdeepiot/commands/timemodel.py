@@ -98,8 +98,20 @@ def load_factory(spec: str):
         obj = getattr(mod, attr)
     except AttributeError:
         raise UserError(f"{mod_name} has no {attr!r}") from None
+    import inspect
+
     import torch.nn as nn
 
+    if not isinstance(obj, nn.Module):
+        if not callable(obj):
+            raise UserError(f"{spec} is neither an nn.Module nor a factory (got {type(obj).__name__})")
+        try:
+            inspect.signature(obj).bind()
+        except TypeError as e:
+            raise UserError(f"{spec} cannot be called without arguments ({e}); give a factory that "
+                            f"takes none, e.g. functools.partial or a small function") from None
+        except ValueError:  # no signature to inspect (some builtins): call it and see
+            pass
     net = obj if isinstance(obj, nn.Module) else obj()
     if not isinstance(net, nn.Module):
         raise UserError(f"{spec} did not give an nn.Module (got {type(net).__name__})")
