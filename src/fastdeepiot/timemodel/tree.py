@@ -388,8 +388,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
             idx = under[i]
             if idx.size:
                 nd["model"] = self._fit_leaf(idx)
-                nd["range"] = {c: [float(self._F[c][idx].min()), float(self._F[c][idx].max())]
-                               for c in nd["model"]["features"]}
+                nd["range"] = self._feature_range(nd["model"], idx)
             nd["n"] = int(idx.size)
         self.nodes_ = nodes
         self.floor_ms_ = float(0.1 * y.min())
@@ -539,7 +538,8 @@ class ModelTree(RegressorMixin, BaseEstimator):
     def _grow(self, nodes, idx, depth) -> int:
         model = self._fit_leaf(idx)
         i = len(nodes)
-        nodes.append({"leaf": True, "depth": depth, "n": int(idx.size), "model": model, "_idx": idx})
+        nodes.append({"leaf": True, "depth": depth, "n": int(idx.size), "model": model, "_idx": idx,
+                      "range": self._feature_range(model, idx)})
         if depth >= self.max_depth or idx.size < 2 * self.min_samples_leaf or model["sse"] <= 1e-14 * idx.size:
             return i
         found = self._split_search(idx, model)
@@ -554,6 +554,10 @@ class ModelTree(RegressorMixin, BaseEstimator):
         return i
 
     # pruning ---------------------------------------------------------------------------------
+
+    def _feature_range(self, model, idx) -> dict:
+        """[min, max] of each feature of `model`'s equation over samples idx (the extrapolation guard)."""
+        return {c: [float(self._F[c][idx].min()), float(self._F[c][idx].max())] for c in model["features"]}
 
     def _leaf_sse(self, model, idx, power=2):
         """Weighted sum of |relative residual|**power of a node model on samples idx."""
@@ -639,11 +643,16 @@ class ModelTree(RegressorMixin, BaseEstimator):
             self._grow(fn, grow, depth=0)
             vals = {c: self._split_vals[c][held] for c in self.split_features_}
             saved = [nd["leaf"] for nd in fn]
+            cols = {c: self._F[c][held] for nd in fn for c in nd["model"]["features"]}
+            # alpha is in units of the root's error, as rpart's cp: a fold tree grown on fewer samples
+            # has proportionally smaller errors, and the same absolute alpha would over-prune it
+            scale = fn[0]["model"]["sse"] / nodes[0]["model"]["sse"] if nodes[0]["model"]["sse"] > 0 else 1.0
             for j, a in enumerate(cands):
-                self._ccp_prune(fn, a)  # alphas ascend: pruning accumulates
-                leaf_of = self._route(fn, vals, held.size)
-                for li in np.unique(leaf_of):
-                    err[j] += self._leaf_sse(fn[li]["model"], held[leaf_of == li], self.cv_power)
+                self._ccp_prune(fn, a * scale)  # alphas ascend: pruning accumulates
+                # held-out rows are scored as predict() would price them: with the extrapolation guard
+                at = self._guard(fn, self._route(fn, vals, held.size), cols)
+                for li in np.unique(at):
+                    err[j] += self._leaf_sse(fn[li]["model"], held[at == li], self.cv_power)
             for nd, lf in zip(fn, saved):
                 nd["leaf"] = lf
         best = float(err.min())
@@ -724,26 +733,34 @@ class ModelTree(RegressorMixin, BaseEstimator):
         of any of its samples, at 60 us (measured: about 15 us)."""
         n = len(df)
         nodes = self.nodes_
-        at = self._route(nodes, self._split_columns(df), n)
         # every equation's feature columns, converted once (a node's "range" has its equation's features)
         features = {c for nd in nodes if "model" in nd for c in nd["model"]["features"]}
         cols = {c: df[c].to_numpy(float) for c in features}
-        if all("range" in nd for nd in nodes):
-            parent = {c: i for i, nd in enumerate(nodes) if not nd["leaf"] for c in (nd["left"], nd["right"])}
-            for node in np.unique(at):
-                rows = np.flatnonzero(at == node)
-                rows = rows[self._outside(nodes[node], cols, rows)]
-                while rows.size and node in parent:  # climb until an ancestor covers each row
-                    node = parent[node]
-                    out = self._outside(nodes[node], cols, rows)
-                    at[rows[~out]] = node
-                    rows = rows[out]
+        at = self._guard(nodes, self._route(nodes, self._split_columns(df), n), cols)
         pred = np.empty(n)
         for i in np.unique(at):
             m = at == i
             model = nodes[i]["model"]
             pred[m] = self._linear(model, {c: cols[c][m] for c in model["features"]})
         return np.maximum(pred, self.floor_ms_)
+
+    @classmethod
+    def _guard(cls, nodes, at, cols) -> np.ndarray:
+        """`at` (row -> leaf) with each row whose features lie outside its leaf's fitted range moved to
+        the nearest ancestor that covers it (the extrapolation guard; see _predict_nodes)."""
+        if not all("range" in nd for nd in nodes):
+            return at
+        at = at.copy()
+        parent = {c: i for i, nd in enumerate(nodes) if not nd["leaf"] for c in (nd["left"], nd["right"])}
+        for node in np.unique(at):
+            rows = np.flatnonzero(at == node)
+            rows = rows[cls._outside(nodes[node], cols, rows)]
+            while rows.size and node in parent:  # climb until an ancestor covers each row
+                node = parent[node]
+                out = cls._outside(nodes[node], cols, rows)
+                at[rows[~out]] = node
+                rows = rows[out]
+        return at
 
     @staticmethod
     def _outside(node, cols, rows) -> np.ndarray:
