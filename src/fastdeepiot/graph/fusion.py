@@ -17,10 +17,17 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
   R2  Activation directly after a conv (or conv+BN) with no other consumer: relu, relu6 (Clip),
       leaky_relu, sigmoid, tanh -> fused (FusedConv / NCHWc Conv `activation`). hardswish only into a
       2-D conv on the NCHWc path (not reading the network input); gelu never (ORT makes one Gelu op).
+  NCHWc path: a groups-1 Conv2d whose input has fewer channels than one block (read as NCHW) or a
+      multiple of 4 (ReorderInput's alignment; 17, 18, 30, 50 input channels run as a plain Conv), and
+      depthwise Conv2d with channels a multiple of 4 (padded to whole blocks: 36 channels run as 48).
+      A conv reading fewer channels than a block reads them as NCHW: after an NCHWc producer ORT
+      inserts a ReorderOutput (so does any non-NCHWc consumer of an NCHWc output). Max / global pools
+      stay on the NCHWc path only with a multiple of 4 channels (R5's BatchNorm with any).
   R3  Add directly after a Conv2d (or Conv2d+BN) whose output has no other consumer, when the other
       operand is not the network input: fused as the conv's Sum/Z input (NCHWc Conv or FusedConv);
       an activation of R2's list right after that Add is fused too. Never for Conv1d. When both
-      operands qualify, the later-computed conv takes it.
+      operands qualify, the later-computed conv takes it. After an NCHWc conv's Sum only relu, sigmoid
+      and tanh are fused (not relu6, leaky_relu, hardswish); after a FusedConv's Z input, R2's list.
   R4  Linear on a 2-D input followed by relu/leaky_relu/sigmoid/tanh: FusedGemm (not relu6/hardswish/
       gelu, not BatchNorm).
   R5  A standalone BatchNorm2d on the NCHWc path (not reading the network input) becomes a per-channel
@@ -39,6 +46,7 @@ from fastdeepiot.graph.extract import INPUT, LAYER, ExtractResult, LayerCall
 _CONV = ("conv1d", "conv2d")
 _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh"}
 _GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh"}
+_SUM_ACTS = {"relu", "sigmoid", "tanh"}
 
 
 def _kind(c: LayerCall) -> str | None:
@@ -90,8 +98,12 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         if not nchwc or conv.family != "conv2d":
             return False
         p = conv.config.params
-        return p["groups"] == 1 or (p["groups"] == p["in_channels"] == p["out_channels"]
-                                    and p["out_channels"] % block == 0)
+        if p["groups"] == 1:  # NCHW input below one block; else ReorderInput's 4-channel alignment
+            return p["in_channels"] < block or p["in_channels"] % 4 == 0
+        return p["groups"] == p["in_channels"] == p["out_channels"] and p["out_channels"] % 4 == 0  # padded to blocks
+
+    def aligned(c: LayerCall) -> bool:  # an NCHWc pool needs a multiple of 4 channels
+        return c.config.params.get("channels", 0) % 4 == 0
 
     def is_nchwc(name: str) -> bool:
         return name in nchwc_out
@@ -103,9 +115,8 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         cin = ins[c.name]
         if fam == "conv2d" and nchwc_conv(c):
             nchwc_out.add(c.name)
-        elif fam == "pool2d" and c.config.params["mode"] == "max" and is_nchwc(cin[0]):
-            nchwc_out.add(c.name)
-        elif fam == "pool2d" and c.op.startswith("Adaptive") and is_nchwc(cin[0]):
+        elif fam == "pool2d" and (c.config.params["mode"] == "max" or c.op.startswith("Adaptive")) \
+                and is_nchwc(cin[0]) and aligned(c):
             nchwc_out.add(c.name)
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
@@ -127,7 +138,9 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
             st = state.setdefault(r.name, set())
             if "act" in st:
                 continue
-            if r.family in _CONV:
+            if r.family in _CONV and "sum" in st and nchwc_conv(r):
+                ok = k in _SUM_ACTS  # after an NCHWc Conv's Sum input, only these
+            elif r.family in _CONV:
                 ok = k in _CONV_ACTS or (k == "hardswish" and nchwc_conv(r))
             elif r is p and p.family == "linear":
                 ok = k in _GEMM_ACTS and len(p.input_shapes[0] if p.input_shapes else ()) == 2
