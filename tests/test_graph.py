@@ -278,6 +278,45 @@ def test_ort_fusion_residual_add():
     assert ext["add"].fused_into is None and ext["bn2"].fused_into == "conv2"
 
 
+class _CatConv(nn.Module):
+    """A conv reading `cin` channels from a concat, then a residual add and an activation."""
+
+    def __init__(self, cin, act):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, cin // 2, 1), nn.Conv2d(3, cin - cin // 2, 1)
+        self.conv = nn.Conv2d(cin, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.act = act
+
+    def forward(self, x):
+        y = self.conv(torch.cat([self.a(x), self.b(x)], 1))
+        return self.dw(self.act(self.conv2(y) + y))
+
+
+@pytest.mark.parametrize("cin,act,nchwc,act_fused", [(24, nn.ReLU(), True, True), (50, nn.ReLU(), False, False),
+                                                      (6, nn.LeakyReLU(), True, False), (20, nn.ReLU6(), True, False)])
+def test_ort_nchwc_rules_probed_on_onnxruntime(cin, act, nchwc, act_fused):
+    """A groups-1 conv runs NCHWc with fewer input channels than a block or a multiple of 4; after an
+    NCHWc conv's Sum only relu/sigmoid/tanh fuse (after a FusedConv's Z, R2's list); depthwise with a
+    multiple of 4 channels runs NCHWc (block 16 here, as on an AVX-512 machine)."""
+    m, x = _CatConv(cin, act).eval(), torch.randn(1, 3, 8, 8)
+    f = _by_name(fusion_for_backend(extract_layers(m, x), "onnxruntime-cpu", nchwc_block=16))
+    assert (f["conv"].layout == "nchwc") is nchwc
+    assert (f["act"].fused_into == "conv2") is act_fused
+    assert f["dw"].layout == "nchwc"
+    d = _by_name(fusion_for_backend(extract_layers(nn.Conv2d(36, 36, 3, groups=36), torch.randn(1, 36, 8, 8)),
+                                    "onnxruntime-cpu", nchwc_block=16))
+    e = _by_name(fusion_for_backend(extract_layers(nn.Conv2d(38, 38, 3, groups=38), torch.randn(1, 38, 8, 8)),
+                                    "onnxruntime-cpu", nchwc_block=16))
+    assert next(iter(d.values())).layout == "nchwc" and next(iter(e.values())).layout is None
+    pytest.importorskip("onnxruntime")
+    from fastdeepiot.graph.ort_check import check
+
+    pred, got = check(m, x, "all")
+    assert all(pred[k] == got[k] for k in ("activation", "add", "batchnorm")), (pred, got)
+
+
 def test_ort_fusion_matches_onnxruntime():
     pytest.importorskip("onnxruntime")
     from fastdeepiot.graph.ort_check import check
