@@ -21,7 +21,8 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       multiple of 4 (ReorderInput's alignment; 17, 18, 30, 50 input channels run as a plain Conv), and
       depthwise Conv2d with channels a multiple of 4 (padded to whole blocks: 36 channels run as 48).
       A conv reading fewer channels than a block reads them as NCHW: after an NCHWc producer ORT
-      inserts a ReorderOutput (so does any non-NCHWc consumer of an NCHWc output). Max / global pools
+      inserts a ReorderOutput (so does any non-NCHWc consumer of an NCHWc output; the former is not
+      priced apart, the composition's per-NCHWc-call terms absorb it). Max / global pools
       stay on the NCHWc path only with a multiple of 4 channels (R5's BatchNorm with any).
   R3  Add directly after a Conv2d (or Conv2d+BN) whose output has no other consumer, when the other
       operand is not the network input: fused as the conv's Sum/Z input (NCHWc Conv or FusedConv);

@@ -16,7 +16,8 @@ chosen greedily by the reduction of the sum of squared relative residuals (candi
 unconstrained least squares from cumulative Gram matrices, the best few re-scored with NNLS), and
 the grown tree is pruned by cost-complexity (weakest-link) pruning whose penalty is chosen by
 k-fold cross-validation of the held-out relative error (or, with ``pruning="validation"``, by
-reduced-error pruning on a held-out split).
+reduced-error pruning on a held-out split). Cross-validation prices held-out rows as ``predict`` does,
+with the extrapolation guard, and scales alpha by each fold tree's root error (rpart's cp).
 
 Design matrix
 -------------
