@@ -47,7 +47,8 @@ from fastdeepiot.graph.extract import INPUT, LAYER, ExtractResult, LayerCall
 _CONV = ("conv1d", "conv2d")
 _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh"}
 _GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh"}
-_SUM_ACTS = {"relu", "sigmoid", "tanh"}
+_SUM_ACTS = {"relu", "sigmoid", "tanh"}  # the only ones fused after an NCHWc conv's Sum input
+_NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise and pools too)
 
 
 def _kind(c: LayerCall) -> str | None:
@@ -99,12 +100,13 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         if not nchwc or conv.family != "conv2d":
             return False
         p = conv.config.params
-        if p["groups"] == 1:  # NCHW input below one block; else ReorderInput's 4-channel alignment
-            return p["in_channels"] < block or p["in_channels"] % 4 == 0
-        return p["groups"] == p["in_channels"] == p["out_channels"] and p["out_channels"] % 4 == 0  # padded to blocks
+        if p["groups"] == 1:  # NCHW input below one block; else aligned for ReorderInput
+            return p["in_channels"] < block or p["in_channels"] % _NCHWC_ALIGN == 0
+        # depthwise: padded to whole blocks, but the channels must be aligned
+        return p["groups"] == p["in_channels"] == p["out_channels"] and p["out_channels"] % _NCHWC_ALIGN == 0
 
-    def aligned(c: LayerCall) -> bool:  # an NCHWc pool needs a multiple of 4 channels
-        return c.config.params.get("channels", 0) % 4 == 0
+    def aligned(c: LayerCall) -> bool:  # an NCHWc pool needs aligned channels
+        return c.config.params.get("channels", 0) % _NCHWC_ALIGN == 0
 
     def is_nchwc(name: str) -> bool:
         return name in nchwc_out
@@ -140,7 +142,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
             if "act" in st:
                 continue
             if r.family in _CONV and "sum" in st and nchwc_conv(r):
-                ok = k in _SUM_ACTS  # after an NCHWc Conv's Sum input, only these
+                ok = k in _SUM_ACTS
             elif r.family in _CONV:
                 ok = k in _CONV_ACTS or (k == "hardswish" and nchwc_conv(r))
             elif r is p and p.family == "linear":
