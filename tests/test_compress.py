@@ -16,7 +16,7 @@ from fastdeepiot.compress.deps import trace_channels
 from fastdeepiot.compress.importance import CRITERIA, channel_slices
 from fastdeepiot.compress.plan import Plan
 from fastdeepiot.compress.search import compress
-from fastdeepiot.compress.surgery import fold_batchnorm, prune_channels, seg_indices
+from fastdeepiot.compress.surgery import StepDense, drop_recurrence, fold_batchnorm, prune_channels, seg_indices
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profile.runner import plan, profile
@@ -227,6 +227,8 @@ def test_plan_replays_onto_a_fresh_model_with_identical_weights(tmp_path):
              {"op": "remove", "module": "merge.1"},
              {"op": "shorten_sequence", "module": "gru", "factor": 2},
              {"op": "prune", "keep": {"merge.0.0": [0, 1, 2, 3, 4, 7]}},
+             {"op": "drop_recurrence", "module": "gru"},
+             {"op": "prune", "keep": {"gru.rnn.proj": [0, 2]}},
              {"op": "fold_bn", "conv": "gyro.1.0", "bn": "gyro.1.1"}]
     plan_ = Plan([6, 128], steps)
     pruned = plan_.apply(original, copy_model=True)
@@ -237,8 +239,29 @@ def test_plan_replays_onto_a_fresh_model_with_identical_weights(tmp_path):
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     assert pruned(x).shape == original(x).shape == (1, 6)
-    assert pruned.gru.rnn.hidden_size == 4 and pruned.gru.stride == 2 and pruned.acc[0][0].out_channels == 3
+    assert pruned.gru.stride == 2 and pruned.acc[0][0].out_channels == 3
+    assert isinstance(pruned.gru.rnn, StepDense) and pruned.gru.rnn.proj.out_features == 2
+    assert pruned.classifier.in_features == 2
     json.loads((tmp_path / "plan.json").read_text())
+
+
+def test_dropped_recurrence_starts_from_the_cells_own_zero_state_step():
+    """StepDense is the GRU cell's update from a zero state: exact when the update gate is shut (z = 0) and
+    the reset gate does not depend on the input; an LSTM keeps its outputs' shapes and unpacking."""
+    torch.manual_seed(0)
+    gru = nn.GRU(5, 7, batch_first=True)
+    with torch.no_grad():
+        gru.weight_ih_l0[:14] = 0  # r, z independent of x
+        gru.bias_ih_l0[7:14] = -40.0  # z = 0: h = n
+    x = torch.randn(3, 1, 5)  # one step from h0 = 0
+    torch.testing.assert_close(StepDense(gru)(x)[0], gru(x)[0], rtol=1e-5, atol=1e-6)
+    net = LSTMNet().eval()
+    with pytest.raises(UserError, match="single-layer"):  # two layers: not droppable
+        drop_recurrence(net, "lstm")
+    net.lstm = nn.LSTM(4, 9, batch_first=True)
+    y = net(torch.randn(2, 7, 4))
+    drop_recurrence(net, "lstm")
+    assert net(torch.randn(2, 7, 4)).shape == y.shape and isinstance(net.lstm, StepDense)
 
 
 def test_batchnorm_folding_is_exact():
@@ -324,7 +347,31 @@ def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
     assert res.final["predicted_ms"] < res.base["predicted_ms"]
     assert res.model(x).shape == model(x).shape
     assert len(res.history) >= 3 and res.plan.steps
-    assert any("shorten" in (h.get("move") or "") or "->" in (h.get("move") or "") for h in res.history)
+    moves = " ".join(h.get("move") or "" for h in res.history)
+    assert any(m in moves for m in ("shorten", "drop recurrence", "->")), moves
+
+
+def test_search_drops_a_recurrence_whose_per_step_cost_dominates(fake_tm):
+    """The fake device charges a fixed cost per GRU step: dropping the recurrence is priced as a large
+    saving, proposed, taken under a generous budget, recorded in the plan, and replays."""
+    from fastdeepiot.compress.search import _candidates
+
+    torch.manual_seed(0)
+    model, x = GRUNet().eval(), torch.randn(1, 4, 16)
+    cost = TimeCost(fake_tm)
+    cands = _candidates(model, x, cost, cost.price(model, x), 0.08, "l1", [], 0, ("recurrence",), (1, 5), 8)
+    assert [c["step"] for c in cands] == [{"op": "drop_recurrence", "module": "gru"}]
+    assert cands[0]["saving"] > 0.2 * cost.price(model, x)
+    g = torch.Generator().manual_seed(1)
+    xs = torch.randn(128, 4, 16, generator=g)
+    ys = (xs[:, 0].mean(1) > 0).long()
+    data = (DataLoader(TensorDataset(xs[:96], ys[:96]), batch_size=32, shuffle=True, generator=g),
+            DataLoader(TensorDataset(xs[96:], ys[96:]), batch_size=64))
+    res = compress(model, data, time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.2,
+                   max_iters=1, moves=("recurrence",), measure=False)
+    assert res.plan.steps == [{"op": "drop_recurrence", "module": "gru"}]
+    assert isinstance(res.model.gru, StepDense) and res.final["predicted_ms"] < res.base["predicted_ms"]
+    assert isinstance(res.plan.apply(model, copy_model=True).gru, StepDense)
 
 
 def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):

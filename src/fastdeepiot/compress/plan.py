@@ -4,6 +4,7 @@
      "steps": [{"op": "prune", "keep": {"merge.0.0": [0, 3, 5, ...]}},
                {"op": "remove", "module": "merge.1"},
                {"op": "shorten_sequence", "module": "gru", "factor": 2},
+               {"op": "drop_recurrence", "module": "gru"},
                {"op": "fold_bn", "conv": "acc.0.0", "bn": "acc.0.1"}]}
 
 Channel groups are named by their first producer (module name), which is stable: replaying the
@@ -26,7 +27,7 @@ from fastdeepiot.compress.surgery import PlanError
 
 FORMAT = "fastdeepiot.compress.plan"
 VERSION = 1
-OPS = ("prune", "remove", "shorten_sequence", "fold_bn")
+OPS = ("prune", "remove", "shorten_sequence", "drop_recurrence", "fold_bn")
 
 
 def apply_step(model: nn.Module, step: dict, example_input) -> nn.Module:
@@ -37,6 +38,8 @@ def apply_step(model: nn.Module, step: dict, example_input) -> nn.Module:
         surgery.remove_module(model, step["module"])
     elif op == "shorten_sequence":
         surgery.shorten_sequence(model, step["module"], int(step.get("factor", 2)))
+    elif op == "drop_recurrence":
+        surgery.drop_recurrence(model, step["module"])
     elif op == "fold_bn":
         surgery.fold_batchnorm(model, step["conv"], step["bn"])
     else:
@@ -95,6 +98,8 @@ class Plan:
                 out.append(f"remove {s['module']}")
             elif s["op"] == "shorten_sequence":
                 out.append(f"shorten {s['module']} x{s.get('factor', 2)}")
+            elif s["op"] == "drop_recurrence":
+                out.append(f"drop recurrence {s['module']}")
             else:
                 out.append(f"fold {s['bn']} into {s['conv']}")
         return out

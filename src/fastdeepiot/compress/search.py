@@ -17,7 +17,9 @@ way. Each iteration:
    (a fraction of the current time). Channels kept are the most important by L1 or first-order Taylor.
    Besides width, structural moves, each priced by the time model on a modified copy: remove a
    shape-preserving block (Identity), halve the number of steps a GRU/LSTM runs over (average-pool its
-   input over time; the per-step cost is what width cannot remove).
+   input over time; the per-step cost is what width cannot remove), or drop its recurrence altogether
+   (`surgery.StepDense`: the same width computed on every step at once, started from the layer's own
+   candidate-gate weights).
 4. *Choose.* Width proposals are ranked by predicted time saved per unit of importance lost (the greedy
    knapsack step of HALP); the best few plus the structural moves are each fine-tuned for a few steps and
    evaluated on the validation split (NetAdapt), and we keep the one with the smallest accuracy loss per
@@ -58,7 +60,7 @@ from fastdeepiot.compress.importance import CRITERIA
 from fastdeepiot.compress.plan import Plan, apply_step
 from fastdeepiot.errors import TargetUnreachableError, UserError
 
-MOVES = ("width", "remove", "sequence", "fold_bn")
+MOVES = ("width", "remove", "sequence", "recurrence", "fold_bn")
 
 
 @dataclass
@@ -123,14 +125,20 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
 
 
 def _rnn_names(model: nn.Module) -> list[str]:
+    """Recurrent layers (GRU/LSTM, or the SequencePool wrapping one), by the name a plan step uses."""
     wrapped = {n + ".rnn" for n, m in model.named_modules() if isinstance(m, surgery.SequencePool)}
     return [n for n, m in model.named_modules()
-            if isinstance(m, surgery.SequencePool) or (isinstance(m, (nn.GRU, nn.LSTM)) and n not in wrapped)]
+            if (isinstance(m, surgery.SequencePool) and isinstance(m.rnn, (nn.GRU, nn.LSTM)))
+            or (isinstance(m, (nn.GRU, nn.LSTM)) and n not in wrapped)]
+
+
+def _rnn(model: nn.Module, name: str) -> nn.Module:
+    m = model.get_submodule(name)
+    return m.rnn if isinstance(m, surgery.SequencePool) else m
 
 
 def _seq_len(model, name, x) -> int | None:
-    m = model.get_submodule(name)
-    rnn = m.rnn if isinstance(m, surgery.SequencePool) else m
+    rnn = _rnn(model, name)
     seen = {}
 
     def hook(mod, inp, out):
@@ -152,7 +160,7 @@ def _output_shape(model, x):
 
 def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
     """Predicted cost of the smallest network the search could reach (every group at width 1, every
-    removable block removed, every RNN shortened as far as allowed)."""
+    removable block removed, every RNN shortened as far as allowed and then its recurrence dropped)."""
     m = copy.deepcopy(model)
     out = _output_shape(m, x)
     if "remove" in moves:
@@ -170,6 +178,13 @@ def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
                 if _output_shape(trial, x) != out:
                     break
                 m, f = trial, f * 2
+    if "recurrence" in moves:
+        for name in _rnn_names(m):
+            if surgery.droppable_recurrence(_rnn(m, name)):
+                trial = copy.deepcopy(m)
+                surgery.drop_recurrence(trial, name)
+                if _output_shape(trial, x) == out:
+                    m = trial
     if "fold_bn" in moves:
         for conv, bn in surgery.foldable_pairs(m, x):
             surgery.fold_batchnorm(m, conv, bn)
@@ -255,7 +270,8 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
         if lb > target_ms:
             raise TargetUnreachableError(
                 f"target {target_ms:g} ms cannot be met: even the smallest network the search can reach "
-                f"(every layer at width 1, removable blocks removed, sequences shortened) is predicted at "
+                f"(every layer at width 1, removable blocks removed, sequences shortened, recurrences dropped) "
+                f"is predicted at "
                 f"{lb:.3f} ms on {time_model.backend}; the network starts at {base_cost:.3f} ms")
     plan = Plan(list(x.shape[1:]), [], {"criterion": criterion, "cost": cost})
     cur_acc, cur_cost = base_acc, base_cost
@@ -271,7 +287,7 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
             stop_reason = "no candidate saves time"
             break
         widths = sorted([c for c in cands if c["kind"] == "prune"], key=lambda c: -c["ratio"])[:evaluate_top]
-        struct = sorted([c for c in cands if c["kind"] != "prune"], key=lambda c: -c["saving"])[:2]
+        struct = sorted([c for c in cands if c["kind"] != "prune"], key=lambda c: -c["saving"])[:3]
         best = None
         for c in widths + struct:
             m = copy.deepcopy(model)
@@ -438,4 +454,18 @@ def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, 
             if s > tol:
                 cands.append({"kind": "sequence", "step": {"op": "shorten_sequence", "module": name, "factor": 2},
                               "desc": f"shorten {name} {t}->{t // 2} steps", "saving": float(s), "ratio": 0.0})
+    if "recurrence" in moves:
+        for name in _rnn_names(model):
+            if not surgery.droppable_recurrence(_rnn(model, name)):
+                continue
+            m = copy.deepcopy(model)
+            surgery.drop_recurrence(m, name)
+            try:
+                ok = _output_shape(m, x) == out_shape
+            except Exception:  # noqa: BLE001 - the model uses the RNN's state in a way StepDense cannot mimic
+                ok = False
+            s = cur_cost - pricer.price(m, x) if ok else 0.0
+            if s > tol:
+                cands.append({"kind": "recurrence", "step": {"op": "drop_recurrence", "module": name},
+                              "desc": f"drop recurrence {name}", "saving": float(s), "ratio": 0.0})
     return cands

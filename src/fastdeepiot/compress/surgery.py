@@ -1,4 +1,5 @@
-"""Physical surgery: make layers smaller (not masks), remove modules, shorten sequences, fold BatchNorm.
+"""Physical surgery: make layers smaller (not masks), remove modules, shorten sequences, drop a recurrence,
+fold BatchNorm.
 
 Every function edits the model in place and is deterministic given its arguments, so a recorded step
 replays onto a fresh copy of the same model to give identical weights (`fastdeepiot.compress.plan`).
@@ -201,6 +202,61 @@ def shorten_sequence(model: nn.Module, name: str, factor: int = 2) -> None:
         replace_module(model, name, SequencePool(m, factor))
     else:
         raise PlanError(f"{name!r} is a {type(m).__name__}, not a GRU/LSTM")
+
+
+class StepDense(nn.Module):
+    """A GRU/LSTM without its recurrence: every step computed independently, `tanh(W x_t + b)`, as one
+    matrix product over all steps instead of T sequential cell updates. W and b start as the layer's own
+    candidate (GRU) / cell (LSTM) gate input weights, i.e. the cell's new-state proposal with a zero
+    previous state, so fine-tuning starts close. Returns what the RNN returned: (output, h_n) for a GRU,
+    (output, (h_n, c_n)) for an LSTM, h_n being the last step's output (an initial state is ignored)."""
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        kind, h = type(rnn).__name__, rnn.hidden_size
+        self.kind, self.batch_first = kind, rnn.batch_first
+        self.proj = nn.Linear(rnn.input_size, h)
+        rows = slice(2 * h, 3 * h)  # GRU gates (r, z, n), LSTM gates (i, f, g, o): the 3rd block
+        with torch.no_grad():
+            self.proj.weight.copy_(rnn.weight_ih_l0[rows])
+            b = torch.zeros(h)
+            if rnn.bias:
+                b_hh = rnn.bias_hh_l0[rows]
+                if kind == "GRU":  # n = tanh(W_in x + b_in + r * b_hn), r ~ sigmoid(b_ir + b_hr) at x = 0
+                    b_hh = b_hh * torch.sigmoid(rnn.bias_ih_l0[:h] + rnn.bias_hh_l0[:h])
+                b = rnn.bias_ih_l0[rows] + b_hh
+            self.proj.bias.copy_(b)
+
+    def forward(self, x, *rest):
+        y = torch.tanh(self.proj(x))
+        last = y[:, -1] if self.batch_first else y[-1]  # batched input (as the RNN's output, unbatched is not)
+        hn = last.unsqueeze(0)
+        return (y, hn) if self.kind == "GRU" else (y, (hn, torch.zeros_like(hn)))
+
+
+def droppable_recurrence(m: nn.Module) -> bool:
+    """A single-layer, one-direction GRU/LSTM without projection (what StepDense can stand in for)."""
+    return (isinstance(m, (nn.GRU, nn.LSTM)) and m.num_layers == 1 and not m.bidirectional
+            and not getattr(m, "proj_size", 0))
+
+
+def drop_recurrence(model: nn.Module, name: str) -> None:
+    """Replace the GRU/LSTM at `name` (or inside the SequencePool at `name`) by a StepDense: its per-step
+    sequential cost, which no width pruning removes, goes; a per-step dense layer of the same width stays."""
+    try:
+        m = model.get_submodule(name)
+    except AttributeError:
+        raise PlanError(f"no module {name!r}") from None
+    if isinstance(m, SequencePool):
+        owner, rnn = m, m.rnn
+    else:
+        owner, rnn = None, m
+    if not droppable_recurrence(rnn):
+        raise PlanError(f"{name!r} is a {type(rnn).__name__}, not a single-layer one-direction GRU/LSTM")
+    if owner is not None:
+        owner.rnn = StepDense(rnn)
+    else:
+        replace_module(model, name, StepDense(rnn))
 
 
 @torch.no_grad()
