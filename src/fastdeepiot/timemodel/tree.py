@@ -16,8 +16,8 @@ chosen greedily by the reduction of the sum of squared relative residuals (candi
 unconstrained least squares from cumulative Gram matrices, the best few re-scored with NNLS), and
 the grown tree is pruned by cost-complexity (weakest-link) pruning whose penalty is chosen by
 k-fold cross-validation of the held-out relative error (or, with ``pruning="validation"``, by
-reduced-error pruning on a held-out split). Cross-validation prices held-out rows as ``predict`` does,
-with the extrapolation guard, and scales alpha by each fold tree's root error (rpart's cp).
+reduced-error pruning on a held-out split). Both price held-out rows as ``predict`` does, with the
+extrapolation guard; cross-validation scales alpha by each fold tree's root error (rpart's cp).
 
 Design matrix
 -------------
@@ -568,23 +568,39 @@ class ModelTree(RegressorMixin, BaseEstimator):
         r = np.abs(pred - self._y[idx]) / self._y[idx]
         return float(np.sum(self._w[idx] * r**power))
 
+    def _guarded_sse(self, nodes, path, idx) -> float:
+        """Error on samples idx priced as `predict` prices them at node path[0] (path: that node, then its
+        ancestors, nearest first): each sample gets the equation of the first node on the path whose
+        fitted range covers it, else path[0]'s (the extrapolation guard of _predict_nodes)."""
+        left, total = idx, 0.0
+        for node in path:
+            if left.size == 0:
+                break
+            out = self._outside(nodes[node], self._F, left)
+            total += self._leaf_sse(nodes[node]["model"], left[~out])
+            left = left[out]
+        return total + self._leaf_sse(nodes[path[0]]["model"], left)
+
     def _prune(self, nodes, val):
+        """Reduced-error pruning: bottom-up, a subtree becomes a leaf unless it prices the held-out
+        samples routed to it better, both priced as predict would (with the extrapolation guard)."""
         vals = {c: self._split_vals[c][val] for c in self.split_features_}
 
-        def rec(i, sub):  # sub: positions into val
+        def rec(i, sub, path):  # sub: positions into val; path: i and its ancestors
             nd = nodes[i]
-            leaf_sse = self._leaf_sse(nd["model"], val[sub])
+            leaf_sse = self._guarded_sse(nodes, path, val[sub])
             if nd["leaf"]:
                 return leaf_sse
             v = vals[nd["feature"]][sub]
             mask = (v == nd["value"]) if nd["kind"] == "eq" else (v <= nd["value"])
-            tree_sse = rec(nd["left"], sub[mask]) + rec(nd["right"], sub[~mask])
+            tree_sse = (rec(nd["left"], sub[mask], [nd["left"]] + path)
+                        + rec(nd["right"], sub[~mask], [nd["right"]] + path))
             if leaf_sse <= tree_sse:
                 nd["leaf"] = True
                 return leaf_sse
             return tree_sse
 
-        rec(0, np.arange(val.size))
+        rec(0, np.arange(val.size), [0])
 
     # cost-complexity pruning (CART weakest link), alpha chosen by k-fold cross-validation ------
 
