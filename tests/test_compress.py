@@ -329,6 +329,33 @@ def test_staircase_leads_the_search_to_step_edges(fake_tm):
     assert [again.c1.out_channels, again.c2.out_channels] == widths
 
 
+class Narrow(nn.Module):
+    def __init__(self, width=30):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(6, width, 3, padding=1), nn.Conv1d(width, width, 3, padding=1)
+        self.fc = nn.Linear(width, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(h.mean(2))
+
+
+def test_a_distant_step_edge_is_also_approached_by_a_stepping_stone(fake_tm):
+    """30 channels on a 16-channel staircase: nothing is saved until 16, a 47% cut; besides the jump the
+    search also proposes a stone a quarter of the way down, credited with its share of the edge's saving."""
+    from fastdeepiot.compress.search import _candidates
+
+    torch.manual_seed(0)
+    model, x = Narrow().eval(), torch.randn(1, 6, 32)
+    cost = TimeCost(fake_tm)
+    total = cost.price(model, x)
+    cands = {c["desc"]: c for c in _candidates(model, x, cost, total, 0.05, "l1", [], 0, ("width",), (1, 3), 8)}
+    assert "c1 30->16" in cands and "c1 30->22 (toward 16)" in cands, list(cands)
+    jump, stone = cands["c1 30->16"], cands["c1 30->22 (toward 16)"]
+    assert stone["saving"] == pytest.approx(jump["saving"] * 8 / 14)
+    assert stone.get("stone") and not jump.get("stone")  # tried only when every direct move is over budget
+
+
 def test_unreachable_time_target_is_an_error(fake_tm):
     with pytest.raises(TargetUnreachableError, match="cannot be met"):
         compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False)

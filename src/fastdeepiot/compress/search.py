@@ -25,7 +25,9 @@ way. Each iteration:
    evaluated on the validation split (NetAdapt), and we keep the one with the smallest accuracy loss per
    millisecond saved.
 4. *Stop* when the time target is met, or when the best candidate would exceed the accuracy budget
-   (plus a slack that the final fine-tune recovers); then fine-tune longer, back off to an earlier state if
+   (plus a slack that the final fine-tune recovers) even after trying stepping stones (a width part of the
+   way to a step edge too far below to fine-tune back in one move; credited with its share of the edge's
+   saving) and smaller steps; then fine-tune longer, back off to an earlier state if
    the final accuracy misses the budget, fold BatchNorm into convs where the time model says the backend
    does not already fuse it, and measure the result on the device.
 
@@ -286,25 +288,39 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
         if not cands:
             stop_reason = "no candidate saves time"
             break
-        widths = sorted([c for c in cands if c["kind"] == "prune"], key=lambda c: -c["ratio"])[:evaluate_top]
-        struct = sorted([c for c in cands if c["kind"] != "prune"], key=lambda c: -c["saving"])[:3]
-        best = None
-        for c in widths + struct:
-            m = copy.deepcopy(model)
-            apply_step(m, c["step"], x)
-            finetune(m, train_dl, finetune_steps, lr=lr, teacher=teacher, seed=seed + it)
-            a = acc(m, val_dl)
-            c["val_accuracy"] = a
-            c["score"] = (max(0.0, cur_acc - a) + 0.1) / c["saving"]
-            log(f"  iter {it}: {c['desc']}: -{c['saving']:.4g} {pricer.unit}, val {a:.2f}%")
-            within = max_accuracy_drop is None or target_ms is not None or (
-                base_acc - a <= max_accuracy_drop + search_slack)
-            key = (not within, c["score"])
-            if best is None or key < best[2]:
-                best = (c, m, key)
-        c, m, _ = best
+        def evaluate(group):
+            """Fine-tune each candidate briefly; the best by accuracy lost per unit saved, within budget first."""
+            best = None
+            for c in group:
+                m = copy.deepcopy(model)
+                apply_step(m, c["step"], x)
+                finetune(m, train_dl, finetune_steps, lr=lr, teacher=teacher, seed=seed + it)
+                a = acc(m, val_dl)
+                c["val_accuracy"] = a
+                c["score"] = (max(0.0, cur_acc - a) + 0.1) / c["saving"]
+                log(f"  iter {it}: {c['desc']}: -{c['saving']:.4g} {pricer.unit}, val {a:.2f}%")
+                within = max_accuracy_drop is None or target_ms is not None or (
+                    base_acc - a <= max_accuracy_drop + search_slack)
+                key = (not within, c["score"])
+                if best is None or key < best[2]:
+                    best = (c, m, key)
+            return best[0], best[1], best[2][0]
+
+        plain = [c for c in cands if not c.get("stone")]
+        widths = sorted([c for c in plain if c["kind"] == "prune"], key=lambda c: -c["ratio"])[:evaluate_top]
+        struct = sorted([c for c in plain if c["kind"] != "prune"], key=lambda c: -c["saving"])[:3]
+        stones = sorted([c for c in cands if c.get("stone")], key=lambda c: -c["ratio"])[:evaluate_top]
+        if not widths + struct:  # only stones left
+            widths, stones = stones, []
+        c, m, over = evaluate(widths + struct)
+        if over and stones and max_accuracy_drop is not None and target_ms is None:
+            log(f"iter {it}: every candidate drops > {max_accuracy_drop + search_slack:g} points; "
+                "approaching the distant step edges gradually")
+            c2, m2, over2 = evaluate(stones)
+            if not over2:
+                c, m, over = c2, m2, over2
         drop = base_acc - c["val_accuracy"]
-        if max_accuracy_drop is not None and target_ms is None and drop > max_accuracy_drop + search_slack:
+        if max_accuracy_drop is not None and target_ms is None and over:
             if step_fraction > 0.01:  # NetAdapt: smaller steps before giving up
                 step_fraction /= 2
                 log(f"iter {it}: every candidate drops > {max_accuracy_drop + search_slack:g} points; "
@@ -331,6 +347,14 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
     notes = [f"search stopped: {stop_reason}"]
     if unm:
         notes.append(f"not priced by the cost model (left out of predicted times): {', '.join(unm)}")
+    # a state that saved nothing over the one before it (a stepping stone whose edge was never reached)
+    # only lost accuracy: end at the last state that saved time
+    trailing = 0
+    while len(snapshots) > 1 and snapshots[-1][3] >= snapshots[-2][3] * (1 - 1e-3):
+        snapshots.pop()
+        trailing += 1
+    if trailing:
+        notes.append(f"dropped {trailing} trailing step(s) that saved no {pricer.unit} (stepping stones short of their edge)")
     while True:
         model, steps, _, _ = snapshots[-1]
         model = copy.deepcopy(model)
@@ -394,7 +418,7 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
 
 
 def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, n_batches, moves, out_shape,
-                max_seq_factor, max_cut: float = 0.5) -> list[dict]:
+                max_seq_factor, max_cut: float = 0.5, stone_cut: float = 0.25) -> list[dict]:
     budget = step_fraction * cur_cost
     tol = 0.002 * cur_cost
     cands: list[dict] = []
@@ -425,12 +449,22 @@ def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, 
                     continue
                 score = imp[g.name]
                 order = np.argsort(-score, kind="stable")
-                keep = sorted(int(i) for i in order[:w])
-                lost = float(score[order[w:]].sum())
-                lost = lost / total_imp if criterion == "taylor" else lost / (float(score.sum()) or 1.0) / len(groups)
-                cands.append({"kind": "prune", "step": {"op": "prune", "keep": {g.name: keep}},
-                              "desc": f"{g.name} {g.width}->{w}", "saving": float(savings[w]),
-                              "ratio": float(savings[w]) / (lost + 1e-9)})
+
+                def propose(width, saving, desc):
+                    lost = float(score[order[width:]].sum())
+                    lost = lost / total_imp if criterion == "taylor" else lost / (float(score.sum()) or 1.0) / len(groups)
+                    cands.append({"kind": "prune", "step": {"op": "prune", "keep": {g.name: sorted(int(i) for i in order[:width])}},
+                                  "desc": desc, "saving": float(saving), "ratio": float(saving) / (lost + 1e-9)})
+
+                propose(w, savings[w], f"{g.name} {g.width}->{w}")
+                # A step edge far below (ONNX Runtime: 32 -> 16 channels, nothing saved in between) can also
+                # be approached gradually, NetAdapt-style: a stepping stone `stone_cut` of the way down,
+                # credited with its share of the edge's saving. The search tries stones only when every
+                # direct move exceeds the accuracy budget (a cut too deep to fine-tune back in one step).
+                ws = int(round(g.width * (1 - stone_cut)))
+                if w < ws < g.width and g.width - w > stone_cut * g.width:
+                    propose(ws, savings[w] * (g.width - ws) / (g.width - w), f"{g.name} {g.width}->{ws} (toward {w})")
+                    cands[-1]["stone"] = True
     if "remove" in moves:
         for name in surgery.removable_modules(model, x):
             m = copy.deepcopy(model)
