@@ -291,3 +291,16 @@ def test_bad_pruning_setting():
     X, y = staircase(100)
     with pytest.raises(ValueError, match="pruning"):
         ModelTree(pruning="magic").fit(X, y)
+
+
+@pytest.mark.parametrize("pruning", ["cv", "validation", "none"])
+def test_intercept_only_leaves_price_every_row(pruning):
+    """Time falling with a feature: the non-negative fit keeps only the intercept in every leaf, and
+    such an equation must still price each row routed to it (it has no feature column to size it by)."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.uniform(1, 100, 200), "b": rng.uniform(1, 100, 200)})
+    y = 2.0 - 1e-3 * X["a"].to_numpy() + rng.normal(0, 1e-3, 200)
+    m = ModelTree(pruning=pruning, random_state=0).fit(X, y)
+    assert any(not nd["model"]["features"] for nd in m.nodes_ if nd["leaf"])
+    pred = m.predict(X)
+    assert pred.shape == (200,) and np.all(np.abs(pred - y) / y < 0.1)

@@ -564,7 +564,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         """Weighted sum of |relative residual|**power of a node model on samples idx."""
         if idx.size == 0:
             return 0.0
-        pred = self._linear(model, {c: self._F[c][idx] for c in model["features"]})
+        pred = self._linear(model, {c: self._F[c][idx] for c in model["features"]}, idx.size)
         r = np.abs(pred - self._y[idx]) / self._y[idx]
         return float(np.sum(self._w[idx] * r**power))
 
@@ -702,8 +702,8 @@ class ModelTree(RegressorMixin, BaseEstimator):
     # prediction ------------------------------------------------------------------------------
 
     @staticmethod
-    def _linear(model, cols) -> np.ndarray:
-        n = len(next(iter(cols.values()))) if cols else 0
+    def _linear(model, cols, n: int) -> np.ndarray:
+        """The equation on n rows (cols: its feature columns; an intercept-only equation has none)."""
         pred = np.full(n, model["intercept"], dtype=float)
         for c in model["features"]:
             pred = pred + model["coef"][c] * cols[c]
@@ -758,7 +758,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         for i in np.unique(at):
             m = at == i
             model = nodes[i]["model"]
-            pred[m] = self._linear(model, {c: cols[c][m] for c in model["features"]})
+            pred[m] = self._linear(model, {c: cols[c][m] for c in model["features"]}, int(m.sum()))
         return np.maximum(pred, self.floor_ms_)
 
     @classmethod
