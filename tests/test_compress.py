@@ -361,15 +361,19 @@ def test_unreachable_time_target_is_an_error(fake_tm):
         compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False)
 
 
+def _gru_data(n):
+    """(train, val) loaders of (B, 4, 16) sequences for GRUNet: 96 training samples, the rest validation."""
+    g = torch.Generator().manual_seed(1)
+    xs = torch.randn(n, 4, 16, generator=g)
+    ys = (xs[:, 0].mean(1) > 0).long()
+    return (DataLoader(TensorDataset(xs[:96], ys[:96]), batch_size=32, shuffle=True, generator=g),
+            DataLoader(TensorDataset(xs[96:], ys[96:]), batch_size=64))
+
+
 def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
     torch.manual_seed(0)
     model, x = GRUNet(), torch.randn(1, 4, 16)
-    g = torch.Generator().manual_seed(1)
-    xs = torch.randn(160, 4, 16, generator=g)
-    ys = (xs[:, 0].mean(1) > 0).long()
-    data = (DataLoader(TensorDataset(xs[:96], ys[:96]), batch_size=32, shuffle=True, generator=g),
-            DataLoader(TensorDataset(xs[96:], ys[96:]), batch_size=64))
-    res = compress(model, data, time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.3,
+    res = compress(model, _gru_data(160), time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.3,
                    max_iters=3, criterion="l1", measure=False)
     assert res.final["predicted_ms"] < res.base["predicted_ms"]
     assert res.model(x).shape == model(x).shape
@@ -389,12 +393,7 @@ def test_search_drops_a_recurrence_whose_per_step_cost_dominates(fake_tm):
     cands = _candidates(model, x, cost, cost.price(model, x), 0.08, "l1", [], 0, ("recurrence",), (1, 5), 8)
     assert [c["step"] for c in cands] == [{"op": "drop_recurrence", "module": "gru"}]
     assert cands[0]["saving"] > 0.2 * cost.price(model, x)
-    g = torch.Generator().manual_seed(1)
-    xs = torch.randn(128, 4, 16, generator=g)
-    ys = (xs[:, 0].mean(1) > 0).long()
-    data = (DataLoader(TensorDataset(xs[:96], ys[:96]), batch_size=32, shuffle=True, generator=g),
-            DataLoader(TensorDataset(xs[96:], ys[96:]), batch_size=64))
-    res = compress(model, data, time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.2,
+    res = compress(model, _gru_data(128), time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.2,
                    max_iters=1, moves=("recurrence",), measure=False)
     assert res.plan.steps == [{"op": "drop_recurrence", "module": "gru"}]
     assert isinstance(res.model.gru, StepDense) and res.final["predicted_ms"] < res.base["predicted_ms"]

@@ -155,6 +155,19 @@ def _seq_len(model, name, x) -> int | None:
     return seen.get("t")
 
 
+def _without_recurrence(model, name, x, out_shape) -> nn.Module | None:
+    """A copy of `model` with the recurrence at `name` dropped, or None where it cannot be (not a
+    single-layer one-direction GRU/LSTM, or the network then fails or changes its output shape)."""
+    if not surgery.droppable_recurrence(_rnn(model, name)):
+        return None
+    m = copy.deepcopy(model)
+    surgery.drop_recurrence(m, name)
+    try:
+        return m if _output_shape(m, x) == out_shape else None
+    except Exception:  # noqa: BLE001 - the model uses the RNN's state in a way StepDense cannot mimic
+        return None
+
+
 def _output_shape(model, x):
     with torch.no_grad():
         return tuple(model.eval()(x).shape)
@@ -182,11 +195,7 @@ def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
                 m, f = trial, f * 2
     if "recurrence" in moves:
         for name in _rnn_names(m):
-            if surgery.droppable_recurrence(_rnn(m, name)):
-                trial = copy.deepcopy(m)
-                surgery.drop_recurrence(trial, name)
-                if _output_shape(trial, x) == out:
-                    m = trial
+            m = _without_recurrence(m, name, x, out) or m
     if "fold_bn" in moves:
         for conv, bn in surgery.foldable_pairs(m, x):
             surgery.fold_batchnorm(m, conv, bn)
@@ -490,15 +499,8 @@ def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, 
                               "desc": f"shorten {name} {t}->{t // 2} steps", "saving": float(s), "ratio": 0.0})
     if "recurrence" in moves:
         for name in _rnn_names(model):
-            if not surgery.droppable_recurrence(_rnn(model, name)):
-                continue
-            m = copy.deepcopy(model)
-            surgery.drop_recurrence(m, name)
-            try:
-                ok = _output_shape(m, x) == out_shape
-            except Exception:  # noqa: BLE001 - the model uses the RNN's state in a way StepDense cannot mimic
-                ok = False
-            s = cur_cost - pricer.price(m, x) if ok else 0.0
+            m = _without_recurrence(model, name, x, out_shape)
+            s = cur_cost - pricer.price(m, x) if m is not None else 0.0
             if s > tol:
                 cands.append({"kind": "recurrence", "step": {"op": "drop_recurrence", "module": name},
                               "desc": f"drop recurrence {name}", "saving": float(s), "ratio": 0.0})

@@ -568,39 +568,32 @@ class ModelTree(RegressorMixin, BaseEstimator):
         r = np.abs(pred - self._y[idx]) / self._y[idx]
         return float(np.sum(self._w[idx] * r**power))
 
-    def _guarded_sse(self, nodes, path, idx) -> float:
-        """Error on samples idx priced as `predict` prices them at node path[0] (path: that node, then its
-        ancestors, nearest first): each sample gets the equation of the first node on the path whose
-        fitted range covers it, else path[0]'s (the extrapolation guard of _predict_nodes)."""
-        left, total = idx, 0.0
-        for node in path:
-            if left.size == 0:
-                break
-            out = self._outside(nodes[node], self._F, left)
-            total += self._leaf_sse(nodes[node]["model"], left[~out])
-            left = left[out]
-        return total + self._leaf_sse(nodes[path[0]]["model"], left)
+    def _routed_sse(self, nodes, at, idx, power=2) -> float:
+        """Error on samples idx, each priced by the equation of the node `at` gives it."""
+        return sum(self._leaf_sse(nodes[i]["model"], idx[at == i], power) for i in np.unique(at))
 
     def _prune(self, nodes, val):
         """Reduced-error pruning: bottom-up, a subtree becomes a leaf unless it prices the held-out
         samples routed to it better, both priced as predict would (with the extrapolation guard)."""
         vals = {c: self._split_vals[c][val] for c in self.split_features_}
+        cols = {c: self._F[c][val] for nd in nodes for c in nd["model"]["features"]}
 
-        def rec(i, sub, path):  # sub: positions into val; path: i and its ancestors
+        def rec(i, sub):  # sub: positions into val
             nd = nodes[i]
-            leaf_sse = self._guarded_sse(nodes, path, val[sub])
+            # node i as a leaf: its rows, guarded by its (still internal) ancestors
+            at = self._guard(nodes, np.full(sub.size, i), {c: v[sub] for c, v in cols.items()})
+            leaf_sse = self._routed_sse(nodes, at, val[sub])
             if nd["leaf"]:
                 return leaf_sse
             v = vals[nd["feature"]][sub]
             mask = (v == nd["value"]) if nd["kind"] == "eq" else (v <= nd["value"])
-            tree_sse = (rec(nd["left"], sub[mask], [nd["left"]] + path)
-                        + rec(nd["right"], sub[~mask], [nd["right"]] + path))
+            tree_sse = rec(nd["left"], sub[mask]) + rec(nd["right"], sub[~mask])
             if leaf_sse <= tree_sse:
                 nd["leaf"] = True
                 return leaf_sse
             return tree_sse
 
-        rec(0, np.arange(val.size), [0])
+        rec(0, np.arange(val.size))
 
     # cost-complexity pruning (CART weakest link), alpha chosen by k-fold cross-validation ------
 
@@ -668,8 +661,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
                 self._ccp_prune(fn, a * scale)  # alphas ascend: pruning accumulates
                 # held-out rows are scored as predict() would price them: with the extrapolation guard
                 at = self._guard(fn, self._route(fn, vals, held.size), cols)
-                for li in np.unique(at):
-                    err[j] += self._leaf_sse(fn[li]["model"], held[at == li], self.cv_power)
+                err[j] += self._routed_sse(fn, at, held, self.cv_power)
             for nd, lf in zip(fn, saved):
                 nd["leaf"] = lf
         best = float(err.min())
