@@ -329,6 +329,31 @@ def test_staircase_leads_the_search_to_step_edges(fake_tm):
     assert [again.c1.out_channels, again.c2.out_channels] == widths
 
 
+def test_batchnorm_is_folded_before_the_final_fine_tune(fake_tm, monkeypatch):
+    """Folding is exact, and the final fine-tune trains the folded network (no BatchNorm left to update):
+    the plan ends with the fold, the returned model has no BatchNorm, and the plan replays onto the
+    original to an architecture that takes the returned weights."""
+    import fastdeepiot.compress.search as search
+
+    tuned, real = [], search.finetune  # (steps, whether the network fine-tuned had a BatchNorm)
+
+    def spy(m, loader, steps, **kw):
+        tuned.append((steps, any(isinstance(b, nn.BatchNorm1d) for b in m.modules())))
+        return real(m, loader, steps, **kw)
+
+    monkeypatch.setattr(search, "finetune", spy)
+    torch.manual_seed(0)
+    model, x = Wide().eval(), torch.randn(1, 6, 32)
+    res = search.compress(model, _toy_data(), time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1,
+                   final_epochs=0.5, max_iters=1, moves=("width", "fold_bn"), measure=False)
+    assert tuned[-1] == (2, False)  # the final fine-tune: 0.5 epochs of 4 batches, on the folded network
+    assert res.plan.steps[-1] == {"op": "fold_bn", "conv": "c1", "bn": "b1"}
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in res.model.modules())
+    again = res.plan.apply(model, copy_model=True)
+    again.load_state_dict(res.model.state_dict())
+    assert torch.allclose(again(x), res.model(x))
+
+
 class Narrow(nn.Module):
     def __init__(self, width=30):
         super().__init__()
