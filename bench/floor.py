@@ -12,8 +12,8 @@ each costs ~10 us before it multiplies anything. This benchmark measures where t
   can go below), and with the second conv of each branch and of the merge removed (one conv each);
 - the two sensor branches as two conv chains vs one grouped-conv chain (groups=2, the same FLOPs, half
   the operators): a fusion FLOPs cannot see;
-- the bar per task x backend, read from docs/results/compress.json (0.6 x the best baseline within
-  0.5 test points there), and, for every depth, the widest network measured under it, trained two ways:
+- the bar per task x backend, read from docs/results/compress.json (0.6 x the FLOPs ablation's fastest
+  run there: our pipeline with FLOPs as the cost), and, for every depth, the widest network measured under it, trained two ways:
   from scratch with the task's own training recipe, and from the trained checkpoint by the pipeline's
   own moves plus a long distilled fine-tune (`--finetune-epochs`): can any network of this family under
   the bar keep accuracy within 0.5 points of the original?
@@ -133,18 +133,24 @@ class GroupedChain(nn.Module):
 
 
 def bars(compress_json: Path) -> dict:
-    """(task, backend) -> the bar in ms (0.6 x the best baseline within 0.5 test points) and what it comes from."""
+    """(task, backend) -> the bar in ms: 0.6 x the FLOPs ablation's fastest run (what beating FLOPs-driven
+    compression by the issue's margin takes, whatever accuracy the ablation kept), with that run's drop,
+    the verdict's best baseline within 0.5 test points, and our runs."""
     out = {}
     if not compress_json.exists():
         return out
     for e in json.loads(compress_json.read_text())["entries"]:
-        v = e["verdict"]
-        ours = [r for r in e["rows"] if r.get("method") == "ours" and "failed" not in r]
+        v, base = e["verdict"], e["base_test_accuracy"]
+        runs = [r for r in e["rows"] if "failed" not in r]
+        abl = [r for r in runs if r["method"] == "flops-ablation"]
+        if not abl:
+            continue
+        fa = min(abl, key=lambda r: r["measured_ms"])
         out[(e["task"], e["backend"])] = {
-            "bar_ms": 0.6 * v["best_baseline_ms"], "best_baseline": v["best_baseline"],
-            "best_baseline_ms": v["best_baseline_ms"],
-            "ours": [{"budget": r["budget"], "ms": r["measured_ms"],
-                      "drop": e["base_test_accuracy"] - r["test_accuracy"]} for r in ours]}
+            "bar_ms": 0.6 * fa["measured_ms"], "ablation_ms": fa["measured_ms"], "ablation_drop": base - fa["test_accuracy"],
+            "best_baseline": v["best_baseline"], "best_baseline_ms": v["best_baseline_ms"],
+            "ours": [{"budget": r["budget"], "ms": r["measured_ms"], "drop": base - r["test_accuracy"]}
+                     for r in runs if r["method"] == "ours"]}
     return out
 
 
@@ -198,7 +204,9 @@ def main(argv=None) -> int:
             return results[(tn, w, k)]
 
         if args.train:  # how well each way does at the reference widths, where accuracy is not in question
-            calibration[tn] = {"base_test_accuracy": base, **accuracies(None, 2)}
+            calibration[tn] = {"base_test_accuracy": base,
+                               **{d: {"measured_ms": {be: timings[be][label(d, None)] for be in backends},
+                                      **accuracies(None, k)} for d, k in DEPTHS.items()}}
         for be in backends:
             b = the_bars.get((tn, be))
             cell = {"task": tn, "backend": be, **(b or {}), "base_test_accuracy": base, "under_bar": []}
@@ -235,33 +243,45 @@ def write_md(data, path):
     for n in names:
         L.append(f"| {n} | " + " | ".join(f"{data['timings'][be][n]:.4f}" for be in data["timings"]) + " |")
     L += ["", "## Under the bar", "",
-          "Bar: 0.6 x the best baseline within 0.5 test points in `docs/results/compress.json`. For every depth, the "
+          "Bar: 0.6 x the FLOPs ablation's fastest run in `docs/results/compress.json` (our pipeline with FLOPs as "
+          "the cost: beating FLOPs-driven compression by the issue's margin, at whatever accuracy the ablation kept; "
+          "the verdict there compares with the best baseline within 0.5 test points, which can be the unpruned "
+          "control when every pruned baseline misses by a test window or two). For every depth, the "
           "widest network measured under it, and its test accuracy two ways: trained from scratch with the task's "
           f"training recipe, and reached from the trained checkpoint by the pipeline's own moves (recurrence dropped, "
           f"second convs removed, L1 channel pruning to the width, BatchNorm folded) then fine-tuned "
           f"{data['settings']['finetune_epochs']:g} epochs distilled from the original (3x the compression "
           "benchmark's final budget). One seed each: har's test accuracy moves +-0.5 points between seeds.", ""]
-    if data.get("calibration"):
-        L += ["Calibration, the GRU-dropped network at the reference widths (all layers): " + "; ".join(
-            f"{tn}: original {c['base_test_accuracy']:.2f}%, from scratch {c['scratch_test']:.2f}%, "
-            f"from the checkpoint {c.get('compressed_test', float('nan')):.2f}%" for tn, c in data["calibration"].items()), ""]
-    L += ["| task | backend | bar ms (best baseline) | ours in compress.json (ms, test drop) | depth | widest width under the bar "
-          "| its ms | params | test acc %: from scratch / from the checkpoint | best drop |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-
     def f(v, fmt=".2f"):
         return "" if v is None else format(v, fmt)
 
+    if data.get("calibration"):
+        L += ["At the reference widths (convs 32/64, hidden 64), where width does not limit accuracy (calibration of "
+              "the two ways):", "",
+              "| task | depth | " + " | ".join(f"{be} ms" for be in data["timings"]) + " | params | test acc %: from scratch "
+              "/ from the checkpoint | original |", "|---|---|" + "---|" * len(data["timings"]) + "---|---|---|"]
+        for tn, c in data["calibration"].items():
+            for d in DEPTHS:
+                r = c[d]
+                L.append(f"| {tn} | {d} | " + " | ".join(f(r["measured_ms"][be], ".4f") for be in data["timings"])
+                         + f" | {r['params']} | {f(r['scratch_test'])} / {f(r.get('compressed_test'))} | "
+                         f"{f(c['base_test_accuracy'])} |")
+        L.append("")
+    L += ["| task | backend | bar ms (FLOPs ablation: ms, test drop) | verdict's best baseline within 0.5 | ours in compress.json "
+          "(ms, test drop) | depth | widest width under the bar | its ms | params | test acc %: from scratch / from the "
+          "checkpoint | best drop |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+
     for c in data["cells"]:
         if "bar_ms" not in c:
-            L.append(f"| {c['task']} | {c['backend']} | no compress.json entry | | | | | | | |")
+            L.append(f"| {c['task']} | {c['backend']} | no compress.json entry | | | | | | | | |")
             continue
         ours = ", ".join(f"{o['ms']:.3f} ({o['drop']:+.2f})" for o in c["ours"])
         for u in c["under_bar"]:
             accs = [u[k] for k in ("scratch_test", "compressed_test") if u.get(k) is not None]
             drop = c["base_test_accuracy"] - max(accs) if accs and c.get("base_test_accuracy") is not None else None
-            L.append(f"| {c['task']} | {c['backend']} | {c['bar_ms']:.4f} ({c['best_baseline']} {c['best_baseline_ms']:.4f}) | "
-                     f"{ours} | {u['depth']} | {u['width'] if u.get('width') is not None else 'none'} | "
+            L.append(f"| {c['task']} | {c['backend']} | {c['bar_ms']:.4f} ({c['ablation_ms']:.4f}, {c['ablation_drop']:+.2f}) | "
+                     f"{c['best_baseline']} {c['best_baseline_ms']:.4f} | {ours} | {u['depth']} | {u['width'] if u.get('width') is not None else 'none'} | "
                      f"{f(u.get('measured_ms'), '.4f')} | {u.get('params', '')} | "
                      f"{f(u.get('scratch_test'))} / {f(u.get('compressed_test'))} | {f(drop)} |")
     L += [""] + [f"![{be}](floor_{be}.png)" for be in data["timings"]] + [""]
@@ -284,7 +304,7 @@ def plot(data, backend, path):
     for c in data["cells"]:
         if c["backend"] == backend and "bar_ms" in c:
             ax.axhline(c["bar_ms"], ls="--", lw=1, color="r" if c["task"] == "userid" else "m",
-                       label=f"bar, {c['task']} (0.6 x {c['best_baseline']})")
+                       label=f"bar, {c['task']} (0.6 x the FLOPs ablation)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width of every layer (channels)")
     ax.set_ylabel(f"measured ms ({backend}, batch 1, 1 thread)")
