@@ -18,7 +18,9 @@ each costs ~10 us before it multiplies anything. This benchmark measures where t
   own moves plus a long distilled fine-tune (`--finetune-epochs`): can any network of this family under
   the bar keep accuracy within 0.5 points of the original?
 
-All networks of a backend are timed together (round-robin, `measure_models`). Writes
+The trained checkpoints are runs/bench-tasks/<task>.pt (as bench/compress.py uses; `bench/tasks.py` makes
+them); without one, only the from-scratch way runs. All networks of a backend are timed together
+(round-robin, `measure_models`). Writes
 docs/results/floor.{json,md} and floor_<backend>.png.
 """
 
