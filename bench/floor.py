@@ -51,6 +51,7 @@ def deepsense(n_classes: int, width: int | None, depth: int) -> nn.Module:
     (32/64, GRU hidden 64), else every layer and the step-dense width is `width`; `depth` convs per branch
     and in the merge."""
     from fastdeepiot.compress.plan import apply_step
+    from fastdeepiot.compress.surgery import fold_all_batchnorm
     from fastdeepiot.tasks.nets import DeepSense
 
     if width is None:
@@ -59,10 +60,8 @@ def deepsense(n_classes: int, width: int | None, depth: int) -> nn.Module:
         m = DeepSense(n_classes, sensor_channels=(width,) * depth, merge_channels=(width,) * depth, gru_hidden=width)
     x = torch.zeros(1, 6, 128)
     apply_step(m, {"op": "drop_recurrence", "module": "gru"}, x)
-    for branch in ("acc", "gyro", "merge"):
-        for i in range(depth):
-            apply_step(m, {"op": "fold_bn", "conv": f"{branch}.{i}.0", "bn": f"{branch}.{i}.1"}, x)
-    return m.eval()
+    fold_all_batchnorm(m.eval(), x)
+    return m
 
 
 def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -> nn.Module:
@@ -72,7 +71,7 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
     from fastdeepiot.compress.deps import trace_channels
     from fastdeepiot.compress.importance import l1_importance
     from fastdeepiot.compress.plan import apply_step
-    from fastdeepiot.compress.surgery import prune_channels
+    from fastdeepiot.compress.surgery import fold_all_batchnorm, prune_channels
 
     m = copy.deepcopy(trained).eval()
     apply_step(m, {"op": "drop_recurrence", "module": "gru"}, x)
@@ -84,9 +83,7 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
         groups = [g for g in cg.groups() if g.width > width]
         imp = l1_importance(m, cg, groups)
         prune_channels(m, x, {g.name: sorted(np.argsort(-imp[g.name])[:width].tolist()) for g in groups}, cg)
-    for branch in ("acc", "gyro", "merge"):
-        for i in range(depth):
-            apply_step(m, {"op": "fold_bn", "conv": f"{branch}.{i}.0", "bn": f"{branch}.{i}.1"}, x)
+    fold_all_batchnorm(m, x)
     return m
 
 

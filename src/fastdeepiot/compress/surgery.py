@@ -291,6 +291,14 @@ def foldable_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
     return out
 
 
+def fold_all_batchnorm(model: nn.Module, example_input) -> list[tuple[str, str]]:
+    """Fold every foldable BatchNorm (`foldable_pairs`) into its conv, in place; returns the pairs."""
+    pairs = foldable_pairs(model, example_input)
+    for conv, bn in pairs:
+        fold_batchnorm(model, conv, bn)
+    return pairs
+
+
 def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
     """Submodules with parameters whose output has the input's shape (one tensor in, one out), outermost
     first; removing one (-> Identity) keeps every shape in the network."""
