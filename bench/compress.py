@@ -48,10 +48,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     from fastdeepiot import tasks
-    from fastdeepiot.compress.baselines import ratio_for_flops
-    from fastdeepiot.compress.cost import FlopsCost, TimeCost
-    from fastdeepiot.compress.finetune import finetune
-    from fastdeepiot.compress.search import compress, measure_models
+    from fastdeepiot.compression.baselines import ratio_for_flops
+    from fastdeepiot.compression.cost import FlopsCost, TimeCost
+    from fastdeepiot.compression.finetune import finetune
+    from fastdeepiot.compression.search import compress, measure_models
     from fastdeepiot.timemodel.model import TimeModel
 
     t = tasks.get(args.task)

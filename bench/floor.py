@@ -50,8 +50,8 @@ def deepsense(n_classes: int, width: int | None, depth: int) -> nn.Module:
     """DeepSense with its GRU dropped and BatchNorm folded; `width` None keeps the reference widths
     (32/64, GRU hidden 64), else every layer and the step-dense width is `width`; `depth` convs per branch
     and in the merge."""
-    from fastdeepiot.compress.plan import apply_step
-    from fastdeepiot.compress.surgery import fold_all_batchnorm
+    from fastdeepiot.compression.plan import apply_step
+    from fastdeepiot.compression.surgery import fold_all_batchnorm
     from fastdeepiot.tasks.nets import DeepSense
 
     if width is None:
@@ -68,10 +68,10 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
     """`deepsense(n, width, depth)`'s architecture reached from the trained network by the compression
     pipeline's own moves: drop the recurrence, remove the second convs (depth 1), keep the `width`
     channels of every group with the largest L1 importance, fold BatchNorm."""
-    from fastdeepiot.compress.deps import trace_channels
-    from fastdeepiot.compress.importance import l1_importance
-    from fastdeepiot.compress.plan import apply_step
-    from fastdeepiot.compress.surgery import fold_all_batchnorm, prune_channels
+    from fastdeepiot.compression.deps import trace_channels
+    from fastdeepiot.compression.importance import l1_importance
+    from fastdeepiot.compression.plan import apply_step
+    from fastdeepiot.compression.surgery import fold_all_batchnorm, prune_channels
 
     m = copy.deepcopy(trained).eval()
     apply_step(m, {"op": "drop_recurrence", "module": "gru"}, x)
@@ -91,7 +91,7 @@ def two_ways(t, trained, width, depth, tr, te, epochs, x) -> dict:
     """Test accuracy of the (width, depth) network two ways: trained from scratch with the task's recipe,
     and derived from the trained checkpoint (`derive`) then fine-tuned `epochs`, distilled from it."""
     from fastdeepiot import tasks
-    from fastdeepiot.compress.finetune import finetune
+    from fastdeepiot.compression.finetune import finetune
 
     n_classes = t.default_arch.get("n_classes", 6)
     scratch = deepsense(n_classes, width, depth).train()
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     from fastdeepiot import tasks
-    from fastdeepiot.compress.search import measure_models
+    from fastdeepiot.compression.search import measure_models
 
     task_names = [s for s in args.tasks.split(",") if s]
     backends = [s for s in args.backends.split(",") if s]

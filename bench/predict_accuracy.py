@@ -41,10 +41,10 @@ def main() -> None:
     from fastdeepiot.commands.profile import parse_duration
     from fastdeepiot.devices import cpu_model, get_backend
     from fastdeepiot.families import parse_families
-    from fastdeepiot.profile.harness import TimingPolicy, measure_network
-    from fastdeepiot.profile.networker import NetworkWorker
-    from fastdeepiot.profile.runner import plan, profile
-    from fastdeepiot.profile.store import Store
+    from fastdeepiot.profiling.harness import TimingPolicy, measure_network
+    from fastdeepiot.profiling.networker import NetworkWorker
+    from fastdeepiot.profiling.runner import plan, profile
+    from fastdeepiot.profiling.store import Store
     from fastdeepiot.report.tables import markdown_table
     from fastdeepiot.timemodel.metrics import relative_error_summary
     from fastdeepiot.timemodel.model import ESTIMATORS, fit_time_model

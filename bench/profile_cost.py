@@ -23,9 +23,9 @@ import numpy as np
 
 from fastdeepiot.devices import cpu_model, get_backend
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.profile.harness import TimingPolicy, measure
-from fastdeepiot.profile.runner import plan, profile
-from fastdeepiot.profile.store import Store
+from fastdeepiot.profiling.harness import TimingPolicy, measure
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
 from fastdeepiot.report.tables import markdown_table
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results"

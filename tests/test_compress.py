@@ -11,16 +11,16 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fastdeepiot.compress.cost import PricedNetwork, TimeCost, snap_widths
-from fastdeepiot.compress.deps import trace_channels
-from fastdeepiot.compress.importance import CRITERIA, channel_slices
-from fastdeepiot.compress.plan import Plan
-from fastdeepiot.compress.search import compress
-from fastdeepiot.compress.surgery import StepDense, drop_recurrence, fold_batchnorm, prune_channels, seg_indices
+from fastdeepiot.compression.cost import PricedNetwork, TimeCost, snap_widths
+from fastdeepiot.compression.deps import trace_channels
+from fastdeepiot.compression.importance import CRITERIA, channel_slices
+from fastdeepiot.compression.plan import Plan
+from fastdeepiot.compression.search import compress
+from fastdeepiot.compression.surgery import StepDense, drop_recurrence, fold_batchnorm, prune_channels, seg_indices
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import TargetUnreachableError, UserError
-from fastdeepiot.profile.runner import plan, profile
-from fastdeepiot.profile.store import Store
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.model import fit_time_model
 
 FAMS = ["conv1d", "conv2d", "linear", "gru", "lstm", "batchnorm", "activation", "add", "concat", "pool1d",
@@ -333,7 +333,7 @@ def test_batchnorm_is_folded_before_the_final_fine_tune(fake_tm, monkeypatch):
     """Folding is exact, and the final fine-tune trains the folded network (no BatchNorm left to update):
     the plan ends with the fold, the returned model has no BatchNorm, and the plan replays onto the
     original to an architecture that takes the returned weights."""
-    import fastdeepiot.compress.search as search
+    import fastdeepiot.compression.search as search
 
     tuned, real = [], search.finetune  # (steps, whether the network fine-tuned had a BatchNorm)
 
@@ -368,7 +368,7 @@ class Narrow(nn.Module):
 def test_a_distant_step_edge_is_also_approached_by_a_stepping_stone(fake_tm):
     """30 channels on a 16-channel staircase: nothing is saved until 16, a 47% cut; besides the jump the
     search also proposes a stone a quarter of the way down, credited with its share of the edge's saving."""
-    from fastdeepiot.compress.search import _candidates
+    from fastdeepiot.compression.search import _candidates
 
     torch.manual_seed(0)
     model, x = Narrow().eval(), torch.randn(1, 6, 32)
@@ -410,7 +410,7 @@ def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
 def test_search_drops_a_recurrence_whose_per_step_cost_dominates(fake_tm):
     """The fake device charges a fixed cost per GRU step: dropping the recurrence is priced as a large
     saving, proposed, taken under a generous budget, recorded in the plan, and replays."""
-    from fastdeepiot.compress.search import _candidates
+    from fastdeepiot.compression.search import _candidates
 
     torch.manual_seed(0)
     model, x = GRUNet().eval(), torch.randn(1, 4, 16)
@@ -447,7 +447,7 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
 def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
     """`fastdeepiot evaluate` reads what `fastdeepiot compress` writes."""
     from fastdeepiot import tasks
-    from fastdeepiot.compress.checkpoint import save_compressed
+    from fastdeepiot.compression.checkpoint import save_compressed
 
     torch.manual_seed(0)
     t = tasks.get("har")
@@ -467,7 +467,7 @@ def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
 def test_paired_drop_upper_bound():
     import torch
 
-    from fastdeepiot.compress.finetune import paired_drop_upper
+    from fastdeepiot.compression.finetune import paired_drop_upper
 
     base = torch.ones(1000, dtype=torch.bool)
     same = base.clone()
@@ -491,7 +491,7 @@ def test_distillation_pulls_the_student_toward_the_teacher():
     """Fine-tuning with a teacher (the default in compress) matches the teacher's outputs, labels aside."""
     import torch.nn.functional as F
 
-    from fastdeepiot.compress.finetune import finetune
+    from fastdeepiot.compression.finetune import finetune
 
     torch.manual_seed(0)
     teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)

@@ -19,11 +19,11 @@ from fastdeepiot.devices import get_backend
 from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
 from fastdeepiot.errors import StoreError
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.profile.harness import TimingPolicy, measure
-from fastdeepiot.profile.runner import plan, profile
-from fastdeepiot.profile.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
+from fastdeepiot.profiling.harness import TimingPolicy, measure
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
                                        within_cap)
-from fastdeepiot.profile.store import Store
+from fastdeepiot.profiling.store import Store
 
 LAYERS_ONLY = dict(network_every=0)
 
@@ -308,8 +308,8 @@ def test_real_backend_smoke(tmp_path, device):
 def test_networks_are_timed_in_their_own_process(tmp_path):
     """torch-cpu times whole networks in a child process; its failures are reported, not fatal."""
     from fastdeepiot.graph.randomnets import random_network
-    from fastdeepiot.profile.networker import NetworkWorker
-    from fastdeepiot.profile.runner import network_workload
+    from fastdeepiot.profiling.networker import NetworkWorker
+    from fastdeepiot.profiling.runner import network_workload
 
     backend = get_backend("torch-cpu", threads=1)
     assert backend.isolate_networks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fastdeepiot.devices.quiet import QuietGuard
-from fastdeepiot.profile.harness import TimingPolicy, measure
+from fastdeepiot.profiling.harness import TimingPolicy, measure
 
 
 class Clock:

@@ -15,8 +15,8 @@ from fastdeepiot.cli import main
 from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
 from fastdeepiot.errors import UnmodelledLayerError
 from fastdeepiot.families import LayerConfig
-from fastdeepiot.profile.runner import plan, profile
-from fastdeepiot.profile.store import Store
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model
 
 FAMS = ["conv2d", "conv1d", "linear", "gru", "batchnorm", "activation", "add", "pool2d", "concat", "pool1d"]
@@ -56,7 +56,7 @@ class Residual(nn.Module):
 
 def test_layer_predictions_match_the_fake_device(fake_tm):
     rng = np.random.default_rng(1)
-    from fastdeepiot.profile.space import random_configs
+    from fastdeepiot.profiling.space import random_configs
 
     for fam in ("conv2d", "linear", "gru"):
         cs = random_configs(fam, 40, seed=99)  # configurations never profiled (other seed)

@@ -6,6 +6,10 @@ import sys
 
 import typer
 
+from fastdeepiot.commands import compress as compress_commands
+from fastdeepiot.commands import profile as profile_commands
+from fastdeepiot.commands import tasks as tasks_commands
+from fastdeepiot.commands import timemodel as timemodel_commands
 from fastdeepiot.errors import UserError
 
 app = typer.Typer(
@@ -16,18 +20,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-def _register_commands() -> None:
-    # Each module adds its verbs to `app`; importing them is cheap (heavy imports live inside verbs).
-    from fastdeepiot.commands import profile as _p  # noqa: F401
-    from fastdeepiot.commands import timemodel as _t  # noqa: F401
-    from fastdeepiot.commands import tasks as _k  # noqa: F401
-    from fastdeepiot.commands import compress as _c  # noqa: F401
+# Each commands module collects its verbs on a Typer of its own; the one app takes them in this order.
+for _module in (profile_commands, timemodel_commands, tasks_commands, compress_commands):
+    app.registered_commands.extend(_module.app.registered_commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Usage errors exit 2 (typer), `UserError`s exit 2 with one line, bugs exit 1."""
-    _register_commands()
     try:
         app(args=argv, prog_name="fastdeepiot")  # standalone: raises SystemExit with the exit code
     except UserError as e:

@@ -74,7 +74,7 @@ def predict_reference_networks(tm_path: Path, out_json: Path) -> None:
     import json
 
     from fastdeepiot.devices import get_backend
-    from fastdeepiot.profile.harness import measure_network
+    from fastdeepiot.profiling.harness import measure_network
     from fastdeepiot.report.tables import print_table
     from fastdeepiot.timemodel.model import TimeModel
     from fastdeepiot.zoo import build_zoo_network

@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
-from fastdeepiot.cli import app
+
+
+# This module's verbs; cli.py merges them into the one app (commands never import cli).
+app = typer.Typer()
 
 
 @app.command()
@@ -37,9 +40,9 @@ def compress(
     import torch
 
     from fastdeepiot import tasks as tasks_mod
-    from fastdeepiot.compress.checkpoint import save_compressed
-    from fastdeepiot.compress.report import history_table, write_report
-    from fastdeepiot.compress.search import compress as run
+    from fastdeepiot.compression.checkpoint import save_compressed
+    from fastdeepiot.compression.report import history_table, write_report
+    from fastdeepiot.compression.search import compress as run
     from fastdeepiot.errors import UserError
     from fastdeepiot.timemodel.model import TimeModel
 

@@ -9,8 +9,11 @@ from typing import Optional
 
 import typer
 
-from fastdeepiot.cli import app
 from fastdeepiot.errors import UserError
+
+
+# This module's verbs; cli.py merges them into the one app (commands never import cli).
+app = typer.Typer()
 
 
 def parse_duration(text: str) -> float:
@@ -66,9 +69,9 @@ def profile(
     """Time layer configurations on a device and store every measurement (resumable)."""
     from fastdeepiot.devices import get_backend
     from fastdeepiot.families import parse_families
-    from fastdeepiot.profile.harness import TimingPolicy
-    from fastdeepiot.profile.runner import plan
-    from fastdeepiot.profile.store import Store
+    from fastdeepiot.profiling.harness import TimingPolicy
+    from fastdeepiot.profiling.runner import plan
+    from fastdeepiot.profiling.store import Store
 
     fams = parse_families(layers)
     budget_s = parse_duration(budget)
@@ -96,7 +99,7 @@ def profile(
 def _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from fastdeepiot.profile.runner import profile as run_profile
+    from fastdeepiot.profiling.runner import profile as run_profile
 
     if quiet:
         return run_profile(backend, store, workloads, budget_s=budget_s, max_new=max_new, policy=policy)
@@ -124,7 +127,7 @@ def export(
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="write Parquet here (needs pyarrow)"),
 ):
     """Export every measurement, with its conditions, to CSV (and/or Parquet)."""
-    from fastdeepiot.profile.store import Store, export_csv, export_parquet
+    from fastdeepiot.profiling.store import Store, export_csv, export_parquet
 
     if csv is None and parquet is None:
         raise UserError("nothing to do: give --csv PATH and/or --parquet PATH")
@@ -141,7 +144,7 @@ def export(
 def summary(db: Path = typer.Argument(..., help="measurement database"),
             as_json: bool = typer.Option(False, "--json")):
     """Per family: how many measurements, their time range and their noise."""
-    from fastdeepiot.profile.store import Store
+    from fastdeepiot.profiling.store import Store
     from fastdeepiot.report.tables import measurement_summary, print_table
 
     with Store.open(db) as store:

@@ -8,8 +8,11 @@ from typing import Optional
 
 import typer
 
-from fastdeepiot.cli import app
 from fastdeepiot.errors import UserError
+
+
+# This module's verbs; cli.py merges them into the one app (commands never import cli).
+app = typer.Typer()
 
 
 @app.command("tasks")

@@ -10,8 +10,11 @@ from typing import Optional
 
 import typer
 
-from fastdeepiot.cli import app
 from fastdeepiot.errors import UserError
+
+
+# This module's verbs; cli.py merges them into the one app (commands never import cli).
+app = typer.Typer()
 
 
 @app.command()
@@ -27,7 +30,7 @@ def fit(
 ):
     """Learn the device's execution-time model; print held-out accuracy per layer family."""
     from fastdeepiot.families import parse_families
-    from fastdeepiot.profile.store import Store
+    from fastdeepiot.profiling.store import Store
     from fastdeepiot.report.tables import print_table
     from fastdeepiot.timemodel.model import ESTIMATORS, fit_time_model
 
@@ -157,7 +160,7 @@ def predict(
     result = p.to_dict()
     if measure_it:
         from fastdeepiot.devices import get_backend
-        from fastdeepiot.profile.harness import measure_network
+        from fastdeepiot.profiling.harness import measure_network
 
         backend = get_backend(tm.backend, threads=int(tm.device.get("threads", 1)))
         result["measured_ms"] = measure_network(backend, net, x).median_ms

@@ -1,7 +1,7 @@
 """What a backend is: something that can build and time one layer configuration or one network.
 
 A backend does not decide how many times to call a workload or when a timing is stable: that is the
-harness's job (`fastdeepiot.profile.harness`). A backend only hands out `Runner`s, each able to run its
+harness's job (`fastdeepiot.profiling.harness`). A backend only hands out `Runner`s, each able to run its
 workload once (`run_once`, for warm-up) and to time n consecutive calls with the backend's own clock
 (`time_calls`): `perf_counter_ns` on the CPU, CUDA events on a GPU, a formula on the fake backend.
 """

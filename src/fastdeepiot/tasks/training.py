@@ -250,7 +250,7 @@ def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict
             raise CheckpointError(f"{path} holds a {ckpt['net']} network with {arch.get('n_classes')} classes; "
                                   f"task {t.name!r} needs {t.net} with {t.n_classes}")
     if compressed:  # written by `fastdeepiot compress`: the original arch + the replayed pruning plan
-        from fastdeepiot.compress.checkpoint import load_compressed
+        from fastdeepiot.compression.checkpoint import load_compressed
 
         return load_compressed(path)
     model = build(ckpt["net"], **ckpt["arch"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from fastdeepiot.families import LayerConfig
-from fastdeepiot.profile.runner import Workload, layer_workload
-from fastdeepiot.profile.space import region_configs
+from fastdeepiot.profiling.runner import Workload, layer_workload
+from fastdeepiot.profiling.space import region_configs
 
 
 def adaptive_workloads(model_path, store, families: list[str], *, seed: int = 0, per_point: int = 5,

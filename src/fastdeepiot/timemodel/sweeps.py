@@ -11,7 +11,7 @@ from fastdeepiot.families import LayerConfig, get_family
 
 def longest_sweep(db, family: str, param: str) -> tuple[list[LayerConfig], list[float]]:
     """The measured configurations that differ only in `param`, for the most common other settings."""
-    from fastdeepiot.profile.store import Store
+    from fastdeepiot.profiling.store import Store
 
     with Store.open(db) as store:
         ms = [m for m in store.measurements(kind="layer", family=family)]

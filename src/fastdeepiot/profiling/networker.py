@@ -22,7 +22,7 @@ import multiprocessing as mp
 from dataclasses import asdict
 
 from fastdeepiot.devices.base import Backend
-from fastdeepiot.profile.harness import Timing, TimingPolicy, measure_network
+from fastdeepiot.profiling.harness import Timing, TimingPolicy, measure_network
 
 
 def _serve(conn, backend_name: str, threads: int, policy: dict) -> None:

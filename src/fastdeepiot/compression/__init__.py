@@ -1,6 +1,6 @@
 """Execution-time-aware compression: channel dependency tracing, importance, surgery, plans, the search.
 
-    from fastdeepiot.compress import compress, Plan
+    from fastdeepiot.compression import compress, Plan
     result = compress(model, task_or_loaders, time_model=tm, max_accuracy_drop=0.5)
     result.model, result.plan, result.history
 
@@ -9,17 +9,7 @@ folding), importance (l1, taylor), cost (pricing widths with the time model or F
 replay), finetune, search (compress), baselines, checkpoint (pruned checkpoints).
 """
 
-
-def __getattr__(name):
-    if name in ("compress", "CompressResult"):
-        from fastdeepiot.compress import search
-
-        return getattr(search, name)
-    if name == "Plan":
-        from fastdeepiot.compress.plan import Plan
-
-        return Plan
-    raise AttributeError(name)
-
+from fastdeepiot.compression.plan import Plan
+from fastdeepiot.compression.search import CompressResult, compress
 
 __all__ = ["compress", "CompressResult", "Plan"]

@@ -15,10 +15,10 @@ from typing import Callable, Iterable, Iterator
 
 from fastdeepiot.devices.base import Backend
 from fastdeepiot.families import LayerConfig
-from fastdeepiot.profile.harness import TimingPolicy, measure
-from fastdeepiot.profile.networker import NetworkWorker
-from fastdeepiot.profile.space import family_stream
-from fastdeepiot.profile.store import Store
+from fastdeepiot.profiling.harness import TimingPolicy, measure
+from fastdeepiot.profiling.networker import NetworkWorker
+from fastdeepiot.profiling.space import family_stream
+from fastdeepiot.profiling.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compress.cost import FlopsCost
+from fastdeepiot.compression.cost import FlopsCost
 
 
 def torch_pruning_magnitude(model: nn.Module, x: torch.Tensor, ratio: float, *, global_pruning: bool = False,

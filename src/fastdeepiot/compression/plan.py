@@ -1,6 +1,6 @@
 """A pruning plan: the ordered list of surgery steps, as JSON, replayable onto a fresh model.
 
-    {"format": "fastdeepiot.compress.plan", "version": 1, "input_shape": [6, 128],
+    {"format": "fastdeepiot.compression.plan", "version": 1, "input_shape": [6, 128],
      "steps": [{"op": "prune", "keep": {"merge.0.0": [0, 3, 5, ...]}},
                {"op": "remove", "module": "merge.1"},
                {"op": "shorten_sequence", "module": "gru", "factor": 2},
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compress import surgery
-from fastdeepiot.compress.surgery import PlanError
+from fastdeepiot.compression import surgery
+from fastdeepiot.compression.surgery import PlanError
 
-FORMAT = "fastdeepiot.compress.plan"
+FORMAT = "fastdeepiot.compression.plan"
 VERSION = 1
 OPS = ("prune", "remove", "shorten_sequence", "drop_recurrence", "fold_bn")
 
@@ -72,7 +72,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict) -> "Plan":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise PlanError("not a fastdeepiot pruning plan (no 'format': 'fastdeepiot.compress.plan')")
+            raise PlanError("not a fastdeepiot pruning plan (no 'format': 'fastdeepiot.compression.plan')")
         if d.get("version") != VERSION:
             raise PlanError(f"plan version {d.get('version')}, this fastdeepiot reads {VERSION}")
         return cls(list(d["input_shape"]), list(d["steps"]), dict(d.get("meta", {})))

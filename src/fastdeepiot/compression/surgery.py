@@ -2,7 +2,7 @@
 fold BatchNorm.
 
 Every function edits the model in place and is deterministic given its arguments, so a recorded step
-replays onto a fresh copy of the same model to give identical weights (`fastdeepiot.compress.plan`).
+replays onto a fresh copy of the same model to give identical weights (`fastdeepiot.compression.plan`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastdeepiot.compress.deps import ChannelGraph, Member, trace_channels
+from fastdeepiot.compression.deps import ChannelGraph, Member, trace_channels
 from fastdeepiot.errors import UserError
 
 
@@ -276,7 +276,7 @@ def fold_batchnorm(model: nn.Module, conv_name: str, bn_name: str) -> None:
 
 def foldable_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
     """(conv, bn) pairs where a BatchNorm reads only a conv's output that nothing else reads."""
-    from fastdeepiot.compress.deps import _Tracer
+    from fastdeepiot.compression.deps import _Tracer
 
     tracer = _Tracer()
     graph = tracer.trace(model)

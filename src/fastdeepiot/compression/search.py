@@ -54,12 +54,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compress import surgery
-from fastdeepiot.compress.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
-from fastdeepiot.compress.deps import trace_channels
-from fastdeepiot.compress.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
-from fastdeepiot.compress.importance import CRITERIA
-from fastdeepiot.compress.plan import Plan, apply_step
+from fastdeepiot.compression import surgery
+from fastdeepiot.compression.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
+from fastdeepiot.compression.deps import trace_channels
+from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
+from fastdeepiot.compression.importance import CRITERIA
+from fastdeepiot.compression.plan import Plan, apply_step
 from fastdeepiot.errors import TargetUnreachableError, UserError
 
 MOVES = ("width", "remove", "sequence", "recurrence", "fold_bn")
@@ -108,8 +108,8 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     the search, the unpruned userid network measured 0.103 ms and, later in the same run, the very
     same network 0.071 ms on onnxruntime-cpu."""
     from fastdeepiot.devices import get_backend
-    from fastdeepiot.profile.harness import measure_network
-    from fastdeepiot.profile.networker import NetworkWorker
+    from fastdeepiot.profiling.harness import measure_network
+    from fastdeepiot.profiling.networker import NetworkWorker
 
     b = get_backend(backend, threads=threads)
     models = [copy.deepcopy(m).eval() for m in models]
@@ -251,7 +251,7 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
     def pred_ms(m):
         return timer.price(m, x) if timer is not None else None
 
-    from fastdeepiot.compress.cost import unmodelled_ops
+    from fastdeepiot.compression.cost import unmodelled_ops
 
     unm = unmodelled_ops(pricer, model, x)
     base_correct = correct_mask(model, val_dl) if paired else None

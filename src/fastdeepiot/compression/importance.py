@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compress.deps import ChannelGraph, Group
-from fastdeepiot.compress.surgery import GATES, _rnn_layers
+from fastdeepiot.compression.deps import ChannelGraph, Group
+from fastdeepiot.compression.surgery import GATES, _rnn_layers
 
 
 def channel_slices(model: nn.Module, cg: ChannelGraph, group: Group):

@@ -18,8 +18,8 @@ import copy
 import numpy as np
 import torch.nn as nn
 
-from fastdeepiot.compress.deps import ChannelGraph, Group
-from fastdeepiot.compress.surgery import prune_channels
+from fastdeepiot.compression.deps import ChannelGraph, Group
+from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.families import LayerConfig
 
 

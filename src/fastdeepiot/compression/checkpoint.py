@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compress.plan import Plan
+from fastdeepiot.compression.plan import Plan
 from fastdeepiot.errors import UserError
 
 FORMAT = "fastdeepiot.compressed"
