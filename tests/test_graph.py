@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from fastdeepiot.families import get_family
-from fastdeepiot.graph.extract import extract_layers, fusion_for_backend
+from fastdeepiot.graph.extract import extract_layers
+from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input, random_network
 from fastdeepiot.zoo import ZOO, zoo_networks
 

@@ -39,6 +39,11 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   rank 4 -> dims 2, size = h (or round(sqrt(h*w)), approx)). What matters for their cost is the
   element count, which these keep exact for square inputs.
 
+  SiLU / ELU (and F.silu / F.elu) are activations whose kind is outside the activation family's space:
+  unmodelled until the family profiles them (the vocabulary names them; channel tracing passes them).
+  Which rule prices an op is the op vocabulary's (`fastdeepiot.graph.ops`); tracing and shape
+  propagation are `fastdeepiot.graph.trace`'s; the data classes live in `fastdeepiot.graph.calls`.
+
 `fused_into` is left None here; `fusion_for_backend(calls, backend)` (module `fastdeepiot.graph.fusion`)
 returns a copy annotated with the producer each op is fused into by that backend.
 """
@@ -46,101 +51,21 @@ returns a copy annotated with the producer each op is fused into by that backend
 from __future__ import annotations
 
 import math
-import operator
 import warnings as _warnings
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import ACTIVATIONS, LayerConfig
+from fastdeepiot.graph import ops
+from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
+from fastdeepiot.graph.trace import arg as _arg
+from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, trace
 
-LAYER, FREE, UNMODELLED = "layer", "free", "unmodelled"
-
-
-@dataclass
-class LayerCall:
-    name: str  # module qualified name (suffix '#k' for the k-th repeated call) or fx node name
-    family: str | None
-    config: LayerConfig | None
-    op: str  # 'Conv2d', 'add', 'cat', 'flatten', 'relu', ...
-    kind: str  # 'layer' | 'free' | 'unmodelled'
-    fused_into: str | None = None  # set by fusion_for_backend
-    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
-    output_shape: tuple[int, ...] | None = None
-    approx: bool = False  # the family configuration only approximates the op (see module doc)
-    note: str | None = None
-    # data flow: names of the calls producing this call's tensor inputs ('input' = network input);
-    # in hook mode (traced False) simply the previous call
-    inputs: list[str] = field(default_factory=list)
-    layout: str | None = None  # set by fusion_for_backend: 'nchwc' where ORT keeps the output blocked
-
-    def to_json(self) -> dict:
-        return {
-            "name": self.name, "family": self.family,
-            "config": self.config.to_json() if self.config else None, "op": self.op,
-            "kind": self.kind, "fused_into": self.fused_into, "layout": self.layout,
-            "input_shapes": [list(s) for s in self.input_shapes],
-            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
-            "approx": self.approx, "note": self.note, "inputs": list(self.inputs),
-        }
-
-
-class ExtractResult(list):
-    """A list of LayerCall with `traced` (fx succeeded), `warnings`, and `module_calls`: how many
-    container modules (modules with children, the network itself included) one forward calls; in eager
-    PyTorch each such call costs Python time that no single-layer measurement contains."""
-
-    def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None,
-                 module_calls: int = 0):
-        super().__init__(calls)
-        self.traced = traced
-        self.warnings = list(warnings or [])
-        self.module_calls = module_calls
-
-    @property
-    def calls(self) -> list[LayerCall]:
-        return list(self)
-
-    def layers(self) -> list[LayerCall]:
-        return [c for c in self if c.kind == LAYER]
-
-    def unmodelled(self) -> list[LayerCall]:
-        return [c for c in self if c.kind == UNMODELLED]
-
-
-INPUT = "input"  # producer name of the network's inputs
+__all__ = ["extract_layers", "count_container_calls", "ExtractResult", "LayerCall", "INPUT", "LAYER", "FREE",
+           "UNMODELLED"]
 
 # ------------------------------------------------------------------------------------ helpers
-
-_ACT_MODULES = {
-    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.Hardswish: "hardswish",
-    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.GELU: "gelu",
-}
-_ACT_FUNCS = {
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.leaky_relu: "leaky_relu",
-    F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
-    F.tanh: "tanh", F.gelu: "gelu", torch.relu_: "relu", F.relu_: "relu",
-}
-_ACT_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
-                "tanh": "tanh", "tanh_": "tanh"}
-_FREE_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                 nn.Flatten, nn.Unflatten)
-_FREE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
-                 "chunk", "split", "unbind", "view_as", "reshape_as", "expand", "t", "narrow",
-                 "contiguous", "unflatten", "float", "detach", "clone"}
-_FREE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.unsqueeze,
-               torch.squeeze, torch.chunk, torch.split, torch.unbind, torch.t, torch.narrow,
-               operator.getitem, F.dropout, F.dropout1d, F.dropout2d, torch.clone}
-_COPY_OPS = {"contiguous", "clone"}
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
-_POOL_FUNCS = {F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2), F.avg_pool1d: ("avg", 1),
-               F.avg_pool2d: ("avg", 2)}
-_ADAPTIVE_FUNCS = {F.adaptive_avg_pool1d: ("avg", 1), F.adaptive_avg_pool2d: ("avg", 2),
-                   F.adaptive_max_pool1d: ("max", 1), F.adaptive_max_pool2d: ("max", 2)}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -319,38 +244,6 @@ def _map_adaptive(mode: str, dim: int, output_size, shape, op: str) -> _Mapped:
                    "adaptive pool as kernel = stride = size // output (outside the family space)")
 
 
-def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
-    op = type(m).__name__
-    shape = in_shapes[0] if in_shapes else ()
-    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        return _map_conv(m, shape)
-    if isinstance(m, nn.Linear):
-        return _map_linear(m, shape)
-    if isinstance(m, (nn.GRU, nn.LSTM)):
-        return _map_rnn(m, shape)
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return _map_bn(m, shape)
-    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)):
-        dim = 2 if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) else 1
-        mode = "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg"
-        if mode == "max" and _pair(getattr(m, "dilation", 1)) != (1, 1):
-            mp = _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
-            mp.approx = True
-            return mp
-        return _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
-    if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
-                      nn.AdaptiveMaxPool2d)):
-        dim = 2 if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) else 1
-        mode = "avg" if "Avg" in op else "max"
-        return _map_adaptive(mode, dim, m.output_size, shape, op)
-    for cls, kind in _ACT_MODULES.items():
-        if type(m) is cls:
-            return _map_ew("activation", op, shape, {"kind": kind})
-    if isinstance(m, _FREE_MODULES):
-        return _Mapped(FREE, op)
-    return _unmodelled(op, "no family covers this module")
-
-
 def _map_ew(family: str, op: str, shape, extra: dict | None = None) -> _Mapped:
     ew = _ew_params(tuple(shape))
     if ew is None:
@@ -359,153 +252,168 @@ def _map_ew(family: str, op: str, shape, extra: dict | None = None) -> _Mapped:
     return _Mapped(LAYER, op, family, {**(extra or {}), **p}, ap)
 
 
-# ------------------------------------------------------------------------------ fx tracing
+def _map_activation(kind: str, op: str, shape) -> _Mapped:
+    if kind not in ACTIVATIONS:
+        return _unmodelled(op, f"activation {kind!r} is outside the activation family's space "
+                               f"({', '.join(ACTIVATIONS)}); profile it to price it")
+    return _map_ew("activation", op, shape, {"kind": kind})
 
 
-class _Tracer(torch.fx.Tracer):
-    """torch.nn modules are leaves (default); so are custom modules holding their own parameters."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if super().is_leaf_module(m, qualname):
-            return True
-        return any(True for _ in m.parameters(recurse=False)) or any(
-            True for _ in m.buffers(recurse=False))
+# ---- modules: one pricing function per `price` rule of the vocabulary (graph.ops)
 
 
-def _meta_shape(node) -> Any:
-    tm = node.meta.get("tensor_meta") if hasattr(node, "meta") else None
-    if tm is None:
-        return None
-    if hasattr(tm, "shape"):
-        return tuple(int(x) for x in tm.shape)
-    if isinstance(tm, (tuple, list)):
-        return [(_meta_shape_tm(t)) for t in tm]
-    return None
+def _module_conv(m, entry: ops.Op, shape) -> _Mapped:
+    return _map_conv(m, shape)
 
 
-def _meta_shape_tm(tm):
-    if hasattr(tm, "shape"):
-        return tuple(int(x) for x in tm.shape)
-    if isinstance(tm, (tuple, list)):
-        return [_meta_shape_tm(t) for t in tm]
-    return None
+def _module_linear(m, entry, shape) -> _Mapped:
+    return _map_linear(m, shape)
 
 
-def _tensor_arg_nodes(node) -> list:
-    out = []
-
-    def visit(a):
-        if isinstance(a, torch.fx.Node):
-            out.append(a)
-        elif isinstance(a, (tuple, list)):
-            for x in a:
-                visit(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                visit(x)
-
-    visit(node.args)
-    visit(node.kwargs)
-    return out
+def _module_rnn(m, entry, shape) -> _Mapped:
+    return _map_rnn(m, shape)
 
 
-def _arg(node, i: int, name: str, default=None):
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
+def _module_batchnorm(m, entry, shape) -> _Mapped:
+    return _map_bn(m, shape)
+
+
+def _module_pool(m, entry, shape) -> _Mapped:
+    dim, mode, op = int(entry.family[-2]), entry.params["mode"], type(m).__name__
+    mp = _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
+    if mode == "max" and _pair(getattr(m, "dilation", 1)) != (1, 1):
+        mp.approx = True
+    return mp
+
+
+def _module_adaptive(m, entry, shape) -> _Mapped:
+    return _map_adaptive(entry.params["mode"], int(entry.family[-2]), m.output_size, shape, type(m).__name__)
+
+
+def _module_activation(m, entry, shape) -> _Mapped:
+    return _map_activation(entry.params["kind"], type(m).__name__, shape)
+
+
+def _module_free(m, entry, shape) -> _Mapped:
+    return _Mapped(FREE, type(m).__name__)
+
+
+_MODULE_PRICE = {"conv": _module_conv, "linear": _module_linear, "rnn": _module_rnn,
+                 "batchnorm": _module_batchnorm, "pool": _module_pool, "adaptive": _module_adaptive,
+                 "activation": _module_activation, "free": _module_free}
+
+
+def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
+    entry = ops.module_op(m)
+    if entry is None or entry.price not in _MODULE_PRICE:
+        return _unmodelled(type(m).__name__, "no family covers this module")
+    return _MODULE_PRICE[entry.price](m, entry, in_shapes[0] if in_shapes else ())
+
+
+# ---- functions and methods: one pricing function per `price` rule of the vocabulary
 
 
 def _is_tensor_shape(s) -> bool:
     return isinstance(s, tuple)
 
 
-def _map_function(node, in_shapes, out_shape, arg_shapes) -> _Mapped:
-    t = node.target
-    name = getattr(t, "__name__", str(t))
-    if node.op == "call_method":
-        name = t
-    # ---- add
-    if (node.op == "call_function" and t in _ADD_FUNCS) or (node.op == "call_method" and t in _ADD_METHODS):
-        a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
-        alpha = node.kwargs.get("alpha", 1)
-        if (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and alpha == 1
-                and _is_tensor_shape(arg_shapes.get(a)) and arg_shapes.get(a) == arg_shapes.get(b)):
-            return _map_ew("add", "add", arg_shapes[a])
-        return _unmodelled("add", "add with a scalar, broadcasting or alpha")
-    # ---- concatenation
-    if node.op == "call_function" and t in (torch.cat, torch.concat, torch.concatenate):
-        tensors = _arg(node, 0, "tensors")
-        dim = _arg(node, 1, "dim", 0)
-        shapes = [arg_shapes.get(x) for x in tensors] if isinstance(tensors, (list, tuple)) else []
-        if not shapes or not all(_is_tensor_shape(s) for s in shapes):
-            return _unmodelled("cat", "cat of unknown tensors")
-        rank = len(shapes[0])
-        if dim < 0:
-            dim += rank
-        if dim != 1 or rank < 2:
-            return _unmodelled("cat", f"cat along dim {dim} (the family concatenates channels)")
-        if len(shapes) == 1:
-            return _Mapped(FREE, "cat")
-        mp = _Mapped(LAYER, "cat", "concat", None)
-        mp.parts = []
-        acc = shapes[0]
-        for j, s in enumerate(shapes[1:]):
-            ew = _ew_params(acc)
-            if ew is None:
-                return _unmodelled("cat", f"input rank {rank}")
-            p, ap = ew
-            mp.parts.append({"suffix": "" if j == 0 else f"#{j}", "params": {**p, "channels_b": s[1]},
-                             "approx": ap, "input_shapes": [acc, s]})
-            acc = (acc[0], acc[1] + s[1]) + tuple(acc[2:])
-        if len(mp.parts) > 1:
-            mp.note = f"cat of {len(shapes)} tensors as {len(mp.parts)} chained 2-input concats"
-        return mp
-    # ---- activations
-    if node.op == "call_function" and t in _ACT_FUNCS:
-        return _map_ew("activation", name, in_shapes[0], {"kind": _ACT_FUNCS[t]})
-    if node.op == "call_function" and t in (F.hardtanh, F.hardtanh_):
-        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-        if (lo, hi) == (0.0, 6.0):
-            return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
-        return _unmodelled("hardtanh", "hardtanh other than relu6")
-    if node.op == "call_method" and t in _ACT_METHODS:
-        return _map_ew("activation", t, in_shapes[0], {"kind": _ACT_METHODS[t]})
-    # ---- pools
-    if node.op == "call_function" and t in _POOL_FUNCS:
-        mode, dim = _POOL_FUNCS[t]
-        k = _arg(node, 1, "kernel_size")
-        s = _arg(node, 2, "stride", None)
-        pad = _arg(node, 3, "padding", 0)
-        ceil = node.kwargs.get("ceil_mode", False)
-        return _map_pool(mode, dim, k, s, pad, ceil, in_shapes[0], name)
-    if node.op == "call_function" and t in _ADAPTIVE_FUNCS:
-        mode, dim = _ADAPTIVE_FUNCS[t]
-        return _map_adaptive(mode, dim, _arg(node, 1, "output_size"), in_shapes[0], name)
-    if (node.op == "call_method" and t == "mean") or (node.op == "call_function" and t is torch.mean):
-        dims = _arg(node, 1, "dim", None)
-        shape = in_shapes[0]
-        if isinstance(dims, int):
-            dims = (dims,)
-        if dims is not None and _is_tensor_shape(shape):
-            dims = tuple(sorted(d % len(shape) for d in dims))
-            if (len(shape) == 4 and dims == (2, 3)) or (len(shape) == 3 and dims == (2,)):
-                dim = len(shape) - 2
-                mp = _map_adaptive("avg", dim, 1, shape, "mean")
-                mp.note = "global mean as an average pool (kernel = stride = size)"
-                return mp
-            if len(shape) == 3 and dims == (1,):
-                # (batch, time, features).mean(1): the mean over time after a batch_first RNN, priced
-                # as a global average pool over time on (batch, features, time)
-                mp = _map_adaptive("avg", 1, 1, (shape[0], shape[2], shape[1]), "mean")
-                mp.note = "mean over time of (batch, time, features) as an average pool over time"
-                return mp
-        return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
-    # ---- free ops
-    if node.op == "call_function" and t in _FREE_FUNCS:
-        return _Mapped(FREE, name, note="copies" if t is torch.clone else None)
-    if node.op == "call_method" and t in _FREE_METHODS:
-        return _Mapped(FREE, t, note="copies" if t in _COPY_OPS else None)
-    return _unmodelled(str(name), "no family covers this op")
+def _fn_add(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+    alpha = node.kwargs.get("alpha", 1)
+    if (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and alpha == 1
+            and _is_tensor_shape(arg_shapes.get(a)) and arg_shapes.get(a) == arg_shapes.get(b)):
+        return _map_ew("add", "add", arg_shapes[a])
+    return _unmodelled("add", "add with a scalar, broadcasting or alpha")
+
+
+def _fn_cat(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    tensors = _arg(node, 0, "tensors")
+    dim = _arg(node, 1, "dim", 0)
+    shapes = [arg_shapes.get(x) for x in tensors] if isinstance(tensors, (list, tuple)) else []
+    if not shapes or not all(_is_tensor_shape(s) for s in shapes):
+        return _unmodelled("cat", "cat of unknown tensors")
+    rank = len(shapes[0])
+    if dim < 0:
+        dim += rank
+    if dim != 1 or rank < 2:
+        return _unmodelled("cat", f"cat along dim {dim} (the family concatenates channels)")
+    if len(shapes) == 1:
+        return _Mapped(FREE, "cat")
+    mp = _Mapped(LAYER, "cat", "concat", None)
+    mp.parts = []
+    acc = shapes[0]
+    for j, s in enumerate(shapes[1:]):
+        ew = _ew_params(acc)
+        if ew is None:
+            return _unmodelled("cat", f"input rank {rank}")
+        p, ap = ew
+        mp.parts.append({"suffix": "" if j == 0 else f"#{j}", "params": {**p, "channels_b": s[1]},
+                         "approx": ap, "input_shapes": [acc, s]})
+        acc = (acc[0], acc[1] + s[1]) + tuple(acc[2:])
+    if len(mp.parts) > 1:
+        mp.note = f"cat of {len(shapes)} tensors as {len(mp.parts)} chained 2-input concats"
+    return mp
+
+
+def _fn_activation(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    return _map_activation(entry.params["kind"], name, in_shapes[0])
+
+
+def _fn_hardtanh(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+    if (lo, hi) == (0.0, 6.0):
+        return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
+    return _unmodelled("hardtanh", "hardtanh other than relu6")
+
+
+def _fn_pool(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    k = _arg(node, 1, "kernel_size")
+    s = _arg(node, 2, "stride", None)
+    pad = _arg(node, 3, "padding", 0)
+    ceil = node.kwargs.get("ceil_mode", False)
+    return _map_pool(entry.params["mode"], int(entry.family[-2]), k, s, pad, ceil, in_shapes[0], name)
+
+
+def _fn_adaptive(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    return _map_adaptive(entry.params["mode"], int(entry.family[-2]), _arg(node, 1, "output_size"),
+                         in_shapes[0], name)
+
+
+def _fn_mean(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    dims = _arg(node, 1, "dim", None)
+    shape = in_shapes[0]
+    if isinstance(dims, int):
+        dims = (dims,)
+    if dims is not None and _is_tensor_shape(shape):
+        dims = tuple(sorted(d % len(shape) for d in dims))
+        if (len(shape) == 4 and dims == (2, 3)) or (len(shape) == 3 and dims == (2,)):
+            dim = len(shape) - 2
+            mp = _map_adaptive("avg", dim, 1, shape, "mean")
+            mp.note = "global mean as an average pool (kernel = stride = size)"
+            return mp
+        if len(shape) == 3 and dims == (1,):
+            # (batch, time, features).mean(1): the mean over time after a batch_first RNN, priced
+            # as a global average pool over time on (batch, features, time)
+            mp = _map_adaptive("avg", 1, 1, (shape[0], shape[2], shape[1]), "mean")
+            mp.note = "mean over time of (batch, time, features) as an average pool over time"
+            return mp
+    return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
+
+
+def _fn_free(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    return _Mapped(FREE, name, note="copies" if entry.params.get("copies") else None)
+
+
+_FUNCTION_PRICE = {"add": _fn_add, "cat": _fn_cat, "activation": _fn_activation, "hardtanh": _fn_hardtanh,
+                   "pool": _fn_pool, "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free}
+
+
+def _map_function(node, modules, in_shapes, arg_shapes) -> _Mapped:
+    name = target_name(node)
+    entry = ops.node_op(node, modules)
+    if entry is None or entry.price not in _FUNCTION_PRICE:  # unknown, or known and priced by no family
+        return _unmodelled(str(name), "no family covers this op")
+    return _FUNCTION_PRICE[entry.price](node, entry, name, in_shapes, arg_shapes)
 
 
 def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, inputs: list[str]):
@@ -538,33 +446,24 @@ def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, 
 
 
 def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    tracer = _Tracer()
-    if tracer.is_leaf_module(module, ""):
+    if is_leaf(module):
         # a bare leaf module (nn.GRU, nn.Conv2d, ...): trace a one-module wrapper, then rename
         alias = type(module).__name__.lower()
         res = _extract_fx(nn.Sequential(module), inputs)
         for c in res:
-            for attr in ("name",):
-                v = getattr(c, attr)
-                if v == "0" or v.startswith("0#"):
-                    setattr(c, attr, alias + v[1:])
+            if c.name == "0" or c.name.startswith("0#"):
+                c.name = alias + c.name[1:]
             c.inputs = [alias + i[1:] if i == "0" or i.startswith("0#") else i for i in c.inputs]
         return res
-    graph = tracer.trace(module)
-    gm = torch.fx.GraphModule(tracer.root, graph)
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*inputs)
+    tg = trace(module, inputs)
 
     calls: list[LayerCall] = []
     warns: list[str] = []
     out_name: dict = {}  # fx node -> name of the call that produced it
     shapes: dict = {}
     module_uses: dict[str, int] = {}
-    modules = dict(gm.named_modules())
-    for node in gm.graph.nodes:
-        shp = _meta_shape(node)
+    for node in tg.nodes:
+        shp = meta_shape(node)
         shapes[node] = shp
         if node.op == "placeholder":
             out_name[node] = INPUT
@@ -572,7 +471,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
         if node.op in ("output", "get_attr"):
             out_name[node] = INPUT if node.op == "get_attr" else None
             continue
-        args = _tensor_arg_nodes(node)
+        args = tensor_arg_nodes(node)
         tensor_args = [a for a in args if shapes.get(a) is not None]
         if shp is None:
             # produces no tensor (x.size(), shape arithmetic): not a layer, not listed
@@ -585,14 +484,14 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             if p is not None and p not in producers:
                 producers.append(p)
         if node.op == "call_module":
-            m = modules[node.target]
+            m = tg.modules[node.target]
             k = module_uses.get(node.target, 0)
             module_uses[node.target] = k + 1
             base = node.target if k == 0 else f"{node.target}#{k}"
             mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)])
         else:
             base = node.name
-            mp = _map_function(node, in_shapes, shp, shapes)
+            mp = _map_function(node, tg.modules, in_shapes, shapes)
         if mp.kind == LAYER and mp.family == "concat":
             producers = [out_name.get(a) or INPUT for a in _arg(node, 0, "tensors")]
         out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
@@ -702,5 +601,3 @@ def _forward_with_hooks(module: nn.Module, inputs: tuple, handles: list) -> None
         for h in handles:
             h.remove()
 
-
-from fastdeepiot.graph.fusion import fusion_for_backend  # noqa: E402,F401  (re-export)

@@ -42,7 +42,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fastdeepiot.errors import UnknownNameError
-from fastdeepiot.graph.extract import INPUT, LAYER, ExtractResult, LayerCall
+from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
+from fastdeepiot.graph.ops import NOOP_OPS
 
 _CONV = ("conv1d", "conv2d")
 _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh"}
@@ -53,9 +54,6 @@ _NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; dept
 
 def _kind(c: LayerCall) -> str | None:
     return c.config.params.get("kind") if c.config is not None else None
-
-
-_TRANSPARENT = {"Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "dropout"}
 
 
 def nchwc_block_size() -> int:
@@ -69,10 +67,11 @@ def nchwc_block_size() -> int:
 
 def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
     by_name = {c.name: c for c in calls}
-    # no-op calls (Identity, eval Dropout) vanish from the exported graph: see through them
+    # no-op calls (Identity, eval Dropout: the vocabulary's `vanishes`) vanish from the exported graph:
+    # see through them
     alias: dict[str, str] = {}
     for c in calls:
-        if c.kind != LAYER and c.op in _TRANSPARENT and len(c.inputs) == 1:
+        if c.kind != LAYER and c.op in NOOP_OPS and len(c.inputs) == 1:
             alias[c.name] = alias.get(c.inputs[0], c.inputs[0])
 
     def src(name: str) -> str:

@@ -1,0 +1,65 @@
+"""The data classes of an extraction: `LayerCall`, `ExtractResult` and the call kinds.
+
+They live apart from `extract` (which builds them) and `fusion` (which annotates them), so that both
+import them from here and neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastdeepiot.families import LayerConfig
+
+LAYER, FREE, UNMODELLED = "layer", "free", "unmodelled"
+INPUT = "input"  # producer name of the network's inputs
+
+
+@dataclass
+class LayerCall:
+    name: str  # module qualified name (suffix '#k' for the k-th repeated call) or fx node name
+    family: str | None
+    config: LayerConfig | None
+    op: str  # 'Conv2d', 'add', 'cat', 'flatten', 'relu', ...
+    kind: str  # 'layer' | 'free' | 'unmodelled'
+    fused_into: str | None = None  # set by fusion_for_backend
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    output_shape: tuple[int, ...] | None = None
+    approx: bool = False  # the family configuration only approximates the op (see extract's doc)
+    note: str | None = None
+    # data flow: names of the calls producing this call's tensor inputs ('input' = network input);
+    # in hook mode (traced False) simply the previous call
+    inputs: list[str] = field(default_factory=list)
+    layout: str | None = None  # set by fusion_for_backend: 'nchwc' where ORT keeps the output blocked
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "family": self.family,
+            "config": self.config.to_json() if self.config else None, "op": self.op,
+            "kind": self.kind, "fused_into": self.fused_into, "layout": self.layout,
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
+            "approx": self.approx, "note": self.note, "inputs": list(self.inputs),
+        }
+
+
+class ExtractResult(list):
+    """A list of LayerCall with `traced` (fx succeeded), `warnings`, and `module_calls`: how many
+    container modules (modules with children, the network itself included) one forward calls; in eager
+    PyTorch each such call costs Python time that no single-layer measurement contains."""
+
+    def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None,
+                 module_calls: int = 0):
+        super().__init__(calls)
+        self.traced = traced
+        self.warnings = list(warnings or [])
+        self.module_calls = module_calls
+
+    @property
+    def calls(self) -> list[LayerCall]:
+        return list(self)
+
+    def layers(self) -> list[LayerCall]:
+        return [c for c in self if c.kind == LAYER]
+
+    def unmodelled(self) -> list[LayerCall]:
+        return [c for c in self if c.kind == UNMODELLED]

@@ -1,0 +1,220 @@
+"""The op vocabulary: what every module type, function and tensor method a traced network may call is.
+
+One table, read by every consumer of a traced graph (`fastdeepiot.graph.trace`):
+
+  * layer extraction (`graph.extract`) reads `price`: which rule turns the call into a family
+    configuration (`family`, `params`), or that it is free, or known but priced by no family;
+  * backend fusion (`graph.fusion`) reads `vanishes`: calls that are no-ops in eval mode and disappear
+    from an exported graph (`NOOP_OPS`);
+  * channel dependency tracing (`graph.channels`) reads `channels`: how the call treats the channel
+    axis of its input (opens a channel space, passes it through, unites operands, concatenates, moves
+    or folds the axis, reduces over other axes), or `fix` (the channels flowing in are never pruned).
+
+An op missing from the table is *unknown*: extraction lists it as 'unmodelled' (never 0 ms) and channel
+tracing fixes every channel flowing into it (never element-wise by default).
+
+Rules. `price` (extraction, `graph.extract`):
+  conv, linear, rnn, batchnorm  -- the module's own family (the entry's `family`)
+  pool, adaptive                -- pool1d/pool2d (`params`: mode); adaptive = kernel = stride = size//out
+  activation                    -- the activation family with `params['kind']`; a kind outside the
+                                   family's space (families.ACTIVATIONS) is unmodelled until profiled
+  hardtanh                      -- activation relu6 when (min, max) = (0, 6), else unmodelled
+  add, cat, mean                -- two-tensor add; concat along channels; global/temporal mean as a pool
+  free                          -- views, reshapes, eval dropout, copies (`params['copies']`)
+  unmodelled                    -- a known op no family prices (x * y, x.sum(...), ...)
+`channels` (channel tracing, `graph.channels`):
+  conv, linear, rnn             -- open a space (out channels / features / hidden units), read one
+  bn                            -- reads the space on axis 1 (sliced with it)
+  pass                          -- element-wise: the output carries the input's channels
+  pool                          -- pass, unless it pools the channel axis
+  binary                        -- two tensors: unite their spaces (they keep the same channels)
+  cat                           -- along the channel axis: spaces side by side
+  permute, transpose, unsqueeze -- move the channel axis
+  flatten, view                 -- fold the axes after the channel axis into it (repeats each channel)
+  reduce                        -- over axes other than the channel axis
+  getitem                       -- tuple element, or slicing that leaves the channel axis whole
+  query                         -- returns no tensor (x.size(), x.dim())
+  fix                           -- known, but channels are not followed through it: fixed
+
+Adding a layer type: one entry below (in MODULES, FUNCTIONS or METHODS) naming its rules; when it is
+timed, its family in `fastdeepiot.families` too; a new rule (a new way to price, or to treat channels)
+is one function in `graph.extract` / `graph.channels`, registered under the rule's name there.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
+               "cat", "mean", "free", "unmodelled")
+CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
+                 "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str  # how the vocabulary names it ('Conv2d', 'F.relu', '.view')
+    price: str  # extraction rule (PRICE_RULES)
+    channels: str  # channel rule (CHANNEL_RULES)
+    family: str | None = None  # the family a 'layer' call of this op is priced with
+    params: dict[str, Any] = field(default_factory=dict)  # fixed parameters (activation kind, pool mode)
+    exact: bool = False  # module entries: only this exact type (a subclass is unknown)
+    vanishes: bool = False  # a no-op in eval mode: dropped from exported graphs (fusion sees through it)
+
+    def __post_init__(self):
+        if self.price not in PRICE_RULES or self.channels not in CHANNEL_RULES:
+            raise ValueError(f"op {self.name}: unknown rule {self.price!r} / {self.channels!r}")
+
+
+def _act(name: str, kind: str, *, exact: bool = False) -> Op:
+    return Op(name, "activation", "pass", "activation", {"kind": kind}, exact=exact)
+
+
+def _free(name: str, channels: str, *, copies: bool = False, vanishes: bool = False) -> Op:
+    return Op(name, "free", channels, params={"copies": True} if copies else {}, vanishes=vanishes)
+
+
+def _pool(name: str, rule: str, dim: int, mode: str) -> Op:
+    return Op(name, rule, "pool", f"pool{dim}d", {"mode": mode})
+
+
+# ---------------------------------------------------------------------------------------- modules
+# Matched on the module's class and its bases (a Conv2d subclass is a Conv2d), except `exact` entries.
+
+MODULES: dict[type, Op] = {
+    nn.Conv1d: Op("Conv1d", "conv", "conv", "conv1d"),
+    nn.Conv2d: Op("Conv2d", "conv", "conv", "conv2d"),
+    nn.Linear: Op("Linear", "linear", "linear", "linear"),
+    nn.GRU: Op("GRU", "rnn", "rnn", "gru"),
+    nn.LSTM: Op("LSTM", "rnn", "rnn", "lstm"),
+    nn.BatchNorm1d: Op("BatchNorm1d", "batchnorm", "bn", "batchnorm"),
+    nn.BatchNorm2d: Op("BatchNorm2d", "batchnorm", "bn", "batchnorm"),
+    nn.MaxPool1d: _pool("MaxPool1d", "pool", 1, "max"),
+    nn.MaxPool2d: _pool("MaxPool2d", "pool", 2, "max"),
+    nn.AvgPool1d: _pool("AvgPool1d", "pool", 1, "avg"),
+    nn.AvgPool2d: _pool("AvgPool2d", "pool", 2, "avg"),
+    nn.AdaptiveAvgPool1d: _pool("AdaptiveAvgPool1d", "adaptive", 1, "avg"),
+    nn.AdaptiveAvgPool2d: _pool("AdaptiveAvgPool2d", "adaptive", 2, "avg"),
+    nn.AdaptiveMaxPool1d: _pool("AdaptiveMaxPool1d", "adaptive", 1, "max"),
+    nn.AdaptiveMaxPool2d: _pool("AdaptiveMaxPool2d", "adaptive", 2, "max"),
+    # activations: the exact class (a subclass may compute something else)
+    nn.ReLU: _act("ReLU", "relu", exact=True),
+    nn.ReLU6: _act("ReLU6", "relu6", exact=True),
+    nn.LeakyReLU: _act("LeakyReLU", "leaky_relu", exact=True),
+    nn.Hardswish: _act("Hardswish", "hardswish", exact=True),
+    nn.Sigmoid: _act("Sigmoid", "sigmoid", exact=True),
+    nn.Tanh: _act("Tanh", "tanh", exact=True),
+    nn.GELU: _act("GELU", "gelu", exact=True),
+    nn.SiLU: _act("SiLU", "silu", exact=True),
+    nn.ELU: _act("ELU", "elu", exact=True),
+    nn.Identity: _free("Identity", "pass", vanishes=True),
+    nn.Dropout: _free("Dropout", "pass", vanishes=True),
+    nn.Dropout1d: _free("Dropout1d", "pass", vanishes=True),
+    nn.Dropout2d: _free("Dropout2d", "pass", vanishes=True),
+    nn.Dropout3d: _free("Dropout3d", "pass", vanishes=True),
+    nn.AlphaDropout: _free("AlphaDropout", "pass", vanishes=True),
+    nn.Flatten: _free("Flatten", "flatten"),
+    nn.Unflatten: _free("Unflatten", "fix"),
+}
+
+# -------------------------------------------------------------------------------------- functions
+
+FUNCTIONS: dict[Callable, Op] = {
+    F.relu: _act("F.relu", "relu"), torch.relu: _act("torch.relu", "relu"),
+    F.relu_: _act("F.relu_", "relu"), torch.relu_: _act("torch.relu_", "relu"),
+    F.relu6: _act("F.relu6", "relu6"), F.leaky_relu: _act("F.leaky_relu", "leaky_relu"),
+    F.hardswish: _act("F.hardswish", "hardswish"),
+    F.sigmoid: _act("F.sigmoid", "sigmoid"), torch.sigmoid: _act("torch.sigmoid", "sigmoid"),
+    F.tanh: _act("F.tanh", "tanh"), torch.tanh: _act("torch.tanh", "tanh"),
+    F.gelu: _act("F.gelu", "gelu"), F.silu: _act("F.silu", "silu"), F.elu: _act("F.elu", "elu"),
+    F.hardtanh: Op("F.hardtanh", "hardtanh", "pass", "activation"),
+    F.hardtanh_: Op("F.hardtanh_", "hardtanh", "pass", "activation"),
+    F.max_pool1d: _pool("F.max_pool1d", "pool", 1, "max"),
+    F.max_pool2d: _pool("F.max_pool2d", "pool", 2, "max"),
+    F.avg_pool1d: _pool("F.avg_pool1d", "pool", 1, "avg"),
+    F.avg_pool2d: _pool("F.avg_pool2d", "pool", 2, "avg"),
+    F.adaptive_avg_pool1d: _pool("F.adaptive_avg_pool1d", "adaptive", 1, "avg"),
+    F.adaptive_avg_pool2d: _pool("F.adaptive_avg_pool2d", "adaptive", 2, "avg"),
+    F.adaptive_max_pool1d: _pool("F.adaptive_max_pool1d", "adaptive", 1, "max"),
+    F.adaptive_max_pool2d: _pool("F.adaptive_max_pool2d", "adaptive", 2, "max"),
+    F.dropout: _free("F.dropout", "pass", vanishes=True),
+    F.dropout1d: _free("F.dropout1d", "pass", vanishes=True),
+    F.dropout2d: _free("F.dropout2d", "pass", vanishes=True),
+    torch.clone: _free("torch.clone", "pass", copies=True),
+    operator.add: Op("+", "add", "binary", "add"), operator.iadd: Op("+=", "add", "binary", "add"),
+    torch.add: Op("torch.add", "add", "binary", "add"),
+    operator.sub: Op("-", "unmodelled", "binary"), torch.sub: Op("torch.sub", "unmodelled", "binary"),
+    operator.mul: Op("*", "unmodelled", "binary"), torch.mul: Op("torch.mul", "unmodelled", "binary"),
+    operator.truediv: Op("/", "unmodelled", "binary"), torch.div: Op("torch.div", "unmodelled", "binary"),
+    torch.cat: Op("torch.cat", "cat", "cat", "concat"),
+    torch.concat: Op("torch.concat", "cat", "cat", "concat"),
+    torch.concatenate: Op("torch.concatenate", "cat", "cat", "concat"),
+    torch.permute: _free("torch.permute", "permute"),
+    torch.transpose: _free("torch.transpose", "transpose"),
+    torch.flatten: _free("torch.flatten", "flatten"),
+    torch.unsqueeze: _free("torch.unsqueeze", "unsqueeze"),
+    torch.reshape: _free("torch.reshape", "view"),
+    operator.getitem: _free("[]", "getitem"),
+    torch.squeeze: _free("torch.squeeze", "fix"), torch.chunk: _free("torch.chunk", "fix"),
+    torch.split: _free("torch.split", "fix"), torch.unbind: _free("torch.unbind", "fix"),
+    torch.t: _free("torch.t", "fix"), torch.narrow: _free("torch.narrow", "fix"),
+    torch.mean: Op("torch.mean", "mean", "reduce", "pool"),
+    torch.sum: Op("torch.sum", "unmodelled", "reduce"),
+}
+
+# ---------------------------------------------------------------------------------------- methods
+
+METHODS: dict[str, Op] = {
+    "relu": _act(".relu", "relu"), "relu_": _act(".relu_", "relu"),
+    "sigmoid": _act(".sigmoid", "sigmoid"), "sigmoid_": _act(".sigmoid_", "sigmoid"),
+    "tanh": _act(".tanh", "tanh"), "tanh_": _act(".tanh_", "tanh"),
+    "contiguous": _free(".contiguous", "pass", copies=True), "clone": _free(".clone", "pass", copies=True),
+    "float": _free(".float", "pass"), "detach": _free(".detach", "pass"),
+    "add": Op(".add", "add", "binary", "add"), "add_": Op(".add_", "add", "binary", "add"),
+    "sub": Op(".sub", "unmodelled", "binary"), "mul": Op(".mul", "unmodelled", "binary"),
+    "mul_": Op(".mul_", "unmodelled", "binary"), "div": Op(".div", "unmodelled", "binary"),
+    "view": _free(".view", "view"), "reshape": _free(".reshape", "view"),
+    "flatten": _free(".flatten", "flatten"), "permute": _free(".permute", "permute"),
+    "transpose": _free(".transpose", "transpose"), "unsqueeze": _free(".unsqueeze", "unsqueeze"),
+    "squeeze": _free(".squeeze", "fix"), "chunk": _free(".chunk", "fix"), "split": _free(".split", "fix"),
+    "unbind": _free(".unbind", "fix"), "view_as": _free(".view_as", "fix"),
+    "reshape_as": _free(".reshape_as", "fix"), "expand": _free(".expand", "fix"), "t": _free(".t", "fix"),
+    "narrow": _free(".narrow", "fix"), "unflatten": _free(".unflatten", "fix"),
+    "mean": Op(".mean", "mean", "reduce", "pool"),
+    "sum": Op(".sum", "unmodelled", "reduce"), "amax": Op(".amax", "unmodelled", "reduce"),
+    "amin": Op(".amin", "unmodelled", "reduce"),
+    "size": Op(".size", "free", "query"), "dim": Op(".dim", "free", "query"),
+}
+
+# op names (LayerCall.op) of the calls that vanish from an exported eval-mode graph
+NOOP_OPS = frozenset({op.name for op in MODULES.values() if op.vanishes}
+                     | {f.__name__ for f, op in FUNCTIONS.items() if op.vanishes})
+
+
+def module_op(m: nn.Module) -> Op | None:
+    """The vocabulary entry of a module (its class or nearest registered base); None when unknown."""
+    for cls in type(m).__mro__:
+        op = MODULES.get(cls)
+        if op is not None:
+            return op if (cls is type(m) or not op.exact) else None
+    return None
+
+
+def node_op(node, modules: dict[str, nn.Module]) -> Op | None:
+    """The vocabulary entry of an fx call node; None when unknown (and for placeholders, outputs)."""
+    if node.op == "call_module":
+        return module_op(modules[node.target])
+    if node.op == "call_function":
+        try:
+            return FUNCTIONS.get(node.target)
+        except TypeError:  # an unhashable target
+            return None
+    if node.op == "call_method":
+        return METHODS.get(node.target)
+    return None
