@@ -68,7 +68,7 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
     """`deepsense(n, width, depth)`'s architecture reached from the trained network by the compression
     pipeline's own moves: drop the recurrence, remove the second convs (depth 1), keep the `width`
     channels of every group with the largest L1 importance, fold BatchNorm."""
-    from fastdeepiot.compression.deps import trace_channels
+    from fastdeepiot.graph.channels import trace_channels
     from fastdeepiot.compression.importance import l1_importance
     from fastdeepiot.compression.plan import apply_step
     from fastdeepiot.compression.surgery import fold_all_batchnorm, prune_channels

@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastdeepiot.compression.cost import PricedNetwork, TimeCost, snap_widths
-from fastdeepiot.compression.deps import trace_channels
+from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.compression.importance import CRITERIA, channel_slices
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import compress

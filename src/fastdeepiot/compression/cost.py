@@ -18,7 +18,8 @@ import copy
 import numpy as np
 import torch.nn as nn
 
-from fastdeepiot.compression.deps import ChannelGraph, Group
+from fastdeepiot.graph.channels import ChannelGraph, Group
+from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.families import LayerConfig
 
@@ -52,8 +53,6 @@ class FlopsCost:
     unit = "MFLOPs"
 
     def extract(self, model, x):
-        from fastdeepiot.graph.extract import extract_layers
-
         return list(extract_layers(model, (x,)))
 
     def layer_costs(self, configs: list[LayerConfig]) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compression.deps import ChannelGraph, Group
+from fastdeepiot.graph.channels import ChannelGraph, Group
 from fastdeepiot.compression.surgery import GATES, _rnn_layers
 
 

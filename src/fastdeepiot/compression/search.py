@@ -56,7 +56,7 @@ import torch.nn as nn
 
 from fastdeepiot.compression import surgery
 from fastdeepiot.compression.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
-from fastdeepiot.compression.deps import trace_channels
+from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
 from fastdeepiot.compression.importance import CRITERIA
 from fastdeepiot.compression.plan import Plan, apply_step

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastdeepiot.compression.deps import ChannelGraph, Member, trace_channels
+from fastdeepiot.graph.channels import ChannelGraph, Member, trace_channels
+from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.errors import UserError
 
 
@@ -276,9 +277,7 @@ def fold_batchnorm(model: nn.Module, conv_name: str, bn_name: str) -> None:
 
 def foldable_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
     """(conv, bn) pairs where a BatchNorm reads only a conv's output that nothing else reads."""
-    from fastdeepiot.compression.deps import _Tracer
-
-    tracer = _Tracer()
+    tracer = Tracer()
     graph = tracer.trace(model)
     mods = dict(model.named_modules())
     out = []
