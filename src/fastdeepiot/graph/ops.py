@@ -164,7 +164,7 @@ FUNCTIONS: dict[Callable, Op] = {
     torch.squeeze: _free("torch.squeeze", "fix"), torch.chunk: _free("torch.chunk", "fix"),
     torch.split: _free("torch.split", "fix"), torch.unbind: _free("torch.unbind", "fix"),
     torch.t: _free("torch.t", "fix"), torch.narrow: _free("torch.narrow", "fix"),
-    torch.mean: Op("torch.mean", "mean", "reduce", "pool"),
+    torch.mean: Op("torch.mean", "mean", "reduce"),  # pool1d or pool2d: the rule decides
     torch.sum: Op("torch.sum", "unmodelled", "reduce"),
 }
 
@@ -186,7 +186,7 @@ METHODS: dict[str, Op] = {
     "unbind": _free(".unbind", "fix"), "view_as": _free(".view_as", "fix"),
     "reshape_as": _free(".reshape_as", "fix"), "expand": _free(".expand", "fix"), "t": _free(".t", "fix"),
     "narrow": _free(".narrow", "fix"), "unflatten": _free(".unflatten", "fix"),
-    "mean": Op(".mean", "mean", "reduce", "pool"),
+    "mean": Op(".mean", "mean", "reduce"),  # pool1d or pool2d: the rule decides
     "sum": Op(".sum", "unmodelled", "reduce"), "amax": Op(".amax", "unmodelled", "reduce"),
     "amin": Op(".amin", "unmodelled", "reduce"),
     "size": Op(".size", "free", "query"), "dim": Op(".dim", "free", "query"),

@@ -1,0 +1,298 @@
+"""The op vocabulary (graph/ops.py): every entry is understood by layer extraction and by channel
+tracing, the way the entry says; an op it does not know stays unknown in both."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastdeepiot.families import ACTIVATIONS, FAMILIES
+from fastdeepiot.graph import channels, extract, ops
+from fastdeepiot.graph.calls import FREE, LAYER, UNMODELLED
+from fastdeepiot.graph.channels import trace_channels
+from fastdeepiot.graph.extract import extract_layers
+
+
+def _expected_kind(entry: ops.Op) -> str:
+    if entry.price == "free":
+        return FREE
+    if entry.price == "unmodelled" or (entry.price == "activation" and entry.params["kind"] not in ACTIVATIONS):
+        return UNMODELLED
+    return LAYER
+
+
+def _all_entries():
+    return ([(f"module:{k.__name__}", v) for k, v in ops.MODULES.items()]
+            + [(f"function:{v.name}", v) for v in ops.FUNCTIONS.values()]
+            + [(f"method:{k}", v) for k, v in ops.METHODS.items()])
+
+
+@pytest.mark.parametrize("key,entry", _all_entries(), ids=[k for k, _ in _all_entries()])
+def test_every_rule_has_an_implementation(key, entry):
+    """Each entry's price rule is implemented by extraction and its channel rule by channel tracing
+    (or is one of the rules the walker handles itself)."""
+    if key.startswith("module:"):
+        assert entry.price in extract._MODULE_PRICE
+        assert entry.channels in channels._MODULE_RULES or entry.channels == "fix"
+    else:
+        assert entry.price in extract._FUNCTION_PRICE or entry.price == "unmodelled"
+        assert entry.channels in channels._FUNCTION_RULES or entry.channels in ("getitem", "query", "fix")
+    if entry.family is not None:
+        assert entry.family in FAMILIES
+    if entry.price == "activation":
+        assert entry.family == "activation" and "kind" in entry.params
+
+
+# ------------------------------------------------------------------------------------- modules
+
+
+class _Net(nn.Module):
+    """p (producer) -> op -> c (consumer): the op is a module attribute, so a call_module node `op`."""
+
+    def __init__(self, p, op, c, call=None):
+        super().__init__()
+        self.p, self.op, self.c = p, op, c
+        self.call = call
+
+    def forward(self, x):
+        y = self.p(x)
+        y = self.call(self.op, y) if self.call is not None else self.op(y)
+        return self.c(y)
+
+
+def _img(op, cout=8):
+    return _Net(nn.Conv2d(3, 8, 3, padding=1), op, nn.Conv2d(cout, 4, 1)), torch.randn(2, 3, 8, 8)
+
+
+def _seq(op, cout=8):
+    return _Net(nn.Conv1d(3, 8, 3, padding=1), op, nn.Conv1d(cout, 4, 1)), torch.randn(2, 3, 16)
+
+
+def _rnn(op):
+    return _Net(nn.Linear(5, 8), op, nn.Linear(8, 4), call=lambda m, y: m(y)[0]), torch.randn(2, 10, 5)
+
+
+MODULE_CASES = {
+    nn.Conv1d: lambda: _seq(nn.Conv1d(8, 8, 3, padding=1)),
+    nn.Conv2d: lambda: _img(nn.Conv2d(8, 8, 3, padding=1)),
+    nn.Linear: lambda: (_Net(nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 4)), torch.randn(2, 5)),
+    nn.GRU: lambda: _rnn(nn.GRU(8, 8, batch_first=True)),
+    nn.LSTM: lambda: _rnn(nn.LSTM(8, 8, batch_first=True)),
+    nn.BatchNorm1d: lambda: _seq(nn.BatchNorm1d(8)),
+    nn.BatchNorm2d: lambda: _img(nn.BatchNorm2d(8)),
+    nn.MaxPool1d: lambda: _seq(nn.MaxPool1d(2)),
+    nn.MaxPool2d: lambda: _img(nn.MaxPool2d(2)),
+    nn.AvgPool1d: lambda: _seq(nn.AvgPool1d(2)),
+    nn.AvgPool2d: lambda: _img(nn.AvgPool2d(2)),
+    nn.AdaptiveAvgPool1d: lambda: _seq(nn.AdaptiveAvgPool1d(4)),
+    nn.AdaptiveAvgPool2d: lambda: _img(nn.AdaptiveAvgPool2d(2)),
+    nn.AdaptiveMaxPool1d: lambda: _seq(nn.AdaptiveMaxPool1d(4)),
+    nn.AdaptiveMaxPool2d: lambda: _img(nn.AdaptiveMaxPool2d(2)),
+    nn.ReLU: lambda: _img(nn.ReLU()),
+    nn.ReLU6: lambda: _img(nn.ReLU6()),
+    nn.LeakyReLU: lambda: _img(nn.LeakyReLU()),
+    nn.Hardswish: lambda: _img(nn.Hardswish()),
+    nn.Sigmoid: lambda: _img(nn.Sigmoid()),
+    nn.Tanh: lambda: _img(nn.Tanh()),
+    nn.GELU: lambda: _img(nn.GELU()),
+    nn.SiLU: lambda: _img(nn.SiLU()),
+    nn.ELU: lambda: _img(nn.ELU()),
+    nn.Identity: lambda: _img(nn.Identity()),
+    nn.Dropout: lambda: _img(nn.Dropout()),
+    nn.Dropout1d: lambda: _seq(nn.Dropout1d()),
+    nn.Dropout2d: lambda: _img(nn.Dropout2d()),
+    nn.Dropout3d: lambda: (_Net(nn.Conv3d(3, 8, 1), nn.Dropout3d(), nn.Conv3d(8, 4, 1)), torch.randn(2, 3, 4, 4, 4)),
+    nn.AlphaDropout: lambda: _img(nn.AlphaDropout()),
+    nn.Flatten: lambda: (_Net(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16, 4)),
+                         torch.randn(2, 3, 4, 4)),
+    nn.Unflatten: lambda: (_Net(nn.Linear(5, 8), nn.Unflatten(1, (2, 4)), nn.Linear(4, 3)), torch.randn(2, 5)),
+}
+
+
+def test_every_module_entry_has_a_case():
+    assert set(MODULE_CASES) == set(ops.MODULES)
+
+
+def _prunable(cg, name: str) -> bool:
+    return any(m.module == name for g in cg.groups() for m in g.producers)
+
+
+@pytest.mark.parametrize("cls", list(MODULE_CASES), ids=lambda c: c.__name__)
+def test_module_entry_understood_by_both(cls):
+    entry = ops.MODULES[cls]
+    net, x = MODULE_CASES[cls]()
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calls = {c.name: c for c in extract_layers(net, x)}
+        cg = trace_channels(net, x)
+    assert calls["op"].kind == _expected_kind(entry), calls["op"]
+    if calls["op"].kind == LAYER:
+        assert calls["op"].family == entry.family
+    why = " | ".join(cg.why_fixed.values())
+    assert "not understood" not in why
+    if entry.channels == "fix":
+        assert not _prunable(cg, "p") and "channels are not followed" in why
+    elif cls is nn.Dropout3d:  # Conv3d is not in the vocabulary: its channels are fixed
+        assert not _prunable(cg, "p")
+    else:  # the producer's channels flow through the op into a consumer: prunable
+        assert _prunable(cg, "p"), why
+
+
+# ------------------------------------------------------------------------------ functions, methods
+
+
+class _Fn(nn.Module):
+    """Two conv producers (2, 8, 6, 6), or (2, 8, 36) for the 1-D ops; `fn(x, y)` the op under test; the
+    result is the output."""
+
+    def __init__(self, fn, conv=nn.Conv2d):
+        super().__init__()
+        self.p, self.q = conv(3, 8, 3, padding=1), conv(3, 8, 3, padding=1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.p(x), self.q(x))
+
+
+FUNCTION_CASES = {
+    F.relu: lambda x, y: F.relu(x), torch.relu: lambda x, y: torch.relu(x), torch.relu_: lambda x, y: torch.relu_(x),
+    F.relu6: lambda x, y: F.relu6(x), F.leaky_relu: lambda x, y: F.leaky_relu(x),
+    F.hardswish: lambda x, y: F.hardswish(x), F.sigmoid: lambda x, y: F.sigmoid(x),
+    torch.sigmoid: lambda x, y: torch.sigmoid(x), F.tanh: lambda x, y: F.tanh(x),
+    torch.tanh: lambda x, y: torch.tanh(x), F.gelu: lambda x, y: F.gelu(x), F.silu: lambda x, y: F.silu(x),
+    F.elu: lambda x, y: F.elu(x), F.hardtanh: lambda x, y: F.hardtanh(x, 0.0, 6.0),
+    F.hardtanh_: lambda x, y: F.hardtanh_(x, 0.0, 6.0),
+    F.max_pool1d: lambda x, y: F.max_pool1d(x, 2), F.max_pool2d: lambda x, y: F.max_pool2d(x, 2),
+    F.avg_pool1d: lambda x, y: F.avg_pool1d(x, 2), F.avg_pool2d: lambda x, y: F.avg_pool2d(x, 2),
+    F.adaptive_avg_pool1d: lambda x, y: F.adaptive_avg_pool1d(x, 4),
+    F.adaptive_avg_pool2d: lambda x, y: F.adaptive_avg_pool2d(x, 3),
+    F.adaptive_max_pool1d: lambda x, y: F.adaptive_max_pool1d(x, 4),
+    F.adaptive_max_pool2d: lambda x, y: F.adaptive_max_pool2d(x, 3),
+    F.dropout: lambda x, y: F.dropout(x, 0.5, False), F.dropout1d: lambda x, y: F.dropout1d(x, 0.5, False),
+    F.dropout2d: lambda x, y: F.dropout2d(x, 0.5, False), torch.clone: lambda x, y: torch.clone(x),
+    operator.add: lambda x, y: x + y, operator.iadd: lambda x, y: operator.iadd(x, y),
+    torch.add: lambda x, y: torch.add(x, y), operator.sub: lambda x, y: x - y, torch.sub: lambda x, y: torch.sub(x, y),
+    operator.mul: lambda x, y: x * y, torch.mul: lambda x, y: torch.mul(x, y),
+    operator.truediv: lambda x, y: x / y, torch.div: lambda x, y: torch.div(x, y),
+    torch.cat: lambda x, y: torch.cat([x, y], 1), torch.concat: lambda x, y: torch.concat([x, y], 1),
+    torch.concatenate: lambda x, y: torch.concatenate([x, y], 1),
+    torch.permute: lambda x, y: torch.permute(x, (0, 2, 3, 1)), torch.transpose: lambda x, y: torch.transpose(x, 1, 3),
+    torch.flatten: lambda x, y: torch.flatten(x, 1), torch.unsqueeze: lambda x, y: torch.unsqueeze(x, 0),
+    torch.reshape: lambda x, y: torch.reshape(x, (2, 288)), operator.getitem: lambda x, y: x[:, :, 0],
+    torch.squeeze: lambda x, y: torch.squeeze(x, 0), torch.chunk: lambda x, y: torch.chunk(x, 2, 1)[0],
+    torch.split: lambda x, y: torch.split(x, 4, 1)[0], torch.unbind: lambda x, y: torch.unbind(x, 1)[0],
+    torch.t: lambda x, y: torch.t(x[0, 0]), torch.narrow: lambda x, y: torch.narrow(x, 1, 0, 4),
+    torch.mean: lambda x, y: torch.mean(x, (2, 3)), torch.sum: lambda x, y: torch.sum(x, (2, 3)),
+}
+METHOD_CASES = {
+    "relu": lambda x, y: x.relu(), "relu_": lambda x, y: x.relu_(), "sigmoid": lambda x, y: x.sigmoid(),
+    "sigmoid_": lambda x, y: x.sigmoid_(), "tanh": lambda x, y: x.tanh(), "tanh_": lambda x, y: x.tanh_(),
+    "contiguous": lambda x, y: x.contiguous(), "clone": lambda x, y: x.clone(), "float": lambda x, y: x.float(),
+    "detach": lambda x, y: x.detach(), "add": lambda x, y: x.add(y), "add_": lambda x, y: x.add_(y),
+    "sub": lambda x, y: x.sub(y), "mul": lambda x, y: x.mul(y), "mul_": lambda x, y: x.mul_(y),
+    "div": lambda x, y: x.div(y), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
+    "flatten": lambda x, y: x.flatten(1), "permute": lambda x, y: x.permute(0, 2, 3, 1),
+    "transpose": lambda x, y: x.transpose(1, 3), "unsqueeze": lambda x, y: x.unsqueeze(0),
+    "squeeze": lambda x, y: x.squeeze(0), "chunk": lambda x, y: x.chunk(2, 1)[0],
+    "split": lambda x, y: x.split(4, 1)[0], "unbind": lambda x, y: x.unbind(1)[0],
+    "view_as": lambda x, y: x.view_as(y), "reshape_as": lambda x, y: x.reshape_as(y),
+    "expand": lambda x, y: x.expand(2, 8, 6, 6), "t": lambda x, y: x[0, 0].t(),
+    "narrow": lambda x, y: x.narrow(1, 0, 4), "unflatten": lambda x, y: x.unflatten(1, (2, 4)),
+    "mean": lambda x, y: x.mean((2, 3)), "sum": lambda x, y: x.sum((2, 3)), "amax": lambda x, y: x.amax((2, 3)),
+    "amin": lambda x, y: x.amin((2, 3)), "size": lambda x, y: x.view(x.size(0), -1),
+    "dim": lambda x, y: x.reshape(2, x.dim() * 72),
+}
+
+
+def test_every_function_and_method_entry_has_a_case():
+    assert set(FUNCTION_CASES) == set(ops.FUNCTIONS)
+    assert set(METHOD_CASES) == set(ops.METHODS)
+
+
+def _fn_cases():
+    return ([(f"function:{ops.FUNCTIONS[f].name}", ops.FUNCTIONS[f], fn) for f, fn in FUNCTION_CASES.items()]
+            + [(f"method:{m}", ops.METHODS[m], fn) for m, fn in METHOD_CASES.items()])
+
+
+@pytest.mark.parametrize("key,entry,fn", _fn_cases(), ids=[k for k, _, _ in _fn_cases()])
+def test_function_entry_understood_by_both(key, entry, fn):
+    if entry.family == "pool1d" or entry.name == "F.dropout1d":
+        net, x = _Fn(fn, nn.Conv1d).eval(), torch.randn(2, 3, 36)
+    else:
+        net, x = _Fn(fn).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q")]
+    cg = trace_channels(net, x)
+    assert calls
+    if entry.channels != "query":  # the op under test is the first call after the producers
+        assert calls[0].kind == _expected_kind(entry), calls[0]
+        if calls[0].kind == LAYER and entry.family is not None:
+            assert calls[0].family == entry.family
+    why = list(cg.why_fixed.values())
+    assert not any("unknown op" in w for w in why), why
+    if entry.channels == "fix":  # channels are fixed at the op, before the network output
+        assert not any(w == "network output" for w in why), why
+
+
+# ------------------------------------------------------------------------------------ unknown ops
+
+
+class _Scale(nn.Module):
+    """A custom module with its own parameter: a leaf the vocabulary does not know."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(n, 1, 1))
+
+    def forward(self, x):
+        return x * self.w
+
+
+class _MyReLU(nn.ReLU):
+    """A subclass of an exact activation entry, with a parameter of its own: unknown."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.relu(x + self.shift)
+
+
+@pytest.mark.parametrize("make", [lambda: _img(_Scale(8)), lambda: _img(_MyReLU()), lambda: _img(nn.Hardtanh()),
+                                  lambda: _img(nn.Softplus())], ids=["custom", "relu-subclass", "hardtanh", "softplus"])
+def test_unknown_module_stays_unknown_in_both(make):
+    net, x = make()
+    net.eval()
+    assert ops.module_op(net.op) is None
+    calls = {c.name: c for c in extract_layers(net, x)}
+    assert calls["op"].kind == UNMODELLED
+    cg = trace_channels(net, x)
+    assert not _prunable(cg, "p")
+    assert any("not understood" in w for w in cg.why_fixed.values())
+
+
+def test_unknown_function_stays_unknown_in_both():
+    net, x = _Fn(lambda a, b: torch.erf(a)).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q")]
+    assert calls[0].kind == UNMODELLED and calls[0].op == "erf"
+    cg = trace_channels(net, x)
+    assert any("unknown op erf" in w for w in cg.why_fixed.values())
+
+
+def test_silu_is_one_entry_for_both():
+    """SiLU: channel tracing passes it; extraction names it unmodelled until the family profiles it."""
+    net, x = _img(nn.SiLU())
+    calls = {c.name: c for c in extract_layers(net.eval(), x)}
+    assert calls["op"].kind == UNMODELLED and "activation family" in calls["op"].note
+    assert _prunable(trace_channels(net, x), "p")
+
+
+def test_noop_ops_are_the_vanishing_entries():
+    assert {"Identity", "Dropout", "dropout"} <= ops.NOOP_OPS
+    assert "ReLU" not in ops.NOOP_OPS
