@@ -1,2 +1,4 @@
-"""Network graphs: layer extraction (`extract`), backend fusion rules (`fusion`), random networks
-for fitting the network-level composition (`randomnets`)."""
+"""Network graphs: the torch.fx front end (`trace`), the op vocabulary every consumer reads (`ops`), layer
+extraction (`extract`, data classes in `calls`), backend fusion rules (`fusion`), channel dependency
+tracing for compression (`channels`), random networks for fitting the network-level composition
+(`randomnets`)."""

@@ -62,8 +62,7 @@ from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResul
 from fastdeepiot.graph.trace import arg as _arg
 from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, trace
 
-__all__ = ["extract_layers", "count_container_calls", "ExtractResult", "LayerCall", "INPUT", "LAYER", "FREE",
-           "UNMODELLED"]
+__all__ = ["extract_layers", "count_container_calls"]
 
 # ------------------------------------------------------------------------------------ helpers
 
