@@ -47,7 +47,7 @@ from fastdeepiot.families import LayerConfig
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input
-from fastdeepiot.jsonutil import json_default
+from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
 from fastdeepiot.timemodel.tree import ModelTree, featurize
@@ -265,7 +265,7 @@ class TimeModel:
                 "report": self.report}
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=json_default))
+        dump_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeModel":
