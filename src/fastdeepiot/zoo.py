@@ -22,6 +22,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from fastdeepiot.errors import UnknownNameError
+from fastdeepiot.tasks.nets import zoo_deepsense
+
 ZOO_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 IMAGE_INPUT = (3, 32, 32)
 SENSOR_INPUT = (6, 128)
@@ -200,33 +203,6 @@ class ShuffleNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.head(self.units(self.stem(x)))), 1))
 
 
-# ------------------------------------------------------------------------------- deepsense
-
-
-class DeepSense(nn.Module):
-    """Per-sensor Conv1d branches (acc, gyro: 3 channels each), concat, merge convs, GRU, linear."""
-
-    def __init__(self, width: float = 1.0, num_classes: int = 6, sensors: int = 2, axes: int = 3):
-        super().__init__()
-        self.sensors, self.axes = sensors, axes
-        c = _ch(64, width, 4)
-        self.branches = nn.ModuleList(
-            nn.Sequential(_cbr(axes, c, 5, 2, dim=1), _cbr(c, c, 3, dim=1), nn.MaxPool1d(2, 2))
-            for _ in range(sensors))
-        m = _ch(64, width, 4)
-        self.merge = nn.Sequential(_cbr(c * sensors, m, 3, dim=1), _cbr(m, m, 3, 2, dim=1),
-                                   nn.Dropout(0.2))
-        h = _ch(64, width, 4)
-        self.gru = nn.GRU(m, h, num_layers=2, batch_first=True)
-        self.fc = nn.Linear(h, num_classes)
-
-    def forward(self, x):
-        parts = [br(x[:, i * self.axes:(i + 1) * self.axes]) for i, br in enumerate(self.branches)]
-        y = self.merge(torch.cat(parts, dim=1)).permute(0, 2, 1)
-        out, _ = self.gru(y)
-        return self.fc(out[:, -1])
-
-
 # --------------------------------------------------------------------------------- registry
 
 
@@ -235,7 +211,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "resnet": ResNet,
     "vgg": VGG,
     "shufflenet": ShuffleNet,
-    "deepsense": DeepSense,
+    "deepsense": zoo_deepsense,  # the task network's class, in the zoo's layout (tasks/nets.py)
 }
 ZOO_INPUT_SHAPES = {"mobilenet": IMAGE_INPUT, "resnet": IMAGE_INPUT, "vgg": IMAGE_INPUT,
                     "shufflenet": IMAGE_INPUT, "deepsense": SENSOR_INPUT}
@@ -243,8 +219,6 @@ ZOO_INPUT_SHAPES = {"mobilenet": IMAGE_INPUT, "resnet": IMAGE_INPUT, "vgg": IMAG
 
 def build_zoo_network(name: str, width: float = 1.0, batch: int = 1, seed: int = 0):
     """(module in eval mode, example input) for style `name` at width multiplier `width`."""
-    from fastdeepiot.errors import UnknownNameError
-
     if name not in ZOO:
         raise UnknownNameError(f"unknown zoo network {name!r}; known: {', '.join(ZOO)}")
     with torch.random.fork_rng():

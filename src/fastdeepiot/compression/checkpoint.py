@@ -15,17 +15,17 @@ import torch.nn as nn
 
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.errors import UserError
+from fastdeepiot.jsonutil import to_jsonable
+from fastdeepiot.tasks.nets import build
 
 FORMAT = "fastdeepiot.compressed"
 
 
 def save_compressed(path, model: nn.Module, plan: Plan, task_name: str, net: str, arch: dict,
                     metrics: dict | None = None) -> Path:
-    from fastdeepiot.tasks.training import _plain
-
     ckpt = {"format": FORMAT, "task": task_name, "net": net, "arch": copy.deepcopy(arch),
             "plan": plan.to_json(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "metrics": _plain(metrics) if metrics is not None else None}
+            "metrics": to_jsonable(metrics) if metrics is not None else None}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, path)
@@ -34,8 +34,6 @@ def save_compressed(path, model: nn.Module, plan: Plan, task_name: str, net: str
 
 def load_compressed(path) -> tuple[nn.Module, dict]:
     """(pruned model in eval mode, meta) from a checkpoint written by `fastdeepiot compress`."""
-    from fastdeepiot.tasks.nets import build
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")

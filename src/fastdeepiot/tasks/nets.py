@@ -34,12 +34,33 @@ class DeepSense(nn.Module):
     `sensor_stride`); concatenate; merge: Conv1d-BN-ReLU per entry of `merge_channels` (the first
     with stride `time_stride // sensor_stride`); GRU over the remaining T / time_stride steps;
     mean over time; Dropout; Linear.
+
+    The same design also gives the network zoo's ``deepsense`` timing network (``zoo_deepsense``),
+    which differs in more than widths; the keyword arguments after `width_mult` express it and are
+    recorded in `arch` only when they differ from their defaults (so the task networks' `arch`, and
+    their checkpoints, are as they were):
+      sensor_kernels / merge_kernels   per-layer kernel sizes (default: `kernel` for every layer)
+      sensor_pool                      MaxPool1d(p, p) at the end of each branch when p > 1
+      merge_strides                    per-layer strides of the merge (default: the first
+                                       time_stride // sensor_stride, the others 1)
+      gru_layers                       stacked GRU layers
+      readout                          "mean" over time, or the "last" step
+      layout                           module names and where the dropout sits: "task" (branches
+                                       `acc`, `gyro`; `dropout` before the head `classifier`) or "zoo"
+                                       (an nn.ModuleList `branches`; the Dropout ends `merge`; head `fc`)
     """
+
+    # the keyword arguments only the zoo layout sets, with the defaults that give the task network
+    ZOO_OPTIONS = dict(sensor_kernels=None, sensor_pool=1, merge_kernels=None, merge_strides=None, gru_layers=1,
+                       readout="mean", layout="task")
 
     def __init__(self, n_classes: int = 6, in_channels: int = 6, length: int = 128, *,
                  sensor_channels: Sequence[int] = (32, 32), merge_channels: Sequence[int] = (64, 64),
                  gru_hidden: int = 64, kernel: int = 5, time_stride: int = 4, sensor_stride: int = 2,
-                 dropout: float = 0.2, width_mult: float = 1.0):
+                 dropout: float = 0.2, width_mult: float = 1.0, sensor_kernels: Sequence[int] | None = None,
+                 sensor_pool: int = 1, merge_kernels: Sequence[int] | None = None,
+                 merge_strides: Sequence[int] | None = None, gru_layers: int = 1, readout: str = "mean",
+                 layout: str = "task"):
         super().__init__()
         if in_channels != 6:
             raise UserError("DeepSense expects 6 input channels (acc xyz + gyro xyz)")
@@ -47,37 +68,74 @@ class DeepSense(nn.Module):
             raise UserError(f"time_stride ({time_stride}) must be a multiple of sensor_stride ({sensor_stride})")
         if not sensor_channels or not merge_channels:
             raise UserError("sensor_channels and merge_channels need at least one layer each")
+        if readout not in ("mean", "last") or layout not in ("task", "zoo"):
+            raise UserError(f"readout must be 'mean' or 'last' and layout 'task' or 'zoo' (got {readout!r}, {layout!r})")
         sc, mc = _scale(sensor_channels, width_mult), _scale(merge_channels, width_mult)
         gh = max(1, int(round(gru_hidden * width_mult)))
+        sk = list(sensor_kernels) if sensor_kernels is not None else [kernel] * len(sc)
+        mk = list(merge_kernels) if merge_kernels is not None else [kernel] * len(mc)
+        ms = (list(merge_strides) if merge_strides is not None
+              else [time_stride // sensor_stride] + [1] * (len(mc) - 1))
+        if len(sk) != len(sc) or len(mk) != len(mc) or len(ms) != len(mc):
+            raise UserError("sensor_kernels / merge_kernels / merge_strides need one entry per layer")
         self.arch = dict(n_classes=n_classes, in_channels=in_channels, length=length, sensor_channels=sc,
                          merge_channels=mc, gru_hidden=gh, kernel=kernel, time_stride=time_stride,
                          sensor_stride=sensor_stride, dropout=dropout, width_mult=1.0)
+        given = dict(sensor_kernels=sensor_kernels, sensor_pool=sensor_pool, merge_kernels=merge_kernels,
+                     merge_strides=merge_strides, gru_layers=gru_layers, readout=readout, layout=layout)
+        self.arch.update({k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in given.items()
+                          if v != self.ZOO_OPTIONS[k]})
         self.net_name = "deepsense"
+        self.readout = readout
 
         def branch() -> nn.Sequential:
             layers, cin = [], 3
-            for i, c in enumerate(sc):
-                layers.append(_conv_bn_relu(cin, c, kernel, sensor_stride if i == 0 else 1))
+            for i, (c, k) in enumerate(zip(sc, sk)):
+                layers.append(_conv_bn_relu(cin, c, k, sensor_stride if i == 0 else 1))
                 cin = c
+            if sensor_pool > 1:
+                layers.append(nn.MaxPool1d(sensor_pool, sensor_pool))
             return nn.Sequential(*layers)
 
-        self.acc = branch()
-        self.gyro = branch()
+        if layout == "task":
+            self.acc = branch()
+            self.gyro = branch()
+        else:
+            self.branches = nn.ModuleList(branch() for _ in range(2))
         layers, cin = [], 2 * sc[-1]
-        for i, c in enumerate(mc):
-            layers.append(_conv_bn_relu(cin, c, kernel, time_stride // sensor_stride if i == 0 else 1))
+        for c, k, s in zip(mc, mk, ms):
+            layers.append(_conv_bn_relu(cin, c, k, s))
             cin = c
+        if layout == "zoo":
+            layers.append(nn.Dropout(dropout))
         self.merge = nn.Sequential(*layers)
-        self.gru = nn.GRU(mc[-1], gh, num_layers=1, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(gh, n_classes)
+        self.gru = nn.GRU(mc[-1], gh, num_layers=gru_layers, batch_first=True)
+        if layout == "task":
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Linear(gh, n_classes)
+        else:
+            self.fc = nn.Linear(gh, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.acc(x[:, 0:3])
-        g = self.gyro(x[:, 3:6])
-        h = self.merge(torch.cat([a, g], dim=1))  # (B, C, T')
+        branches = [self.acc, self.gyro] if hasattr(self, "acc") else self.branches
+        parts = [br(x[:, 3 * i:3 * (i + 1)]) for i, br in enumerate(branches)]  # acc: 0-2, gyro: 3-5
+        h = self.merge(torch.cat(parts, dim=1))  # (B, C, T')
         out, _ = self.gru(h.permute(0, 2, 1))  # (B, T', H)
-        return self.classifier(self.dropout(out.mean(dim=1)))
+        z = out.mean(dim=1) if self.readout == "mean" else out[:, -1]
+        if hasattr(self, "classifier"):
+            return self.classifier(self.dropout(z))
+        return self.fc(z)
+
+
+def zoo_deepsense(width: float = 1.0, num_classes: int = 6) -> DeepSense:
+    """The network zoo's ``deepsense`` style at width multiplier `width`, on (B, 6, 128) windows:
+    per-sensor branches Conv1d(k5, stride 2)-BN-ReLU, Conv1d(k3)-BN-ReLU, MaxPool(2); concat; merge
+    Conv1d(k3)-BN-ReLU, Conv1d(k3, stride 2)-BN-ReLU, Dropout(0.2); a 2-layer GRU read at its last
+    step; Linear. Widths are 64 * width rounded to a multiple of 4 (at least 4)."""
+    c = max(4, int(round(64 * width / 4)) * 4)
+    return DeepSense(num_classes, 6, 128, sensor_channels=(c, c), merge_channels=(c, c), gru_hidden=c,
+                     sensor_stride=2, time_stride=2, dropout=0.2, sensor_kernels=(5, 3), sensor_pool=2,
+                     merge_kernels=(3, 3), merge_strides=(1, 2), gru_layers=2, readout="last", layout="zoo")
 
 
 class SmallCNN(nn.Module):

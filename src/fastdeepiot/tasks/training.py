@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fastdeepiot.errors import UserError
+from fastdeepiot.jsonutil import to_jsonable
 
 CHECKPOINT_FORMAT = "fastdeepiot-checkpoint/1"
 
@@ -203,25 +204,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, task_name: str, m
     task = get(task_name)
     ckpt = {"format": CHECKPOINT_FORMAT, "task": task.name, "net": net, "arch": copy.deepcopy(arch),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "norm": task.norm, "metrics": _plain(metrics) if metrics is not None else None}
+            "norm": task.norm, "metrics": to_jsonable(metrics) if metrics is not None else None}
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, path)
     return path
-
-
-def _plain(obj):
-    """JSON-like copy (weights_only loading accepts dict/list/str/int/float/bool/None)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    return obj
 
 
 def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict]:

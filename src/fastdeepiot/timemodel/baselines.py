@@ -19,10 +19,11 @@ import re
 import numpy as np
 from scipy.optimize import nnls
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_is_fitted
 
 from fastdeepiot.timemodel.metrics import neg_median_abs_relative_error
-from fastdeepiot.timemodel.tree import _is_numeric, as_frame, check_columns, check_weights, check_y
+from fastdeepiot.timemodel.tree import as_frame, check_columns, check_weights, check_y, is_numeric
 
 _DERIVED = re.compile(r"(_mod\d+|^flops_pad\d+|^working_set_bytes)$")
 
@@ -64,7 +65,7 @@ class FlopsLinear(_TimeBaseline):
         df = self._prep(X, fitted=False)
         y = check_y(y_ms, len(df))
         w = np.sqrt(check_weights(sample_weight, len(df)))
-        if self.feature not in df or not _is_numeric(df[self.feature]):
+        if self.feature not in df or not is_numeric(df[self.feature]):
             raise ValueError(f"FlopsLinear needs a numeric {self.feature!r} column")
         x = df[self.feature].to_numpy(float)
         s = float(np.median(x / y)) or 1.0
@@ -118,7 +119,7 @@ class LookupTable(_TimeBaseline):
         missing = [c for c in cols if c not in df]
         if missing:
             raise ValueError(f"LookupTable: X lacks columns {missing}")
-        self.num_cols_ = [c for c in cols if _is_numeric(df[c])]
+        self.num_cols_ = [c for c in cols if is_numeric(df[c])]
         self.cat_cols_ = [c for c in cols if c not in self.num_cols_]
         Z = np.log1p(np.abs(df[self.num_cols_].to_numpy(float))) if self.num_cols_ else np.zeros((len(df), 0))
         self.mean_ = Z.mean(0)
@@ -192,12 +193,10 @@ class RandomForestTime(_TimeBaseline):
         return np.column_stack(cols).astype(np.float32).astype(float)
 
     def fit(self, X, y_ms, sample_weight=None):
-        from sklearn.ensemble import RandomForestRegressor
-
         df = self._prep(X, fitted=False)
         y = check_y(y_ms, len(df))
         w = check_weights(sample_weight, len(df))
-        self.num_cols_ = [c for c in df.columns if _is_numeric(df[c])]
+        self.num_cols_ = [c for c in df.columns if is_numeric(df[c])]
         self.cat_levels_ = {c: sorted({str(v) for v in df[c]}) for c in df.columns if c not in self.num_cols_}
         self.columns_ = self.num_cols_ + list(self.cat_levels_)
         rf = RandomForestRegressor(n_estimators=self.n_estimators, max_features=self.max_features,

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from fastdeepiot.timemodel.tree import featurize
+
 
 def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str | None = None) -> str:
     """Plot measured and predicted time (ms) against `sweep_param` for a sweep of configurations.
@@ -16,12 +18,11 @@ def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str |
     Works with any estimator that has ``predict`` (baselines get no split lines). Writes a PNG to
     `path` and returns the path.
     """
+    # matplotlib is imported here, on purpose: it is heavy and only plotting needs it
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from fastdeepiot.timemodel.tree import featurize
 
     configs = list(configs)
     measured = np.asarray(measured_ms, dtype=float).ravel()

@@ -1,0 +1,83 @@
+"""The design matrix of one layer family: ``featurize(configs)`` and the staircase/cache columns.
+
+``featurize(configs)`` turns a list of ``LayerConfig`` of one family into a DataFrame with
+  * the family parameters (numbers; string parameters such as an activation ``kind`` or pooling
+    ``mode`` as string columns, split one-vs-rest),
+  * the physical features from ``LayerConfig.features()`` (flops, input_bytes, output_bytes,
+    weight_bytes, out_elements, steps, ...),
+  * ``working_set_bytes`` = input_bytes + output_bytes + weight_bytes (splits on it find cache sizes),
+  * ``{w}_mod{q}`` = w % q for every width parameter w of the family and q in 4, 8, 16, 32, 64
+    (a split "w % q == 0" separates aligned from unaligned widths),
+  * ``flops_pad{q}`` = flops * prod_w ceil(w/q)*q / w over the padded widths of the family (for
+    convolutions out_channels and in_channels per group; linear: out/in_features; RNNs: hidden and
+    input size; element-wise: channels) -- a leaf feature, not a split candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_QUANTA = (4, 8, 16, 32, 64)
+# Leaf regression features, in this order, when present (and not all zero).
+DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes", "steps")
+WORK_FEATURE = "flops"
+PAD_RE = re.compile(r"^flops_pad(\d+)$")  # the padded variants of WORK_FEATURE
+MOD_RE = re.compile(r"^(.+)_mod(\d+)$")  # w % q columns
+
+
+def _pad_widths(family: str, columns: Iterable[str], width_params: Sequence[str]) -> list[str]:
+    cols = set(columns)
+    if family.startswith("conv"):
+        out = [c for c in ("out_channels", "cin_per_group") if c in cols]
+        return out
+    return [w for w in width_params if w in cols]
+
+
+def add_staircase_features(df, width_cols: Sequence[str], pad_cols: Sequence[str] | None = None,
+                           quanta: Sequence[int] = DEFAULT_QUANTA, work_col: str = WORK_FEATURE):
+    """Add the derived staircase/cache columns (in place; returns df). See the module docstring.
+
+    width_cols get ``{w}_mod{q}`` columns; pad_cols (default width_cols) scale ``work_col`` into
+    ``flops_pad{q}``. ``working_set_bytes`` is added when the three byte columns are present.
+    """
+    pad_cols = list(width_cols) if pad_cols is None else list(pad_cols)
+    for w in width_cols:
+        v = np.asarray(df[w], dtype=float)
+        for q in quanta:
+            df[f"{w}_mod{q}"] = np.mod(v, q)
+    if work_col in df and pad_cols:
+        work = np.asarray(df[work_col], dtype=float)
+        for q in quanta:
+            scale = np.ones(len(df))
+            for w in pad_cols:
+                v = np.maximum(np.asarray(df[w], dtype=float), 1.0)
+                scale *= np.ceil(v / q) * q / v
+            df[f"flops_pad{q}"] = work * scale
+    if all(c in df for c in ("input_bytes", "output_bytes", "weight_bytes")):
+        df["working_set_bytes"] = (np.asarray(df["input_bytes"], float) + np.asarray(df["output_bytes"], float)
+                                   + np.asarray(df["weight_bytes"], float))
+    return df
+
+
+def featurize(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
+    """Design matrix (pandas DataFrame, one row per config) for configs of a single family."""
+    configs = list(configs)
+    if not configs:
+        raise ValueError("featurize: no configurations given")
+    fams = {c.family for c in configs}
+    if len(fams) != 1:
+        raise ValueError(f"featurize: configurations of one family expected, got {sorted(fams)}")
+    family = configs[0].family_obj
+    rows = []
+    for c in configs:
+        r: dict[str, Any] = {k: v for k, v in c.params.items() if isinstance(v, str)}
+        r.update(c.features())
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    widths = [w for w in family.width_params if w in df]
+    add_staircase_features(df, widths, _pad_widths(family.name, df.columns, widths), quanta)
+    return df
