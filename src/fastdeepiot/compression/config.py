@@ -1,7 +1,8 @@
 """`CompressConfig`: every setting of the compression search, in one dataclass that checks itself.
 
     config = CompressConfig(max_accuracy_drop=0.5, final_epochs=8)
-    compress(model, data, config, time_model=tm)            # or compress(model, data, time_model=tm, max_accuracy_drop=0.5, ...)
+    compress(model, data, config, time_model=tm)
+    compress(model, data, time_model=tm, max_accuracy_drop=0.5, final_epochs=8)   # the same
 
 `compress()` builds one from its keyword arguments (they override a given config), the CLI's
 `compress` options take their defaults from here, and a result records `dataclasses.asdict(config)`.

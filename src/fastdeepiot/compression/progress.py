@@ -45,11 +45,13 @@ class _Display(_Silent):
         self.task = self.bar.add_task("search", total=max(total, 1))
 
     def __enter__(self):
-        self.bar.start()
+        if self.bar.console.is_terminal:  # elsewhere (a pipe, a log file, pytest) only the lines
+            self.bar.start()
         return self
 
     def __exit__(self, *exc):
-        self.bar.stop()
+        if self.bar.live.is_started:
+            self.bar.stop()
         return False
 
     def message(self, text: str) -> None:

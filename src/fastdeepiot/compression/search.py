@@ -408,7 +408,8 @@ class _Search:
                 f"{self.cur_cost:.3f} ms (start {self.base_cost:.3f} ms)")
         self.notes.append(f"search stopped: {stop_reason}")
         if self.unmodelled:
-            self.notes.append(f"not priced by the cost model (left out of predicted times): {', '.join(self.unmodelled)}")
+            self.notes.append("not priced by the cost model (left out of predicted times): "
+                              + ", ".join(self.unmodelled))
         self.drop_trailing()
         model, self.plan.steps = self.final_state()
         final = {"val_accuracy": self.acc(model, self.val_dl), "cost": self.pricer.price(model, self.x),
