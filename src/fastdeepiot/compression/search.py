@@ -71,6 +71,10 @@ from fastdeepiot.errors import TargetUnreachableError, UserError
 
 @dataclass
 class CompressResult:
+    """What `compress` returns: the pruned network, its plan, the stage history, the original's and
+    the result's measures, notes, and the settings it ran with (`dataclasses.asdict(CompressConfig)`
+    plus `elapsed_s`; also in `plan.meta["settings"]`)."""
+
     model: nn.Module
     plan: Plan
     history: list[dict]
