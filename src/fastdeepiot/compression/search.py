@@ -335,7 +335,7 @@ class _Search:
 
     def finish_moves(self, m: nn.Module) -> tuple[nn.Module, list[dict]]:
         """The moves' `finish` steps (BatchNorm folded) on `m` before the final fine-tune, each kept
-        unless the time model prices its result slower."""
+        unless the time model prices its result slower (none without a time model to ask)."""
         if self.timer is None:
             return m, []
         steps: list[dict] = []
