@@ -50,8 +50,8 @@ def deepsense(n_classes: int, width: int | None, depth: int) -> nn.Module:
     """DeepSense with its GRU dropped and BatchNorm folded; `width` None keeps the reference widths
     (32/64, GRU hidden 64), else every layer and the step-dense width is `width`; `depth` convs per branch
     and in the merge."""
+    from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
     from fastdeepiot.compression.plan import apply_step
-    from fastdeepiot.compression.surgery import fold_all_batchnorm
     from fastdeepiot.tasks.nets import DeepSense
 
     if width is None:
@@ -70,8 +70,9 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
     channels of every group with the largest L1 importance, fold BatchNorm."""
     from fastdeepiot.graph.channels import trace_channels
     from fastdeepiot.compression.importance import l1_importance
+    from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
     from fastdeepiot.compression.plan import apply_step
-    from fastdeepiot.compression.surgery import fold_all_batchnorm, prune_channels
+    from fastdeepiot.compression.surgery import prune_channels
 
     m = copy.deepcopy(trained).eval()
     apply_step(m, {"op": "drop_recurrence", "module": "gru"}, x)

@@ -14,9 +14,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from fastdeepiot.compression.cost import PricedNetwork, TimeCost, snap_widths
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.compression.importance import CRITERIA, channel_slices
+from fastdeepiot.compression.moves import MOVES, Context
+from fastdeepiot.compression.moves.fold_bn import fold_batchnorm
+from fastdeepiot.compression.moves.recurrence import StepDense, drop_recurrence
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import compress
-from fastdeepiot.compression.surgery import StepDense, drop_recurrence, fold_batchnorm, prune_channels, seg_indices
+from fastdeepiot.compression.surgery import prune_channels, seg_indices
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profiling.runner import plan, profile
@@ -368,17 +371,15 @@ class Narrow(nn.Module):
 def test_a_distant_step_edge_is_also_approached_by_a_stepping_stone(fake_tm):
     """30 channels on a 16-channel staircase: nothing is saved until 16, a 47% cut; besides the jump the
     search also proposes a stone a quarter of the way down, credited with its share of the edge's saving."""
-    from fastdeepiot.compression.search import _candidates
-
     torch.manual_seed(0)
     model, x = Narrow().eval(), torch.randn(1, 6, 32)
     cost = TimeCost(fake_tm)
-    total = cost.price(model, x)
-    cands = {c["desc"]: c for c in _candidates(model, x, cost, total, 0.05, "l1", [], 0, ("width",), (1, 3), 8)}
+    ctx = Context(x, (1, 3), cost, cost.price(model, x), 0.05, "l1", [], 0)
+    cands = {c.desc: c for c in MOVES["width"].propose(model, ctx)}
     assert "c1 30->16" in cands and "c1 30->22 (toward 16)" in cands, list(cands)
     jump, stone = cands["c1 30->16"], cands["c1 30->22 (toward 16)"]
-    assert stone["saving"] == pytest.approx(jump["saving"] * 8 / 14)
-    assert stone.get("stone") and not jump.get("stone")  # tried only when every direct move is over budget
+    assert stone.saving == pytest.approx(jump.saving * 8 / 14)
+    assert stone.stone and not jump.stone  # tried only when every direct move is over budget
 
 
 def test_unreachable_time_target_is_an_error(fake_tm):
@@ -410,14 +411,12 @@ def test_accuracy_budget_search_on_a_conv_gru_network(fake_tm):
 def test_search_drops_a_recurrence_whose_per_step_cost_dominates(fake_tm):
     """The fake device charges a fixed cost per GRU step: dropping the recurrence is priced as a large
     saving, proposed, taken under a generous budget, recorded in the plan, and replays."""
-    from fastdeepiot.compression.search import _candidates
-
     torch.manual_seed(0)
     model, x = GRUNet().eval(), torch.randn(1, 4, 16)
     cost = TimeCost(fake_tm)
-    cands = _candidates(model, x, cost, cost.price(model, x), 0.08, "l1", [], 0, ("recurrence",), (1, 5), 8)
-    assert [c["step"] for c in cands] == [{"op": "drop_recurrence", "module": "gru"}]
-    assert cands[0]["saving"] > 0.2 * cost.price(model, x)
+    cands = MOVES["recurrence"].propose(model, Context(x, (1, 5), cost, cost.price(model, x), 0.08, "l1", [], 0))
+    assert [c.step for c in cands] == [{"op": "drop_recurrence", "module": "gru"}]
+    assert cands[0].saving > 0.2 * cost.price(model, x)
     res = compress(model, _gru_data(128), time_model=fake_tm, max_accuracy_drop=100.0, finetune_steps=1, final_epochs=0.2,
                    max_iters=1, moves=("recurrence",), measure=False)
     assert res.plan.steps == [{"op": "drop_recurrence", "module": "gru"}]

@@ -13,6 +13,7 @@ No package shares a name with a function: `fastdeepiot.compress` is always the f
 Importing fastdeepiot imports torch.
 """
 
+from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import CompressResult, compress
 from fastdeepiot.devices import get_backend, list_backends
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FAMILIES",
+    "CompressConfig",
     "CompressResult",
     "LayerConfig",
     "Plan",

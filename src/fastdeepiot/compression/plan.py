@@ -9,7 +9,8 @@
 
 Channel groups are named by their first producer (module name), which is stable: replaying the
 steps in order onto a fresh copy of the original model reproduces the pruned architecture and, when
-the copy has the original's weights, the pruned (not fine-tuned) weights exactly.
+the copy has the original's weights, the pruned (not fine-tuned) weights exactly. Each op belongs to
+one registered move (`compression.moves`), which replays and describes it: this file knows no op.
 """
 
 from __future__ import annotations
@@ -22,29 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compression import surgery
+from fastdeepiot.compression.moves import apply_step, describe_step
 from fastdeepiot.compression.surgery import PlanError
 
 FORMAT = "fastdeepiot.compression.plan"
 VERSION = 1
-OPS = ("prune", "remove", "shorten_sequence", "drop_recurrence", "fold_bn")
-
-
-def apply_step(model: nn.Module, step: dict, example_input) -> nn.Module:
-    op = step.get("op")
-    if op == "prune":
-        surgery.prune_channels(model, example_input, {k: list(v) for k, v in step["keep"].items()})
-    elif op == "remove":
-        surgery.remove_module(model, step["module"])
-    elif op == "shorten_sequence":
-        surgery.shorten_sequence(model, step["module"], int(step.get("factor", 2)))
-    elif op == "drop_recurrence":
-        surgery.drop_recurrence(model, step["module"])
-    elif op == "fold_bn":
-        surgery.fold_batchnorm(model, step["conv"], step["bn"])
-    else:
-        raise PlanError(f"unknown plan step {op!r}; known: {', '.join(OPS)}")
-    return model
 
 
 @dataclass
@@ -90,16 +73,4 @@ class Plan:
             raise PlanError(f"{path}: not a pruning plan ({e})") from None
 
     def summary(self) -> list[str]:
-        out = []
-        for s in self.steps:
-            if s["op"] == "prune":
-                out.append("prune " + ", ".join(f"{k}->{len(v)}" for k, v in s["keep"].items()))
-            elif s["op"] == "remove":
-                out.append(f"remove {s['module']}")
-            elif s["op"] == "shorten_sequence":
-                out.append(f"shorten {s['module']} x{s.get('factor', 2)}")
-            elif s["op"] == "drop_recurrence":
-                out.append(f"drop recurrence {s['module']}")
-            else:
-                out.append(f"fold {s['bn']} into {s['conv']}")
-        return out
+        return [describe_step(s) for s in self.steps]

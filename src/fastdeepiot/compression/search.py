@@ -13,23 +13,28 @@ way. Each iteration:
    current width, a width is a candidate only if it is faster than every wider width by more than a
    tolerance (`snap_widths`). On a staircase these are the step edges; a width just below an edge, which
    costs as much as the edge, is never chosen, nor one whose wider neighbour is faster.
-3. *Propose.* Per group, the widest snapped width that saves at least this iteration's time budget
+3. *Propose.* Every registered move (`compression.moves`, one file each) proposes `Candidate`s.
+   Width: per group, the widest snapped width that saves at least this iteration's time budget
    (a fraction of the current time). Channels kept are the most important by L1 or first-order Taylor.
    Besides width, structural moves, each priced by the time model on a modified copy: remove a
    shape-preserving block (Identity), halve the number of steps a GRU/LSTM runs over (average-pool its
    input over time; the per-step cost is what width cannot remove), or drop its recurrence altogether
-   (`surgery.StepDense`: the same width computed on every step at once, started from the layer's own
-   candidate-gate weights).
+   (`moves.recurrence.StepDense`: the same width computed on every step at once, started from the
+   layer's own candidate-gate weights).
 4. *Choose.* Width proposals are ranked by predicted time saved per unit of importance lost (the greedy
    knapsack step of HALP); the best few plus the structural moves are each fine-tuned for a few steps and
    evaluated on the validation split (NetAdapt), and we keep the one with the smallest accuracy loss per
    millisecond saved.
-4. *Stop* when the time target is met, or when the best candidate would exceed the accuracy budget
+5. *Stop* when the time target is met, or when the best candidate would exceed the accuracy budget
    (plus a slack that the final fine-tune recovers) even after trying stepping stones (a width part of the
    way to a step edge too far below to fine-tune back in one move; credited with its share of the edge's
    saving) and smaller steps; then fold BatchNorm into convs (unless the time model says that is slower),
    fine-tune longer, back off to an earlier state if the final accuracy misses the budget, and measure
    the result on the device.
+
+This file only orchestrates (`_Search` holds one run's state): what each move proposes, how its plan
+steps replay and its share of the lower bound are in the move's file; every setting is a field of
+`config.CompressConfig`, which the result records.
 
 Why this and not a one-shot knapsack: the time of a layer depends on its neighbours' widths (a conv's
 cost moves with its input width too) and accuracy after fine-tuning is not additive in channel importance,
@@ -46,27 +51,30 @@ otherwise lets a point estimate of "0.1 points lost" pass a network that lost 3 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compression import surgery
-from fastdeepiot.compression.cost import FlopsCost, PricedNetwork, TimeCost, snap_widths
-from fastdeepiot.graph.channels import trace_channels
+from fastdeepiot import tasks
+from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
-from fastdeepiot.compression.importance import CRITERIA
-from fastdeepiot.compression.plan import Plan, apply_step
+from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, output_shape
+from fastdeepiot.compression.plan import Plan
+from fastdeepiot.compression.progress import reporter
 from fastdeepiot.errors import TargetUnreachableError, UserError
-
-MOVES = ("width", "remove", "sequence", "recurrence", "fold_bn")
 
 
 @dataclass
 class CompressResult:
+    """What `compress` returns: the pruned network, its plan, the stage history, the original's and
+    the result's measures, notes, and the settings it ran with (`dataclasses.asdict(CompressConfig)`
+    plus `elapsed_s`; also in `plan.meta["settings"]`)."""
+
     model: nn.Module
     plan: Plan
     history: list[dict]
@@ -83,8 +91,6 @@ class CompressResult:
 def _resolve_data(task_or_loaders, metric, batch_size, seed):
     task = None
     if isinstance(task_or_loaders, str):
-        from fastdeepiot import tasks
-
         task = tasks.get(task_or_loaders)
     elif hasattr(task_or_loaders, "loaders") and hasattr(task_or_loaders, "n_classes"):
         task = task_or_loaders
@@ -126,93 +132,27 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     return best
 
 
-def _rnn_names(model: nn.Module) -> list[str]:
-    """Recurrent layers (GRU/LSTM, or the SequencePool wrapping one), by the name a plan step uses."""
-    wrapped = {n + ".rnn" for n, m in model.named_modules() if isinstance(m, surgery.SequencePool)}
-    return [n for n, m in model.named_modules()
-            if (isinstance(m, surgery.SequencePool) and isinstance(m.rnn, (nn.GRU, nn.LSTM)))
-            or (isinstance(m, (nn.GRU, nn.LSTM)) and n not in wrapped)]
-
-
-def _rnn(model: nn.Module, name: str) -> nn.Module:
-    m = model.get_submodule(name)
-    return m.rnn if isinstance(m, surgery.SequencePool) else m
-
-
-def _seq_len(model, name, x) -> int | None:
-    rnn = _rnn(model, name)
-    seen = {}
-
-    def hook(mod, inp, out):
-        seen.setdefault("t", int(inp[0].shape[1 if mod.batch_first else 0]))
-
-    h = rnn.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        h.remove()
-    return seen.get("t")
-
-
-def _without_recurrence(model, name, x, out_shape) -> nn.Module | None:
-    """A copy of `model` with the recurrence at `name` dropped, or None where it cannot be (not a
-    single-layer one-direction GRU/LSTM, or the network then fails or changes its output shape)."""
-    if not surgery.droppable_recurrence(_rnn(model, name)):
-        return None
+def lower_bound(model: nn.Module, x: torch.Tensor, cost, moves=tuple(MOVES), max_seq_factor: int = 8) -> float:
+    """Predicted cost of the smallest network the search could reach: each move in `moves` takes a copy
+    as far as it can (`Move.smallest`: every removable block removed, every group at width 1, every RNN
+    shortened as far as allowed and then its recurrence dropped, BatchNorm folded), in `bound_stage`
+    order."""
     m = copy.deepcopy(model)
-    surgery.drop_recurrence(m, name)
-    try:
-        return m if _output_shape(m, x) == out_shape else None
-    except Exception:  # noqa: BLE001 - the model uses the RNN's state in a way StepDense cannot mimic
-        return None
-
-
-def _output_shape(model, x):
-    with torch.no_grad():
-        return tuple(model.eval()(x).shape)
-
-
-def lower_bound(model, x, cost, moves=MOVES, max_seq_factor: int = 8) -> float:
-    """Predicted cost of the smallest network the search could reach (every group at width 1, every
-    removable block removed, every RNN shortened as far as allowed and then its recurrence dropped)."""
-    m = copy.deepcopy(model)
-    out = _output_shape(m, x)
-    if "remove" in moves:
-        for name in surgery.removable_modules(m, x):
-            surgery.remove_module(m, name)
-    if "width" in moves:
-        cg = trace_channels(m, x)
-        surgery.prune_channels(m, x, {g.name: [0] for g in cg.groups()}, cg)
-    if "sequence" in moves:
-        for name in _rnn_names(m):
-            f = 1
-            while f < max_seq_factor and (_seq_len(m, name, x) or 0) >= 4:
-                trial = copy.deepcopy(m)
-                surgery.shorten_sequence(trial, name, 2)
-                if _output_shape(trial, x) != out:
-                    break
-                m, f = trial, f * 2
-    if "recurrence" in moves:
-        for name in _rnn_names(m):
-            m = _without_recurrence(m, name, x, out) or m
-    if "fold_bn" in moves:
-        surgery.fold_all_batchnorm(m, x)
+    ctx = Context(x, output_shape(m, x), max_seq_factor=max_seq_factor)
+    for mv in sorted((MOVES[name] for name in moves), key=lambda mv: mv.bound_stage):
+        m = mv.smallest(m, ctx)
     return cost.price(m, x)
 
 
-def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_input: torch.Tensor | None = None,
-             max_accuracy_drop: float | None = None, target_ms: float | None = None,
-             metric: Callable | None = None, criterion: str = "taylor", cost: str = "time",
-             distill: bool = True, finetune_steps: int = 100, final_epochs: float = 4.0, lr: float = 1e-3,
-             max_iters: int = 25, step_fraction: float = 0.08, evaluate_top: int = 2, search_slack: float = 1.0,
-             moves: tuple[str, ...] = MOVES, max_seq_factor: int = 8, measure: bool = True,
-             confidence: float = 0.9,
-             backend: str | None = None, batch_size: int = 64, importance_batches: int = 8, seed: int = 0,
-             progress: Callable[[str], Any] | None = None) -> CompressResult:
+def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = None, *, time_model=None,
+             example_input: torch.Tensor | None = None, metric: Callable | None = None,
+             progress: bool | Callable[[str], Any] | None = True, **settings) -> CompressResult:
     """Prune `model` (a copy) so that its predicted time on `time_model`'s device drops as far as possible
     within `max_accuracy_drop` percentage points of validation accuracy, or until it reaches
     `target_ms` (TargetUnreachableError when the search space cannot reach it). See the module doc.
+
+    The settings are a `CompressConfig` (`config`), keyword arguments (any field of it, e.g.
+    `max_accuracy_drop=0.5, final_epochs=8`), or both: keyword arguments override the config.
 
     Fine-tuning distils from the original network by default (`distill`): on userid (torch-cpu), the
     search with distillation and an 8-epoch final fine-tune found a network at 0.50x the original's
@@ -221,292 +161,272 @@ def compress(model: nn.Module, task_or_loaders, *, time_model=None, example_inpu
 
     cost="flops" uses FLOPs in place of the time model (the ablation; `time_model` is then still used,
     when given, to report predicted ms). The model must be torch.fx-traceable and built from the
-    supported families (Conv1d/2d, BatchNorm, Linear, GRU, LSTM, pooling, activations, add, concat)."""
-    if max_accuracy_drop is None and target_ms is None:
-        raise UserError("give max_accuracy_drop (percentage points) or target_ms")
-    if cost == "time" and time_model is None:
+    supported families (Conv1d/2d, BatchNorm, Linear, GRU, LSTM, pooling, activations, add, concat).
+
+    `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
+    step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
+    config = CompressConfig.build(config, **settings)
+    if config.cost == "time" and time_model is None:
         raise UserError("cost='time' needs a time_model")
-    if criterion not in CRITERIA:
-        raise UserError(f"unknown importance criterion {criterion!r}; known: {', '.join(CRITERIA)}")
-    bad = [m for m in moves if m not in MOVES]
-    if bad:
-        raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")
-    log = progress or (lambda s: None)
-    paired = metric is None  # the default metric is top-1 accuracy: per-sample correctness is available
-    train_dl, val_dl, test_dl, metric = _resolve_data(task_or_loaders, metric, batch_size, seed)
-    if example_input is None:
-        xb, _ = next(iter(val_dl))
-        example_input = xb[:1]
-    x = example_input[:1].detach().cpu()
-    pricer = TimeCost(time_model) if cost == "time" else FlopsCost()
-    timer = TimeCost(time_model) if time_model is not None else None
-    teacher = copy.deepcopy(model).eval() if distill else None
-    model = copy.deepcopy(model).eval()
-    out_shape = _output_shape(model, x)
-    t0 = time.time()
+    with reporter(progress, config.max_iters) as report:
+        run = _Search(model, task_or_loaders, config, time_model, example_input, metric, report)
+        run.check_target()
+        stop_reason = run.search()
+        return run.finish(stop_reason)
 
-    def acc(m, loader):
-        return 100.0 * float(metric(m, loader))
 
-    def pred_ms(m):
-        return timer.price(m, x) if timer is not None else None
+class _Search:
+    """One compress() run: the data, the pricing, the current state and what has been recorded."""
 
-    from fastdeepiot.compression.cost import unmodelled_ops
+    def __init__(self, model: nn.Module, task_or_loaders, config: CompressConfig, time_model,
+                 example_input: torch.Tensor | None, metric: Callable | None, report):
+        c = self.config = config
+        self.report = report
+        self.time_model = time_model
+        self.paired = metric is None  # the default metric is top-1 accuracy: per-sample correctness is available
+        self.train_dl, self.val_dl, self.test_dl, self.metric = _resolve_data(task_or_loaders, metric,
+                                                                              c.batch_size, c.seed)
+        if example_input is None:
+            xb, _ = next(iter(self.val_dl))
+            example_input = xb[:1]
+        self.x = example_input[:1].detach().cpu()
+        self.pricer = TimeCost(time_model) if c.cost == "time" else FlopsCost()
+        self.timer = TimeCost(time_model) if time_model is not None else None
+        self.teacher = copy.deepcopy(model).eval() if c.distill else None
+        self.model = copy.deepcopy(model).eval()
+        self.out_shape = output_shape(self.model, self.x)
+        self.moves: list[Move] = [mv for name, mv in MOVES.items() if name in c.moves]
+        self.t0 = time.time()
+        self.unmodelled = unmodelled_ops(self.pricer, self.model, self.x)
+        self.base_correct = correct_mask(self.model, self.val_dl) if self.paired else None
+        self.base_acc = (100.0 * mask_accuracy(self.base_correct) if self.paired
+                         else self.acc(self.model, self.val_dl))
+        self.base_cost = self.pricer.price(self.model, self.x)
+        self.base = {"val_accuracy": self.base_acc, "cost": self.base_cost, "predicted_ms": self.pred_ms(self.model),
+                     "params": sum(p.numel() for p in self.model.parameters())}
+        self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
+                         "predicted_ms": self.base["predicted_ms"], "val_accuracy": self.base_acc}]
+        self.notes: list[str] = []
+        self.plan = Plan(list(self.x.shape[1:]), [], {"criterion": c.criterion, "cost": c.cost})
+        self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
+        # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
+        self.snapshots = [(copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost)]
+        self.log(f"base: {self.base_cost:.4g} {self.pricer.unit}, val accuracy {self.base_acc:.2f}%")
 
-    unm = unmodelled_ops(pricer, model, x)
-    base_correct = correct_mask(model, val_dl) if paired else None
-    base_acc = 100.0 * mask_accuracy(base_correct) if paired else acc(model, val_dl)
+    # ---------------------------------------------------------------- measures
 
-    def final_accuracy(m):
+    def log(self, text: str) -> None:
+        self.report.message(text)
+
+    def acc(self, m: nn.Module, loader) -> float:
+        return 100.0 * float(self.metric(m, loader))
+
+    def pred_ms(self, m: nn.Module) -> float | None:
+        return self.timer.price(m, self.x) if self.timer is not None else None
+
+    @property
+    def budget_mode(self) -> bool:
+        """The run keeps an accuracy budget (rather than aiming for a time target)."""
+        return self.config.max_accuracy_drop is not None and self.config.target_ms is None
+
+    def final_accuracy(self, m: nn.Module) -> tuple[float, float]:
         """A final state's validation accuracy and the drop its acceptance tests: with the default metric
         the paired upper bound (both from one pass's per-sample correctness), else the point estimate."""
-        if base_correct is None:
-            a = acc(m, val_dl)
-            return a, base_acc - a
-        mask = correct_mask(m, val_dl)
+        if self.base_correct is None:
+            a = self.acc(m, self.val_dl)
+            return a, self.base_acc - a
+        mask = correct_mask(m, self.val_dl)
         a = 100.0 * mask_accuracy(mask)
-        return a, max(base_acc - a, paired_drop_upper(base_correct, mask, confidence))
-    base_cost = pricer.price(model, x)
-    base = {"val_accuracy": base_acc, "cost": base_cost, "predicted_ms": pred_ms(model),
-            "params": sum(p.numel() for p in model.parameters())}
-    history = [{"stage": "base", "move": None, "cost": base_cost, "predicted_ms": base["predicted_ms"],
-                "val_accuracy": base_acc}]
-    log(f"base: {base_cost:.4g} {pricer.unit}, val accuracy {base_acc:.2f}%")
-    if target_ms is not None:
-        tcost = TimeCost(time_model) if cost == "time" else None
-        if tcost is None:
-            raise UserError("target_ms needs cost='time'")
-        lb = lower_bound(model, x, tcost, moves, max_seq_factor)
-        if lb > target_ms:
+        return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence))
+
+    # ---------------------------------------------------------------- the search
+
+    def check_target(self) -> None:
+        """TargetUnreachableError when even the smallest reachable network misses `target_ms`."""
+        c = self.config
+        if c.target_ms is None:
+            return
+        lb = lower_bound(self.model, self.x, TimeCost(self.time_model), c.moves, c.max_seq_factor)
+        if lb > c.target_ms:
             raise TargetUnreachableError(
-                f"target {target_ms:g} ms cannot be met: even the smallest network the search can reach "
+                f"target {c.target_ms:g} ms cannot be met: even the smallest network the search can reach "
                 f"(every layer at width 1, removable blocks removed, sequences shortened, recurrences dropped) "
                 f"is predicted at "
-                f"{lb:.3f} ms on {time_model.backend}; the network starts at {base_cost:.3f} ms")
-    plan = Plan(list(x.shape[1:]), [], {"criterion": criterion, "cost": cost})
-    cur_acc, cur_cost = base_acc, base_cost
-    snapshots = [(copy.deepcopy(model), list(plan.steps), cur_acc, cur_cost)]
-    stop_reason = "max_iters"
-    for it in range(1, max_iters + 1):
-        if target_ms is not None and cur_cost <= target_ms:
-            stop_reason = "target met"
-            break
-        cands = _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl,
-                            importance_batches, moves, out_shape, max_seq_factor)
-        if not cands:
-            stop_reason = "no candidate saves time"
-            break
-        def evaluate(group):
-            """Fine-tune each candidate briefly; the best by accuracy lost per unit saved, within budget first."""
-            best = None
-            for c in group:
-                m = copy.deepcopy(model)
-                apply_step(m, c["step"], x)
-                finetune(m, train_dl, finetune_steps, lr=lr, teacher=teacher, seed=seed + it)
-                a = acc(m, val_dl)
-                c["val_accuracy"] = a
-                c["score"] = (max(0.0, cur_acc - a) + 0.1) / c["saving"]
-                log(f"  iter {it}: {c['desc']}: -{c['saving']:.4g} {pricer.unit}, val {a:.2f}%")
-                within = max_accuracy_drop is None or target_ms is not None or (
-                    base_acc - a <= max_accuracy_drop + search_slack)
-                key = (not within, c["score"])
-                if best is None or key < best[2]:
-                    best = (c, m, key)
-            return best[0], best[1], best[2][0]
+                f"{lb:.3f} ms on {self.time_model.backend}; the network starts at {self.base_cost:.3f} ms")
 
-        plain = [c for c in cands if not c.get("stone")]
-        widths = sorted([c for c in plain if c["kind"] == "prune"], key=lambda c: -c["ratio"])[:evaluate_top]
-        struct = sorted([c for c in plain if c["kind"] != "prune"], key=lambda c: -c["saving"])[:3]
-        stones = sorted([c for c in cands if c.get("stone")], key=lambda c: -c["ratio"])[:evaluate_top]
+    def propose(self, step_fraction: float) -> list[Candidate]:
+        c = self.config
+        ctx = Context(self.x, self.out_shape, self.pricer, self.cur_cost, step_fraction, c.criterion,
+                      self.train_dl, c.importance_batches, c.max_seq_factor)
+        return [cand for mv in self.moves for cand in mv.propose(self.model, ctx)]
+
+    def search(self) -> str:
+        """Take steps until the target is met, no candidate saves time, the budget stops it or
+        `max_iters`; returns why it stopped."""
+        c = self.config
+        step_fraction = c.step_fraction
+        for it in range(1, c.max_iters + 1):
+            self.report.iteration(it - 1)
+            if c.target_ms is not None and self.cur_cost <= c.target_ms:
+                return "target met"
+            cands = self.propose(step_fraction)
+            if not cands:
+                return "no candidate saves time"
+            cand, m, over = self.choose(cands, it)
+            if self.budget_mode and over:
+                if step_fraction > 0.01:  # NetAdapt: smaller steps before giving up
+                    step_fraction /= 2
+                    self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
+                             f"step fraction -> {step_fraction:.3f}")
+                    continue
+                return f"next step would drop {self.base_acc - cand.val_accuracy:.2f} points"
+            self.accept(cand, m, it, len(cands))
+        self.report.iteration(c.max_iters)
+        return "max_iters"
+
+    def choose(self, cands: list[Candidate], it: int) -> tuple[Candidate, nn.Module, bool]:
+        """The best of the top candidates after a short fine-tune (and of the stepping stones when
+        every direct step is over budget): (candidate, its fine-tuned network, over budget)."""
+        c = self.config
+        plain = [cd for cd in cands if not cd.stone]
+        widths = sorted([cd for cd in plain if cd.ratio is not None], key=lambda cd: -cd.ratio)[:c.evaluate_top]
+        struct = sorted([cd for cd in plain if cd.ratio is None], key=lambda cd: -cd.saving)[:3]
+        stones = sorted([cd for cd in cands if cd.stone], key=lambda cd: -cd.ratio)[:c.evaluate_top]
         if not widths + struct:  # only stones left
             widths, stones = stones, []
-        c, m, over = evaluate(widths + struct)
-        if over and stones and max_accuracy_drop is not None and target_ms is None:
-            log(f"iter {it}: every candidate drops > {max_accuracy_drop + search_slack:g} points; "
-                "approaching the distant step edges gradually")
-            c2, m2, over2 = evaluate(stones)
+        cand, m, over = self.evaluate(widths + struct, it)
+        if over and stones and self.budget_mode:
+            self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
+                     "approaching the distant step edges gradually")
+            cand2, m2, over2 = self.evaluate(stones, it)
             if not over2:
-                c, m, over = c2, m2, over2
-        drop = base_acc - c["val_accuracy"]
-        if max_accuracy_drop is not None and target_ms is None and over:
-            if step_fraction > 0.01:  # NetAdapt: smaller steps before giving up
-                step_fraction /= 2
-                log(f"iter {it}: every candidate drops > {max_accuracy_drop + search_slack:g} points; "
-                    f"step fraction -> {step_fraction:.3f}")
+                cand, m, over = cand2, m2, over2
+        return cand, m, over
+
+    def evaluate(self, group: list[Candidate], it: int) -> tuple[Candidate, nn.Module, bool]:
+        """Fine-tune each candidate briefly; the best by accuracy lost per unit saved, within budget first."""
+        c = self.config
+        best = None
+        for cand in group:
+            m = copy.deepcopy(self.model)
+            MOVES[cand.move].apply(m, cand.step, self.x)
+            finetune(m, self.train_dl, c.finetune_steps, lr=c.lr, teacher=self.teacher, seed=c.seed + it)
+            a = self.acc(m, self.val_dl)
+            cand.val_accuracy = a
+            cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
+            self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
+            within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+            key = (not within, cand.score)
+            if best is None or key < best[2]:
+                best = (cand, m, key)
+        return best[0], best[1], best[2][0]
+
+    def accept(self, cand: Candidate, m: nn.Module, it: int, n_cands: int) -> None:
+        self.model, self.cur_acc = m, cand.val_accuracy
+        self.cur_cost = self.pricer.price(self.model, self.x)
+        self.plan.steps.append(cand.step)
+        self.snapshots.append((copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost))
+        self.history.append({"stage": f"iter {it}", "move": cand.desc, "cost": self.cur_cost,
+                             "predicted_ms": self.pred_ms(self.model), "val_accuracy": self.cur_acc,
+                             "candidates": n_cands, "elapsed_s": time.time() - self.t0})
+        self.log(f"iter {it}: {cand.desc} -> {self.cur_cost:.4g} {self.pricer.unit}, val {self.cur_acc:.2f}%")
+
+    # ---------------------------------------------------------------- the end
+
+    def finish_moves(self, m: nn.Module) -> tuple[nn.Module, list[dict]]:
+        """The moves' `finish` steps (BatchNorm folded) on `m` before the final fine-tune, each kept
+        unless the time model prices its result slower (none without a time model to ask)."""
+        if self.timer is None:
+            return m, []
+        steps: list[dict] = []
+        for mv in self.moves:
+            trial = copy.deepcopy(m)
+            done = mv.finish(trial, self.x)
+            if not done:
                 continue
-            stop_reason = f"next step would drop {drop:.2f} points"
-            break
-        model, cur_acc = m, c["val_accuracy"]
-        cur_cost = pricer.price(model, x)
-        plan.steps.append(c["step"])
-        snapshots.append((copy.deepcopy(model), list(plan.steps), cur_acc, cur_cost))
-        history.append({"stage": f"iter {it}", "move": c["desc"], "cost": cur_cost, "predicted_ms": pred_ms(model),
-                        "val_accuracy": cur_acc, "candidates": len(cands), "elapsed_s": time.time() - t0})
-        log(f"iter {it}: {c['desc']} -> {cur_cost:.4g} {pricer.unit}, val {cur_acc:.2f}%")
-    else:
-        stop_reason = "max_iters"
-    if target_ms is not None and cur_cost > target_ms:
-        raise TargetUnreachableError(
-            f"target {target_ms:g} ms not reached: the search stopped ({stop_reason}) at a predicted "
-            f"{cur_cost:.3f} ms (start {base_cost:.3f} ms)")
+            before, after = self.timer.price(m, self.x), self.timer.price(trial, self.x)
+            if after > before * 1.005:
+                note = f"{mv.title} skipped: predicted {before:.4f} -> {after:.4f} ms"
+                if note not in self.notes:
+                    self.notes.append(note)
+                continue
+            m, steps = trial, steps + done
+        return m, steps
 
-    def fold_for_finetune(m: nn.Module) -> tuple[nn.Module, list[dict]]:
-        """Fold every BatchNorm into its conv before the final fine-tune, unless the time model says the
-        folded network is slower. Exact, and it helps the fine-tune recover from structural moves: har,
-        GRU dropped and three convs removed, 25 distilled epochs: 94.8-95.3% test folded first, 93.9%
-        with BatchNorm kept (runs/diag/fold_first.py, 2 seeds; no difference at 8 epochs). On a
-        backend that fuses BatchNorm itself (onnxruntime-cpu) the time is the same either way."""
-        if "fold_bn" not in moves or timer is None:
-            return m, []
-        folded = copy.deepcopy(m)
-        pairs = surgery.fold_all_batchnorm(folded, x)
-        if not pairs:
-            return m, []
-        before, after = timer.price(m, x), timer.price(folded, x)
-        if after > before * 1.005:
-            note = f"BatchNorm folding skipped: predicted {before:.4f} -> {after:.4f} ms"
-            if note not in notes:
-                notes.append(note)
-            return m, []
-        return folded, [{"op": "fold_bn", "conv": cv, "bn": bn} for cv, bn in pairs]
+    def drop_trailing(self) -> None:
+        """A state that saved nothing over the one before it (a stepping stone whose edge was never
+        reached) only lost accuracy: end at the last state that saved time."""
+        trailing = 0
+        while len(self.snapshots) > 1 and self.snapshots[-1][3] >= self.snapshots[-2][3] * (1 - 1e-3):
+            self.snapshots.pop()
+            trailing += 1
+        if trailing:
+            self.notes.append(f"dropped {trailing} trailing step(s) that saved no {self.pricer.unit} "
+                              "(stepping stones short of their edge)")
 
-    # final fine-tune; back off to earlier states while the accuracy budget is missed
-    final_steps = int(round(final_epochs * len(train_dl)))
-    notes = [f"search stopped: {stop_reason}"]
-    if unm:
-        notes.append(f"not priced by the cost model (left out of predicted times): {', '.join(unm)}")
-    # a state that saved nothing over the one before it (a stepping stone whose edge was never reached)
-    # only lost accuracy: end at the last state that saved time
-    trailing = 0
-    while len(snapshots) > 1 and snapshots[-1][3] >= snapshots[-2][3] * (1 - 1e-3):
-        snapshots.pop()
-        trailing += 1
-    if trailing:
-        notes.append(f"dropped {trailing} trailing step(s) that saved no {pricer.unit} (stepping stones short of their edge)")
-    while True:
-        model, steps, _, _ = snapshots[-1]
-        model, fold_steps = fold_for_finetune(copy.deepcopy(model))
-        finetune(model, train_dl, final_steps, lr=lr, teacher=teacher, seed=seed)
-        fa, bound = final_accuracy(model)
-        ok = max_accuracy_drop is None or target_ms is not None or bound <= max_accuracy_drop
-        history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps", "cost": pricer.price(model, x),
-                        "predicted_ms": pred_ms(model), "val_accuracy": fa, "drop_upper_bound": bound,
-                        "within_budget": ok})
-        log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
-        if ok or len(snapshots) == 1:
-            break
-        snapshots.pop()
-        notes.append(f"backed off: {len(steps)} steps gave {base_acc - fa:.2f} points drop after fine-tuning"
-                     f" (upper bound {bound:.2f})")
-    plan.steps = list(steps) + fold_steps
-    if len(snapshots) == 1 and max_accuracy_drop is not None and target_ms is None and not ok:
-        # even the unpruned fine-tuned model misses: keep the original
-        model, fa = copy.deepcopy(snapshots[0][0]), base_acc
-        plan.steps = list(steps)
-        notes.append("no pruned state met the accuracy budget; returning the original model")
+    def final_state(self) -> tuple[nn.Module, list[dict]]:
+        """Fine-tune the last state longer; back off to earlier states while the accuracy budget is
+        missed. Returns the final network and its plan steps."""
+        c = self.config
+        final_steps = int(round(c.final_epochs * len(self.train_dl)))
+        while True:
+            model, steps, _, _ = self.snapshots[-1]
+            model, finish_steps = self.finish_moves(copy.deepcopy(model))
+            finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
+            fa, bound = self.final_accuracy(model)
+            ok = not self.budget_mode or bound <= c.max_accuracy_drop
+            self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
+                                 "cost": self.pricer.price(model, self.x), "predicted_ms": self.pred_ms(model),
+                                 "val_accuracy": fa, "drop_upper_bound": bound, "within_budget": ok})
+            self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
+            if ok or len(self.snapshots) == 1:
+                break
+            self.snapshots.pop()
+            self.notes.append(f"backed off: {len(steps)} steps gave {self.base_acc - fa:.2f} points drop after "
+                              f"fine-tuning (upper bound {bound:.2f})")
+        if len(self.snapshots) == 1 and self.budget_mode and not ok:
+            # even the unpruned fine-tuned model misses: keep the original
+            self.notes.append("no pruned state met the accuracy budget; returning the original model")
+            return copy.deepcopy(self.snapshots[0][0]), list(steps)
+        return model, list(steps) + finish_steps
 
-    final = {"val_accuracy": acc(model, val_dl), "cost": pricer.price(model, x), "predicted_ms": pred_ms(model),
-             "params": sum(p.numel() for p in model.parameters())}
-    if test_dl is not None:
-        base["test_accuracy"] = acc(snapshots[0][0], test_dl)
-        final["test_accuracy"] = acc(model, test_dl)
-    if measure and (backend or time_model is not None):
-        bk = backend or time_model.backend
-        base["backend"] = final["backend"] = bk
+    def measure(self, model: nn.Module, final: dict) -> None:
+        """Measure the original and the result on the device (a failure is a note, not an error)."""
+        c = self.config
+        if not (c.measure and (c.backend or self.time_model is not None)):
+            return
+        bk = c.backend or self.time_model.backend
+        self.base["backend"] = final["backend"] = bk
         try:
-            base["measured_ms"], final["measured_ms"] = measure_models([snapshots[0][0], model], x, bk)
+            self.base["measured_ms"], final["measured_ms"] = measure_models([self.snapshots[0][0], model], self.x, bk)
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - a backend that cannot run the network: say so, keep the result
-            notes.append(f"measurement on {bk} failed: {type(e).__name__}: {e}")
-    if "measured_ms" in final:
-        history.append({"stage": "measured", "move": final["backend"], "cost": final["cost"], "predicted_ms": final["predicted_ms"],
-                        "measured_ms": final["measured_ms"], "val_accuracy": final["val_accuracy"]})
-    assert _output_shape(model, x) == out_shape
-    settings = dict(criterion=criterion, cost=cost, distill=distill, finetune_steps=finetune_steps,
-                    final_epochs=final_epochs, lr=lr, max_accuracy_drop=max_accuracy_drop, target_ms=target_ms,
-                    step_fraction=step_fraction, moves=list(moves), seed=seed, confidence=confidence if paired else None,
-                    elapsed_s=time.time() - t0)
-    plan.meta.update({"base": base, "final": final})
-    return CompressResult(model.eval(), plan, history, base, final, notes, settings)
+            self.notes.append(f"measurement on {bk} failed: {type(e).__name__}: {e}")
 
-
-def _candidates(model, x, pricer, cur_cost, step_fraction, criterion, train_dl, n_batches, moves, out_shape,
-                max_seq_factor, max_cut: float = 0.5, stone_cut: float = 0.25) -> list[dict]:
-    budget = step_fraction * cur_cost
-    tol = 0.002 * cur_cost
-    cands: list[dict] = []
-    if "width" in moves:
-        cg = trace_channels(model, x)
-        groups = [g for g in cg.groups() if g.width > 1]
-        if groups:
-            priced = PricedNetwork(model, x, pricer, cg, groups)
-            batches = []
-            if criterion == "taylor":
-                for i, b in enumerate(train_dl):
-                    if i >= n_batches:
-                        break
-                    batches.append(b)
-            imp = CRITERIA[criterion](model, cg, groups, batches)
-            total_imp = sum(float(v.sum()) for v in imp.values()) or 1.0
-            for g in groups:
-                curve = priced.curve(g.name)
-                snapped = snap_widths(curve, tol)
-                if not snapped:
-                    continue
-                savings = {w: priced.total - curve[w - 1] for w in snapped}
-                # at most `max_cut` of a group's channels per step (gentle steps fine-tune back)
-                allowed = [w for w in snapped if w >= g.width * (1 - max_cut)] or snapped[:1]
-                ok = [w for w in allowed if savings[w] >= budget]
-                w = ok[0] if ok else allowed[-1]
-                if savings[w] < budget / 4:
-                    continue
-                score = imp[g.name]
-                order = np.argsort(-score, kind="stable")
-
-                def propose(width, saving, desc):
-                    lost = float(score[order[width:]].sum())
-                    lost = lost / total_imp if criterion == "taylor" else lost / (float(score.sum()) or 1.0) / len(groups)
-                    cands.append({"kind": "prune", "step": {"op": "prune", "keep": {g.name: sorted(int(i) for i in order[:width])}},
-                                  "desc": desc, "saving": float(saving), "ratio": float(saving) / (lost + 1e-9)})
-
-                propose(w, savings[w], f"{g.name} {g.width}->{w}")
-                # A step edge far below (ONNX Runtime: 32 -> 16 channels, nothing saved in between) can also
-                # be approached gradually, NetAdapt-style: a stepping stone `stone_cut` of the way down,
-                # credited with its share of the edge's saving. The search tries stones only when every
-                # direct move exceeds the accuracy budget (a cut too deep to fine-tune back in one step).
-                ws = int(round(g.width * (1 - stone_cut)))
-                if w < ws < g.width and g.width - w > stone_cut * g.width:
-                    propose(ws, savings[w] * (g.width - ws) / (g.width - w), f"{g.name} {g.width}->{ws} (toward {w})")
-                    cands[-1]["stone"] = True
-    if "remove" in moves:
-        for name in surgery.removable_modules(model, x):
-            m = copy.deepcopy(model)
-            surgery.remove_module(m, name)
-            s = cur_cost - pricer.price(m, x)
-            if s > tol:
-                cands.append({"kind": "remove", "step": {"op": "remove", "module": name}, "desc": f"remove {name}",
-                              "saving": float(s), "ratio": 0.0})
-    if "sequence" in moves:
-        for name in _rnn_names(model):
-            mod = model.get_submodule(name)
-            factor = mod.stride if isinstance(mod, surgery.SequencePool) else 1
-            t = _seq_len(model, name, x)
-            if factor * 2 > max_seq_factor or t is None or t < 4:
-                continue
-            m = copy.deepcopy(model)
-            surgery.shorten_sequence(m, name, 2)
-            if _output_shape(m, x) != out_shape:
-                continue
-            s = cur_cost - pricer.price(m, x)
-            if s > tol:
-                cands.append({"kind": "sequence", "step": {"op": "shorten_sequence", "module": name, "factor": 2},
-                              "desc": f"shorten {name} {t}->{t // 2} steps", "saving": float(s), "ratio": 0.0})
-    if "recurrence" in moves:
-        for name in _rnn_names(model):
-            m = _without_recurrence(model, name, x, out_shape)
-            s = cur_cost - pricer.price(m, x) if m is not None else 0.0
-            if s > tol:
-                cands.append({"kind": "recurrence", "step": {"op": "drop_recurrence", "module": name},
-                              "desc": f"drop recurrence {name}", "saving": float(s), "ratio": 0.0})
-    return cands
+    def finish(self, stop_reason: str) -> CompressResult:
+        c = self.config
+        if c.target_ms is not None and self.cur_cost > c.target_ms:
+            raise TargetUnreachableError(
+                f"target {c.target_ms:g} ms not reached: the search stopped ({stop_reason}) at a predicted "
+                f"{self.cur_cost:.3f} ms (start {self.base_cost:.3f} ms)")
+        self.notes.append(f"search stopped: {stop_reason}")
+        if self.unmodelled:
+            self.notes.append("not priced by the cost model (left out of predicted times): "
+                              + ", ".join(self.unmodelled))
+        self.drop_trailing()
+        model, self.plan.steps = self.final_state()
+        final = {"val_accuracy": self.acc(model, self.val_dl), "cost": self.pricer.price(model, self.x),
+                 "predicted_ms": self.pred_ms(model), "params": sum(p.numel() for p in model.parameters())}
+        if self.test_dl is not None:
+            self.base["test_accuracy"] = self.acc(self.snapshots[0][0], self.test_dl)
+            final["test_accuracy"] = self.acc(model, self.test_dl)
+        self.measure(model, final)
+        if "measured_ms" in final:
+            self.history.append({"stage": "measured", "move": final["backend"], "cost": final["cost"],
+                                 "predicted_ms": final["predicted_ms"], "measured_ms": final["measured_ms"],
+                                 "val_accuracy": final["val_accuracy"]})
+        assert output_shape(model, self.x) == self.out_shape
+        settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
+        self.plan.meta.update({"base": self.base, "final": final, "settings": settings})
+        return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings)

@@ -1,5 +1,8 @@
-"""Physical surgery: make layers smaller (not masks), remove modules, shorten sequences, drop a recurrence,
-fold BatchNorm.
+"""Physical surgery's slicing primitives: make layers smaller (not masks) by keeping some channels of
+each channel group (`prune_channels`, which the width move and the pricing use), and replace a
+submodule (`replace_module`, which the structural moves use). Each structural move's own surgery
+(block removal, sequence shortening, dropping a recurrence, BatchNorm folding) lives in its file
+under `compression/moves/`.
 
 Every function edits the model in place and is deterministic given its arguments, so a recorded step
 replays onto a fresh copy of the same model to give identical weights (`fastdeepiot.compression.plan`).
@@ -9,10 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from fastdeepiot.graph.channels import ChannelGraph, Member, trace_channels
-from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.errors import UserError
 
 
@@ -148,7 +149,7 @@ def prune_channels(model: nn.Module, example_input, keep_by_group: dict[str, lis
     return model
 
 
-# ------------------------------------------------------------------------------ structural moves
+# ------------------------------------------------------------------------------ the module tree
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -163,166 +164,3 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     if last not in parent._modules:
         raise PlanError(f"no module {name!r}")
     parent._modules[last] = new
-
-
-def remove_module(model: nn.Module, name: str) -> None:
-    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity."""
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        raise PlanError(f"no module {name!r} to remove") from None
-    replace_module(model, name, nn.Identity())
-
-
-class SequencePool(nn.Module):
-    """Average-pool a recurrent layer's input over time by `stride` before running it: the RNN runs
-    over `stride` times fewer steps (its per-step cost is what width pruning cannot remove)."""
-
-    def __init__(self, rnn: nn.RNNBase, stride: int):
-        super().__init__()
-        self.rnn = rnn
-        self.stride = int(stride)
-
-    def forward(self, x, *rest):
-        if self.rnn.batch_first:  # (B, T, C)
-            x = F.avg_pool1d(x.transpose(1, 2), self.stride, self.stride).transpose(1, 2)
-        else:  # (T, B, C)
-            x = F.avg_pool1d(x.permute(1, 2, 0), self.stride, self.stride).permute(2, 0, 1)
-        return self.rnn(x, *rest)
-
-
-def shorten_sequence(model: nn.Module, name: str, factor: int = 2) -> None:
-    """Make the RNN at `name` run over `factor` times fewer steps (pool its input over time)."""
-    try:
-        m = model.get_submodule(name)
-    except AttributeError:
-        raise PlanError(f"no module {name!r}") from None
-    if isinstance(m, SequencePool):
-        m.stride *= int(factor)
-    elif isinstance(m, (nn.GRU, nn.LSTM)):
-        replace_module(model, name, SequencePool(m, factor))
-    else:
-        raise PlanError(f"{name!r} is a {type(m).__name__}, not a GRU/LSTM")
-
-
-class StepDense(nn.Module):
-    """A GRU/LSTM without its recurrence: every step computed independently, `tanh(W x_t + b)`, as one
-    matrix product over all steps instead of T sequential cell updates. W and b start as the layer's own
-    candidate (GRU) / cell (LSTM) gate input weights, i.e. the cell's new-state proposal with a zero
-    previous state, so fine-tuning starts close. Returns what the RNN returned: (output, h_n) for a GRU,
-    (output, (h_n, c_n)) for an LSTM, h_n being the last step's output (an initial state is ignored)."""
-
-    def __init__(self, rnn: nn.RNNBase):
-        super().__init__()
-        kind, h = type(rnn).__name__, rnn.hidden_size
-        self.kind, self.batch_first = kind, rnn.batch_first
-        self.proj = nn.Linear(rnn.input_size, h)
-        rows = slice(2 * h, 3 * h)  # GRU gates (r, z, n), LSTM gates (i, f, g, o): the 3rd block
-        with torch.no_grad():
-            self.proj.weight.copy_(rnn.weight_ih_l0[rows])
-            b = torch.zeros(h)
-            if rnn.bias:
-                b_hh = rnn.bias_hh_l0[rows]
-                if kind == "GRU":  # n = tanh(W_in x + b_in + r * b_hn), r ~ sigmoid(b_ir + b_hr) at x = 0
-                    b_hh = b_hh * torch.sigmoid(rnn.bias_ih_l0[:h] + rnn.bias_hh_l0[:h])
-                b = rnn.bias_ih_l0[rows] + b_hh
-            self.proj.bias.copy_(b)
-
-    def forward(self, x, *rest):
-        y = torch.tanh(self.proj(x))
-        last = y[:, -1] if self.batch_first else y[-1]  # batched input (as the RNN's output, unbatched is not)
-        hn = last.unsqueeze(0)
-        return (y, hn) if self.kind == "GRU" else (y, (hn, torch.zeros_like(hn)))
-
-
-def droppable_recurrence(m: nn.Module) -> bool:
-    """A single-layer, one-direction GRU/LSTM without projection (what StepDense can stand in for)."""
-    return (isinstance(m, (nn.GRU, nn.LSTM)) and m.num_layers == 1 and not m.bidirectional
-            and not getattr(m, "proj_size", 0))
-
-
-def drop_recurrence(model: nn.Module, name: str) -> None:
-    """Replace the GRU/LSTM at `name` (or inside the SequencePool at `name`) by a StepDense: its per-step
-    sequential cost, which no width pruning removes, goes; a per-step dense layer of the same width stays."""
-    try:
-        m = model.get_submodule(name)
-    except AttributeError:
-        raise PlanError(f"no module {name!r}") from None
-    if isinstance(m, SequencePool):
-        owner, rnn = m, m.rnn
-    else:
-        owner, rnn = None, m
-    if not droppable_recurrence(rnn):
-        raise PlanError(f"{name!r} is a {type(rnn).__name__}, not a single-layer one-direction GRU/LSTM")
-    if owner is not None:
-        owner.rnn = StepDense(rnn)
-    else:
-        replace_module(model, name, StepDense(rnn))
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module, conv_name: str, bn_name: str) -> None:
-    """Fold an eval-mode BatchNorm into the preceding conv / linear (exact), BatchNorm -> Identity."""
-    conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-    if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-        raise PlanError(f"cannot fold {bn_name!r} into {conv_name!r}")
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
-    shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
-    w = conv.weight.data * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-    b = (conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)) * scale + shift
-    conv.weight = nn.Parameter(w.clone())
-    conv.bias = nn.Parameter(b.clone())
-    replace_module(model, bn_name, nn.Identity())
-
-
-def foldable_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
-    """(conv, bn) pairs where a BatchNorm reads only a conv's output that nothing else reads."""
-    tracer = Tracer()
-    graph = tracer.trace(model)
-    mods = dict(model.named_modules())
-    out = []
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(mods.get(node.target), (nn.BatchNorm1d, nn.BatchNorm2d)):
-            src = node.args[0]
-            if (isinstance(src, torch.fx.Node) and src.op == "call_module"
-                    and isinstance(mods.get(src.target), (nn.Conv1d, nn.Conv2d)) and len(src.users) == 1):
-                out.append((src.target, node.target))
-    return out
-
-
-def fold_all_batchnorm(model: nn.Module, example_input) -> list[tuple[str, str]]:
-    """Fold every foldable BatchNorm (`foldable_pairs`) into its conv, in place; returns the pairs."""
-    pairs = foldable_pairs(model, example_input)
-    for conv, bn in pairs:
-        fold_batchnorm(model, conv, bn)
-    return pairs
-
-
-def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
-    """Submodules with parameters whose output has the input's shape (one tensor in, one out), outermost
-    first; removing one (-> Identity) keeps every shape in the network."""
-    x = example_input if isinstance(example_input, torch.Tensor) else example_input[0]
-    shapes: dict[str, bool] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if not name or isinstance(m, (nn.GRU, nn.LSTM, SequencePool)) or not any(
-                isinstance(c, (nn.Conv1d, nn.Conv2d, nn.Linear)) for c in m.modules()):
-            continue  # only blocks that compute (a lone BatchNorm is folded, not removed)
-
-        def hook(mod, inp, out, name=name):
-            ok = (len(inp) == 1 and isinstance(inp[0], torch.Tensor) and isinstance(out, torch.Tensor)
-                  and tuple(inp[0].shape) == tuple(out.shape))
-            shapes[name] = shapes.get(name, True) and ok
-
-        hooks.append(m.register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    names = [n for n, ok in shapes.items() if ok and n not in protect]
-    return [n for n in names if not any(n.startswith(o + ".") for o in names)]

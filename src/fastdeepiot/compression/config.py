@@ -1,0 +1,140 @@
+"""`CompressConfig`: every setting of the compression search, in one dataclass that checks itself.
+
+    config = CompressConfig(max_accuracy_drop=0.5, final_epochs=8)
+    compress(model, data, config, time_model=tm)
+    compress(model, data, time_model=tm, max_accuracy_drop=0.5, final_epochs=8)   # the same
+
+`compress()` builds one from its keyword arguments (they override a given config), the CLI's
+`compress` options take their defaults from here, and a result records `dataclasses.asdict(config)`.
+Construction raises `UserError` with one sentence for a value out of its range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+
+from fastdeepiot.compression.importance import CRITERIA
+from fastdeepiot.compression.moves import MOVES
+from fastdeepiot.errors import UserError
+
+COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """The search's settings (see `compression.search` for what each does).
+
+    Budget (at least one): `max_accuracy_drop` in validation accuracy points [0, 100], or
+    `target_ms` > 0 of predicted time (then `cost` must be "time").
+    Search: `criterion` (channel importance: "taylor" or "l1"), `cost` ("time" or "flops"),
+    `moves` (names in `compression.moves.MOVES`), `max_iters`, `step_fraction` in (0, 1) (the saving
+    each iteration aims for, as a share of the current cost; halved when every step is over budget),
+    `evaluate_top` width candidates fine-tuned per iteration, `search_slack` points above the budget a
+    step may drop during the search (the final fine-tune recovers it), `max_seq_factor` (how many
+    times a recurrent layer's sequence may be shortened), `importance_batches` (Taylor importance).
+    Fine-tuning: `distill` from the original network, `finetune_steps` per candidate, `final_epochs`
+    at the end, `lr`, `batch_size` (task loaders), `seed`.
+    Acceptance: `confidence` in [0.5, 1), of the one-sided bound on the accuracy drop (default metric).
+    Measurement: `measure` the base and the result on `backend` (default: the time model's)."""
+
+    max_accuracy_drop: float | None = None
+    target_ms: float | None = None
+    criterion: str = "taylor"
+    cost: str = "time"
+    distill: bool = True
+    finetune_steps: int = 100
+    final_epochs: float = 4.0
+    lr: float = 1e-3
+    max_iters: int = 25
+    step_fraction: float = 0.08
+    evaluate_top: int = 2
+    search_slack: float = 1.0
+    moves: tuple[str, ...] = tuple(MOVES)
+    max_seq_factor: int = 8
+    measure: bool = True
+    confidence: float = 0.9
+    backend: str | None = None
+    batch_size: int = 64
+    importance_batches: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.moves, str):
+            raise UserError(f"moves must be a list of move names, not the string {self.moves!r}")
+        object.__setattr__(self, "moves", tuple(self.moves))
+        if self.max_accuracy_drop is None and self.target_ms is None:
+            raise UserError("give max_accuracy_drop (percentage points) or target_ms")
+        if self.max_accuracy_drop is not None:
+            _real(self, "max_accuracy_drop", lo=0.0, hi=100.0)
+        if self.target_ms is not None:
+            _real(self, "target_ms", lo=0.0, lo_open=True)
+        _name(self, "criterion", CRITERIA)
+        _name(self, "cost", COSTS)
+        bad = [m for m in self.moves if m not in MOVES]
+        if bad:
+            raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")
+        if self.target_ms is not None and self.cost != "time":
+            raise UserError("target_ms needs cost='time'")
+        for name in ("distill", "measure"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        _int(self, "finetune_steps", 0)
+        _int(self, "max_iters", 0)
+        _int(self, "evaluate_top", 1)
+        _int(self, "max_seq_factor", 1)
+        _int(self, "batch_size", 1)
+        _int(self, "importance_batches", 0)
+        _int(self, "seed", None)
+        _real(self, "final_epochs", lo=0.0)
+        _real(self, "lr", lo=0.0, lo_open=True)
+        _real(self, "step_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        _real(self, "search_slack", lo=0.0)
+        _real(self, "confidence", lo=0.5, hi=1.0, hi_open=True)
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise UserError(f"backend must be a backend name, got {self.backend!r}")
+
+    @classmethod
+    def build(cls, config: CompressConfig | None = None, **settings) -> CompressConfig:
+        """`config` (or the defaults) with `settings` replacing its values; TypeError for a name that is
+        no setting, as a function's unknown keyword argument would be."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"compress() got unexpected keyword argument(s) {', '.join(unknown)}")
+        if config is None:
+            return cls(**settings)
+        if not isinstance(config, cls):
+            raise UserError(f"config must be a CompressConfig, got {type(config).__name__}")
+        return dataclasses.replace(config, **settings)
+
+    @classmethod
+    def default(cls, name: str):
+        """The default of one setting (the CLI's option defaults)."""
+        return next(f.default for f in fields(cls) if f.name == name)
+
+
+def _real(cfg, name, lo=None, hi=None, lo_open=False, hi_open=False):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+        raise UserError(f"{name} must be a finite number, got {v!r}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        rng = f"{'(' if lo_open else '['}{_g(lo)}, {_g(hi)}{')' if hi_open or hi is None else ']'}"
+        raise UserError(f"{name} must be in {rng}, got {v!r}")
+
+
+def _g(v):
+    return "inf" if v is None else f"{v:g}"
+
+
+def _int(cfg, name, lo):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, Integral) or (lo is not None and v < lo):
+        raise UserError(f"{name} must be a whole number{'' if lo is None else f' >= {lo}'}, got {v!r}")
+
+
+def _name(cfg, name, known):
+    v = getattr(cfg, name)
+    if not isinstance(v, str) or v not in known:
+        raise UserError(f"unknown {name} {v!r}; known: {', '.join(known)}")

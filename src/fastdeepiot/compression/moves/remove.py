@@ -1,0 +1,88 @@
+"""Remove: replace a shape-preserving block (a residual branch, a conv-bn-relu whose output has its
+input's shape) by `nn.Identity` (plan op "remove"), priced on a modified copy.
+
+    {"op": "remove", "module": "merge.1"}
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from fastdeepiot.compression.moves.base import Candidate, Context
+from fastdeepiot.compression.moves.sequence import SequencePool
+from fastdeepiot.compression.surgery import PlanError, replace_module
+
+
+def remove_module(model: nn.Module, name: str) -> None:
+    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity."""
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        raise PlanError(f"no module {name!r} to remove") from None
+    replace_module(model, name, nn.Identity())
+
+
+def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
+    """Submodules with parameters whose output has the input's shape (one tensor in, one out), outermost
+    first; removing one (-> Identity) keeps every shape in the network."""
+    x = example_input if isinstance(example_input, torch.Tensor) else example_input[0]
+    shapes: dict[str, bool] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if not name or isinstance(m, (nn.GRU, nn.LSTM, SequencePool)) or not any(
+                isinstance(c, (nn.Conv1d, nn.Conv2d, nn.Linear)) for c in m.modules()):
+            continue  # only blocks that compute (a lone BatchNorm is folded, not removed)
+
+        def hook(mod, inp, out, name=name):
+            ok = (len(inp) == 1 and isinstance(inp[0], torch.Tensor) and isinstance(out, torch.Tensor)
+                  and tuple(inp[0].shape) == tuple(out.shape))
+            shapes[name] = shapes.get(name, True) and ok
+
+        hooks.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    names = [n for n, ok in shapes.items() if ok and n not in protect]
+    return [n for n in names if not any(n.startswith(o + ".") for o in names)]
+
+
+class Remove:
+    name = "remove"
+    ops = ("remove",)
+    bound_stage = 0  # before width: at width 1 every conv would look shape-preserving
+    title = "block removal"
+
+    def propose(self, model: nn.Module, ctx: Context) -> list[Candidate]:
+        out = []
+        for name in removable_modules(model, ctx.x):
+            m = copy.deepcopy(model)
+            remove_module(m, name)
+            s = ctx.cur_cost - ctx.pricer.price(m, ctx.x)
+            if s > ctx.tol:
+                out.append(Candidate(self.name, {"op": "remove", "module": name}, f"remove {name}", float(s)))
+        return out
+
+    def apply(self, model: nn.Module, step: dict, x: torch.Tensor) -> nn.Module:
+        remove_module(model, step["module"])
+        return model
+
+    def describe(self, step: dict) -> str:
+        return f"remove {step['module']}"
+
+    def smallest(self, model: nn.Module, ctx: Context) -> nn.Module:
+        """Every removable block removed."""
+        for name in removable_modules(model, ctx.x):
+            remove_module(model, name)
+        return model
+
+    def finish(self, model: nn.Module, x: torch.Tensor) -> list[dict]:
+        return []
