@@ -34,10 +34,8 @@ def _ch(c: float, width: float, div: int = 4) -> int:
     return max(div, int(round(c * width / div)) * div)
 
 
-def _cbr(cin, cout, k=3, stride=1, groups=1, act: type[nn.Module] | None = nn.ReLU, dim=2):
-    conv = nn.Conv2d if dim == 2 else nn.Conv1d
-    bn = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
-    layers = [conv(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False), bn(cout)]
+def _cbr(cin, cout, k=3, stride=1, groups=1, act: type[nn.Module] | None = nn.ReLU):
+    layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
