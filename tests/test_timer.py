@@ -20,7 +20,7 @@ from fastdeepiot.compression.search import measure_models
 from fastdeepiot.devices.base import Runner
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.graph.randomnets import random_network
-from fastdeepiot.profiling.timer import (NetworkTime, NetworkTimer, TimerPolicy, _summary, time_network,
+from fastdeepiot.profiling.timer import (NetworkTime, NetworkTimer, TimerPolicy, _summary, _warm, time_network,
                                          time_networks, time_runners)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -109,12 +109,15 @@ def test_guard_drops_blocks_after_which_the_machine_was_not_quiet():
     guard = FakeGuard([False, False, True])
     # the first two timed blocks (after the warm-up blocks and the rewarm block) run 5x slower
     r2 = ClockRunner("a", lambda b: 0.5, [])
-    time_runners([r2], POLICY, rounds=0)
-    n_warm = r2.blocks
+    _warm(r2, POLICY)
+    n_warm = r2.blocks  # then one rewarm block, then the timed blocks
     r = ClockRunner("a", lambda b: 0.5 * (5.0 if b in (n_warm + 2, n_warm + 3) else 1.0), log, guard)
     [rounds] = time_runners([r], POLICY, rounds=1)
     t = _summary(rounds, "in-process")
     assert t.dropped_blocks == 2 and t.median_ms == pytest.approx(0.5)
+    assert t.p90_ms == pytest.approx(0.5)  # the slow blocks were dropped
+    unguarded = ClockRunner("a", lambda b: 0.5 * (5.0 if b in (n_warm + 2, n_warm + 3) else 1.0), [])
+    assert _summary(time_runners([unguarded], POLICY, rounds=1)[0], "x").p90_ms == pytest.approx(2.5)
 
 
 def test_a_machine_that_never_quiets_is_timed_unguarded_and_counted():
