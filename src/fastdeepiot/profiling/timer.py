@@ -360,6 +360,9 @@ class NetworkTimer:
         self.isolated = bool(self.backend.isolate_networks)
         self.conditions: dict = {}
         self._proc: subprocess.Popen | None = None
+        self._runners: list[Runner | None] = []  # in-process only; the child holds its own
+        self._kinds: list[str] = []
+        self._errors: list[str | None] = []
         if self.isolated:
             self._start()
         else:
@@ -395,6 +398,7 @@ class NetworkTimer:
         return not self.isolated or (self._proc is not None and self._proc.poll() is None)
 
     def close(self) -> None:
+        self._close_runners()
         p, self._proc = self._proc, None
         if p is None:
             return
@@ -427,52 +431,64 @@ class NetworkTimer:
             pass
 
     # -- timing
-    def _time(self, networks: list, inputs: list[tuple], rounds: int) -> list[NetworkTime | str]:
-        if not self.isolated:
-            payloads = [{"kind": "spec", "spec": n} if isinstance(n, dict) else
-                        {"kind": "module", "module": n, "inputs": x} for n, x in zip(networks, inputs)]
-            runners: list[Runner | None] = []
-            errors: dict[int, str] = {}
-            for i, p in enumerate(payloads):
-                try:
-                    runners.append(runner_from_payload(self.backend, p))
-                except Exception as e:  # noqa: BLE001
-                    runners.append(None)
-                    errors[i] = _describe(e)
-            try:
-                res = time_runners(runners, self.policy, rounds)
-            finally:
-                for r in runners:
-                    if r is not None:
-                        r.close()
-            return [errors.get(i) or (r if isinstance(r, str) else _summary(r, "in-process"))
-                    for i, r in enumerate(res)]
-        payloads = [_payload(self.backend, n, x) for n, x in zip(networks, inputs)]
-        errors = self._ask(("load", payloads))
-        for i, err in enumerate(errors):  # a pickle the child cannot load: ship TorchScript instead
-            if err and payloads[i]["kind"] == "pickle":
-                payloads[i] = _payload(self.backend, networks[i], inputs[i], prefer="torchscript")
-                errors[i] = self._ask(("replace", i, payloads[i]))
-        res = self._ask(("run", rounds))
-        return [errors[i] or (r if isinstance(r, str) else _summary(r, payloads[i]["kind"]))
-                for i, r in enumerate(res)]
-
-    def time(self, models: list, x, rounds: int = 5) -> list[NetworkTime]:
-        """Time `models` round-robin. `x`: one input (tensor or tuple) for all, or a list with one per
-        model. The models are not changed (copies are timed). Raises RuntimeError if one fails."""
+    def load(self, models: list, x) -> None:
+        """Prepare `models` for `run` (replacing what was loaded). `x`: one input (tensor or tuple) for
+        all, or a list with one per model. The caller's models are not changed (copies are timed)."""
         inputs = [_as_inputs(v) for v in x] if isinstance(x, list) else [_as_inputs(x)] * len(models)
         if len(inputs) != len(models):
             raise ValueError(f"{len(models)} models but {len(inputs)} inputs")
         nets = [m if isinstance(m, dict) else copy.deepcopy(m).eval() for m in models]
-        out = self._time(nets, inputs, rounds)
-        for r in out:
+        self._close_runners()
+        if not self.isolated:
+            self._kinds, self._errors = [], []
+            for n, xs in zip(nets, inputs):
+                p = {"kind": "spec", "spec": n} if isinstance(n, dict) else {"kind": "module", "module": n, "inputs": xs}
+                self._kinds.append(p["kind"] if p["kind"] == "spec" else "in-process")
+                try:
+                    self._runners.append(runner_from_payload(self.backend, p))
+                    self._errors.append(None)
+                except Exception as e:  # noqa: BLE001 - reported when run
+                    self._runners.append(None)
+                    self._errors.append(_describe(e))
+            return
+        payloads = [_payload(self.backend, n, xs) for n, xs in zip(nets, inputs)]
+        errors = self._ask(("load", payloads))
+        for i, err in enumerate(errors):  # a pickle the child cannot load: ship TorchScript instead
+            if err and payloads[i]["kind"] == "pickle":
+                payloads[i] = _payload(self.backend, nets[i], inputs[i], prefer="torchscript")
+                errors[i] = self._ask(("replace", i, payloads[i]))
+        self._kinds, self._errors = [p["kind"] for p in payloads], errors
+
+    def run(self, rounds: int = 5, only: list[int] | None = None) -> list[NetworkTime]:
+        """Time the loaded networks (or the indices in `only`): warm-up, then `rounds` interleaved
+        rounds. Raises RuntimeError if one fails."""
+        idx = list(range(len(self._kinds))) if only is None else list(only)
+        if self.isolated:
+            res = self._ask(("run", rounds, idx))
+        else:
+            res = time_runners(self._runners, self.policy, rounds, only=idx)
+        out = []
+        for i in idx:
+            r = self._errors[i] or res[i]
             if isinstance(r, str):
                 raise RuntimeError(r)
-        return out  # type: ignore[return-value]
+            out.append(_summary(r, self._kinds[i]))
+        return out
+
+    def time(self, models: list, x, rounds: int = 5) -> list[NetworkTime]:
+        """Load `models` and time them round-robin (see `load` and `run`)."""
+        self.load(models, x)
+        return self.run(rounds)
 
     def time_spec(self, spec: dict, rounds: int = PROFILE_ROUNDS) -> NetworkTime:
         """A random network given by its JSON spec (`graph.randomnets`), built where it is timed."""
         return self.time([spec], [()], rounds)[0]
+
+    def _close_runners(self) -> None:
+        for r in self._runners:
+            if r is not None:
+                r.close()
+        self._runners = []
 
 
 def time_networks(models: list, x, backend: Backend | str = "torch-cpu", threads: int = 1, rounds: int = 5,

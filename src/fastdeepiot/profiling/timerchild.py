@@ -8,7 +8,7 @@ that prints cannot corrupt them) and ends when the parent closes the pipe or die
     ("init", {sys_path, backend, policy}) -> conditions
     ("load", [payload, ...])              -> [error or None per network]   (replaces what was loaded)
     ("replace", i, payload)               -> error or None
-    ("run", rounds)                       -> [rounds or error per network]
+    ("run", rounds, indices)              -> [rounds or error per network]
     None                                  -> exit
 """
 
@@ -65,7 +65,7 @@ def serve(inp, out) -> None:
                     runners[i].close()
                 runners[i], reply = load(payload)
             elif msg[0] == "run":
-                reply = time_runners(runners, policy, msg[1])
+                reply = time_runners(runners, policy, msg[1], only=msg[2])
             else:
                 raise ValueError(f"unknown request {msg[0]!r}")
             send_frame(out, ("ok", reply))
