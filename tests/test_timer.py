@@ -239,3 +239,15 @@ def test_agrees_with_torch_utils_benchmark_on_a_small_network():
     finally:
         torch.set_num_threads(prev)
     assert 0.2 < ours / ref < 5.0
+
+
+@pytest.mark.real
+def test_a_network_that_cannot_be_shipped_is_a_runtime_error(monkeypatch):
+    import fastdeepiot.profiling.timer as timer_mod
+
+    def no_export(module, inputs):
+        raise ValueError("unsupported operator")
+
+    monkeypatch.setattr(timer_mod, "export_onnx", no_export)
+    with pytest.raises(RuntimeError, match="cannot ship.*unsupported operator"):
+        time_network(nn.Linear(4, 4), torch.randn(1, 4), "onnxruntime-cpu", rounds=1, policy=TimerPolicy.quick())

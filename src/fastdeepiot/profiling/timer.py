@@ -451,13 +451,25 @@ class NetworkTimer:
                     self._runners.append(None)
                     self._errors.append(_describe(e))
             return
-        payloads = [_payload(self.backend, n, xs) for n, xs in zip(nets, inputs)]
-        errors = self._ask(("load", payloads))
+        payloads, ship_errors = [], []
+        for n, xs in zip(nets, inputs):
+            try:
+                payloads.append(_payload(self.backend, n, xs))
+                ship_errors.append(None)
+            except Exception as e:  # noqa: BLE001 - e.g. an ONNX export that fails: reported when run
+                payloads.append({"kind": "error"})
+                ship_errors.append(f"cannot ship the network to the timing process: {_describe(e)}")
+        errors = self._ask(("load", [p if p["kind"] != "error" else {"kind": "spec", "spec": None}
+                                     for p in payloads]))
         for i, err in enumerate(errors):  # a pickle the child cannot load: ship TorchScript instead
             if err and payloads[i]["kind"] == "pickle":
-                payloads[i] = _payload(self.backend, nets[i], inputs[i], prefer="torchscript")
-                errors[i] = self._ask(("replace", i, payloads[i]))
-        self._kinds, self._errors = [p["kind"] for p in payloads], errors
+                try:
+                    payloads[i] = _payload(self.backend, nets[i], inputs[i], prefer="torchscript")
+                    errors[i] = self._ask(("replace", i, payloads[i]))
+                except Exception as e:  # noqa: BLE001
+                    errors[i] = f"{err}; as TorchScript: {_describe(e)}"
+        self._kinds = [p["kind"] for p in payloads]
+        self._errors = [s or e for s, e in zip(ship_errors, errors)]
 
     def run(self, rounds: int = 5, only: list[int] | None = None) -> list[NetworkTime]:
         """Time the loaded networks (or the indices in `only`): warm-up, then `rounds` interleaved

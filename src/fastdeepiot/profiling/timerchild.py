@@ -15,6 +15,7 @@ that prints cannot corrupt them) and ends when the parent closes the pipe or die
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import torch
@@ -74,6 +75,8 @@ def serve(inp, out) -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the pipe, which ends us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed from here on goes to stderr, not into the frames
     sys.stdout = sys.stderr
