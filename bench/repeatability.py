@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/repeatability.py            # the figures: run on a quiet machine (~15 min)
     .venv/bin/python bench/repeatability.py --quick    # smoke run, < 2 min (figures mean nothing)
+    .venv/bin/python bench/repeatability.py --with-reference   # (b) for torch.utils.benchmark too
 
 Networks: the zoo (`fastdeepiot.zoo.zoo_networks`, five styles at widths 0.25 and 1.0), four random
 networks (`graph.randomnets`, two image, two sensor) and the three task networks (har, userid,
@@ -16,7 +17,9 @@ fashion): 17 in all. Backends: torch-cpu and onnxruntime-cpu, `--threads` (1).
 (b) Repeatability. `--processes` (5) fresh timing processes, `--gap-s` (20) seconds apart; each times
     every network with `time_networks(..., rounds=5)`. Spread per network = (max - min) / median over
     the processes; the figure is the median over the networks. Reported for both statistics the timer
-    could use, from the same rounds: best of rounds (the convention) and median of rounds.
+    could use, from the same rounds: best of rounds (the convention) and median of rounds; with
+    `--with-reference`, also for the reference tool alone (best of its rounds), each moment in a fresh
+    process of this script, for comparison (issue 17 measured 13.6% for it).
 
 Writes docs/results/repeatability.{md,json} (--quick: runs/bench/repeatability_quick.{md,json}, a
 smoke run, never a result) naming the commit and the conditions: CPU, threads, library versions, the
@@ -110,10 +113,31 @@ def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy
     return rows
 
 
+def reference_child(backend: str, quick: bool, threads: int, rounds: int, min_run_time: float) -> None:
+    """`--_reference-child`: this script in a fresh process times every network with the reference tool
+    only (best of `rounds` round-robin rounds) and prints {network: ms} as its last line."""
+    torch.set_num_threads(threads)
+    nets = networks(quick)
+    be = get_backend(backend, threads=threads)
+    sessions = [None] * len(nets)
+    if backend == "onnxruntime-cpu":
+        for i, (_, m, x) in enumerate(nets):
+            sess = be.session(export_onnx(m, (x,)))
+            sessions[i] = (sess, {sess.get_inputs()[0].name: x.numpy()})
+    best = {name: float("inf") for name, _, _ in nets}
+    for _ in range(rounds):
+        for i, (name, m, x) in enumerate(nets):
+            best[name] = min(best[name], reference_ms(backend, threads, m, x, sessions[i], min_run_time))
+    print(json.dumps(best))
+
+
 def repeatability(backends: list[str], nets, threads: int, processes: int, gap_s: float, rounds: int,
-                  policy: TimerPolicy) -> dict:
-    """One fresh timing process per backend per moment; returns {backend: {network: [NetworkTime dicts]}}."""
+                  policy: TimerPolicy, with_reference: bool = False, quick: bool = False,
+                  min_run_time: float = 0.2) -> tuple[dict, dict]:
+    """One fresh timing process per backend per moment; returns ({backend: {network: [NetworkTime
+    dicts]}}, and with `with_reference` {backend: {network: [reference ms per moment]}})."""
     out = {b: {name: [] for name, _, _ in nets} for b in backends}
+    ref = {b: {name: [] for name, _, _ in nets} for b in backends} if with_reference else {}
     for k in range(processes):
         if k:
             time.sleep(gap_s)
@@ -122,8 +146,14 @@ def repeatability(backends: list[str], nets, threads: int, processes: int, gap_s
                                 policy=policy)
             for (name, _, _), t in zip(nets, res):
                 out[b][name].append({**t.to_dict(), "moment": k, "at": time.strftime("%H:%M:%S")})
+            if with_reference:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--_reference-child", b, "--threads",
+                       str(threads), "--rounds", str(rounds), *(["--quick"] if quick else [])]
+                p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                for name, ms in json.loads(p.stdout.strip().splitlines()[-1]).items():
+                    ref[b][name].append(ms)
         print(f"  repeatability: process {k + 1}/{processes} done", flush=True)
-    return out
+    return out, ref
 
 
 def spread(values: list[float]) -> float:
@@ -131,19 +161,23 @@ def spread(values: list[float]) -> float:
     return float((v.max() - v.min()) / np.median(v))
 
 
-def summarise(agree: list[dict], rep: dict) -> tuple[list[dict], list[dict]]:
+def summarise(agree: list[dict], rep: dict, ref: dict) -> tuple[list[dict], list[dict]]:
     per_net, summary = [], []
     for b, nets in rep.items():
-        best_sp, med_sp = [], []
+        best_sp, med_sp, ref_sp = [], [], []
         for name, runs in nets.items():
             best = [r["median_ms"] for r in runs]
             med = [r["median_of_rounds_ms"] for r in runs]
             best_sp.append(spread(best))
             med_sp.append(spread(med))
-            per_net.append({"backend": b, "network": name, "measured_ms": round(float(np.median(best)), 5),
-                            "spread_best_of_rounds_pct": round(100 * best_sp[-1], 2),
-                            "spread_median_of_rounds_pct": round(100 * med_sp[-1], 2),
-                            "within_round_spread_pct": round(100 * float(np.median([r["spread"] for r in runs])), 2)})
+            row = {"backend": b, "network": name, "measured_ms": round(float(np.median(best)), 5),
+                   "spread_best_of_rounds_pct": round(100 * best_sp[-1], 2),
+                   "spread_median_of_rounds_pct": round(100 * med_sp[-1], 2),
+                   "within_process_round_spread_pct": round(100 * float(np.median([r["spread"] for r in runs])), 2)}
+            if ref:
+                ref_sp.append(spread(ref[b][name]))
+                row["reference_spread_pct"] = round(100 * ref_sp[-1], 2)
+            per_net.append(row)
         ag = [abs(r["agreement_pct"]) for r in agree if r["backend"] == b]
         summary.append({
             "backend": b, "networks": len(nets),
@@ -153,6 +187,7 @@ def summarise(agree: list[dict], rep: dict) -> tuple[list[dict], list[dict]]:
             "spread_median_pct (best of rounds)": round(100 * float(np.median(best_sp)), 2),
             "spread_max_pct (best of rounds)": round(100 * float(np.max(best_sp)), 2),
             "spread_median_pct (median of rounds)": round(100 * float(np.median(med_sp)), 2),
+            **({"reference_spread_median_pct": round(100 * float(np.median(ref_sp)), 2)} if ref_sp else {}),
         })
     return summary, per_net
 
@@ -177,6 +212,10 @@ def main(argv=None) -> int:
     ap.add_argument("--processes", type=int, default=None, help="fresh processes for (b) (default 5; quick 3)")
     ap.add_argument("--gap-s", type=float, default=None, help="seconds between them (default 20; quick 3)")
     ap.add_argument("--out", type=Path, default=None, help="folder for repeatability.{md,json}")
+    ap.add_argument("--with-reference", action="store_true",
+                    help="(b) for the reference tool too: the same moments, each in a fresh process of this "
+                         "script (about doubles (b)'s time)")
+    ap.add_argument("--_reference-child", dest="reference_child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     rounds = a.rounds or (3 if a.quick else 5)
     processes = a.processes or (3 if a.quick else 5)
@@ -185,6 +224,9 @@ def main(argv=None) -> int:
     min_run_time = 0.05 if a.quick else 0.2
     out = a.out or (ROOT / "runs" / "bench" if a.quick else ROOT / "docs" / "results")
     stem = "repeatability_quick" if a.quick else "repeatability"
+    if a.reference_child:
+        reference_child(a.reference_child, a.quick, a.threads, rounds, min_run_time)
+        return 0
     backends = [b for b in a.backends.split(",") if b]
     torch.set_num_threads(a.threads)
     nets = networks(a.quick)
@@ -196,9 +238,10 @@ def main(argv=None) -> int:
     agree = []
     for b in backends:
         agree += agreement(b, nets, a.threads, rounds, policy, min_run_time)
-    rep = repeatability(backends, nets, a.threads, processes, gap_s, rounds, policy)
+    rep, ref = repeatability(backends, nets, a.threads, processes, gap_s, rounds, policy, a.with_reference,
+                             a.quick, min_run_time)
     load1 = os.getloadavg()
-    summary, per_net = summarise(agree, rep)
+    summary, per_net = summarise(agree, rep, ref)
     import onnxruntime  # heavy optional dependency, needed only for its version here
 
     meta = {
@@ -215,7 +258,8 @@ def main(argv=None) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary, "networks": per_net,
-                                                  "agreement": agree, "repeatability": rep}, indent=1) + "\n")
+                                                  "agreement": agree, "repeatability": rep,
+                                                  "reference_repeatability": ref}, indent=1) + "\n")
     agree_rows = [{k: v for k, v in r.items() if not k.endswith("rounds_ms")} for r in agree]
     md = [f"# Network timer: agreement with the ecosystem's tools, and repeatability{' (SMOKE RUN)' if a.quick else ''}", "",
           f"`{meta['command'].strip()}` at commit `{meta['commit']}`, {meta['date_utc']} UTC, {meta['seconds']:.0f} s.", ""]
