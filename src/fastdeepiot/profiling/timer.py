@@ -51,8 +51,9 @@ repeatability of both statistics from the same rounds so the choice can be check
 
     time_network(model, x, backend="torch-cpu", threads=1, rounds=5) -> NetworkTime
     time_networks([m1, m2], x, backend, threads=1, rounds=5) -> [NetworkTime, NetworkTime]
-    with NetworkTimer(backend, policy) as t:       # one child for many calls (the profiler)
+    with NetworkTimer(backend, policy) as t:       # one child for many calls (the profiler, the bench)
         t.time_spec(spec); t.time([m1, m2], x)
+        t.load(models, xs); t.run(rounds=1, only=[i])   # one network of several at a time
 
 Backends that do not isolate networks (the fake backend with its fake clock, CUDA events) run the very
 same timing loop in the calling process.
@@ -70,7 +71,7 @@ import struct
 import subprocess
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
