@@ -8,8 +8,8 @@
 2. fit the tree and each baseline (held-out 20% of each family's configurations);
    The tree model is saved beside the store (<db>.timemodel.json);
 3. measure the zoo networks (MobileNet-, ResNet-, VGG-, ShuffleNet-, DeepSense-style, 4 widths each:
-   none of them is used in fitting; on CPU backends in a child process that runs only networks, as
-   the profile's random networks are) and predict them with every model.
+   none of them is used in fitting; timed by the one network timer, fastdeepiot.profiling.timer, as the
+   profile's random networks are) and predict them with every model.
 
 Writes docs/results/predict_accuracy_<backend>.{md,json,png}.
 """
@@ -20,9 +20,22 @@ import argparse
 import json
 import platform
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+from fastdeepiot.commands.profile import parse_duration
+from fastdeepiot.devices import cpu_model, get_backend
+from fastdeepiot.families import parse_families
+from fastdeepiot.profiling.harness import TimingPolicy
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
+from fastdeepiot.profiling.timer import time_networks
+from fastdeepiot.report.tables import markdown_table
+from fastdeepiot.timemodel.metrics import relative_error_summary
+from fastdeepiot.timemodel.model import ESTIMATORS, fit_time_model
+from fastdeepiot.zoo import zoo_networks
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results"
@@ -36,19 +49,8 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=5, help="network timer rounds for the zoo (best of)")
     a = ap.parse_args()
-
-    from fastdeepiot.commands.profile import parse_duration
-    from fastdeepiot.devices import cpu_model, get_backend
-    from fastdeepiot.families import parse_families
-    from fastdeepiot.profiling.harness import TimingPolicy, measure_network
-    from fastdeepiot.profiling.networker import NetworkWorker
-    from fastdeepiot.profiling.runner import plan, profile
-    from fastdeepiot.profiling.store import Store
-    from fastdeepiot.report.tables import markdown_table
-    from fastdeepiot.timemodel.metrics import relative_error_summary
-    from fastdeepiot.timemodel.model import ESTIMATORS, fit_time_model
-    from fastdeepiot.zoo import zoo_networks
 
     db = a.db or ROOT / "runs" / "bench" / f"{a.backend}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +63,6 @@ def main() -> None:
         n_meas = store.count()
         n_nets = sum(1 for _ in store.measurements(kind="network"))
         stamps = [m.measured_at for m in store.measurements()]  # ISO-8601, UTC: ordered as strings
-    from datetime import datetime
-
     span_s = (datetime.fromisoformat(max(stamps)) - datetime.fromisoformat(min(stamps))).total_seconds()
     profile_s = time.monotonic() - t0
     print(f"profiled {s.new} new ({n_meas} in all, {n_nets} networks) in {profile_s:.0f} s", flush=True)
@@ -83,23 +83,16 @@ def main() -> None:
     per_family = {f: r.get("models", {}) for f, r in tm.report["families"].items()}
 
     nets = zoo_networks()
+    # the one network timer: every zoo network in one timing process of its own, interleaved rounds
+    timed = time_networks([m for _, m, _ in nets], [x for _, _, x in nets], backend, rounds=a.rounds)
     net_rows, raw = [], []
-    zoo_policy = TimingPolicy(max_ms=1500, max_calls=500)
-    # like the random networks of the profile: timed in a process that runs only networks
-    worker = NetworkWorker(backend, zoo_policy) if backend.isolate_networks else None
-    for name, module, x in nets:
-        if worker is not None:
-            meas = worker.measure_module(module, x)
-        else:
-            meas = measure_network(backend, module, x, zoo_policy)
-        row = {"network": name, "measured_ms": meas.median_ms}
+    for (name, module, x), meas in zip(nets, timed):
+        row = {"network": name, "measured_ms": meas.median_ms, "measured_spread": round(meas.spread, 4)}
         for kind, m in models.items():
             row[f"{kind}_ms"] = m.predict_network(module, x).total_ms
         net_rows.append(row)
         raw.append(row)
         print(json.dumps(row), flush=True)
-    if worker is not None:
-        worker.close()
     measured = np.array([r["measured_ms"] for r in net_rows])
     net_summary = []
     for kind in models:

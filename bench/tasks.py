@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,32 +20,20 @@ from pathlib import Path
 import torch
 
 from fastdeepiot import tasks
+from fastdeepiot.profiling.timer import time_network
 from fastdeepiot.tasks.training import seed_everything
 
 BARS = {"har": 0.93, "userid": 0.85, "fashion": 0.90}
 # training budgets: the task defaults (Task.train_defaults), the same as `fastdeepiot train`
 
 
-def latency_ms(model: torch.nn.Module, shape, warmup: int = 30, runs: int = 300) -> dict:
-    """Median (and p10/p90) wall time of one forward pass, batch 1, 1 thread, inference mode."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model.eval()
-    x = torch.randn(1, *shape)
-    times = []
-    try:
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(prev)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p10_ms": times[len(times) // 10],
-            "p90_ms": times[9 * len(times) // 10], "runs": runs, "warmup": warmup}
+def latency_ms(model: torch.nn.Module, shape, rounds: int = 5) -> dict:
+    """Batch-1 latency on torch-cpu, 1 thread: the one network timer's measured time
+    (fastdeepiot.profiling.timer: block-median per-call time under inference mode, best of rounds, in a
+    process that runs only the network, quiet guard on)."""
+    t = time_network(model, torch.randn(1, *shape), "torch-cpu", threads=1, rounds=rounds)
+    return {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "rounds_ms": list(t.rounds_ms),
+            "spread": t.spread, "timer": "fastdeepiot.profiling.timer", "rounds": rounds}
 
 
 def run_task(name: str, args) -> dict:
@@ -92,7 +79,8 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
     lines = ["# Tasks: reference networks", "",
              f"Produced by `bench/tasks.py` ({meta['date']}, torch {meta['torch']}, {meta['machine']}, "
              f"training on {meta['train_threads']} thread(s), seed {meta['seed']}; total {meta['total_seconds']:.0f} s).",
-             "Latency: torch-cpu, 1 thread, batch 1, inference mode, median of 300 runs after 30 warm-up runs. "
+             "Latency: torch-cpu, 1 thread, batch 1, the network timer's measured time (`fastdeepiot.profiling.timer`: "
+             "per-call median over timed blocks under inference mode, best of 5 rounds, in a process of its own). "
              "MACs: multiply-accumulates of Conv/Linear/GRU at batch 1, counted with forward hooks.", "",
              "| task | network | train/val/test | test accuracy | bar | macro-F1 | params | MACs | latency (ms) | epochs (best) | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

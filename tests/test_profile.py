@@ -24,6 +24,7 @@ from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
                                        within_cap)
 from fastdeepiot.profiling.store import Store
+from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
 
 LAYERS_ONLY = dict(network_every=0)
 
@@ -308,7 +309,6 @@ def test_real_backend_smoke(tmp_path, device):
 def test_networks_are_timed_in_their_own_process(tmp_path):
     """torch-cpu times whole networks in a child process; its failures are reported, not fatal."""
     from fastdeepiot.graph.randomnets import random_network
-    from fastdeepiot.profiling.networker import NetworkWorker
     from fastdeepiot.profiling.runner import network_workload
 
     backend = get_backend("torch-cpu", threads=1)
@@ -320,9 +320,10 @@ def test_networks_are_timed_in_their_own_process(tmp_path):
         ms = list(store.measurements(kind="network"))
     assert s.new == 1 and s.failed == 1 and "no-such-block" in s.failures[0]
     assert ms[0].config == spec and ms[0].median_ms > 0
-    with NetworkWorker(backend, TimingPolicy.quick()) as w:
-        t = w.measure_module(nn.Sequential(nn.Linear(8, 4)).eval(), torch.randn(1, 8))
-        assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
+    with NetworkTimer(backend, TimerPolicy.quick()) as w:
+        t = w.time([nn.Sequential(nn.Linear(8, 4)).eval()], torch.randn(1, 8), rounds=2)[0]
+        assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms and len(t.rounds_ms) == 2
+        assert w.conditions["process"] == "child" and w.conditions["pid"] != os.getpid()
 
 
 @pytest.mark.cuda

@@ -159,11 +159,9 @@ def predict(
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()
     if measure_it:
-        from fastdeepiot.devices import get_backend
-        from fastdeepiot.profiling.harness import measure_network
+        from fastdeepiot.profiling.timer import time_network  # torch: deferred like the verb's other imports
 
-        backend = get_backend(tm.backend, threads=int(tm.device.get("threads", 1)))
-        result["measured_ms"] = measure_network(backend, net, x).median_ms
+        result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
         result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:
         print(json.dumps(result, indent=2))

@@ -67,6 +67,7 @@ from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, outpu
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.progress import reporter
 from fastdeepiot.errors import TargetUnreachableError, UserError
+from fastdeepiot.profiling.timer import time_networks
 
 
 @dataclass
@@ -104,32 +105,11 @@ def _resolve_data(task_or_loaders, metric, batch_size, seed):
 
 
 def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threads: int = 1,
-                   rounds: int = 3) -> list[float]:
-    """Measured ms of each model on `backend`: `rounds` round-robin passes over all of them, each
-    model's fastest median kept.
-
-    The models are timed in the same stretch of time (so their ratios survive a shared machine's load
-    changing) and, on backends that time networks in isolation (the CPU ones), in a child process that
-    runs only networks, as a user's process would: timed one after the other in the process that ran
-    the search, the unpruned userid network measured 0.103 ms and, later in the same run, the very
-    same network 0.071 ms on onnxruntime-cpu."""
-    from fastdeepiot.devices import get_backend
-    from fastdeepiot.profiling.harness import measure_network
-    from fastdeepiot.profiling.networker import NetworkWorker
-
-    b = get_backend(backend, threads=threads)
-    models = [copy.deepcopy(m).eval() for m in models]
-    best = [float("inf")] * len(models)
-    worker = NetworkWorker(b) if b.isolate_networks else None
-    try:
-        for _ in range(rounds):
-            for i, m in enumerate(models):
-                t = worker.measure_module(m, x) if worker is not None else measure_network(b, m, (x,))
-                best[i] = min(best[i], float(t.median_ms))
-    finally:
-        if worker is not None:
-            worker.close()
-    return best
+                   rounds: int = 5) -> list[float]:
+    """Measured ms of each model on `backend`: the one network timer (`profiling.timer.time_networks`),
+    all models in one fresh timing process, `rounds` interleaved rounds, best of rounds. The models are
+    not changed."""
+    return [t.median_ms for t in time_networks(models, x, backend, threads=threads, rounds=rounds)]
 
 
 def lower_bound(model: nn.Module, x: torch.Tensor, cost, moves=tuple(MOVES), max_seq_factor: int = 8) -> float:

@@ -33,6 +33,11 @@ class Runner(ABC):
     def time_calls(self, n: int) -> list[float]:
         """Run the workload n times; return each call's time in milliseconds."""
 
+    def time_block(self, n: int) -> float:
+        """Run the workload n times back to back; return the whole block's time in milliseconds (the
+        network timer's unit, `profiling.timer`: one clock reading per block, as torch.utils.benchmark)."""
+        return float(sum(self.time_calls(n)))
+
     def close(self) -> None:  # release sessions, GPU memory, ...
         pass
 
@@ -57,13 +62,20 @@ class CallableRunner(Runner):
             out.append((clock() - t0) / 1e6)
         return out
 
+    def time_block(self, n: int) -> float:
+        fn, clock = self._fn, self._clock_ns
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        return (clock() - t0) / 1e6
+
 
 class Backend(ABC):
     """A device + library combination that runs PyTorch layers (e.g. torch on CPU, ONNX Runtime on CPU)."""
 
     name: str = ""
     description: str = ""
-    # time whole networks in a child process that runs only networks (profile.networker): CPU backends,
+    # time whole networks in a child process that runs only networks (profiling.timer): CPU backends,
     # where thousands of single layers timed before leave the process ~10% slower for networks
     isolate_networks: bool = False
 

@@ -55,7 +55,13 @@ class OnnxRuntimeCPU(Backend):
 
     def network_runner(self, module, example_inputs) -> Runner:
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        sess = self.session(export_onnx(module, inputs))
+        return self.onnx_runner(export_onnx(module, inputs), inputs)
+
+    def onnx_runner(self, onnx_bytes: bytes, example_inputs) -> Runner:
+        """A plain `session.run` loop over an exported network (the network timer exports once, in the
+        process that holds the module, and ships these bytes to its child)."""
+        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        sess = self.session(onnx_bytes)
         feed = {i.name: x.detach().cpu().numpy() for i, x in zip(sess.get_inputs(), inputs)}
         return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns, shared_guard())
 

@@ -119,12 +119,3 @@ def measure(runner: Runner, policy: TimingPolicy = TimingPolicy()) -> Timing:
     p10, p50, p90 = np.percentile(best, [10, 50, 90])
     return Timing(median_ms=float(p50), p10_ms=float(p10), p90_ms=float(p90), rel_iqr=best_iqr,
                   n_calls=int(len(best)), remeasured=remeasured, dropped_rounds=dropped)
-
-
-def measure_network(backend, module, example_inputs, policy: TimingPolicy = TimingPolicy()) -> Timing:
-    """Time one forward call of `module` on `backend` in this process (the runner is released after)."""
-    runner = backend.network_runner(module, example_inputs)
-    try:
-        return measure(runner, policy)
-    finally:
-        runner.close()

@@ -15,8 +15,9 @@ from typing import Callable, Iterable, Iterator
 
 from fastdeepiot.devices.base import Backend
 from fastdeepiot.families import LayerConfig
+from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.harness import TimingPolicy, measure
-from fastdeepiot.profiling.networker import NetworkWorker
+from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
 from fastdeepiot.profiling.space import family_stream
 from fastdeepiot.profiling.store import Store
 
@@ -45,8 +46,6 @@ def network_workload(spec: dict) -> Workload:
 
 def network_stream(seed: int) -> Iterator[Workload]:
     """Random networks assembled from the families (never the evaluation zoo)."""
-    from fastdeepiot.graph.randomnets import random_network
-
     i = 0
     while True:
         kind = ("image", "sensor")[i % 2]
@@ -92,14 +91,6 @@ class ProfileSummary:
     failures: list[str] = field(default_factory=list)
 
 
-def _runner_for(backend: Backend, w: Workload):
-    if w.kind == "layer":
-        return backend.layer_runner(w.layer)
-    from fastdeepiot.graph.randomnets import build_network, example_input
-
-    return backend.network_runner(build_network(w.config), example_input(w.config))
-
-
 def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, budget_s: float | None = None,
             max_new: int | None = None, policy: TimingPolicy = TimingPolicy(),
             on_progress: Callable[[ProfileSummary, Workload], None] | None = None,
@@ -110,7 +101,7 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     stored_before = set(done)
     s = ProfileSummary()
     t0 = clock()
-    worker = None  # networks are timed in a process of their own where the backend asks for it
+    timer = None  # the one network timer (profiling.timer): a process of its own on CPU backends
     try:
         for w in workloads:
             if w.key in done:  # stored before this run, or a repeat within the plan
@@ -125,18 +116,18 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                 s.stopped_by = "measurement count"
                 break
             try:
-                if w.kind == "network" and backend.isolate_networks:
-                    if worker is None:
-                        worker = NetworkWorker(backend, policy)
+                if w.kind == "network":
+                    if timer is None:
+                        timer = NetworkTimer(backend, TimerPolicy.for_profile(policy))
                     try:
-                        timing = worker.measure(w.config)
+                        timing = timer.time_spec(w.config).to_timing()
                     except RuntimeError:
-                        if not worker.alive():  # start a new one for the next network
-                            worker.close()
-                            worker = None
+                        if not timer.alive():  # start a new one for the next network
+                            timer.close()
+                            timer = None
                         raise
                 else:
-                    runner = _runner_for(backend, w)
+                    runner = backend.layer_runner(w.layer)
                     try:
                         timing = measure(runner, policy)
                     finally:
@@ -156,7 +147,7 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             if on_progress:
                 on_progress(s, w)
     finally:
-        if worker is not None:
-            worker.close()
+        if timer is not None:
+            timer.close()
     s.elapsed_s = clock() - t0
     return s
