@@ -40,7 +40,7 @@ def compress(
     import torch
 
     from fastdeepiot import tasks as tasks_mod
-    from fastdeepiot.compression.checkpoint import save_compressed
+    from fastdeepiot.checkpoints import save_compressed
     from fastdeepiot.compression.report import history_table, write_report
     from fastdeepiot.compression.search import compress as run
     from fastdeepiot.errors import UserError

@@ -6,7 +6,7 @@
 
 Submodules: deps (channel groups), surgery (physical pruning, layer removal, sequence shortening, BN
 folding), importance (l1, taylor), cost (pricing widths with the time model or FLOPs), plan (JSON,
-replay), finetune, search (compress), baselines, checkpoint (pruned checkpoints).
+replay), finetune, search (compress), baselines. Pruned checkpoints: `fastdeepiot.checkpoints`.
 """
 
 from fastdeepiot.compression.plan import Plan
