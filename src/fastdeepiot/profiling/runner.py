@@ -86,6 +86,7 @@ class ProfileSummary:
     new: int = 0
     skipped: int = 0
     failed: int = 0
+    by_other: int = 0  # measured by another profiler on the same database while this one ran
     elapsed_s: float = 0.0
     stopped_by: str = "plan exhausted"
     per_family: dict[str, int] = field(default_factory=dict)
@@ -124,6 +125,10 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             if max_new is not None and s.new >= max_new:
                 s.stopped_by = "measurement count"
                 break
+            if store.has(w.key):  # another profiler (same plan) stored it after this one started
+                s.by_other += 1
+                done.add(w.key)
+                continue
             try:
                 if w.kind == "network" and backend.isolate_networks:
                     if worker is None:
@@ -151,6 +156,8 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                          source=w.source):
                 s.new += 1
                 s.per_family[w.family] = s.per_family.get(w.family, 0) + 1
+            else:  # another profiler stored the same key first: its measurement is kept
+                s.by_other += 1
             done.add(w.key)
             s.elapsed_s = clock() - t0
             if on_progress:

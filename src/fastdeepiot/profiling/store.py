@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from fastdeepiot.errors import StoreError
+from fastdeepiot.safeio import atomic_path
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x46444954  # "FDIT": marks the file as ours (PRAGMA application_id)
@@ -236,6 +237,11 @@ class Store:
             (_hash(device),)).fetchone()
         return json.loads(row[0]) if row else {}
 
+    def has(self, config_key: str) -> bool:
+        """Whether the bound device already has a measurement of this key (stored by anyone)."""
+        return self.conn.execute("SELECT 1 FROM measurements WHERE device_id=? AND config_key=?",
+                                 (self._device_id, config_key)).fetchone() is not None
+
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
 
@@ -266,8 +272,9 @@ def export_rows(store: Store) -> Iterable[dict]:
 
 
 def export_csv(store: Store, path: str) -> int:
+    """Write every measurement to CSV (atomically: a temporary file in the same folder, then a rename)."""
     n = 0
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
         w.writeheader()
         for row in export_rows(store):
@@ -284,7 +291,8 @@ def export_parquet(store: Store, path: str) -> int:
         raise StoreError("Parquet export needs pyarrow (pip install pyarrow)") from None
     rows = list(export_rows(store))
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in EXPORT_COLUMNS})
-    pq.write_table(table, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp))
     return len(rows)
 
 
