@@ -103,7 +103,8 @@ def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | o
                  force: bool = False, option: str = "output") -> Path:
     """Refuse (UserError) an output path that would lose data or cannot be written, before any work.
 
-    kind: what will be written there (a key of KIND_NAMES; 'text' and 'json' accept each other).
+    kind: what will be written there (a key of KIND_NAMES); an existing file of that kind, or an empty one,
+    is replaced.
     inputs: the command's input files. option: how the message names the path (e.g. '-o')."""
     p = Path(path)
     label = f"{option} {p}" if option else str(p)
@@ -136,9 +137,7 @@ def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | o
             found = sniff(p)
         except OSError as e:
             raise UserError(f"{label}: cannot read the existing file ({e.strerror})") from None
-        compatible = {kind, "empty"} | ({"text", "json"} if kind in ("text", "json") else set())
-        if kind == "csv":
-            compatible.add("text")
+        compatible = {kind, "empty"}
         if found not in compatible and not force:
             raise UserError(f"{label} exists and is {KIND_NAMES.get(found, found)}, not "
                             f"{KIND_NAMES.get(kind, kind)}; refusing to overwrite it (choose another path, "

@@ -302,7 +302,11 @@ class TimeModel:
             raise UserError(f"no model for family {family!r}; families: {', '.join(self.families)}")
         est = self.estimators[family]
         if hasattr(est, "explain_text"):
-            return est.explain_text()
+            try:
+                return est.explain_text()
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+                raise UserError(f"the time model's {family} model cannot be explained ({type(e).__name__}: "
+                                f"{e}); the file is damaged: fit it again") from None
         return f"{type(est).__name__} (not interpretable as rules)"
 
     # --------------------------------------------------------------------------- persistence
@@ -476,8 +480,15 @@ def _select_device(store, device: dict | None) -> dict:
 def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], np.ndarray]]:
     data: dict[str, tuple[list, list]] = {}
     for m in store.measurements(kind="layer", device=device):
+        c = LayerConfig(m.family, m.config)
+        try:
+            c.features()  # a configuration the family cannot read is a damaged row, not a bug
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
+            raise StoreError(f"{store.path}: corrupt measurement {m.config_key[:80]} ({type(e).__name__}: {e})") from None
         cs, ys = data.setdefault(m.family, ([], []))
-        cs.append(LayerConfig(m.family, m.config))
+        cs.append(c)
         ys.append(m.median_ms)
     return {f: (cs, np.asarray(ys)) for f, (cs, ys) in data.items()}
 
