@@ -484,7 +484,30 @@ def _api_compress_no_time_model(w):
     fastdeepiot.compress(nn.Sequential(nn.Linear(4, 2)), _toy_loaders(), time_model=None, target_ms=1.0)
 
 
+def _api_profile_budget_nan(w):
+    backend = FakeBackend()
+    with Store.open(w / "api.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(["linear"], seed=0), budget_s=float("nan"))
+
+
+def _api_fit_holdout(w):
+    with Store.open(w / S) as store:
+        fit_time_model(store, holdout=1.5)
+
+
+def _api_train_lr_nan(w):
+    tasks.train(tasks.get("badin").make_model(), "badin", lr=float("nan"), progress=False)
+
+
+def _api_load_checkpoint_other_task(w):
+    load_checkpoint(w / "userid.pt", task="badin")
+
+
 API_CASES = [
+    ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
+    ("api-fit-holdout", _api_fit_holdout, "holdout"),
+    ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
+    ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
     ("api-timemodel-list", _api_load_list, "list"),
     ("api-timemodel-directory", _api_load_dir, "directory"),
     ("api-timemodel-none", _api_from_dict_none, "NoneType"),

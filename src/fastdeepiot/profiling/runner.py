@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from fastdeepiot.devices.base import Backend
+from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.harness import TimingPolicy, measure
 from fastdeepiot.profiling.networker import NetworkWorker
@@ -106,6 +108,10 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             on_progress: Callable[[ProfileSummary, Workload], None] | None = None,
             clock: Callable[[], float] = time.monotonic) -> ProfileSummary:
     """Measure every workload not yet in `store`, until the plan, `budget_s` or `max_new` runs out."""
+    if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
+        raise UserError(f"budget_s must be a positive number of seconds or None, got {budget_s!r}")
+    if max_new is not None and (not isinstance(max_new, int) or max_new < 0):
+        raise UserError(f"max_new must be a non-negative integer or None, got {max_new!r}")
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
     stored_before = set(done)

@@ -121,6 +121,10 @@ def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None
     min_epochs = max(1, min(epochs, int(min_epochs if min_epochs is not None else d.get("min_epochs", 1))))
     if epochs < 1:
         raise UserError("epochs must be at least 1")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"the learning rate must be a positive finite number, got {lr}")
+    if patience < 1 or batch_size < 1:
+        raise UserError("patience and batch_size must be at least 1")
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -550,6 +550,10 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
     from fastdeepiot.timemodel.tree import featurize
 
+    if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
+        raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
     if families:
