@@ -182,6 +182,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+    except OSError as e:  # disk full, permissions changed under us, ...: the user's to fix
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

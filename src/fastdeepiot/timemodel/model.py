@@ -42,10 +42,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
 from fastdeepiot.families import FAMILIES, LayerConfig
+from fastdeepiot.graph.extract import extract_layers
+from fastdeepiot.graph.fusion import fusion_for_backend
+from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.safeio import atomic_write_text
+from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
+from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
+from fastdeepiot.timemodel.tree import ModelTree, featurize
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
@@ -53,9 +61,6 @@ ESTIMATORS = ("tree", "flops", "lookup", "forest")
 
 
 def make_estimator(kind: str):
-    from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
-    from fastdeepiot.timemodel.tree import ModelTree
-
     table = {"tree": ModelTree, "flops": FlopsLinear, "lookup": LookupTable, "forest": RandomForestTime}
     if kind not in table:
         raise UserError(f"unknown estimator {kind!r}; known: {', '.join(table)}")
@@ -63,9 +68,6 @@ def make_estimator(kind: str):
 
 
 def estimator_from_dict(d: dict):
-    from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
-    from fastdeepiot.timemodel.tree import ModelTree
-
     for cls in (ModelTree, FlopsLinear, LookupTable, RandomForestTime):
         if d.get("type") == cls.__name__:
             return cls.from_dict(d)
@@ -180,8 +182,6 @@ class TimeModel:
     # --------------------------------------------------------------------------- layers
     def predict_configs(self, configs: list[LayerConfig]) -> np.ndarray:
         """Predicted standalone time (ms) of each configuration; raises for unmodelled families."""
-        from fastdeepiot.timemodel.tree import featurize
-
         out = np.zeros(len(configs))
         by: dict[str, list[int]] = {}
         for i, c in enumerate(configs):
@@ -237,9 +237,6 @@ class TimeModel:
         return float(sum(self.composition[k] * v for k, v in terms.items()))
 
     def extract(self, module, example_inputs):
-        from fastdeepiot.graph.extract import extract_layers
-        from fastdeepiot.graph.fusion import fusion_for_backend
-
         res = extract_layers(module, example_inputs)
         return res, fusion_for_backend(res, self.backend)
 
@@ -278,9 +275,6 @@ class TimeModel:
                                  list(getattr(res, "warnings", [])))
 
     def _extract_untouched(self, module, example_inputs):
-        import torch  # deferred: reading and writing time models needs no torch
-
-
         try:
             work = copy.deepcopy(module)
         except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
@@ -503,8 +497,6 @@ _EXTRACTED: dict[tuple[str, str], list] = {}  # (backend, spec) -> calls; specs 
 def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]]) -> list[tuple[list, float]]:
     """Rebuild each measured random network from its spec and extract its fusion-annotated calls
     (memoised: fitting several estimators on one store extracts each network once)."""
-    from fastdeepiot.graph.randomnets import build_network, example_input
-
     out = []
     for spec, ms in networks:
         key = (tm.backend, json.dumps(spec, sort_keys=True))
@@ -518,8 +510,6 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     """Relative least squares of measured network time on the composition terms: costs (the
     standalone-time factors, per-call and per-module overheads) non-negative, the per-layer offsets and
     NCHWc reorder terms free in sign (see the module doc). Terms no network exercises stay 0."""
-    from scipy.optimize import lsq_linear
-
     rows, y = [], []
     for (terms, _, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
         if not unmodelled:
@@ -547,9 +537,6 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
     With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} (not saved).
     """
-    from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
-    from fastdeepiot.timemodel.tree import featurize
-
     if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
         raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
