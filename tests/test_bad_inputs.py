@@ -771,3 +771,16 @@ def test_a_failing_writer_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["tm.json"]
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
+
+
+def test_sniff_reads_the_top_level_format(tmp_path):
+    from fastdeepiot.safeio import sniff
+
+    report = tmp_path / "r.report.json"  # a report that quotes a plan is a JSON file, not a plan
+    report.write_text(json.dumps({"settings": {}, "plan": {"format": "fastdeepiot.compression.plan"}}))
+    plan_file = tmp_path / "r.plan.json"
+    plan_file.write_text(json.dumps({"format": "fastdeepiot.compression.plan", "steps": []}))
+    assert sniff(report) == "json" and sniff(plan_file) == "plan"
+    check_output(report, kind="json")
+    with pytest.raises(UserError, match="--force"):
+        check_output(plan_file, kind="json")

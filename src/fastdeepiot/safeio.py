@@ -71,15 +71,30 @@ def sniff(path: str | os.PathLike) -> str:
             return "binary"
     s = text.lstrip()
     if s.startswith("{") or s.startswith("["):
-        if re.search(r'"format"\s*:\s*"fastdeepiot\.timemodel"', text):
-            return "timemodel"
-        if re.search(r'"format"\s*:\s*"fastdeepiot\.compression\.plan"', text):
-            return "plan"
-        return "json"
+        fmt = _json_format(path, text)
+        return {"fastdeepiot.timemodel": "timemodel", "fastdeepiot.compression.plan": "plan"}.get(fmt, "json")
     first = s.splitlines()[0] if s else ""
     if first.startswith("kind,family,config_key"):
         return "csv"
     return "text"
+
+
+def _json_format(path, head: str) -> str | None:
+    """The top-level "format" of a JSON document (a whole small file is parsed; a large one is judged by
+    its first "format" key, which our writers put first)."""
+    if os.path.getsize(path) <= _PARSE_LIMIT:
+        try:
+            with open(path, "rb") as f:
+                obj = json.loads(f.read())
+        except (ValueError, RecursionError):
+            obj = None
+        if obj is not None:
+            return obj.get("format") if isinstance(obj, dict) and isinstance(obj.get("format"), str) else None
+    m = re.match(r'\s*\{\s*"format"\s*:\s*"([^"]*)"', head)
+    return m.group(1) if m else None
+
+
+_PARSE_LIMIT = 64 * 1024**2
 
 
 # --------------------------------------------------------------------------------- checking outputs
