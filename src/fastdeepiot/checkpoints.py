@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from fastdeepiot.compression.plan import Plan
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import CheckpointError, UserError
 from fastdeepiot.safeio import atomic_path
 from fastdeepiot.tasks.nets import NETS, build
 from fastdeepiot.tasks.registry import get as get_task
@@ -45,10 +45,6 @@ COMPRESSED_FORMAT = "fastdeepiot.compressed"
 MAX_NETWORK_BYTES = 2 * 1024**3  # a declared network larger than this is refused (reference nets: < 5 MB)
 MAX_LIST_LEN = 256  # entries of a per-layer channel list
 MAX_INT = 2**31 - 1
-
-
-class CheckpointError(UserError):
-    """A checkpoint is unreadable, unsafe, malformed, too large, or made for another task or network."""
 
 
 def plain(obj):
