@@ -784,3 +784,21 @@ def test_sniff_reads_the_top_level_format(tmp_path):
     check_output(report, kind="json")
     with pytest.raises(UserError, match="--force"):
         check_output(plan_file, kind="json")
+
+
+def test_a_module_in_the_working_directory_does_not_shadow_an_installed_one(work):
+    """`python -m` (here `python -c`) puts the working directory first on sys.path; the user's module is
+    still found there, but what it imports comes from the installed packages."""
+    import subprocess
+    import sys
+
+    (work / "wave.py").write_text("open('owned.txt', 'w').write('shadowed')\n")
+    (work / "netmod_badin.py").write_text("import wave\nimport torch.nn as nn\n\n"
+                                          "def net():\n    assert hasattr(wave, 'open')\n"
+                                          "    return nn.Sequential(nn.Linear(8, 4))\n")
+    code = "import sys; from fastdeepiot.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "predict", "tm.json", "netmod_badin:net", *NET, "--json"],
+                       cwd=work, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert r.returncode == 0, r.stderr
+    assert not (work / "owned.txt").exists()
