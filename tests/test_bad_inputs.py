@@ -503,7 +503,22 @@ def _api_load_checkpoint_other_task(w):
     load_checkpoint(w / "userid.pt", task="badin")
 
 
+def _api_predict_wrong_shape(w):
+    TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), torch.zeros(2, 9))
+
+
+def _api_predict_not_a_module(w):
+    TimeModel.load(w / "tm.json").predict_network("resnet", torch.zeros(2, 8))
+
+
+def _api_predict_not_a_tensor(w):
+    TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), [[0.0] * 8])
+
+
 API_CASES = [
+    ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
+    ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
+    ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
     ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),

@@ -275,6 +275,12 @@ class TimeModel:
                                  list(getattr(res, "warnings", [])))
 
     def _extract_untouched(self, module, example_inputs):
+        if not isinstance(module, torch.nn.Module):
+            raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
+                            f"{type(example_inputs).__name__}")
         try:
             work = copy.deepcopy(module)
         except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
@@ -285,6 +291,12 @@ class TimeModel:
             if hasattr(target, "eval"):
                 target.eval()
             with torch.no_grad():
+                try:  # the user's network must run on its example input before we trace it
+                    target(*inputs)
+                except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs
+                    raise UserError(f"the network does not run on its example input "
+                                    f"{[tuple(t.shape) for t in inputs]}: {type(e).__name__}: "
+                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
                 return self.extract(target, example_inputs)
         finally:
             for m, was in modes:
