@@ -446,7 +446,7 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
 def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
     """`fastdeepiot evaluate` reads what `fastdeepiot compress` writes."""
     from fastdeepiot import tasks
-    from fastdeepiot.compression.checkpoint import save_compressed
+    from fastdeepiot.checkpoints import save_compressed
 
     torch.manual_seed(0)
     t = tasks.get("har")

@@ -25,16 +25,36 @@ for _module in (profile_commands, timemodel_commands, tasks_commands, compress_c
     app.registered_commands.extend(_module.app.registered_commands)
 
 
+def one_line(text: object) -> str:
+    """A message on one line (messages quoting user exceptions can span several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_error(e: BaseException) -> bool:
+    """typer's (vendored click) usage errors: bad or missing options and arguments."""
+    return hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Usage errors exit 2 (typer), `UserError`s exit 2 with one line, bugs exit 1."""
+    """Entry point. Every bad input (a `UserError`, a failure of the user's code, a bad option) prints
+    `error: <one line>` on stderr and exits 2; --help exits 0; bugs exit 1 with their traceback."""
     try:
-        app(args=argv, prog_name="fastdeepiot")  # standalone: raises SystemExit with the exit code
+        rv = app(args=argv, prog_name="fastdeepiot", standalone_mode=False)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except SystemExit as e:
+    except SystemExit as e:  # typer's own exits; user code's SystemExit is a UserError by then
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    except Exception as e:
+        if not _usage_error(e):
+            raise
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
+            return 2
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"error: {one_line(e.format_message())}{where}", file=sys.stderr)
+        return 2
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 if __name__ == "__main__":

@@ -26,3 +26,7 @@ class DataMissingError(UserError):
 
 class TargetUnreachableError(UserError):
     """A compression target (time or accuracy) cannot be met."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is unreadable, unsafe, malformed, too large, or made for another task or network."""

@@ -4,7 +4,7 @@ reports) uses.
     to_jsonable(obj)      plain copy: dicts (str keys), lists (from tuples too), numpy scalars and arrays
                           as Python numbers and lists; anything else is kept as it is
     json_default(o)       the ``default=`` of json.dump(s): numpy scalars and arrays, else TypeError
-    dump_json(path, obj)  write obj as JSON (json_default for numpy values)
+    dump_json(path, obj)  write obj as JSON (json_default for numpy values), atomically
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fastdeepiot.safeio import atomic_write_text
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -43,7 +45,6 @@ def json_default(o: Any) -> Any:
 
 
 def dump_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
-    """Write obj to path as JSON (numpy values converted); returns the path."""
-    path = Path(path)
-    path.write_text(json.dumps(obj, indent=indent, default=json_default))
-    return path
+    """Write obj to path as JSON (numpy values converted), atomically (a temporary file in the same folder,
+    then a rename); returns the path."""
+    return atomic_write_text(Path(path), json.dumps(obj, indent=indent, default=json_default))

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
+from fastdeepiot import tasks as tasks_mod
+from fastdeepiot.checkpoints import load_checkpoint, save_compressed
 from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.report import history_table, write_report
+from fastdeepiot.compression.search import compress as run
+from fastdeepiot.errors import UserError
+from fastdeepiot.safeio import check_output, staged_folder
+from fastdeepiot.timemodel.model import TimeModel
 
 D = CompressConfig.default  # every option's default is the setting's default, written once
 
@@ -37,31 +46,35 @@ def compress(
                                                "on its validation accuracy drop is within the budget "
                                                "(0.5: the point estimate)"),
     seed: int = typer.Option(D("seed")),
+    force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
 ) -> None:
     """Prune a trained network so that its time on the device drops fastest per accuracy lost."""
-    import torch
-
-    from fastdeepiot import tasks as tasks_mod
-    from fastdeepiot.compression.checkpoint import save_compressed
-    from fastdeepiot.compression.report import history_table, write_report
-    from fastdeepiot.compression.search import compress as run
-    from fastdeepiot.errors import UserError
-    from fastdeepiot.timemodel.model import TimeModel
-
     if (max_accuracy_drop is None) == (target_ms is None):
         raise UserError("give exactly one of --max-accuracy-drop and --target-ms")
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
                             max_iters=max_iters, measure=measure, confidence=confidence, seed=seed)
+    stem = out.with_suffix("")
+    sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
+                "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}
+    if any(Path(out).resolve() == p.resolve() for p in sidecars.values()):
+        raise UserError(f"-o {out} collides with a report written beside it; give the checkpoint a .pt name")
+    inputs = [checkpoint, time_model]
+    check_output(out, kind="checkpoint", inputs=inputs, force=force, option="-o")
+    for kind, p in sidecars.items():
+        check_output(p, kind=kind, inputs=inputs, force=force, option="-o (beside it)")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
-    model, meta = tasks_mod.load_checkpoint(checkpoint, task=t)
     tm = TimeModel.load(time_model)
+    model, meta = load_checkpoint(checkpoint, task=t)
     res = run(model, t, config, time_model=tm)  # progress: on stderr (compress's default)
     save_compressed(out, res.model, res.plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
-    stem = out.with_suffix("")
-    res.plan.save(str(stem) + ".plan.json")
-    write_report(res, str(stem))
+    with staged_folder(out.parent) as tmp:  # written in full first, then each renamed into place
+        res.plan.save(tmp / "out.plan.json")
+        write_report(res, str(tmp / "out"))
+        for src, dst in ((tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
+                         (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])):
+            os.replace(src, dst)
     typer.echo(history_table(res))
     for n in res.notes:
         typer.echo(f"note: {n}")

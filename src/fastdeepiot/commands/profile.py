@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import os
 import re
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
+from fastdeepiot.devices import get_backend, list_backends
 from fastdeepiot.errors import UserError
+from fastdeepiot.families import parse_families
+from fastdeepiot.profiling.harness import TimingPolicy
+from fastdeepiot.profiling.runner import plan
+from fastdeepiot.profiling.runner import profile as run_profile
+from fastdeepiot.profiling.store import Store, export_csv, export_parquet
+from fastdeepiot.report.tables import measurement_summary, print_table
+from fastdeepiot.safeio import check_output
+from fastdeepiot.timemodel.adaptive import adaptive_workloads
+from fastdeepiot.timemodel.model import TimeModel
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).
@@ -20,21 +36,30 @@ def parse_duration(text: str) -> float:
     """'90' or '90s' -> 90.0; '10m' -> 600.0; '1h' -> 3600.0; '1h30m' -> 5400.0."""
     t = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
-    if not parts or "".join(a + b for a, b in parts) != t:
-        raise UserError(f"cannot read duration {text!r}; use e.g. 90s, 10m, 1h30m")
-    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+        value = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
+        if not parts or "".join(a + b for a, b in parts) != t:
+            raise UserError(f"cannot read duration {text!r}; use e.g. 90s, 10m, 1h30m")
+        value = sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"duration {text!r} must be a positive time, e.g. 90s, 10m, 1h30m")
+    if value > 366 * 86400:
+        raise UserError(f"duration {text!r} is longer than a year; use e.g. 10m or 24h")
+    return value
+
+
+def check_threads(threads: int, option: str = "--threads") -> int:
+    """At least 1 and at most the number of cores of this machine."""
+    cores = os.cpu_count() or 1
+    if threads < 1 or threads > cores:
+        raise UserError(f"{option} {threads}: this machine has {cores} core(s); give 1 to {cores}")
+    return threads
 
 
 @app.command()
 def devices(as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
     """List the backends available here, with their conditions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from fastdeepiot.devices import list_backends
-
     rows = list_backends()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -56,7 +81,7 @@ def profile(
     layers: Optional[str] = typer.Option(None, "--layers", help="comma-separated families (default: all)"),
     budget: str = typer.Option("10m", "--budget", help="time budget, e.g. 90s, 10m, 1h"),
     db: Path = typer.Option(Path("prof.db"), "--db", help="SQLite measurement store (created/resumed)"),
-    seed: int = typer.Option(0, "--seed", help="seed of the sampling plan (same seed = same plan)"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the sampling plan (same seed = same plan; >= 0)"),
     networks: int = typer.Option(10, "--network-every", min=0,
                                  help="measure one random whole network after every N layers (0: none)"),
     max_new: Optional[int] = typer.Option(None, "--max-new", min=0, help="stop after N new measurements"),
@@ -67,40 +92,40 @@ def profile(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Time layer configurations on a device and store every measurement (resumable)."""
-    from fastdeepiot.devices import get_backend
-    from fastdeepiot.families import parse_families
-    from fastdeepiot.profiling.harness import TimingPolicy
-    from fastdeepiot.profiling.runner import plan
-    from fastdeepiot.profiling.store import Store
-
     fams = parse_families(layers)
     budget_s = parse_duration(budget)
+    check_threads(threads)
+    if adaptive is not None:
+        TimeModel.load(adaptive)  # a bad model file is refused before the database is touched
+    if not Path(db).exists():  # a new database: the path must be one we can create
+        check_output(db, kind="sqlite", inputs=[adaptive], option="--db")
+    elif adaptive is not None and Path(db).resolve() == Path(adaptive).resolve():
+        raise UserError(f"--db {db} is the --adaptive time model; give the measurement database")
     backend = get_backend(device, threads=threads)
     store = Store.open(db, backend.fingerprint(), create=True, force=force)
     workloads = plan(fams, seed=seed, network_every=networks)
     if adaptive is not None:
-        import itertools
-
-        from fastdeepiot.timemodel.adaptive import adaptive_workloads
-
         workloads = itertools.chain(adaptive_workloads(adaptive, store, fams, seed=seed), workloads)
     policy = TimingPolicy.quick() if quick else TimingPolicy()
-    summary = _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet)
-    total = store.count()
-    store.close()
+    try:
+        summary = _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet)
+        total = store.count()
+    finally:
+        store.close()
     fam_txt = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_family.items())) or "none"
-    print(f"{summary.new} new measurements ({fam_txt}); {summary.skipped} already stored; "
+    other = (f"{summary.by_other} already done by another profiler on this database meanwhile; "
+             if summary.by_other else "")
+    print(f"{summary.new} new measurements ({fam_txt}); {summary.skipped} already stored; {other}"
           f"{summary.failed} failed; stopped by {summary.stopped_by} after {summary.elapsed_s:.0f} s; "
           f"{total} measurements in {db}")
+    if summary.by_other and summary.new == 0:
+        print("all the work this run reached was already done by another profiler with the same plan "
+              "(same seed) on this database; nothing was measured twice")
     for f in summary.failures[:5]:
         print(f"  failed: {f}")
 
 
 def _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from fastdeepiot.profiling.runner import profile as run_profile
-
     if quiet:
         return run_profile(backend, store, workloads, budget_s=budget_s, max_new=max_new, policy=policy)
     columns = [TextColumn("[bold]profiling[/] {task.description}"), BarColumn(),
@@ -125,12 +150,17 @@ def export(
     db: Path = typer.Argument(..., help="measurement database"),
     csv: Optional[Path] = typer.Option(None, "--csv", help="write CSV here"),
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="write Parquet here (needs pyarrow)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an output file of another kind"),
 ):
     """Export every measurement, with its conditions, to CSV (and/or Parquet)."""
-    from fastdeepiot.profiling.store import Store, export_csv, export_parquet
-
     if csv is None and parquet is None:
         raise UserError("nothing to do: give --csv PATH and/or --parquet PATH")
+    if csv is not None and parquet is not None and Path(csv).resolve() == Path(parquet).resolve():
+        raise UserError("--csv and --parquet name the same file; give two paths")
+    if csv is not None:
+        check_output(csv, kind="csv", inputs=[db], force=force, option="--csv")
+    if parquet is not None:
+        check_output(parquet, kind="parquet", inputs=[db], force=force, option="--parquet")
     with Store.open(db) as store:
         if csv is not None:
             n = export_csv(store, str(csv))
@@ -144,9 +174,6 @@ def export(
 def summary(db: Path = typer.Argument(..., help="measurement database"),
             as_json: bool = typer.Option(False, "--json")):
     """Per family: how many measurements, their time range and their noise."""
-    from fastdeepiot.profiling.store import Store
-    from fastdeepiot.report.tables import measurement_summary, print_table
-
     with Store.open(db) as store:
         rows = measurement_summary(store)
         devs = store.devices()

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import inspect
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
+import torch.nn as nn
 import typer
 
 from fastdeepiot.errors import UserError
+from fastdeepiot.families import get_family, parse_families
+from fastdeepiot.profiling.store import Store
+from fastdeepiot.report.tables import print_table
+from fastdeepiot.safeio import atomic_path, check_output
+from fastdeepiot.timemodel.model import ESTIMATORS, TimeModel, fit_time_model
+from fastdeepiot.timemodel.sweeps import plot_family_sweep
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).
@@ -26,18 +39,26 @@ def fit(
     compare: bool = typer.Option(False, "--compare", help="also score the baselines on the held-out data"),
     holdout: float = typer.Option(0.2, "--holdout", min=0.0, max=0.9, help="share held out for scoring"),
     layers: Optional[str] = typer.Option(None, "--layers", help="only these families"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the held-out split (>= 0)"),
+    device: Optional[str] = typer.Option(None, "--device", "-d",
+                                         help="the backend to fit, when the database holds several"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="with --device: the thread count, when it ran with several"),
+    force: bool = typer.Option(False, "--force", help="overwrite OUT even if it is not a time model"),
 ):
     """Learn the device's execution-time model; print held-out accuracy per layer family."""
-    from fastdeepiot.families import parse_families
-    from fastdeepiot.profiling.store import Store
-    from fastdeepiot.report.tables import print_table
-    from fastdeepiot.timemodel.model import ESTIMATORS, fit_time_model
-
+    if estimator not in ESTIMATORS:
+        raise UserError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    if threads is not None and device is None:
+        raise UserError("--threads selects among the runs of one --device; give --device too")
+    out = check_output(out, kind="timemodel", inputs=[db], force=force, option="-o")
     fams = parse_families(layers) if layers else None
     cmp = tuple(e for e in ESTIMATORS if e != estimator) if compare else ()
+    want = None
+    if device is not None:
+        want = {"backend": device} if threads is None else {"backend": device, "threads": threads}
     with Store.open(db) as store:
-        tm = fit_time_model(store, estimator=estimator, families=fams, holdout=holdout, seed=seed,
+        tm = fit_time_model(store, estimator=estimator, device=want, families=fams, holdout=holdout, seed=seed,
                             compare=cmp, progress=lambda m: print(m, file=sys.stderr))
     tm.save(out)
     rows = []
@@ -68,43 +89,100 @@ def explain(
     db: Optional[Path] = typer.Option(None, "--db", help="measurements to plot (default: none; the plot "
                                                          "then shows predictions only)"),
     param: Optional[str] = typer.Option(None, "--param", help="swept parameter (default: first width)"),
+    force: bool = typer.Option(False, "--force", help="overwrite the --plot path even if it is not a PNG"),
 ):
     """Print the model as readable rules with leaf equations; optionally plot a width sweep."""
-    from fastdeepiot.families import get_family
-    from fastdeepiot.timemodel.model import TimeModel
-
     tm = TimeModel.load(model)
-    fams = [family] if family else tm.families
-    for f in fams:
-        get_family(f)
-        print(f"## {f}\n{tm.explain(f)}\n")
+    if family is not None:
+        get_family(family)
+        if family not in tm.estimators:
+            raise UserError(f"the time model has no {family} model; it models {', '.join(tm.families)}")
     if plot is not None:
         if not family:
             raise UserError("--plot needs --family")
-        from fastdeepiot.timemodel.sweeps import plot_family_sweep
+        plot = check_output(plot, kind="png", inputs=[model, db], force=force, option="--plot")
+        if db is not None:
+            with Store.open(db) as store:
+                devs = store.devices()
+            if tm.device and tm.device not in devs:
+                others = "; ".join(f"{d.get('backend')} ({d.get('threads')} threads)" for d in devs) or "none"
+                raise UserError(f"{db} holds measurements of another device ({others}), not of the time "
+                                f"model's {tm.backend} ({tm.device.get('threads')} threads); give the database "
+                                f"it was fitted on")
+    fams = [family] if family else tm.families
+    for f in fams:
+        print(f"## {f}\n{tm.explain(f)}\n")
+    if plot is not None:
+        with atomic_path(plot) as tmp:
+            plot_family_sweep(tm, family, tmp, db=db, param=param)
+        print(f"wrote {plot}")
 
-        path = plot_family_sweep(tm, family, plot, db=db, param=param)
-        print(f"wrote {path}")
+
+def _is_cwd(entry: str) -> bool:
+    try:
+        return entry in ("", ".") or os.path.samefile(entry, os.getcwd())
+    except OSError:
+        return False
+
+
+def _import_user_module(spec: str, mod_name: str):
+    """Import the module of a `module:factory` spec: installed packages (and PYTHONPATH) first; the
+    working directory only for a module found nowhere else. `path/to/file.py` is imported from that file."""
+    if mod_name.endswith(".py") or "/" in mod_name or os.sep in mod_name:
+        path = Path(mod_name)
+        if not path.is_file():
+            raise UserError(f"network {spec!r}: {path} is not a file")
+        name = f"_fastdeepiot_user_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise UserError(f"network {spec!r}: cannot import {path} (give a .py file)")
+        mod = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = mod
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.append(folder)  # its own helpers, after installed packages
+        loader_spec.loader.exec_module(mod)
+        return mod
+    # `python -m` puts the working directory first on sys.path: a stray rich.py or torch.py there must
+    # not shadow an installed package, for the user's module or for anything imported after it.
+    sys.path[:] = [p for p in sys.path if not _is_cwd(p)]
+    top = mod_name.split(".")[0]
+    try:
+        found = top in sys.modules or importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found and importlib.machinery.PathFinder.find_spec(top, [os.getcwd()]) is not None:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(mod_name)
+
+
+def _user_failure(spec: str, what: str, e: BaseException) -> UserError:
+    if isinstance(e, SystemExit):
+        return UserError(f"{spec}: {what} called sys.exit({e.code!r}); a factory must return an nn.Module")
+    msg = str(e).strip()
+    return UserError(f"{spec}: {what} raised {type(e).__name__}" + (f": {msg}" if msg else ""))
 
 
 def load_factory(spec: str):
-    """'pkg.module:factory' -> the nn.Module that factory() returns."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise UserError(f"network {spec!r}: write it as package.module:factory")
-    sys.path.insert(0, str(Path.cwd()))
+    """'pkg.module:factory' (or 'path/to/file.py:factory') -> the nn.Module that factory() returns, in eval
+    mode. Anything the user's code raises (SystemExit included) is a UserError naming the spec."""
+    mod_name, _, attr = spec.rpartition(":")
+    if not mod_name or not attr or not attr.isidentifier():
+        raise UserError(f"network {spec!r}: write it as package.module:factory or path/to/file.py:factory")
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _import_user_module(spec, mod_name)
+    except UserError:
+        raise
     except ImportError as e:
-        raise UserError(f"cannot import {mod_name!r}: {e}") from None
+        if isinstance(e, ModuleNotFoundError) and e.name and mod_name.startswith(e.name):
+            raise UserError(f"cannot import {mod_name!r}: no module named {e.name!r}") from None
+        raise _user_failure(spec, f"importing {mod_name}", e) from None
+    except (Exception, SystemExit) as e:  # the user's module ran and failed
+        raise _user_failure(spec, f"importing {mod_name}", e) from None
     try:
         obj = getattr(mod, attr)
     except AttributeError:
         raise UserError(f"{mod_name} has no {attr!r}") from None
-    import inspect
-
-    import torch.nn as nn
-
     if not isinstance(obj, nn.Module):
         if not callable(obj):
             raise UserError(f"{spec} is neither an nn.Module nor a factory (got {type(obj).__name__})")
@@ -115,7 +193,13 @@ def load_factory(spec: str):
                             f"takes none, e.g. functools.partial or a small function") from None
         except ValueError:  # no signature to inspect (some builtins): call it and see
             pass
-    net = obj if isinstance(obj, nn.Module) else obj()
+    if isinstance(obj, nn.Module):
+        net = obj
+    else:
+        try:
+            net = obj()
+        except (Exception, SystemExit) as e:
+            raise _user_failure(spec, f"the factory {attr}()", e) from None
     if not isinstance(net, nn.Module):
         raise UserError(f"{spec} did not give an nn.Module (got {type(net).__name__})")
     return net.eval()
@@ -142,18 +226,16 @@ def predict(
                                           help="predict the rest when some layers cannot be priced"),
 ):
     """Predict a network's execution time per layer and in total on the model's device."""
-    import torch
-
-    from fastdeepiot.report.tables import print_table
-    from fastdeepiot.timemodel.model import TimeModel
-
     tm = TimeModel.load(model)
+    shape = parse_shape(input_shape)
+    if math.prod(shape) > 2**31:
+        raise UserError(f"input shape {input_shape!r} has more than 2^31 elements")
     net = load_factory(network)
-    x = torch.randn(*parse_shape(input_shape))
+    x = torch.randn(*shape)
     try:
         with torch.inference_mode():
             net(x)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise UserError(f"{network} does not run on an input of shape {tuple(x.shape)}: "
                         f"{type(e).__name__}: {e}") from None
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)

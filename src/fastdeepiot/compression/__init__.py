@@ -4,12 +4,12 @@
     result = compress(model, task_or_loaders, time_model=tm, max_accuracy_drop=0.5)
     result.model, result.plan, result.history
 
-Submodules: deps (channel groups), surgery (slicing primitives: physically smaller layers), moves (the
+Submodules: surgery (slicing primitives: physically smaller layers), moves (the
 registry of moves, one file each: width, remove, sequence, recurrence, fold_bn; what each proposes,
 its plan op and its replay), importance (l1, taylor), cost (pricing widths with the time model or
 FLOPs), plan (JSON, replay through the moves), config (CompressConfig: every setting), finetune,
-progress (what compress reports), search (compress: the loop), baselines, checkpoint (pruned
-checkpoints).
+progress (what compress reports), search (compress: the loop), baselines.
+Channel groups come from `fastdeepiot.graph.channels`; pruned checkpoints from `fastdeepiot.checkpoints`.
 """
 
 from fastdeepiot.compression.config import CompressConfig

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from fastdeepiot.devices.base import Backend
+from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.harness import TimingPolicy, measure
@@ -85,6 +87,7 @@ class ProfileSummary:
     new: int = 0
     skipped: int = 0
     failed: int = 0
+    by_other: int = 0  # measured by another profiler on the same database while this one ran
     elapsed_s: float = 0.0
     stopped_by: str = "plan exhausted"
     per_family: dict[str, int] = field(default_factory=dict)
@@ -96,6 +99,10 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             on_progress: Callable[[ProfileSummary, Workload], None] | None = None,
             clock: Callable[[], float] = time.monotonic) -> ProfileSummary:
     """Measure every workload not yet in `store`, until the plan, `budget_s` or `max_new` runs out."""
+    if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
+        raise UserError(f"budget_s must be a positive number of seconds or None, got {budget_s!r}")
+    if max_new is not None and (not isinstance(max_new, int) or max_new < 0):
+        raise UserError(f"max_new must be a non-negative integer or None, got {max_new!r}")
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
     stored_before = set(done)
@@ -115,6 +122,10 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             if max_new is not None and s.new >= max_new:
                 s.stopped_by = "measurement count"
                 break
+            if store.has(w.key):  # another profiler (same plan) stored it after this one started
+                s.by_other += 1
+                done.add(w.key)
+                continue
             try:
                 if w.kind == "network":
                     if timer is None:
@@ -142,6 +153,8 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                          source=w.source):
                 s.new += 1
                 s.per_family[w.family] = s.per_family.get(w.family, 0) + 1
+            else:  # another profiler stored the same key first: its measurement is kept
+                s.by_other += 1
             done.add(w.key)
             s.elapsed_s = clock() - t0
             if on_progress:

@@ -13,12 +13,14 @@ import csv
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from fastdeepiot.errors import StoreError
+from fastdeepiot.safeio import atomic_path
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x46444954  # "FDIT": marks the file as ours (PRAGMA application_id)
@@ -95,7 +97,7 @@ class Store:
             conn.row_factory = sqlite3.Row
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise StoreError(f"{path}: not a readable SQLite database ({e})") from None
         if has_tables and app_id != APPLICATION_ID:
             conn.close()
@@ -115,7 +117,7 @@ class Store:
                 raise StoreError(f"{path}: database is corrupt ({ok}); re-profile into a new file")
             if fingerprint is not None:
                 store._bind_device(fingerprint, force)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             conn.close()
             raise StoreError(f"{path}: corrupt measurement database ({e})") from None
         except StoreError:
@@ -137,7 +139,7 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise StoreError(f"{self.path}: no schema version; not a fastdeepiot measurement database")
-        if int(row[0]) != SCHEMA_VERSION:
+        if str(row[0]) != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: schema version {row[0]}, this fastdeepiot reads "
                              f"version {SCHEMA_VERSION}")
 
@@ -199,8 +201,24 @@ class Store:
         return cur.rowcount == 1
 
     # ------------------------------------------------------------------ reading
+    def _query(self, sql: str, args=()) -> list:
+        """All rows of a read query; a damaged file is a StoreError, not a crash."""
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            raise StoreError(f"{self.path}: corrupt measurement database ({e})") from None
+
+    def _json(self, text, what: str) -> dict:
+        try:
+            obj = json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict):
+            raise StoreError(f"{self.path}: corrupt measurement database (unreadable {what})")
+        return obj
+
     def devices(self) -> list[dict]:
-        return [json.loads(r[0]) for r in self.conn.execute("SELECT fingerprint_json FROM devices")]
+        return [self._json(r[0], "device") for r in self._query("SELECT fingerprint_json FROM devices")]
 
     def measurements(self, *, kind: str | None = None, family: str | None = None,
                      device: dict | None = None) -> Iterator[Measurement]:
@@ -219,25 +237,35 @@ class Store:
         q += " ORDER BY m.id"
         try:
             for r in self.conn.execute(q, args):
+                ms = (r["median_ms"], r["p10_ms"], r["p90_ms"], r["rel_iqr"])
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in ms):
+                    raise StoreError(f"{self.path}: corrupt measurement database (measurement "
+                                     f"{str(r['config_key'])[:80]} has an impossible time)")
                 yield Measurement(
                     kind=r["kind"], family=r["family"], config_key=r["config_key"],
-                    config=json.loads(r["config_json"]), median_ms=r["median_ms"], p10_ms=r["p10_ms"],
-                    p90_ms=r["p90_ms"], rel_iqr=r["rel_iqr"], n_calls=r["n_calls"],
+                    config=self._json(r["config_json"], "configuration"), median_ms=r["median_ms"],
+                    p10_ms=r["p10_ms"], p90_ms=r["p90_ms"], rel_iqr=r["rel_iqr"], n_calls=r["n_calls"],
                     remeasured=r["remeasured"], source=r["source"], measured_at=r["measured_at"],
-                    device=json.loads(r["fingerprint_json"]), conditions=json.loads(r["conditions_json"]))
-        except sqlite3.DatabaseError as e:
+                    device=self._json(r["fingerprint_json"], "device"),
+                    conditions=self._json(r["conditions_json"], "conditions"))
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise StoreError(f"{self.path}: corrupt measurement database ({e})") from None
 
     def latest_conditions(self, device: dict) -> dict:
         """The conditions of the device's most recent measurement ({} when it has none)."""
-        row = self.conn.execute(
+        rows = self._query(
             "SELECT c.conditions_json FROM measurements m JOIN devices d ON d.id = m.device_id "
             "JOIN conditions c ON c.id = m.conditions_id WHERE d.hash=? ORDER BY m.id DESC LIMIT 1",
-            (_hash(device),)).fetchone()
-        return json.loads(row[0]) if row else {}
+            (_hash(device),))
+        return self._json(rows[0][0], "conditions") if rows else {}
+
+    def has(self, config_key: str) -> bool:
+        """Whether the bound device already has a measurement of this key (stored by anyone)."""
+        return self.conn.execute("SELECT 1 FROM measurements WHERE device_id=? AND config_key=?",
+                                 (self._device_id, config_key)).fetchone() is not None
 
     def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
+        return self._query("SELECT count(*) FROM measurements")[0][0]
 
     def close(self) -> None:
         self.conn.close()
@@ -266,8 +294,9 @@ def export_rows(store: Store) -> Iterable[dict]:
 
 
 def export_csv(store: Store, path: str) -> int:
+    """Write every measurement to CSV (atomically: a temporary file in the same folder, then a rename)."""
     n = 0
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
         w.writeheader()
         for row in export_rows(store):
@@ -284,7 +313,8 @@ def export_parquet(store: Store, path: str) -> int:
         raise StoreError("Parquet export needs pyarrow (pip install pyarrow)") from None
     rows = list(export_rows(store))
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in EXPORT_COLUMNS})
-    pq.write_table(table, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp))
     return len(rows)
 
 

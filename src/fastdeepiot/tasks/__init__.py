@@ -24,9 +24,10 @@ __all__ = ["Task", "TaskInfo", "get", "list_tasks", "names", "register", "train"
            "save_checkpoint", "load_checkpoint", "CheckpointError", "count_params", "count_macs"]
 
 _LAZY = {
-    "train": "training", "evaluate": "training", "TrainResult": "training", "save_checkpoint": "training",
-    "load_checkpoint": "training", "CheckpointError": "training", "metrics_from_predictions": "training",
-    "count_params": "nets", "count_macs": "nets", "DeepSense": "nets", "SmallCNN": "nets", "build": "nets",
+    "train": "tasks.training", "evaluate": "tasks.training", "TrainResult": "tasks.training",
+    "metrics_from_predictions": "tasks.training", "save_checkpoint": "checkpoints", "load_checkpoint": "checkpoints",
+    "CheckpointError": "checkpoints", "count_params": "tasks.nets", "count_macs": "tasks.nets",
+    "DeepSense": "tasks.nets", "SmallCNN": "tasks.nets", "build": "tasks.nets",
 }
 
 
@@ -34,6 +35,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        mod = importlib.import_module(f"fastdeepiot.tasks.{_LAZY[name]}")
+        mod = importlib.import_module(f"fastdeepiot.{_LAZY[name]}")
         return getattr(mod, name)
     raise AttributeError(f"module 'fastdeepiot.tasks' has no attribute {name!r}")

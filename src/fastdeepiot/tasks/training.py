@@ -1,13 +1,13 @@
-"""Training (seeded, early stopping on validation accuracy), evaluation metrics, checkpoints."""
+"""Training (seeded, early stopping on validation accuracy) and evaluation metrics.
+
+Checkpoints live in `fastdeepiot.checkpoints`."""
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,14 +15,6 @@ import torch
 from torch import nn
 
 from fastdeepiot.errors import UserError
-from fastdeepiot.jsonutil import to_jsonable
-
-CHECKPOINT_FORMAT = "fastdeepiot-checkpoint/1"
-
-
-class CheckpointError(UserError):
-    """A checkpoint is unreadable, or was made for another task or network."""
-
 
 @dataclass
 class TrainResult:
@@ -129,6 +121,10 @@ def train(model: nn.Module, task, *, epochs: int | None = None, lr: float | None
     min_epochs = max(1, min(epochs, int(min_epochs if min_epochs is not None else d.get("min_epochs", 1))))
     if epochs < 1:
         raise UserError("epochs must be at least 1")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"the learning rate must be a positive finite number, got {lr}")
+    if patience < 1 or batch_size < 1:
+        raise UserError("patience and batch_size must be at least 1")
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -189,64 +185,3 @@ def _train(model, task, epochs, lr, patience, seed, progress, train_loader, val_
     model.eval()
     result.best_val_accuracy = float(best_acc)
     return result
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, task_name: str, metrics: dict | None = None) -> Path:
-    """Write {"format", "task", "net", "arch", "state_dict", "norm", "metrics"} with torch.save.
-    `model` must carry `net_name` and `arch` (every reference network does)."""
-    from fastdeepiot.tasks.registry import get
-
-    net = getattr(model, "net_name", None)
-    arch = getattr(model, "arch", None)
-    if net is None or not isinstance(arch, dict):
-        raise UserError("this model has no `net_name`/`arch`: only reference networks (or networks that "
-                        "record their constructor arguments) can be saved as checkpoints")
-    task = get(task_name)
-    ckpt = {"format": CHECKPOINT_FORMAT, "task": task.name, "net": net, "arch": copy.deepcopy(arch),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "norm": task.norm, "metrics": to_jsonable(metrics) if metrics is not None else None}
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, task=None) -> tuple[nn.Module, dict]:
-    """(model in eval mode, meta) from a checkpoint; rebuilds the network from its recorded arch.
-    Loads with weights_only=True. If `task` (name or Task) is given, a checkpoint made for another
-    task or for a network that does not fit the task raises CheckpointError."""
-    from fastdeepiot.tasks.nets import build
-    from fastdeepiot.tasks.registry import get
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    compressed = isinstance(ckpt, dict) and ckpt.get("format") == "fastdeepiot.compressed"
-    if not isinstance(ckpt, dict) or (ckpt.get("format") != CHECKPOINT_FORMAT and not compressed):
-        raise CheckpointError(f"{path} is not a fastdeepiot checkpoint (write one with `fastdeepiot train`)")
-    if task is not None:
-        t = get(task) if isinstance(task, str) else task
-        if ckpt["task"] != t.name:
-            raise CheckpointError(f"{path} is a checkpoint for task {ckpt['task']!r}, not {t.name!r}")
-        arch = ckpt["arch"]
-        if ckpt["net"] != t.net or arch.get("n_classes") != t.n_classes:
-            raise CheckpointError(f"{path} holds a {ckpt['net']} network with {arch.get('n_classes')} classes; "
-                                  f"task {t.name!r} needs {t.net} with {t.n_classes}")
-    if compressed:  # written by `fastdeepiot compress`: the original arch + the replayed pruning plan
-        from fastdeepiot.compression.checkpoint import load_compressed
-
-        return load_compressed(path)
-    model = build(ckpt["net"], **ckpt["arch"])
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the recorded {ckpt['net']} architecture: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-    model.eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    return model, meta

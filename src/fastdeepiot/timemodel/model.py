@@ -34,16 +34,19 @@ the plain sum of the layers (and fused-away layers cost nothing).
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input
@@ -189,7 +192,17 @@ class TimeModel:
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
             X = featurize([configs[i] for i in idx])
-            out[idx] = self.estimators[fam].predict(X)
+            try:
+                pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+                # a model read from a file that passed the schema check but cannot route a configuration
+                raise UserError(f"the time model's {fam} model cannot predict ({type(e).__name__}: {e}); the "
+                                f"file is damaged: fit it again") from None
+            if not np.all(np.isfinite(pred)) or np.any(pred < 0):
+                raise UserError(f"the time model's {fam} model predicts an impossible time "
+                                f"({float(pred[~np.isfinite(pred) | (pred < 0)][0])} ms); the file is damaged: "
+                                f"fit it again")
+            out[idx] = pred
         return out
 
     def predict_config(self, config: LayerConfig) -> float:
@@ -228,15 +241,28 @@ class TimeModel:
         return res, fusion_for_backend(res, self.backend)
 
     def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
-        """Predicted time of one forward call of `module` on `example_inputs` on this device."""
-        res, calls = self.extract(module, example_inputs)
+        """Predicted time of one forward (inference) call of `module` on `example_inputs` on this device.
+
+        `module` is left alone: the network is traced on a copy in eval mode without gradients (or, for a
+        module that cannot be copied, on the module itself with every submodule's mode restored), so
+        its mode, parameters and buffers (BatchNorm running statistics) are unchanged."""
+        res, calls = self._extract_untouched(module, example_inputs)
         terms, standalone, unmodelled = self.network_terms(calls)
         if unmodelled and not allow_unmodelled:
             raise UnmodelledLayerError(
                 f"{len(unmodelled)} layer(s) the time model cannot price: {', '.join(unmodelled[:8])}"
                 + (" ..." if len(unmodelled) > 8 else "") + "; pass --allow-unmodelled "
                 "(allow_unmodelled=True) to predict the rest")
+        priced = sum(1 for c in calls if c.kind == "layer" and c.family in self.estimators)
+        if unmodelled and priced == 0:
+            raise UnmodelledLayerError(
+                f"none of the network's layers can be priced by this time model (unmodelled: "
+                f"{', '.join(unmodelled[:8])}{' ...' if len(unmodelled) > 8 else ''}; it models "
+                f"{', '.join(self.families)}); profile those families and fit again")
         total = self.compose(terms)
+        if not math.isfinite(total) or total < 0:
+            raise UserError(f"the time model predicts an impossible total ({total} ms); its composition is "
+                            f"damaged: fit it again")
         layers = []
         for c, sa, t in zip(calls, standalone, call_terms(calls, standalone)):
             if c.kind != "layer" or c.family not in self.estimators:
@@ -248,13 +274,45 @@ class TimeModel:
         return NetworkPrediction(total, layers, unmodelled, overhead, bool(getattr(res, "traced", True)),
                                  list(getattr(res, "warnings", [])))
 
+    def _extract_untouched(self, module, example_inputs):
+        if not isinstance(module, torch.nn.Module):
+            raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
+                            f"{type(example_inputs).__name__}")
+        try:
+            work = copy.deepcopy(module)
+        except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
+            work = None
+        target = work if work is not None else module
+        modes = [(m, m.training) for m in target.modules()] if hasattr(target, "modules") else []
+        try:
+            if hasattr(target, "eval"):
+                target.eval()
+            with torch.no_grad():
+                try:  # the user's network must run on its example input before we trace it
+                    target(*inputs)
+                except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs
+                    raise UserError(f"the network does not run on its example input "
+                                    f"{[tuple(t.shape) for t in inputs]}: {type(e).__name__}: "
+                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+                return self.extract(target, example_inputs)
+        finally:
+            for m, was in modes:
+                m.training = was
+
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
         if family not in self.estimators:
             raise UserError(f"no model for family {family!r}; families: {', '.join(self.families)}")
         est = self.estimators[family]
         if hasattr(est, "explain_text"):
-            return est.explain_text()
+            try:
+                return est.explain_text()
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+                raise UserError(f"the time model's {family} model cannot be explained ({type(e).__name__}: "
+                                f"{e}); the file is damaged: fit it again") from None
         return f"{type(est).__name__} (not interpretable as rules)"
 
     # --------------------------------------------------------------------------- persistence
@@ -265,30 +323,132 @@ class TimeModel:
                 "report": self.report}
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the JSON atomically (a temporary file in the same folder, then a rename)."""
         dump_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeModel":
-        if d.get("format") != FORMAT:
-            raise UserError("not a fastdeepiot time model (no 'format': 'fastdeepiot.timemodel')")
-        if d.get("version") != FORMAT_VERSION:
-            raise UserError(f"time model format version {d.get('version')}, this fastdeepiot reads "
-                            f"{FORMAT_VERSION}")
+        validate_dict(d)
         return cls({f: estimator_from_dict(e) for f, e in d["families"].items()}, d.get("composition"),
                    d.get("device"), d.get("conditions"), d.get("report"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TimeModel":
+        p = Path(path)
+        if p.is_dir():
+            raise UserError(f"{path}: is a directory, not a time model file")
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(p.read_text())
         except FileNotFoundError:
             raise UserError(f"{path}: no such time model file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not a time model JSON file ({e})") from None
+        except PermissionError:
+            raise UserError(f"{path}: cannot read the time model (permission denied)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise UserError(f"{path}: not a time model JSON file ({str(e).splitlines()[0][:160]})") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read the time model ({e.strerror or e})") from None
         try:
             return cls.from_dict(d)
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path}: damaged time model ({type(e).__name__}: {e})") from None
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+            raise UserError(f"{path}: damaged time model ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+
+
+ESTIMATOR_TYPES = ("ModelTree", "FlopsLinear", "LookupTable", "RandomForestTime")
+
+
+def _non_finite(obj, where: str) -> str | None:
+    """The path of the first NaN or infinite number in a JSON value (None if there is none)."""
+    stack = [(obj, where)]
+    while stack:
+        o, p = stack.pop()
+        if isinstance(o, float) and not math.isfinite(o):
+            return p
+        if isinstance(o, dict):
+            stack.extend((v, f"{p}.{k}") for k, v in o.items())
+        elif isinstance(o, list):
+            stack.extend((v, f"{p}[{i}]") for i, v in enumerate(o))
+    return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _validate_tree(fam: str, e: dict) -> None:
+    nodes = e.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise UserError(f"damaged time model: the {fam} tree has no nodes")
+    positive_intercept = (e.get("params") or {}).get("positive_intercept", True) if isinstance(
+        e.get("params"), dict) else True
+    for i, nd in enumerate(nodes):
+        if not isinstance(nd, dict):
+            raise UserError(f"damaged time model: {fam} node {i} is not an object")
+        if not nd.get("leaf"):
+            for side in ("left", "right"):
+                j = nd.get(side)
+                if not isinstance(j, int) or isinstance(j, bool) or not i < j < len(nodes):
+                    raise UserError(f"damaged time model: {fam} node {i} has no valid {side} child")
+        model = nd.get("model")
+        if nd.get("leaf") and not isinstance(model, dict):
+            raise UserError(f"damaged time model: {fam} leaf {i} has no model")
+        if isinstance(model, dict):
+            coef = model.get("coef")
+            if not isinstance(coef, dict) or not all(_number(v) for v in coef.values()):
+                raise UserError(f"damaged time model: {fam} node {i} has no numeric coefficients")
+            if any(v < 0 for v in coef.values()):
+                raise UserError(f"damaged time model: {fam} node {i} has a negative coefficient "
+                                f"(times are non-negative sums of costs)")
+            b = model.get("intercept")
+            if not _number(b) or (positive_intercept and b < 0):
+                raise UserError(f"damaged time model: {fam} node {i} has an invalid intercept ({b!r})")
+
+
+def validate_dict(d) -> None:
+    """Schema of a time-model JSON document; raises UserError naming the first problem."""
+    if not isinstance(d, dict):
+        raise UserError(f"not a fastdeepiot time model (the JSON is a {type(d).__name__}, not an object)")
+    if d.get("format") != FORMAT:
+        raise UserError("not a fastdeepiot time model (no 'format': 'fastdeepiot.timemodel')")
+    if d.get("version") != FORMAT_VERSION:
+        raise UserError(f"time model format version {d.get('version')}, this fastdeepiot reads {FORMAT_VERSION}")
+    fams = d.get("families")
+    if not isinstance(fams, dict):
+        raise UserError("damaged time model: 'families' must be an object")
+    if not fams:
+        raise UserError("the time model holds no layer models (fit it on more measurements)")
+
+    for fam, e in fams.items():
+        if fam not in FAMILIES:
+            raise UserError(f"damaged time model: unknown layer family {fam!r}")
+        if not isinstance(e, dict) or e.get("type") not in ESTIMATOR_TYPES:
+            raise UserError(f"damaged time model: the {fam} model has no known 'type' "
+                            f"({', '.join(ESTIMATOR_TYPES)})")
+        bad = _non_finite(e, f"families.{fam}")
+        if bad:
+            raise UserError(f"damaged time model: {bad} is not a finite number")
+        if "floor_ms" in e and (not _number(e["floor_ms"]) or e["floor_ms"] < 0):
+            raise UserError(f"damaged time model: families.{fam}.floor_ms must be a non-negative number")
+        if e["type"] == "ModelTree":
+            _validate_tree(fam, e)
+    comp = d.get("composition")
+    if comp is not None:
+        if not isinstance(comp, dict):
+            raise UserError("damaged time model: 'composition' must be an object")
+        for k, v in comp.items():
+            if k not in COMPOSITION_TERMS:
+                continue
+            if not _number(v) or not math.isfinite(v):
+                raise UserError(f"damaged time model: composition.{k} is not a finite number ({v!r})")
+            if v < 0 and k not in FREE_SIGN_TERMS:
+                raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is a cost")
+    for key in ("device", "conditions"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise UserError(f"damaged time model: '{key}' must be an object")
+    if d.get("report") is not None and not isinstance(d["report"], dict):
+        raise UserError("damaged time model: 'report' must be an object")
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -301,19 +461,30 @@ def _select_device(store, device: dict | None) -> dict:
     if device is None:
         if len(devs) > 1:
             names = "; ".join(f"{d['backend']} ({d['processor']}, {d['threads']} threads)" for d in devs)
-            raise UserError(f"{store.path} holds several devices ({names}); choose one with --device")
+            raise UserError(f"{store.path} holds several devices ({names}); choose one with --device "
+                            f"BACKEND (and --threads N where one backend ran with several thread counts)")
         return devs[0]
     matches = [d for d in devs if all(d.get(k) == v for k, v in device.items())]
     if len(matches) != 1:
-        raise UserError(f"{store.path}: {len(matches)} devices match {device}")
+        names = "; ".join(f"{d['backend']} ({d['threads']} threads)" for d in devs)
+        want = ", ".join(f"{k}={v}" for k, v in device.items())
+        raise UserError(f"{store.path}: {len(matches)} devices match {want} (it holds {names})"
+                        + ("; add --threads N" if matches else ""))
     return matches[0]
 
 
 def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], np.ndarray]]:
     data: dict[str, tuple[list, list]] = {}
     for m in store.measurements(kind="layer", device=device):
+        c = LayerConfig(m.family, m.config)
+        try:
+            c.features()  # a configuration the family cannot read is a damaged row, not a bug
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
+            raise StoreError(f"{store.path}: corrupt measurement {m.config_key[:80]} ({type(e).__name__}: {e})") from None
         cs, ys = data.setdefault(m.family, ([], []))
-        cs.append(LayerConfig(m.family, m.config))
+        cs.append(c)
         ys.append(m.median_ms)
     return {f: (cs, np.asarray(ys)) for f, (cs, ys) in data.items()}
 
@@ -368,6 +539,10 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
     With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} (not saved).
     """
+    if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
+        raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
     if families:
@@ -406,6 +581,10 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         if hasattr(estimators[fam], "n_leaves_"):
             fam_rep["leaves"] = int(estimators[fam].n_leaves_)
         report["families"][fam] = fam_rep
+    if not estimators:
+        counts = ", ".join(f"{f} {len(c)}" for f, (c, _) in sorted(data.items()))
+        raise StoreError(f"{store.path}: too few measurements to fit a time model (a family needs at least "
+                         f"{min_samples}; this store has {counts}); profile longer and fit again")
     tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report)
     if keep_holdout:
         tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig, get_family
+from fastdeepiot.profiling.store import Store
 
 
-def longest_sweep(db, family: str, param: str) -> tuple[list[LayerConfig], list[float]]:
-    """The measured configurations that differ only in `param`, for the most common other settings."""
-    from fastdeepiot.profiling.store import Store
-
+def longest_sweep(db, family: str, param: str, device: dict | None = None) -> tuple[list[LayerConfig], list[float]]:
+    """The measured configurations (of `device`, when given) that differ only in `param`, for the most
+    common other settings."""
     with Store.open(db) as store:
-        ms = [m for m in store.measurements(kind="layer", family=family)]
+        ms = [m for m in store.measurements(kind="layer", family=family, device=device)]
     groups: Counter = Counter()
     for m in ms:
         groups[tuple(sorted((k, v) for k, v in m.config.items() if k != param))] += 1
@@ -35,7 +35,7 @@ def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) 
         raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(fam.space)}")
     if family not in tm.estimators:
         raise UserError(f"the time model has no {family} model")
-    configs, measured = longest_sweep(db, family, param) if db else ([], [])
+    configs, measured = longest_sweep(db, family, param, tm.device or None) if db else ([], [])
     if len(configs) < 3:
         raise UserError(f"no {param} sweep of {family} in {db}; profile longer or give --db")
     return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path),

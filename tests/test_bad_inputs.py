@@ -1,0 +1,819 @@
+"""Bad inputs, table-driven: every command and the Python API answer each with exit 2 (or a UserError) and
+one line `error: ...`, and leave every input file byte-identical. Plus: corrupted stores and time models
+(seeded, random places) never give a traceback; predict_network and compress leave the model alone.
+
+Fixtures are built once per module: a tiny fake-backend store, its time model, a checkpoint of a small
+DeepSense for a generated task, and the hostile files derived from them. No real training runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import fastdeepiot
+from fastdeepiot import tasks
+from fastdeepiot.checkpoints import load_checkpoint, save_checkpoint
+from fastdeepiot.cli import main
+from fastdeepiot.devices.fake import FakeBackend
+from fastdeepiot.errors import UserError
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
+from fastdeepiot.safeio import atomic_write_text, check_output
+from fastdeepiot.tasks import registry
+from fastdeepiot.timemodel.model import TimeModel, fit_time_model
+
+FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
+USERMOD = '''
+import sys
+import torch.nn as nn
+
+def net():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+def raises():
+    raise RuntimeError("the factory broke\\nover two lines")
+
+def exits():
+    raise SystemExit(0)
+
+def exits_3():
+    sys.exit(3)
+
+def needs_arg(width):
+    return nn.Linear(width, width)
+
+def not_a_module():
+    return 42
+
+def unmodelled():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))  # conv2d: not in the fixture's model
+
+NUMBER = 7
+'''
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+def _profile(db, n, families=FAMS, threads=1, seed=0):
+    backend = FakeBackend(threads=threads) if threads != 1 else FakeBackend()
+    with Store.open(db, backend.fingerprint(), create=True, force=True) as store:
+        profile(backend, store, plan(list(families), seed=seed, network_every=0), max_new=n)
+
+
+def _synthetic_task():
+    rng = np.random.default_rng(0)
+
+    def splits():
+        out = []
+        for n in (64, 32, 32):
+            y = rng.integers(0, 3, size=n)
+            x = rng.normal(size=(n, 6, 32)).astype(np.float32) + y[:, None, None]
+            out.append((x, y.astype(np.int64)))
+        return tuple(out)
+
+    return registry.Task("badin", "generated", 3, (6, 32), "deepsense",
+                         dict(n_classes=3, in_channels=6, length=32, sensor_channels=(4,), merge_channels=(8,),
+                              gru_hidden=8), ("a", "b", "c"), splits, lambda: "generated",
+                         train_defaults=dict(epochs=1, lr=5e-3, patience=1, batch_size=32))
+
+
+@pytest.fixture(scope="module")
+def task():
+    t = _synthetic_task()
+    tasks.register(t)
+    yield t
+    registry._registry().pop("badin", None)
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory, task):
+    """Every input file a case may name, built once; each case works on a copy."""
+    d = tmp_path_factory.mktemp("badin")
+    _profile(d / "store.db", 110)
+    _profile(d / "small.db", 3, families=["linear"])
+    shutil.copy(d / "store.db", d / "two.db")
+    _profile(d / "two.db", 12, families=["linear"], threads=2)  # a second device (other fingerprint)
+    backend = FakeBackend(step=8)
+    with Store.open(d / "other.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(["linear"], seed=1, network_every=0), max_new=12)
+    with Store.open(d / "store.db") as store:
+        tm = fit_time_model(store, holdout=0.0)
+    tm.save(d / "tm.json")
+    good = json.loads((d / "tm.json").read_text())
+    (d / "list.json").write_text("[1, 2, 3]")
+    (d / "null.json").write_text("null")
+    (d / "string.json").write_text('"a time model"')
+    (d / "notjson.json").write_text("{not json")
+    (d / "tmdir").mkdir()
+    (d / "outdir").mkdir()
+    (d / "emptydir").mkdir()
+    fam = next(iter(good["families"]))
+    leaf = next(i for i, n in enumerate(good["families"][fam]["nodes"]) if n.get("model"))
+
+    def variant(name, edit):
+        v = copy.deepcopy(good)
+        edit(v)
+        (d / name).write_text(json.dumps(v))
+
+    def coef(value):
+        def edit(v):
+            m = v["families"][fam]["nodes"][leaf]["model"]
+            m["coef"][next(iter(m["coef"]))] = value
+        return edit
+
+    variant("nan.json", coef(float("nan")))
+    variant("inf.json", coef(float("inf")))
+    variant("neg.json", coef(-1.0))
+    variant("negcomp.json", lambda v: v["composition"].update(unfused_layers=-0.5))
+    variant("nancomp.json", lambda v: v["composition"].update(network_call=float("nan")))
+    variant("nofams.json", lambda v: v.pop("families"))
+    variant("emptyfams.json", lambda v: v.update(families={}))
+    variant("badtype.json", lambda v: v["families"][fam].update(type="os.system"))
+    variant("famlist.json", lambda v: v.update(families=[1, 2]))
+    variant("version.json", lambda v: v.update(version=99))
+    variant("badchild.json", lambda v: v["families"][fam]["nodes"][0].update(leaf=False, left=0, right=99))
+    variant("otherdev.json", lambda v: v["device"].update(threads=64))
+    # checkpoints
+    torch.manual_seed(0)
+    model = task.make_model()
+    save_checkpoint(d / "ckpt.pt", model, "badin")
+    raw = torch.load(d / "ckpt.pt", weights_only=True)
+
+    def ck(name, edit):
+        r = copy.deepcopy(raw)
+        edit(r)
+        torch.save(r, d / name)
+
+    ck("huge.pt", lambda r: r["arch"].update(gru_hidden=10**9))
+    ck("hugecnn.pt", lambda r: r.update(net="smallcnn", arch=dict(n_classes=3, channels=[10**6, 10**6], size=28)))
+    ck("nostate.pt", lambda r: r.pop("state_dict"))
+    ck("notask.pt", lambda r: r.pop("task"))
+    ck("strarch.pt", lambda r: r.update(arch="x"))
+    ck("badshape.pt", lambda r: r["arch"].update(gru_hidden=9))
+    ck("unknownnet.pt", lambda r: r.update(net="resnet"))
+    ck("badformat.pt", lambda r: r.update(format="other/1"))
+    ck("nanarch.pt", lambda r: r["arch"].update(dropout=float("nan")))
+    ck("longlist.pt", lambda r: r["arch"].update(sensor_channels=[4] * 100000))
+    ck("tensorstate.pt", lambda r: r["state_dict"].update({"acc.0.0.weight": "not a tensor"}))
+    torch.save(["a", "list"], d / "listckpt.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned > owned.txt",))
+
+    buf = io.BytesIO()
+    torch.save({"format": "fastdeepiot-checkpoint/1", "x": Evil()}, buf)
+    (d / "evil.pt").write_bytes(buf.getvalue())
+    (d / "evil2.pt").write_bytes(pickle.dumps(Evil()))
+    other_task = tasks.get("userid").make_model(width_mult=0.25)
+    save_checkpoint(d / "userid.pt", other_task, "userid")
+    (d / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    (d / "empty.db").write_bytes(b"")
+    (d / "garbage.db").write_bytes(b"garbage " * 100)
+    conn = sqlite3.connect(d / "othersqlite.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    (d / "notes.txt").write_text("my notes\n")
+    (d / "usermod_badin.py").write_text(USERMOD)
+    (d / "brokenimport_badin.py").write_text("raise ImportError('a dependency is missing')\n")
+    (d / "exitimport_badin.py").write_text("import sys\nsys.exit('bye')\n")
+    (d / "x.plan.json").write_text((d / "tm.json").read_text())  # a time model named like a sidecar
+    return d
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def work(fixtures, tmp_path, monkeypatch):
+    """A private copy of the fixture folder as the working directory."""
+    w = tmp_path / "w"
+    shutil.copytree(fixtures, w, symlinks=True)
+    (w / "outdir" / "keep.txt").write_text("keep\n")
+    monkeypatch.chdir(w)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    return w
+
+
+def _assert_one_line_error(err: str, expect: str | None = None):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in err
+    if expect is not None:
+        assert expect.lower() in lines[0].lower(), lines[0]
+
+
+def _assert_inputs_untouched(w: Path, before: dict[str, str]):
+    after = _hashes(w)
+    changed = [k for k in before if after.get(k) != before[k]]
+    assert not changed, f"input files changed or vanished: {changed}"
+    leftovers = [k for k in after if k not in before and (".tmp" in k or k.startswith(".fastdeepiot"))]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    assert not (w / "owned.txt").exists(), "code from a pickle ran"
+
+
+# ------------------------------------------------------------------------------------- the CLI table
+
+S = "store.db"
+NET = ["--input-shape", "2x8"]
+CMP = ["--task", "badin", "--time-model", "tm.json", "--target-ms", "1"]
+
+CLI_CASES = [
+    # devices / tasks
+    ("devices-unknown-option", ["devices", "--bogus"], "no such option"),
+    ("tasks-download-unknown", ["tasks", "--download", "nosuch"], "nosuch"),
+    ("unknown-command", ["frobnicate"], "frobnicate"),
+    # profile
+    ("profile-threads-999", ["profile", "-d", "fake", "--db", "new.db", "--threads", "999", "-q"], "core"),
+    ("profile-threads-0", ["profile", "-d", "fake", "--db", "new.db", "--threads", "0", "-q"], "--threads"),
+    ("profile-threads-text", ["profile", "-d", "fake", "--db", "new.db", "--threads", "two", "-q"], "--threads"),
+    ("profile-seed-negative", ["profile", "-d", "fake", "--db", "new.db", "--seed", "-1", "-q"], "--seed"),
+    ("profile-budget-text", ["profile", "-d", "fake", "--db", "new.db", "--budget", "soon", "-q"], "duration"),
+    ("profile-budget-zero", ["profile", "-d", "fake", "--db", "new.db", "--budget", "0s", "-q"], "positive"),
+    ("profile-budget-negative", ["profile", "-d", "fake", "--db", "new.db", "--budget", "-5m", "-q"], "duration"),
+    ("profile-budget-nan", ["profile", "-d", "fake", "--db", "new.db", "--budget", "nan", "-q"], "duration"),
+    ("profile-unknown-device", ["profile", "-d", "abacus", "--db", "new.db", "-q"], "abacus"),
+    ("profile-unknown-family", ["profile", "-d", "fake", "--layers", "conv9d", "--db", "new.db", "-q"], "conv9d"),
+    ("profile-db-is-timemodel", ["profile", "-d", "fake", "--db", "tm.json", "--max-new", "1", "-q"], None),
+    ("profile-db-is-directory", ["profile", "-d", "fake", "--db", "outdir", "--max-new", "1", "-q"], "directory"),
+    ("profile-db-missing-folder", ["profile", "-d", "fake", "--db", "nope/x.db", "--max-new", "1", "-q"], "does not exist"),
+    ("profile-db-other-device", ["profile", "-d", "fake", "--threads", "1", "--db", "other.db", "--max-new", "1",
+                                 "-q"], "another device"),
+    ("profile-db-other-sqlite", ["profile", "-d", "fake", "--db", "othersqlite.db", "--max-new", "1", "-q"],
+     "not a fastdeepiot"),
+    ("profile-adaptive-list", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "list.json", "-q"], "list"),
+    ("profile-max-new-negative", ["profile", "-d", "fake", "--db", "new.db", "--max-new", "-1", "-q"], "--max-new"),
+    # summary
+    ("summary-missing", ["summary", "missing.db"], "no such"),
+    ("summary-timemodel", ["summary", "tm.json"], None),
+    ("summary-directory", ["summary", "emptydir"], "directory"),
+    ("summary-garbage", ["summary", "garbage.db"], None),
+    ("summary-empty-file", ["summary", "empty.db"], "empty"),
+    ("summary-other-sqlite", ["summary", "othersqlite.db"], "not a fastdeepiot"),
+    # export
+    ("export-onto-store", ["export", S, "--csv", S], "input"),
+    ("export-onto-wal", ["export", S, "--csv", S + "-wal"], "input"),
+    ("export-nothing", ["export", S], "nothing to do"),
+    ("export-to-directory", ["export", S, "--csv", "outdir"], "directory"),
+    ("export-missing-folder", ["export", S, "--csv", "nope/x.csv"], "does not exist"),
+    ("export-over-timemodel", ["export", S, "--csv", "tm.json"], "--force"),
+    ("export-over-checkpoint", ["export", S, "--csv", "ckpt.pt"], "--force"),
+    ("export-parquet-over-store", ["export", "other.db", "--parquet", S], "--force"),
+    ("export-same-csv-parquet", ["export", S, "--csv", "a.out", "--parquet", "a.out"], "same file"),
+    # fit
+    ("fit-onto-store", ["fit", S, "-o", S], "input"),
+    ("fit-onto-other-store", ["fit", S, "-o", "other.db"], "--force"),
+    ("fit-onto-checkpoint", ["fit", S, "-o", "ckpt.pt"], "--force"),
+    ("fit-to-directory", ["fit", S, "-o", "outdir"], "directory"),
+    ("fit-missing-folder", ["fit", S, "-o", "nope/tm.json"], "does not exist"),
+    ("fit-too-few-rows", ["fit", "small.db", "-o", "new.json"], "too few"),
+    ("fit-two-devices", ["fit", "two.db", "-o", "new.json"], "--device"),
+    ("fit-device-unknown", ["fit", "two.db", "--device", "torch-cpu", "-o", "new.json"], "0 devices"),
+    ("fit-threads-without-device", ["fit", S, "--threads", "2", "-o", "new.json"], "--device"),
+    ("fit-seed-negative", ["fit", S, "--seed", "-1", "-o", "new.json"], "--seed"),
+    ("fit-holdout-range", ["fit", S, "--holdout", "2", "-o", "new.json"], "--holdout"),
+    ("fit-estimator-unknown", ["fit", S, "--estimator", "oracle", "-o", "new.json"], "oracle"),
+    ("fit-family-unknown", ["fit", S, "--layers", "conv9d", "-o", "new.json"], "conv9d"),
+    ("fit-not-a-store", ["fit", "tm.json", "-o", "new.json"], None),
+    ("fit-missing-store", ["fit", "missing.db", "-o", "new.json"], "no such"),
+    # explain
+    ("explain-list", ["explain", "list.json"], "list"),
+    ("explain-null", ["explain", "null.json"], "NoneType"),
+    ("explain-string", ["explain", "string.json"], "str"),
+    ("explain-directory", ["explain", "tmdir"], "directory"),
+    ("explain-not-json", ["explain", "notjson.json"], "not a time model"),
+    ("explain-missing", ["explain", "missing.json"], "no such"),
+    ("explain-nan-coefficient", ["explain", "nan.json"], "finite"),
+    ("explain-inf-coefficient", ["explain", "inf.json"], "finite"),
+    ("explain-negative-coefficient", ["explain", "neg.json"], "negative"),
+    ("explain-negative-composition", ["explain", "negcomp.json"], "negative"),
+    ("explain-nan-composition", ["explain", "nancomp.json"], "finite"),
+    ("explain-no-families", ["explain", "nofams.json"], "families"),
+    ("explain-empty-families", ["explain", "emptyfams.json"], "no layer models"),
+    ("explain-unknown-estimator", ["explain", "badtype.json"], "type"),
+    ("explain-families-list", ["explain", "famlist.json"], "families"),
+    ("explain-version", ["explain", "version.json"], "version"),
+    ("explain-bad-tree", ["explain", "badchild.json"], "child"),
+    ("explain-a-store", ["explain", S], "not a time model"),
+    ("explain-unknown-family", ["explain", "tm.json", "--family", "conv9d"], "conv9d"),
+    ("explain-unmodelled-family", ["explain", "tm.json", "--family", "gru"], "no gru model"),
+    ("explain-plot-needs-family", ["explain", "tm.json", "--plot", "p.png"], "--family"),
+    ("explain-plot-onto-model", ["explain", "tm.json", "--family", "linear", "--plot", "tm.json"], "input"),
+    ("explain-plot-onto-db", ["explain", "tm.json", "--family", "linear", "--plot", S, "--db", S], "input"),
+    ("explain-plot-directory", ["explain", "tm.json", "--family", "linear", "--plot", "outdir"], "directory"),
+    ("explain-plot-other-device", ["explain", "tm.json", "--family", "linear", "--plot", "p.png", "--db", "other.db"],
+     "another device"),
+    ("explain-plot-over-notes", ["explain", "tm.json", "--family", "linear", "--plot", "notes.txt", "--db", S],
+     "--force"),
+    # predict
+    ("predict-model-list", ["predict", "list.json", "usermod_badin:net", *NET], "list"),
+    ("predict-model-negative", ["predict", "negcomp.json", "usermod_badin:net", *NET], "negative"),
+    ("predict-no-colon", ["predict", "tm.json", "usermod_badin", *NET], "module:factory"),
+    ("predict-no-module", ["predict", "tm.json", "no_such_module_badin:net", *NET], "no module"),
+    ("predict-no-attribute", ["predict", "tm.json", "usermod_badin:nothing", *NET], "nothing"),
+    ("predict-factory-raises", ["predict", "tm.json", "usermod_badin:raises", *NET], "RuntimeError"),
+    ("predict-factory-exit-0", ["predict", "tm.json", "usermod_badin:exits", *NET], "sys.exit(0)"),
+    ("predict-factory-exit-3", ["predict", "tm.json", "usermod_badin:exits_3", *NET], "sys.exit(3)"),
+    ("predict-factory-needs-args", ["predict", "tm.json", "usermod_badin:needs_arg", *NET], "without arguments"),
+    ("predict-factory-not-module", ["predict", "tm.json", "usermod_badin:not_a_module", *NET], "int"),
+    ("predict-attribute-number", ["predict", "tm.json", "usermod_badin:NUMBER", *NET], "neither"),
+    ("predict-import-raises", ["predict", "tm.json", "brokenimport_badin:net", *NET], "dependency is missing"),
+    ("predict-import-exits", ["predict", "tm.json", "exitimport_badin:net", *NET], "sys.exit"),
+    ("predict-file-missing", ["predict", "tm.json", "nope/file.py:net", *NET], "not a file"),
+    ("predict-file-path", ["predict", "tm.json", "./usermod_badin.py:raises", *NET], "RuntimeError"),
+    ("predict-shape-zero", ["predict", "tm.json", "usermod_badin:net", "--input-shape", "0x8"], "positive"),
+    ("predict-shape-text", ["predict", "tm.json", "usermod_badin:net", "--input-shape", "big"], "shape"),
+    ("predict-shape-huge", ["predict", "tm.json", "usermod_badin:net", "--input-shape", "100000x100000x1000"],
+     "2^31"),
+    ("predict-shape-mismatch", ["predict", "tm.json", "usermod_badin:net", "--input-shape", "2x9"], "does not run"),
+    ("predict-unmodelled", ["predict", "tm.json", "usermod_badin:unmodelled", "--input-shape", "1x3x8x8"], None),
+    ("predict-allow-unmodelled-all", ["predict", "tm.json", "usermod_badin:unmodelled", "--input-shape", "1x3x8x8",
+                                      "--allow-unmodelled"], "none of the network"),
+    ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
+    # train
+    ("train-unknown-task", ["train", "nosuch", "-o", "x.pt"], "nosuch"),
+    ("train-threads-999", ["train", "badin", "-o", "x.pt", "--threads", "999", "-q"], "core"),
+    ("train-seed-negative", ["train", "badin", "-o", "x.pt", "--seed", "-1", "-q"], "--seed"),
+    ("train-metrics-is-checkpoint", ["train", "badin", "-o", "x.pt", "--metrics-json", "x.pt", "-q"], "two different"),
+    ("train-onto-timemodel", ["train", "badin", "-o", "tm.json", "-q", "--metrics-json", "m.json"], "--force"),
+    ("train-metrics-onto-timemodel", ["train", "badin", "-o", "x.pt", "--metrics-json", "tm.json", "-q"], "--force"),
+    ("train-onto-store", ["train", "badin", "-o", S, "-q", "--metrics-json", "m.json"], "--force"),
+    ("train-metrics-default-onto-timemodel", ["train", "badin", "-o", "tm.pt", "-q"], None),
+    ("train-to-directory", ["train", "badin", "-o", "outdir", "-q"], "directory"),
+    ("train-missing-folder", ["train", "badin", "-o", "nope/x.pt", "-q"], "does not exist"),
+    ("train-width-nan", ["train", "badin", "-o", "x.pt", "--width-mult", "nan", "-q"], "--width-mult"),
+    ("train-width-huge", ["train", "badin", "-o", "x.pt", "--width-mult", "1e6", "-q"], "--width-mult"),
+    ("train-lr-negative", ["train", "badin", "-o", "x.pt", "--lr", "-1", "-q"], "--lr"),
+    ("train-lr-nan", ["train", "badin", "-o", "x.pt", "--lr", "nan", "-q"], "--lr"),
+    ("train-epochs-zero", ["train", "badin", "-o", "x.pt", "--epochs", "0", "-q"], "--epochs"),
+    ("train-channels-text", ["train", "badin", "-o", "x.pt", "--channels", "a,b", "-q"], "channel"),
+    ("train-time-stride-zero", ["train", "badin", "-o", "x.pt", "--time-stride", "0", "-q"], "--time-stride"),
+    # evaluate
+    ("evaluate-missing", ["evaluate", "badin", "missing.pt"], "does not exist"),
+    ("evaluate-directory", ["evaluate", "badin", "outdir"], "directory"),
+    ("evaluate-timemodel", ["evaluate", "badin", "tm.json"], None),
+    ("evaluate-garbage", ["evaluate", "badin", "garbage.pt"], None),
+    ("evaluate-evil-pickle", ["evaluate", "badin", "evil.pt"], "refused"),
+    ("evaluate-evil-raw-pickle", ["evaluate", "badin", "evil2.pt"], "refused"),
+    ("evaluate-huge-gru", ["evaluate", "badin", "huge.pt"], "refusing to build"),
+    ("evaluate-huge-cnn", ["evaluate", "badin", "hugecnn.pt"], None),
+    ("evaluate-no-state", ["evaluate", "badin", "nostate.pt"], "state_dict"),
+    ("evaluate-no-task", ["evaluate", "badin", "notask.pt"], "task"),
+    ("evaluate-string-arch", ["evaluate", "badin", "strarch.pt"], "arch"),
+    ("evaluate-bad-shape", ["evaluate", "badin", "badshape.pt"], "do not fit"),
+    ("evaluate-unknown-net", ["evaluate", "badin", "unknownnet.pt"], "resnet"),
+    ("evaluate-bad-format", ["evaluate", "badin", "badformat.pt"], "not a fastdeepiot checkpoint"),
+    ("evaluate-nan-arch", ["evaluate", "badin", "nanarch.pt"], "finite"),
+    ("evaluate-long-list", ["evaluate", "badin", "longlist.pt"], "entries"),
+    ("evaluate-non-tensor", ["evaluate", "badin", "tensorstate.pt"], "not a tensor"),
+    ("evaluate-list-checkpoint", ["evaluate", "badin", "listckpt.pt"], "not a fastdeepiot checkpoint"),
+    ("evaluate-other-task", ["evaluate", "badin", "userid.pt"], "for task 'userid'"),
+    ("evaluate-split", ["evaluate", "badin", "ckpt.pt", "--split", "holdout"], "split"),
+    ("evaluate-unknown-task", ["evaluate", "nosuch", "ckpt.pt"], "nosuch"),
+    # compress (numeric options are CompressConfig's; these are files and outputs)
+    ("compress-onto-input", ["compress", "ckpt.pt", *CMP, "-o", "ckpt.pt"], "input"),
+    ("compress-onto-timemodel", ["compress", "ckpt.pt", *CMP, "-o", "tm.json"], None),
+    ("compress-sidecar-onto-timemodel", ["compress", "ckpt.pt", "--task", "badin", "--time-model", "x.plan.json",
+                                         "--target-ms", "1", "-o", "x.pt"], "input"),
+    ("compress-sidecar-collides", ["compress", "ckpt.pt", *CMP, "-o", "out.png"], "collides"),
+    ("compress-to-directory", ["compress", "ckpt.pt", *CMP, "-o", "outdir"], "directory"),
+    ("compress-missing-folder", ["compress", "ckpt.pt", *CMP, "-o", "nope/out.pt"], "does not exist"),
+    ("compress-over-store", ["compress", "ckpt.pt", *CMP, "-o", S], None),
+    ("compress-timemodel-list", ["compress", "ckpt.pt", "--task", "badin", "--time-model", "list.json",
+                                 "--target-ms", "1", "-o", "out.pt"], "list"),
+    ("compress-evil-checkpoint", ["compress", "evil.pt", *CMP, "-o", "out.pt"], "refused"),
+    ("compress-huge-checkpoint", ["compress", "huge.pt", *CMP, "-o", "out.pt"], "refusing to build"),
+    ("compress-no-target", ["compress", "ckpt.pt", "--task", "badin", "--time-model", "tm.json", "-o", "out.pt"],
+     "exactly one"),
+    ("compress-other-task", ["compress", "userid.pt", *CMP, "-o", "out.pt"], "for task 'userid'"),
+]
+
+
+def test_the_table_is_large_and_names_are_unique():
+    names = [c[0] for c in CLI_CASES]
+    assert len(names) == len(set(names))
+    assert len(CLI_CASES) + len(API_CASES) >= 60
+    commands = {c[1][0] for c in CLI_CASES}
+    assert {"devices", "profile", "summary", "export", "fit", "explain", "predict", "tasks", "train", "evaluate",
+            "compress"} <= commands
+
+
+@pytest.mark.parametrize("name,argv,expect", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_cli_input(name, argv, expect, work, capsys):
+    before = _hashes(work)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit {code}\nstdout: {out}\nstderr: {err}"
+    _assert_one_line_error(err, expect)
+    _assert_inputs_untouched(work, before)
+
+
+# ------------------------------------------------------------------------------------- the API table
+
+
+def _api_load_list(w):
+    TimeModel.load(w / "list.json")
+
+
+def _api_load_dir(w):
+    TimeModel.load(w / "tmdir")
+
+
+def _api_from_dict_none(w):
+    TimeModel.from_dict(None)
+
+
+def _api_evil(w):
+    load_checkpoint(w / "evil.pt")
+
+
+def _api_huge(w):
+    load_checkpoint(w / "huge.pt")
+
+
+def _api_fit_small(w):
+    with Store.open(w / "small.db") as store:
+        fit_time_model(store)
+
+
+def _api_all_unmodelled(w):
+    TimeModel.load(w / "tm.json").predict_network(nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8),
+                                                   allow_unmodelled=True)
+
+
+def _api_store_missing(w):
+    Store.open(w / "missing.db")
+
+
+def _api_save_checkpoint_plain(w):
+    save_checkpoint(w / "plain.pt", nn.Linear(2, 2), "badin")
+
+
+def _api_check_output_input(w):
+    check_output(w / S, kind="csv", inputs=[w / S])
+
+
+def _api_check_output_kind(w):
+    check_output(w / "tm.json", kind="checkpoint")
+
+
+def _api_compress_no_time_model(w):
+    fastdeepiot.compress(nn.Sequential(nn.Linear(4, 2)), _toy_loaders(), time_model=None, target_ms=1.0)
+
+
+def _api_profile_budget_nan(w):
+    backend = FakeBackend()
+    with Store.open(w / "api.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(["linear"], seed=0), budget_s=float("nan"))
+
+
+def _api_fit_holdout(w):
+    with Store.open(w / S) as store:
+        fit_time_model(store, holdout=1.5)
+
+
+def _api_train_lr_nan(w):
+    tasks.train(tasks.get("badin").make_model(), "badin", lr=float("nan"), progress=False)
+
+
+def _api_load_checkpoint_other_task(w):
+    load_checkpoint(w / "userid.pt", task="badin")
+
+
+def _api_predict_wrong_shape(w):
+    TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), torch.zeros(2, 9))
+
+
+def _api_predict_not_a_module(w):
+    TimeModel.load(w / "tm.json").predict_network("resnet", torch.zeros(2, 8))
+
+
+def _api_predict_not_a_tensor(w):
+    TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), [[0.0] * 8])
+
+
+API_CASES = [
+    ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
+    ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
+    ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
+    ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
+    ("api-fit-holdout", _api_fit_holdout, "holdout"),
+    ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
+    ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
+    ("api-timemodel-list", _api_load_list, "list"),
+    ("api-timemodel-directory", _api_load_dir, "directory"),
+    ("api-timemodel-none", _api_from_dict_none, "NoneType"),
+    ("api-checkpoint-evil", _api_evil, "refused"),
+    ("api-checkpoint-huge", _api_huge, "refusing to build"),
+    ("api-fit-too-few", _api_fit_small, "too few"),
+    ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
+    ("api-store-missing", _api_store_missing, "no such"),
+    ("api-save-checkpoint-plain-module", _api_save_checkpoint_plain, "net_name"),
+    ("api-output-is-input", _api_check_output_input, "input"),
+    ("api-output-other-kind", _api_check_output_kind, "--force"),
+    ("api-compress-needs-time-model", _api_compress_no_time_model, "time_model"),
+]
+
+
+@pytest.mark.parametrize("name,fn,expect", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_api_input(name, fn, expect, work):
+    before = _hashes(work)
+    with pytest.raises(UserError) as info:
+        fn(work)
+    msg = str(info.value)
+    assert msg and "\n" not in msg.strip() and "weights_only=False" not in msg
+    assert expect.lower() in msg.lower(), msg
+    _assert_inputs_untouched(work, before)
+
+
+def test_unsafe_pickle_message_suggests_no_unsafe_flag(work, capsys):
+    assert main(["evaluate", "badin", "evil.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "system" in err and "never runs code" in err
+    assert "weights_only" not in err and "trusted source" not in err
+
+
+def test_huge_checkpoint_gives_a_memory_estimate_fast(work, capsys):
+    assert main(["evaluate", "badin", "huge.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "parameters" in err and "PB" in err
+
+
+# ---------------------------------------------------------------------------- what must still work
+
+
+def test_same_kind_outputs_are_replaced_and_force_overwrites(work, capsys):
+    assert main(["fit", S, "-o", "tm.json"]) == 0  # a time model over a time model: updated
+    assert TimeModel.load(work / "tm.json").families
+    assert main(["export", S, "--csv", "notes.txt"]) == 2
+    assert (work / "notes.txt").read_text() == "my notes\n"
+    assert main(["export", S, "--csv", "notes.txt", "--force"]) == 0
+    assert (work / "notes.txt").read_text().startswith("kind,family")
+    assert main(["export", S, "--csv", "m.csv"]) == 0 and main(["export", S, "--csv", "m.csv"]) == 0
+    assert not [p for p in work.iterdir() if ".tmp" in p.name]
+
+
+def test_fit_device_option_picks_one_of_two(work, capsys):
+    assert main(["fit", "two.db", "--device", "fake", "--threads", "2", "-o", "t2.json", "--layers", "linear"]) == 0
+    assert TimeModel.load(work / "t2.json").device["threads"] == 2
+
+
+def test_predict_prefers_installed_packages_over_the_working_directory(work, capsys):
+    """A json.py (or rich.py) in the working directory must not shadow the installed module."""
+    (work / "json.py").write_text("raise SystemExit('shadowed json was imported')\n")
+    (work / "rich.py").write_text("raise SystemExit('shadowed rich was imported')\n")
+    assert main(["predict", "tm.json", "json:loads", *NET]) == 2  # the real json.loads is not a factory
+    err = capsys.readouterr().err
+    assert "shadowed" not in err
+    # a module found nowhere else still comes from the working directory
+    assert main(["predict", "tm.json", "usermod_badin:net", *NET, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_ms"] > 0
+    assert main(["predict", "tm.json", "./usermod_badin.py:net", *NET, "--json"]) == 0
+
+
+def test_profilers_with_the_same_seed_say_the_work_was_done_by_the_other(work, capsys):
+    db = work / "shared.db"
+    args = ["profile", "-d", "fake", "--layers", "linear", "--db", str(db), "--max-new", "5", "-q",
+            "--network-every", "0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    backend = FakeBackend()
+    with Store.open(db, backend.fingerprint()) as store:  # a second profiler whose plan read the keys earlier
+        keys_then = set()
+        real = store.measured_keys
+        store.measured_keys = lambda: keys_then
+        s = profile(backend, store, plan(["linear"], seed=0, network_every=0), max_new=2)
+        store.measured_keys = real
+    assert s.by_other == 5 and s.new == 2
+
+
+# ------------------------------------------------------------------------------------------- fuzzing
+
+
+def _corrupt(data: bytes, rng: random.Random, n: int) -> bytes:
+    b = bytearray(data)
+    for _ in range(n):
+        i = rng.randrange(len(b))
+        b[i] = rng.randrange(256) if rng.random() < 0.5 else ord(rng.choice("0123456789aezAEZ.-:,\"{}[] "))
+    return bytes(b)
+
+
+def _run_fuzzed(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code in (0, 2), f"exit {code}: {err[-2000:]}"
+    if code == 2:
+        _assert_one_line_error(err)
+    return code
+
+
+def test_fuzzed_time_models_never_crash(work, capsys):
+    rng = random.Random(1234)
+    good = (work / "tm.json").read_bytes()
+    codes = []
+    for i in range(40):
+        p = work / f"fz{i}.json"
+        p.write_bytes(_corrupt(good, rng, rng.choice([1, 1, 2, 8])))
+        codes.append(_run_fuzzed(["predict", str(p), "usermod_badin:net", *NET, "--json"], capsys))
+        _run_fuzzed(["explain", str(p)], capsys)
+    assert 2 in codes
+
+
+def test_fuzzed_time_models_with_valid_json_never_crash(work, capsys):
+    """Corrupt values and keys inside a parseable document (the JSON stays valid)."""
+    rng = random.Random(99)
+    good = json.loads((work / "tm.json").read_text())
+
+    def mutate(o, depth=0):
+        if isinstance(o, dict) and o:
+            k = rng.choice(list(o))
+            r = rng.random()
+            if r < 0.15:
+                o[k + "x"] = o.pop(k)
+            elif r < 0.3:
+                o[k] = rng.choice([None, "x", -1.0, 1e308, [], {}, True, 0])
+            else:
+                mutate(o[k], depth + 1)
+        elif isinstance(o, list) and o:
+            i = rng.randrange(len(o))
+            if rng.random() < 0.3:
+                o[i] = rng.choice([None, "x", -1.0, [], {}, 3])
+            else:
+                mutate(o[i], depth + 1)
+
+    for i in range(40):
+        d = copy.deepcopy(good)
+        for _ in range(rng.choice([1, 2, 3])):
+            mutate(d)
+        p = work / f"fv{i}.json"
+        p.write_text(json.dumps(d))
+        _run_fuzzed(["predict", str(p), "usermod_badin:net", *NET, "--json"], capsys)
+
+
+def test_fuzzed_stores_never_crash(work, capsys):
+    rng = random.Random(4321)
+    good = (work / S).read_bytes()
+    codes = []
+    for i in range(25):
+        p = work / f"fz{i}.db"
+        p.write_bytes(_corrupt(good, rng, rng.choice([1, 4, 32])))
+        codes.append(_run_fuzzed(["summary", str(p)], capsys))
+        _run_fuzzed(["export", str(p), "--csv", str(work / f"fz{i}.csv")], capsys)
+        if i % 5 == 0:
+            _run_fuzzed(["fit", str(p), "-o", str(work / f"fz{i}.tm.json"), "--layers", "linear"], capsys)
+    assert 2 in codes or 0 in codes
+
+
+def test_fuzzed_store_rows_never_crash(work, capsys):
+    """Valid SQLite, damaged contents: configurations, times, devices."""
+    rng = random.Random(7)
+    for i in range(12):
+        p = work / f"rows{i}.db"
+        shutil.copy(work / S, p)
+        conn = sqlite3.connect(p)
+        ids = [r[0] for r in conn.execute("SELECT id FROM measurements")]
+        for _ in range(3):
+            mid = rng.choice(ids)
+            col, val = rng.choice([("config_json", "{broken"), ("config_json", '{"x": 1}'), ("median_ms", -1.0),
+                                   ("median_ms", float("inf")), ("config_json", "[]"), ("family", "conv9d"),
+                                   ("median_ms", "text")])
+            conn.execute(f"UPDATE measurements SET {col}=? WHERE id=?", (val, mid))
+        if i % 4 == 0:
+            conn.execute("UPDATE devices SET fingerprint_json='not json'")
+        conn.commit()
+        conn.close()
+        _run_fuzzed(["summary", str(p)], capsys)
+        _run_fuzzed(["fit", str(p), "-o", str(work / f"rows{i}.json")], capsys)
+
+
+# ------------------------------------------------------------------------------------ models left alone
+
+
+class BNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(6, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.b1(self.c1(x)))
+        return self.fc(nn.functional.adaptive_avg_pool1d(h, 1).flatten(1))
+
+
+def _snapshot(m: nn.Module):
+    return ({k: v.detach().clone() for k, v in m.state_dict().items()}, [mod.training for mod in m.modules()],
+            [p.requires_grad for p in m.parameters()])
+
+
+def _same(a, b) -> bool:
+    sa, ta, ga = a
+    sb, tb, gb = b
+    return (sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and ta == tb and ga == gb)
+
+
+def test_predict_network_leaves_a_train_mode_model_alone(fixtures):
+    tm = TimeModel.load(fixtures / "tm.json")
+    torch.manual_seed(0)
+    m = BNNet().train()
+    before = _snapshot(m)
+    x = torch.randn(4, 6, 32)
+    p = tm.predict_network(m, x)
+    assert p.total_ms > 0
+    assert _same(before, _snapshot(m)) and m.training and m.b1.training
+    # eval mode stays eval mode, and the prediction does not depend on the mode it came in
+    assert tm.predict_network(m.eval(), x).total_ms == p.total_ms and not m.training
+
+
+def _toy_loaders(n=96):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, 32, generator=g)
+    y = (x[:, 0].mean(1) > 0).long() + (x[:, 1].mean(1) > 0).long()
+    return (DataLoader(TensorDataset(x[:64], y[:64]), batch_size=32, shuffle=True, generator=g),
+            DataLoader(TensorDataset(x[64:], y[64:]), batch_size=32))
+
+
+def test_compress_leaves_the_model_alone(fixtures):
+    tm = TimeModel.load(fixtures / "tm.json")
+    torch.manual_seed(0)
+    m = BNNet().train()
+    before = _snapshot(m)
+    res = fastdeepiot.compress(m, _toy_loaders(), time_model=tm, max_accuracy_drop=100.0, finetune_steps=1,
+                               final_epochs=0.1, max_iters=2, measure=False, seed=0)
+    assert res.model is not m
+    assert _same(before, _snapshot(m)) and m.training
+
+
+# ------------------------------------------------------------------------------------------ atomicity
+
+
+def test_a_failing_writer_leaves_the_old_file(tmp_path):
+    target = tmp_path / "tm.json"
+    target.write_text("old")
+
+    class Boom(Exception):
+        pass
+
+    from fastdeepiot.safeio import atomic_path
+
+    with pytest.raises(Boom):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise Boom
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["tm.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_sniff_reads_the_top_level_format(tmp_path):
+    from fastdeepiot.safeio import sniff
+
+    report = tmp_path / "r.report.json"  # a report that quotes a plan is a JSON file, not a plan
+    report.write_text(json.dumps({"settings": {}, "plan": {"format": "fastdeepiot.compression.plan"}}))
+    plan_file = tmp_path / "r.plan.json"
+    plan_file.write_text(json.dumps({"format": "fastdeepiot.compression.plan", "steps": []}))
+    assert sniff(report) == "json" and sniff(plan_file) == "plan"
+    check_output(report, kind="json")
+    with pytest.raises(UserError, match="--force"):
+        check_output(plan_file, kind="json")
+
+
+def test_a_module_in_the_working_directory_does_not_shadow_an_installed_one(work):
+    """`python -m` (here `python -c`) puts the working directory first on sys.path; the user's module is
+    still found there, but what it imports comes from the installed packages."""
+    import subprocess
+    import sys
+
+    (work / "wave.py").write_text("open('owned.txt', 'w').write('shadowed')\n")
+    (work / "netmod_badin.py").write_text("import wave\nimport torch.nn as nn\n\n"
+                                          "def net():\n    assert hasattr(wave, 'open')\n"
+                                          "    return nn.Sequential(nn.Linear(8, 4))\n")
+    code = "import sys; from fastdeepiot.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "predict", "tm.json", "netmod_badin:net", *NET, "--json"],
+                       cwd=work, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert r.returncode == 0, r.stderr
+    assert not (work / "owned.txt").exists()
