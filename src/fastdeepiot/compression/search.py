@@ -187,6 +187,7 @@ class _Search:
         self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
                          "predicted_ms": self.base["predicted_ms"], "val_accuracy": self.base_acc}]
         self.notes: list[str] = []
+        self.optimizer_steps = 0  # every fine-tuning step taken (candidates + final): the baselines' budget
         self.plan = Plan(list(self.x.shape[1:]), [], {"criterion": c.criterion, "cost": c.cost})
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
@@ -291,6 +292,7 @@ class _Search:
             m = copy.deepcopy(self.model)
             MOVES[cand.move].apply(m, cand.step, self.x)
             finetune(m, self.train_dl, c.finetune_steps, lr=c.lr, teacher=self.teacher, seed=c.seed + it)
+            self.optimizer_steps += c.finetune_steps
             a = self.acc(m, self.val_dl)
             cand.val_accuracy = a
             cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
@@ -353,6 +355,7 @@ class _Search:
             model, steps, _, _ = self.snapshots[-1]
             model, finish_steps = self.finish_moves(copy.deepcopy(model))
             finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
+            self.optimizer_steps += final_steps
             fa, bound = self.final_accuracy(model)
             ok = not self.budget_mode or bound <= c.max_accuracy_drop
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
@@ -407,6 +410,7 @@ class _Search:
                                  "predicted_ms": final["predicted_ms"], "measured_ms": final["measured_ms"],
                                  "val_accuracy": final["val_accuracy"]})
         assert output_shape(model, self.x) == self.out_shape
-        settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
+        settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0,
+                    "optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl)}
         self.plan.meta.update({"base": self.base, "final": final, "settings": settings})
         return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings)
