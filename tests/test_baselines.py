@@ -133,8 +133,10 @@ def test_netadapt_is_width_only_flops_driven_and_topped_up_to_the_budget(fake_tm
                        config=CompressConfig(max_accuracy_drop=30.0, **cfg))
     assert counter["n"] == res.settings["optimizer_steps"] == 40
     assert res.settings["search_steps"] + res.settings["top_up_steps"] == 40
-    ops = {s["op"] for s in res.settings["plan"]["steps"]}
-    assert ops <= {"prune"} and _no_bn(res.model)
+    ops = [s["op"] for s in res.plan.steps]
+    assert set(ops) == {"prune", "fold_bn"} and ops[-2:] == ["fold_bn", "fold_bn"] and _no_bn(res.model)
+    again = res.plan.apply(model, copy_model=True)  # the plan replays to the returned architecture
+    again.load_state_dict(res.model.state_dict())
     assert res.final["mflops"] < res.base["mflops"]
 
 
@@ -251,3 +253,87 @@ def test_curves_are_monotone_in_the_drop():
         pts += _pts("ours", s, [(0.5, 89.9), (0.3, 89.2), (0.2, 88.0)])
     c = curves(pts, [0.0, 0.5, 1.0, 2.0])["ours"]
     assert [round(p["ms"], 3) for p in c] == [1.0, 0.5, 0.3, 0.2]
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _har_ckpt(tmp_path):
+    from fastdeepiot import tasks
+    from fastdeepiot.errors import DataMissingError
+
+    t = tasks.get("har")
+    try:
+        t.datasets()
+    except DataMissingError:
+        pytest.skip("HAPT data not installed")
+    torch.manual_seed(0)
+    return tasks.save_checkpoint(tmp_path / "har.pt", t.make_model(), "har")
+
+
+def _ort_tm(fake_tm, tmp_path):
+    """The fake time model saved as if fitted on onnxruntime-cpu (only the backend name matters here)."""
+    import json
+
+    fake_tm.save(tmp_path / "tm.json")
+    d = json.loads((tmp_path / "tm.json").read_text())
+    d.setdefault("device", {})["backend"] = "onnxruntime-cpu"
+    (tmp_path / "ort.json").write_text(json.dumps(d))
+    return tmp_path / "ort.json"
+
+
+def test_cli_baseline_torch_pruning_writes_exported_program_report_and_onnx(fake_tm, tmp_path, capsys):
+    import json
+
+    import onnxruntime as ort
+
+    from fastdeepiot.cli import main
+
+    ckpt, tm = _har_ckpt(tmp_path), _ort_tm(fake_tm, tmp_path)
+    (tmp_path / "ours.report.json").write_text(json.dumps({"settings": {"optimizer_steps": 3}}))
+    code = main(["baseline", str(ckpt), "--task", "har", "--method", "torch-pruning-l1-global", "--ratio", "0.5",
+                 "--time-model", str(tm), "--budget-from", str(tmp_path / "ours.report.json"), "--no-measure",
+                 "-o", str(tmp_path / "tp.pt")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 optimizer steps (budget 3)" in out
+    m = torch.export.load(str(tmp_path / "tp.pt")).module()
+    x = torch.randn(1, 6, 128)
+    sess = ort.InferenceSession(str(tmp_path / "tp.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(y), m(x), rtol=1e-3, atol=1e-4)
+    rep = json.loads((tmp_path / "tp.report.json").read_text())
+    assert rep["settings"]["optimizer_steps"] == 3 and rep["final"]["params"] < rep["base"]["params"]
+    # never over an input file
+    code = main(["baseline", str(ckpt), "--task", "har", "--method", "torch-pruning-l1-global", "--ratio", "0.5",
+                 "--budget-steps", "1", "--no-measure", "-o", str(ckpt)])
+    assert code == 2 and "input file" in capsys.readouterr().err
+
+
+def test_cli_width_scratch_checkpoint_loads(tmp_path, monkeypatch, capsys):
+    from fastdeepiot import tasks
+    from fastdeepiot.cli import main
+
+    ckpt = _har_ckpt(tmp_path)
+    monkeypatch.setitem(tasks.get("har").train_defaults, "epochs", 1)
+    monkeypatch.setitem(tasks.get("har").train_defaults, "min_epochs", 1)
+    code = main(["baseline", str(ckpt), "--task", "har", "--method", "width-scratch", "--ratio", "0.75",
+                 "--budget-steps", "2", "--no-measure", "-o", str(tmp_path / "w.pt")])
+    assert code == 0, capsys.readouterr()
+    loaded, meta = tasks.load_checkpoint(tmp_path / "w.pt", task="har")
+    assert loaded.gru.hidden_size == 16 and _no_bn(loaded)
+
+
+def test_cli_compress_on_onnxruntime_writes_onnx_too(fake_tm, tmp_path, capsys):
+    from fastdeepiot.cli import main
+
+    ckpt, tm = _har_ckpt(tmp_path), _ort_tm(fake_tm, tmp_path)
+    code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tm), "--max-accuracy-drop", "50",
+                 "--max-iters", "0", "--final-epochs", "0", "--no-measure", "-o", str(tmp_path / "c.pt")])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "c.onnx").stat().st_size > 0 and not list(tmp_path.glob(".*.tmp"))
+    fake_tm.save(tmp_path / "fake.json")
+    code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "fake.json"),
+                 "--max-accuracy-drop", "50", "--max-iters", "0", "--final-epochs", "0", "--no-measure",
+                 "-o", str(tmp_path / "d.pt")])
+    assert code == 0 and not (tmp_path / "d.onnx").exists()

@@ -62,7 +62,14 @@ def compress(
     stem = out.with_suffix("")
     res.plan.save(str(stem) + ".plan.json")
     write_report(res, str(stem))
+    written = f"{stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png"
+    if tm.backend == "onnxruntime-cpu":  # compressed for ONNX Runtime: the network as ONNX too
+        from fastdeepiot.compression.export import write_onnx
+
+        onnx = write_onnx(res.model, torch.zeros(1, *t.input_shape), str(stem) + ".onnx",
+                          protect=(checkpoint, time_model, out))
+        written += f", {onnx}"
     typer.echo(history_table(res))
     for n in res.notes:
         typer.echo(f"note: {n}")
-    typer.echo(f"wrote {out}, {stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png")
+    typer.echo(f"wrote {out}, {written}")

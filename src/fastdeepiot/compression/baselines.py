@@ -43,16 +43,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import BASELINES, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost
 from fastdeepiot.compression.finetune import finetune
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
+from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import _resolve_data, compress, measure_models
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
 
-TP_METHODS = tuple(f"torch-pruning-{imp}-{scope}" for imp in ("l1", "taylor") for scope in ("uniform", "global"))
-METHODS = TP_METHODS + ("netadapt-flops", "width-scratch")
+METHODS = BASELINES
+TP_METHODS = tuple(m for m in METHODS if m.startswith("torch-pruning-"))
 RECIPE = dict(epochs=25, lr=2e-3, min_epochs=8, weight_decay=1e-4, label_smoothing=0.05)  # tasks' default recipe
 _RNN = (nn.GRU, nn.LSTM, nn.RNN)
 
@@ -67,10 +68,13 @@ class BaselineResult:
     final: dict
     settings: dict
     notes: list[str] = field(default_factory=list)
+    plan: Plan | None = None  # replays onto `arch` (None: the original's) to this architecture; None for torch-pruning
+    arch: dict | None = None  # width-scratch: the narrower reference network's constructor arguments
 
     def to_json(self) -> dict:
         return {"method": self.method, "base": self.base, "final": self.final, "settings": self.settings,
-                "notes": self.notes}
+                "notes": self.notes, "plan": self.plan.to_json() if self.plan is not None else None,
+                "arch": self.arch}
 
 
 def budget_from(result) -> int:
@@ -296,6 +300,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
     teacher = copy.deepcopy(model).eval() if cfg.distill else None
     base_model = copy.deepcopy(model).eval()
     notes: list[str] = []
+    plan_steps: list[dict] | None = None
+    arch = None
     settings: dict = {"method": method, "ratio": ratio, "max_accuracy_drop": max_accuracy_drop,
                       "budget_steps": budget_steps, "distill": cfg.distill, "lr": cfg.lr, "seed": cfg.seed,
                       "steps_per_epoch": len(train_dl)}
@@ -313,8 +319,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         used = int(res.settings["optimizer_steps"])
         top_up = max(0, budget_steps - used)
         finetune(m, train_dl, top_up, lr=cfg.lr, teacher=teacher, seed=cfg.seed + 1)
-        settings.update({"optimizer_steps": used + top_up, "search_steps": used, "top_up_steps": top_up,
-                         "plan": res.plan.to_json()})
+        settings.update({"optimizer_steps": used + top_up, "search_steps": used, "top_up_steps": top_up})
+        plan_steps = list(res.plan.steps)
         notes += res.notes
         if used > budget_steps:
             notes.append(f"NetAdapt's own search took {used} steps, more than the budget's {budget_steps}")
@@ -325,8 +331,13 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         m, rec = width_scratch(make, 1.0 - float(ratio), train_dl, val_dl, budget_steps=budget_steps,
                                teacher=teacher, metric=metric_fn, task=task, seed=cfg.seed)
         settings.update(rec)
+        plan_steps, arch = [], copy.deepcopy(getattr(m, "arch", None))
     m.eval()
-    settings["folded_batchnorm"] = [list(p) for p in fold_all_batchnorm(m, x)]
+    folded = fold_all_batchnorm(m, x)
+    settings["folded_batchnorm"] = [list(p) for p in folded]
+    plan = None
+    if plan_steps is not None:
+        plan = Plan(list(x.shape[1:]), plan_steps + [{"op": "fold_bn", "conv": c, "bn": b} for c, b in folded])
     pricer = TimeCost(time_model) if time_model is not None else None
     flops = FlopsCost()
 
@@ -349,4 +360,4 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         except Exception as e:  # noqa: BLE001 - a backend that cannot run the network: say so, keep the result
             notes.append(f"measurement on {bk} failed: {type(e).__name__}: {e}")
     settings["elapsed_s"] = time.time() - t0
-    return BaselineResult(method, m, base, final, settings, notes)
+    return BaselineResult(method, m, base, final, settings, notes, plan, arch)

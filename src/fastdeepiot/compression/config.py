@@ -21,6 +21,9 @@ from fastdeepiot.compression.moves import MOVES
 from fastdeepiot.errors import UserError
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
+# the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
+BASELINES = tuple(f"torch-pruning-{imp}-{scope}" for imp in ("l1", "taylor") for scope in ("uniform", "global")) + (
+    "netadapt-flops", "width-scratch")
 
 
 @dataclass(frozen=True)
