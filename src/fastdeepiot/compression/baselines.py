@@ -235,10 +235,14 @@ def train_distilled(model: nn.Module, train_dl, val_dl, steps: int, *, lr: float
 
 
 def width_scratch(make_model: Callable[[float], nn.Module], width: float, train_dl, val_dl, *, budget_steps: int,
-                  teacher: nn.Module | None, metric: Callable, task=None, seed: int = 0) -> tuple[nn.Module, dict]:
+                  teacher: nn.Module | None, metric: Callable, task=None, seed: int = 0,
+                  recipe_epochs: int | None = None) -> tuple[nn.Module, dict]:
     """The network at width multiplier `width`, trained from scratch with the task's recipe and
-    distillation, for max(recipe epochs, `budget_steps`) optimizer steps."""
+    distillation, for max(recipe epochs, `budget_steps`) optimizer steps (`recipe_epochs` overrides the
+    recipe's epochs: smoke runs only)."""
     r = _recipe(task)
+    if recipe_epochs is not None:
+        r.update(epochs=int(recipe_epochs), min_epochs=min(int(r["min_epochs"]), int(recipe_epochs)))
     torch.manual_seed(seed)
     m = make_model(width)
     recipe_steps = int(r["epochs"]) * len(train_dl)
@@ -265,12 +269,13 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
                  example_input: torch.Tensor | None = None, metric: Callable | None = None,
                  config: CompressConfig | None = None, make_model: Callable[[float], nn.Module] | None = None,
                  iterative_steps: int = 4, backend: str | None = None, measure: bool = True,
-                 progress: bool | Callable[[str], Any] | None = False) -> BaselineResult:
+                 recipe_epochs: int | None = None, progress: bool | Callable[[str], Any] | None = False) -> BaselineResult:
     """Run one baseline (`METHODS`) on a copy of `model`. `ratio` (torch-pruning: share of channels
     removed; width-scratch: width multiplier 1 - ratio) or `max_accuracy_drop` (netadapt-flops) sets how
     far it goes. `budget_steps`: optimizer steps of fine-tuning (default: `nominal_budget(config, ...)`
     with 20 candidates). `config`: our search's settings (lr, distill, seed, batch_size; netadapt-flops
-    runs with them). The result's network has BatchNorm folded; measured on `backend` (default: the
+    runs with them). `recipe_epochs`: width-scratch's training epochs instead of the task recipe's
+    (smoke runs). The result's network has BatchNorm folded; measured on `backend` (default: the
     time model's) when `measure`."""
     if method not in METHODS:
         raise UserError(f"unknown baseline {method!r}; known: {', '.join(METHODS)}")
@@ -329,7 +334,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         if make is None:
             raise UserError("width-scratch needs a reference network (with net_name/arch) or make_model")
         m, rec = width_scratch(make, 1.0 - float(ratio), train_dl, val_dl, budget_steps=budget_steps,
-                               teacher=teacher, metric=metric_fn, task=task, seed=cfg.seed)
+                               teacher=teacher, metric=metric_fn, task=task, seed=cfg.seed,
+                               recipe_epochs=recipe_epochs)
         settings.update(rec)
         plan_steps, arch = [], copy.deepcopy(getattr(m, "arch", None))
     m.eval()
