@@ -337,3 +337,30 @@ def test_cli_compress_on_onnxruntime_writes_onnx_too(fake_tm, tmp_path, capsys):
                  "--max-accuracy-drop", "50", "--max-iters", "0", "--final-epochs", "0", "--no-measure",
                  "-o", str(tmp_path / "d.pt")])
     assert code == 0 and not (tmp_path / "d.onnx").exists()
+
+
+# ------------------------------------------------------------------------------ best of: uniformly narrower networks
+
+
+def test_a_uniformly_narrower_network_that_is_as_accurate_and_faster_is_returned(fake_tm):
+    model = _trained(ConvNet)
+    always = lambda m, loader: 1.0  # noqa: E731 - every network equally accurate: the faster one must win
+    kw = dict(max_accuracy_drop=1.0, finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=always)
+    res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.25, 0.5), **kw)
+    cmp = res.settings["uniform_compared"]
+    assert [r["width_mult"] for r in cmp] == [0.25, 0.5] and all(r["faster"] and r["beats_result"] for r in cmp)
+    assert res.model.c1.out_channels == 8 and _no_bn(res.model)  # x0.25: the fastest
+    assert any("uniformly narrower" in n for n in res.notes)
+    again = res.plan.apply(model, copy_model=True)
+    again.load_state_dict(res.model.state_dict())
+    assert res.settings["optimizer_steps"] == 3 * round(0.2 * 6)  # ours' final + two uniform fine-tunes
+    off = compress(model, _data(), time_model=fake_tm, **kw)
+    assert off.settings["uniform_compared"] == [] and off.model.c1.out_channels == 32
+
+
+def test_a_less_accurate_uniform_network_is_not_returned(fake_tm):
+    model = _trained(ConvNet)
+    acc = lambda m, loader: min(1.0, m.c1.out_channels / 32)  # noqa: E731 - narrower is worse
+    res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.5,), max_accuracy_drop=1.0,
+                   finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=acc)
+    assert res.model.c1.out_channels == 32 and res.settings["uniform_compared"][0]["beats_result"] is False
