@@ -4,7 +4,9 @@
         --time-model runs/bench/torch-cpu.timemodel.json [--seeds 3] [--budgets 0.5,1.0] [--out docs/results]
 
 For each seed (fine-tuning shuffles, pruning and training from scratch all seeded; the checkpoint is the same):
-  ours          compress() at each accuracy budget (validation points); its optimizer steps are the budget
+  ours          compress() at each accuracy budget (validation points), returning a uniformly narrower network
+                when one is predicted faster at as high a validation accuracy (--compare-uniform); its optimizer
+                steps (those fine-tunes included) are the budget
   flops-ablation  the same search ranked by FLOPs (what the time model adds; excluded from the verdict)
   netadapt-flops  our search, FLOPs cost, width moves only (NetAdapt), at each accuracy budget
   torch-pruning-{l1,taylor}-{uniform,global}  at each of --ratios, iterative (--iterative-steps)
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--final-epochs", type=float, default=8.0)
     ap.add_argument("--max-iters", type=int, default=10)
+    ap.add_argument("--compare-uniform", default="0.25,0.5,0.75",
+                    help="ours: width multipliers of uniformly narrower networks it must beat (CompressConfig.compare_uniform)")
     ap.add_argument("--iterative-steps", type=int, default=4, help="torch-pruning's pruning steps")
     ap.add_argument("--recipe-epochs", type=int, help="width-scratch epochs instead of the task recipe's (smoke only)")
     ap.add_argument("--no-distill", dest="distill", action="store_false")
@@ -118,8 +122,10 @@ def main(argv=None) -> int:
                 if method != "ours" and not run(method):
                     continue
                 s0 = time.time()
-                res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False, **kw)
-                steps = res.settings["optimizer_steps"]
+                best_of = tuple(float(v) for v in args.compare_uniform.split(",") if v) if method == "ours" else ()
+                res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False,
+                               compare_uniform=best_of, **kw)
+                steps = res.run["optimizer_steps"]
                 if method == "ours":
                     budget = max(budget, steps)
                 add(method, seed, res.model, f"budget {b:g}", {"optimizer_steps": steps, "run_s": time.time() - s0,

@@ -290,7 +290,7 @@ def test_cli_baseline_torch_pruning_writes_exported_program_report_and_onnx(fake
     from fastdeepiot.cli import main
 
     ckpt, tm = _har_ckpt(tmp_path), _ort_tm(fake_tm, tmp_path)
-    (tmp_path / "ours.report.json").write_text(json.dumps({"settings": {"optimizer_steps": 3}}))
+    (tmp_path / "ours.report.json").write_text(json.dumps({"run": {"optimizer_steps": 3}}))
     code = main(["baseline", str(ckpt), "--task", "har", "--method", "torch-pruning-l1-global", "--ratio", "0.5",
                  "--time-model", str(tm), "--budget-from", str(tmp_path / "ours.report.json"), "--no-measure",
                  "-o", str(tmp_path / "tp.pt")])
@@ -347,15 +347,15 @@ def test_a_uniformly_narrower_network_that_is_as_accurate_and_faster_is_returned
     always = lambda m, loader: 1.0  # noqa: E731 - every network equally accurate: the faster one must win
     kw = dict(max_accuracy_drop=1.0, finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=always)
     res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.25, 0.5), **kw)
-    cmp = res.settings["uniform_compared"]
+    cmp = res.run["uniform_compared"]
     assert [r["width_mult"] for r in cmp] == [0.25, 0.5] and all(r["faster"] and r["beats_result"] for r in cmp)
     assert res.model.c1.out_channels == 8 and _no_bn(res.model)  # x0.25: the fastest
     assert any("uniformly narrower" in n for n in res.notes)
     again = res.plan.apply(model, copy_model=True)
     again.load_state_dict(res.model.state_dict())
-    assert res.settings["optimizer_steps"] == 3 * round(0.2 * 6)  # ours' final + two uniform fine-tunes
+    assert res.run["optimizer_steps"] == 3 * round(0.2 * 6)  # ours' final + two uniform fine-tunes
     off = compress(model, _data(), time_model=fake_tm, **kw)
-    assert off.settings["uniform_compared"] == [] and off.model.c1.out_channels == 32
+    assert off.run["uniform_compared"] == [] and off.model.c1.out_channels == 32
 
 
 def test_a_less_accurate_uniform_network_is_not_returned(fake_tm):
@@ -363,4 +363,4 @@ def test_a_less_accurate_uniform_network_is_not_returned(fake_tm):
     acc = lambda m, loader: min(1.0, m.c1.out_channels / 32)  # noqa: E731 - narrower is worse
     res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.5,), max_accuracy_drop=1.0,
                    finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=acc)
-    assert res.model.c1.out_channels == 32 and res.settings["uniform_compared"][0]["beats_result"] is False
+    assert res.model.c1.out_channels == 32 and res.run["uniform_compared"][0]["beats_result"] is False

@@ -19,7 +19,7 @@ Methods (`METHODS`):
   full training recipe (AdamW, one-cycle, label smoothing, best validation epoch) and distillation from the
   original; it trains for the recipe's epochs or the budget, whichever is more.
 
-Budget: optimizer steps. Our search records what it took in ``CompressResult.settings["optimizer_steps"]``
+Budget: optimizer steps. Our search records what it took in ``CompressResult.run["optimizer_steps"]``
 (`finetune_steps` per evaluated candidate + the final fine-tune(s)); `budget_from(result)` reads it.
 Every baseline takes at least `budget_steps` optimizer steps (torch-pruning exactly; NetAdapt's own search
 plus a top-up fine-tune when it took fewer; width-scratch max(recipe, budget)) and records its count in
@@ -79,10 +79,10 @@ class BaselineResult:
 
 def budget_from(result) -> int:
     """The optimizer steps our search took (`CompressResult` or its JSON report): the baselines' budget."""
-    settings = result.settings if hasattr(result, "settings") else result.get("settings", {})
-    if "optimizer_steps" not in settings:
+    run = result.run if hasattr(result, "run") else result.get("run", {})
+    if "optimizer_steps" not in run:
         raise UserError("this compress result does not record optimizer_steps (made by an older version)")
-    return int(settings["optimizer_steps"])
+    return int(run["optimizer_steps"])
 
 
 def nominal_budget(config: CompressConfig, steps_per_epoch: int, candidates: int) -> int:
@@ -321,7 +321,7 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         res = compress(model, (train_dl, val_dl, test_dl), cfg, cost="flops", moves=("width",), measure=False,
                        time_model=time_model, example_input=x, metric=metric, progress=progress or False)
         m = res.model
-        used = int(res.settings["optimizer_steps"])
+        used = int(res.run["optimizer_steps"])
         top_up = max(0, budget_steps - used)
         finetune(m, train_dl, top_up, lr=cfg.lr, teacher=teacher, seed=cfg.seed + 1)
         settings.update({"optimizer_steps": used + top_up, "search_steps": used, "top_up_steps": top_up})

@@ -77,8 +77,9 @@ from fastdeepiot.profiling.timer import time_networks
 @dataclass
 class CompressResult:
     """What `compress` returns: the pruned network, its plan, the stage history, the original's and
-    the result's measures, notes, and the settings it ran with (`dataclasses.asdict(CompressConfig)`
-    plus `elapsed_s`; also in `plan.meta["settings"]`)."""
+    the result's measures, notes, the settings it ran with (`dataclasses.asdict(CompressConfig)`
+    plus `elapsed_s`; also in `plan.meta["settings"]`), and what the run did (`run`: `optimizer_steps`
+    of fine-tuning in all, `steps_per_epoch`, `uniform_compared`)."""
 
     model: nn.Module
     plan: Plan
@@ -87,10 +88,11 @@ class CompressResult:
     final: dict
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)  # optimizer_steps taken (the baselines' budget), uniform_compared
 
     def to_json(self) -> dict:
         return {"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
-                "settings": self.settings, "plan": self.plan.to_json()}
+                "settings": self.settings, "run": self.run, "plan": self.plan.to_json()}
 
 
 def _resolve_data(task_or_loaders, metric, batch_size, seed):
@@ -382,7 +384,7 @@ class _Search:
         """`compare_uniform`: the original pruned uniformly to each width multiplier (top-L1 channels of every
         group, the moves' finish steps), priced with the time model; each predicted faster than `model`
         gets the same final fine-tune and replaces it when its validation accuracy is at least `model`'s
-        and within the budget. What was compared goes to `self.uniform` (the result's settings)."""
+        and within the budget. What was compared goes to `self.uniform` (the result's `run`)."""
         c = self.config
         if not c.compare_uniform or self.timer is None:
             return model, steps
@@ -455,8 +457,8 @@ class _Search:
                                  "predicted_ms": final["predicted_ms"], "measured_ms": final["measured_ms"],
                                  "val_accuracy": final["val_accuracy"]})
         assert output_shape(model, self.x) == self.out_shape
-        settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0,
-                    "compare_uniform": list(c.compare_uniform), "uniform_compared": self.uniform,
-                    "optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl)}
-        self.plan.meta.update({"base": self.base, "final": final, "settings": settings})
-        return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings)
+        settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
+        run = {"optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl),
+               "uniform_compared": self.uniform}
+        self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
+        return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)
