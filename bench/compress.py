@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                 if method == "ours":
                     budget = max(budget, steps)
                 add(method, seed, res.model, f"budget {b:g}", {"optimizer_steps": steps, "run_s": time.time() - s0,
-                                                             "plan": "; ".join(res.plan.summary()), "notes": res.notes})
+                                                             "plan": "; ".join(res.plan.summary()), "notes": res.notes,
+                                                             "uniform_compared": res.run["uniform_compared"]})
         cfg = CompressConfig(max_accuracy_drop=budgets[0], seed=seed, **kw)
         common = dict(budget_steps=budget, time_model=tm, config=cfg, measure=False, example_input=x)
         if run("control"):
