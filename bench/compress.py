@@ -1,16 +1,28 @@
-"""Compression benchmark: ours vs baselines, measured time and test accuracy, per task and CPU backend.
+"""Compression benchmark: ours against external baselines at matched accuracy, over seeds, per task and backend.
 
     .venv/bin/python bench/compress.py --task har --backend torch-cpu \
-        --time-model runs/bench/torch-cpu.timemodel.json [--budgets 0.5,1.0] [--rounds 5]
+        --time-model runs/bench/torch-cpu.timemodel.json [--seeds 3] [--budgets 0.5,1.0] [--out docs/results]
 
-Writes / updates docs/results/compress.json (one entry per task x backend), compress.md and
-compress_<task>_<backend>.png (Pareto: measured ms vs test accuracy). Methods:
-  ours (time model, Taylor, all moves), flops-ablation (same pipeline, FLOPs as cost),
-  torch-pruning uniform / global L1 at ours' FLOPs (failures recorded), width-scaled reference
-  networks trained from scratch, and a control: the unpruned network given the same final fine-tune (how
-  far fine-tuning alone moves test accuracy). Every pruned network gets the same fine-tuning budget
-  (`--final-epochs`, distilled from the original unless `--no-distill`).
-Accuracy drops are percentage points of *test* accuracy against the original checkpoint.
+For each seed (fine-tuning shuffles, pruning and training from scratch all seeded; the checkpoint is the same):
+  ours          compress() at each accuracy budget (validation points), returning a uniformly narrower network
+                when one is predicted faster at as high a validation accuracy (--compare-uniform); its optimizer
+                steps (those fine-tunes included) are the budget
+  flops-ablation  the same search ranked by FLOPs (what the time model adds; excluded from the verdict)
+  netadapt-flops  our search, FLOPs cost, width moves only (NetAdapt), at each accuracy budget
+  torch-pruning-{l1,taylor}-{uniform,global}  at each of --ratios, iterative (--iterative-steps)
+  width-scratch   width multipliers --widths from scratch, task recipe (or the budget if longer) + distillation
+  control       the original given ours' final fine-tune (how far fine-tuning alone moves test accuracy)
+Every baseline gets the largest number of optimizer steps any of ours' runs took on that seed (equal budgets,
+counted in optimizer steps; `compression.baselines`), distils from the original, has BatchNorm folded, and
+every network is timed together at the end with the one network timer (`search.measure_models`).
+
+The verdict (`compression.verdict.verdict`): per method and seed, the fastest point of the method's Pareto
+front within X points of the original's *test* accuracy (the original's time if none), mean over seeds with a
+t interval, ratio ours / best external baseline with a bootstrap interval over seeds; X = each --verdict-drops.
+
+Writes <out>/compress.json (one entry per task x backend, every point with its seed and settings),
+<out>/compress.md (tables naming the commit) and <out>/compress_<task>_<backend>.png (points, and time at
+matched accuracy with intervals). A smoke run belongs under runs/, not docs/results (--out).
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -27,135 +40,164 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
+TP = ("torch-pruning-l1-uniform", "torch-pruning-l1-global", "torch-pruning-taylor-uniform",
+      "torch-pruning-taylor-global")
+NOT_BASELINES = ("flops-ablation", "control")  # reported, not external baselines
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", required=True)
     ap.add_argument("--backend", required=True)
     ap.add_argument("--time-model", required=True)
     ap.add_argument("--checkpoint")
-    ap.add_argument("--budgets", default="0.5,1.0")
-    ap.add_argument("--widths", default="0.25,0.5")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for an interval worth the name)")
+    ap.add_argument("--budgets", default="0.5,1.0", help="ours' and NetAdapt's accuracy budgets (validation points)")
+    ap.add_argument("--ratios", default="0.3,0.5,0.7", help="torch-pruning ratios (share of channels removed)")
+    ap.add_argument("--widths", default="0.25,0.5,0.75", help="width multipliers trained from scratch")
+    ap.add_argument("--methods", default="all", help="comma list of methods to run (ours always runs)")
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--final-epochs", type=float, default=8.0)
-    ap.add_argument("--no-distill", dest="distill", action="store_false",
-                    help="fine-tune on labels only (default: distil from the original network too)")
     ap.add_argument("--max-iters", type=int, default=10)
-    ap.add_argument("--scratch-epochs", type=int, default=10)
+    ap.add_argument("--compare-uniform", default="0.25,0.5,0.75",
+                    help="ours: width multipliers of uniformly narrower networks it must beat (CompressConfig.compare_uniform)")
+    ap.add_argument("--iterative-steps", type=int, default=4, help="torch-pruning's pruning steps")
+    ap.add_argument("--recipe-epochs", type=int, help="width-scratch epochs instead of the task recipe's (smoke only)")
+    ap.add_argument("--no-distill", dest="distill", action="store_false")
+    ap.add_argument("--verdict-drops", default="0.5,1.0", help="test-accuracy drops the verdict is taken at")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds over all models (min of medians)")
+    ap.add_argument("--out", default=str(OUT), help="folder for compress.json/.md/.png (smoke runs: runs/...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     from fastdeepiot import checkpoints, tasks
-    from fastdeepiot.compression.baselines import ratio_for_flops
+    from fastdeepiot.compression.baselines import run_baseline
+    from fastdeepiot.compression.config import CompressConfig
     from fastdeepiot.compression.cost import FlopsCost, TimeCost
     from fastdeepiot.compression.finetune import finetune
     from fastdeepiot.compression.search import compress, measure_models
+    from fastdeepiot.compression.verdict import curves, verdict
     from fastdeepiot.timemodel.model import TimeModel
 
+    t0 = time.time()
     t = tasks.get(args.task)
-    ckpt = args.checkpoint or next(p for p in (ROOT / f"runs/compress/{t.name}.pt", ROOT / f"runs/bench-tasks/{t.name}.pt")
-                                   if p.exists())
-    model, meta = checkpoints.load_checkpoint(ckpt, task=t)
+    ckpt = Path(args.checkpoint) if args.checkpoint else next(
+        p for p in (ROOT / f"runs/compress/{t.name}.pt", ROOT / f"runs/bench-tasks/{t.name}.pt") if p.exists())
+    model, _ = checkpoints.load_checkpoint(ckpt, task=t)
     tm = TimeModel.load(args.time_model)
-    tr, va, te = t.loaders(batch_size=64, seed=0)
+    if tm.backend != args.backend:
+        print(f"warning: time model fitted on {tm.backend}, timing on {args.backend}", file=sys.stderr)
+    want = None if args.methods == "all" else set(args.methods.split(","))
+    run = (lambda m: want is None or m in want)
+    budgets = [float(v) for v in args.budgets.split(",") if v]
+    ratios = [float(v) for v in args.ratios.split(",") if v]
+    widths = [float(v) for v in args.widths.split(",") if v]
+    _, va, te = t.loaders(batch_size=64, seed=0)
     x = next(iter(va))[0][:1]
     tcost, fcost = TimeCost(tm), FlopsCost()
+    models, points = [], []  # every model is timed at the end, together
 
-    models = []  # (row, module): every model is timed at the end, together (measure_models)
-
-    def row(method, m, budget=None, note=None, extra=None):
-        r = {"method": method, "budget": budget, "predicted_ms": tcost.price(m, x), "mflops": fcost.price(m, x),
-             "params": sum(p.numel() for p in m.parameters()),
-             "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te), "note": note}
+    def add(method, seed, m, setting, extra=None):
+        r = {"method": method, "seed": seed, "setting": setting, "predicted_ms": tcost.price(m, x),
+             "mflops": fcost.price(m, x), "params": sum(p.numel() for p in m.parameters()),
+             "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te)}
         r.update(extra or {})
-        models.append((r, copy.deepcopy(m).eval()))
-        print(json.dumps(r), flush=True)
-        return r
+        models.append(copy.deepcopy(m).eval())
+        points.append(r)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("plan", "notes")}, default=str), flush=True)
 
-    rows = [row("original", model)]
-    base_test = rows[0]["test_accuracy"]
+    def failed(method, seed, setting, e):
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        points.append({"method": method, "seed": seed, "setting": setting,
+                       "failed": f"{type(e).__name__}: {str(e)[:160]} (at {Path(tb.filename).name}:{tb.lineno})"})
+        print("failed:", method, setting, points[-1]["failed"], flush=True)
+
     kw = dict(finetune_steps=args.finetune_steps, final_epochs=args.final_epochs, max_iters=args.max_iters,
-              distill=args.distill, measure=False, seed=0)
-    final_steps = int(round(args.final_epochs * len(tr)))
-    teacher = copy.deepcopy(model).eval() if args.distill else None
-    # control: the unpruned network given the same final fine-tune -- how far fine-tuning alone moves
-    # test accuracy (the noise floor under every pruned row)
-    m = copy.deepcopy(model)
-    finetune(m, tr, final_steps, teacher=teacher, seed=0)
-    rows.append(row("original, fine-tuned (control)", m, None, f"{args.final_epochs:g} epochs"))
-    ours_flops = {}
-    for b in [float(v) for v in args.budgets.split(",")]:
-        for method, cost in (("ours", "time"), ("flops-ablation", "flops")):
-            t0 = time.time()
-            res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, **kw)
-            r = row(method, res.model, b, "; ".join(res.plan.summary()),
-                    {"search_s": time.time() - t0, "notes": res.notes})
-            rows.append(r)
-            if method == "ours":
-                ours_flops[b] = r["mflops"]
-    for b, mf in ours_flops.items():
-        for glob in (False, True):
-            name = f"torch-pruning {'global' if glob else 'uniform'} L1"
+              distill=args.distill, measure=False)
+    add("original", 0, model, "checkpoint")  # one network, timed once, the same point on every seed
+    for seed in range(args.seeds):
+        budget = 0
+        for b in budgets:
+            for method, cost in (("ours", "time"), ("flops-ablation", "flops")):
+                if method != "ours" and not run(method):
+                    continue
+                s0 = time.time()
+                best_of = tuple(float(v) for v in args.compare_uniform.split(",") if v) if method == "ours" else ()
+                res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False,
+                               compare_uniform=best_of, **kw)
+                steps = res.run["optimizer_steps"]
+                if method == "ours":
+                    budget = max(budget, steps)
+                add(method, seed, res.model, f"budget {b:g}", {"optimizer_steps": steps, "run_s": time.time() - s0,
+                                                             "plan": "; ".join(res.plan.summary()), "notes": res.notes,
+                                                             "uniform_compared": res.run["uniform_compared"]})
+        cfg = CompressConfig(max_accuracy_drop=budgets[0], seed=seed, **kw)
+        common = dict(budget_steps=budget, time_model=tm, config=cfg, measure=False, example_input=x)
+        if run("control"):
+            m = copy.deepcopy(model)
+            final_steps = int(round(args.final_epochs * len(t.loaders(batch_size=cfg.batch_size, seed=seed)[0])))
+            finetune(m, t.loaders(batch_size=cfg.batch_size, seed=seed)[0], final_steps,
+                     teacher=copy.deepcopy(model).eval() if args.distill else None, seed=seed)
+            add("control", seed, m, f"{args.final_epochs:g} epochs", {"optimizer_steps": final_steps})
+        jobs = ([("netadapt-flops", dict(max_accuracy_drop=b), f"budget {b:g}") for b in budgets]
+                + [(mth, dict(ratio=r, iterative_steps=args.iterative_steps), f"ratio {r:g}") for mth in TP for r in ratios]
+                + [("width-scratch", dict(ratio=1 - w, recipe_epochs=args.recipe_epochs), f"width {w:g}") for w in widths])
+        for method, extra, setting in jobs:
+            if not run(method):
+                continue
+            s0 = time.time()
             try:
-                ratio, m = ratio_for_flops(model, x, mf, global_pruning=glob)
-                finetune(m, tr, final_steps, teacher=teacher, seed=0)
-                rows.append(row(name, m, b, f"ratio {ratio:.3f} to reach {mf:.2f} MFLOPs"))
-            except Exception as e:  # noqa: BLE001 - record the failure, as the issue asks
-                msg = f"{type(e).__name__}: {str(e)[:160]}"
-                tb = traceback.extract_tb(e.__traceback__)[-1]
-                rows.append({"method": name, "budget": b, "failed": f"{msg} (at {Path(tb.filename).name}:{tb.lineno})"})
-                print("failed:", name, msg, flush=True)
-    for w in [float(v) for v in args.widths.split(",")]:
-        m = t.make_model(width_mult=w)
-        tasks.train(m, t, epochs=args.scratch_epochs, seed=0, progress=False, train_loader=tr, val_loader=va)
-        rows.append(row(f"width x{w:g} from scratch", m, None, f"{args.scratch_epochs} epochs"))
+                res = run_baseline(method, model, t, **common, **extra)
+            except Exception as e:  # noqa: BLE001 - a baseline that fails is recorded, as the issue asks
+                failed(method, seed, setting, e)
+                continue
+            add(method, seed, res.model, setting, {"optimizer_steps": res.settings["optimizer_steps"],
+                                                  "budget_steps": budget, "run_s": time.time() - s0,
+                                                  "notes": res.notes})
 
-    # every model timed together, round-robin, in a process that runs only networks (measure_models)
-    for (r, _), ms in zip(models, measure_models([m for _, m in models], x, args.backend, rounds=args.rounds)):
-        r["measured_ms"] = ms
+    ok = [p for p in points if "failed" not in p]
+    for p, ms in zip(ok, measure_models(models, x, args.backend, rounds=args.rounds)):
+        p["measured_ms"] = ms
+    points[1:1] = [dict(points[0], seed=s) for s in range(1, args.seeds)]
+    ok = [p for p in points if "failed" not in p]
+    drops = [float(v) for v in args.verdict_drops.split(",")]
+    grid = sorted({0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, *drops})
     entry = {"task": t.name, "backend": args.backend, "checkpoint": str(ckpt), "time_model": args.time_model,
-             "code": code_version(), "settings": vars(args), "base_test_accuracy": base_test, "rows": rows, "verdict": verdict(rows, base_test)}
-    OUT.mkdir(parents=True, exist_ok=True)
-    jpath = OUT / "compress.json"
+             "code": code_version(), "settings": vars(args), "elapsed_s": time.time() - t0, "points": points,
+             "verdicts": [verdict(ok, max_drop=d, exclude=NOT_BASELINES) for d in drops],
+             "curves": curves(ok, grid)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "compress.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {"entries": []}
-    data["entries"] = [e for e in data["entries"] if (e["task"], e["backend"]) != (t.name, args.backend)] + [entry]
-    jpath.write_text(json.dumps(data, indent=1))
-    plot(entry, OUT / f"compress_{t.name}_{args.backend}.png")
-    write_md(data, OUT / "compress.md")
-    print(json.dumps(entry["verdict"], indent=1))
+    data["entries"] = [e for e in data.get("entries", []) if "points" in e and
+                       (e["task"], e["backend"]) != (t.name, args.backend)] + [entry]
+    jpath.write_text(json.dumps(data, indent=1, default=float))
+    plot(entry, out / f"compress_{t.name}_{args.backend}.png")
+    write_md(data, out / "compress.md")
+    for v in entry["verdicts"]:
+        print(json.dumps({k: v[k] for k in ("max_drop", "ours_ms", "best_baseline", "best_baseline_ms", "ratio",
+                                            "ratio_ci", "meets_bar", "meets_bar_ci")}, default=float))
+    print(f"elapsed {time.time() - t0:.0f} s; wrote {jpath}, {out / 'compress.md'}")
     return 0
 
 
 def code_version() -> str:
-    """The commit the run used (`-dirty` when src/ had uncommitted changes), so that entries made by
-    different versions of the pipeline can be told apart in one results file."""
-    import subprocess
-
+    """The commit the run used (`-dirty` when src/ or bench/ had uncommitted changes)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
 
 
-def verdict(rows, base_test, max_drop=0.5):
-    ok = [r for r in rows if "failed" not in r and base_test - r["test_accuracy"] <= max_drop]
-    ours = [r for r in ok if r["method"] == "ours"]
-    others = [r for r in ok if r["method"] != "ours"]  # the original counts: it meets any budget
-    b = min(others, key=lambda r: r["measured_ms"])
-    if not ours:
-        return {"max_test_drop": max_drop, "ours_ms": None, "best_baseline": b["method"],
-                "best_baseline_ms": b["measured_ms"], "ratio": None, "meets_bar": False,
-                "why": "no run of ours kept test accuracy within the budget"}
-    o = min(ours, key=lambda r: r["measured_ms"])
-    ratio = o["measured_ms"] / b["measured_ms"]
-    return {"max_test_drop": max_drop, "ours_ms": o["measured_ms"], "best_baseline": b["method"],
-            "best_baseline_ms": b["measured_ms"], "ratio": ratio, "meets_bar": ratio <= 0.6}
+COLORS = {"ours": "tab:red", "original": "black", "control": "grey", "flops-ablation": "tab:blue",
+          "netadapt-flops": "tab:cyan", "width-scratch": "tab:green", "torch-pruning-l1-uniform": "tab:orange",
+          "torch-pruning-l1-global": "tab:brown", "torch-pruning-taylor-uniform": "tab:purple",
+          "torch-pruning-taylor-global": "tab:pink"}
 
 
 def plot(entry, path):
@@ -164,49 +206,77 @@ def plot(entry, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    marks = {"ours": "r*", "flops-ablation": "bo", "original": "ks"}
-    for r in entry["rows"]:
-        if "failed" in r:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for p in entry["points"]:
+        if "failed" in p:
             continue
-        ax.plot(r["measured_ms"], r["test_accuracy"], marks.get(r["method"], "g^"), ms=10 if r["method"] == "ours" else 7)
-        ax.annotate(r["method"] + (f" ({r['budget']:g})" if r.get("budget") is not None else ""),
-                    (r["measured_ms"], r["test_accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"measured ms per inference ({entry['backend']}, batch 1, 1 thread)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{entry['task']}: time vs accuracy")
-    ax.grid(alpha=0.3)
+        a1.plot(p["measured_ms"], p["test_accuracy"], "*" if p["method"] == "ours" else "o",
+                color=COLORS.get(p["method"], "tab:olive"), ms=9 if p["method"] == "ours" else 5, alpha=0.8)
+    for m, c in COLORS.items():
+        if any(p["method"] == m for p in entry["points"] if "failed" not in p):
+            a1.plot([], [], "o", color=c, label=m)
+    a1.set_xlabel(f"measured ms ({entry['backend']}, batch 1, 1 thread)")
+    a1.set_ylabel("test accuracy (%)")
+    a1.set_title(f"{entry['task']}: every network, every seed")
+    a1.legend(fontsize=6)
+    a1.grid(alpha=0.3)
+    for m, pts in entry["curves"].items():
+        if m == "original":
+            continue
+        xs = [p["max_drop"] for p in pts]
+        ys = [p["ms"] for p in pts]
+        a2.plot(xs, ys, "-o", ms=3, color=COLORS.get(m, "tab:olive"), label=m, lw=2.2 if m == "ours" else 1.2)
+        lo = [p["ms_ci"][0] if p["ms_ci"] else p["ms"] for p in pts]
+        hi = [p["ms_ci"][1] if p["ms_ci"] else p["ms"] for p in pts]
+        a2.fill_between(xs, lo, hi, color=COLORS.get(m, "tab:olive"), alpha=0.15)
+    a2.set_xlabel("test-accuracy drop allowed (points)")
+    a2.set_ylabel("ms of the fastest network within it (mean over seeds, 90% CI)")
+    a2.set_title(f"time at matched accuracy; code {entry['code']}")
+    a2.legend(fontsize=6)
+    a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _ci(ci, fmt="{:.4f}"):
+    return "-" if not ci else f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
 def write_md(data, path):
     lines = ["# Compression results", "",
-             "Generated by `bench/compress.py` (see its docstring for the command). Measured ms: batch 1, 1 thread; "
-             "accuracy drops in test-accuracy percentage points against the original checkpoint.", ""]
+             "Generated by `bench/compress.py` (see its docstring). Measured ms: batch 1, 1 thread. Drops: test-accuracy "
+             "points against the original checkpoint. Times at matched accuracy, intervals over seeds "
+             "(`compression.verdict`).", ""]
     for e in data["entries"]:
+        s = e["settings"]
         lines += [f"## {e['task']} on {e['backend']}", "",
-                  f"time model: `{e['time_model']}`; checkpoint `{e['checkpoint']}`; code {e.get('code', 'unknown')}; "
-                  f"final fine-tune {e['settings']['final_epochs']:g} epochs", "",
-                  "| method | budget (val pts) | measured ms | predicted ms | MFLOPs | params | test acc % | drop | plan / note |",
+                  f"code **{e['code']}**; time model `{e['time_model']}`; checkpoint `{e['checkpoint']}`; seeds "
+                  f"{s['seeds']}; final fine-tune {s['final_epochs']:g} epochs, {s['finetune_steps']} steps per "
+                  f"candidate; {e['elapsed_s'] / 60:.0f} min", "",
+                  "| drop <= | ours ms [CI] | best baseline | its ms [CI] | ratio [CI] | bar met (point / CI) |",
+                  "|---|---|---|---|---|---|"]
+        for v in e["verdicts"]:
+            r = "-" if v["ratio"] is None else f"{v['ratio']:.2f} {_ci(v['ratio_ci'], '{:.2f}')}"
+            lines.append(f"| {v['max_drop']:g} | {'-' if v['ours_ms'] is None else format(v['ours_ms'], '.4f')} "
+                         f"{_ci(v['ours_ci'])} | {v['best_baseline']} | "
+                         f"{'-' if v['best_baseline_ms'] is None else format(v['best_baseline_ms'], '.4f')} "
+                         f"{_ci(v['best_baseline_ci'])} | {r} | {v['meets_bar']} / {v['meets_bar_ci']} |")
+        v = e["verdicts"][0]
+        lines += ["", f"Time at <= {v['max_drop']:g} points, every method:", "", "| method | ms per seed | mean [CI] |",
+                  "|---|---|---|"]
+        for m, d in sorted(v["methods"].items(), key=lambda kv: kv[1]["ms"]):
+            lines.append(f"| {m} | {', '.join(f'{x:.4f}' for x in d['ms_by_seed'])} | {d['ms']:.4f} {_ci(d['ms_ci'])} |")
+        lines += ["", "| method | seed | setting | measured ms | predicted ms | MFLOPs | params | test acc % | steps |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for r in e["rows"]:
-            if "failed" in r:
-                lines.append(f"| {r['method']} | {r.get('budget')} | failed | | | | | | {r['failed']} |")
+        for p in e["points"]:
+            if "failed" in p:
+                lines.append(f"| {p['method']} | {p['seed']} | {p['setting']} | failed: {p['failed']} | | | | | |")
                 continue
-            lines.append(f"| {r['method']} | {'' if r.get('budget') is None else r['budget']} | {r['measured_ms']:.3f} | "
-                         f"{r['predicted_ms']:.3f} | {r['mflops']:.2f} | {r['params']} | {r['test_accuracy']:.2f} | "
-                         f"{e['base_test_accuracy'] - r['test_accuracy']:.2f} | {r.get('note') or ''} |")
-        v = e["verdict"]
-        def ms(k):
-            return "none" if v.get(k) is None else f"{v[k]:.4f} ms"
-
-        lines += ["", f"Verdict (<= {v['max_test_drop']} point test drop): ours {ms('ours_ms')}, best baseline "
-                  f"{v.get('best_baseline')} {ms('best_baseline_ms')}, ratio "
-                  f"{'none' if v.get('ratio') is None else format(v['ratio'], '.2f')}, "
-                  f"bar (<= 0.6) met: {v['meets_bar']}" + (f" ({v['why']})" if v.get("why") else ""), "",
-                  f"![{e['task']} {e['backend']}](compress_{e['task']}_{e['backend']}.png)", ""]
+            lines.append(f"| {p['method']} | {p['seed']} | {p['setting']} | {p['measured_ms']:.4f} | "
+                         f"{p['predicted_ms']:.4f} | {p['mflops']:.2f} | {p['params']} | {p['test_accuracy']:.2f} | "
+                         f"{p.get('optimizer_steps', '')} |")
+        lines += ["", f"![{e['task']} {e['backend']}](compress_{e['task']}_{e['backend']}.png)", ""]
     path.write_text("\n".join(lines))
 
 

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from fastdeepiot.commands import baseline as baseline_commands
 from fastdeepiot.commands import compress as compress_commands
 from fastdeepiot.commands import profile as profile_commands
 from fastdeepiot.commands import tasks as tasks_commands
@@ -21,7 +22,7 @@ app = typer.Typer(
 )
 
 # Each commands module collects its verbs on a Typer of its own; the one app takes them in this order.
-for _module in (profile_commands, timemodel_commands, tasks_commands, compress_commands):
+for _module in (profile_commands, timemodel_commands, tasks_commands, compress_commands, baseline_commands):
     app.registered_commands.extend(_module.app.registered_commands)
 
 

@@ -39,6 +39,7 @@ KIND_NAMES = {
     "csv": "a CSV file",
     "parquet": "a Parquet file",
     "png": "a PNG image",
+    "onnx": "an ONNX model",
     "text": "a text file",
     "binary": "a binary file",
     "empty": "an empty file",
@@ -61,6 +62,8 @@ def sniff(path: str | os.PathLike) -> str:
         return "parquet"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
+    if head.startswith(b"\x08") and b"\x12\x07pytorch" in head[:16]:
+        return "onnx"  # a ModelProto: ir_version, then producer_name "pytorch"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:

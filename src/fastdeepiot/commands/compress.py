@@ -13,6 +13,7 @@ import typer
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import load_checkpoint, save_compressed
 from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.compression.report import history_table, write_report
 from fastdeepiot.compression.search import compress as run
 from fastdeepiot.errors import UserError
@@ -57,7 +58,7 @@ def compress(
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
                 "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}
-    if any(Path(out).resolve() == p.resolve() for p in sidecars.values()):
+    if any(Path(out).resolve() == p.resolve() for p in [*sidecars.values(), Path(f"{stem}.onnx")]):
         raise UserError(f"-o {out} collides with a report written beside it; give the checkpoint a .pt name")
     inputs = [checkpoint, time_model]
     check_output(out, kind="checkpoint", inputs=inputs, force=force, option="-o")
@@ -66,6 +67,9 @@ def compress(
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
     tm = TimeModel.load(time_model)
+    onnx = Path(f"{stem}.onnx")
+    if tm.backend == "onnxruntime-cpu":  # compressed for ONNX Runtime: the network is written as ONNX too
+        check_output(onnx, kind="onnx", inputs=inputs, force=force, option="-o (beside it)")
     model, meta = load_checkpoint(checkpoint, task=t)
     res = run(model, t, config, time_model=tm)  # progress: on stderr (compress's default)
     save_compressed(out, res.model, res.plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
@@ -75,7 +79,10 @@ def compress(
         for src, dst in ((tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
                          (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])):
             os.replace(src, dst)
+    written = f"{stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png"
+    if tm.backend == "onnxruntime-cpu":
+        written += f", {write_onnx(res.model, torch.zeros(1, *t.input_shape), onnx)}"
     typer.echo(history_table(res))
     for n in res.notes:
         typer.echo(f"note: {n}")
-    typer.echo(f"wrote {out}, {stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png")
+    typer.echo(f"wrote {out}, {written}")

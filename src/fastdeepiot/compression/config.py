@@ -21,6 +21,9 @@ from fastdeepiot.compression.moves import MOVES
 from fastdeepiot.errors import UserError
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
+# the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
+BASELINES = tuple(f"torch-pruning-{imp}-{scope}" for imp in ("l1", "taylor") for scope in ("uniform", "global")) + (
+    "netadapt-flops", "width-scratch")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,12 @@ class CompressConfig:
     Fine-tuning: `distill` from the original network, `finetune_steps` per candidate, `final_epochs`
     at the end, `lr`, `batch_size` (task loaders), `seed`.
     Acceptance: `confidence` in [0.5, 1), of the one-sided bound on the accuracy drop (default metric).
-    Measurement: `measure` the base and the result on `backend` (default: the time model's)."""
+    Measurement: `measure` the base and the result on `backend` (default: the time model's).
+    Best of: `compare_uniform` width multipliers in (0, 1) (e.g. (0.25, 0.5, 0.75)): after the search, the
+    original pruned uniformly to each (top-L1 channels of every group, BatchNorm folded) is priced with
+    the time model; each predicted faster than the result gets the same final fine-tune and replaces the
+    result if its validation accuracy is as high and within the budget. Off by default: each such
+    network costs one more final fine-tune."""
 
     max_accuracy_drop: float | None = None
     target_ms: float | None = None
@@ -60,11 +68,16 @@ class CompressConfig:
     batch_size: int = 64
     importance_batches: int = 8
     seed: int = 0
+    compare_uniform: tuple[float, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.moves, str):
             raise UserError(f"moves must be a list of move names, not the string {self.moves!r}")
         object.__setattr__(self, "moves", tuple(self.moves))
+        if isinstance(self.compare_uniform, str) or not all(
+                isinstance(w, Real) and not isinstance(w, bool) and 0 < w < 1 for w in self.compare_uniform):
+            raise UserError(f"compare_uniform must be width multipliers in (0, 1), got {self.compare_uniform!r}")
+        object.__setattr__(self, "compare_uniform", tuple(float(w) for w in self.compare_uniform))
         if self.max_accuracy_drop is None and self.target_ms is None:
             raise UserError("give max_accuracy_drop (percentage points) or target_ms")
         if self.max_accuracy_drop is not None:

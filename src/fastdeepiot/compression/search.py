@@ -56,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -63,9 +64,12 @@ from fastdeepiot import tasks
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
+from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, output_shape
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.progress import reporter
+from fastdeepiot.compression.surgery import prune_channels
+from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profiling.timer import time_networks
 
@@ -73,8 +77,9 @@ from fastdeepiot.profiling.timer import time_networks
 @dataclass
 class CompressResult:
     """What `compress` returns: the pruned network, its plan, the stage history, the original's and
-    the result's measures, notes, and the settings it ran with (`dataclasses.asdict(CompressConfig)`
-    plus `elapsed_s`; also in `plan.meta["settings"]`)."""
+    the result's measures, notes, the settings it ran with (`dataclasses.asdict(CompressConfig)`
+    plus `elapsed_s`; also in `plan.meta["settings"]`), and what the run did (`run`: `optimizer_steps`
+    of fine-tuning in all, `steps_per_epoch`, `uniform_compared`)."""
 
     model: nn.Module
     plan: Plan
@@ -83,10 +88,11 @@ class CompressResult:
     final: dict
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)  # optimizer_steps taken (the baselines' budget), uniform_compared
 
     def to_json(self) -> dict:
         return {"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
-                "settings": self.settings, "plan": self.plan.to_json()}
+                "settings": self.settings, "run": self.run, "plan": self.plan.to_json()}
 
 
 def _resolve_data(task_or_loaders, metric, batch_size, seed):
@@ -187,6 +193,8 @@ class _Search:
         self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
                          "predicted_ms": self.base["predicted_ms"], "val_accuracy": self.base_acc}]
         self.notes: list[str] = []
+        self.uniform: list[dict] = []  # what best_of_uniform compared
+        self.optimizer_steps = 0  # every fine-tuning step taken (candidates + final): the baselines' budget
         self.plan = Plan(list(self.x.shape[1:]), [], {"criterion": c.criterion, "cost": c.cost})
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
@@ -291,6 +299,7 @@ class _Search:
             m = copy.deepcopy(self.model)
             MOVES[cand.move].apply(m, cand.step, self.x)
             finetune(m, self.train_dl, c.finetune_steps, lr=c.lr, teacher=self.teacher, seed=c.seed + it)
+            self.optimizer_steps += c.finetune_steps
             a = self.acc(m, self.val_dl)
             cand.val_accuracy = a
             cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
@@ -353,6 +362,7 @@ class _Search:
             model, steps, _, _ = self.snapshots[-1]
             model, finish_steps = self.finish_moves(copy.deepcopy(model))
             finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
+            self.optimizer_steps += final_steps
             fa, bound = self.final_accuracy(model)
             ok = not self.budget_mode or bound <= c.max_accuracy_drop
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
@@ -369,6 +379,46 @@ class _Search:
             self.notes.append("no pruned state met the accuracy budget; returning the original model")
             return copy.deepcopy(self.snapshots[0][0]), list(steps)
         return model, list(steps) + finish_steps
+
+    def best_of_uniform(self, model: nn.Module, steps: list[dict]) -> tuple[nn.Module, list[dict]]:
+        """`compare_uniform`: the original pruned uniformly to each width multiplier (top-L1 channels of every
+        group, the moves' finish steps), priced with the time model; each predicted faster than `model`
+        gets the same final fine-tune and replaces it when its validation accuracy is at least `model`'s
+        and within the budget. What was compared goes to `self.uniform` (the result's `run`)."""
+        c = self.config
+        if not c.compare_uniform or self.timer is None:
+            return model, steps
+        final_steps = int(round(c.final_epochs * len(self.train_dl)))
+        ours_ms = self.timer.price(model, self.x)
+        ours_acc, _ = self.final_accuracy(model)
+        best = None
+        original = self.snapshots[0][0]
+        cg = trace_channels(original, self.x)
+        groups = [g for g in cg.groups() if g.width > 1]
+        imp = l1_importance(original, cg, groups)
+        for w in c.compare_uniform:
+            keep = {g.name: sorted(int(i) for i in np.argsort(-imp[g.name], kind="stable")[:max(1, round(w * g.width))])
+                    for g in groups}
+            m = prune_channels(copy.deepcopy(original), self.x, keep)
+            m, finish = self.finish_moves(m)
+            ms = self.timer.price(m, self.x)
+            rec = {"width_mult": w, "predicted_ms": ms, "faster": ms < ours_ms}
+            if ms < ours_ms:
+                finetune(m, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
+                self.optimizer_steps += final_steps
+                acc, bound = self.final_accuracy(m)
+                ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and acc >= ours_acc
+                rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
+                if ok and (best is None or ms < best[2]):
+                    best = (m, [{"op": "prune", "keep": keep}] + finish, ms, w)
+            self.uniform.append(rec)
+            self.log(f"uniform x{w:g}: predicted {ms:.4f} ms (result {ours_ms:.4f})"
+                     + (f", val {rec['val_accuracy']:.2f}%" if "val_accuracy" in rec else ""))
+        if best is None:
+            return model, steps
+        self.notes.append(f"a uniformly narrower network (x{best[3]:g}) was predicted faster ({best[2]:.4f} ms against "
+                          f"{ours_ms:.4f}) at as high a validation accuracy: returned instead of the search's result")
+        return best[0], best[1]
 
     def measure(self, model: nn.Module, final: dict) -> None:
         """Measure the original and the result on the device (a failure is a note, not an error)."""
@@ -395,7 +445,7 @@ class _Search:
             self.notes.append("not priced by the cost model (left out of predicted times): "
                               + ", ".join(self.unmodelled))
         self.drop_trailing()
-        model, self.plan.steps = self.final_state()
+        model, self.plan.steps = self.best_of_uniform(*self.final_state())
         final = {"val_accuracy": self.acc(model, self.val_dl), "cost": self.pricer.price(model, self.x),
                  "predicted_ms": self.pred_ms(model), "params": sum(p.numel() for p in model.parameters())}
         if self.test_dl is not None:
@@ -408,5 +458,7 @@ class _Search:
                                  "val_accuracy": final["val_accuracy"]})
         assert output_shape(model, self.x) == self.out_shape
         settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
-        self.plan.meta.update({"base": self.base, "final": final, "settings": settings})
-        return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings)
+        run = {"optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl),
+               "uniform_compared": self.uniform}
+        self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
+        return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)
