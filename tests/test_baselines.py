@@ -307,7 +307,7 @@ def test_cli_baseline_torch_pruning_writes_exported_program_report_and_onnx(fake
     # never over an input file
     code = main(["baseline", str(ckpt), "--task", "har", "--method", "torch-pruning-l1-global", "--ratio", "0.5",
                  "--budget-steps", "1", "--no-measure", "-o", str(ckpt)])
-    assert code == 2 and "input file" in capsys.readouterr().err
+    assert code == 2 and "is an input of this command" in capsys.readouterr().err
 
 
 def test_cli_width_scratch_checkpoint_loads(tmp_path, monkeypatch, capsys):
