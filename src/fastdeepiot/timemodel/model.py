@@ -50,7 +50,7 @@ from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
-from fastdeepiot.timemodel.tree import ModelTree, featurize
+from fastdeepiot.timemodel.tree import ModelTree, featurize, featurize_columns
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
@@ -188,7 +188,7 @@ class TimeModel:
                 raise UnmodelledLayerError(
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
-            X = featurize([configs[i] for i in idx])
+            X = featurize_columns([configs[i] for i in idx])  # column arrays: no DataFrame for the tree
             out[idx] = self.estimators[fam].predict(X)
         return out
 
