@@ -6,9 +6,9 @@ call the op vocabulary (`fastdeepiot.graph.ops`) can name is one node), with eve
 from one forward on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride / memory-format
 metadata we never read, under no_grad), and how many container-module calls that forward makes (counted
 while tracing: no second forward with hooks). The graph is interpreted on the module itself: no
-GraphModule is built (its code generation cost more than the trace) unless `TracedGraph.gm` asks. Layer extraction (`graph.extract`) and channel
-dependency tracing (`graph.channels`) both read it; `Tracer` alone also serves code that needs only the
-graph's structure (`compression.surgery.foldable_pairs`).
+GraphModule is built (its code generation cost more than the trace) unless `TracedGraph.gm` asks.
+Layer extraction (`graph.extract`) and channel dependency tracing (`graph.channels`) both read it;
+`Tracer` alone also serves code that needs only the graph's structure (`compression.surgery.foldable_pairs`).
 
 Any tracing failure (data-dependent control flow, ...) propagates as the exception fx raised; callers
 decide (extraction falls back to forward hooks, channel tracing refuses).
