@@ -29,11 +29,8 @@ from torch.nn.modules import module as _torch_module  # its global hook registri
 
 __all__ = ["fingerprint"]
 
-# nn.Module bookkeeping read elsewhere (parameters, buffers, children) or irrelevant to a forward
-_SKIP = frozenset({"_parameters", "_buffers", "_modules", "training"})
-# hooks that change what a forward does: a module with any is not cached
-_FORWARD_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-                  "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+# nn.Module's own bookkeeping (parameters, buffers and children are read apart; hooks: see below)
+_SKIP = frozenset(nn.Module().__dict__)
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
 _IDENTITY = (types.FunctionType, types.BuiltinFunctionType, type, torch.dtype, torch.device,
              torch.memory_format, torch.layout, enum.Enum)
@@ -71,18 +68,12 @@ def _tensor_key(t: torch.Tensor | None):
 
 def _module_key(name: str, m: nn.Module) -> tuple:
     own = frozenset(id(t) for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
-    attrs = []
-    for k, v in m.__dict__.items():
-        if k in _SKIP:
-            continue
-        if "hook" in k:
-            if k in _FORWARD_HOOKS and v:
-                raise _Unfreezable("forward hooks")
-            continue
-        attrs.append((k, _freeze(v, own)))
+    if m._forward_hooks or m._forward_pre_hooks:  # they may change what the forward does
+        raise _Unfreezable("forward hooks")
+    attrs = tuple((k, _freeze(v, own)) for k, v in m.__dict__.items() if k not in _SKIP)
     params = tuple((k, _tensor_key(p)) for k, p in m._parameters.items())
     buffers = tuple((k, _tensor_key(b)) for k, b in m._buffers.items())
-    return (name, type(m), m.training, tuple(attrs), params, buffers)
+    return (name, type(m), m.training, attrs, params, buffers)
 
 
 def _input_key(x):

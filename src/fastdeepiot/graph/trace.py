@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules import module as _torch_module  # its global hook registries
 
 
 class Tracer(torch.fx.Tracer):
@@ -98,12 +100,40 @@ def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
 
 
 class _ShapeInterpreter(torch.fx.Interpreter):
-    """Runs the graph on the root module, recording each node's output shape in `node.meta['shape']`."""
+    """Runs the graph on the root module, recording each node's output shape in `node.meta['shape']`.
+
+    Convolutions are not computed: a plain nn.Conv1d/Conv2d (no hooks, zero padding, input and weight
+    of one dtype and device) gets its output shape from torch's meta kernel and passes zeros of that
+    shape on. They are most of a forward's time (a 3x3 256->256 convolution at 56x56: 100 ms on one
+    thread, 0.05 ms on meta). Shapes are exact; only values downstream differ, which no shape depends on
+    (a forward whose shapes depend on its values -- nonzero, boolean masks -- is outside what the time
+    model prices anyway: it would price one arbitrary example)."""
+
+    def call_module(self, target, args, kwargs):
+        m = self.fetch_attr(target)
+        if type(m) in _CONVS and not kwargs and len(args) == 1 and _plain_conv_call(m, args[0]):
+            x, w, b = args[0], m.weight, m.bias
+            conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
+            meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
+                        m.dilation, m.groups)
+            return torch.zeros(meta.shape, dtype=meta.dtype, device=x.device)
+        return super().call_module(target, args, kwargs)
 
     def run_node(self, n):
         result = super().run_node(n)
         n.meta["shape"] = _shape_of(result) if _has_tensor(result) else None
         return result
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d)
+
+
+def _plain_conv_call(m: nn.Module, x) -> bool:
+    """Whether calling conv `m` on `x` is F.conv*(x, weight, bias, ...) and nothing else."""
+    return (type(x) is torch.Tensor and m.padding_mode == "zeros" and x.dtype == m.weight.dtype
+            and x.device == m.weight.device and not x.is_quantized
+            and not (m._forward_hooks or m._forward_pre_hooks or _torch_module._global_forward_hooks
+                     or _torch_module._global_forward_pre_hooks))
 
 
 def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple) -> None:
