@@ -42,6 +42,6 @@ from fastdeepiot.timemodel.tree.features import (DEFAULT_LEAF_FEATURES, DEFAULT_
                                                  add_staircase_features, featurize, featurize_columns)
 from fastdeepiot.timemodel.tree.route import EXTRAPOLATION_SLACK
 
-__all__ = ["ModelTree", "Rule", "featurize", "featurize_columns", "add_staircase_features", "as_frame", "check_columns",
-           "check_weights", "check_y", "is_numeric", "DEFAULT_QUANTA", "DEFAULT_LEAF_FEATURES", "WORK_FEATURE",
-           "EXTRAPOLATION_SLACK", "FORMAT_VERSION"]
+__all__ = ["ModelTree", "Rule", "featurize", "featurize_columns", "add_staircase_features", "as_frame",
+           "check_columns", "check_weights", "check_y", "is_numeric", "DEFAULT_QUANTA", "DEFAULT_LEAF_FEATURES",
+           "WORK_FEATURE", "EXTRAPOLATION_SLACK", "FORMAT_VERSION"]
