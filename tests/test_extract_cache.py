@@ -190,3 +190,23 @@ def test_priced_network_is_unchanged_by_the_cache(tm):
     b = PricedNetwork(copy.deepcopy(m), x, TimeCost(tm), cg, groups)  # all from the cache now
     assert a.total == b.total
     assert all(np.array_equal(ca, b.curve(g.name)) for ca, g in zip(curves_a, groups))
+
+
+@pytest.mark.parametrize("conv,shape", [
+    (nn.Conv2d(3, 8, 3, stride=2, padding=1), (2, 3, 17, 15)),
+    (nn.Conv2d(8, 8, 3, padding="same", groups=8, bias=False), (1, 8, 9, 9)),
+    (nn.Conv2d(4, 6, (3, 5), stride=(2, 1), padding=(0, 2), dilation=2), (1, 4, 20, 11)),
+    (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), (1, 4, 8, 8)),  # not the meta path: run
+    (nn.Conv1d(6, 16, 5, stride=3), (2, 6, 50)),
+    (nn.Conv1d(6, 16, 3, padding="valid"), (6, 50)),  # unbatched
+])
+def test_convolutions_propagate_their_real_shapes(conv, shape):
+    """Shape propagation prices plain convolutions on meta tensors; the shapes are the real ones."""
+    from fastdeepiot.graph.trace import meta_shape, trace
+
+    net = nn.Sequential(conv, nn.ReLU())
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        real = [tuple(conv(x).shape)] * 2
+    tg = trace(net, (x,))
+    assert [meta_shape(n) for n in tg.nodes if n.op == "call_module"] == real
