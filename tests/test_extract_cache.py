@@ -204,9 +204,22 @@ def test_convolutions_propagate_their_real_shapes(conv, shape):
     """Shape propagation prices plain convolutions on meta tensors; the shapes are the real ones."""
     from fastdeepiot.graph.trace import meta_shape, trace
 
-    net = nn.Sequential(conv, nn.ReLU())
+    net = nn.Sequential(conv, nn.ReLU()).eval()
     x = torch.randn(*shape)
     with torch.no_grad():
         real = [tuple(conv(x).shape)] * 2
     tg = trace(net, (x,))
     assert [meta_shape(n) for n in tg.nodes if n.op == "call_module"] == real
+
+
+def test_train_mode_extraction_updates_batchnorm_from_real_values():
+    """In train mode the one forward still computes convolutions: BatchNorm statistics move as before."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+    ref = copy.deepcopy(net)
+    x = torch.randn(2, 3, 8, 8)
+    extract_layers(net, x, cache=False)
+    with torch.no_grad():
+        ref(x)
+    assert torch.equal(net[1].running_mean, ref[1].running_mean)
+    assert torch.equal(net[1].running_var, ref[1].running_var)

@@ -102,16 +102,21 @@ def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on the root module, recording each node's output shape in `node.meta['shape']`.
 
-    Convolutions are not computed: a plain nn.Conv1d/Conv2d (no hooks, zero padding, input and weight
-    of one dtype and device) gets its output shape from torch's meta kernel and passes zeros of that
-    shape on. They are most of a forward's time (a 3x3 256->256 convolution at 56x56: 100 ms on one
+    Convolutions are not computed when every module is in eval mode (in train mode the forward updates
+    BatchNorm statistics from real values, as it always did): a plain nn.Conv1d/Conv2d (no hooks, zero
+    padding, input and weight of one dtype and device) gets its output shape from torch's meta kernel
+    and passes zeros of that shape on. They are most of a forward's time (a 3x3 256->256 convolution at 56x56: 100 ms on one
     thread, 0.05 ms on meta). Shapes are exact; only values downstream differ, which no shape depends on
     (a forward whose shapes depend on its values -- nonzero, boolean masks -- is outside what the time
     model prices anyway: it would price one arbitrary example)."""
 
+    def __init__(self, root: nn.Module, graph: torch.fx.Graph):
+        super().__init__(root, graph=graph)
+        self.meta_convs = not any(m.training for m in root.modules())
+
     def call_module(self, target, args, kwargs):
         m = self.fetch_attr(target)
-        if type(m) in _CONVS and not kwargs and len(args) == 1 and _plain_conv_call(m, args[0]):
+        if self.meta_convs and type(m) in _CONVS and not kwargs and len(args) == 1 and _plain_conv_call(m, args[0]):
             x, w, b = args[0], m.weight, m.bias
             conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
             meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
@@ -139,7 +144,7 @@ def _plain_conv_call(m: nn.Module, x) -> bool:
 def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple) -> None:
     """One forward of `graph` (traced from `root`) on `inputs`; each node's output shape lands in its
     meta (read with `meta_shape`): what fx's ShapeProp records, shapes only."""
-    _ShapeInterpreter(root, graph=graph).run(*inputs)
+    _ShapeInterpreter(root, graph).run(*inputs)
 
 
 def _has_tensor(x) -> bool:
