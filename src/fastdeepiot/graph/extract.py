@@ -44,14 +44,23 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   Which rule prices an op is the op vocabulary's (`fastdeepiot.graph.ops`); tracing and shape
   propagation are `fastdeepiot.graph.trace`'s; the data classes live in `fastdeepiot.graph.calls`.
 
+Cache. Extraction reads only the module's structure and the inputs' shapes, so its result is cached
+per `graph.fingerprint` (every submodule's name, class, mode, attributes and parameter/buffer shapes,
+plus the input shapes; weight values are not part of it): pricing the same network again skips the
+trace and the forward, and a network pruned in place has another fingerprint. Each call returns its
+own copy of the calls. Modules the fingerprint cannot vouch for (forward hooks, unusual attributes)
+and hook-fallback extractions are not cached; `cache=False` bypasses it, `clear_cache()` empties it.
+
 `fused_into` is left None here; `fusion_for_backend(calls, backend)` (module `fastdeepiot.graph.fusion`)
 returns a copy annotated with the producer each op is fused into by that backend.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings as _warnings
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -59,10 +68,11 @@ import torch.nn as nn
 from fastdeepiot.families import ACTIVATIONS, LayerConfig
 from fastdeepiot.graph import ops
 from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
+from fastdeepiot.graph.fingerprint import fingerprint
 from fastdeepiot.graph.trace import arg as _arg
 from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, trace
 
-__all__ = ["extract_layers", "count_container_calls"]
+__all__ = ["extract_layers", "count_container_calls", "clear_cache"]
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -453,6 +463,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             if c.name == "0" or c.name.startswith("0#"):
                 c.name = alias + c.name[1:]
             c.inputs = [alias + i[1:] if i == "0" or i.startswith("0#") else i for i in c.inputs]
+        res.module_calls = None  # the wrapper's count is not the module's
         return res
     tg = trace(module, inputs)
 
@@ -495,7 +506,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             producers = [out_name.get(a) or INPUT for a in _arg(node, 0, "tensors")]
         out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
     _add_notes(calls, warns)
-    return ExtractResult(calls, True, warns)
+    return ExtractResult(calls, True, warns, tg.container_calls)
 
 
 # --------------------------------------------------------------------------- hook fallback
@@ -557,16 +568,50 @@ def _add_notes(calls: list[LayerCall], warns: list[str]) -> None:
                      + ", ".join(c.name for c in apx[:8]) + (" ..." if len(apx) > 8 else ""))
 
 
-def extract_layers(module: nn.Module, example_inputs) -> ExtractResult:
+_CACHE: OrderedDict = OrderedDict()  # fingerprint -> ExtractResult (least recently used first)
+CACHE_SIZE = 256
+
+
+def clear_cache() -> None:
+    """Forget every cached extraction."""
+    _CACHE.clear()
+
+
+def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True) -> ExtractResult:
     """Every module call and functional op of `module` on `example_inputs`, in execution order.
 
-    Tries torch.fx (symbolic trace + ShapeProp); on any tracing failure falls back to forward hooks
-    (`result.traced` False, see module doc). The module is run once on the example inputs (no_grad);
-    its train/eval mode is left as it is.
+    Tries torch.fx (symbolic trace + shape propagation); on any tracing failure falls back to forward
+    hooks (`result.traced` False, see module doc). On a cache miss the module is run once on the example
+    inputs (no_grad); its train/eval mode is left as it is. `cache`: look the structure up in (and add
+    it to) the extraction cache (see module doc).
     """
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
+    key = fingerprint(module, example_inputs) if cache else None
+    if key is not None and key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _copy(_CACHE[key])
+    res = _extract(module, example_inputs)
+    if key is not None and res.traced:
+        _CACHE[key] = _copy(res)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return res
+
+
+def cached_extraction(module: nn.Module, example_inputs) -> ExtractResult | None:
+    """The cached extraction of `module`'s structure on inputs of these shapes, or None (nothing is run)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    key = fingerprint(module, tuple(example_inputs))
+    if key is None or key not in _CACHE:
+        return None
+    _CACHE.move_to_end(key)
+    return _copy(_CACHE[key])
+
+
+def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
@@ -574,8 +619,19 @@ def extract_layers(module: nn.Module, example_inputs) -> ExtractResult:
     except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
         res = _extract_hooks(module, example_inputs, reason)
-    res.module_calls = count_container_calls(module, example_inputs)
+    if res.module_calls is None or not res.traced:  # the trace could not count them
+        res.module_calls = count_container_calls(module, example_inputs)
     return res
+
+
+def _copy(res: ExtractResult) -> ExtractResult:
+    """A copy whose calls (and their lists) the caller may change without touching the original."""
+    calls = []
+    for c in res:
+        c = copy.copy(c)
+        c.inputs, c.input_shapes = list(c.inputs), list(c.input_shapes)
+        calls.append(c)
+    return ExtractResult(calls, res.traced, res.warnings, res.module_calls)
 
 
 def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:

@@ -67,6 +67,7 @@ def nchwc_block_size() -> int:
 
 def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
     by_name = {c.name: c for c in calls}
+    position = {c.name: i for i, c in enumerate(calls)}
     # no-op calls (Identity, eval Dropout: the vocabulary's `vanishes`) vanish from the exported graph:
     # see through them
     alias: dict[str, str] = {}
@@ -167,7 +168,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
                         not nchwc_conv(r) or is_nchwc(other)):
                     cands.append(r)
             if cands:
-                r = max(cands, key=calls.index)
+                r = max(cands, key=lambda r: position[r.name])
                 c.fused_into = r.name
                 state.setdefault(r.name, set()).add("sum")
                 if r.name in nchwc_out:

@@ -47,13 +47,13 @@ from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.graph.extract import extract_layers
+from fastdeepiot.graph.extract import cached_extraction, extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
-from fastdeepiot.timemodel.tree import ModelTree, featurize
+from fastdeepiot.timemodel.tree import ModelTree, featurize, featurize_columns
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
@@ -191,7 +191,7 @@ class TimeModel:
                 raise UnmodelledLayerError(
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
-            X = featurize([configs[i] for i in idx])
+            X = featurize_columns([configs[i] for i in idx])  # column arrays: no DataFrame for the tree
             try:
                 pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
@@ -275,21 +275,29 @@ class TimeModel:
                                  list(getattr(res, "warnings", [])))
 
     def _extract_untouched(self, module, example_inputs):
+        """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was. A network already
+        in eval mode is looked up in the extraction cache as it is (a hit runs nothing); one with a
+        submodule in train mode is extracted from an eval-mode copy."""
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
             raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
                             f"{type(example_inputs).__name__}")
-        try:
-            work = copy.deepcopy(module)
-        except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
-            work = None
+        if not any(m.training for m in module.modules()):
+            res = cached_extraction(module, inputs)
+            if res is not None:
+                return res, fusion_for_backend(res, self.backend)
+            work = module  # eval mode and no gradients: running it changes no parameter or buffer
+        else:
+            try:
+                work = copy.deepcopy(module)
+            except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
+                work = None
         target = work if work is not None else module
-        modes = [(m, m.training) for m in target.modules()] if hasattr(target, "modules") else []
+        modes = [(m, m.training) for m in target.modules()]
         try:
-            if hasattr(target, "eval"):
-                target.eval()
+            target.eval()
             with torch.no_grad():
                 try:  # the user's network must run on its example input before we trace it
                     target(*inputs)

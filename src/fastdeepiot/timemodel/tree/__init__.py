@@ -39,9 +39,9 @@ from fastdeepiot.timemodel.tree._validation import as_frame, check_columns, chec
 from fastdeepiot.timemodel.tree.estimator import ModelTree
 from fastdeepiot.timemodel.tree.export import FORMAT_VERSION, Rule
 from fastdeepiot.timemodel.tree.features import (DEFAULT_LEAF_FEATURES, DEFAULT_QUANTA, WORK_FEATURE,
-                                                 add_staircase_features, featurize)
+                                                 add_staircase_features, featurize, featurize_columns)
 from fastdeepiot.timemodel.tree.route import EXTRAPOLATION_SLACK
 
-__all__ = ["ModelTree", "Rule", "featurize", "add_staircase_features", "as_frame", "check_columns",
-           "check_weights", "check_y", "is_numeric", "DEFAULT_QUANTA", "DEFAULT_LEAF_FEATURES", "WORK_FEATURE",
-           "EXTRAPOLATION_SLACK", "FORMAT_VERSION"]
+__all__ = ["ModelTree", "Rule", "featurize", "featurize_columns", "add_staircase_features", "as_frame",
+           "check_columns", "check_weights", "check_y", "is_numeric", "DEFAULT_QUANTA", "DEFAULT_LEAF_FEATURES",
+           "WORK_FEATURE", "EXTRAPOLATION_SLACK", "FORMAT_VERSION"]

@@ -66,3 +66,23 @@ def check_columns(df, columns: Sequence[str], name: str = "X"):
     if missing:
         raise ValueError(f"{name} lacks columns the model was fitted with: {missing}")
     return df
+
+
+def check_column_arrays(cols: dict, columns: Sequence[str], name: str = "X") -> dict:
+    """`as_frame` + `check_columns` for a dict of 1-D numpy arrays (float, or object holding strings),
+    without building a DataFrame: the same errors for ragged, missing, NaN and inf values."""
+    lens = {k: len(v) for k, v in cols.items()}
+    if len(set(lens.values())) > 1:
+        raise ValueError(f"{name}: columns have different lengths: {lens}")
+    if not cols:
+        raise ValueError(f"{name} has no columns")
+    nan = [k for k, v in cols.items() if (pd.isna(v).any() if v.dtype == object else np.isnan(v).any())]
+    if nan:
+        raise ValueError(f"{name} contains NaN/missing values in columns {nan}")
+    for k, v in cols.items():
+        if v.dtype != object and not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} contains inf in column {k!r}")
+    missing = [c for c in columns if c not in cols]
+    if missing:
+        raise ValueError(f"{name} lacks columns the model was fitted with: {missing}")
+    return cols

@@ -11,7 +11,8 @@ from sklearn.utils.validation import check_is_fitted
 from fastdeepiot.timemodel.metrics import neg_median_abs_relative_error
 from fastdeepiot.timemodel.tree import export
 from fastdeepiot.timemodel.tree._nodes import compact, samples_under
-from fastdeepiot.timemodel.tree._validation import as_frame, check_columns, check_weights, check_y, is_numeric
+from fastdeepiot.timemodel.tree._validation import (as_frame, check_column_arrays, check_columns, check_weights,
+                                                     check_y, is_numeric)
 from fastdeepiot.timemodel.tree.features import DEFAULT_LEAF_FEATURES, PAD_RE, WORK_FEATURE
 from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.prune import PRUNINGS, grow_and_prune
@@ -181,7 +182,13 @@ class ModelTree(RegressorMixin, BaseEstimator):
         return check_columns(df, self.columns_)
 
     def predict(self, X) -> np.ndarray:
-        """Predicted execution time in ms (always > 0)."""
+        """Predicted execution time in ms (always > 0). X: a DataFrame or a dict of column arrays (a
+        dict of numpy arrays, as `featurize_columns` makes, is priced without building a DataFrame)."""
+        if isinstance(X, dict) and all(isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "fO"
+                                       for v in X.values()):
+            check_is_fitted(self, "nodes_")
+            check_column_arrays(X, self.columns_)
+            return predict_nodes(self.nodes_, X, self.categorical_, self.floor_ms_)
         df = self._check_X(X)
         return predict_nodes(self.nodes_, df, self.categorical_, self.floor_ms_)
 

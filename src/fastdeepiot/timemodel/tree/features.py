@@ -1,6 +1,7 @@
 """The design matrix of one layer family: ``featurize(configs)`` and the staircase/cache columns.
 
-``featurize(configs)`` turns a list of ``LayerConfig`` of one family into a DataFrame with
+``featurize(configs)`` turns a list of ``LayerConfig`` of one family into a DataFrame
+(``featurize_columns(configs)``: the same columns as a dict of numpy arrays, what prediction reads) with
   * the family parameters (numbers; string parameters such as an activation ``kind`` or pooling
     ``mode`` as string columns, split one-vs-rest),
   * the physical features from ``LayerConfig.features()`` (flops, input_bytes, output_bytes,
@@ -41,10 +42,12 @@ def add_staircase_features(df, width_cols: Sequence[str], pad_cols: Sequence[str
                            quanta: Sequence[int] = DEFAULT_QUANTA, work_col: str = WORK_FEATURE):
     """Add the derived staircase/cache columns (in place; returns df). See the module docstring.
 
-    width_cols get ``{w}_mod{q}`` columns; pad_cols (default width_cols) scale ``work_col`` into
-    ``flops_pad{q}``. ``working_set_bytes`` is added when the three byte columns are present.
+    df: a DataFrame or a dict of equally long column arrays. width_cols get ``{w}_mod{q}`` columns;
+    pad_cols (default width_cols) scale ``work_col`` into ``flops_pad{q}``. ``working_set_bytes`` is
+    added when the three byte columns are present.
     """
     pad_cols = list(width_cols) if pad_cols is None else list(pad_cols)
+    n = len(df) if not isinstance(df, dict) else len(next(iter(df.values()), ()))
     for w in width_cols:
         v = np.asarray(df[w], dtype=float)
         for q in quanta:
@@ -52,7 +55,7 @@ def add_staircase_features(df, width_cols: Sequence[str], pad_cols: Sequence[str
     if work_col in df and pad_cols:
         work = np.asarray(df[work_col], dtype=float)
         for q in quanta:
-            scale = np.ones(len(df))
+            scale = np.ones(n)
             for w in pad_cols:
                 v = np.maximum(np.asarray(df[w], dtype=float), 1.0)
                 scale *= np.ceil(v / q) * q / v
@@ -65,6 +68,14 @@ def add_staircase_features(df, width_cols: Sequence[str], pad_cols: Sequence[str
 
 def featurize(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
     """Design matrix (pandas DataFrame, one row per config) for configs of a single family."""
+    cols = featurize_columns(configs, quanta)
+    return cols if isinstance(cols, pd.DataFrame) else pd.DataFrame(cols)
+
+
+def featurize_columns(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
+    """``featurize`` as a dict of column arrays (float64, or object for string parameters), in the
+    DataFrame's column order; a DataFrame where the configurations do not all have the same columns
+    (pandas fills the gaps with NaN, which the estimators then refuse)."""
     configs = list(configs)
     if not configs:
         raise ValueError("featurize: no configurations given")
@@ -77,7 +88,28 @@ def featurize(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
         r: dict[str, Any] = {k: v for k, v in c.params.items() if isinstance(v, str)}
         r.update(c.features())
         rows.append(r)
-    df = pd.DataFrame(rows)
+    df = _columns(rows)
+    if df is None:
+        df = pd.DataFrame(rows)
     widths = [w for w in family.width_params if w in df]
-    add_staircase_features(df, widths, _pad_widths(family.name, df.columns, widths), quanta)
+    add_staircase_features(df, widths, _pad_widths(family.name, list(df), widths), quanta)
     return df
+
+
+def _columns(rows: list[dict]) -> dict | None:
+    """The rows as column arrays (string columns as object arrays), or None where they differ in
+    their keys or mix strings and numbers in a column."""
+    keys = rows[0].keys()
+    if any(r.keys() != keys for r in rows):
+        return None
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows]
+        n_str = sum(isinstance(v, str) for v in vals)
+        if n_str == len(vals):
+            out[k] = np.array(vals, dtype=object)
+        elif n_str == 0:
+            out[k] = np.array(vals, dtype=float)
+        else:
+            return None
+    return out

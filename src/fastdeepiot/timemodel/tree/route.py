@@ -33,10 +33,23 @@ def route(nodes, vals, n) -> np.ndarray:
     return leaf_of
 
 
+def column(df, c: str, as_str: bool = False) -> np.ndarray:
+    """Column c of df (a DataFrame, or a dict of numpy arrays as `featurize_columns` makes) as float,
+    or as str."""
+    if isinstance(df, dict):
+        v = np.asarray(df[c])
+        return v.astype(str) if as_str else v.astype(float, copy=False)
+    return df[c].astype(str).to_numpy() if as_str else df[c].to_numpy(float)
+
+
+def n_rows(df) -> int:
+    return len(next(iter(df.values()))) if isinstance(df, dict) else len(df)
+
+
 def split_columns(nodes, df, categorical) -> dict:
     """The columns of df the tree splits on: categorical ones as str, the others as float."""
     used = {nd["feature"] for nd in nodes if not nd["leaf"]}
-    return {c: (df[c].astype(str).to_numpy() if c in categorical else df[c].to_numpy(float)) for c in used}
+    return {c: column(df, c, c in categorical) for c in used}
 
 
 def guard(nodes, at, cols) -> np.ndarray:
@@ -67,11 +80,12 @@ def outside(node, cols, rows) -> np.ndarray:
 
 
 def predict_nodes(nodes, df, categorical, floor_ms: float) -> np.ndarray:
-    """Predicted ms of each row of df: routed, guarded, priced by its node's equation, floored."""
-    n = len(df)
+    """Predicted ms of each row of df (a DataFrame or a dict of column arrays): routed, guarded,
+    priced by its node's equation, floored."""
+    n = n_rows(df)
     # every equation's feature columns, converted once (a node's "range" has its equation's features)
     features = {c for nd in nodes if "model" in nd for c in nd["model"]["features"]}
-    cols = {c: df[c].to_numpy(float) for c in features}
+    cols = {c: column(df, c) for c in features}
     at = guard(nodes, route(nodes, split_columns(nodes, df, categorical), n), cols)
     pred = np.empty(n)
     for i in np.unique(at):

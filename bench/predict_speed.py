@@ -1,0 +1,282 @@
+"""How long does `TimeModel.predict_network` take? MobileNet-V2, ResNet-50 and the zoo, before and after.
+
+    .venv/bin/python bench/predict_speed.py --timemodel runs/bench/torch-cpu.db.timemodel.json \
+        [--before 54b8627] [--rounds 5] [--calls 5]
+
+Each version (this checkout, and with --before a commit exported with `git archive` into a temporary
+folder) runs in its own worker process (PYTHONPATH = its src/, one torch thread); the workers alternate
+round by round (the order flips every round), so load on a shared machine hits both alike. A worker
+builds the networks at a fixed seed, prices each once (warm-up), then prices them `--calls` times,
+network after network. Reported: the median ms per call over all rounds, and ms per 200 priced layers.
+
+Modes: `repeat` prices the same network object again and again (what a loop over one network, or a
+search re-pricing its current network, does: this checkout answers from its extraction cache);
+`uncached` empties the extraction cache before every call (a network never seen before: trace, one
+forward, pricing) -- only for versions that have the cache (`fastdeepiot.graph.extract.clear_cache`).
+
+MobileNet-V2 (inverted residuals: 1x1 expand, 3x3 depthwise, 1x1 project, ReLU6, BatchNorm; width 1.0,
+1000 classes) and ResNet-50 (bottleneck blocks 3-4-6-3) are written here at 224x224 (torchvision is
+not a dependency); the zoo networks are `fastdeepiot.zoo`'s (widths 0.5 and 1.0, small inputs).
+Writes docs/results/predict_speed.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "results"
+BIG = ("mobilenet_v2", "resnet50")
+
+
+# ------------------------------------------------------------------------------------ networks
+
+
+def build_networks(names=None):
+    """[(name, module in eval mode, input)]: MobileNet-V2, ResNet-50 (224x224) and the zoo."""
+    import torch
+    import torch.nn as nn
+
+    from fastdeepiot.zoo import zoo_networks
+
+    def cbr(cin, cout, k, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, *([nn.ReLU6(inplace=True)] if act else []))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hid = cin * expand
+            self.conv = nn.Sequential(*([cbr(cin, hid, 1)] if expand != 1 else []),
+                                      cbr(hid, hid, 3, stride, groups=hid), cbr(hid, cout, 1, act=False))
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.conv(x) if self.residual else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        # (expansion, channels, repeats, stride)
+        CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
+
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            c, layers = 32, [cbr(3, 32, 3, 2)]
+            for t, ch, n, s in self.CFG:
+                for i in range(n):
+                    layers.append(InvertedResidual(c, ch, s if i == 0 else 1, t))
+                    c = ch
+            self.features = nn.Sequential(*layers, cbr(c, 1280, 1))
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+        def forward(self, x):
+            return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, width, stride):
+            super().__init__()
+            cout = 4 * width
+            self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+            self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
+            self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.relu(self.bn2(self.conv2(y)))
+            y = self.bn3(self.conv3(y))
+            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet50(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+            self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+            blocks, c = [], 64
+            for stage, (width, n) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)]):
+                for i in range(n):
+                    blocks.append(Bottleneck(c, width, 2 if i == 0 and stage > 0 else 1))
+                    c = 4 * width
+            self.layers = nn.Sequential(*blocks)
+            self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            return self.fc(torch.flatten(self.avgpool(self.layers(x)), 1))
+
+    torch.manual_seed(0)
+    nets = [("mobilenet_v2", MobileNetV2().eval(), torch.randn(1, 3, 224, 224)),
+            ("resnet50", ResNet50().eval(), torch.randn(1, 3, 224, 224))]
+    nets += zoo_networks(widths=(0.5, 1.0))
+    return [n for n in nets if names is None or n[0] in names]
+
+
+# ------------------------------------------------------------------------------------ worker
+
+
+def worker(args) -> None:
+    """Time predict_network in this process (the version on PYTHONPATH); print JSON."""
+    import torch
+
+    torch.set_num_threads(1)
+    import fastdeepiot
+    from fastdeepiot import TimeModel
+
+    try:
+        from fastdeepiot.graph.extract import clear_cache
+    except ImportError:
+        clear_cache = None
+    if args.mode == "uncached" and clear_cache is None:
+        print(json.dumps({"skipped": "no extraction cache in this version"}))
+        return
+    nets = build_networks(args.nets.split(",") if args.nets else None)
+    out = {"fastdeepiot": str(Path(fastdeepiot.__file__).parent), "results": {}}
+    for tm_path in args.timemodel:
+        tm = TimeModel.load(tm_path)
+        res = out["results"].setdefault(tm_path, {})
+        for name, m, x in nets:
+            p = tm.predict_network(m, x, allow_unmodelled=True)  # warm-up (fills the cache)
+            res[name] = {"layers": len(p.layers), "total_ms": p.total_ms, "times_ms": []}
+        for _ in range(args.calls):
+            for name, m, x in nets:
+                if args.mode == "uncached":
+                    clear_cache()
+                t = time.perf_counter()
+                tm.predict_network(m, x, allow_unmodelled=True)
+                res[name]["times_ms"].append((time.perf_counter() - t) * 1e3)
+    print(json.dumps(out))
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def git(*a) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def export_commit(ref: str, dest: Path) -> Path:
+    """`git archive` of ref's src/ into dest; returns the src folder."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
+    return dest / "src"
+
+
+def run_worker(src: Path, mode: str, args) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--mode", mode, "--calls", str(args.calls)]
+    cmd += ["--timemodel", *args.timemodel] + (["--nets", args.nets] if args.nets else [])
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"worker ({src}, {mode}) failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timemodel", nargs="+", required=True, help="time model JSON file(s) to predict with")
+    ap.add_argument("--before", help="git commit to compare with (run side by side, interleaved)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=5, help="timed calls per network per round")
+    ap.add_argument("--nets", help="comma-separated subset of the networks")
+    ap.add_argument("--out", default=str(OUT / "predict_speed"), help="output path without extension")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="repeat", choices=("repeat", "uncached"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args)
+
+    head = git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "src") else "")
+    versions = [("after", head, ROOT / "src", "repeat"), ("after", head, ROOT / "src", "uncached")]
+    tmp = tempfile.TemporaryDirectory()
+    if args.before:
+        before = git("rev-parse", "--short", args.before)
+        versions.insert(0, ("before", before, export_commit(args.before, Path(tmp.name)), "repeat"))
+    load = [os.getloadavg()]
+    times: dict = {}
+    info: dict = {}
+    for r in range(args.rounds):
+        order = versions if r % 2 == 0 else versions[::-1]
+        for label, commit, src, mode in order:
+            print(f"round {r + 1}/{args.rounds}: {label} {commit} ({mode})", file=sys.stderr)
+            out = run_worker(src, mode, args)
+            for tm_path, res in out.get("results", {}).items():
+                for name, d in res.items():
+                    key = (label, mode, tm_path, name)
+                    times.setdefault(key, []).extend(d["times_ms"])
+                    info[key] = (commit, d["layers"], d["total_ms"])
+        load.append(os.getloadavg())
+    tmp.cleanup()
+
+    rows = []
+    for (label, mode, tm_path, name), ts in times.items():
+        commit, layers, total = info[(label, mode, tm_path, name)]
+        med = statistics.median(ts)
+        rows.append({"version": label, "commit": commit, "mode": mode, "timemodel": tm_path, "network": name,
+                     "layers": layers, "predicted_ms": total, "median_ms": med,
+                     "ms_per_200_layers": med * 200 / max(1, layers), "n": len(ts),
+                     "min_ms": min(ts), "max_ms": max(ts)})
+    conditions = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": _cpu(),
+                  "python": platform.python_version(), "torch_threads": 1, "rounds": args.rounds,
+                  "calls_per_round": args.calls, "loadavg_1_5_15": [list(x) for x in load],
+                  "after": head, "before": info and next((v[0] for k, v in info.items() if k[0] == "before"), None)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps({"conditions": conditions, "rows": rows}, indent=1) + "\n")
+    Path(args.out + ".md").write_text(_markdown(rows, conditions))
+    print(_markdown(rows, conditions))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _markdown(rows, cond) -> str:
+    loads = ", ".join("/".join(f"{v:.1f}" for v in x) for x in cond["loadavg_1_5_15"])
+    lines = ["# predict_network speed", "",
+             f"`TimeModel.predict_network` wall time per call, median over {cond['rounds']} interleaved rounds x "
+             f"{cond['calls_per_round']} calls (`bench/predict_speed.py`). {cond['date']}, {cond['cpu']}, "
+             f"one torch thread, Python {cond['python']}; load average (1/5/15 min) before and after each "
+             f"round: {loads}. Before: {cond['before'] or '-'}; after: {cond['after']}.", "",
+             "Modes: **repeat** prices the same network again (after: from the extraction cache); "
+             "**uncached** empties the cache before each call (a network never seen: trace, one forward, "
+             "pricing). Before has no cache: every call is a full extraction.", ""]
+    by_tm: dict = {}
+    for r in rows:
+        by_tm.setdefault(r["timemodel"], []).append(r)
+    for tm_path, rs in by_tm.items():
+        lines += [f"## {Path(tm_path).name}", "",
+                  "| network | layers | before ms | after ms (repeat) | after ms (uncached) | before ms/200 layers "
+                  "| after ms/200 layers (repeat) | after ms/200 layers (uncached) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        nets = list(dict.fromkeys(r["network"] for r in rs))
+        for n in nets:
+            get = {(r["version"], r["mode"]): r for r in rs if r["network"] == n}
+            b, a, u = get.get(("before", "repeat")), get.get(("after", "repeat")), get.get(("after", "uncached"))
+            f = lambda r, k: f"{r[k]:.1f}" if r else "-"  # noqa: E731
+            lines.append(f"| {n} | {(a or b)['layers']} | {f(b, 'median_ms')} | {f(a, 'median_ms')} | "
+                         f"{f(u, 'median_ms')} | {f(b, 'ms_per_200_layers')} | {f(a, 'ms_per_200_layers')} | "
+                         f"{f(u, 'ms_per_200_layers')} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""A structural fingerprint of a module and its example inputs: the key of the extraction cache.
+
+`fingerprint(module, inputs)` is a hashable value that changes whenever anything a layer extraction
+reads could change: every submodule's qualified name, class, train/eval mode and plain attributes
+(widths, kernel sizes, strides, flags such as `residual`, ...), the shapes and dtypes of its parameters
+and buffers, and the shapes and dtypes of the inputs. Weight *values* are left out: extraction reads
+shapes only. Pruning a network in place changes `out_channels` and the weight shapes, so it changes the
+fingerprint.
+
+It returns None (do not cache) where it cannot vouch for the structure: a module with forward hooks,
+an attribute it cannot freeze into a value (an arbitrary object, a tensor that is not a parameter or a
+buffer, a module stored outside `_modules`), an input that is neither a tensor nor a plain value.
+
+What it cannot see, and the cache therefore assumes: a forward whose control flow depends on state
+outside the module (a global flag, a class attribute changed at run time, a method patched on the
+class); pass `cache=False` to `extract_layers` (or call `clear_cache`) for such networks.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import weakref
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.modules import module as _torch_module  # its global hook registries
+
+__all__ = ["fingerprint"]
+
+# nn.Module's own bookkeeping (parameters, buffers and children are read apart; hooks: see below)
+_SKIP = frozenset(nn.Module().__dict__)
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+_IDENTITY = (types.FunctionType, types.BuiltinFunctionType, type, torch.dtype, torch.device,
+             torch.memory_format, torch.layout, enum.Enum)
+
+
+class _Unfreezable(Exception):
+    pass
+
+
+def _freeze(v: Any, own: frozenset = frozenset()):
+    """A hashable stand-in for an attribute value (type-tagged: 1, 1.0 and True differ). Tensors only
+    when they are the module's own parameters or buffers (`own`: their ids; an RNN lists its weights in
+    `_flat_weights`): by shape."""
+    t = type(v)
+    if t in _SCALARS:
+        return (t, v)
+    if isinstance(v, _IDENTITY):
+        return v
+    if isinstance(v, (tuple, list)):  # torch.Size too
+        return (t, tuple(_freeze(x, own) for x in v))
+    if isinstance(v, (set, frozenset)):
+        return (frozenset, frozenset(_freeze(x, own) for x in v))
+    if isinstance(v, dict):
+        return (dict, tuple((_freeze(k, own), _freeze(x, own)) for k, x in v.items()))
+    if isinstance(v, weakref.ref):
+        return (weakref.ref, _freeze(v(), own))
+    if isinstance(v, torch.Tensor) and id(v) in own:
+        return (torch.Tensor, _tensor_key(v))
+    raise _Unfreezable(t.__name__)
+
+
+def _tensor_key(t: torch.Tensor | None):
+    return None if t is None else (tuple(t.shape), t.dtype, t.device.type)
+
+
+def _module_key(name: str, m: nn.Module) -> tuple:
+    own = frozenset(id(t) for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+    if m._forward_hooks or m._forward_pre_hooks:  # they may change what the forward does
+        raise _Unfreezable("forward hooks")
+    attrs = tuple((k, _freeze(v, own)) for k, v in m.__dict__.items() if k not in _SKIP)
+    params = tuple((k, _tensor_key(p)) for k, p in m._parameters.items())
+    buffers = tuple((k, _tensor_key(b)) for k, b in m._buffers.items())
+    return (name, type(m), m.training, attrs, params, buffers)
+
+
+def _input_key(x):
+    if isinstance(x, torch.Tensor):
+        return (torch.Tensor, _tensor_key(x))
+    if isinstance(x, (tuple, list)):
+        return (type(x), tuple(_input_key(y) for y in x))
+    return _freeze(x)
+
+
+def fingerprint(module: nn.Module, inputs: tuple):
+    """Hashable structure of `module` on `inputs` (see the module doc), or None: not cacheable."""
+    if _has_global_hooks():
+        return None
+    try:
+        return (tuple(_module_key(name, m) for name, m in module.named_modules()),
+                tuple(_input_key(x) for x in inputs))
+    except _Unfreezable:
+        return None
+
+
+def _has_global_hooks() -> bool:
+    """nn.Module global forward hooks (`register_module_forward_hook`): they apply to every module."""
+    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
