@@ -118,22 +118,25 @@ INPUT = "input"  # producer name of the network's inputs
 _ACT_MODULES = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.Hardswish: "hardswish",
     nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.GELU: "gelu",
+    nn.SiLU: "silu", nn.Hardsigmoid: "hardsigmoid",  # issue 17 layers
 }
 _ACT_FUNCS = {
     F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.leaky_relu: "leaky_relu",
     F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
     F.tanh: "tanh", F.gelu: "gelu", torch.relu_: "relu", F.relu_: "relu",
+    F.silu: "silu", F.hardsigmoid: "hardsigmoid",  # issue 17 layers
 }
 _ACT_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
                 "tanh": "tanh", "tanh_": "tanh"}
 _FREE_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                 nn.Flatten, nn.Unflatten)
+                 nn.Flatten, nn.Unflatten, nn.FeatureAlphaDropout)  # issue 17 layers: FeatureAlphaDropout
 _FREE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
                  "chunk", "split", "unbind", "view_as", "reshape_as", "expand", "t", "narrow",
                  "contiguous", "unflatten", "float", "detach", "clone"}
 _FREE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.unsqueeze,
                torch.squeeze, torch.chunk, torch.split, torch.unbind, torch.t, torch.narrow,
-               operator.getitem, F.dropout, F.dropout1d, F.dropout2d, torch.clone}
+               operator.getitem, F.dropout, F.dropout1d, F.dropout2d, torch.clone,
+               F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}  # issue 17 layers: the last 3
 _COPY_OPS = {"contiguous", "clone"}
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_"}
@@ -309,7 +312,7 @@ def _map_adaptive(mode: str, dim: int, output_size, shape, op: str) -> _Mapped:
         (int(output_size[0]) if isinstance(output_size, (tuple, list)) else int(output_size)),)
     spatial = tuple(int(x) for x in shape[2:])
     if any(o is None for o in outs) or any(sz % o for sz, o in zip(spatial, outs)):
-        return _unmodelled(op, f"adaptive pool {spatial} -> {outs} not an integer kernel")
+        return _map_adaptive_any(mode, dim, outs, shape, op)  # issue 17 layers
     ks = [sz // o for sz, o in zip(spatial, outs)]
     k = ks[0] if dim == 1 else _sq(ks[0], ks[1])[0]
     size = spatial[0] if dim == 1 else _sq(*spatial)[0]
@@ -319,7 +322,7 @@ def _map_adaptive(mode: str, dim: int, output_size, shape, op: str) -> _Mapped:
                    "adaptive pool as kernel = stride = size // output (outside the family space)")
 
 
-def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
+def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]], node=None) -> _Mapped:
     op = type(m).__name__
     shape = in_shapes[0] if in_shapes else ()
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
@@ -348,6 +351,9 @@ def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
             return _map_ew("activation", op, shape, {"kind": kind})
     if isinstance(m, _FREE_MODULES):
         return _Mapped(FREE, op)
+    mp = _map_module_issue17(m, in_shapes, node)  # issue 17 layers
+    if mp is not None:
+        return mp
     return _unmodelled(op, "no family covers this module")
 
 
@@ -357,6 +363,224 @@ def _map_ew(family: str, op: str, shape, extra: dict | None = None) -> _Mapped:
         return _unmodelled(op, f"input rank {len(shape)}")
     p, ap = ew
     return _Mapped(LAYER, op, family, {**(extra or {}), **p}, ap)
+
+
+# --------------------------------------------------------------------------- issue 17 layers
+# Ops added for issue 17 ("layers people run today"), grouped here so that they can be ported into the
+# graph front end's op vocabulary as one piece:
+#   activation kinds silu / hardsigmoid (tables above), mul (same shape, per-channel broadcast, by a
+#   number), adaptive pools the pool family cannot express (-> adaptive_pool), LayerNorm / GroupNorm,
+#   Upsample / interpolate, F.scaled_dot_product_attention (-> attention), and nn.MultiheadAttention /
+#   nn.TransformerEncoderLayer priced as whole modules (nn.TransformerEncoder as a chain of its layers
+#   and its final norm).
+
+_WHOLE_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
+_MUL_FUNCS = {operator.mul, operator.imul, torch.mul, torch.multiply}
+_MUL_METHODS = {"mul", "mul_", "multiply"}
+_DIV_FUNCS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide}
+_DIV_METHODS = {"div", "div_", "true_divide"}
+_INTERP_FUNCS = {F.interpolate, F.upsample}
+_INTERP_MODES = {"nearest": "nearest", "nearest-exact": "nearest", "linear": "linear", "bilinear": "linear"}
+
+
+def _map_adaptive_any(mode: str, dim: int, outs, shape, op: str) -> _Mapped:
+    """An adaptive pool whose output does not divide its input (or has None entries): adaptive_pool."""
+    spatial = tuple(int(x) for x in shape[2:])
+    outs = tuple(sz if o is None else int(o) for sz, o in zip(spatial, outs))
+    if dim == 1:
+        size, out, approx = spatial[0], outs[0], False
+    else:
+        size, a1 = _sq(*spatial)
+        out, a2 = _sq(*outs)
+        approx = a1 or a2
+    params = {"batch": int(shape[0]), "mode": mode, "channels": int(shape[1]), "dims": dim, "size": size,
+              "out_size": out}
+    return _Mapped(LAYER, op, "adaptive_pool", params, approx,
+                   "non-square input/output as squares of the same area" if approx else None)
+
+
+def _map_layernorm(shape, normalized_shape, op: str) -> _Mapped:
+    ns = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(v) for v in normalized_shape)
+    r, k = len(shape), len(ns)
+    if r < k or tuple(shape[r - k:]) != ns:
+        return _unmodelled(op, f"normalized_shape {ns} does not end input shape {tuple(shape)}")
+    lead = tuple(shape[:r - k])
+    params = {"batch": int(lead[0]) if lead else 1, "seq_len": int(math.prod(lead[1:])),
+              "features": int(math.prod(ns))}
+    return _Mapped(LAYER, op, "layernorm", params, k > 1,
+                   f"LayerNorm over {k} trailing dimensions as one of {params['features']}" if k > 1 else None)
+
+
+def _map_groupnorm(shape, groups: int, op: str) -> _Mapped:
+    mp = _map_ew("groupnorm", op, shape, {"groups": int(groups)})
+    if mp.kind == LAYER and int(groups) not in (1, 2, 4, 8, 16, 32):
+        mp.approx, mp.note = True, f"groups={groups} outside the family space"
+    return mp
+
+
+def _map_upsample(shape, size, scale, mode, op: str) -> _Mapped:
+    r = len(shape)
+    if r not in (3, 4) or mode not in _INTERP_MODES:
+        return _unmodelled(op, f"interpolate mode {mode!r} on a rank-{r} input")
+    dims = r - 2
+    spatial = tuple(int(x) for x in shape[2:])
+    if size is not None:
+        outs = (int(size),) * dims if isinstance(size, int) else tuple(int(v) for v in size)
+        scales = [o / i for o, i in zip(outs, spatial)]
+    elif scale is not None:
+        scales = [float(scale)] * dims if isinstance(scale, (int, float)) else [float(v) for v in scale]
+    else:
+        return _unmodelled(op, "interpolate without size or scale_factor")
+    if min(scales) < 1:
+        return _unmodelled(op, f"interpolate downsampling (scale {scales})")
+    s = max(1, int(round(math.prod(scales) ** (1 / dims))))
+    approx = any(abs(x - s) > 1e-9 for x in scales)
+    ew = _ew_params(tuple(shape))
+    p, ap = ew
+    return _Mapped(LAYER, op, "upsample", {"mode": _INTERP_MODES[mode], "scale": s, **p}, approx or ap,
+                   f"scale {scales} as {s}" if approx else None)
+
+
+def _map_sdpa(q, k, v, masked: bool, causal, op: str) -> _Mapped:
+    if len(q) < 3 or len(k) != len(q):
+        return _unmodelled(op, f"attention on query rank {len(q)}")
+    batch = int(math.prod(q[:-3])) if len(q) > 3 else int(q[0])
+    heads = int(q[-3]) if len(q) > 3 else 1
+    n, approx, notes = int(q[-2]), False, []
+    if k[-2] != q[-2]:
+        n, approx = max(1, int(round(math.sqrt(q[-2] * k[-2])))), True
+        notes.append(f"query length {q[-2]}, key length {k[-2]} as {n}")
+    if v[-1] != q[-1]:
+        approx = True
+        notes.append("value width differs from the query's")
+    if masked:
+        approx = True
+        notes.append("with an attention mask")
+    params = {"batch": batch, "heads": heads, "seq_len": n, "head_dim": int(q[-1]),
+              "causal": int(bool(causal) if isinstance(causal, bool) else 0)}
+    return _Mapped(LAYER, op, "attention", params, approx, "; ".join(notes) or None)
+
+
+def _tokens(shape, batch_first: bool) -> tuple[int, int, int] | None:
+    """(batch, seq_len, width) of a transformer input (batched either way, or unbatched)."""
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    if len(shape) != 3:
+        return None
+    b, n = (shape[0], shape[1]) if batch_first else (shape[1], shape[0])
+    return int(b), int(n), int(shape[2])
+
+
+def _tel_params(m: nn.TransformerEncoderLayer, shape) -> dict | None:
+    tok = _tokens(shape, m.self_attn.batch_first)
+    if tok is None:
+        return None
+    act = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0), "gelu")
+    return {"batch": tok[0], "seq_len": tok[1], "d_model": m.self_attn.embed_dim,
+            "heads": m.self_attn.num_heads, "ffn": m.linear1.out_features, "activation": act,
+            "norm_first": int(bool(m.norm_first))}
+
+
+def _map_module_issue17(m: nn.Module, in_shapes: list, node=None) -> _Mapped | None:
+    op = type(m).__name__
+    shape = in_shapes[0] if in_shapes else ()
+    if isinstance(m, nn.LayerNorm):
+        return _map_layernorm(shape, m.normalized_shape, op)
+    if isinstance(m, nn.GroupNorm):
+        return _map_groupnorm(shape, m.num_groups, op)
+    if isinstance(m, nn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
+        return _map_upsample(shape, m.size, m.scale_factor, m.mode, op)
+    if isinstance(m, nn.MultiheadAttention):
+        tok = _tokens(shape, m.batch_first)
+        if tok is None or len(in_shapes) < 3:
+            return _unmodelled(op, "MultiheadAttention input not (batch, seq, embed)")
+        need = node.kwargs.get("need_weights", node.args[4] if len(node.args) > 4 else True) if node is not None else True
+        params = {"batch": tok[0], "seq_len": tok[1], "embed_dim": m.embed_dim, "heads": m.num_heads,
+                  "need_weights": int(bool(need))}
+        notes = []
+        if in_shapes[1] != in_shapes[0] or in_shapes[2] != in_shapes[0]:
+            notes.append("keys/values of another shape priced as self-attention")
+        if len(in_shapes) > 3:
+            notes.append("with masks")
+        if m.kdim != m.embed_dim or m.vdim != m.embed_dim or m.bias_k is not None:
+            notes.append("kdim/vdim/bias_kv")
+        return _Mapped(LAYER, op, "mha", params, bool(notes), "; ".join(notes) or None)
+    if isinstance(m, nn.TransformerEncoderLayer):
+        p = _tel_params(m, shape)
+        if p is None:
+            return _unmodelled(op, f"input rank {len(shape)}")
+        notes = ["with masks"] if len(in_shapes) > 1 else []
+        if getattr(m, "activation_relu_or_gelu", 0) == 0:
+            notes.append("custom activation priced as gelu")
+        return _Mapped(LAYER, op, "transformer_encoder", p, bool(notes), "; ".join(notes) or None)
+    if isinstance(m, nn.TransformerEncoder):
+        mp = _Mapped(LAYER, op, "transformer_encoder", None,
+                     note="TransformerEncoder as its layers (and its final norm), one call each")
+        mp.parts = []
+        for i, layer in enumerate(m.layers):
+            p = _tel_params(layer, shape)
+            if p is None:
+                return _unmodelled(op, f"input rank {len(shape)}")
+            mp.parts.append({"suffix": f".layers.{i}", "family": "transformer_encoder", "params": p,
+                             "op": type(layer).__name__})
+        if m.norm is not None:
+            tok = _tokens(shape, m.layers[0].self_attn.batch_first)
+            norm = _map_layernorm(tok, m.norm.normalized_shape, "LayerNorm")
+            if norm.kind != LAYER:
+                return norm
+            mp.parts.append({"suffix": ".norm", "family": "layernorm", "params": norm.params, "op": "LayerNorm"})
+        return mp
+    return None
+
+
+def _scalar_operand(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _map_function_issue17(node, in_shapes, arg_shapes) -> _Mapped | None:
+    t = node.target
+    fn, meth = node.op == "call_function", node.op == "call_method"
+    if (fn and t in _MUL_FUNCS) or (meth and t in _MUL_METHODS):
+        a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+        sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
+        sb = arg_shapes.get(b) if isinstance(b, torch.fx.Node) else None
+        if _is_tensor_shape(sa) and _scalar_operand(b) or _is_tensor_shape(sb) and _scalar_operand(a):
+            return _map_ew("mul", "mul", sa if _is_tensor_shape(sa) else sb, {"mode": "scalar"})
+        if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):
+            return _unmodelled("mul", "mul of unknown operands")
+        if sa == sb:
+            return _map_ew("mul", "mul", sa, {"mode": "same"})
+        big, small = (sa, sb) if math.prod(sa) >= math.prod(sb) else (sb, sa)
+        if math.prod(small) == 1:
+            return _map_ew("mul", "mul", big, {"mode": "scalar"})
+        mp = _map_ew("mul", "mul", big, {"mode": "channel"})
+        se = (len(small) == len(big) and small[:2] == big[:2] and all(x == 1 for x in small[2:]))
+        if mp.kind == LAYER and not se:
+            mp.approx, mp.note = True, f"broadcast {small} x {big} priced as a per-channel scale"
+        return mp
+    if (fn and t in _DIV_FUNCS) or (meth and t in _DIV_METHODS):
+        a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+        sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
+        if _is_tensor_shape(sa) and _scalar_operand(b) and node.kwargs.get("rounding_mode") is None:
+            mp = _map_ew("mul", "div", sa, {"mode": "scalar"})
+            mp.note = mp.note or "division by a number priced as a multiply"
+            return mp
+        return _unmodelled("div", "division other than by a number")
+    if fn and t is F.layer_norm:
+        return _map_layernorm(in_shapes[0], _arg(node, 1, "normalized_shape"), "layer_norm")
+    if fn and t is F.group_norm:
+        return _map_groupnorm(in_shapes[0], _arg(node, 1, "num_groups"), "group_norm")
+    if fn and t in _INTERP_FUNCS:
+        return _map_upsample(in_shapes[0], _arg(node, 1, "size"), _arg(node, 2, "scale_factor"),
+                             _arg(node, 3, "mode", "nearest"), "interpolate")
+    if fn and t is F.scaled_dot_product_attention:
+        q, k, v = (arg_shapes.get(_arg(node, i, n)) for i, n in enumerate(("query", "key", "value")))
+        if not all(_is_tensor_shape(x) for x in (q, k, v)):
+            return _unmodelled("scaled_dot_product_attention", "unknown operands")
+        mask = _arg(node, 3, "attn_mask")
+        return _map_sdpa(q, k, v, mask is not None, _arg(node, 5, "is_causal", False),
+                         "scaled_dot_product_attention")
+    return None
 
 
 # ------------------------------------------------------------------------------ fx tracing
@@ -500,6 +724,10 @@ def _map_function(node, in_shapes, out_shape, arg_shapes) -> _Mapped:
                 mp.note = "mean over time of (batch, time, features) as an average pool over time"
                 return mp
         return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
+    # ---- issue 17 layers (mul, layer/group norm, interpolate, scaled_dot_product_attention)
+    mp = _map_function_issue17(node, in_shapes, arg_shapes)
+    if mp is not None:
+        return mp
     # ---- free ops
     if node.op == "call_function" and t in _FREE_FUNCS:
         return _Mapped(FREE, name, note="copies" if t is torch.clone else None)
@@ -519,11 +747,14 @@ def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, 
             if mp.family == "concat":
                 ins_names = ([inputs[0]] if j == 0 else [prev]) + (
                     [inputs[j + 1]] if j + 1 < len(inputs) else [])
+            elif "family" in part:  # issue 17 layers: a chain of calls of their own families
+                ins_names = list(inputs) if j == 0 else [prev]
             else:  # bidirectional RNN: layer 0 reads the input, layer l both directions of l-1
                 layer = part.get("layer", 0)
                 ins_names = list(inputs) if layer == 0 else [
                     base + q["suffix"] for q in mp.parts if q.get("layer", 0) == layer - 1]
-            calls.append(LayerCall(nm, mp.family, LayerConfig(mp.family, params), mp.op, LAYER,
+            fam = part.get("family", mp.family)
+            calls.append(LayerCall(nm, fam, LayerConfig(fam, params), part.get("op", mp.op), LAYER,
                                    None, [tuple(s) for s in ins if _is_tensor_shape(s)],
                                    out_shape if j == len(mp.parts) - 1 else None,
                                    bool(mp.approx or part.get("approx")), mp.note, ins_names))
@@ -589,7 +820,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             k = module_uses.get(node.target, 0)
             module_uses[node.target] = k + 1
             base = node.target if k == 0 else f"{node.target}#{k}"
-            mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)])
+            mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)], node)  # node: issue 17
         else:
             base = node.name
             mp = _map_function(node, in_shapes, shp, shapes)
@@ -605,6 +836,8 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
 
 def _is_hook_leaf(m: nn.Module) -> bool:
     if not any(True for _ in m.children()):
+        return True
+    if isinstance(m, _WHOLE_MODULES):  # issue 17 layers: priced as whole modules
         return True
     return not type(m).__module__.startswith("torch.nn") and (
         any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))

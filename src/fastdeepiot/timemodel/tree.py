@@ -52,7 +52,10 @@ from fastdeepiot.timemodel.metrics import neg_median_abs_relative_error
 
 DEFAULT_QUANTA = (4, 8, 16, 32, 64)
 # Leaf regression features, in this order, when present (and not all zero).
-DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes", "steps")
+# score_bytes (attention's seq_len x seq_len scores), activation_bytes (a whole module's intermediates)
+# and rows (independent normalisations of LayerNorm / GroupNorm) exist only in issue 17's families.
+DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes", "steps", "score_bytes",
+                         "activation_bytes", "rows")
 WORK_FEATURE = "flops"
 EXTRAPOLATION_SLACK = 1.5  # a leaf's equation is trusted up to 1.5x beyond the feature range it was fitted on
 _PAD_RE = re.compile(r"^flops_pad(\d+)$")
