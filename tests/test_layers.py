@@ -5,6 +5,7 @@ real-backend smoke test."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -18,11 +19,11 @@ from fastdeepiot.compression.deps import trace_channels
 from fastdeepiot.devices import get_backend
 from fastdeepiot.devices.fake import NETWORK_OVERHEAD_MS, FakeBackend
 from fastdeepiot.errors import UnmodelledLayerError
-from fastdeepiot.families import _act_build
+from fastdeepiot.families import LayerConfig, _act_build
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.profiling.harness import TimingPolicy
-from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model, load_layer_data
 from fastdeepiot.timemodel.tree import ModelTree, featurize
@@ -353,6 +354,30 @@ def test_unknown_layer_is_an_error_not_zero(layers_tm):
         FakeBackend().network_ms(Uncovered(), X4)
 
 
+def test_profiler_skips_what_the_backend_cannot_run(tmp_path):
+    class NoAttention(FakeBackend):
+        def unsupported(self, config):
+            return "no attention here" if config.family == "attention" else None
+
+    backend = NoAttention()
+    with Store.open(tmp_path / "s.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, plan(["attention", "layernorm"], seed=0, network_every=0), max_new=6)
+    assert s.new == 6 and s.failed == 0 and s.unsupported >= 5 and set(s.per_family) == {"layernorm"}
+    ort = get_backend("onnxruntime-cpu") if "onnxruntime-cpu" in _available() else None
+    if ort is not None:  # torch's TorchScript exporter cannot export these
+        assert ort.unsupported(LayerConfig("transformer_encoder", {})) is not None
+        assert ort.unsupported(LayerConfig("adaptive_pool", {})) is not None
+        assert ort.unsupported(LayerConfig("attention", {})) is None
+
+
+def _available() -> list[str]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return ["torch-cpu"]
+    return ["torch-cpu", "onnxruntime-cpu"]
+
+
 # ----------------------------------------------------------------------------------- ORT fusion
 
 
@@ -428,9 +453,13 @@ def test_channel_tracing_survives_the_new_layers():
 def test_real_backend_profiles_the_new_families_and_prices_a_transformer(tmp_path):
     backend = get_backend("torch-cpu", threads=1)
     fams = ["linear", "add", "activation"] + NEW_FAMILIES
+    # a few turns of the plan, plus GELU activations (4 turns of the activation family may miss that
+    # kind, and a model never fitted on a kind does not price it)
+    work = list(itertools.islice(plan(fams, seed=0, network_every=0), 4 * len(fams)))
+    work += [layer_workload(LayerConfig("activation", {"kind": "gelu", "batch": b, "channels": 16, "dims": 1,
+                                                       "size": n}), "sweep") for b, n in ((1, 32), (2, 64), (4, 16))]
     with Store.open(tmp_path / "r.db", backend.fingerprint(), create=True) as store:
-        s = profile(backend, store, plan(fams, seed=0, network_every=0), max_new=4 * len(fams),
-                    policy=TimingPolicy.quick())
+        s = profile(backend, store, work, policy=TimingPolicy.quick())
         assert s.failed == 0 and all(s.per_family.get(f, 0) >= 3 for f in fams), s.per_family
         tm = fit_time_model(store, holdout=0.0, min_samples=3)
     assert set(fams) <= set(tm.families)

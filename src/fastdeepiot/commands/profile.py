@@ -94,6 +94,8 @@ def profile(
           f"{total} measurements in {db}")
     for f in summary.failures[:5]:
         print(f"  failed: {f}")
+    if summary.unsupported:
+        print(f"  skipped {summary.unsupported} configurations that {backend.name} cannot run")
 
 
 def _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet):

@@ -15,8 +15,8 @@ Every call is one of three kinds:
   * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
                     slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
                     `contiguous` (a copy, small; noted in `note`),
-  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, nn.LayerNorm,
-                    x * y, ...). Never dropped silently: the caller decides (error / warn / ignore).
+  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, PixelShuffle,
+                    cumsum, ...). Never dropped silently: the caller decides (error / warn / ignore).
 
 Mapping to the family space (`approx=True` when the mapping is not exact):
   * Conv1d/2d -> conv1d/conv2d. The family pads kernel//2; a different padding, dilation != 1,
@@ -34,6 +34,12 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add; anything else -> unmodelled.
   * torch.cat of n tensors along dim 1 -> n-1 chained two-input concat calls (`node`, `node#1`, ...),
     each concatenating the running result with the next tensor.
+  * issue 17 (see the block marked 'issue 17 layers'): SiLU/Hardsigmoid -> activation kinds; x * y,
+    x * number, x / number -> mul (same / channel / scalar); adaptive pools without an integer kernel
+    -> adaptive_pool; LayerNorm, GroupNorm, Upsample/interpolate -> layernorm, groupnorm, upsample;
+    F.scaled_dot_product_attention -> attention; nn.MultiheadAttention -> mha and
+    nn.TransformerEncoderLayer -> transformer_encoder (whole modules); nn.TransformerEncoder -> one
+    transformer_encoder call per layer (`name.layers.i`) and a layernorm for its final norm.
   Element-wise families (batchnorm, activation, add, concat) read batch = shape[0], channels =
   shape[1], and dims/size from the rest (rank 2 -> dims 1, size 1; rank 3 -> dims 1, size = L;
   rank 4 -> dims 2, size = h (or round(sqrt(h*w)), approx)). What matters for their cost is the

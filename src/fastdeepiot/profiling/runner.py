@@ -88,6 +88,7 @@ class ProfileSummary:
     failed: int = 0
     elapsed_s: float = 0.0
     stopped_by: str = "plan exhausted"
+    unsupported: int = 0  # workloads the backend says it cannot run (Backend.unsupported): skipped
     per_family: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -124,6 +125,9 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             if max_new is not None and s.new >= max_new:
                 s.stopped_by = "measurement count"
                 break
+            if w.kind == "layer" and backend.unsupported(w.layer) is not None:
+                s.unsupported += 1
+                continue
             try:
                 if w.kind == "network" and backend.isolate_networks:
                     if worker is None:
