@@ -357,7 +357,10 @@ def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]], node=None) -> _M
             return _map_ew("activation", op, shape, {"kind": kind})
     if isinstance(m, _FREE_MODULES):
         return _Mapped(FREE, op)
-    mp = _map_module_issue17(m, in_shapes, node)  # issue 17 layers
+    try:
+        mp = _map_module_issue17(m, in_shapes, node)  # issue 17 layers
+    except (TypeError, ValueError, IndexError):
+        mp = _unmodelled(op, "arguments not known when tracing")
     if mp is not None:
         return mp
     return _unmodelled(op, "no family covers this module")
@@ -543,7 +546,15 @@ def _scalar_operand(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _map_function_issue17(node, in_shapes, arg_shapes) -> _Mapped | None:
+def _map_function_issue17(node, in_shapes, out_shape, arg_shapes) -> _Mapped | None:
+    try:
+        return _map_function_issue17_(node, in_shapes, out_shape, arg_shapes)
+    except (TypeError, ValueError, IndexError):  # arguments computed at run time (fx Nodes), odd shapes
+        return _unmodelled(str(getattr(node.target, "__name__", node.target)),
+                           "arguments not known when tracing")
+
+
+def _map_function_issue17_(node, in_shapes, out_shape, arg_shapes) -> _Mapped | None:
     t = node.target
     fn, meth = node.op == "call_function", node.op == "call_method"
     if (fn and t in _MUL_FUNCS) or (meth and t in _MUL_METHODS):
@@ -576,8 +587,9 @@ def _map_function_issue17(node, in_shapes, arg_shapes) -> _Mapped | None:
         return _map_layernorm(in_shapes[0], _arg(node, 1, "normalized_shape"), "layer_norm")
     if fn and t is F.group_norm:
         return _map_groupnorm(in_shapes[0], _arg(node, 1, "num_groups"), "group_norm")
-    if fn and t in _INTERP_FUNCS:
-        return _map_upsample(in_shapes[0], _arg(node, 1, "size"), _arg(node, 2, "scale_factor"),
+    if fn and t in _INTERP_FUNCS:  # the size from the traced output (size may be computed at run time)
+        size = tuple(out_shape[2:]) if _is_tensor_shape(out_shape) else _arg(node, 1, "size")
+        return _map_upsample(in_shapes[0], size, None if size is not None else _arg(node, 2, "scale_factor"),
                              _arg(node, 3, "mode", "nearest"), "interpolate")
     if fn and t is F.scaled_dot_product_attention:
         q, k, v = (arg_shapes.get(_arg(node, i, n)) for i, n in enumerate(("query", "key", "value")))
@@ -731,7 +743,7 @@ def _map_function(node, in_shapes, out_shape, arg_shapes) -> _Mapped:
                 return mp
         return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
     # ---- issue 17 layers (mul, layer/group norm, interpolate, scaled_dot_product_attention)
-    mp = _map_function_issue17(node, in_shapes, arg_shapes)
+    mp = _map_function_issue17(node, in_shapes, out_shape, arg_shapes)
     if mp is not None:
         return mp
     # ---- free ops
