@@ -208,8 +208,12 @@ def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0
             p[k] = values[min(len(values) - 1, max(0, i + d))]
         if p.get("groups", 1) > 1 and p["groups"] == center.params.get("in_channels"):
             p["groups"] = p["out_channels"] = p["in_channels"]  # keep depthwise depthwise
-        elif "groups" in p and (p["in_channels"] % p["groups"] or p["out_channels"] % p["groups"]):
+        elif "groups" in p and "in_channels" in p and (p["in_channels"] % p["groups"] or p["out_channels"] % p["groups"]):
             p["groups"] = 1
+        if center.family in _MULTIPLE_OF:  # issue 17: keep a width a multiple of its count
+            key, of = _MULTIPLE_OF[center.family]
+            values = fam.space[key]
+            p[key] = min(values[-1] // p[of] * p[of], max(p[of], int(math.ceil(p[key] / p[of]) * p[of])))
         try:
             p = fam.check(p)
         except ValueError:

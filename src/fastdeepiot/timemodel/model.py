@@ -271,8 +271,10 @@ class TimeModel:
                 "(allow_unmodelled=True) to predict the rest")
         total = self.compose(terms)
         layers = []
-        for c, sa, t in zip(calls, standalone, call_terms(calls, standalone)):
-            if c.kind != "layer" or sa is None or not self.covers(c.config):
+        # calls the model does not price take no part in the shares (as in the total's terms)
+        priced = [s if c.kind == "layer" and self.covers(c.config) else None for c, s in zip(calls, standalone)]
+        for c, sa, t in zip(calls, priced, call_terms(calls, priced)):
+            if sa is None:
                 continue
             share = max(0.0, self.call_share(t))  # a fused-away layer can come out a hair below 0
             layers.append(LayerPrediction(c.name, c.op, c.family, dict(c.config.params), share, sa,
