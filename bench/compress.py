@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from fastdeepiot import tasks
+    from fastdeepiot import checkpoints, tasks
     from fastdeepiot.compression.baselines import ratio_for_flops
     from fastdeepiot.compression.cost import FlopsCost, TimeCost
     from fastdeepiot.compression.finetune import finetune
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     t = tasks.get(args.task)
     ckpt = args.checkpoint or next(p for p in (ROOT / f"runs/compress/{t.name}.pt", ROOT / f"runs/bench-tasks/{t.name}.pt")
                                    if p.exists())
-    model, meta = tasks.load_checkpoint(ckpt, task=t)
+    model, meta = checkpoints.load_checkpoint(ckpt, task=t)
     tm = TimeModel.load(args.time_model)
     tr, va, te = t.loaders(batch_size=64, seed=0)
     x = next(iter(va))[0][:1]

@@ -91,7 +91,7 @@ def derive(trained: nn.Module, width: int | None, depth: int, x: torch.Tensor) -
 def two_ways(t, trained, width, depth, tr, te, epochs, x) -> dict:
     """Test accuracy of the (width, depth) network two ways: trained from scratch with the task's recipe,
     and derived from the trained checkpoint (`derive`) then fine-tuned `epochs`, distilled from it."""
-    from fastdeepiot import tasks
+    from fastdeepiot import checkpoints, tasks
     from fastdeepiot.compression.finetune import finetune
 
     n_classes = t.default_arch.get("n_classes", 6)
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from fastdeepiot import tasks
+    from fastdeepiot import checkpoints, tasks
     from fastdeepiot.compression.search import measure_models
 
     task_names = [s for s in args.tasks.split(",") if s]
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         t = tasks.get(tn)
         tr, _, te = t.loaders(batch_size=64, seed=0)
         ckpt = ROOT / f"runs/bench-tasks/{tn}.pt"
-        trained = tasks.load_checkpoint(ckpt, task=t)[0] if ckpt.exists() else None
+        trained = checkpoints.load_checkpoint(ckpt, task=t)[0] if ckpt.exists() else None
         base = 100 * t.metric(trained, te) if trained is not None else None
 
         def accuracies(w, k):

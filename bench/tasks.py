@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fastdeepiot import tasks
+from fastdeepiot import checkpoints, tasks
 from fastdeepiot.profiling.timer import time_network
 from fastdeepiot.tasks.training import seed_everything
 
@@ -55,7 +55,7 @@ def run_task(name: str, args) -> dict:
     m = tasks.evaluate(model, test_dl, t.n_classes, t.class_names)
     if args.checkpoints:
         Path(args.checkpoints).mkdir(parents=True, exist_ok=True)
-        tasks.save_checkpoint(Path(args.checkpoints) / f"{name}.pt", model, name,
+        checkpoints.save_checkpoint(Path(args.checkpoints) / f"{name}.pt", model, name,
                               metrics={k: m[k] for k in ("accuracy", "macro_f1", "n")})
     row = {
         "task": name, "net": model.net_name, "arch": model.arch, "n_classes": t.n_classes,

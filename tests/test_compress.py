@@ -425,7 +425,7 @@ def test_search_drops_a_recurrence_whose_per_step_cost_dominates(fake_tm):
 
 
 def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
-    from fastdeepiot import tasks
+    from fastdeepiot import checkpoints, tasks
     from fastdeepiot.cli import main
     from fastdeepiot.errors import DataMissingError
 
@@ -434,7 +434,7 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
         t.datasets()
     except DataMissingError:
         pytest.skip("HAPT data not installed")
-    ckpt = tasks.save_checkpoint(tmp_path / "har.pt", t.make_model(), "har")
+    ckpt = checkpoints.save_checkpoint(tmp_path / "har.pt", t.make_model(), "har")
     fake_tm.save(tmp_path / "tm.json")
     code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
                  "--target-ms", "0.0001", "-o", str(tmp_path / "out.pt"), "--no-measure"])
@@ -445,7 +445,7 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
 
 def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
     """`fastdeepiot evaluate` reads what `fastdeepiot compress` writes."""
-    from fastdeepiot import tasks
+    from fastdeepiot import checkpoints, tasks
     from fastdeepiot.checkpoints import save_compressed
 
     torch.manual_seed(0)
@@ -454,13 +454,13 @@ def test_compressed_checkpoint_loads_like_a_trained_one(tmp_path):
     plan_ = Plan([6, 128], [{"op": "shorten_sequence", "module": "gru", "factor": 2}])
     pruned = plan_.apply(model, copy_model=True)
     path = save_compressed(tmp_path / "fast.pt", pruned, plan_, "har", model.net_name, model.arch)
-    loaded, meta = tasks.load_checkpoint(path, task="har")
+    loaded, meta = checkpoints.load_checkpoint(path, task="har")
     x = torch.randn(2, 6, 128)
     with torch.no_grad():
         assert torch.equal(loaded(x), pruned(x))
     assert meta["plan"]["steps"][0]["op"] == "shorten_sequence"
     with pytest.raises(UserError):
-        tasks.load_checkpoint(path, task="userid")
+        checkpoints.load_checkpoint(path, task="userid")
 
 
 def test_paired_drop_upper_bound():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastdeepiot import tasks
+from fastdeepiot import checkpoints, tasks
 from fastdeepiot.errors import DataMissingError, UnknownNameError, UserError
 from fastdeepiot.tasks import fashion, hapt, registry, safepickle
 from fastdeepiot.tasks.download import ChecksumError, fetch
@@ -332,10 +332,10 @@ def test_tiny_training_run_and_checkpoint(synthetic_task, tmp_path):
     metrics = tasks.evaluate(m, te, synthetic_task.n_classes)
     assert metrics["accuracy"] > 0.6 and metrics["n"] == 60 and len(metrics["per_class"]) == 3
     assert synthetic_task.metric(m, te) == metrics["accuracy"]
-    ckpt = tasks.save_checkpoint(tmp_path / "s.pt", m, "synthetic", metrics=metrics)
+    ckpt = checkpoints.save_checkpoint(tmp_path / "s.pt", m, "synthetic", metrics=metrics)
     raw = torch.load(ckpt, weights_only=True)
     assert raw["task"] == "synthetic" and raw["arch"] == m.arch and len(raw["norm"]["mean"]) == 6
-    m2, meta = tasks.load_checkpoint(ckpt, task="synthetic")
+    m2, meta = checkpoints.load_checkpoint(ckpt, task="synthetic")
     x = next(iter(te))[0]
     assert torch.allclose(m(x), m2(x))
     assert meta["metrics"]["accuracy"] == metrics["accuracy"]
@@ -350,9 +350,9 @@ def test_checkpoint_mismatch_and_cli_exit_codes(synthetic_task, tmp_path, capsys
     from fastdeepiot.cli import main
 
     m = tasks.get("userid").make_model(width_mult=0.25)
-    ckpt = tasks.save_checkpoint(tmp_path / "u.pt", m, "userid")
+    ckpt = checkpoints.save_checkpoint(tmp_path / "u.pt", m, "userid")
     with pytest.raises(UserError, match="for task 'userid'"):
-        tasks.load_checkpoint(ckpt, task="har")
+        checkpoints.load_checkpoint(ckpt, task="har")
     assert main(["evaluate", "har", str(ckpt)]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["train", "nope", "-o", str(tmp_path / "x.pt")]) == 2
@@ -365,7 +365,7 @@ def test_checkpoint_mismatch_and_cli_exit_codes(synthetic_task, tmp_path, capsys
     raw["arch"]["gru_hidden"] = 7
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(UserError, match="do not fit"):
-        tasks.load_checkpoint(tmp_path / "bad.pt", task="userid")
+        checkpoints.load_checkpoint(tmp_path / "bad.pt", task="userid")
 
 
 def test_cli_train_and_evaluate_on_generated_data(synthetic_task, tmp_path, capsys):

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import MAX_NETWORK_BYTES, estimate_parameters, load_checkpoint, save_checkpoint
 from fastdeepiot.commands.profile import check_threads
 from fastdeepiot.errors import UserError
 from fastdeepiot.safeio import atomic_write_text, check_output
+from fastdeepiot.tasks import fashion, hapt
 from fastdeepiot.tasks.training import seed_everything
 
 
@@ -32,12 +35,8 @@ def tasks_cmd(
     if download:
         tasks.get(download)  # unknown name -> exit 2
         if download in ("har", "userid"):
-            from fastdeepiot.tasks import hapt
-
             print(f"downloaded {hapt.download()}")
         else:
-            from fastdeepiot.tasks import fashion
-
             print(f"downloaded into {fashion.download()}")
         return
     infos = tasks.list_tasks()
@@ -46,9 +45,6 @@ def tasks_cmd(
                            "n_classes": i.n_classes, "input_shape": list(i.input_shape), "sizes": i.sizes,
                            "net": i.net} for i in infos], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title="fastdeepiot tasks")
     for col in ("task", "classes", "input", "train/val/test", "network", "source"):
         t.add_column(col, overflow="fold")

@@ -20,6 +20,7 @@ import typer
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import get_family, parse_families
 from fastdeepiot.profiling.store import Store
+from fastdeepiot.profiling.timer import time_network
 from fastdeepiot.report.tables import print_table
 from fastdeepiot.safeio import atomic_path, check_output
 from fastdeepiot.timemodel.model import ESTIMATORS, TimeModel, fit_time_model
@@ -241,8 +242,6 @@ def predict(
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()
     if measure_it:
-        from fastdeepiot.profiling.timer import time_network  # torch: deferred like the verb's other imports
-
         result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
         result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:

@@ -26,8 +26,14 @@ storage and plumbing, not timing quality, and must not wait on a busy CI machine
 from __future__ import annotations
 
 import json
+import os
 import time
 from functools import lru_cache
+
+import torch
+
+from fastdeepiot.devices.base import cpu_model
+from fastdeepiot.tasks.download import cache_dir
 from pathlib import Path
 
 
@@ -54,8 +60,6 @@ class QuietGuard:
         if self._probe_fn is not None:
             return float(self._probe_fn())
         if self._x is None:
-            import torch
-
             self._x = torch.ones(1, 16, 32)
         x, clock = self._x, self._clock_ns
         for _ in range(10):  # untimed: reload the code paths the measured workload evicted
@@ -74,15 +78,7 @@ class QuietGuard:
         self._remember()
 
     def _key(self) -> str:
-        from fastdeepiot.devices.base import cpu_model
-
-        try:
-            import torch
-
-            tv = torch.__version__
-        except ImportError:  # pragma: no cover
-            tv = "?"
-        return f"{cpu_model()} | torch {tv} | {self.probe_adds} adds"
+        return f"{cpu_model()} | torch {torch.__version__} | {self.probe_adds} adds"
 
     def _remembered(self) -> float:
         if self.memory is None:
@@ -150,10 +146,6 @@ class QuietGuard:
 
 @lru_cache(maxsize=1)
 def shared_guard() -> QuietGuard | None:
-    import os
-
     if os.environ.get("FASTDEEPIOT_QUIET_GUARD", "1").strip().lower() in ("0", "off", "false", "no"):
         return None
-    from fastdeepiot.tasks.download import cache_dir
-
     return QuietGuard(memory=cache_dir() / "quiet_probe.json")

@@ -27,6 +27,7 @@ import numpy as np
 
 from fastdeepiot.errors import DataMissingError
 from fastdeepiot.tasks.download import cache_dir, fetch, sha256_file
+from fastdeepiot.tasks.safepickle import load_hapt_pickle
 
 WINDOW = 128
 STEP = 64
@@ -94,8 +95,6 @@ def download(url: str = UCI_URL, sha256: str | None = None, progress: bool = Tru
 
 
 def recordings_from_pickle(path: str | Path) -> list[Recording]:
-    from fastdeepiot.tasks.safepickle import load_hapt_pickle
-
     out = []
     for uid, frames in sorted(load_hapt_pickle(str(path)).items()):
         for i, cols in enumerate(frames):

@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-from fastdeepiot.errors import UnknownNameError
+from fastdeepiot.errors import UnknownNameError, UserError
+from fastdeepiot.tasks import fashion, hapt
+from fastdeepiot.tasks.metrics import evaluate
+from fastdeepiot.tasks.nets import build
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,6 @@ class ArrayDataset:
     """A torch Dataset over float32 inputs and int64 labels held as numpy arrays."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
-        import torch
-
         self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self.y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
 
@@ -80,9 +83,6 @@ class Task:
 
     def loaders(self, batch_size: int = 64, seed: int = 0):
         """(train, val, test) DataLoaders; the training one shuffles with a seeded generator."""
-        import torch
-        from torch.utils.data import DataLoader
-
         tr, va, te = self.datasets()
         g = torch.Generator().manual_seed(seed)
         return (DataLoader(tr, batch_size=batch_size, shuffle=True, generator=g, drop_last=len(tr) > batch_size),
@@ -91,16 +91,12 @@ class Task:
 
     def make_model(self, **arch_overrides):
         """The reference network (`model.arch` records its constructor kwargs)."""
-        from fastdeepiot.tasks.nets import build
-
         arch = dict(self.default_arch)
         arch.update(arch_overrides)
         return build(self.net, **arch)
 
     def metric(self, model, loader) -> float:
         """Accuracy in [0, 1]."""
-        from fastdeepiot.tasks.training import evaluate
-
         return evaluate(model, loader, self.n_classes)["accuracy"]
 
     def info(self, sizes: bool = True) -> TaskInfo:
@@ -110,8 +106,6 @@ class Task:
                 tr, va, te = self.datasets()
                 sz = {"train": len(tr), "val": len(va), "test": len(te)}
             except Exception as e:  # noqa: BLE001 - missing data: report sizes as unknown
-                from fastdeepiot.errors import UserError
-
                 if not isinstance(e, UserError):
                     raise
         return TaskInfo(self.name, self.description, self.source, self.n_classes, self.input_shape, sz,
@@ -121,16 +115,12 @@ class Task:
 # --- the three tasks ---------------------------------------------------------------------------
 
 def _har_splits():
-    from fastdeepiot.tasks import hapt
-
     w = hapt.load_windows()
     idx = hapt.split_by_person(w["user"])
     return tuple((w["x"][i], w["activity"][i]) for i in idx)
 
 
 def _userid_splits():
-    from fastdeepiot.tasks import hapt
-
     w = hapt.load_windows()
     idx = hapt.split_by_time(w["tpos"], w["tlen"])
     moving = np.isin(w["activity"], USERID_ACTIVITIES)
@@ -146,8 +136,6 @@ FASHION_VAL = 5000
 
 
 def _fashion_splits():
-    from fastdeepiot.tasks import fashion
-
     xtr, ytr, xte, yte = fashion.load()
     perm = np.random.default_rng(0).permutation(len(ytr))
     va, tr = perm[:FASHION_VAL], perm[FASHION_VAL:]
@@ -160,14 +148,10 @@ def _fashion_splits():
 
 
 def _hapt_source() -> str:
-    from fastdeepiot.tasks import hapt
-
     return hapt.source_description()
 
 
 def _fashion_source() -> str:
-    from fastdeepiot.tasks import fashion
-
     return fashion.source_description()
 
 

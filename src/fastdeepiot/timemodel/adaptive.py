@@ -12,13 +12,12 @@ from typing import Iterator
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import Workload, layer_workload
 from fastdeepiot.profiling.space import region_configs
+from fastdeepiot.timemodel.model import TimeModel
 
 
 def adaptive_workloads(model_path, store, families: list[str], *, seed: int = 0, per_point: int = 5,
                        min_rel_error: float = 0.05) -> Iterator[Workload]:
     """Configurations near each of the model's worst held-out configurations (error >= 5%)."""
-    from fastdeepiot.timemodel.model import TimeModel
-
     tm = TimeModel.load(model_path)
     for fam in families:
         worst = tm.report.get("families", {}).get(fam, {}).get("worst", [])

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig, get_family
 from fastdeepiot.profiling.store import Store
+from fastdeepiot.timemodel.explain import plot_sweep
 
 
 def longest_sweep(db, family: str, param: str, device: dict | None = None) -> tuple[list[LayerConfig], list[float]]:
@@ -27,8 +28,6 @@ def longest_sweep(db, family: str, param: str, device: dict | None = None) -> tu
 
 
 def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) -> str:
-    from fastdeepiot.timemodel.explain import plot_sweep
-
     fam = get_family(family)
     param = param or fam.width_params[0]
     if param not in fam.space:
