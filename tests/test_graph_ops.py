@@ -111,6 +111,19 @@ MODULE_CASES = {
     nn.Flatten: lambda: (_Net(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16, 4)),
                          torch.randn(2, 3, 4, 4)),
     nn.Unflatten: lambda: (_Net(nn.Linear(5, 8), nn.Unflatten(1, (2, 4)), nn.Linear(4, 3)), torch.randn(2, 5)),
+    # issue 17
+    nn.Hardsigmoid: lambda: _img(nn.Hardsigmoid()),
+    nn.FeatureAlphaDropout: lambda: _img(nn.FeatureAlphaDropout()),
+    nn.LayerNorm: lambda: _seq(nn.LayerNorm(16)),
+    nn.GroupNorm: lambda: _img(nn.GroupNorm(2, 8)),
+    nn.Upsample: lambda: _img(nn.Upsample(scale_factor=2)),
+    nn.MultiheadAttention: lambda: (_Net(nn.Linear(5, 8), nn.MultiheadAttention(8, 2, batch_first=True),
+                                         nn.Linear(8, 4), call=lambda m, y: m(y, y, y)[0]), torch.randn(2, 10, 5)),
+    nn.TransformerEncoderLayer: lambda: (_Net(nn.Linear(5, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True),
+                                              nn.Linear(8, 4)), torch.randn(2, 10, 5)),
+    nn.TransformerEncoder: lambda: (_Net(nn.Linear(5, 8), nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, norm=nn.LayerNorm(8),
+        enable_nested_tensor=False), nn.Linear(8, 4)), torch.randn(2, 10, 5)),
 }
 
 
@@ -131,6 +144,10 @@ def test_module_entry_understood_by_both(cls):
         warnings.simplefilter("ignore")
         calls = {c.name: c for c in extract_layers(net, x)}
         cg = trace_channels(net, x)
+    if cls is nn.TransformerEncoder:  # one call per layer, then its final norm
+        assert [(n, c.family) for n, c in calls.items() if n.startswith("op.")] == [
+            ("op.layers.0", "transformer_encoder"), ("op.layers.1", "transformer_encoder"), ("op.norm", "layernorm")]
+        calls["op"] = calls["op.layers.0"]
     assert calls["op"].kind == _expected_kind(entry), calls["op"]
     if calls["op"].kind == LAYER:
         assert calls["op"].family == entry.family
@@ -179,7 +196,18 @@ FUNCTION_CASES = {
     operator.add: lambda x, y: x + y, operator.iadd: lambda x, y: operator.iadd(x, y),
     torch.add: lambda x, y: torch.add(x, y), operator.sub: lambda x, y: x - y, torch.sub: lambda x, y: torch.sub(x, y),
     operator.mul: lambda x, y: x * y, torch.mul: lambda x, y: torch.mul(x, y),
-    operator.truediv: lambda x, y: x / y, torch.div: lambda x, y: torch.div(x, y),
+    operator.imul: lambda x, y: operator.imul(x, y), torch.multiply: lambda x, y: torch.multiply(x, y),
+    operator.truediv: lambda x, y: x / 2.0, torch.div: lambda x, y: torch.div(x, 2.0),
+    operator.itruediv: lambda x, y: operator.itruediv(x, 2.0), torch.true_divide: lambda x, y: torch.true_divide(x, 2.0),
+    # issue 17
+    F.hardsigmoid: lambda x, y: F.hardsigmoid(x),
+    F.dropout3d: lambda x, y: F.dropout3d(x.unsqueeze(2), 0.5, False),
+    F.alpha_dropout: lambda x, y: F.alpha_dropout(x, 0.5, False),
+    F.feature_alpha_dropout: lambda x, y: F.feature_alpha_dropout(x, 0.5, False),
+    F.layer_norm: lambda x, y: F.layer_norm(x, (6,)), F.group_norm: lambda x, y: F.group_norm(x, 2),
+    F.interpolate: lambda x, y: F.interpolate(x, scale_factor=2),
+    F.upsample: lambda x, y: F.upsample(x, scale_factor=2),
+    F.scaled_dot_product_attention: lambda x, y: F.scaled_dot_product_attention(x, y, y),
     torch.cat: lambda x, y: torch.cat([x, y], 1), torch.concat: lambda x, y: torch.concat([x, y], 1),
     torch.concatenate: lambda x, y: torch.concatenate([x, y], 1),
     torch.permute: lambda x, y: torch.permute(x, (0, 2, 3, 1)), torch.transpose: lambda x, y: torch.transpose(x, 1, 3),
@@ -196,7 +224,8 @@ METHOD_CASES = {
     "contiguous": lambda x, y: x.contiguous(), "clone": lambda x, y: x.clone(), "float": lambda x, y: x.float(),
     "detach": lambda x, y: x.detach(), "add": lambda x, y: x.add(y), "add_": lambda x, y: x.add_(y),
     "sub": lambda x, y: x.sub(y), "mul": lambda x, y: x.mul(y), "mul_": lambda x, y: x.mul_(y),
-    "div": lambda x, y: x.div(y), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
+    "multiply": lambda x, y: x.multiply(y), "div": lambda x, y: x.div(2.0), "div_": lambda x, y: x.div_(2.0),
+    "true_divide": lambda x, y: x.true_divide(2.0), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
     "flatten": lambda x, y: x.flatten(1), "permute": lambda x, y: x.permute(0, 2, 3, 1),
     "transpose": lambda x, y: x.transpose(1, 3), "unsqueeze": lambda x, y: x.unsqueeze(0),
     "squeeze": lambda x, y: x.squeeze(0), "chunk": lambda x, y: x.chunk(2, 1)[0],
@@ -286,11 +315,34 @@ def test_unknown_function_stays_unknown_in_both():
 
 
 def test_silu_is_one_entry_for_both():
-    """SiLU: channel tracing passes it; extraction names it unmodelled until the family profiles it."""
+    """SiLU: channel tracing passes it; extraction prices it as an activation (kind silu, issue 17)."""
     net, x = _img(nn.SiLU())
+    calls = {c.name: c for c in extract_layers(net.eval(), x)}
+    assert calls["op"].kind == LAYER and calls["op"].config.params["kind"] == "silu"
+    assert _prunable(trace_channels(net, x), "p")
+
+
+def test_elu_stays_unmodelled_until_profiled():
+    """ELU: a kind outside the activation family's space: unmodelled, while channel tracing passes it."""
+    net, x = _img(nn.ELU())
     calls = {c.name: c for c in extract_layers(net.eval(), x)}
     assert calls["op"].kind == UNMODELLED and "activation family" in calls["op"].note
     assert _prunable(trace_channels(net, x), "p")
+
+
+def test_whole_modules_are_hook_leaves():
+    """MultiheadAttention / TransformerEncoder(Layer) have children but are priced whole, also when
+    tracing fails and extraction falls back to forward hooks."""
+    assert all(extract._is_hook_leaf(m) for m in (nn.MultiheadAttention(8, 2), nn.TransformerEncoderLayer(8, 2, 16),
+                                                   nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 1,
+                                                                         enable_nested_tensor=False)))
+    assert not extract._is_hook_leaf(nn.Sequential(nn.ReLU()))
+
+
+def test_division_by_a_tensor_stays_unmodelled():
+    net, x = _Fn(lambda a, b: a / b).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q")]
+    assert calls[0].kind == UNMODELLED and calls[0].op == "div"
 
 
 def test_noop_ops_are_the_vanishing_entries():

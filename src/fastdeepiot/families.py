@@ -261,7 +261,9 @@ def _bn_build(p: dict):
     return m.eval()
 
 
-ACTIVATIONS = ["relu", "relu6", "leaky_relu", "hardswish", "sigmoid", "tanh", "gelu"]
+# The first seven are the kinds random networks draw from (graph/randomnets.py pins that list, so the
+# networks of a seed stay the same); silu (Swish) and hardsigmoid were added for issue 17.
+ACTIVATIONS = ["relu", "relu6", "leaky_relu", "hardswish", "sigmoid", "tanh", "gelu", "silu", "hardsigmoid"]
 
 
 def _act_build(p: dict):
@@ -269,7 +271,8 @@ def _act_build(p: dict):
 
     return {
         "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "hardswish": nn.Hardswish,
-        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
+        "hardsigmoid": nn.Hardsigmoid,
     }[p["kind"]]()
 
 
@@ -303,6 +306,180 @@ def _concat_features(p: dict) -> dict:
     n = p["batch"] * (p["channels"] + p["channels_b"]) * spatial
     return {"flops": 0.0, "input_bytes": BYTES_PER_ELEMENT * n, "output_bytes": BYTES_PER_ELEMENT * n,
             "weight_bytes": 0.0, "out_elements": n}
+
+
+# ------------------------------------------------------------------ issue 17: layers people run today
+# Each family below is what one kernel (or, for mha / transformer_encoder, one nn.Module as users
+# call it) costs. Builders import torch lazily like the ones above (families.py stays importable
+# without it).
+
+
+def _mul_build(p: dict):
+    import torch.nn as nn
+
+    class Mul(nn.Module):
+        def forward(self, a, b=None):
+            return a * (0.5 if b is None else b)
+
+    return Mul()
+
+
+def _mul_shapes(p: dict) -> list[tuple[int, ...]]:
+    full = _spatial_shape(p)
+    if p["mode"] == "same":
+        return [full, full]
+    if p["mode"] == "channel":  # squeeze-excitation: (batch, channels, 1, ...) scales every position
+        return [full, (p["batch"], p["channels"]) + (1,) * p["dims"]]
+    return [full]  # scalar
+
+
+def _mul_features(p: dict) -> dict:
+    n = math.prod(_spatial_shape(p))
+    other = {"same": n, "channel": p["batch"] * p["channels"], "scalar": 0}[p["mode"]]
+    return {"flops": float(n), "input_bytes": BYTES_PER_ELEMENT * (n + other),
+            "output_bytes": BYTES_PER_ELEMENT * n, "weight_bytes": 0.0, "out_elements": n}
+
+
+def _adaptive_bins(size: int, out: int) -> int:
+    """Input elements adaptive pooling reads along one axis: bin i spans [floor(i*S/O), ceil((i+1)*S/O))."""
+    return sum(-(-(i + 1) * size // out) - (i * size) // out for i in range(out))
+
+
+def _adaptive_build(p: dict):
+    import torch.nn as nn
+
+    cls = {(1, "avg"): nn.AdaptiveAvgPool1d, (1, "max"): nn.AdaptiveMaxPool1d,
+           (2, "avg"): nn.AdaptiveAvgPool2d, (2, "max"): nn.AdaptiveMaxPool2d}[(p["dims"], p["mode"])]
+    return cls(p["out_size"])
+
+
+def _adaptive_features(p: dict) -> dict:
+    bc = p["batch"] * p["channels"]
+    n_in, n_out = bc * p["size"] ** p["dims"], bc * p["out_size"] ** p["dims"]
+    return {"flops": float(bc * _adaptive_bins(p["size"], p["out_size"]) ** p["dims"]),
+            "input_bytes": BYTES_PER_ELEMENT * n_in, "output_bytes": BYTES_PER_ELEMENT * n_out,
+            "weight_bytes": 0.0, "out_elements": n_out}
+
+
+def _layernorm_build(p: dict):
+    import torch.nn as nn
+
+    return nn.LayerNorm(p["features"])
+
+
+def _layernorm_features(p: dict) -> dict:
+    rows = p["batch"] * p["seq_len"]
+    n = rows * p["features"]
+    return {"flops": 8.0 * n, "input_bytes": BYTES_PER_ELEMENT * n, "output_bytes": BYTES_PER_ELEMENT * n,
+            "weight_bytes": BYTES_PER_ELEMENT * 2 * p["features"], "out_elements": n, "rows": rows}
+
+
+def _groupnorm_build(p: dict):
+    import torch.nn as nn
+
+    return nn.GroupNorm(p["groups"], p["channels"])
+
+
+def _groupnorm_features(p: dict) -> dict:
+    f = _elementwise_features(reads=1, flops_per_element=8, weights_per_channel=2)(p)
+    f["rows"] = p["batch"] * p["groups"]  # independent normalisations
+    return f
+
+
+def _upsample_build(p: dict):
+    import torch.nn as nn
+
+    mode = "nearest" if p["mode"] == "nearest" else ("linear" if p["dims"] == 1 else "bilinear")
+    return nn.Upsample(scale_factor=p["scale"], mode=mode)
+
+
+def _upsample_features(p: dict) -> dict:
+    n_in = math.prod(_spatial_shape(p))
+    n_out = n_in * p["scale"] ** p["dims"]
+    taps = 1 if p["mode"] == "nearest" else 2 ** p["dims"]
+    return {"flops": float(2 * taps * n_out), "input_bytes": BYTES_PER_ELEMENT * n_in,
+            "output_bytes": BYTES_PER_ELEMENT * n_out, "weight_bytes": 0.0, "out_elements": n_out}
+
+
+def _attention_build(p: dict):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class SDPA(nn.Module):
+        def __init__(self, causal: bool):
+            super().__init__()
+            self.causal = causal
+
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+
+    return SDPA(bool(p["causal"]))
+
+
+def _attention_features(p: dict) -> dict:
+    b, h, n, d = p["batch"], p["heads"], p["seq_len"], p["head_dim"]
+    scores = b * h * n * n
+    qkv = b * h * n * d
+    return {"flops": 4.0 * scores * d + 5.0 * scores,  # QK^T and AV (2 MACs each), softmax and scaling
+            "input_bytes": BYTES_PER_ELEMENT * 3 * qkv, "output_bytes": BYTES_PER_ELEMENT * qkv,
+            "weight_bytes": 0.0, "out_elements": qkv, "score_bytes": BYTES_PER_ELEMENT * scores}
+
+
+def _mha_build(p: dict):
+    import torch.nn as nn
+
+    class SelfAttention(nn.Module):
+        """nn.MultiheadAttention called as users write it: attn(x, x, x) on a batch_first input."""
+
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(p["embed_dim"], p["heads"], batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=bool(p["need_weights"]))[0]
+
+    return SelfAttention().eval()
+
+
+def _mha_parts(b: int, n: int, e: int, h: int) -> dict:
+    """FLOPs/bytes of one self-attention block: QKV projection, attention, output projection."""
+    att = _attention_features({"batch": b, "heads": h, "seq_len": n, "head_dim": e // h, "causal": 0})
+    tok = b * n
+    proj = 2.0 * tok * e * 4 * e
+    return {"flops": proj + att["flops"], "input_bytes": BYTES_PER_ELEMENT * tok * e,
+            "output_bytes": BYTES_PER_ELEMENT * tok * e,
+            "weight_bytes": BYTES_PER_ELEMENT * (4 * e * e + 4 * e), "out_elements": tok * e,
+            "score_bytes": att["score_bytes"],
+            "activation_bytes": BYTES_PER_ELEMENT * tok * 5 * e + att["score_bytes"]}  # intermediates
+
+
+def _mha_features(p: dict) -> dict:
+    f = _mha_parts(p["batch"], p["seq_len"], p["embed_dim"], p["heads"])
+    f["head_dim"] = p["embed_dim"] / p["heads"]
+    return f
+
+
+def _tel_build(p: dict):
+    import torch.nn as nn
+
+    return nn.TransformerEncoderLayer(p["d_model"], p["heads"], p["ffn"], dropout=0.1,
+                                      activation=p["activation"], batch_first=True,
+                                      norm_first=bool(p["norm_first"])).eval()
+
+
+def _tel_features(p: dict) -> dict:
+    b, n, e, ff = p["batch"], p["seq_len"], p["d_model"], p["ffn"]
+    f = _mha_parts(b, n, e, p["heads"])
+    tok = b * n
+    f["flops"] += 4.0 * tok * e * ff + 20.0 * tok * e + 8.0 * tok * ff  # MLP, 2 norms + 2 adds, activation
+    f["weight_bytes"] += BYTES_PER_ELEMENT * (2 * e * ff + ff + e + 4 * e)
+    f["activation_bytes"] += BYTES_PER_ELEMENT * tok * (2 * ff + 6 * e)
+    f["head_dim"] = e / p["heads"]
+    return f
+
+
+def _multiple_of(key: str, of: str):
+    return lambda p: p[key] % p[of] == 0
 
 
 # ------------------------------------------------------------------------------- the registry
@@ -404,6 +581,83 @@ register(Family(
     input_shapes=lambda p: [_spatial_shape(p), _spatial_shape({**p, "channels": p["channels_b"]})],
     raw_features=_concat_features,
     valid=_EW_VALID,
+))
+
+
+# ---- issue 17 families
+register(Family(
+    name="mul",
+    description="Element-wise multiply: two same-shaped tensors (mode same), a tensor by a per-channel "
+                "(batch, channels, 1, ...) tensor (mode channel: squeeze-excitation's scaling), or by a "
+                "number (mode scalar)",
+    space={"mode": ["same", "channel", "scalar"], **_EW_SPACE}, width_params=["channels"],
+    build=_mul_build, input_shapes=_mul_shapes, raw_features=_mul_features, valid=_EW_VALID,
+))
+register(Family(
+    name="adaptive_pool",
+    description="AdaptiveAvgPool / AdaptiveMaxPool 1d/2d to an output size the pool family's integer "
+                "kernel = stride cannot express (7 -> 3, 1 -> 7, ...)",
+    space={"batch": _BATCH, "mode": ["avg", "max"], "channels": _CH, "dims": [1, 2],
+           "size": sorted(set(_SIZES2D + _LEN1D)), "out_size": [1, 2, 3, 4, 5, 6, 7, 8, 14]},
+    width_params=["channels"], build=_adaptive_build,
+    input_shapes=lambda p: [_spatial_shape(p)], raw_features=_adaptive_features,
+    valid=_EW_VALID,
+))
+register(Family(
+    name="layernorm",
+    description="LayerNorm over the last dimension (features) of (batch, seq_len, features)",
+    space={"batch": _BATCH + [64], "seq_len": list(range(1, 257)), "features": list(range(1, 1025))},
+    width_params=["features"],
+    build=_layernorm_build,
+    input_shapes=lambda p: [(p["batch"], p["seq_len"], p["features"])],
+    raw_features=_layernorm_features,
+))
+register(Family(
+    name="groupnorm",
+    description="GroupNorm (channels in groups) on (batch, channels, *spatial); groups 1 = LayerNorm "
+                "over (C, H, W), groups = channels = InstanceNorm",
+    space={"groups": [1, 2, 4, 8, 16, 32], **_EW_SPACE}, width_params=["channels"],
+    build=_groupnorm_build, input_shapes=lambda p: [_spatial_shape(p)],
+    raw_features=_groupnorm_features,
+    valid=lambda p: _EW_VALID(p) and p["channels"] % p["groups"] == 0,
+))
+register(Family(
+    name="upsample",
+    description="nn.Upsample / F.interpolate by an integer scale: nearest, or (bi)linear (mode linear)",
+    space={"mode": ["nearest", "linear"], "scale": [2, 3, 4], **_EW_SPACE}, width_params=["channels"],
+    build=_upsample_build, input_shapes=lambda p: [_spatial_shape(p)],
+    raw_features=_upsample_features, valid=_EW_VALID,
+))
+register(Family(
+    name="attention",
+    description="F.scaled_dot_product_attention on (batch, heads, seq_len, head_dim) queries, keys and "
+                "values of one length (self-attention), optionally causal",
+    space={"batch": _BATCH, "heads": [1, 2, 3, 4, 6, 8, 12, 16], "seq_len": list(range(1, 257)),
+           "head_dim": list(range(1, 129)), "causal": [0, 1]},
+    width_params=["head_dim", "seq_len"], build=_attention_build,
+    input_shapes=lambda p: [(p["batch"], p["heads"], p["seq_len"], p["head_dim"])] * 3,
+    raw_features=_attention_features,
+))
+register(Family(
+    name="mha",
+    description="nn.MultiheadAttention as a whole module, self-attention attn(x, x, x) on "
+                "(batch, seq_len, embed_dim) (QKV projection, attention, output projection)",
+    space={"batch": _BATCH, "seq_len": list(range(1, 257)), "embed_dim": list(range(1, 513)),
+           "heads": [1, 2, 4, 8], "need_weights": [0, 1]},
+    width_params=["embed_dim"], build=_mha_build,
+    input_shapes=lambda p: [(p["batch"], p["seq_len"], p["embed_dim"])],
+    raw_features=_mha_features, valid=_multiple_of("embed_dim", "heads"),
+))
+register(Family(
+    name="transformer_encoder",
+    description="nn.TransformerEncoderLayer as a whole module (eval; self-attention, two LayerNorms, "
+                "an MLP with relu or gelu; post-norm or norm_first) on (batch, seq_len, d_model)",
+    space={"batch": _BATCH, "seq_len": list(range(1, 257)), "d_model": list(range(1, 513)),
+           "heads": [1, 2, 4, 8], "ffn": list(range(1, 2049)), "activation": ["relu", "gelu"],
+           "norm_first": [0, 1]},
+    width_params=["d_model", "ffn"], build=_tel_build,
+    input_shapes=lambda p: [(p["batch"], p["seq_len"], p["d_model"])],
+    raw_features=_tel_features, valid=_multiple_of("d_model", "heads"),
 ))
 
 

@@ -123,6 +123,8 @@ def profile(
               "(same seed) on this database; nothing was measured twice")
     for f in summary.failures[:5]:
         print(f"  failed: {f}")
+    if summary.unsupported:
+        print(f"  skipped {summary.unsupported} configurations that {backend.name} cannot run")
 
 
 def _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet):

@@ -92,6 +92,10 @@ class Backend(ABC):
         """(available here?, why not)."""
         return True, ""
 
+    def unsupported(self, config: LayerConfig) -> str | None:
+        """Why this backend cannot run `config` at all (the profiler skips it), or None."""
+        return None
+
     @abstractmethod
     def layer_runner(self, config: LayerConfig) -> Runner: ...
 

@@ -19,6 +19,7 @@ NETWORK_OVERHEAD_MS = 0.02  # every network call
 MS_PER_FLOP = 2e-8  # 50 GFLOP/s
 MS_PER_BYTE = 1e-7  # 10 GB/s
 RNN_STEP_MS = 0.004
+WHOLE_MODULE_MS = 0.03  # mha / transformer_encoder: the Python of a whole nn.Module's forward (issue 17)
 
 
 def _padded(width: int, step: int) -> int:
@@ -37,9 +38,13 @@ def fake_layer_ms(config: LayerConfig, step: int = 16) -> float:
     elif config.family == "linear":
         flops *= _padded(p["out_features"], step) / p["out_features"]
         flops *= _padded(p["in_features"], step) / p["in_features"]
+    # attention materialises its (seq_len x seq_len) scores; whole modules also move their intermediates
+    moved += f.get("activation_bytes", f.get("score_bytes", 0.0))
     ms = CALL_OVERHEAD_MS + MS_PER_FLOP * flops + MS_PER_BYTE * moved
     if config.family in ("gru", "lstm"):
         ms += RNN_STEP_MS * f["steps"]
+    if config.family in ("mha", "transformer_encoder"):
+        ms += WHOLE_MODULE_MS
     return ms
 
 

@@ -15,8 +15,8 @@ Every call is one of three kinds:
   * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
                     slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
                     `contiguous` (a copy, small; noted in `note`),
-  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, nn.LayerNorm,
-                    x * y, ...). Never dropped silently: the caller decides (error / warn / ignore).
+  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, PixelShuffle,
+                    cumsum, ...). Never dropped silently: the caller decides (error / warn / ignore).
 
 Mapping to the family space (`approx=True` when the mapping is not exact):
   * Conv1d/2d -> conv1d/conv2d. The family pads kernel//2; a different padding, dilation != 1,
@@ -29,18 +29,30 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   * BatchNorm1d/2d -> batchnorm (dims from the input rank; (N, C) -> dims=1, size=1).
   * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k), `x.mean((2, 3))` and the mean over time
     `x.mean(1)` of a (batch, time, features) tensor -> pool with
-    kernel = stride = size // k (approx: the family's kernel space is [2, 3]; the model extrapolates).
-  * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU modules, F.* and torch.* equivalents -> activation.
+    kernel = stride = size // k (approx: the family's kernel space is [2, 3]; the model extrapolates);
+    an adaptive pool whose output does not divide its input -> adaptive_pool.
+  * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU/SiLU/Hardsigmoid modules, F.* and torch.*
+    equivalents -> activation.
   * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add; anything else -> unmodelled.
   * torch.cat of n tensors along dim 1 -> n-1 chained two-input concat calls (`node`, `node#1`, ...),
     each concatenating the running result with the next tensor.
+  * x * y, x * number, x / number -> mul (mode same / channel / scalar; other broadcasts are priced as
+    channel, approx); a tensor / tensor division stays unmodelled.
+  * LayerNorm / F.layer_norm -> layernorm (rows = the leading dims), GroupNorm / F.group_norm ->
+    groupnorm, Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
+    trilinear stay unmodelled), F.scaled_dot_product_attention -> attention, nn.MultiheadAttention ->
+    mha and nn.TransformerEncoderLayer -> transformer_encoder (whole modules, also leaves of the hook
+    fallback); nn.TransformerEncoder -> one transformer_encoder call per layer (`name.layers.i`) and a
+    layernorm for its final norm (`name.norm`).
+  * Arguments not known at trace time (computed by the network) make that one op of these mappings
+    unmodelled rather than sending the whole network to the hook fallback.
   Element-wise families (batchnorm, activation, add, concat) read batch = shape[0], channels =
   shape[1], and dims/size from the rest (rank 2 -> dims 1, size 1; rank 3 -> dims 1, size = L;
   rank 4 -> dims 2, size = h (or round(sqrt(h*w)), approx)). What matters for their cost is the
   element count, which these keep exact for square inputs.
 
-  SiLU / ELU (and F.silu / F.elu) are activations whose kind is outside the activation family's space:
-  unmodelled until the family profiles them (the vocabulary names them; channel tracing passes them).
+  ELU (and F.elu) is an activation whose kind is outside the activation family's space: unmodelled
+  until the family profiles it (the vocabulary names it; channel tracing passes it).
   Which rule prices an op is the op vocabulary's (`fastdeepiot.graph.ops`); tracing and shape
   propagation are `fastdeepiot.graph.trace`'s; the data classes live in `fastdeepiot.graph.calls`.
 
@@ -243,7 +255,7 @@ def _map_adaptive(mode: str, dim: int, output_size, shape, op: str) -> _Mapped:
         (int(output_size[0]) if isinstance(output_size, (tuple, list)) else int(output_size)),)
     spatial = tuple(int(x) for x in shape[2:])
     if any(o is None for o in outs) or any(sz % o for sz, o in zip(spatial, outs)):
-        return _unmodelled(op, f"adaptive pool {spatial} -> {outs} not an integer kernel")
+        return _map_adaptive_any(mode, dim, outs, shape, op)
     ks = [sz // o for sz, o in zip(spatial, outs)]
     k = ks[0] if dim == 1 else _sq(ks[0], ks[1])[0]
     size = spatial[0] if dim == 1 else _sq(*spatial)[0]
@@ -268,55 +280,245 @@ def _map_activation(kind: str, op: str, shape) -> _Mapped:
     return _map_ew("activation", op, shape, {"kind": kind})
 
 
+_INTERP_MODES = {"nearest": "nearest", "nearest-exact": "nearest", "linear": "linear", "bilinear": "linear"}
+
+
+def _map_adaptive_any(mode: str, dim: int, outs, shape, op: str) -> _Mapped:
+    """An adaptive pool whose output does not divide its input (or has None entries): adaptive_pool."""
+    spatial = tuple(int(x) for x in shape[2:])
+    outs = tuple(sz if o is None else int(o) for sz, o in zip(spatial, outs))
+    if dim == 1:
+        size, out, approx = spatial[0], outs[0], False
+    else:
+        size, a1 = _sq(*spatial)
+        out, a2 = _sq(*outs)
+        approx = a1 or a2
+    params = {"batch": int(shape[0]), "mode": mode, "channels": int(shape[1]), "dims": dim, "size": size,
+              "out_size": out}
+    return _Mapped(LAYER, op, "adaptive_pool", params, approx,
+                   "non-square input/output as squares of the same area" if approx else None)
+
+
+def _map_layernorm(shape, normalized_shape, op: str) -> _Mapped:
+    ns = (int(normalized_shape),) if isinstance(normalized_shape, int) else tuple(int(v) for v in normalized_shape)
+    r, k = len(shape), len(ns)
+    if r < k or tuple(shape[r - k:]) != ns:
+        return _unmodelled(op, f"normalized_shape {ns} does not end input shape {tuple(shape)}")
+    lead = tuple(shape[:r - k])
+    params = {"batch": int(lead[0]) if lead else 1, "seq_len": int(math.prod(lead[1:])),
+              "features": int(math.prod(ns))}
+    return _Mapped(LAYER, op, "layernorm", params, k > 1,
+                   f"LayerNorm over {k} trailing dimensions as one of {params['features']}" if k > 1 else None)
+
+
+def _map_groupnorm(shape, groups: int, op: str) -> _Mapped:
+    mp = _map_ew("groupnorm", op, shape, {"groups": int(groups)})
+    if mp.kind == LAYER and int(groups) not in (1, 2, 4, 8, 16, 32):
+        mp.approx, mp.note = True, f"groups={groups} outside the family space"
+    return mp
+
+
+def _map_upsample(shape, size, scale, mode, op: str) -> _Mapped:
+    r = len(shape)
+    if r not in (3, 4) or mode not in _INTERP_MODES:
+        return _unmodelled(op, f"interpolate mode {mode!r} on a rank-{r} input")
+    dims = r - 2
+    spatial = tuple(int(x) for x in shape[2:])
+    if size is not None:
+        outs = (int(size),) * dims if isinstance(size, int) else tuple(int(v) for v in size)
+        scales = [o / i for o, i in zip(outs, spatial)]
+    elif scale is not None:
+        scales = [float(scale)] * dims if isinstance(scale, (int, float)) else [float(v) for v in scale]
+    else:
+        return _unmodelled(op, "interpolate without size or scale_factor")
+    if min(scales) < 1:
+        return _unmodelled(op, f"interpolate downsampling (scale {scales})")
+    s = max(1, int(round(math.prod(scales) ** (1 / dims))))
+    approx = any(abs(x - s) > 1e-9 for x in scales)
+    p, ap = _ew_params(tuple(shape))
+    return _Mapped(LAYER, op, "upsample", {"mode": _INTERP_MODES[mode], "scale": s, **p}, approx or ap,
+                   f"scale {scales} as {s}" if approx else None)
+
+
+def _map_sdpa(q, k, v, masked: bool, causal, op: str) -> _Mapped:
+    if len(q) < 3 or len(k) != len(q):
+        return _unmodelled(op, f"attention on query rank {len(q)}")
+    batch = int(math.prod(q[:-3])) if len(q) > 3 else int(q[0])
+    heads = int(q[-3]) if len(q) > 3 else 1
+    n, approx, notes = int(q[-2]), False, []
+    if k[-2] != q[-2]:
+        n, approx = max(1, int(round(math.sqrt(q[-2] * k[-2])))), True
+        notes.append(f"query length {q[-2]}, key length {k[-2]} as {n}")
+    if v[-1] != q[-1]:
+        approx = True
+        notes.append("value width differs from the query's")
+    if masked:
+        approx = True
+        notes.append("with an attention mask")
+    params = {"batch": batch, "heads": heads, "seq_len": n, "head_dim": int(q[-1]),
+              "causal": int(bool(causal) if isinstance(causal, bool) else 0)}
+    return _Mapped(LAYER, op, "attention", params, approx, "; ".join(notes) or None)
+
+
+def _tokens(shape, batch_first: bool) -> tuple[int, int, int] | None:
+    """(batch, seq_len, width) of a transformer input (batched either way, or unbatched)."""
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    if len(shape) != 3:
+        return None
+    b, n = (shape[0], shape[1]) if batch_first else (shape[1], shape[0])
+    return int(b), int(n), int(shape[2])
+
+
+def _tel_params(m: nn.TransformerEncoderLayer, shape) -> dict | None:
+    tok = _tokens(shape, m.self_attn.batch_first)
+    if tok is None:
+        return None
+    act = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0), "gelu")
+    return {"batch": tok[0], "seq_len": tok[1], "d_model": m.self_attn.embed_dim,
+            "heads": m.self_attn.num_heads, "ffn": m.linear1.out_features, "activation": act,
+            "norm_first": int(bool(m.norm_first))}
+
+
 # ---- modules: one pricing function per `price` rule of the vocabulary (graph.ops)
+# Each takes (module, vocabulary entry, tensor input shapes, fx call node or None in the hook fallback).
 
 
-def _module_conv(m, entry: ops.Op, shape) -> _Mapped:
-    return _map_conv(m, shape)
+def _first(in_shapes) -> tuple:
+    return in_shapes[0] if in_shapes else ()
 
 
-def _module_linear(m, entry, shape) -> _Mapped:
-    return _map_linear(m, shape)
+def _module_conv(m, entry: ops.Op, in_shapes, node) -> _Mapped:
+    return _map_conv(m, _first(in_shapes))
 
 
-def _module_rnn(m, entry, shape) -> _Mapped:
-    return _map_rnn(m, shape)
+def _module_linear(m, entry, in_shapes, node) -> _Mapped:
+    return _map_linear(m, _first(in_shapes))
 
 
-def _module_batchnorm(m, entry, shape) -> _Mapped:
-    return _map_bn(m, shape)
+def _module_rnn(m, entry, in_shapes, node) -> _Mapped:
+    return _map_rnn(m, _first(in_shapes))
 
 
-def _module_pool(m, entry, shape) -> _Mapped:
+def _module_batchnorm(m, entry, in_shapes, node) -> _Mapped:
+    return _map_bn(m, _first(in_shapes))
+
+
+def _module_pool(m, entry, in_shapes, node) -> _Mapped:
     dim, mode, op = int(entry.family[-2]), entry.params["mode"], type(m).__name__
-    mp = _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, shape, op)
+    mp = _map_pool(mode, dim, m.kernel_size, m.stride, m.padding, m.ceil_mode, _first(in_shapes), op)
     if mode == "max" and _pair(getattr(m, "dilation", 1)) != (1, 1):
         mp.approx = True
     return mp
 
 
-def _module_adaptive(m, entry, shape) -> _Mapped:
-    return _map_adaptive(entry.params["mode"], int(entry.family[-2]), m.output_size, shape, type(m).__name__)
+def _module_adaptive(m, entry, in_shapes, node) -> _Mapped:
+    return _map_adaptive(entry.params["mode"], int(entry.family[-2]), m.output_size, _first(in_shapes),
+                         type(m).__name__)
 
 
-def _module_activation(m, entry, shape) -> _Mapped:
-    return _map_activation(entry.params["kind"], type(m).__name__, shape)
+def _module_activation(m, entry, in_shapes, node) -> _Mapped:
+    return _map_activation(entry.params["kind"], type(m).__name__, _first(in_shapes))
 
 
-def _module_free(m, entry, shape) -> _Mapped:
+def _module_free(m, entry, in_shapes, node) -> _Mapped:
     return _Mapped(FREE, type(m).__name__)
+
+
+def _module_layernorm(m, entry, in_shapes, node) -> _Mapped:
+    return _map_layernorm(_first(in_shapes), m.normalized_shape, type(m).__name__)
+
+
+def _module_groupnorm(m, entry, in_shapes, node) -> _Mapped:
+    return _map_groupnorm(_first(in_shapes), m.num_groups, type(m).__name__)
+
+
+def _module_upsample(m, entry, in_shapes, node) -> _Mapped:  # UpsamplingNearest2d / Bilinear2d too
+    return _map_upsample(_first(in_shapes), m.size, m.scale_factor, m.mode, type(m).__name__)
+
+
+def _module_mha(m, entry, in_shapes, node) -> _Mapped:
+    op = type(m).__name__
+    tok = _tokens(_first(in_shapes), m.batch_first)
+    if tok is None or len(in_shapes) < 3:
+        return _unmodelled(op, "MultiheadAttention input not (batch, seq, embed)")
+    need = _arg(node, 4, "need_weights", True) if node is not None else True
+    params = {"batch": tok[0], "seq_len": tok[1], "embed_dim": m.embed_dim, "heads": m.num_heads,
+              "need_weights": int(bool(need))}
+    notes = []
+    if in_shapes[1] != in_shapes[0] or in_shapes[2] != in_shapes[0]:
+        notes.append("keys/values of another shape priced as self-attention")
+    if len(in_shapes) > 3:
+        notes.append("with masks")
+    if m.kdim != m.embed_dim or m.vdim != m.embed_dim or m.bias_k is not None:
+        notes.append("kdim/vdim/bias_kv")
+    return _Mapped(LAYER, op, "mha", params, bool(notes), "; ".join(notes) or None)
+
+
+def _module_transformer_layer(m, entry, in_shapes, node) -> _Mapped:
+    op, shape = type(m).__name__, _first(in_shapes)
+    p = _tel_params(m, shape)
+    if p is None:
+        return _unmodelled(op, f"input rank {len(shape)}")
+    notes = ["with masks"] if len(in_shapes) > 1 else []
+    if getattr(m, "activation_relu_or_gelu", 0) == 0:
+        notes.append("custom activation priced as gelu")
+    return _Mapped(LAYER, op, "transformer_encoder", p, bool(notes), "; ".join(notes) or None)
+
+
+def _module_transformer(m, entry, in_shapes, node) -> _Mapped:
+    """nn.TransformerEncoder: one transformer_encoder call per layer, a layernorm for its final norm."""
+    op, shape = type(m).__name__, _first(in_shapes)
+    mp = _Mapped(LAYER, op, "transformer_encoder", None,
+                 note="TransformerEncoder as its layers (and its final norm), one call each")
+    mp.parts = []
+    for i, layer in enumerate(m.layers):
+        p = _tel_params(layer, shape)
+        if p is None:
+            return _unmodelled(op, f"input rank {len(shape)}")
+        mp.parts.append({"suffix": f".layers.{i}", "family": "transformer_encoder", "params": p,
+                         "op": type(layer).__name__})
+    if m.norm is not None:
+        tok = _tokens(shape, m.layers[0].self_attn.batch_first)
+        norm = _map_layernorm(tok, m.norm.normalized_shape, "LayerNorm")
+        if norm.kind != LAYER:
+            return norm
+        mp.parts.append({"suffix": ".norm", "family": "layernorm", "params": norm.params, "op": "LayerNorm"})
+    return mp
+
+
+def _guarded(rule):
+    """Arguments computed at run time (fx Nodes in place of numbers) or odd shapes make a call priced by
+    one of issue 17's rules unmodelled, instead of failing the trace (and falling back to hooks)."""
+
+    def guarded(*args):
+        try:
+            return rule(*args)
+        except (TypeError, ValueError, IndexError):
+            name = type(args[0]).__name__ if isinstance(args[0], nn.Module) else str(args[2])
+            return _unmodelled(name, "arguments not known when tracing")
+
+    guarded.__name__ = guarded.__qualname__ = rule.__name__
+    guarded.__doc__ = rule.__doc__
+    return guarded
 
 
 _MODULE_PRICE = {"conv": _module_conv, "linear": _module_linear, "rnn": _module_rnn,
                  "batchnorm": _module_batchnorm, "pool": _module_pool, "adaptive": _module_adaptive,
-                 "activation": _module_activation, "free": _module_free}
+                 "activation": _module_activation, "free": _module_free,
+                 "layernorm": _guarded(_module_layernorm), "groupnorm": _guarded(_module_groupnorm),
+                 "upsample": _guarded(_module_upsample), "mha": _guarded(_module_mha),
+                 "transformer_layer": _guarded(_module_transformer_layer),
+                 "transformer": _guarded(_module_transformer)}
+# modules priced whole (they have children): leaves of the hook fallback too
+_WHOLE_MODULE_PRICES = frozenset({"mha", "transformer_layer", "transformer"})
 
 
-def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]]) -> _Mapped:
+def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]], node=None) -> _Mapped:
     entry = ops.module_op(m)
     if entry is None or entry.price not in _MODULE_PRICE:
         return _unmodelled(type(m).__name__, "no family covers this module")
-    return _MODULE_PRICE[entry.price](m, entry, in_shapes[0] if in_shapes else ())
+    return _MODULE_PRICE[entry.price](m, entry, in_shapes, node)
 
 
 # ---- functions and methods: one pricing function per `price` rule of the vocabulary
@@ -413,8 +615,73 @@ def _fn_free(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _Mapped(FREE, name, note="copies" if entry.params.get("copies") else None)
 
 
+def _scalar_operand(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fn_mul(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """x * y: same shapes -> same; a (B, C, 1, ..) operand -> channel (other broadcasts: channel, approx);
+    a number or a one-element tensor -> scalar."""
+    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+    sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
+    sb = arg_shapes.get(b) if isinstance(b, torch.fx.Node) else None
+    if _is_tensor_shape(sa) and _scalar_operand(b) or _is_tensor_shape(sb) and _scalar_operand(a):
+        return _map_ew("mul", "mul", sa if _is_tensor_shape(sa) else sb, {"mode": "scalar"})
+    if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):
+        return _unmodelled("mul", "mul of unknown operands")
+    if sa == sb:
+        return _map_ew("mul", "mul", sa, {"mode": "same"})
+    big, small = (sa, sb) if math.prod(sa) >= math.prod(sb) else (sb, sa)
+    if math.prod(small) == 1:
+        return _map_ew("mul", "mul", big, {"mode": "scalar"})
+    mp = _map_ew("mul", "mul", big, {"mode": "channel"})
+    se = (len(small) == len(big) and small[:2] == big[:2] and all(x == 1 for x in small[2:]))
+    if mp.kind == LAYER and not se:
+        mp.approx, mp.note = True, f"broadcast {small} x {big} priced as a per-channel scale"
+    return mp
+
+
+def _fn_div(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """x / number -> mul (scalar); any other division stays unmodelled."""
+    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+    sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
+    if _is_tensor_shape(sa) and _scalar_operand(b) and node.kwargs.get("rounding_mode") is None:
+        mp = _map_ew("mul", "div", sa, {"mode": "scalar"})
+        mp.note = mp.note or "division by a number priced as a multiply"
+        return mp
+    return _unmodelled("div", "division other than by a number")
+
+
+def _fn_layernorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    return _map_layernorm(in_shapes[0], _arg(node, 1, "normalized_shape"), "layer_norm")
+
+
+def _fn_groupnorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    return _map_groupnorm(in_shapes[0], _arg(node, 1, "num_groups"), "group_norm")
+
+
+def _fn_upsample(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """F.interpolate / F.upsample: the size from the traced output (it may be computed at run time)."""
+    out_shape = arg_shapes.get(node)
+    size = tuple(out_shape[2:]) if _is_tensor_shape(out_shape) else _arg(node, 1, "size")
+    return _map_upsample(in_shapes[0], size, None if size is not None else _arg(node, 2, "scale_factor"),
+                         _arg(node, 3, "mode", "nearest"), "interpolate")
+
+
+def _fn_sdpa(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    q, k, v = (arg_shapes.get(_arg(node, i, n)) for i, n in enumerate(("query", "key", "value")))
+    if not all(_is_tensor_shape(x) for x in (q, k, v)):
+        return _unmodelled("scaled_dot_product_attention", "unknown operands")
+    mask = _arg(node, 3, "attn_mask")
+    return _map_sdpa(q, k, v, mask is not None, _arg(node, 5, "is_causal", False),
+                     "scaled_dot_product_attention")
+
+
 _FUNCTION_PRICE = {"add": _fn_add, "cat": _fn_cat, "activation": _fn_activation, "hardtanh": _fn_hardtanh,
-                   "pool": _fn_pool, "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free}
+                   "pool": _fn_pool, "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free,
+                   "mul": _guarded(_fn_mul), "div": _guarded(_fn_div), "layernorm": _guarded(_fn_layernorm),
+                   "groupnorm": _guarded(_fn_groupnorm), "upsample": _guarded(_fn_upsample),
+                   "sdpa": _guarded(_fn_sdpa)}
 
 
 def _map_function(node, modules, in_shapes, arg_shapes) -> _Mapped:
@@ -436,11 +703,14 @@ def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, 
             if mp.family == "concat":
                 ins_names = ([inputs[0]] if j == 0 else [prev]) + (
                     [inputs[j + 1]] if j + 1 < len(inputs) else [])
+            elif "family" in part:  # a chain of calls of their own families (TransformerEncoder)
+                ins_names = list(inputs) if j == 0 else [prev]
             else:  # bidirectional RNN: layer 0 reads the input, layer l both directions of l-1
                 layer = part.get("layer", 0)
                 ins_names = list(inputs) if layer == 0 else [
                     base + q["suffix"] for q in mp.parts if q.get("layer", 0) == layer - 1]
-            calls.append(LayerCall(nm, mp.family, LayerConfig(mp.family, params), mp.op, LAYER,
+            fam = part.get("family", mp.family)
+            calls.append(LayerCall(nm, fam, LayerConfig(fam, params), part.get("op", mp.op), LAYER,
                                    None, [tuple(s) for s in ins if _is_tensor_shape(s)],
                                    out_shape if j == len(mp.parts) - 1 else None,
                                    bool(mp.approx or part.get("approx")), mp.note, ins_names))
@@ -498,7 +768,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             k = module_uses.get(node.target, 0)
             module_uses[node.target] = k + 1
             base = node.target if k == 0 else f"{node.target}#{k}"
-            mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)])
+            mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)], node)
         else:
             base = node.name
             mp = _map_function(node, tg.modules, in_shapes, shapes)
@@ -514,6 +784,9 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
 
 def _is_hook_leaf(m: nn.Module) -> bool:
     if not any(True for _ in m.children()):
+        return True
+    entry = ops.module_op(m)
+    if entry is not None and entry.price in _WHOLE_MODULE_PRICES:  # priced as a whole module
         return True
     return not type(m).__module__.startswith("torch.nn") and (
         any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))

@@ -33,8 +33,17 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       gelu, not BatchNorm).
   R5  A standalone BatchNorm2d on the NCHWc path (not reading the network input) becomes a per-channel
       NCHWc Conv, and a following relu/relu6/leaky_relu/sigmoid/tanh is fused into it.
-  Not fused: pools, concat, adds not after a conv, GRU/LSTM, BatchNorm1d after Linear, lone activations.
-  `level='extended'` (ORT_ENABLE_EXTENDED, no NCHWc) keeps R1, R2 (without hardswish), R4, drops R3, R5.
+  R6  (issue 17) An add of two (batch, seq, features) tensors whose only consumer is a LayerNorm over
+      the features: SkipLayerNormalization, the add fused into the LayerNorm (`fused_into` names the
+      LayerNorm, a consumer; rank-2 adds and adds with another consumer, as in pre-norm blocks, stay).
+  R7  (issue 17) Nearest Upsample of an NCHWc tensor runs as an NCHWc Upsample (any channel count);
+      reading an NCHW tensor, or (bi)linear, it is a plain Resize.
+  hardsigmoid (issue 17) fuses like relu in R2-R5; silu never (one QuickGelu op), gelu never.
+  Not fused: pools, concat, adds not after a conv, GRU/LSTM, BatchNorm1d after Linear, lone activations,
+  mul (squeeze-excitation's scale), GroupNorm (InstanceNormalization + Mul + Add) and the activation
+  after it, attention (MatMul/Softmax), mha / transformer_encoder (measured whole).
+  `level='extended'` (ORT_ENABLE_EXTENDED, no NCHWc) keeps R1, R2 (without hardswish), R4, R6, drops
+  R3, R5, R7.
 """
 
 from __future__ import annotations
@@ -46,9 +55,12 @@ from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
 from fastdeepiot.graph.ops import NOOP_OPS
 
 _CONV = ("conv1d", "conv2d")
-_CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh"}
-_GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh"}
-_SUM_ACTS = {"relu", "sigmoid", "tanh"}  # the only ones fused after an NCHWc conv's Sum input
+# hardsigmoid (issue 17) fuses wherever relu does: FusedConv / NCHWc Conv `activation=HardSigmoid`,
+# FusedGemm, after an NCHWc Sum, into R5's per-channel conv. silu never does (ORT makes it one
+# QuickGelu op), nor gelu (one Gelu op).
+_CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
+_GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
+_SUM_ACTS = {"relu", "sigmoid", "tanh", "hardsigmoid"}  # the only ones fused after an NCHWc conv's Sum input
 _NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise and pools too)
 
 
@@ -156,6 +168,18 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
                 st.add("act")
                 if r.name in nchwc_out:
                     nchwc_out.add(c.name)
+        elif fam == "upsample" and nchwc and c.config.params["mode"] == "nearest" \
+                and c.config.params["dims"] == 2 and is_nchwc(cin[0]):
+            nchwc_out.add(c.name)  # R7: NCHWc Upsample after an NCHWc producer (any channel count)
+        elif fam == "layernorm" and len(cin) == 1 and cin[0] in by_name:
+            # R6: SkipLayerNormalization: a residual add of two (batch, seq, features) tensors whose only
+            # consumer is a LayerNorm over the features is fused into that LayerNorm (both levels)
+            p = by_name[cin[0]]
+            if (p.kind == LAYER and p.family == "add" and p.fused_into is None and sole_user(p, c)
+                    and len(p.input_shapes) == 2 and all(len(x) == 3 for x in p.input_shapes)
+                    and c.input_shapes and len(c.input_shapes[0]) == 3
+                    and c.config.params["features"] == c.input_shapes[0][-1]):
+                p.fused_into = c.name
         elif fam == "add" and nchwc and len(cin) == 2 and INPUT not in cin:
             cands = []
             for j, i in enumerate(cin):

@@ -16,12 +16,23 @@ tracing fixes every channel flowing into it (never element-wise by default).
 Rules. `price` (extraction, `graph.extract`):
   conv, linear, rnn, batchnorm  -- the module's own family (the entry's `family`)
   pool, adaptive                -- pool1d/pool2d (`params`: mode); adaptive = kernel = stride = size//out
+                                   (an output that does not divide the input: adaptive_pool)
   activation                    -- the activation family with `params['kind']`; a kind outside the
                                    family's space (families.ACTIVATIONS) is unmodelled until profiled
   hardtanh                      -- activation relu6 when (min, max) = (0, 6), else unmodelled
   add, cat, mean                -- two-tensor add; concat along channels; global/temporal mean as a pool
+  mul, div                      -- mul: same shapes / per-channel broadcast / by a number; div: by a
+                                   number as a mul (scalar), a tensor / tensor division is unmodelled
+  layernorm, groupnorm          -- layernorm (rows = leading dims), groupnorm
+  upsample                      -- nearest / (bi)linear upsampling (downsampling is unmodelled)
+  sdpa                          -- F.scaled_dot_product_attention: attention
+  mha, transformer_layer        -- nn.MultiheadAttention / nn.TransformerEncoderLayer priced whole (mha,
+                                   transformer_encoder); these modules have children and are leaves of
+                                   extraction's hook fallback too
+  transformer                   -- nn.TransformerEncoder: one transformer_encoder per layer and a
+                                   layernorm for its final norm
   free                          -- views, reshapes, eval dropout, copies (`params['copies']`)
-  unmodelled                    -- a known op no family prices (x * y, x.sum(...), ...)
+  unmodelled                    -- a known op no family prices (x - y, x.sum(...), ...)
 `channels` (channel tracing, `graph.channels`):
   conv, linear, rnn             -- open a space (out channels / features / hidden units), read one
   bn                            -- reads the space on axis 1 (sliced with it)
@@ -52,7 +63,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
-               "cat", "mean", "free", "unmodelled")
+               "cat", "mean", "free", "unmodelled", "mul", "div", "layernorm", "groupnorm", "upsample", "sdpa",
+               "mha", "transformer_layer", "transformer")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
 
@@ -103,6 +115,13 @@ MODULES: dict[type, Op] = {
     nn.AdaptiveAvgPool2d: _pool("AdaptiveAvgPool2d", "adaptive", 2, "avg"),
     nn.AdaptiveMaxPool1d: _pool("AdaptiveMaxPool1d", "adaptive", 1, "max"),
     nn.AdaptiveMaxPool2d: _pool("AdaptiveMaxPool2d", "adaptive", 2, "max"),
+    # normalisation, resampling, attention: channels not followed through them (unprunable)
+    nn.LayerNorm: Op("LayerNorm", "layernorm", "fix", "layernorm"),
+    nn.GroupNorm: Op("GroupNorm", "groupnorm", "fix", "groupnorm"),
+    nn.Upsample: Op("Upsample", "upsample", "fix", "upsample"),  # UpsamplingNearest2d / Bilinear2d too
+    nn.MultiheadAttention: Op("MultiheadAttention", "mha", "fix", "mha"),
+    nn.TransformerEncoderLayer: Op("TransformerEncoderLayer", "transformer_layer", "fix", "transformer_encoder"),
+    nn.TransformerEncoder: Op("TransformerEncoder", "transformer", "fix", "transformer_encoder"),
     # activations: the exact class (a subclass may compute something else)
     nn.ReLU: _act("ReLU", "relu", exact=True),
     nn.ReLU6: _act("ReLU6", "relu6", exact=True),
@@ -113,12 +132,14 @@ MODULES: dict[type, Op] = {
     nn.GELU: _act("GELU", "gelu", exact=True),
     nn.SiLU: _act("SiLU", "silu", exact=True),
     nn.ELU: _act("ELU", "elu", exact=True),
+    nn.Hardsigmoid: _act("Hardsigmoid", "hardsigmoid", exact=True),
     nn.Identity: _free("Identity", "pass", vanishes=True),
     nn.Dropout: _free("Dropout", "pass", vanishes=True),
     nn.Dropout1d: _free("Dropout1d", "pass", vanishes=True),
     nn.Dropout2d: _free("Dropout2d", "pass", vanishes=True),
     nn.Dropout3d: _free("Dropout3d", "pass", vanishes=True),
     nn.AlphaDropout: _free("AlphaDropout", "pass", vanishes=True),
+    nn.FeatureAlphaDropout: _free("FeatureAlphaDropout", "pass", vanishes=True),
     nn.Flatten: _free("Flatten", "flatten"),
     nn.Unflatten: _free("Unflatten", "fix"),
 }
@@ -133,6 +154,7 @@ FUNCTIONS: dict[Callable, Op] = {
     F.sigmoid: _act("F.sigmoid", "sigmoid"), torch.sigmoid: _act("torch.sigmoid", "sigmoid"),
     F.tanh: _act("F.tanh", "tanh"), torch.tanh: _act("torch.tanh", "tanh"),
     F.gelu: _act("F.gelu", "gelu"), F.silu: _act("F.silu", "silu"), F.elu: _act("F.elu", "elu"),
+    F.hardsigmoid: _act("F.hardsigmoid", "hardsigmoid"),
     F.hardtanh: Op("F.hardtanh", "hardtanh", "pass", "activation"),
     F.hardtanh_: Op("F.hardtanh_", "hardtanh", "pass", "activation"),
     F.max_pool1d: _pool("F.max_pool1d", "pool", 1, "max"),
@@ -146,12 +168,23 @@ FUNCTIONS: dict[Callable, Op] = {
     F.dropout: _free("F.dropout", "pass", vanishes=True),
     F.dropout1d: _free("F.dropout1d", "pass", vanishes=True),
     F.dropout2d: _free("F.dropout2d", "pass", vanishes=True),
+    F.dropout3d: _free("F.dropout3d", "pass", vanishes=True),
+    F.alpha_dropout: _free("F.alpha_dropout", "pass", vanishes=True),
+    F.feature_alpha_dropout: _free("F.feature_alpha_dropout", "pass", vanishes=True),
     torch.clone: _free("torch.clone", "pass", copies=True),
     operator.add: Op("+", "add", "binary", "add"), operator.iadd: Op("+=", "add", "binary", "add"),
     torch.add: Op("torch.add", "add", "binary", "add"),
     operator.sub: Op("-", "unmodelled", "binary"), torch.sub: Op("torch.sub", "unmodelled", "binary"),
-    operator.mul: Op("*", "unmodelled", "binary"), torch.mul: Op("torch.mul", "unmodelled", "binary"),
-    operator.truediv: Op("/", "unmodelled", "binary"), torch.div: Op("torch.div", "unmodelled", "binary"),
+    operator.mul: Op("*", "mul", "binary", "mul"), operator.imul: Op("*=", "mul", "binary", "mul"),
+    torch.mul: Op("torch.mul", "mul", "binary", "mul"), torch.multiply: Op("torch.multiply", "mul", "binary", "mul"),
+    operator.truediv: Op("/", "div", "binary", "mul"), operator.itruediv: Op("/=", "div", "binary", "mul"),
+    torch.div: Op("torch.div", "div", "binary", "mul"),
+    torch.true_divide: Op("torch.true_divide", "div", "binary", "mul"),
+    F.layer_norm: Op("F.layer_norm", "layernorm", "fix", "layernorm"),
+    F.group_norm: Op("F.group_norm", "groupnorm", "fix", "groupnorm"),
+    F.interpolate: Op("F.interpolate", "upsample", "fix", "upsample"),
+    F.upsample: Op("F.upsample", "upsample", "fix", "upsample"),
+    F.scaled_dot_product_attention: Op("F.scaled_dot_product_attention", "sdpa", "fix", "attention"),
     torch.cat: Op("torch.cat", "cat", "cat", "concat"),
     torch.concat: Op("torch.concat", "cat", "cat", "concat"),
     torch.concatenate: Op("torch.concatenate", "cat", "cat", "concat"),
@@ -177,8 +210,10 @@ METHODS: dict[str, Op] = {
     "contiguous": _free(".contiguous", "pass", copies=True), "clone": _free(".clone", "pass", copies=True),
     "float": _free(".float", "pass"), "detach": _free(".detach", "pass"),
     "add": Op(".add", "add", "binary", "add"), "add_": Op(".add_", "add", "binary", "add"),
-    "sub": Op(".sub", "unmodelled", "binary"), "mul": Op(".mul", "unmodelled", "binary"),
-    "mul_": Op(".mul_", "unmodelled", "binary"), "div": Op(".div", "unmodelled", "binary"),
+    "sub": Op(".sub", "unmodelled", "binary"), "mul": Op(".mul", "mul", "binary", "mul"),
+    "mul_": Op(".mul_", "mul", "binary", "mul"), "multiply": Op(".multiply", "mul", "binary", "mul"),
+    "div": Op(".div", "div", "binary", "mul"), "div_": Op(".div_", "div", "binary", "mul"),
+    "true_divide": Op(".true_divide", "div", "binary", "mul"),
     "view": _free(".view", "view"), "reshape": _free(".reshape", "view"),
     "flatten": _free(".flatten", "flatten"), "permute": _free(".permute", "permute"),
     "transpose": _free(".transpose", "transpose"), "unsqueeze": _free(".unsqueeze", "unsqueeze"),

@@ -90,6 +90,7 @@ class ProfileSummary:
     by_other: int = 0  # measured by another profiler on the same database while this one ran
     elapsed_s: float = 0.0
     stopped_by: str = "plan exhausted"
+    unsupported: int = 0  # workloads the backend says it cannot run (Backend.unsupported): skipped
     per_family: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -125,6 +126,9 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             if store.has(w.key):  # another profiler (same plan) stored it after this one started
                 s.by_other += 1
                 done.add(w.key)
+                continue
+            if w.kind == "layer" and backend.unsupported(w.layer) is not None:
+                s.unsupported += 1
                 continue
             try:
                 if w.kind == "network":

@@ -47,6 +47,12 @@ def within_cap(config: LayerConfig) -> bool:
     return f["flops"] <= MAX_FLOPS and moved <= MAX_BYTES
 
 
+# width -> the count it must be a multiple of (GroupNorm's channels and groups, attention's embedding
+# width and heads): random points are rounded up to a multiple instead of being rejected
+_MULTIPLE_OF = {"groupnorm": ("channels", "groups"), "mha": ("embed_dim", "heads"),
+                "transformer_encoder": ("d_model", "heads")}
+
+
 def _repair(family: str, p: dict, u_groups: float) -> dict | None:
     """Turn an arbitrary point of the space into a valid configuration (or None)."""
     fam = get_family(family)
@@ -61,6 +67,10 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
             p["groups"] = g
             p["in_channels"] = min(256, int(math.ceil(p["in_channels"] / g) * g))
             p["out_channels"] = min(256, int(math.ceil(p["out_channels"] / g) * g))
+    elif family in _MULTIPLE_OF:  # issue 17 families: a width that must be a multiple of a count
+        key, of = _MULTIPLE_OF[family]
+        values = fam.space[key]
+        p[key] = min(values[-1] // p[of] * p[of], int(math.ceil(p[key] / p[of]) * p[of]))
     try:
         p = fam.check(p)
     except ValueError:
@@ -198,8 +208,12 @@ def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0
             p[k] = values[min(len(values) - 1, max(0, i + d))]
         if p.get("groups", 1) > 1 and p["groups"] == center.params.get("in_channels"):
             p["groups"] = p["out_channels"] = p["in_channels"]  # keep depthwise depthwise
-        elif "groups" in p and (p["in_channels"] % p["groups"] or p["out_channels"] % p["groups"]):
+        elif "groups" in p and "in_channels" in p and (p["in_channels"] % p["groups"] or p["out_channels"] % p["groups"]):
             p["groups"] = 1
+        if center.family in _MULTIPLE_OF:  # issue 17: keep a width a multiple of its count
+            key, of = _MULTIPLE_OF[center.family]
+            values = fam.space[key]
+            p[key] = min(values[-1] // p[of] * p[of], max(p[of], int(math.ceil(p[key] / p[of]) * p[of])))
         try:
             p = fam.check(p)
         except ValueError:

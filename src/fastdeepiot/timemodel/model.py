@@ -160,6 +160,18 @@ def composition_terms(calls, standalone: list[float]) -> dict:
     return terms
 
 
+def known_levels(est) -> dict[str, set[str]] | None:
+    """The values of each string parameter (an activation's kind, a pool's mode) an estimator was
+    fitted on; None when the estimator does not say (then every value is taken as covered)."""
+    if hasattr(est, "categorical_"):  # ModelTree
+        return {c: set(v) for c, v in est.categorical_.items()}
+    if hasattr(est, "cat_levels_"):  # RandomForestTime
+        return {c: set(v) for c, v in est.cat_levels_.items()}
+    if hasattr(est, "cat_cols_") and hasattr(est, "cats_"):  # LookupTable
+        return {c: {str(v) for v in est.cats_[:, j]} for j, c in enumerate(est.cat_cols_)}
+    return None
+
+
 class TimeModel:
     """Per-family estimators + composition, for one device (its fingerprint and conditions)."""
 
@@ -179,6 +191,20 @@ class TimeModel:
     def families(self) -> list[str]:
         return sorted(self.estimators)
 
+    def covers(self, config: LayerConfig) -> bool:
+        """Whether this model prices `config`: its family has an estimator, fitted on every string
+        parameter value the configuration has (a model fitted before an activation kind existed, e.g.
+        silu, does not price it by another kind's branch: the layer is unmodelled)."""
+        est = self.estimators.get(config.family)
+        if est is None:
+            return False
+        cache = self.__dict__.setdefault("_levels", {})  # family -> (estimator, its levels)
+        if config.family not in cache or cache[config.family][0] is not est:
+            cache[config.family] = (est, known_levels(est))
+        levels = cache[config.family][1]
+        return levels is None or all(str(v) in levels[k] for k, v in config.params.items()
+                                     if isinstance(v, str) and k in levels)
+
     # --------------------------------------------------------------------------- layers
     def predict_configs(self, configs: list[LayerConfig]) -> np.ndarray:
         """Predicted standalone time (ms) of each configuration; raises for unmodelled families."""
@@ -191,6 +217,10 @@ class TimeModel:
                 raise UnmodelledLayerError(
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
+            unseen = [configs[i] for i in idx if not self.covers(configs[i])]
+            if unseen:
+                raise UnmodelledLayerError(
+                    f"the {fam} model was fitted without {unseen[0].key}'s kind; profile it and fit again")
             X = featurize_columns([configs[i] for i in idx])  # column arrays: no DataFrame for the tree
             try:
                 pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
@@ -217,7 +247,7 @@ class TimeModel:
     def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[float], list[str]]]:
         """`network_terms` for many networks, with one prediction call per family (fast)."""
         priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
-                  if c.kind == "layer" and c.family in self.estimators]
+                  if c.kind == "layer" and self.covers(c.config)]
         ms = self.predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
         standalone: list[list] = [[None] * len(calls) for calls in networks]
         for (i, j, _), m in zip(priced, ms):
@@ -225,7 +255,7 @@ class TimeModel:
         out = []
         for calls, sa in zip(networks, standalone):
             unmodelled = [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
-                          or (c.kind == "layer" and c.family not in self.estimators)]
+                          or (c.kind == "layer" and not self.covers(c.config))]
             out.append((composition_terms(calls, sa), [x or 0.0 for x in sa], unmodelled))
         return out
 
@@ -264,8 +294,10 @@ class TimeModel:
             raise UserError(f"the time model predicts an impossible total ({total} ms); its composition is "
                             f"damaged: fit it again")
         layers = []
-        for c, sa, t in zip(calls, standalone, call_terms(calls, standalone)):
-            if c.kind != "layer" or c.family not in self.estimators:
+        # calls the model does not price take no part in the shares (as in the total's terms)
+        priced = [s if c.kind == "layer" and self.covers(c.config) else None for c, s in zip(calls, standalone)]
+        for c, sa, t in zip(calls, priced, call_terms(calls, priced)):
+            if sa is None:
                 continue
             share = max(0.0, self.call_share(t))  # a fused-away layer can come out a hair below 0
             layers.append(LayerPrediction(c.name, c.op, c.family, dict(c.config.params), share, sa,
