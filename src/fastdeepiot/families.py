@@ -20,6 +20,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
 from fastdeepiot.errors import UnknownNameError
 
 BYTES_PER_ELEMENT = 4  # float32 everywhere (the dtype is recorded in the measurement conditions)
@@ -96,8 +100,6 @@ class Family:
         return f
 
     def make_inputs(self, params: dict, device: str = "cpu"):
-        import torch
-
         gen = torch.Generator().manual_seed(0)
         return tuple(torch.randn(*s, generator=gen).to(device) for s in self.input_shapes(params))
 
@@ -118,8 +120,6 @@ class Family:
 
 def _conv_build(dim: int):
     def build(p: dict):
-        import torch.nn as nn
-
         cls = nn.Conv2d if dim == 2 else nn.Conv1d
         return cls(p["in_channels"], p["out_channels"], p["kernel"], stride=p["stride"],
                    padding=p["kernel"] // 2, groups=p["groups"], bias=True)
@@ -160,8 +160,6 @@ def _conv_valid(p: dict) -> bool:
 
 def _rnn_build(kind: str):
     def build(p: dict):
-        import torch.nn as nn
-
         cls = nn.GRU if kind == "gru" else nn.LSTM
         return cls(p["input_size"], p["hidden_size"], num_layers=p["num_layers"], batch_first=True)
 
@@ -189,8 +187,6 @@ def _rnn_features(gates: int):
 
 
 def _linear_build(p: dict):
-    import torch.nn as nn
-
     return nn.Linear(p["in_features"], p["out_features"])
 
 
@@ -207,8 +203,6 @@ def _linear_features(p: dict) -> dict:
 
 def _pool_build(dim: int):
     def build(p: dict):
-        import torch.nn as nn
-
         if dim == 2:
             cls = nn.MaxPool2d if p["mode"] == "max" else nn.AvgPool2d
         else:
@@ -255,8 +249,6 @@ def _elementwise_features(reads: int, flops_per_element: float, weights_per_chan
 
 
 def _bn_build(p: dict):
-    import torch.nn as nn
-
     m = (nn.BatchNorm2d if p["dims"] == 2 else nn.BatchNorm1d)(p["channels"])
     return m.eval()
 
@@ -267,8 +259,6 @@ ACTIVATIONS = ["relu", "relu6", "leaky_relu", "hardswish", "sigmoid", "tanh", "g
 
 
 def _act_build(p: dict):
-    import torch.nn as nn
-
     return {
         "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "hardswish": nn.Hardswish,
         "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
@@ -280,8 +270,6 @@ class _Add:
     """nn.Module that adds its two inputs (a residual join)."""
 
     def __new__(cls):
-        import torch.nn as nn
-
         class Add(nn.Module):
             def forward(self, a, b):
                 return a + b
@@ -291,9 +279,6 @@ class _Add:
 
 class _Concat:
     def __new__(cls):
-        import torch
-        import torch.nn as nn
-
         class Concat(nn.Module):
             def forward(self, a, b):
                 return torch.cat([a, b], dim=1)
@@ -315,8 +300,6 @@ def _concat_features(p: dict) -> dict:
 
 
 def _mul_build(p: dict):
-    import torch.nn as nn
-
     class Mul(nn.Module):
         def forward(self, a, b=None):
             return a * (0.5 if b is None else b)
@@ -346,8 +329,6 @@ def _adaptive_bins(size: int, out: int) -> int:
 
 
 def _adaptive_build(p: dict):
-    import torch.nn as nn
-
     cls = {(1, "avg"): nn.AdaptiveAvgPool1d, (1, "max"): nn.AdaptiveMaxPool1d,
            (2, "avg"): nn.AdaptiveAvgPool2d, (2, "max"): nn.AdaptiveMaxPool2d}[(p["dims"], p["mode"])]
     return cls(p["out_size"])
@@ -362,8 +343,6 @@ def _adaptive_features(p: dict) -> dict:
 
 
 def _layernorm_build(p: dict):
-    import torch.nn as nn
-
     return nn.LayerNorm(p["features"])
 
 
@@ -375,8 +354,6 @@ def _layernorm_features(p: dict) -> dict:
 
 
 def _groupnorm_build(p: dict):
-    import torch.nn as nn
-
     return nn.GroupNorm(p["groups"], p["channels"])
 
 
@@ -387,8 +364,6 @@ def _groupnorm_features(p: dict) -> dict:
 
 
 def _upsample_build(p: dict):
-    import torch.nn as nn
-
     mode = "nearest" if p["mode"] == "nearest" else ("linear" if p["dims"] == 1 else "bilinear")
     return nn.Upsample(scale_factor=p["scale"], mode=mode)
 
@@ -402,9 +377,6 @@ def _upsample_features(p: dict) -> dict:
 
 
 def _attention_build(p: dict):
-    import torch.nn as nn
-    import torch.nn.functional as F
-
     class SDPA(nn.Module):
         def __init__(self, causal: bool):
             super().__init__()
@@ -426,8 +398,6 @@ def _attention_features(p: dict) -> dict:
 
 
 def _mha_build(p: dict):
-    import torch.nn as nn
-
     class SelfAttention(nn.Module):
         """nn.MultiheadAttention called as users write it: attn(x, x, x) on a batch_first input."""
 
@@ -460,8 +430,6 @@ def _mha_features(p: dict) -> dict:
 
 
 def _tel_build(p: dict):
-    import torch.nn as nn
-
     return nn.TransformerEncoderLayer(p["d_model"], p["heads"], p["ffn"], dropout=0.1,
                                       activation=p["activation"], batch_first=True,
                                       norm_first=bool(p["norm_first"])).eval()

@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any, Callable
 
+import torch
+
 from fastdeepiot.families import LayerConfig
 
 
@@ -112,8 +114,6 @@ class Backend(ABC):
 
     def conditions(self) -> dict:
         """Everything recorded with every measurement: fingerprint + library versions + platform."""
-        import torch
-
         return {**self.fingerprint(), "torch": torch.__version__, "python": sys.version.split()[0],
                 "platform": platform.platform(), "logical_cpus": os.cpu_count()}
 

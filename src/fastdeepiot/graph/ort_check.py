@@ -18,6 +18,8 @@ import torch
 
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
+from fastdeepiot.graph.randomnets import random_network
+from fastdeepiot.zoo import zoo_networks
 
 _ACT_OPS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu"}
 
@@ -68,8 +70,6 @@ def check(module, example, level: str = "all") -> tuple[Counter, Counter]:
 
 
 def main() -> int:
-    from fastdeepiot.graph.randomnets import random_network
-    from fastdeepiot.zoo import zoo_networks
 
     nets = [(n, m, x) for n, m, x in zoo_networks()]
     for seed in range(10):

@@ -6,6 +6,8 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 
 def measurement_summary(store) -> list[dict]:
@@ -30,8 +32,6 @@ def _fmt(v) -> str:
 
 
 def print_table(rows: Sequence[dict], title: str = "") -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     if not rows:
         print(f"{title}: (empty)")
