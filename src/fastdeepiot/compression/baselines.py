@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from fastdeepiot import tasks
 from fastdeepiot.compression.config import BASELINES, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost
-from fastdeepiot.compression.finetune import finetune
+from fastdeepiot.compression.finetune import distilled_loss, finetune
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import _resolve_data, compress, measure_models
@@ -210,14 +210,7 @@ def train_distilled(model: nn.Module, train_dl, val_dl, steps: int, *, lr: float
         for xb, yb in train_dl:
             if done >= steps:
                 break
-            out = model(xb)
-            loss = ce(out, yb)
-            if teacher is not None:
-                with torch.no_grad():
-                    t = teacher(xb)
-                kd = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
-                              reduction="batchmean") * temperature**2
-                loss = (1 - distill_weight) * loss + distill_weight * kd
+            loss = distilled_loss(model(xb), yb, ce, teacher, xb, temperature, distill_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -53,6 +53,19 @@ def _cycle(loader):
         yield from loader
 
 
+def distilled_loss(out, yb, ce, teacher, xb, temperature: float, distill_weight: float):
+    """`ce(out, yb)`, mixed with the KL divergence to `teacher`'s softened outputs on `xb` when a teacher is
+    given (Hinton et al.: weight `distill_weight`, scaled by temperature squared)."""
+    loss = ce(out, yb)
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        t = teacher(xb)
+    kd = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
+                  reduction="batchmean") * temperature**2
+    return (1 - distill_weight) * loss + distill_weight * kd
+
+
 def finetune(model: nn.Module, train_loader, steps: int, *, lr: float = 1e-3, teacher: nn.Module | None = None,
              distill_weight: float = 0.5, temperature: float = 4.0, seed: int = 0,
              weight_decay: float = 1e-4) -> nn.Module:
@@ -70,14 +83,7 @@ def finetune(model: nn.Module, train_loader, steps: int, *, lr: float = 1e-3, te
     it = _cycle(train_loader)
     for _ in range(steps):
         xb, yb = next(it)
-        out = model(xb)
-        loss = ce(out, yb)
-        if teacher is not None:
-            with torch.no_grad():
-                t = teacher(xb)
-            kd = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
-                          reduction="batchmean") * temperature**2
-            loss = (1 - distill_weight) * loss + distill_weight * kd
+        loss = distilled_loss(model(xb), yb, ce, teacher, xb, temperature, distill_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
