@@ -38,7 +38,10 @@ class TorchCPU(Backend):
             with torch.inference_mode():
                 module(*inputs)
 
-        return CallableRunner(call, time.perf_counter_ns, shared_guard())
+        def bare():
+            module(*inputs)
+
+        return CallableRunner(call, time.perf_counter_ns, shared_guard(), block=(torch.inference_mode, bare))
 
     def conditions(self) -> dict:
         import torch
