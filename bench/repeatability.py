@@ -86,13 +86,20 @@ def reference_ms(backend: str, threads: int, net, x, session=None, min_run_time:
         return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+def ort_sessions(be, nets) -> list:
+    """(session, feed) per network on onnxruntime-cpu (the reference's plain session.run); None elsewhere."""
+    if be.name != "onnxruntime-cpu":
+        return [None] * len(nets)
+    out = []
+    for _, m, x in nets:
+        sess = be.session(export_onnx(m, (x,)))
+        out.append((sess, {sess.get_inputs()[0].name: x.numpy()}))
+    return out
+
+
 def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy, min_run_time: float) -> list[dict]:
     be = get_backend(backend, threads=threads)
-    sessions = [None] * len(nets)
-    if backend == "onnxruntime-cpu":
-        for i, (_, m, x) in enumerate(nets):
-            sess = be.session(export_onnx(m, (x,)))
-            sessions[i] = (sess, {sess.get_inputs()[0].name: x.numpy()})
+    sessions = ort_sessions(be, nets)
     ours = [[] for _ in nets]
     ref = [[] for _ in nets]
     prev = torch.get_num_threads()
@@ -120,11 +127,7 @@ def reference_child(backend: str, quick: bool, threads: int, rounds: int, min_ru
     torch.set_num_threads(threads)
     nets = networks(quick)
     be = get_backend(backend, threads=threads)
-    sessions = [None] * len(nets)
-    if backend == "onnxruntime-cpu":
-        for i, (_, m, x) in enumerate(nets):
-            sess = be.session(export_onnx(m, (x,)))
-            sessions[i] = (sess, {sess.get_inputs()[0].name: x.numpy()})
+    sessions = ort_sessions(be, nets)
     best = {name: float("inf") for name, _, _ in nets}
     for _ in range(rounds):
         for i, (name, m, x) in enumerate(nets):

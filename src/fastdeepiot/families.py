@@ -266,24 +266,18 @@ def _act_build(p: dict):
     }[p["kind"]]()
 
 
-class _Add:
-    """nn.Module that adds its two inputs (a residual join)."""
+class Add(nn.Module):
+    """Adds its two inputs (a residual join)."""
 
-    def __new__(cls):
-        class Add(nn.Module):
-            def forward(self, a, b):
-                return a + b
-
-        return Add()
+    def forward(self, a, b):
+        return a + b
 
 
-class _Concat:
-    def __new__(cls):
-        class Concat(nn.Module):
-            def forward(self, a, b):
-                return torch.cat([a, b], dim=1)
+class Concat(nn.Module):
+    """Concatenates its two inputs along channels."""
 
-        return Concat()
+    def forward(self, a, b):
+        return torch.cat([a, b], dim=1)
 
 
 def _concat_features(p: dict) -> dict:
@@ -295,15 +289,17 @@ def _concat_features(p: dict) -> dict:
 
 # ------------------------------------------------------------------ issue 17: layers people run today
 # Each family below is what one kernel (or, for mha / transformer_encoder, one nn.Module as users
-# call it) costs. Builders import torch lazily like the ones above (families.py stays importable
-# without it).
+# call it) costs.
+
+
+class Mul(nn.Module):
+    """Multiplies its input by a second tensor (broadcast) or, alone, by a number."""
+
+    def forward(self, a, b=None):
+        return a * (0.5 if b is None else b)
 
 
 def _mul_build(p: dict):
-    class Mul(nn.Module):
-        def forward(self, a, b=None):
-            return a * (0.5 if b is None else b)
-
     return Mul()
 
 
@@ -376,15 +372,18 @@ def _upsample_features(p: dict) -> dict:
             "output_bytes": BYTES_PER_ELEMENT * n_out, "weight_bytes": 0.0, "out_elements": n_out}
 
 
+class SDPA(nn.Module):
+    """F.scaled_dot_product_attention on (q, k, v)."""
+
+    def __init__(self, causal: bool):
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+
+
 def _attention_build(p: dict):
-    class SDPA(nn.Module):
-        def __init__(self, causal: bool):
-            super().__init__()
-            self.causal = causal
-
-        def forward(self, q, k, v):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-
     return SDPA(bool(p["causal"]))
 
 
@@ -397,18 +396,20 @@ def _attention_features(p: dict) -> dict:
             "weight_bytes": 0.0, "out_elements": qkv, "score_bytes": BYTES_PER_ELEMENT * scores}
 
 
+class SelfAttention(nn.Module):
+    """nn.MultiheadAttention called as users write it: attn(x, x, x) on a batch_first input."""
+
+    def __init__(self, embed_dim: int, heads: int, need_weights: bool):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(embed_dim, heads, batch_first=True)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=self.need_weights)[0]
+
+
 def _mha_build(p: dict):
-    class SelfAttention(nn.Module):
-        """nn.MultiheadAttention called as users write it: attn(x, x, x) on a batch_first input."""
-
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.MultiheadAttention(p["embed_dim"], p["heads"], batch_first=True)
-
-        def forward(self, x):
-            return self.attn(x, x, x, need_weights=bool(p["need_weights"]))[0]
-
-    return SelfAttention().eval()
+    return SelfAttention(p["embed_dim"], p["heads"], bool(p["need_weights"])).eval()
 
 
 def _mha_parts(b: int, n: int, e: int, h: int) -> dict:
@@ -536,7 +537,7 @@ register(Family(
 register(Family(
     name="add",
     description="Element-wise add of two tensors of the same shape (residual join)",
-    space=dict(_EW_SPACE), width_params=["channels"], build=lambda p: _Add(),
+    space=dict(_EW_SPACE), width_params=["channels"], build=lambda p: Add(),
     input_shapes=lambda p: [_spatial_shape(p), _spatial_shape(p)],
     raw_features=_elementwise_features(reads=2, flops_per_element=1),
     valid=_EW_VALID,
@@ -545,7 +546,7 @@ register(Family(
     name="concat",
     description="Concatenation of two tensors along channels",
     space={**_EW_SPACE, "channels_b": _CH}, width_params=["channels", "channels_b"],
-    build=lambda p: _Concat(),
+    build=lambda p: Concat(),
     input_shapes=lambda p: [_spatial_shape(p), _spatial_shape({**p, "channels": p["channels_b"]})],
     raw_features=_concat_features,
     valid=_EW_VALID,
