@@ -11,7 +11,7 @@ import torch.nn as nn
 from fastdeepiot.families import get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
-from fastdeepiot.graph.randomnets import build_network, example_input, random_network
+from fastdeepiot.graph.randomnets import SPEC_VERSION, STREAM, STYLES, build_network, example_input, random_network
 from fastdeepiot.zoo import ZOO, zoo_networks
 
 
@@ -213,6 +213,55 @@ def test_random_networks(seed, kind):
     r = extract_layers(m, x)
     assert r.traced and not r.unmodelled(), [c.name for c in r.unmodelled()]
     assert len(r.layers()) >= 3
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_random_network_styles(style):
+    """Every architecture style builds, runs, traces fully priceable, and round-trips through JSON."""
+    _, kinds = STYLES[style]
+    for kind in kinds:
+        for seed in range(4):
+            m, x, spec = random_network(seed, kind, style)
+            assert spec["style"] == style and spec["kind"] == kind and spec["version"] == SPEC_VERSION
+            assert x.shape[0] == spec["batch"] >= 1
+            with torch.no_grad():
+                y = m(x)
+            assert y.shape[0] == spec["batch"] and torch.isfinite(y).all()
+            r = extract_layers(m, x)
+            assert r.traced and not r.unmodelled(), (style, kind, seed, [c.name for c in r.unmodelled()])
+            m2 = build_network(json.loads(json.dumps(spec)))
+            with torch.no_grad():
+                assert torch.equal(m2(x), y)
+
+
+def test_random_network_style_motifs():
+    """The styles hold the motifs they are named for (what leave-one-style-out leaves out)."""
+    def families(style, kind, seeds=range(6)):
+        out = set()
+        for seed in seeds:
+            m, x, _ = random_network(seed, kind, style)
+            out |= {c.family for c in extract_layers(m, x).layers()}
+        return out
+
+    assert {"mul"} <= families("mobile", "image")  # squeeze-excitation
+    assert {"concat"} <= families("dense", "image") and {"concat"} <= families("shuffle", "image")
+    assert {"gru", "lstm"} & families("recurrent", "sensor")
+    assert {"layernorm", "linear"} <= families("transformer", "sensor")
+    assert families("mlp", "image") <= {"linear", "activation", "layernorm"}
+    batches = {random_network(s, "image", "mlp")[2]["batch"] for s in range(20)}
+    assert max(batches) >= 32 and min(batches) == 1
+    with pytest.raises(ValueError):
+        random_network(0, "image", "recurrent")  # a sensor style
+    with pytest.raises(ValueError):
+        random_network(0, "image", "no-such-style")
+
+
+def test_profile_stream_covers_every_style():
+    from fastdeepiot.profiling.runner import network_stream
+
+    stream = network_stream(0)
+    styles = {next(stream).config["style"] for _ in range(len(STREAM))}
+    assert styles == set(STYLES)
 
 
 def test_random_spec_round_trip():

@@ -368,6 +368,27 @@ def test_profiler_skips_what_the_backend_cannot_run(tmp_path):
         assert ort.unsupported(LayerConfig("transformer_encoder", {})) is not None
         assert ort.unsupported(LayerConfig("adaptive_pool", {})) is not None
         assert ort.unsupported(LayerConfig("attention", {})) is None
+        assert ort.unsupported_family("transformer_encoder") and not ort.unsupported_family("mha")
+
+
+def test_profiler_skips_networks_holding_an_unsupported_family(tmp_path):
+    """A random network holding nn.TransformerEncoderLayer is not sent to a backend that cannot run it."""
+    from fastdeepiot.graph.randomnets import random_network, spec_families
+    from fastdeepiot.profiling.runner import network_workload
+
+    class NoEncoder(FakeBackend):
+        def unsupported_family(self, family):
+            return "no encoder layers here" if family == "transformer_encoder" else None
+
+    specs = [random_network(s, "sensor", "transformer")[2] for s in range(12)]
+    holding = [sp for sp in specs if spec_families(sp)]
+    assert holding and len(holding) < len(specs)
+    backend = NoEncoder()
+    with Store.open(tmp_path / "n.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, [network_workload(sp) for sp in specs])
+        stored = [m.config for m in store.measurements(kind="network")]
+    assert s.unsupported == len(holding) and s.failed == 0 and len(stored) == len(specs) - len(holding)
+    assert not any(spec_families(sp) for sp in stored)
 
 
 def _available() -> list[str]:

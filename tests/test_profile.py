@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import sqlite3
@@ -335,3 +336,34 @@ def test_torch_cuda_backend_smoke(tmp_path):
     c = random_configs("conv2d", 1, seed=0)[0]
     t = measure(backend.layer_runner(c), TimingPolicy.quick())
     assert t.median_ms > 0
+
+
+def test_plan_times_the_layers_random_networks_run():
+    """After each random network the plan times a few of that network's own layer configurations
+    alone (source network:<style>): where predictions are asked for, not only the designed grids."""
+    from fastdeepiot.graph.extract import extract_layers
+    from fastdeepiot.graph.randomnets import build_network, example_input
+    from fastdeepiot.profiling.runner import plan
+
+    fams = ["conv2d", "conv1d", "linear", "batchnorm", "activation", "pool2d", "pool1d", "add"]
+    work = list(itertools.islice(plan(fams, seed=0, network_every=5, network_layers=3), 200))
+    assert work == list(itertools.islice(plan(fams, seed=0, network_every=5, network_layers=3), 200))
+    i = 0
+    n_checked = 0
+    while i < len(work):
+        w = work[i]
+        i += 1
+        if w.kind != "network":
+            continue
+        own = {c.config.key for c in extract_layers(build_network(w.config), example_input(w.config)).layers()}
+        after = []
+        while i < len(work) and work[i].source.startswith("network:"):
+            after.append(work[i])
+            i += 1
+        assert 1 <= len(after) <= 3 and len({a.key for a in after}) == len(after)
+        for a in after:
+            assert a.source == f"network:{w.config['style']}" and a.family in fams and a.key in own
+        n_checked += 1
+    assert n_checked >= 5
+    none = itertools.islice(plan(fams, seed=0, network_every=5, network_layers=0), 100)
+    assert not [w for w in none if w.source.startswith("network:")]

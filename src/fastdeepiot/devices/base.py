@@ -108,9 +108,13 @@ class Backend(ABC):
         """(available here?, why not)."""
         return True, ""
 
+    def unsupported_family(self, family: str) -> str | None:
+        """Why this backend cannot run any layer of `family` (nor a network holding one), or None."""
+        return None
+
     def unsupported(self, config: LayerConfig) -> str | None:
         """Why this backend cannot run `config` at all (the profiler skips it), or None."""
-        return None
+        return self.unsupported_family(config.family)
 
     @abstractmethod
     def layer_runner(self, config: LayerConfig) -> Runner: ...

@@ -38,14 +38,17 @@ class OnnxRuntimeCPU(Backend):
             return False, "onnxruntime is not installed (pip install onnxruntime)"
         return True, ""
 
-    def unsupported(self, config: LayerConfig) -> str | None:
-        # torch 2.13's TorchScript exporter cannot export these (issue 17 families): a network holding
-        # them cannot run on this backend either, so the time model leaves them unmodelled
-        if config.family == "transformer_encoder":
+    # torch 2.13's TorchScript exporter cannot export these (issue 17 families): a network holding
+    # them cannot run on this backend either, so the time model leaves them unmodelled
+    def unsupported_family(self, family: str) -> str | None:
+        if family == "transformer_encoder":
             return "torch.onnx.export(dynamo=False) fails on nn.TransformerEncoderLayer (is_causal)"
+        return None
+
+    def unsupported(self, config: LayerConfig) -> str | None:
         if config.family == "adaptive_pool":
             return "torch.onnx.export(dynamo=False) exports adaptive pools only with integer kernels"
-        return None
+        return self.unsupported_family(config.family)
 
     def layer_runner(self, config: LayerConfig) -> Runner:
         fam = config.family_obj

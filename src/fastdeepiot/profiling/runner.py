@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -17,7 +18,8 @@ from typing import Callable, Iterable, Iterator
 from fastdeepiot.devices.base import Backend
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
-from fastdeepiot.graph.randomnets import random_network
+from fastdeepiot.graph.extract import extract_layers
+from fastdeepiot.graph.randomnets import STREAM, build_network, example_input, random_network, spec_families
 from fastdeepiot.profiling.harness import TimingPolicy, measure
 from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
 from fastdeepiot.profiling.space import family_stream
@@ -34,7 +36,7 @@ class Workload:
     family: str  # layer family, or 'network'
     key: str
     config: dict
-    source: str  # 'random' | 'sweep' | 'adaptive' | 'network'
+    source: str  # 'random' | 'sweep' | 'adaptive' | 'network' | 'network:<style>' (a layer of a random network)
     layer: LayerConfig | None = None
 
 
@@ -47,11 +49,12 @@ def network_workload(spec: dict) -> Workload:
 
 
 def network_stream(seed: int) -> Iterator[Workload]:
-    """Random networks assembled from the families (never the evaluation zoo)."""
+    """Random networks assembled from the families (never the evaluation zoo), the architecture styles
+    in turn (`randomnets.STREAM`)."""
     i = 0
     while True:
-        kind = ("image", "sensor")[i % 2]
-        _, _, spec = random_network(seed * 100003 + i, kind)
+        style, kind = STREAM[i % len(STREAM)]
+        _, _, spec = random_network(seed * 100003 + i, kind, style)
         yield network_workload(spec)
         i += 1
 
@@ -63,9 +66,24 @@ def network_stream(seed: int) -> Iterator[Workload]:
 FAMILY_TURNS = {"conv2d": 3, "conv1d": 2}
 
 
-def plan(families: list[str], seed: int = 0, network_every: int = 0) -> Iterator[Workload]:
+def network_layer_configs(spec: dict, families: list[str], k: int) -> list[LayerConfig]:
+    """Up to `k` distinct layer configurations the random network `spec` runs (of `families`, exact:
+    not approximated by a nearest configuration), drawn at random with the network's seed."""
+    calls = extract_layers(build_network(spec), example_input(spec))
+    found: dict[str, LayerConfig] = {}
+    for c in calls.layers():
+        if not c.approx and c.family in families:
+            found.setdefault(c.config.key, c.config)
+    keys = sorted(found)
+    return [found[key] for key in random.Random(f"{spec['seed']}:{spec.get('style')}").sample(keys, min(k, len(keys)))]
+
+
+def plan(families: list[str], seed: int = 0, network_every: int = 0, network_layers: int = 4) -> Iterator[Workload]:
     """Weighted round-robin over the families' streams (`FAMILY_TURNS`, default 1); with
-    `network_every` = k > 0, one random network after every k layer configurations."""
+    `network_every` = k > 0, one random network after every k layer configurations, followed by
+    `network_layers` of the layer configurations that network runs, timed alone (source
+    "network:<style>"): the family spaces are grids a designer chose, a network's layers are where
+    predictions are asked for (global pools, 1x1 and 2x2 feature maps, a Linear over batch x tokens rows)."""
     streams = {f: family_stream(f, seed) for f in families}
     nets = network_stream(seed) if network_every > 0 else None
     n_layers = 0
@@ -79,7 +97,10 @@ def plan(families: list[str], seed: int = 0, network_every: int = 0) -> Iterator
                 yield layer_workload(*item)
                 n_layers += 1
                 if nets is not None and n_layers % network_every == 0:
-                    yield next(nets)
+                    net = next(nets)
+                    yield net
+                    for c in network_layer_configs(net.config, families, network_layers):
+                        yield layer_workload(c, f"network:{net.config['style']}")
 
 
 @dataclass
@@ -128,6 +149,9 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                 done.add(w.key)
                 continue
             if w.kind == "layer" and backend.unsupported(w.layer) is not None:
+                s.unsupported += 1
+                continue
+            if w.kind == "network" and any(backend.unsupported_family(f) for f in spec_families(w.config)):
                 s.unsupported += 1
                 continue
             try:

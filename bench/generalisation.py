@@ -1,0 +1,298 @@
+"""Does the time model price networks nobody tuned it for? Held-out architectures, leave-one-style-out,
+and the learning curve over profiling time.
+
+    fastdeepiot profile --device torch-cpu --budget 30m --db runs/gen/torch-cpu.db     # a fresh profile
+    .venv/bin/python bench/generalisation.py --backend torch-cpu --db runs/gen/torch-cpu.db
+    .venv/bin/python bench/generalisation.py --plot        # the learning-curve plot of both backends
+
+Ground truth. Every network of the held-out suite (`bench/heldout_archs.py`: ~30 published
+architecture styles, written before any result was seen, never used in fitting or tuning) and of the
+zoo (`fastdeepiot.zoo`, which guided development: a second, development figure) is timed with the
+ecosystem's own tool, as a user would: `torch.utils.benchmark.Timer("net(x)").blocked_autorange()`
+median under `torch.inference_mode()` (torch-cpu), or the same Timer around a plain
+`session.run(None, feed)` (onnxruntime-cpu), `--threads` (1), best of `--rounds` (5) interleaved rounds.
+Measured once per store and kept in <db>.truth.json (run it on a quiet machine; --remeasure to redo).
+
+Learning curve. The store is cut at 5, 10, 20 and 30 minutes after its first measurement (`--minutes`)
+-- what a profile of that length would have stored -- and at each cut the time model is fitted with
+`fit_time_model` (the same as `fastdeepiot fit`) and asked through the public API,
+`predict_network(module, x).total_ms`, for every network.
+
+Leave-one-style-out. The random networks the profiler measures carry an architecture style
+(`graph.randomnets.STYLES`; the held-out suite uses the same names). The per-layer estimators never
+see a network; the network composition is fitted on random networks. For each style S the composition
+is refitted without S's random networks, and S's held-out architectures are priced with that model:
+the headline figure. Also reported: S's random networks priced by the model that never saw S.
+
+Writes docs/results/generalisation_<backend>.{md,json} and, with --plot,
+docs/results/generalisation_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout_archs import STYLES, heldout_networks  # noqa: E402
+from repeatability import commit, ort_sessions, reference_ms  # noqa: E402
+
+from fastdeepiot.devices import cpu_model, get_backend  # noqa: E402
+from fastdeepiot.profiling.store import Store  # noqa: E402
+from fastdeepiot.report.tables import markdown_table  # noqa: E402
+from fastdeepiot.timemodel.metrics import relative_error_summary  # noqa: E402
+from fastdeepiot.timemodel.model import (  # noqa: E402
+    extract_networks, fit_composition, fit_time_model, load_network_data)
+from fastdeepiot.zoo import zoo_networks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "results"
+
+
+# ------------------------------------------------------------------------------ ground truth
+
+
+def evaluation_networks(backend: str) -> list[tuple[str, str, torch.nn.Module, torch.Tensor]]:
+    """(name, group, module, input): the held-out suite (group = its style) and the zoo (group 'zoo')."""
+    nets = [(n, s, m.eval(), x) for n, s, m, x in heldout_networks(backend=backend)]
+    nets += [(n, "zoo", m.eval(), x) for n, m, x in zoo_networks()]
+    return nets
+
+
+def measure_truth(backend: str, threads: int, rounds: int, nets, min_run_time: float) -> dict[str, dict]:
+    """Best of `rounds` interleaved rounds of the ecosystem tool, per network (ms), with the rounds."""
+    be = get_backend(backend, threads=threads)
+    sessions = ort_sessions(be, [(n, m, x) for n, _, m, x in nets])
+    runs: list[list[float]] = [[] for _ in nets]
+    prev = torch.get_num_threads()
+    try:
+        for r in range(rounds):
+            for i, (_, _, m, x) in enumerate(nets):
+                runs[i].append(reference_ms(backend, threads, m, x, sessions[i], min_run_time))
+            print(f"  ground truth round {r + 1}/{rounds}", flush=True)
+    finally:
+        torch.set_num_threads(prev)
+    return {n: {"ms": min(v), "rounds_ms": [round(t, 5) for t in v],
+                "spread": (max(v) - min(v)) / float(np.median(v))} for (n, _, _, _), v in zip(nets, runs)}
+
+
+# ------------------------------------------------------------------------------ store cuts
+
+
+def cut_store(db: Path, minutes: float, workdir: Path) -> tuple[Path, int, int]:
+    """A copy of `db` holding what the profile had stored `minutes` after its first measurement:
+    (path, layer rows, network rows)."""
+    out = workdir / f"cut_{minutes:g}.db"
+    shutil.copyfile(db, out)
+    con = sqlite3.connect(out)
+    try:
+        first = con.execute("SELECT MIN(measured_at) FROM measurements").fetchone()[0]
+        cutoff = (datetime.fromisoformat(first) + timedelta(minutes=minutes)).isoformat()
+        stamps = [r[0] for r in con.execute("SELECT measured_at FROM measurements")]
+        # ISO-8601 strings of one format compare as times; check that the format is the stored one
+        assert all(len(s) == len(first) for s in stamps[:100]), "measured_at formats differ"
+        con.execute("DELETE FROM measurements WHERE measured_at > ?", (cutoff[:len(first)],))
+        con.commit()
+        n_layer = con.execute("SELECT COUNT(*) FROM measurements WHERE kind='layer'").fetchone()[0]
+        n_net = con.execute("SELECT COUNT(*) FROM measurements WHERE kind='network'").fetchone()[0]
+    finally:
+        con.close()
+    return out, n_layer, n_net
+
+
+def store_minutes(db: Path) -> float:
+    con = sqlite3.connect(db)
+    try:
+        a, b = con.execute("SELECT MIN(measured_at), MAX(measured_at) FROM measurements").fetchone()
+    finally:
+        con.close()
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() / 60
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def _summary(meas, pred) -> dict:
+    if not len(meas):
+        return {"n": 0}
+    s = relative_error_summary(np.asarray(meas, float), np.asarray(pred, float))
+    return {"n": len(meas), "within_10pct": round(s["within_10pct"], 3),
+            "median_abs_pct": round(s["median_abs_pct"], 2), "p90_abs_pct": round(s["p90_abs_pct"], 2)}
+
+
+def evaluate_cut(store_path: Path, nets, truth: dict, seed: int) -> dict:
+    with Store.open(store_path) as store:
+        t0 = time.monotonic()
+        tm = fit_time_model(store, seed=seed)
+        fit_s = time.monotonic() - t0
+        networks = load_network_data(store, tm.device)
+    extracted = extract_networks(tm, networks)
+    styles = [spec.get("style", "plain") for spec, _ in networks]
+
+    rows = []
+    for name, group, m, x in nets:
+        p = tm.predict_network(m, x, allow_unmodelled=True)
+        row = {"network": name, "group": group, "measured_ms": truth[name]["ms"],
+               "all_styles_ms": p.total_ms, "unmodelled": len(p.unmodelled)}
+        rows.append(row)
+    # leave one style out: the composition refitted without that style's random networks
+    loso, random_loso = {}, {}
+    for s in STYLES:
+        keep = [e for e, st in zip(extracted, styles) if st != s]
+        held = [e for e, st in zip(extracted, styles) if st == s]
+        tm_s = copy.copy(tm)
+        tm_s.composition = fit_composition(tm, keep)
+        for row, (name, group, m, x) in zip(rows, nets):
+            if group == s:
+                row["loso_ms"] = tm_s.predict_network(m, x, allow_unmodelled=True).total_ms
+        if held:
+            terms = tm_s.network_terms_many([c for c, _ in held])
+            ok = [(tm_s.compose(t), ms) for (t, _, un), (_, ms) in zip(terms, held) if not un]
+            random_loso[s] = _summary([b for _, b in ok], [a for a, _ in ok])
+        loso[s] = {"random_networks_in_fit": len(keep), "random_networks_of_style": len(held)}
+    for row in rows:
+        row["error_all_pct"] = round(100 * (row["all_styles_ms"] / row["measured_ms"] - 1), 2)
+        if "loso_ms" in row:
+            row["error_loso_pct"] = round(100 * (row["loso_ms"] / row["measured_ms"] - 1), 2)
+
+    def summ(sel, key):
+        sel = [r for r in sel if not r["unmodelled"]]
+        return _summary([r["measured_ms"] for r in sel], [r[key] for r in sel])
+
+    held_rows = [r for r in rows if r["group"] != "zoo"]
+    per_style = {s: {"loso": summ([r for r in held_rows if r["group"] == s], "loso_ms"),
+                     "all_styles": summ([r for r in held_rows if r["group"] == s], "all_styles_ms"),
+                     "random_loso": random_loso.get(s, {"n": 0}), **loso[s]} for s in STYLES}
+    return {"fit_seconds": round(fit_s, 1), "random_networks": len(networks),
+            "random_networks_heldout_in_fit": tm.report.get("networks"),
+            "heldout_loso": summ(held_rows, "loso_ms"),
+            "heldout_all_styles": summ(held_rows, "all_styles_ms"),
+            "zoo": summ([r for r in rows if r["group"] == "zoo"], "all_styles_ms"),
+            "unmodelled_networks": [r["network"] for r in rows if r["unmodelled"]],
+            "per_style": per_style, "networks": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="torch-cpu")
+    ap.add_argument("--db", type=Path, default=None, help="the profile's store (default runs/gen/<backend>.db)")
+    ap.add_argument("--minutes", default="5,10,20,30", help="cuts of the store, minutes after its first row")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--min-run-time", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--plot", action="store_true", help="only draw the learning curve from the JSON files")
+    a = ap.parse_args(argv)
+    if a.plot:
+        plot(a.out)
+        return 0
+    db = a.db or ROOT / "runs" / "gen" / f"{a.backend}.db"
+    if not db.exists():
+        print(f"error: {db} does not exist; profile first (see the doc at the top)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(a.threads)
+    nets = evaluation_networks(a.backend)
+    truth_path = db.with_suffix(".truth.json")
+    truth = json.loads(truth_path.read_text()) if truth_path.exists() and not a.remeasure else {}
+    missing = [n for n in nets if n[0] not in truth]
+    if missing:
+        load0 = os.getloadavg()[0]
+        print(f"measuring the ground truth of {len(missing)} networks ({a.rounds} rounds, load {load0:.2f})", flush=True)
+        truth.update(measure_truth(a.backend, a.threads, a.rounds, missing, a.min_run_time))
+        truth["_conditions"] = {"load_before": load0, "load_after": os.getloadavg()[0],
+                                "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": a.rounds,
+                                "min_run_time": a.min_run_time, "threads": a.threads}
+        truth_path.write_text(json.dumps(truth, indent=1))
+    span = store_minutes(db)
+    cuts = [float(m) for m in a.minutes.split(",") if float(m) <= span + 0.5]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in cuts:
+            path, n_layer, n_net = cut_store(db, m, Path(tmp))
+            print(f"cut at {m:g} min: {n_layer} layer rows, {n_net} networks; fitting", flush=True)
+            r = evaluate_cut(path, nets, truth, a.seed)
+            r.update({"minutes": m, "layer_rows": n_layer})
+            results[f"{m:g}"] = r
+            print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  zoo {r['zoo']}", flush=True)
+    meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes}",
+            "commit": commit(), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
+            "platform": platform.platform(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+            "store_minutes": round(span, 1), "truth": truth.get("_conditions")}
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"generalisation_{a.backend}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "truth": truth, "cuts": results}, indent=1))
+    stem.with_suffix(".md").write_text(report(meta, results))
+    print(stem.with_suffix(".md").read_text())
+    return 0
+
+
+def report(meta: dict, results: dict) -> str:
+    curve = [{"profile_min": k, "layer_rows": r["layer_rows"], "random_networks": r["random_networks"],
+              "heldout_LOSO_within10": r["heldout_loso"].get("within_10pct"),
+              "heldout_LOSO_median_pct": r["heldout_loso"].get("median_abs_pct"),
+              "heldout_all_styles_within10": r["heldout_all_styles"].get("within_10pct"),
+              "zoo_within10 (dev)": r["zoo"].get("within_10pct"),
+              "random_nets_heldout_within10": (r["random_networks_heldout_in_fit"] or {}).get("within_10pct"),
+              "fit_s": r["fit_seconds"]} for k, r in results.items()]
+    md = [f"# Generalisation on {meta['backend']}\n",
+          f"`{meta['command']}` at commit {meta['commit']}, {meta['processor']}, {meta['threads']} thread, "
+          f"torch {meta['torch']}, {meta['date']}. Store profiled over {meta['store_minutes']} min "
+          f"(`fastdeepiot profile`, defaults). Ground truth: the ecosystem tool, best of "
+          f"{(meta['truth'] or {}).get('rounds')} interleaved rounds (load {meta['truth']}).\n",
+          "Held-out = `bench/heldout_archs.py` (never used in fitting or tuning). LOSO = the composition "
+          "fitted without the network's style. Zoo = development figure (it guided development).\n",
+          "## Learning curve\n", markdown_table(curve)]
+    if results:
+        key = "10" if "10" in results else list(results)[-1]
+        r = results[key]
+        md += [f"\n## Per style at {key} min\n", markdown_table([
+            {"style": s, "n": v["loso"].get("n"), "LOSO_within10": v["loso"].get("within_10pct"),
+             "LOSO_median_pct": v["loso"].get("median_abs_pct"),
+             "all_styles_within10": v["all_styles"].get("within_10pct"),
+             "random_of_style_LOSO_within10": v["random_loso"].get("within_10pct"),
+             "random_of_style_n": v["random_loso"].get("n")} for s, v in r["per_style"].items()]),
+               f"\n## Every network at {key} min (ms)\n", markdown_table([
+                   {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                   for row in r["networks"]])]
+    return "\n".join(md) + "\n"
+
+
+def plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for path, marker in zip(sorted(out.glob("generalisation_*.json")), "os^v"):
+        d = json.loads(path.read_text())
+        xs = [r["minutes"] for r in d["cuts"].values()]
+        for key, ls, lab in (("heldout_loso", "-", "held-out, style left out"), ("zoo", ":", "zoo (development)")):
+            ax.plot(xs, [100 * r[key].get("within_10pct", np.nan) for r in d["cuts"].values()], ls,
+                    marker=marker, label=f"{d['meta']['backend']}: {lab}")
+    ax.set_xlabel("profiling minutes")
+    ax.set_ylabel("networks within ±10% (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "generalisation_curve.png", dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
