@@ -19,10 +19,11 @@ Learning curve. The store is cut at 5, 10, 20 and 30 minutes after its first mea
 `predict_network(module, x).total_ms`, for every network.
 
 Leave-one-style-out. The random networks the profiler measures carry an architecture style
-(`graph.randomnets.STYLES`; the held-out suite uses the same names). The per-layer estimators never
-see a network; the network composition is fitted on random networks. For each style S the composition
-is refitted without S's random networks, and S's held-out architectures are priced with that model:
-the headline figure. Also reported: S's random networks priced by the model that never saw S.
+(`graph.randomnets.STYLES`; the held-out suite uses the same names), and so do the layer
+configurations it takes from them (source network:<style>). For each style S the time model is fitted
+again on the store without S's random networks and without the layers taken from them, and S's
+held-out architectures are priced with that model: the headline figure. Also reported: S's random
+networks priced by the model that never saw S. The fits run in `--jobs` worker processes.
 
 Writes docs/results/generalisation_<backend>.{md,json} and, with --plot,
 docs/results/generalisation_curve.png.
@@ -31,8 +32,8 @@ docs/results/generalisation_curve.png.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -40,6 +41,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -54,8 +56,7 @@ from fastdeepiot.devices import cpu_model, get_backend  # noqa: E402
 from fastdeepiot.profiling.store import Store  # noqa: E402
 from fastdeepiot.report.tables import markdown_table  # noqa: E402
 from fastdeepiot.timemodel.metrics import relative_error_summary  # noqa: E402
-from fastdeepiot.timemodel.model import (  # noqa: E402
-    extract_networks, fit_composition, fit_time_model, load_network_data)
+from fastdeepiot.timemodel.model import extract_networks, fit_time_model, load_network_data  # noqa: E402
 from fastdeepiot.zoo import zoo_networks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,19 +93,22 @@ def measure_truth(backend: str, threads: int, rounds: int, nets, min_run_time: f
 # ------------------------------------------------------------------------------ store cuts
 
 
-def cut_store(db: Path, minutes: float, workdir: Path) -> tuple[Path, int, int]:
-    """A copy of `db` holding what the profile had stored `minutes` after its first measurement:
-    (path, layer rows, network rows)."""
-    out = workdir / f"cut_{minutes:g}.db"
+def cut_store(db: Path, minutes: float, workdir: Path, leave_out: str | None = None) -> tuple[Path, int, int]:
+    """A copy of `db` holding what the profile had stored `minutes` after its first measurement
+    (path, layer rows, network rows); with `leave_out` = a style, without that style's random networks
+    and without the layer configurations taken from them (source network:<style>)."""
+    out = workdir / f"cut_{minutes:g}_{leave_out or 'all'}.db"
     shutil.copyfile(db, out)
     con = sqlite3.connect(out)
     try:
         first = con.execute("SELECT MIN(measured_at) FROM measurements").fetchone()[0]
         cutoff = (datetime.fromisoformat(first) + timedelta(minutes=minutes)).isoformat()
-        stamps = [r[0] for r in con.execute("SELECT measured_at FROM measurements")]
-        # ISO-8601 strings of one format compare as times; check that the format is the stored one
-        assert all(len(s) == len(first) for s in stamps[:100]), "measured_at formats differ"
-        con.execute("DELETE FROM measurements WHERE measured_at > ?", (cutoff[:len(first)],))
+        # ISO-8601 strings of one format compare as times
+        assert len(cutoff) == len(first), (cutoff, first)
+        con.execute("DELETE FROM measurements WHERE measured_at > ?", (cutoff,))
+        if leave_out:
+            con.execute("DELETE FROM measurements WHERE source = ? OR (kind = 'network' AND "
+                        "json_extract(config_json, '$.style') = ?)", (f"network:{leave_out}", leave_out))
         con.commit()
         n_layer = con.execute("SELECT COUNT(*) FROM measurements WHERE kind='layer'").fetchone()[0]
         n_net = con.execute("SELECT COUNT(*) FROM measurements WHERE kind='network'").fetchone()[0]
@@ -133,53 +137,71 @@ def _summary(meas, pred) -> dict:
             "median_abs_pct": round(s["median_abs_pct"], 2), "p90_abs_pct": round(s["p90_abs_pct"], 2)}
 
 
-def evaluate_cut(store_path: Path, nets, truth: dict, seed: int) -> dict:
-    with Store.open(store_path) as store:
-        t0 = time.monotonic()
-        tm = fit_time_model(store, seed=seed)
-        fit_s = time.monotonic() - t0
-        networks = load_network_data(store, tm.device)
-    extracted = extract_networks(tm, networks)
-    styles = [spec.get("style", "plain") for spec, _ in networks]
+def fit_and_price(job: tuple) -> dict:
+    """One fit: the store cut at `minutes`, without style `leave_out` (None: every style); prices the
+    evaluation networks of `groups` (all when None) through the public API, and the random networks
+    of style `leave_out` that the cut holds. Runs in a worker process."""
+    db, minutes, leave_out, backend, seed, groups, workdir = job
+    torch.set_num_threads(1)
+    path, n_layer, n_net = cut_store(Path(db), minutes, Path(workdir), leave_out)
+    t0 = time.monotonic()
+    with Store.open(path) as store:
+        tm = fit_time_model(store, seed=seed, holdout=0.2 if leave_out is None else 0.0)
+    fit_s = time.monotonic() - t0
+    path.unlink()
+    priced = {}
+    for name, group, m, x in evaluation_networks(backend):
+        if groups is None or group in groups:
+            p = tm.predict_network(m, x, allow_unmodelled=True)
+            priced[name] = {"ms": p.total_ms, "unmodelled": len(p.unmodelled)}
+    random_rows = []
+    if leave_out is not None:  # this style's random networks, from the full cut, priced by a model that never saw them
+        full, _, _ = cut_store(Path(db), minutes, Path(workdir), None)
+        with Store.open(full) as store:
+            nets = [(spec, ms) for spec, ms in load_network_data(store, tm.device) if spec.get("style") == leave_out]
+        full.unlink()
+        for (terms, _, un), (spec, ms) in zip(tm.network_terms_many([c for c, _ in extract_networks(tm, nets)]), nets):
+            if not un:
+                random_rows.append((tm.compose(terms), ms))
+    return {"leave_out": leave_out, "layer_rows": n_layer, "random_networks": n_net, "fit_seconds": round(fit_s, 1),
+            "priced": priced, "random": random_rows, "report_networks": tm.report.get("networks")}
 
+
+def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed: int, workdir: str,
+                 pool) -> dict:
+    jobs = [(str(db), minutes, None, backend, seed, None, workdir)]
+    jobs += [(str(db), minutes, s, backend, seed, (s,), workdir) for s in STYLES]
+    done = {r["leave_out"]: r for r in pool.map(fit_and_price, jobs)}
+    full = done[None]
     rows = []
-    for name, group, m, x in nets:
-        p = tm.predict_network(m, x, allow_unmodelled=True)
+    for name, group, _, _ in nets:
         row = {"network": name, "group": group, "measured_ms": truth[name]["ms"],
-               "all_styles_ms": p.total_ms, "unmodelled": len(p.unmodelled)}
-        rows.append(row)
-    # leave one style out: the composition refitted without that style's random networks
-    loso, random_loso = {}, {}
-    for s in STYLES:
-        keep = [e for e, st in zip(extracted, styles) if st != s]
-        held = [e for e, st in zip(extracted, styles) if st == s]
-        tm_s = copy.copy(tm)
-        tm_s.composition = fit_composition(tm, keep)
-        for row, (name, group, m, x) in zip(rows, nets):
-            if group == s:
-                row["loso_ms"] = tm_s.predict_network(m, x, allow_unmodelled=True).total_ms
-        if held:
-            terms = tm_s.network_terms_many([c for c, _ in held])
-            ok = [(tm_s.compose(t), ms) for (t, _, un), (_, ms) in zip(terms, held) if not un]
-            random_loso[s] = _summary([b for _, b in ok], [a for a, _ in ok])
-        loso[s] = {"random_networks_in_fit": len(keep), "random_networks_of_style": len(held)}
-    for row in rows:
+               "all_styles_ms": full["priced"][name]["ms"], "unmodelled": full["priced"][name]["unmodelled"]}
         row["error_all_pct"] = round(100 * (row["all_styles_ms"] / row["measured_ms"] - 1), 2)
-        if "loso_ms" in row:
+        if group in STYLES:
+            row["loso_ms"] = done[group]["priced"][name]["ms"]
             row["error_loso_pct"] = round(100 * (row["loso_ms"] / row["measured_ms"] - 1), 2)
+        rows.append(row)
 
     def summ(sel, key):
         sel = [r for r in sel if not r["unmodelled"]]
         return _summary([r["measured_ms"] for r in sel], [r[key] for r in sel])
 
     held_rows = [r for r in rows if r["group"] != "zoo"]
-    per_style = {s: {"loso": summ([r for r in held_rows if r["group"] == s], "loso_ms"),
-                     "all_styles": summ([r for r in held_rows if r["group"] == s], "all_styles_ms"),
-                     "random_loso": random_loso.get(s, {"n": 0}), **loso[s]} for s in STYLES}
-    return {"fit_seconds": round(fit_s, 1), "random_networks": len(networks),
-            "random_networks_heldout_in_fit": tm.report.get("networks"),
+    per_style = {}
+    for s in STYLES:
+        mine = [r for r in held_rows if r["group"] == s]
+        rnd = done[s]["random"]
+        per_style[s] = {"loso": summ(mine, "loso_ms"), "all_styles": summ(mine, "all_styles_ms"),
+                        "random_loso": _summary([b for _, b in rnd], [a for a, _ in rnd]),
+                        "fit_without": {"layer_rows": done[s]["layer_rows"], "random_networks": done[s]["random_networks"]}}
+    random_all = [x for s in STYLES for x in done[s]["random"]]
+    return {"fit_seconds": full["fit_seconds"], "layer_rows": full["layer_rows"],
+            "random_networks": full["random_networks"],
+            "random_networks_heldout_in_fit": full["report_networks"],
             "heldout_loso": summ(held_rows, "loso_ms"),
             "heldout_all_styles": summ(held_rows, "all_styles_ms"),
+            "random_loso": _summary([b for _, b in random_all], [a for a, _ in random_all]),
             "zoo": summ([r for r in rows if r["group"] == "zoo"], "all_styles_ms"),
             "unmodelled_networks": [r["network"] for r in rows if r["unmodelled"]],
             "per_style": per_style, "networks": rows}
@@ -194,6 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="fits in parallel (worker processes)")
     ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot", action="store_true", help="only draw the learning curve from the JSON files")
@@ -221,14 +244,15 @@ def main(argv=None) -> int:
     span = store_minutes(db)
     cuts = [float(m) for m in a.minutes.split(",") if float(m) <= span + 0.5]
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, \
+            ProcessPoolExecutor(max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for m in cuts:
-            path, n_layer, n_net = cut_store(db, m, Path(tmp))
-            print(f"cut at {m:g} min: {n_layer} layer rows, {n_net} networks; fitting", flush=True)
-            r = evaluate_cut(path, nets, truth, a.seed)
-            r.update({"minutes": m, "layer_rows": n_layer})
+            print(f"cut at {m:g} min: fitting with every style and without each of {len(STYLES)}", flush=True)
+            r = evaluate_cut(db, m, a.backend, nets, truth, a.seed, tmp, pool)
+            r["minutes"] = m
             results[f"{m:g}"] = r
-            print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  zoo {r['zoo']}", flush=True)
+            print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  "
+                  f"random LOSO {r['random_loso']}  zoo {r['zoo']}", flush=True)
     meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes}",
             "commit": commit(), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
             "platform": platform.platform(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
@@ -247,15 +271,16 @@ def report(meta: dict, results: dict) -> str:
               "heldout_LOSO_median_pct": r["heldout_loso"].get("median_abs_pct"),
               "heldout_all_styles_within10": r["heldout_all_styles"].get("within_10pct"),
               "zoo_within10 (dev)": r["zoo"].get("within_10pct"),
-              "random_nets_heldout_within10": (r["random_networks_heldout_in_fit"] or {}).get("within_10pct"),
+              "random_nets_LOSO_within10": r["random_loso"].get("within_10pct"),
               "fit_s": r["fit_seconds"]} for k, r in results.items()]
     md = [f"# Generalisation on {meta['backend']}\n",
           f"`{meta['command']}` at commit {meta['commit']}, {meta['processor']}, {meta['threads']} thread, "
           f"torch {meta['torch']}, {meta['date']}. Store profiled over {meta['store_minutes']} min "
           f"(`fastdeepiot profile`, defaults). Ground truth: the ecosystem tool, best of "
           f"{(meta['truth'] or {}).get('rounds')} interleaved rounds (load {meta['truth']}).\n",
-          "Held-out = `bench/heldout_archs.py` (never used in fitting or tuning). LOSO = the composition "
-          "fitted without the network's style. Zoo = development figure (it guided development).\n",
+          "Held-out = `bench/heldout_archs.py` (never used in fitting or tuning). LOSO = priced by the time "
+          "model fitted without the network's style (its random networks and the layers taken from them). "
+          "Zoo = development figure (it guided development).\n",
           "## Learning curve\n", markdown_table(curve)]
     if results:
         key = "10" if "10" in results else list(results)[-1]

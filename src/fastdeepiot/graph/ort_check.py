@@ -21,7 +21,7 @@ from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.zoo import zoo_networks
 
-_ACT_OPS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu"}
+_ACT_OPS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu", "QuickGelu"}  # QuickGelu: SiLU
 
 
 def ort_optimized_nodes(module, example, level: str = "all") -> list:

@@ -1,0 +1,73 @@
+"""bench/generalisation.py's mechanics on the fake backend: store cuts by time and by style, and one
+leave-one-style-out fit priced through the public API (the figures themselves come from real profiles)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastdeepiot.devices.fake import FakeBackend
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.store import Store
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+FAMS = ["conv2d", "conv1d", "linear", "batchnorm", "activation", "pool2d", "pool1d", "add", "concat", "mul",
+        "gru", "lstm", "layernorm", "attention", "mha", "transformer_encoder"]
+
+
+@pytest.fixture(scope="module")
+def gen():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import generalisation
+        yield generalisation
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "fake.db"
+    backend = FakeBackend()
+    with Store.open(path, backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=0, network_every=4, network_layers=3), max_new=900)
+    return path
+
+
+def _rows(path):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT kind, source, config_json, measured_at FROM measurements").fetchall()
+    finally:
+        con.close()
+
+
+def test_cut_store_by_time_and_style(gen, store_path, tmp_path):
+    rows = _rows(store_path)
+    styles = {json.loads(c)["style"] for k, _, c, _ in rows if k == "network"}
+    assert len(styles) >= 5
+    whole, n_layer, n_net = gen.cut_store(store_path, 60, tmp_path)
+    assert n_layer + n_net == len(rows)
+    style = sorted(styles)[0]
+    cut, n_layer2, n_net2 = gen.cut_store(store_path, 60, tmp_path, leave_out=style)
+    left = _rows(cut)
+    assert not [r for r in left if r[1] == f"network:{style}"]
+    assert not [r for r in left if r[0] == "network" and json.loads(r[2])["style"] == style]
+    gone = [r for r in rows if r[1] == f"network:{style}" or (r[0] == "network" and json.loads(r[2])["style"] == style)]
+    assert gone and len(left) == len(rows) - len(gone)
+    early, n_layer3, n_net3 = gen.cut_store(store_path, 0, tmp_path)  # only the first moment's rows
+    first = min(r[3] for r in rows)
+    assert n_layer3 + n_net3 == sum(1 for r in rows if r[3] <= first) < len(rows)
+    assert _rows(store_path) == rows  # the store itself is untouched
+
+
+def test_leave_one_style_out_fit_prices_only_unseen(gen, store_path, tmp_path):
+    r = gen.fit_and_price((str(store_path), 60, "mlp", "fake", 0, ("mlp",), str(tmp_path)))
+    assert r["leave_out"] == "mlp" and r["priced"] and r["random"]
+    assert all(v["ms"] > 0 for v in r["priced"].values())
+    assert set(r["priced"]) == {n for n, g, _, _ in gen.evaluation_networks("fake") if g == "mlp"}
+    assert not list(tmp_path.glob("*.db"))  # the cuts are cleaned up
