@@ -168,9 +168,10 @@ def fit_and_price(job: tuple) -> dict:
 
 
 def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed: int, workdir: str,
-                 pool) -> dict:
+                 pool, loso: bool = True) -> dict:
     jobs = [(str(db), minutes, None, backend, seed, None, workdir)]
-    jobs += [(str(db), minutes, s, backend, seed, (s,), workdir) for s in STYLES]
+    if loso:
+        jobs += [(str(db), minutes, s, backend, seed, (s,), workdir) for s in STYLES]
     done = {r["leave_out"]: r for r in pool.map(fit_and_price, jobs)}
     full = done[None]
     rows = []
@@ -178,7 +179,7 @@ def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed
         row = {"network": name, "group": group, "measured_ms": truth[name]["ms"],
                "all_styles_ms": full["priced"][name]["ms"], "unmodelled": full["priced"][name]["unmodelled"]}
         row["error_all_pct"] = round(100 * (row["all_styles_ms"] / row["measured_ms"] - 1), 2)
-        if group in STYLES:
+        if loso and group in STYLES:
             row["loso_ms"] = done[group]["priced"][name]["ms"]
             row["error_loso_pct"] = round(100 * (row["loso_ms"] / row["measured_ms"] - 1), 2)
         rows.append(row)
@@ -189,17 +190,17 @@ def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed
 
     held_rows = [r for r in rows if r["group"] != "zoo"]
     per_style = {}
-    for s in STYLES:
+    for s in STYLES if loso else ():
         mine = [r for r in held_rows if r["group"] == s]
         rnd = done[s]["random"]
         per_style[s] = {"loso": summ(mine, "loso_ms"), "all_styles": summ(mine, "all_styles_ms"),
                         "random_loso": _summary([b for _, b in rnd], [a for a, _ in rnd]),
                         "fit_without": {"layer_rows": done[s]["layer_rows"], "random_networks": done[s]["random_networks"]}}
-    random_all = [x for s in STYLES for x in done[s]["random"]]
+    random_all = [x for s in STYLES if loso for x in done[s]["random"]]
     return {"fit_seconds": full["fit_seconds"], "layer_rows": full["layer_rows"],
             "random_networks": full["random_networks"],
             "random_networks_heldout_in_fit": full["report_networks"],
-            "heldout_loso": summ(held_rows, "loso_ms"),
+            "heldout_loso": summ(held_rows, "loso_ms") if loso else {"n": 0},
             "heldout_all_styles": summ(held_rows, "all_styles_ms"),
             "random_loso": _summary([b for _, b in random_all], [a for a, _ in random_all]),
             "zoo": summ([r for r in rows if r["group"] == "zoo"], "all_styles_ms"),
@@ -212,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="torch-cpu")
     ap.add_argument("--db", type=Path, default=None, help="the profile's store (default runs/gen/<backend>.db)")
     ap.add_argument("--minutes", default="5,10,20,30", help="cuts of the store, minutes after its first row")
+    ap.add_argument("--loso-minutes", default="10,30", help="the cuts at which every style is also left out "
+                    "in turn (8 more fits each); 'all' for every cut")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=0.2)
@@ -248,7 +251,8 @@ def main(argv=None) -> int:
             ProcessPoolExecutor(max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for m in cuts:
             print(f"cut at {m:g} min: fitting with every style and without each of {len(STYLES)}", flush=True)
-            r = evaluate_cut(db, m, a.backend, nets, truth, a.seed, tmp, pool)
+            loso = a.loso_minutes == "all" or m in [float(v) for v in a.loso_minutes.split(",") if v]
+            r = evaluate_cut(db, m, a.backend, nets, truth, a.seed, tmp, pool, loso)
             r["minutes"] = m
             results[f"{m:g}"] = r
             print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  "
@@ -283,7 +287,7 @@ def report(meta: dict, results: dict) -> str:
           "Zoo = development figure (it guided development).\n",
           "## Learning curve\n", markdown_table(curve)]
     if results:
-        key = "10" if "10" in results else list(results)[-1]
+        key = next((k for k in ("10", *results) if k in results and results[k]["per_style"]), list(results)[-1])
         r = results[key]
         md += [f"\n## Per style at {key} min\n", markdown_table([
             {"style": s, "n": v["loso"].get("n"), "LOSO_within10": v["loso"].get("within_10pct"),
@@ -306,10 +310,12 @@ def plot(out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for path, marker in zip(sorted(out.glob("generalisation_*.json")), "os^v"):
         d = json.loads(path.read_text())
-        xs = [r["minutes"] for r in d["cuts"].values()]
-        for key, ls, lab in (("heldout_loso", "-", "held-out, style left out"), ("zoo", ":", "zoo (development)")):
-            ax.plot(xs, [100 * r[key].get("within_10pct", np.nan) for r in d["cuts"].values()], ls,
-                    marker=marker, label=f"{d['meta']['backend']}: {lab}")
+        for key, ls, lab in (("heldout_all_styles", "-", "held-out architectures"),
+                             ("heldout_loso", "--", "held-out, their style left out of the fit"),
+                             ("zoo", ":", "zoo (development)")):
+            pts = [(r["minutes"], 100 * r[key]["within_10pct"]) for r in d["cuts"].values() if r[key].get("n")]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], ls, marker=marker,
+                    label=f"{d['meta']['backend']}: {lab}")
     ax.set_xlabel("profiling minutes")
     ax.set_ylabel("networks within ±10% (%)")
     ax.set_ylim(0, 100)
