@@ -76,9 +76,9 @@ class FakeBackend(Backend):
                  run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0):
         """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
         session run); `module_call_ms`: the cost of each container-module call inside a network (like
-        eager PyTorch's nn.Module.__call__); `kernel_mix`: inside a network that runs D distinct kernel
-        kinds, every layer takes (1 + kernel_mix * ln D) times its standalone time (like a CPU whose
-        caches keep one kernel's code hot in a loop, not many kernels'). All 0 by default."""
+        eager PyTorch's nn.Module.__call__); `kernel_mix` (ms): inside a network that runs D distinct kernel
+        kinds, every layer call takes kernel_mix * ln D longer than alone (like a CPU whose caches keep
+        one kernel's code hot in a loop, not many kernels'). All 0 by default."""
         super().__init__(threads, dtype)
         self.step = step
         self.jitter = jitter
@@ -104,8 +104,8 @@ class FakeBackend(Backend):
                 layers += self.layer_ms(c.config)
             elif c.kind == "unmodelled":
                 raise ValueError(f"fake backend cannot time {c.op} ({c.name})")
-        kinds = {c.config.kernel_kind for c in res if c.kind == "layer"}
-        layers *= 1 + self.kernel_mix * math.log(max(1, len(kinds)))
+        calls = [c for c in res if c.kind == "layer"]
+        layers += self.kernel_mix * math.log(max(1, len({c.config.kernel_kind for c in calls}))) * len(calls)
         return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers
 
     def layer_runner(self, config: LayerConfig) -> Runner:

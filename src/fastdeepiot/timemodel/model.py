@@ -12,7 +12,7 @@ physical meaning (`composition_terms`):
 
     total_ms = c_net + c_free * free ops + c_mod * container-module calls
                + sum over layer calls of  a_g * standalone_ms + b_g   (+ NCHWc layout terms on ORT)
-               + a_mixed * ln(D) * sum over unfused layer calls of standalone_ms
+               + a_mixed * ln(D) * number of unfused layer calls
 
 g is the call's group: `unfused`, `fused` (fused away into its producer), or `nchwc` (an ORT conv on the
 blocked NCHWc path: alone, its session also reorders its input and output, which a chain of such convs
@@ -22,9 +22,12 @@ c_mod prices torch's eager nn.Module.__call__ of containers (Sequential, blocks)
 layer measurement contains. A layer timed alone runs in a loop that keeps its code and the library's
 dispatch hot; inside a network it competes with every other kernel the network runs, so a network that
 mixes many different kernels runs slower than one that repeats a few (measured on torch-cpu: GELU 9 us
-alone, 19-25 us inside a mixed random network; a ReLU +1 us inside a ResNet). The `mixed_layers` term,
-standalone ms x ln(D) with D the number of distinct kernel kinds the network runs
-(`LayerConfig.kernel_kind`), prices that: the unfused factor becomes a_unfused + a_mixed * ln(D).
+alone, 19-25 us inside a mixed random network; a ReLU +1 us inside a ResNet). The `mixed_calls` term,
+ln(D) per unfused layer call with D the number of distinct kernel kinds the network runs
+(`LayerConfig.kernel_kind`), prices that as a cost per call: b_unfused + a_mixed * ln(D) ms beyond the
+call's standalone time. (A share of each call's standalone time, a_mixed * ln(D) * standalone ms, the
+`mixed_layers` term of models fitted before, over-priced networks of few large layers: ResNet and VGG
++10-27% on torch-cpu, where a per-call cost gives +7-11%.)
 The NCHWc terms price the reorders alone-vs-inside (M elements of the conv's input+output) and the
 reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are
 fitted (relative least squares, costs non-negative) on random networks measured during profiling
@@ -103,9 +106,13 @@ class NetworkPrediction:
 
 # network-level terms, then per-call terms (a call's share of the total is the sum of its own terms)
 NETWORK_TERMS = ("network_call", "free_ops", "module_calls")
-CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_layers", "fused_layers", "fused_count",
+CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_calls", "mixed_layers", "fused_layers", "fused_count",
               "nchwc_layers", "nchwc_count", "nchwc_elements", "reorder_elements")
 COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
+# kept so that a model saved before prices as it did, never fitted again: the kernel-mix slowdown as a
+# share of each layer's standalone time (replaced by mixed_calls, a cost per call: on torch-cpu's 30-minute
+# profile it priced random networks left out by style 77% -> 79% within +-10%, the zoo 70% -> 85%)
+LEGACY_TERMS = ("mixed_layers",)
 FREE_SIGN_TERMS = ("unfused_count", "fused_count", "nchwc_count", "nchwc_elements", "reorder_elements")
 IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
 
@@ -141,7 +148,7 @@ def call_terms(calls, standalone: list[float]) -> list[dict]:
             t = {"nchwc_layers": s, "nchwc_count": 1.0,
                  "nchwc_elements": (f["input_bytes"] + f["output_bytes"]) / 4e6}
         else:
-            t = {"unfused_layers": s, "unfused_count": 1.0, "mixed_layers": s * log_kinds}
+            t = {"unfused_layers": s, "unfused_count": 1.0, "mixed_calls": log_kinds, "mixed_layers": s * log_kinds}
             if c.layout != "nchwc" and any(layout.get(i) == "nchwc" for i in c.inputs):
                 t["reorder_elements"] = c.config.features()["input_bytes"] / 4e6
         out.append(t)
@@ -552,19 +559,20 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     """Relative least squares of measured network time on the composition terms: costs (the
     standalone-time factors, per-call and per-module overheads) non-negative, the per-layer offsets and
     NCHWc reorder terms free in sign (see the module doc). Terms no network exercises stay 0."""
+    fitted = [k for k in COMPOSITION_TERMS if k not in LEGACY_TERMS]
     rows, y = [], []
     for (terms, _, unmodelled), (_, ms) in zip(tm.network_terms_many([c for c, _ in extracted]), extracted):
         if not unmodelled:
-            rows.append([terms[k] for k in COMPOSITION_TERMS])
+            rows.append([terms[k] for k in fitted])
             y.append(ms)
     if len(y) < 5:
         return dict(IDENTITY_COMPOSITION)
     A, y = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
     used = np.flatnonzero(np.abs(A).sum(axis=0) > 0)
-    lower = np.array([-np.inf if COMPOSITION_TERMS[j] in FREE_SIGN_TERMS else 0.0 for j in used])
+    lower = np.array([-np.inf if fitted[j] in FREE_SIGN_TERMS else 0.0 for j in used])
     fit = lsq_linear(A[:, used] / y[:, None], np.ones(len(y)), bounds=(lower, np.inf))  # min sum((pred-y)/y)^2
     comp = dict.fromkeys(COMPOSITION_TERMS, 0.0)
-    comp.update({COMPOSITION_TERMS[j]: float(v) for j, v in zip(used, fit.x)})
+    comp.update({fitted[j]: float(v) for j, v in zip(used, fit.x)})
     return comp
 
 
