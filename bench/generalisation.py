@@ -308,14 +308,17 @@ def plot(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for path, marker in zip(sorted(out.glob("generalisation_*.json")), "os^v"):
+    paths = [p for p in sorted(out.glob("generalisation_*.json")) if p.stem.count("_") == 1]  # not *_first
+    for path, marker, color in zip(paths, "os^v", ("C0", "C3", "C2", "C4")):
         d = json.loads(path.read_text())
         for key, ls, lab in (("heldout_all_styles", "-", "held-out architectures"),
                              ("heldout_loso", "--", "held-out, their style left out of the fit"),
                              ("zoo", ":", "zoo (development)")):
             pts = [(r["minutes"], 100 * r[key]["within_10pct"]) for r in d["cuts"].values() if r[key].get("n")]
-            ax.plot([x for x, _ in pts], [y for _, y in pts], ls, marker=marker,
+            ax.plot([x for x, _ in pts], [y for _, y in pts], ls, marker=marker, color=color,
                     label=f"{d['meta']['backend']}: {lab}")
+    ax.axhline(90, color="k", lw=0.8, alpha=0.5)
+    ax.text(5, 91, "the bar: 90%", fontsize=7)
     ax.set_xlabel("profiling minutes")
     ax.set_ylabel("networks within ±10% (%)")
     ax.set_ylim(0, 100)
