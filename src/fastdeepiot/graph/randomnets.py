@@ -543,6 +543,14 @@ class _Acc:
         return self.macs + m <= self.budget
 
 
+def _start(rng: random.Random, kind: str) -> tuple[int, int, list[int], int, _Acc]:
+    """What every style draws first: (dims, input size, input shape, batch, MAC accounting)."""
+    dim = 2 if kind == "image" else 1
+    size, inp = _input(rng, kind)
+    batch = _batch(rng)
+    return dim, size, inp, batch, _Acc(_budget(rng, batch), dim)
+
+
 def _stem(rng, acc: _Acc, c: int, size: int, act: str, lo=8, hi=32) -> tuple[dict, int, int]:
     k = rng.choice([3, 3, 5, 7]) if acc.dim == 2 else rng.choice([3, 5, 7])
     s = 2 if size >= 24 and rng.random() < 0.7 else 1
@@ -559,10 +567,7 @@ def _head(rng, c: int, pool: str, act: str, wide: bool = False) -> dict:
 
 def _gen_mobile(rng, kind):
     """Inverted residual blocks (1x1 expand, depthwise, [squeeze-excitation], 1x1 project, residual add)."""
-    dim = 2 if kind == "image" else 1
-    size, inp = _input(rng, kind)
-    batch = _batch(rng)
-    acc = _Acc(_budget(rng, batch), dim)
+    dim, size, inp, batch, acc = _start(rng, kind)
     act = rng.choice(["relu6", "relu6", "hardswish", "silu", "relu"])
     gate = rng.choice(["hardsigmoid", "sigmoid"])
     p_se = rng.choice([0.0, 0.5, 1.0])
@@ -598,10 +603,7 @@ def _gen_mobile(rng, kind):
 
 def _gen_shuffle(rng, kind):
     """ShuffleNet-V2 units: channel split, 1x1 - depthwise - 1x1 branch, concat, channel shuffle."""
-    dim = 2 if kind == "image" else 1
-    size, inp = _input(rng, kind)
-    batch = _batch(rng)
-    acc = _Acc(_budget(rng, batch), dim)
+    dim, size, inp, batch, acc = _start(rng, kind)
     act = rng.choice(["relu", "relu", "hardswish", "relu6"])
     stem, c, size = _stem(rng, acc, inp[0], size, act, 8, 24)
     blocks = [stem]
@@ -630,10 +632,7 @@ def _gen_shuffle(rng, kind):
 
 def _gen_dense(rng, kind):
     """DenseNet: dense blocks (BN-act-1x1-BN-act-3x3, concatenated growth), 1x1 + avg-pool transitions."""
-    dim = 2 if kind == "image" else 1
-    size, inp = _input(rng, kind)
-    batch = _batch(rng)
-    acc = _Acc(_budget(rng, batch), dim)
+    dim, size, inp, batch, acc = _start(rng, kind)
     act = rng.choice(["relu", "relu", "relu6", "silu"])
     growth = rng.choice([4, 8, 12, 16, 24, 32])
     bottleneck = rng.random() < 0.7
@@ -665,10 +664,7 @@ def _gen_dense(rng, kind):
 
 def _gen_sepconv(rng, kind):
     """Depthwise-separable stacks (MobileNet-V1, Xception's residual middle flow)."""
-    dim = 2 if kind == "image" else 1
-    size, inp = _input(rng, kind)
-    batch = _batch(rng)
-    acc = _Acc(_budget(rng, batch), dim)
+    dim, size, inp, batch, acc = _start(rng, kind)
     act = rng.choice(["relu", "relu", "relu6", "hardswish", "leaky_relu"])
     k = rng.choice([3, 3, 5]) if dim == 2 else rng.choice([3, 5, 7])
     p_res = rng.choice([0.0, 0.7])
