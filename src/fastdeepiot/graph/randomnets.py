@@ -51,15 +51,31 @@ def _conv_out(size: int, k: int, s: int) -> int:
 # ------------------------------------------------------------------------------------ blocks
 
 
+def _conv(dim, cin, cout, k, s=1, g=1, bias=False) -> nn.Module:
+    return (nn.Conv2d if dim == 2 else nn.Conv1d)(cin, cout, k, stride=s, padding=k // 2, groups=g, bias=bias)
+
+
+def _bn(dim, c) -> nn.Module:
+    return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(c)
+
+
+def _cba(dim, cin, cout, k, s=1, g=1, act=None) -> nn.Sequential:
+    return nn.Sequential(_conv(dim, cin, cout, k, s, g), _bn(dim, cout), _act(act))
+
+
+def _global_pool(dim, mode="avg") -> nn.Module:
+    if mode == "avg":
+        return nn.AdaptiveAvgPool2d(1) if dim == 2 else nn.AdaptiveAvgPool1d(1)
+    return nn.AdaptiveMaxPool2d(1) if dim == 2 else nn.AdaptiveMaxPool1d(1)
+
+
 class ConvBlock(nn.Module):
     """conv -> [bn] -> [act], or pre-activation: [bn] -> [act] -> conv."""
 
     def __init__(self, dim, cin, b):
         super().__init__()
-        conv = (nn.Conv2d if dim == 2 else nn.Conv1d)(cin, b["cout"], b["k"], stride=b["stride"],
-                                                      padding=b["k"] // 2, groups=b["groups"],
-                                                      bias=not b["bn"])
-        bn = (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(cin if b["preact"] else b["cout"])
+        conv = _conv(dim, cin, b["cout"], b["k"], b["stride"], b["groups"], bias=not b["bn"])
+        bn = _bn(dim, cin if b["preact"] else b["cout"])
         if b["preact"]:
             self.seq = nn.Sequential(*([bn] if b["bn"] else []), _act(b["act"]), conv)
         else:
@@ -85,7 +101,7 @@ class PoolBlock(nn.Module):
 class BnActBlock(nn.Module):
     def __init__(self, dim, c, b):
         super().__init__()
-        self.bn = (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(c)
+        self.bn = _bn(dim, c)
         self.act = _act(b["act"])
 
     def forward(self, x):
@@ -97,9 +113,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, dim, c, b):
         super().__init__()
-        conv = nn.Conv2d if dim == 2 else nn.Conv1d
-        self.conv = conv(c, c, b["k"], padding=b["k"] // 2, groups=c if b["depthwise"] else 1, bias=False)
-        self.bn = (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(c)
+        self.conv = _conv(dim, c, c, b["k"], g=c if b["depthwise"] else 1)
+        self.bn = _bn(dim, c)
         self.act = _act(b["act"])
 
     def forward(self, x):
@@ -111,9 +126,8 @@ class ForkCat(nn.Module):
 
     def __init__(self, dim, cin, b):
         super().__init__()
-        conv = nn.Conv2d if dim == 2 else nn.Conv1d
         self.branches = nn.ModuleList(
-            nn.Sequential(conv(cin, br["cout"], br["k"], padding=br["k"] // 2), _act(b["act"]))
+            nn.Sequential(_conv(dim, cin, br["cout"], br["k"], bias=True), _act(b["act"]))
             for br in b["branches"])
 
     def forward(self, x):
@@ -133,25 +147,13 @@ class RNNBlock(nn.Module):
         return out[:, -1]
 
 
-def _conv(dim, cin, cout, k, s=1, g=1, bias=False) -> nn.Module:
-    return (nn.Conv2d if dim == 2 else nn.Conv1d)(cin, cout, k, stride=s, padding=k // 2, groups=g, bias=bias)
-
-
-def _bn(dim, c) -> nn.Module:
-    return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d)(c)
-
-
-def _cba(dim, cin, cout, k, s=1, g=1, act=None) -> nn.Sequential:
-    return nn.Sequential(_conv(dim, cin, cout, k, s, g), _bn(dim, cout), _act(act))
-
-
 class SqueezeExcite(nn.Module):
     """x * gate(fc2(act(fc1(global average of x)))): 1x1 convs (MobileNet-V3, EfficientNet) or Linear."""
 
     def __init__(self, dim, c, squeeze, act, gate, impl):
         super().__init__()
         self.dim, self.impl = dim, impl
-        self.pool = nn.AdaptiveAvgPool2d(1) if dim == 2 else nn.AdaptiveAvgPool1d(1)
+        self.pool = _global_pool(dim)
         if impl == "conv":
             self.fc1, self.fc2 = _conv(dim, c, squeeze, 1, bias=True), _conv(dim, squeeze, c, 1, bias=True)
         else:
@@ -349,8 +351,7 @@ class SpecNet(nn.Module):
         self.head_pool = None
         self.token_mean = h["pool"] == "tokens"  # (B, tokens, d).mean(1)
         if h["pool"] not in ("none", "tokens"):
-            self.head_pool = (nn.AdaptiveAvgPool2d(1) if dim == 2 else nn.AdaptiveAvgPool1d(1)) \
-                if h["pool"] == "avg" else (nn.AdaptiveMaxPool2d(1) if dim == 2 else nn.AdaptiveMaxPool1d(1))
+            self.head_pool = _global_pool(dim, h["pool"])
         layers, f = [], h["in_features"]
         for hid in h["hidden"]:
             layers += [nn.Linear(f, hid), _act(h["act"])]
@@ -384,15 +385,8 @@ def _conv_macs(dim, cin, cout, k, s, groups, size) -> int:
 def _gen_plain(rng: random.Random, kind: str, recurrent: bool) -> dict:
     """Style plain (or recurrent: the same conv stack, then a GRU/LSTM): conv stacks, residual convs,
     multi-kernel forks joined by concat, pools, standalone BN; palettes of activations and kernels."""
-    dim = 2 if kind == "image" else 1
-    if dim == 2:
-        c, size = rng.choice([1, 3, 3, 4]), rng.choice([16, 24, 28, 32])
-        inp = [c, size, size]
-    else:
-        c, size = rng.choice([3, 6, 6, 9]), rng.choice([32, 50, 64, 100, 128, 256])
-        inp = [c, size]
-    batch = _batch(rng)
-    budget = _budget(rng, batch)
+    dim, size, inp, batch, acc = _start(rng, kind, image_channels=(1, 3, 3, 4), image_sizes=(16, 24, 28, 32))
+    c, budget = inp[0], acc.budget
     n_blocks = rng.randint(4, 12)
     macs = 0.0
     blocks: list[dict] = []
@@ -518,9 +512,10 @@ def _budget(rng: random.Random, batch: int) -> float:
     return max(1.5e5, math.exp(rng.uniform(math.log(1e6), math.log(2.5e7))) / batch)
 
 
-def _input(rng: random.Random, kind: str) -> tuple[int, list[int]]:
+def _input(rng: random.Random, kind: str, image_channels=(1, 3, 3, 3, 4),
+           image_sizes=(16, 24, 28, 32, 32, 48)) -> tuple[int, list[int]]:
     if kind == "image":
-        c, size = rng.choice([1, 3, 3, 3, 4]), rng.choice([16, 24, 28, 32, 32, 48])
+        c, size = rng.choice(image_channels), rng.choice(image_sizes)
         return size, [c, size, size]
     c, size = rng.choice([3, 6, 6, 9]), rng.choice([32, 50, 64, 100, 128, 256])
     return size, [c, size]
@@ -543,10 +538,10 @@ class _Acc:
         return self.macs + m <= self.budget
 
 
-def _start(rng: random.Random, kind: str) -> tuple[int, int, list[int], int, _Acc]:
+def _start(rng: random.Random, kind: str, **input_choices) -> tuple[int, int, list[int], int, _Acc]:
     """What every style draws first: (dims, input size, input shape, batch, MAC accounting)."""
     dim = 2 if kind == "image" else 1
-    size, inp = _input(rng, kind)
+    size, inp = _input(rng, kind, **input_choices)
     batch = _batch(rng)
     return dim, size, inp, batch, _Acc(_budget(rng, batch), dim)
 
