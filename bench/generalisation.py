@@ -56,7 +56,7 @@ from fastdeepiot.devices import cpu_model, get_backend  # noqa: E402
 from fastdeepiot.profiling.store import Store  # noqa: E402
 from fastdeepiot.report.tables import markdown_table  # noqa: E402
 from fastdeepiot.timemodel.metrics import relative_error_summary  # noqa: E402
-from fastdeepiot.timemodel.model import extract_networks, fit_time_model, load_network_data  # noqa: E402
+from fastdeepiot.timemodel.model import extract_networks, fit_time_model  # noqa: E402
 from fastdeepiot.zoo import zoo_networks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,11 +137,22 @@ def _summary(meas, pred) -> dict:
             "median_abs_pct": round(s["median_abs_pct"], 2), "p90_abs_pct": round(s["p90_abs_pct"], 2)}
 
 
+def random_networks_by_style(db: Path, minutes: float, workdir: Path) -> dict[str, list[tuple[dict, float]]]:
+    """The random networks the cut holds, (spec, measured ms), by style."""
+    path, _, _ = cut_store(db, minutes, workdir)
+    out: dict[str, list] = {}
+    with Store.open(path) as store:
+        for m in store.measurements(kind="network"):
+            out.setdefault(m.config.get("style", "plain"), []).append((m.config, m.median_ms))
+    path.unlink()
+    return out
+
+
 def fit_and_price(job: tuple) -> dict:
     """One fit: the store cut at `minutes`, without style `leave_out` (None: every style); prices the
-    evaluation networks of `groups` (all when None) through the public API, and the random networks
-    of style `leave_out` that the cut holds. Runs in a worker process."""
-    db, minutes, leave_out, backend, seed, groups, workdir = job
+    evaluation networks of `groups` (all when None) through the public API, and `held` (that style's
+    random networks, (spec, ms), which the fit never saw). Runs in a worker process."""
+    db, minutes, leave_out, backend, seed, groups, held, workdir = job
     torch.set_num_threads(1)
     path, n_layer, n_net = cut_store(Path(db), minutes, Path(workdir), leave_out)
     t0 = time.monotonic()
@@ -155,23 +166,19 @@ def fit_and_price(job: tuple) -> dict:
             p = tm.predict_network(m, x, allow_unmodelled=True)
             priced[name] = {"ms": p.total_ms, "unmodelled": len(p.unmodelled)}
     random_rows = []
-    if leave_out is not None:  # this style's random networks, from the full cut, priced by a model that never saw them
-        full, _, _ = cut_store(Path(db), minutes, Path(workdir), None)
-        with Store.open(full) as store:
-            nets = [(spec, ms) for spec, ms in load_network_data(store, tm.device) if spec.get("style") == leave_out]
-        full.unlink()
-        for (terms, _, un), (spec, ms) in zip(tm.network_terms_many([c for c, _ in extract_networks(tm, nets)]), nets):
-            if not un:
-                random_rows.append((tm.compose(terms), ms))
+    for (terms, _, un), (_, ms) in zip(tm.network_terms_many([c for c, _ in extract_networks(tm, held)]), held):
+        if not un:
+            random_rows.append((tm.compose(terms), ms))
     return {"leave_out": leave_out, "layer_rows": n_layer, "random_networks": n_net, "fit_seconds": round(fit_s, 1),
             "priced": priced, "random": random_rows, "report_networks": tm.report.get("networks")}
 
 
 def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed: int, workdir: str,
                  pool, loso: bool = True) -> dict:
-    jobs = [(str(db), minutes, None, backend, seed, None, workdir)]
+    jobs = [(str(db), minutes, None, backend, seed, None, [], workdir)]
     if loso:
-        jobs += [(str(db), minutes, s, backend, seed, (s,), workdir) for s in STYLES]
+        by_style = random_networks_by_style(db, minutes, Path(workdir))
+        jobs += [(str(db), minutes, s, backend, seed, (s,), by_style.get(s, []), workdir) for s in STYLES]
     done = {r["leave_out"]: r for r in pool.map(fit_and_price, jobs)}
     full = done[None]
     rows = []
