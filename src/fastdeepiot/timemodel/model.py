@@ -111,7 +111,8 @@ CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_calls", "mixed_layers", 
 COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
 # kept so that a model saved before prices as it did, never fitted again: the kernel-mix slowdown as a
 # share of each layer's standalone time (replaced by mixed_calls, a cost per call: on torch-cpu's 30-minute
-# profile it priced random networks left out by style 77% -> 79% within +-10%, the zoo 70% -> 85%)
+# profile, bench/generalisation.py, random networks left out by style 73.5% -> 74.7% within +-10%, the zoo
+# 70% -> 85%)
 LEGACY_TERMS = ("mixed_layers",)
 FREE_SIGN_TERMS = ("unfused_count", "fused_count", "nchwc_count", "nchwc_elements", "reorder_elements")
 IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
