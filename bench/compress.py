@@ -1,7 +1,12 @@
 """Compression benchmark: ours against external baselines at matched accuracy, over seeds, per task and backend.
 
-    .venv/bin/python bench/compress.py --task har --backend torch-cpu \
-        --time-model runs/bench/torch-cpu.timemodel.json [--seeds 3] [--budgets 0.5,1.0] [--out docs/results]
+    .venv/bin/python bench/compress.py --task har --backend torch-cpu,onnxruntime-cpu \
+        --time-model runs/bench/torch-cpu.timemodel.json,runs/bench/onnxruntime-cpu.timemodel.json \
+        [--seeds 3] [--budgets 0.5,1.0] [--out docs/results]
+
+One run serves several backends (`--backend` and `--time-model` are matched lists): only ours depends on
+the time model, so ours runs once per backend, every other method once, and every network is timed on
+every backend; each backend gets its own entry (its ours, the shared baselines).
 
 For each seed (fine-tuning shuffles, pruning and training from scratch all seeded; the checkpoint is the same):
   ours          compress() at each accuracy budget (validation points), returning a uniformly narrower network
@@ -48,8 +53,8 @@ NOT_BASELINES = ("flops-ablation", "control")  # reported, not external baseline
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", required=True)
-    ap.add_argument("--backend", required=True)
-    ap.add_argument("--time-model", required=True)
+    ap.add_argument("--backend", required=True, help="backend(s), comma-separated")
+    ap.add_argument("--time-model", required=True, help="one time model per backend, comma-separated, same order")
     ap.add_argument("--checkpoint")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for an interval worth the name)")
     ap.add_argument("--budgets", default="0.5,1.0", help="ours' and NetAdapt's accuracy budgets (validation points)")
@@ -84,9 +89,14 @@ def main(argv=None) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else next(
         p for p in (ROOT / f"runs/compress/{t.name}.pt", ROOT / f"runs/bench-tasks/{t.name}.pt") if p.exists())
     model, _ = checkpoints.load_checkpoint(ckpt, task=t)
-    tm = TimeModel.load(args.time_model)
-    if tm.backend != args.backend:
-        print(f"warning: time model fitted on {tm.backend}, timing on {args.backend}", file=sys.stderr)
+    backends, tm_paths = args.backend.split(","), args.time_model.split(",")
+    if len(backends) != len(tm_paths):
+        print("error: give one --time-model per --backend", file=sys.stderr)
+        return 2
+    tms = [TimeModel.load(p) for p in tm_paths]
+    for b, tm in zip(backends, tms):
+        if tm.backend != b:
+            print(f"warning: time model fitted on {tm.backend}, timing on {b}", file=sys.stderr)
     want = None if args.methods == "all" else set(args.methods.split(","))
     run = (lambda m: want is None or m in want)
     budgets = [float(v) for v in args.budgets.split(",") if v]
@@ -94,11 +104,14 @@ def main(argv=None) -> int:
     widths = [float(v) for v in args.widths.split(",") if v]
     _, va, te = t.loaders(batch_size=64, seed=0)
     x = next(iter(va))[0][:1]
-    tcost, fcost = TimeCost(tm), FlopsCost()
-    models, points = [], []  # every model is timed at the end, together
+    tcosts, fcost = [TimeCost(tm) for tm in tms], FlopsCost()
+    models, points = [], []  # every model is timed at the end, together, on every backend
 
-    def add(method, seed, m, setting, extra=None):
-        r = {"method": method, "seed": seed, "setting": setting, "predicted_ms": tcost.price(m, x),
+    def add(method, seed, m, setting, extra=None, backend=None):
+        # backend: the one backend a point belongs to (ours, searched with that backend's time model);
+        # None: every backend's entry shows it
+        r = {"method": method, "seed": seed, "setting": setting, "backend": backend,
+             "predicted_ms": {b: c.price(m, x) for b, c in zip(backends, tcosts)},
              "mflops": fcost.price(m, x), "params": sum(p.numel() for p in m.parameters()),
              "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te)}
         r.update(extra or {})
@@ -118,9 +131,10 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         budget = 0
         for b in budgets:
-            for method, cost in (("ours", "time"), ("flops-ablation", "flops")):
-                if method != "ours" and not run(method):
-                    continue
+            # ours once per backend (its time model), the FLOPs ablation once (it never asks a time model)
+            runs = [("ours", "time", bk, tm) for bk, tm in zip(backends, tms)]
+            runs += [("flops-ablation", "flops", None, tms[0])] if run("flops-ablation") else []
+            for method, cost, bk, tm in runs:
                 s0 = time.time()
                 best_of = tuple(float(v) for v in args.compare_uniform.split(",") if v) if method == "ours" else ()
                 res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False,
@@ -130,9 +144,10 @@ def main(argv=None) -> int:
                     budget = max(budget, steps)
                 add(method, seed, res.model, f"budget {b:g}", {"optimizer_steps": steps, "run_s": time.time() - s0,
                                                              "plan": "; ".join(res.plan.summary()), "notes": res.notes,
-                                                             "uniform_compared": res.run["uniform_compared"]})
+                                                             "uniform_compared": res.run["uniform_compared"]},
+                    backend=bk)
         cfg = CompressConfig(max_accuracy_drop=budgets[0], seed=seed, **kw)
-        common = dict(budget_steps=budget, time_model=tm, config=cfg, measure=False, example_input=x)
+        common = dict(budget_steps=budget, time_model=tms[0], config=cfg, measure=False, example_input=x)
         if run("control"):
             m = copy.deepcopy(model)
             final_steps = int(round(args.final_epochs * len(t.loaders(batch_size=cfg.batch_size, seed=seed)[0])))
@@ -155,29 +170,34 @@ def main(argv=None) -> int:
                                                   "budget_steps": budget, "run_s": time.time() - s0,
                                                   "notes": res.notes})
 
-    ok = [p for p in points if "failed" not in p]
-    for p, ms in zip(ok, measure_models(models, x, args.backend, rounds=args.rounds)):
-        p["measured_ms"] = ms
-    points[1:1] = [dict(points[0], seed=s) for s in range(1, args.seeds)]
-    ok = [p for p in points if "failed" not in p]
     drops = [float(v) for v in args.verdict_drops.split(",")]
     grid = sorted({0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, *drops})
-    entry = {"task": t.name, "backend": args.backend, "checkpoint": str(ckpt), "time_model": args.time_model,
-             "code": code_version(), "settings": vars(args), "elapsed_s": time.time() - t0, "points": points,
-             "verdicts": [verdict(ok, max_drop=d, exclude=NOT_BASELINES) for d in drops],
-             "curves": curves(ok, grid)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "compress.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {"entries": []}
-    data["entries"] = [e for e in data.get("entries", []) if "points" in e and
-                       (e["task"], e["backend"]) != (t.name, args.backend)] + [entry]
+    elapsed = time.time() - t0
+    for bk, tm_path in zip(backends, tm_paths):
+        ok = [(p, m) for p, m in zip((p for p in points if "failed" not in p), models) if p["backend"] in (None, bk)]
+        measured = measure_models([m for _, m in ok], x, bk, rounds=args.rounds)
+        mine = [p for p in points if p["backend"] in (None, bk)]
+        mine = [dict(p, backend=bk, predicted_ms=p["predicted_ms"][bk]) if "failed" not in p else dict(p) for p in mine]
+        for p, ms in zip((p for p in mine if "failed" not in p), measured):
+            p["measured_ms"] = ms
+        mine[1:1] = [dict(mine[0], seed=s) for s in range(1, args.seeds)]  # the original, on every seed
+        good = [p for p in mine if "failed" not in p]
+        entry = {"task": t.name, "backend": bk, "checkpoint": str(ckpt), "time_model": tm_path,
+                 "code": code_version(), "settings": vars(args), "elapsed_s": elapsed, "points": mine,
+                 "verdicts": [verdict(good, max_drop=d, exclude=NOT_BASELINES) for d in drops],
+                 "curves": curves(good, grid)}
+        data["entries"] = [e for e in data.get("entries", []) if "points" in e and
+                           (e["task"], e["backend"]) != (t.name, bk)] + [entry]
+        plot(entry, out / f"compress_{t.name}_{bk}.png")
+        for v in entry["verdicts"]:
+            print(bk, json.dumps({k: v[k] for k in ("max_drop", "ours_ms", "best_baseline", "best_baseline_ms",
+                                                    "ratio", "ratio_ci", "meets_bar", "meets_bar_ci")}, default=float))
     jpath.write_text(json.dumps(data, indent=1, default=float))
-    plot(entry, out / f"compress_{t.name}_{args.backend}.png")
     write_md(data, out / "compress.md")
-    for v in entry["verdicts"]:
-        print(json.dumps({k: v[k] for k in ("max_drop", "ours_ms", "best_baseline", "best_baseline_ms", "ratio",
-                                            "ratio_ci", "meets_bar", "meets_bar_ci")}, default=float))
     print(f"elapsed {time.time() - t0:.0f} s; wrote {jpath}, {out / 'compress.md'}")
     return 0
 
