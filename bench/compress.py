@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-iters", type=int, default=10)
     ap.add_argument("--compare-uniform", default="0.25,0.5,0.75",
                     help="ours: width multipliers of uniformly narrower networks it must beat (CompressConfig.compare_uniform)")
+    ap.add_argument("--compare-scratch", action="store_true",
+                    help="ours: also networks trained from scratch at the found architectures (CompressConfig.compare_scratch)")
     ap.add_argument("--iterative-steps", type=int, default=4, help="torch-pruning's pruning steps")
     ap.add_argument("--recipe-epochs", type=int, help="width-scratch epochs instead of the task recipe's (smoke only)")
     ap.add_argument("--no-distill", dest="distill", action="store_false")
@@ -138,13 +140,14 @@ def main(argv=None) -> int:
                 s0 = time.time()
                 best_of = tuple(float(v) for v in args.compare_uniform.split(",") if v) if method == "ours" else ()
                 res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False,
-                               compare_uniform=best_of, **kw)
+                               compare_uniform=best_of, compare_scratch=args.compare_scratch and method == "ours",
+                               **kw)
                 steps = res.run["optimizer_steps"]
                 if method == "ours":
                     budget = max(budget, steps)
                 add(method, seed, res.model, f"budget {b:g}", {"optimizer_steps": steps, "run_s": time.time() - s0,
                                                              "plan": "; ".join(res.plan.summary()), "notes": res.notes,
-                                                             "uniform_compared": res.run["uniform_compared"]},
+                                                             "compared": res.run["compared"]},
                     backend=bk)
         cfg = CompressConfig(max_accuracy_drop=budgets[0], seed=seed, **kw)
         common = dict(budget_steps=budget, time_model=tms[0], config=cfg, measure=False, example_input=x)

@@ -416,6 +416,12 @@ CLI_CASES = [
     ("compress-no-target", ["compress", "ckpt.pt", "--task", "badin", "--time-model", "tm.json", "-o", "out.pt"],
      "exactly one"),
     ("compress-other-task", ["compress", "userid.pt", *CMP, "-o", "out.pt"], "for task 'userid'"),
+    ("compress-uniform-not-numbers", ["compress", "ckpt.pt", *CMP, "--compare-uniform", "half", "-o", "out.pt"],
+     "comma-separated numbers"),
+    ("compress-uniform-out-of-range", ["compress", "ckpt.pt", *CMP, "--compare-uniform", "0.5,1.5", "-o", "out.pt"],
+     "compare_uniform"),
+    ("compress-scratch-epochs-zero", ["compress", "ckpt.pt", *CMP, "--scratch-epochs", "0", "-o", "out.pt"],
+     "scratch_epochs"),
 ]
 
 

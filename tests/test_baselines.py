@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -114,7 +116,7 @@ def test_width_scratch_trains_max_of_recipe_and_budget_with_distillation(monkeyp
     kd = []
     real_kl = bl.F.kl_div
     monkeypatch.setattr(bl.F, "kl_div", lambda *a, **k: kd.append(1) or real_kl(*a, **k))
-    monkeypatch.setattr(bl, "RECIPE", dict(bl.RECIPE, epochs=2, min_epochs=1))
+    monkeypatch.setattr(ft, "RECIPE", dict(ft.RECIPE, epochs=2, min_epochs=1))
     res = run_baseline("width-scratch", model, _data(), ratio=0.5, budget_steps=15, make_model=ConvNet)
     assert res.settings["recipe_steps"] == 12 and counter["n"] == res.settings["optimizer_steps"] == 15
     assert len(kd) == 15  # distilled on every step
@@ -273,7 +275,6 @@ def _har_ckpt(tmp_path):
 
 def _ort_tm(fake_tm, tmp_path):
     """The fake time model saved as if fitted on onnxruntime-cpu (only the backend name matters here)."""
-    import json
 
     fake_tm.save(tmp_path / "tm.json")
     d = json.loads((tmp_path / "tm.json").read_text())
@@ -283,7 +284,6 @@ def _ort_tm(fake_tm, tmp_path):
 
 
 def test_cli_baseline_torch_pruning_writes_exported_program_report_and_onnx(fake_tm, tmp_path, capsys):
-    import json
 
     import onnxruntime as ort
 
@@ -347,15 +347,16 @@ def test_a_uniformly_narrower_network_that_is_as_accurate_and_faster_is_returned
     always = lambda m, loader: 1.0  # noqa: E731 - every network equally accurate: the faster one must win
     kw = dict(max_accuracy_drop=1.0, finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=always)
     res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.25, 0.5), **kw)
-    cmp = res.run["uniform_compared"]
-    assert [r["width_mult"] for r in cmp] == [0.25, 0.5] and all(r["faster"] and r["beats_result"] for r in cmp)
+    cmp = res.run["compared"]
+    assert [r["candidate"] for r in cmp] == ["uniform x0.25", "uniform x0.5"]
+    assert all(r["faster"] and r["beats_result"] and not r["from_scratch"] for r in cmp)
     assert res.model.c1.out_channels == 8 and _no_bn(res.model)  # x0.25: the fastest
-    assert any("uniformly narrower" in n for n in res.notes)
+    assert any(n.startswith("uniform x0.25 was predicted") for n in res.notes)
     again = res.plan.apply(model, copy_model=True)
     again.load_state_dict(res.model.state_dict())
     assert res.run["optimizer_steps"] == 3 * round(0.2 * 6)  # ours' final + two uniform fine-tunes
     off = compress(model, _data(), time_model=fake_tm, **kw)
-    assert off.run["uniform_compared"] == [] and off.model.c1.out_channels == 32
+    assert off.run["compared"] == [] and off.model.c1.out_channels == 32
 
 
 def test_a_less_accurate_uniform_network_is_not_returned(fake_tm):
@@ -363,4 +364,81 @@ def test_a_less_accurate_uniform_network_is_not_returned(fake_tm):
     acc = lambda m, loader: min(1.0, m.c1.out_channels / 32)  # noqa: E731 - narrower is worse
     res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.5,), max_accuracy_drop=1.0,
                    finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=acc)
-    assert res.model.c1.out_channels == 32 and res.run["uniform_compared"][0]["beats_result"] is False
+    assert res.model.c1.out_channels == 32 and res.run["compared"][0]["beats_result"] is False
+
+
+# ------------------------------------------------------------------------------ best of: trained from scratch
+
+
+def test_reinitialise_resets_every_parameter_or_refuses():
+    m = ConvNet()
+    before = [p.detach().clone() for p in m.parameters()]
+    assert ft.reinitialise(m, seed=1)
+    assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters()) if a.numel() > 1 and a.std() > 0)
+
+    class Raw(nn.Module):  # a parameter no module knows how to initialise
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.scale = nn.Parameter(torch.full((3,), 2.0))
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    r = Raw()
+    w = r.lin.weight.detach().clone()
+    assert not ft.reinitialise(r) and torch.equal(r.lin.weight, w)
+
+
+def test_networks_trained_from_scratch_compete_with_the_result(fake_tm, monkeypatch):
+    monkeypatch.setattr(ft, "RECIPE", dict(ft.RECIPE, epochs=2, min_epochs=1))
+    model = _trained(ConvNet)
+    acc = lambda m, loader: 0.9 if m.c1.out_channels < 32 else 0.8  # noqa: E731 - narrower from scratch is better
+    kw = dict(max_accuracy_drop=50.0, finetune_steps=1, final_epochs=0.2, max_iters=0, progress=False, metric=acc)
+    res = compress(model, _data(), time_model=fake_tm, compare_uniform=(0.5,), compare_scratch=True, **kw)
+    names = [r["candidate"] for r in res.run["compared"]]
+    # the result is the unpruned network (no step taken): its own architecture is no contender
+    assert names == ["uniform x0.5", "uniform x0.5, from scratch"]
+    scratch = res.run["compared"][1]
+    assert scratch["from_scratch"] and scratch["faster"] and scratch["beats_result"]
+    assert res.model.c1.out_channels == 16 and _no_bn(res.model)
+    # ours' final fine-tune + the uniform one (0.2 epochs each) + 2 recipe epochs from scratch
+    assert res.run["optimizer_steps"] == 2 * round(0.2 * 6) + 2 * 6
+
+
+def test_a_network_from_scratch_at_the_results_architecture_must_be_more_accurate(fake_tm, monkeypatch):
+    monkeypatch.setattr(ft, "RECIPE", dict(ft.RECIPE, epochs=1, min_epochs=1))
+    model = _trained(ConvNet)
+    always = lambda m, loader: 1.0  # noqa: E731 - as accurate, and as fast: the result stays
+    kw = dict(max_accuracy_drop=50.0, finetune_steps=1, final_epochs=0.2, max_iters=2, progress=False, metric=always)
+    res = compress(model, _data(), time_model=fake_tm, compare_scratch=True, **kw)
+    own = [r for r in res.run["compared"] if r["candidate"] == "result, from scratch"]
+    assert len(res.plan.steps) > 0 and len(own) == 1 and own[0]["beats_result"] is False
+    assert not any("from scratch was predicted" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("bad", [dict(compare_scratch="yes"), dict(scratch_epochs=0), dict(scratch_epochs=-2.0)])
+def test_bad_scratch_settings_are_user_errors(bad):
+    from fastdeepiot.compression.config import CompressConfig
+    from fastdeepiot.errors import UserError
+
+    with pytest.raises(UserError):
+        CompressConfig(max_accuracy_drop=1.0, **bad)
+
+
+def test_cli_compress_compares_uniform_and_scratch_networks(fake_tm, tmp_path, capsys):
+    from fastdeepiot import checkpoints
+    from fastdeepiot.cli import main
+
+    ckpt = _har_ckpt(tmp_path)
+    fake_tm.save(tmp_path / "fake.json")
+    code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "fake.json"),
+                 "--max-accuracy-drop", "50", "--max-iters", "0", "--final-epochs", "0.02", "--no-measure",
+                 "--compare-uniform", "0.5", "--compare-scratch", "--scratch-epochs", "0.05",
+                 "-o", str(tmp_path / "c.pt")])
+    assert code == 0, capsys.readouterr()
+    plan = json.loads((tmp_path / "c.plan.json").read_text())
+    assert [r["candidate"] for r in plan["meta"]["run"]["compared"]] == ["uniform x0.5", "uniform x0.5, from scratch"]
+    assert plan["meta"]["settings"]["compare_scratch"] and plan["meta"]["settings"]["scratch_epochs"] == 0.05
+    loaded, _ = checkpoints.load_checkpoint(tmp_path / "c.pt", task="har")  # whichever won, it loads
+    assert loaded(torch.randn(2, 6, 128)).shape == (2, 6)

@@ -46,6 +46,14 @@ def compress(
     confidence: float = typer.Option(D("confidence"), help="accept a state only if this one-sided upper confidence bound "
                                                "on its validation accuracy drop is within the budget "
                                                "(0.5: the point estimate)"),
+    compare_uniform: str = typer.Option("", "--compare-uniform", metavar="W,W,...",
+                                        help="width multipliers (e.g. 0.25,0.5,0.75): uniformly narrower networks that "
+                                             "replace the result when predicted faster at as high an accuracy"),
+    compare_scratch: bool = typer.Option(D("compare_scratch"), "--compare-scratch/--no-compare-scratch",
+                                         help="also train the result's architecture (and the faster ones given up, "
+                                              "and the uniform widths) from scratch, and keep the best"),
+    scratch_epochs: Optional[float] = typer.Option(None, "--scratch-epochs",
+                                                   help="epochs of training from scratch (default: the task's recipe)"),
     seed: int = typer.Option(D("seed")),
     force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
 ) -> None:
@@ -54,7 +62,9 @@ def compress(
         raise UserError("give exactly one of --max-accuracy-drop and --target-ms")
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
-                            max_iters=max_iters, measure=measure, confidence=confidence, seed=seed)
+                            max_iters=max_iters, measure=measure, confidence=confidence, seed=seed,
+                            compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
+                            scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
                 "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}
@@ -86,3 +96,11 @@ def compress(
     for n in res.notes:
         typer.echo(f"note: {n}")
     typer.echo(f"wrote {out}, {written}")
+
+
+def _widths(text: str) -> tuple[float, ...]:
+    """`--compare-uniform`'s comma-separated width multipliers (CompressConfig checks their range)."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--compare-uniform takes comma-separated numbers such as 0.25,0.5, got {text!r}") from None

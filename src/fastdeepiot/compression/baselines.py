@@ -33,7 +33,6 @@ the one network timer (`search.measure_models`) when `measure` and a backend are
 from __future__ import annotations
 
 import copy
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 from fastdeepiot import tasks
 from fastdeepiot.compression.config import BASELINES, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost
-from fastdeepiot.compression.finetune import distilled_loss, finetune
+from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_distilled
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import _resolve_data, compress, measure_models
@@ -56,7 +55,6 @@ from fastdeepiot.tasks.nets import build
 
 METHODS = BASELINES
 TP_METHODS = tuple(m for m in METHODS if m.startswith("torch-pruning-"))
-RECIPE = dict(epochs=25, lr=2e-3, min_epochs=8, weight_decay=1e-4, label_smoothing=0.05)  # tasks' default recipe
 _RNN = (nn.GRU, nn.LSTM, nn.RNN)
 
 
@@ -184,58 +182,13 @@ def torch_pruning(model: nn.Module, train_dl, x: torch.Tensor, ratio: float, *, 
     return m.eval(), record
 
 
-def _recipe(task) -> dict:
-    d = dict(RECIPE)
-    if task is not None:
-        d.update({k: v for k, v in task.train_defaults.items() if k in d})
-    return d
-
-
-def train_distilled(model: nn.Module, train_dl, val_dl, steps: int, *, lr: float, teacher: nn.Module | None,
-                    metric: Callable, weight_decay: float = 1e-4, label_smoothing: float = 0.05,
-                    min_epochs: int = 1, distill_weight: float = 0.5, temperature: float = 4.0,
-                    seed: int = 0) -> tuple[nn.Module, dict]:
-    """The task training recipe (AdamW, one-cycle with 15% warm-up, label smoothing, gradient clipping,
-    the weights of the best validation epoch at or after `min_epochs`) for `steps` optimizer steps, with
-    the loss mixed with distillation from `teacher` as in `finetune`."""
-    torch.manual_seed(seed)
-    steps = max(1, int(steps))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    per_epoch = max(1, len(train_dl))
-    done, epoch, best = 0, 0, (-1.0, None, 0)
-    while done < steps:
-        model.train()
-        for xb, yb in train_dl:
-            if done >= steps:
-                break
-            loss = distilled_loss(model(xb), yb, ce, teacher, xb, temperature, distill_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            if sched.last_epoch + 1 < steps:
-                sched.step()
-            done += 1
-        epoch += 1
-        model.eval()
-        acc = float(metric(model, val_dl))
-        if (epoch >= min_epochs or done >= steps) and acc > best[0]:
-            best = (acc, copy.deepcopy(model.state_dict()), epoch)
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    return model.eval(), {"optimizer_steps": done, "epochs": math.ceil(done / per_epoch), "best_epoch": best[2],
-                          "best_val_accuracy": 100.0 * best[0]}
-
-
 def width_scratch(make_model: Callable[[float], nn.Module], width: float, train_dl, val_dl, *, budget_steps: int,
                   teacher: nn.Module | None, metric: Callable, task=None, seed: int = 0,
                   recipe_epochs: int | None = None) -> tuple[nn.Module, dict]:
     """The network at width multiplier `width`, trained from scratch with the task's recipe and
     distillation, for max(recipe epochs, `budget_steps`) optimizer steps (`recipe_epochs` overrides the
     recipe's epochs: smoke runs only)."""
-    r = _recipe(task)
+    r = recipe(task)
     if recipe_epochs is not None:
         r.update(epochs=int(recipe_epochs), min_epochs=min(int(r["min_epochs"]), int(recipe_epochs)))
     torch.manual_seed(seed)

@@ -46,7 +46,11 @@ class CompressConfig:
     original pruned uniformly to each (top-L1 channels of every group, BatchNorm folded) is priced with
     the time model; each predicted faster than the result gets the same final fine-tune and replaces the
     result if its validation accuracy is as high and within the budget. Off by default: each such
-    network costs one more final fine-tune."""
+    network costs one more final fine-tune. `compare_scratch`: the architectures of the result, of the two
+    faster states the final back-off gave up, and of each `compare_uniform` width are also re-initialised
+    and trained from scratch with the full training recipe and distillation (`scratch_epochs`, default the
+    task's recipe epochs, else 25), and compete the same way (a network from scratch at the result's own
+    architecture replaces it when more accurate). Off by default: each costs a full training."""
 
     max_accuracy_drop: float | None = None
     target_ms: float | None = None
@@ -69,6 +73,8 @@ class CompressConfig:
     importance_batches: int = 8
     seed: int = 0
     compare_uniform: tuple[float, ...] = ()
+    compare_scratch: bool = False
+    scratch_epochs: float | None = None
 
     def __post_init__(self):
         if isinstance(self.moves, str):
@@ -91,7 +97,7 @@ class CompressConfig:
             raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")
         if self.target_ms is not None and self.cost != "time":
             raise UserError("target_ms needs cost='time'")
-        for name in ("distill", "measure"):
+        for name in ("distill", "measure", "compare_scratch"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _int(self, "finetune_steps", 0)
@@ -106,6 +112,8 @@ class CompressConfig:
         _real(self, "step_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         _real(self, "search_slack", lo=0.0)
         _real(self, "confidence", lo=0.5, hi=1.0, hi_open=True)
+        if self.scratch_epochs is not None:
+            _real(self, "scratch_epochs", lo=0.0, lo_open=True)
         if self.backend is not None and not isinstance(self.backend, str):
             raise UserError(f"backend must be a backend name, got {self.backend!r}")
 

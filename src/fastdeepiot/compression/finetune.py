@@ -1,8 +1,11 @@
-"""Short fine-tuning (optionally distilled from the original network) and evaluation helpers."""
+"""Training helpers: short fine-tuning and the full training recipe (both optionally distilled from the
+original network), re-initialisation, and evaluation helpers."""
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -90,3 +93,66 @@ def finetune(model: nn.Module, train_loader, steps: int, *, lr: float = 1e-3, te
         opt.step()
         sched.step()
     return model.eval()
+
+
+RECIPE = dict(epochs=25, lr=2e-3, min_epochs=8, weight_decay=1e-4, label_smoothing=0.05)  # tasks' default recipe
+
+
+def recipe(task) -> dict:
+    """The training recipe of `task` (its `train_defaults` over `RECIPE`); `RECIPE` for None."""
+    d = dict(RECIPE)
+    if task is not None:
+        d.update({k: v for k, v in task.train_defaults.items() if k in d})
+    return d
+
+
+def train_distilled(model: nn.Module, train_dl, val_dl, steps: int, *, lr: float, teacher: nn.Module | None,
+                    metric: Callable, weight_decay: float = 1e-4, label_smoothing: float = 0.05,
+                    min_epochs: int = 1, distill_weight: float = 0.5, temperature: float = 4.0,
+                    seed: int = 0) -> tuple[nn.Module, dict]:
+    """The task training recipe (AdamW, one-cycle with 15% warm-up, label smoothing, gradient clipping,
+    the weights of the best validation epoch at or after `min_epochs`) for `steps` optimizer steps, with
+    the loss mixed with distillation from `teacher` as in `finetune`."""
+    torch.manual_seed(seed)
+    steps = max(1, int(steps))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    per_epoch = max(1, len(train_dl))
+    done, epoch, best = 0, 0, (-1.0, None, 0)
+    while done < steps:
+        model.train()
+        for xb, yb in train_dl:
+            if done >= steps:
+                break
+            loss = distilled_loss(model(xb), yb, ce, teacher, xb, temperature, distill_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if sched.last_epoch + 1 < steps:
+                sched.step()
+            done += 1
+        epoch += 1
+        model.eval()
+        acc = float(metric(model, val_dl))
+        if (epoch >= min_epochs or done >= steps) and acc > best[0]:
+            best = (acc, copy.deepcopy(model.state_dict()), epoch)
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    return model.eval(), {"optimizer_steps": done, "epochs": math.ceil(done / per_epoch), "best_epoch": best[2],
+                          "best_val_accuracy": 100.0 * best[0]}
+
+
+def reinitialise(model: nn.Module, seed: int = 0) -> bool:
+    """Re-initialise every parameter of `model` in place with its module's own `reset_parameters` (seeded).
+    False, and `model` unchanged, when some parameter belongs to a module without `reset_parameters` (its
+    initialisation is unknown)."""
+    owners = [m for m in model.modules() if callable(getattr(m, "reset_parameters", None))]
+    covered = {id(p) for m in owners for p in m.parameters(recurse=False)}
+    if any(id(p) not in covered for p in model.parameters()):
+        return False
+    torch.manual_seed(seed)
+    for m in owners:
+        m.reset_parameters()  # BatchNorm's resets its running statistics too
+    return True

@@ -29,8 +29,10 @@ way. Each iteration:
    (plus a slack that the final fine-tune recovers) even after trying stepping stones (a width part of the
    way to a step edge too far below to fine-tune back in one move; credited with its share of the edge's
    saving) and smaller steps; then fold BatchNorm into convs (unless the time model says that is slower),
-   fine-tune longer, back off to an earlier state if the final accuracy misses the budget, and measure
-   the result on the device.
+   fine-tune longer, back off to an earlier state if the final accuracy misses the budget, let networks
+   a user could have had instead compete with the result (`compare_uniform`, `compare_scratch`:
+   uniformly narrower, and trained from scratch at the found architectures; `best_of`), and measure the
+   result on the device.
 
 This file only orchestrates (`_Search` holds one run's state): what each move proposes, how its plan
 steps replay and its share of the lower bound are in the move's file; every setting is a field of
@@ -63,9 +65,10 @@ import torch.nn as nn
 from fastdeepiot import tasks
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
-from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
+from fastdeepiot.compression.finetune import (accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper, recipe,
+                                              reinitialise, train_distilled)
 from fastdeepiot.compression.importance import l1_importance
-from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, output_shape
+from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.progress import reporter
 from fastdeepiot.compression.surgery import prune_channels
@@ -79,7 +82,7 @@ class CompressResult:
     """What `compress` returns: the pruned network, its plan, the stage history, the original's and
     the result's measures, notes, the settings it ran with (`dataclasses.asdict(CompressConfig)`
     plus `elapsed_s`; also in `plan.meta["settings"]`), and what the run did (`run`: `optimizer_steps`
-    of fine-tuning in all, `steps_per_epoch`, `uniform_compared`)."""
+    of fine-tuning in all, `steps_per_epoch`, `compared`: what `best_of` compared)."""
 
     model: nn.Module
     plan: Plan
@@ -88,19 +91,24 @@ class CompressResult:
     final: dict
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
-    run: dict = field(default_factory=dict)  # optimizer_steps taken (the baselines' budget), uniform_compared
+    run: dict = field(default_factory=dict)  # optimizer_steps taken (the baselines' budget), compared
 
     def to_json(self) -> dict:
         return {"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
                 "settings": self.settings, "run": self.run, "plan": self.plan.to_json()}
 
 
-def _resolve_data(task_or_loaders, metric, batch_size, seed):
-    task = None
+def _task_of(task_or_loaders):
+    """The task object `task_or_loaders` names or is, or None (loaders)."""
     if isinstance(task_or_loaders, str):
-        task = tasks.get(task_or_loaders)
-    elif hasattr(task_or_loaders, "loaders") and hasattr(task_or_loaders, "n_classes"):
-        task = task_or_loaders
+        return tasks.get(task_or_loaders)
+    if hasattr(task_or_loaders, "loaders") and hasattr(task_or_loaders, "n_classes"):
+        return task_or_loaders
+    return None
+
+
+def _resolve_data(task_or_loaders, metric, batch_size, seed):
+    task = _task_of(task_or_loaders)
     if task is not None:
         tr, va, te = task.loaders(batch_size=batch_size, seed=seed)
         return tr, va, te, metric or task.metric
@@ -170,6 +178,7 @@ class _Search:
         self.report = report
         self.time_model = time_model
         self.paired = metric is None  # the default metric is top-1 accuracy: per-sample correctness is available
+        self.task = _task_of(task_or_loaders)  # its training recipe, for networks trained from scratch
         self.train_dl, self.val_dl, self.test_dl, self.metric = _resolve_data(task_or_loaders, metric,
                                                                               c.batch_size, c.seed)
         if example_input is None:
@@ -193,7 +202,8 @@ class _Search:
         self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
                          "predicted_ms": self.base["predicted_ms"], "val_accuracy": self.base_acc}]
         self.notes: list[str] = []
-        self.uniform: list[dict] = []  # what best_of_uniform compared
+        self.compared: list[dict] = []  # what best_of compared
+        self.given_up: list[tuple] = []  # snapshots the final back-off gave up, the deepest first
         self.optimizer_steps = 0  # every fine-tuning step taken (candidates + final): the baselines' budget
         self.plan = Plan(list(self.x.shape[1:]), [], {"criterion": c.criterion, "cost": c.cost})
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
@@ -371,7 +381,7 @@ class _Search:
             self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
             if ok or len(self.snapshots) == 1:
                 break
-            self.snapshots.pop()
+            self.given_up.append(self.snapshots.pop())
             self.notes.append(f"backed off: {len(steps)} steps gave {self.base_acc - fa:.2f} points drop after "
                               f"fine-tuning (upper bound {bound:.2f})")
         if len(self.snapshots) == 1 and self.budget_mode and not ok:
@@ -380,45 +390,92 @@ class _Search:
             return copy.deepcopy(self.snapshots[0][0]), list(steps)
         return model, list(steps) + finish_steps
 
-    def best_of_uniform(self, model: nn.Module, steps: list[dict]) -> tuple[nn.Module, list[dict]]:
-        """`compare_uniform`: the original pruned uniformly to each width multiplier (top-L1 channels of every
-        group, the moves' finish steps), priced with the time model; each predicted faster than `model`
-        gets the same final fine-tune and replaces it when its validation accuracy is at least `model`'s
-        and within the budget. What was compared goes to `self.uniform` (the result's `run`)."""
+    def best_of(self, model: nn.Module, steps: list[dict]) -> tuple[nn.Module, list[dict]]:
+        """Networks a user could have had instead compete with the search's result (`model`):
+        `compare_uniform`, the original pruned uniformly to each width multiplier (top-L1 channels of every
+        group) and fine-tuned as the result was; `compare_scratch`, the architectures of the result, of the
+        two faster states the final back-off gave up, and of each uniform width, re-initialised and trained
+        from scratch with the training recipe and distillation (BatchNorm folded after training). Each is
+        priced with the time model; one predicted faster than the result (or, from scratch at the result's
+        own architecture, as fast) is trained, and replaces the result when its validation accuracy is at
+        least the result's and its drop within the budget; the fastest such wins. What was compared goes to
+        `self.compared` (the result's `run["compared"]`)."""
         c = self.config
-        if not c.compare_uniform or self.timer is None:
+        if not (c.compare_uniform or c.compare_scratch) or self.timer is None:
             return model, steps
-        final_steps = int(round(c.final_epochs * len(self.train_dl)))
         ours_ms = self.timer.price(model, self.x)
         ours_acc, _ = self.final_accuracy(model)
-        best = None
         original = self.snapshots[0][0]
-        cg = trace_channels(original, self.x)
-        groups = [g for g in cg.groups() if g.width > 1]
-        imp = l1_importance(original, cg, groups)
-        for w in c.compare_uniform:
-            keep = {g.name: sorted(int(i) for i in np.argsort(-imp[g.name], kind="stable")[:max(1, round(w * g.width))])
-                    for g in groups}
-            m = prune_channels(copy.deepcopy(original), self.x, keep)
-            m, finish = self.finish_moves(m)
+        # (name, network before the finish moves, its plan steps, trained from scratch)
+        contenders: list[tuple[str, nn.Module, list[dict], bool]] = []
+        uniform = []
+        if c.compare_uniform:
+            cg = trace_channels(original, self.x)
+            groups = [g for g in cg.groups() if g.width > 1]
+            imp = l1_importance(original, cg, groups)
+            for w in c.compare_uniform:
+                keep = {g.name: sorted(int(i) for i in np.argsort(-imp[g.name], kind="stable")[:max(1, round(w * g.width))])
+                        for g in groups}
+                uniform.append((f"uniform x{w:g}", prune_channels(copy.deepcopy(original), self.x, keep),
+                                [{"op": "prune", "keep": keep}]))
+        contenders += [(name, m, st, False) for name, m, st in uniform]
+        if c.compare_scratch:
+            archs = ([("result", *self.snapshots[-1][:2])] if len(self.snapshots) > 1 else [])
+            archs += [(f"given-up {len(st)}-step state", m, st) for m, st, _, _ in self.given_up[-2:]]
+            contenders += [(f"{name}, from scratch", m, st, True) for name, m, st in archs + uniform]
+        best = None
+        for name, net, plan_steps, scratch in contenders:
+            m, finish = self.finish_moves(copy.deepcopy(net))
             ms = self.timer.price(m, self.x)
-            rec = {"width_mult": w, "predicted_ms": ms, "faster": ms < ours_ms}
-            if ms < ours_ms:
-                finetune(m, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
-                self.optimizer_steps += final_steps
-                acc, bound = self.final_accuracy(m)
-                ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and acc >= ours_acc
-                rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
-                if ok and (best is None or ms < best[2]):
-                    best = (m, [{"op": "prune", "keep": keep}] + finish, ms, w)
-            self.uniform.append(rec)
-            self.log(f"uniform x{w:g}: predicted {ms:.4f} ms (result {ours_ms:.4f})"
+            same = scratch and plan_steps == self.snapshots[-1][1]  # the result's own architecture
+            rec = {"candidate": name, "from_scratch": scratch, "predicted_ms": ms, "faster": ms < ours_ms}
+            if ms < ours_ms or (same and ms <= ours_ms):
+                m = self.train_from_scratch(copy.deepcopy(net), finish) if scratch else self.final_tune(m)
+                if m is None:
+                    rec["skipped"] = "a module without reset_parameters: its initialisation is unknown"
+                else:
+                    acc, bound = self.final_accuracy(m)
+                    ok = ((not self.budget_mode or bound <= c.max_accuracy_drop)
+                          and (acc > ours_acc if ms >= ours_ms else acc >= ours_acc))
+                    rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
+                    if ok and (best is None or (ms, -acc) < (best[2], -best[3])):
+                        best = (m, plan_steps + finish, ms, acc, name)
+            self.compared.append(rec)
+            self.log(f"{name}: predicted {ms:.4f} ms (result {ours_ms:.4f})"
                      + (f", val {rec['val_accuracy']:.2f}%" if "val_accuracy" in rec else ""))
         if best is None:
             return model, steps
-        self.notes.append(f"a uniformly narrower network (x{best[3]:g}) was predicted faster ({best[2]:.4f} ms against "
-                          f"{ours_ms:.4f}) at as high a validation accuracy: returned instead of the search's result")
+        self.notes.append(f"{best[4]} was predicted at {best[2]:.4f} ms against the search's {ours_ms:.4f} ms, at "
+                          f"{best[3]:.2f}% validation accuracy against {ours_acc:.2f}%: returned instead of the "
+                          "search's result")
         return best[0], best[1]
+
+    def final_tune(self, m: nn.Module) -> nn.Module:
+        """The final fine-tune (`final_epochs`, distilled), counted in the optimizer steps."""
+        c = self.config
+        steps = int(round(c.final_epochs * len(self.train_dl)))
+        finetune(m, self.train_dl, steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
+        self.optimizer_steps += steps
+        return m
+
+    def train_from_scratch(self, m: nn.Module, finish: list[dict]) -> nn.Module | None:
+        """`m` re-initialised and trained with the task's recipe (`scratch_epochs` when set) and distillation,
+        its best validation epoch kept, then the `finish` steps (BatchNorm folded) replayed; None when `m`
+        cannot be re-initialised."""
+        c = self.config
+        if not reinitialise(m, seed=c.seed):
+            return None
+        r = recipe(self.task)
+        epochs = c.scratch_epochs if c.scratch_epochs is not None else float(r["epochs"])
+        steps = max(1, int(round(epochs * len(self.train_dl))))
+        m, rec = train_distilled(m, self.train_dl, self.val_dl, steps, lr=float(r["lr"]), teacher=self.teacher,
+                                 metric=self.metric, weight_decay=float(r["weight_decay"]),
+                                 label_smoothing=float(r["label_smoothing"]),
+                                 min_epochs=min(int(r["min_epochs"]), max(1, int(epochs))), seed=c.seed)
+        self.optimizer_steps += rec["optimizer_steps"]
+        for step in finish:
+            apply_step(m, step, self.x)
+        return m.eval()
 
     def measure(self, model: nn.Module, final: dict) -> None:
         """Measure the original and the result on the device (a failure is a note, not an error)."""
@@ -445,7 +502,7 @@ class _Search:
             self.notes.append("not priced by the cost model (left out of predicted times): "
                               + ", ".join(self.unmodelled))
         self.drop_trailing()
-        model, self.plan.steps = self.best_of_uniform(*self.final_state())
+        model, self.plan.steps = self.best_of(*self.final_state())
         final = {"val_accuracy": self.acc(model, self.val_dl), "cost": self.pricer.price(model, self.x),
                  "predicted_ms": self.pred_ms(model), "params": sum(p.numel() for p in model.parameters())}
         if self.test_dl is not None:
@@ -459,6 +516,6 @@ class _Search:
         assert output_shape(model, self.x) == self.out_shape
         settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
         run = {"optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl),
-               "uniform_compared": self.uniform}
+               "compared": self.compared}
         self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
         return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)
