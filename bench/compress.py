@@ -25,6 +25,11 @@ The verdict (`compression.verdict.verdict`): per method and seed, the fastest po
 front within X points of the original's *test* accuracy (the original's time if none), mean over seeds with a
 t interval, ratio ours / best external baseline with a bootstrap interval over seeds; X = each --verdict-drops.
 
+Seeds may be split over processes (one per core) whose networks are timed later, all together, on a quiet machine:
+`--seed-list 0,1 --defer-timing --out runs/a`, `--seed-list 2 --defer-timing --out runs/b`, then
+`bench/compress.py --merge runs/a/part.pt runs/b/part.pt --out docs/results` (training two processes at once is
+fine; timing while another process trains is not: on this VM a busy sibling vCPU slows a measurement).
+
 Writes <out>/compress.json (one entry per task x backend, every point with its seed and settings),
 <out>/compress.md (tables naming the commit) and <out>/compress_<task>_<backend>.png (points, and time at
 matched accuracy with intervals). A smoke run belongs under runs/, not docs/results (--out).
@@ -52,11 +57,16 @@ NOT_BASELINES = ("flops-ablation", "control")  # reported, not external baseline
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", required=True)
-    ap.add_argument("--backend", required=True, help="backend(s), comma-separated")
-    ap.add_argument("--time-model", required=True, help="one time model per backend, comma-separated, same order")
+    ap.add_argument("--task")
+    ap.add_argument("--backend", help="backend(s), comma-separated")
+    ap.add_argument("--time-model", help="one time model per backend, comma-separated, same order")
     ap.add_argument("--checkpoint")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for an interval worth the name)")
+    ap.add_argument("--seed-list", help="these seeds instead of 0..seeds-1 (comma-separated; to split seeds over processes)")
+    ap.add_argument("--defer-timing", action="store_true", help="save the networks to <out>/part.pt instead of timing "
+                    "them (time them with --merge, on a quiet machine, with the other seeds' parts)")
+    ap.add_argument("--merge", nargs="+", metavar="PART", help="time and judge the part.pt files of --defer-timing runs "
+                    "(over different seeds) together, writing to --out")
     ap.add_argument("--budgets", default="0.5,1.0", help="ours' and NetAdapt's accuracy budgets (validation points)")
     ap.add_argument("--ratios", default="0.3,0.5,0.7", help="torch-pruning ratios (share of channels removed)")
     ap.add_argument("--widths", default="0.25,0.5,0.75", help="width multipliers trained from scratch")
@@ -75,6 +85,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds over all models (min of medians)")
     ap.add_argument("--out", default=str(OUT), help="folder for compress.json/.md/.png (smoke runs: runs/...)")
     args = ap.parse_args(argv)
+    drops = [float(v) for v in args.verdict_drops.split(",")]
+    if args.merge:
+        return merge(args.merge, Path(args.out), drops, args.rounds)
+    if not (args.task and args.backend and args.time_model):
+        ap.error("--task, --backend and --time-model are required (unless --merge)")
+    seeds = [int(v) for v in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     torch.set_num_threads(1)
 
     from fastdeepiot import checkpoints, tasks
@@ -82,8 +98,7 @@ def main(argv=None) -> int:
     from fastdeepiot.compression.config import CompressConfig
     from fastdeepiot.compression.cost import FlopsCost, TimeCost
     from fastdeepiot.compression.finetune import finetune
-    from fastdeepiot.compression.search import compress, measure_models
-    from fastdeepiot.compression.verdict import curves, verdict
+    from fastdeepiot.compression.search import compress
     from fastdeepiot.timemodel.model import TimeModel
 
     t0 = time.time()
@@ -129,8 +144,8 @@ def main(argv=None) -> int:
 
     kw = dict(finetune_steps=args.finetune_steps, final_epochs=args.final_epochs, max_iters=args.max_iters,
               distill=args.distill, measure=False)
-    add("original", 0, model, "checkpoint")  # one network, timed once, the same point on every seed
-    for seed in range(args.seeds):
+    add("original", seeds[0], model, "checkpoint")  # one network, timed once, the same point on every seed
+    for seed in seeds:
         budget = 0
         for b in budgets:
             # ours once per backend (its time model), the FLOPs ablation once (it never asks a time model)
@@ -173,36 +188,85 @@ def main(argv=None) -> int:
                                                   "budget_steps": budget, "run_s": time.time() - s0,
                                                   "notes": res.notes})
 
-    drops = [float(v) for v in args.verdict_drops.split(",")]
-    grid = sorted({0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, *drops})
+    run_meta = {"task": t.name, "backends": backends, "time_models": tm_paths, "checkpoint": str(ckpt),
+                "code": code_version(), "settings": vars(args), "elapsed_s": time.time() - t0, "seeds": seeds}
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.defer_timing:  # timed later, with the other parts' networks (--merge)
+        part = out / "part.pt"
+        torch.save({"meta": run_meta, "points": points, "models": models, "x": x}, part)
+        print(f"elapsed {time.time() - t0:.0f} s; wrote {part} (not timed yet: --merge it)")
+        return 0
+    return write_results([(run_meta, points, models)], x, out, drops, args.rounds)
+
+
+def write_results(parts: list[tuple[dict, list, list]], x: torch.Tensor, out: Path, drops: list[float],
+                  rounds: int) -> int:
+    """Time every network of every part on each backend, together (one timing process per backend,
+    interleaved rounds), judge, and write compress.json/.md and the plots. A part: (run meta, points,
+    the networks of its points that did not fail, in order)."""
+    from fastdeepiot.compression.search import measure_models
+
+    meta = parts[0][0]
+    seeds = [s for m, _, _ in parts for s in m["seeds"]]
+    if len(set(seeds)) != len(seeds) or any((m["task"], m["backends"]) != (meta["task"], meta["backends"])
+                                            for m, _, _ in parts):
+        print("error: the parts must be runs of one task and backends over different seeds", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "compress.json"
     data = json.loads(jpath.read_text()) if jpath.exists() else {"entries": []}
-    elapsed = time.time() - t0
-    for bk, tm_path in zip(backends, tm_paths):
-        ok = [(p, m) for p, m in zip((p for p in points if "failed" not in p), models) if p["backend"] in (None, bk)]
-        measured = measure_models([m for _, m in ok], x, bk, rounds=args.rounds)
-        mine = [p for p in points if p["backend"] in (None, bk)]
-        mine = [dict(p, backend=bk, predicted_ms=p["predicted_ms"][bk]) if "failed" not in p else dict(p) for p in mine]
-        for p, ms in zip((p for p in mine if "failed" not in p), measured):
+    for bk, tm_path in zip(meta["backends"], meta["time_models"]):
+        per_part = []  # (run meta, [(point for this backend, its network or None)])
+        for m, points, models in parts:
+            nets = iter(models)
+            pairs = [(p, None if "failed" in p else next(nets)) for p in points]
+            per_part.append((m, [(dict(p, backend=bk, predicted_ms=p["predicted_ms"][bk]) if net is not None
+                                  else dict(p), net) for p, net in pairs if p["backend"] in (None, bk)]))
+        timed = [(p, net) for _, pairs in per_part for p, net in pairs if net is not None]
+        for (p, _), ms in zip(timed, measure_models([net for _, net in timed], x, bk, rounds=rounds)):
             p["measured_ms"] = ms
-        mine[1:1] = [dict(mine[0], seed=s) for s in range(1, args.seeds)]  # the original, on every seed
-        good = [p for p in mine if "failed" not in p]
-        entry = {"task": t.name, "backend": bk, "checkpoint": str(ckpt), "time_model": tm_path,
-                 "code": code_version(), "settings": vars(args), "elapsed_s": elapsed, "points": mine,
-                 "verdicts": [verdict(good, max_drop=d, exclude=NOT_BASELINES) for d in drops],
-                 "curves": curves(good, grid)}
+        mine = []
+        for m, pairs in per_part:
+            part = [p for p, _ in pairs]
+            part[1:1] = [dict(part[0], seed=s) for s in m["seeds"][1:]]  # the original, on every seed
+            mine += part
+        entry = judged({"task": meta["task"], "backend": bk, "checkpoint": meta["checkpoint"], "time_model": tm_path,
+                        "code": meta["code"], "settings": dict(meta["settings"], seeds=len(seeds)),
+                        "elapsed_s": max(m["elapsed_s"] for m, _, _ in parts),
+                        "parts": [{"code": m["code"], "seeds": m["seeds"], "elapsed_s": m["elapsed_s"]}
+                                  for m, _, _ in parts],
+                        "points": mine}, drops)
         data["entries"] = [e for e in data.get("entries", []) if "points" in e and
-                           (e["task"], e["backend"]) != (t.name, bk)] + [entry]
-        plot(entry, out / f"compress_{t.name}_{bk}.png")
+                           (e["task"], e["backend"]) != (meta["task"], bk)] + [entry]
+        plot(entry, out / f"compress_{meta['task']}_{bk}.png")
         for v in entry["verdicts"]:
             print(bk, json.dumps({k: v[k] for k in ("max_drop", "ours_ms", "best_baseline", "best_baseline_ms",
                                                     "ratio", "ratio_ci", "meets_bar", "meets_bar_ci")}, default=float))
     jpath.write_text(json.dumps(data, indent=1, default=float))
     write_md(data, out / "compress.md")
-    print(f"elapsed {time.time() - t0:.0f} s; wrote {jpath}, {out / 'compress.md'}")
+    print(f"wrote {jpath}, {out / 'compress.md'}")
     return 0
+
+
+def judged(entry: dict, drops: list[float]) -> dict:
+    """`entry` with its verdicts (at each drop) and curves computed from its points."""
+    from fastdeepiot.compression.verdict import curves, verdict
+
+    good = [p for p in entry["points"] if "failed" not in p]
+    grid = sorted({0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, *drops})
+    return dict(entry, verdicts=[verdict(good, max_drop=d, exclude=NOT_BASELINES) for d in drops],
+                curves=curves(good, grid))
+
+
+def merge(paths: list[str], out: Path, drops: list[float], rounds: int) -> int:
+    """Time and judge the parts written by --defer-timing runs (over different seeds) together."""
+    parts, x = [], None
+    for path in paths:
+        d = torch.load(path, weights_only=False)  # our own bench's file: networks pickled whole
+        parts.append((d["meta"], d["points"], d["models"]))
+        x = d["x"]
+    return write_results(parts, x, out, drops, rounds)
 
 
 def code_version() -> str:
