@@ -364,11 +364,10 @@ def test_profiler_skips_what_the_backend_cannot_run(tmp_path):
         s = profile(backend, store, plan(["attention", "layernorm"], seed=0, network_every=0), max_new=6)
     assert s.new == 6 and s.failed == 0 and s.unsupported >= 5 and set(s.per_family) == {"layernorm"}
     ort = get_backend("onnxruntime-cpu") if "onnxruntime-cpu" in _available() else None
-    if ort is not None:  # torch's TorchScript exporter cannot export these
-        assert ort.unsupported(LayerConfig("transformer_encoder", {})) is not None
+    if ort is not None:  # torch's TorchScript exporter cannot export adaptive pools of non-integer kernels
         assert ort.unsupported(LayerConfig("adaptive_pool", {})) is not None
         assert ort.unsupported(LayerConfig("attention", {})) is None
-        assert ort.unsupported_family("transformer_encoder") and not ort.unsupported_family("mha")
+        assert ort.unsupported(LayerConfig("transformer_encoder", {})) is None
 
 
 def test_profiler_skips_networks_holding_an_unsupported_family(tmp_path):
@@ -489,3 +488,25 @@ def test_real_backend_profiles_the_new_families_and_prices_a_transformer(tmp_pat
         p = tm.predict_network(net, x)
         assert not p.unmodelled and p.total_ms > 0 and np.isfinite(p.total_ms)
         assert all(lp.ms > 0 for lp in p.layers)
+
+
+@pytest.mark.skipif("onnxruntime-cpu" not in _available(), reason="onnxruntime not installed")
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_a_transformer_encoder_layer_exports_to_onnx_and_runs_the_same(norm_first):
+    """Exported alone, nn.TransformerEncoderLayer's is_causal=False default used to become a traced Tensor
+    (scaled_dot_product_attention refused it); the export wrapper keeps it a constant."""
+    import onnxruntime as ort
+
+    from fastdeepiot.devices.onnxrt import export_onnx
+
+    torch.manual_seed(0)
+    m = nn.TransformerEncoderLayer(32, 4, 64, activation="gelu", batch_first=True, norm_first=norm_first).eval()
+    x = torch.randn(2, 10, 32)
+    sess = ort.InferenceSession(export_onnx(m, (x,)), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), m(x), rtol=1e-4, atol=1e-5)
+    runner = get_backend("onnxruntime-cpu").layer_runner(
+        LayerConfig("transformer_encoder", {"batch": 1, "seq_len": 8, "d_model": 16, "heads": 2, "ffn": 32,
+                                            "activation": "relu", "norm_first": int(norm_first)}))
+    assert all(t > 0 for t in runner.time_calls(3))  # the profiler can time the family on ONNX Runtime

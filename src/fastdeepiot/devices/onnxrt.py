@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import time
 import warnings
+
+import torch
+import torch.nn as nn
 
 from fastdeepiot.devices.base import Backend, CallableRunner, Runner
 from fastdeepiot.devices.quiet import shared_guard
@@ -15,14 +19,37 @@ OPSET = 17
 
 def export_onnx(module, example_inputs: tuple) -> bytes:
     """Export with the TorchScript-based exporter: ~50x faster than the dynamo exporter per layer,
-    which matters when a profile exports thousands of configurations."""
-    import torch
+    which matters when a profile exports thousands of configurations.
 
+    A module whose forward takes more arguments than the example inputs (nn.TransformerEncoderLayer's
+    `src_mask`, `is_causal=False`, ...) is exported through a wrapper that passes only the inputs: the
+    exporter otherwise turns the defaults into traced values (`is_causal` a Tensor, which
+    scaled_dot_product_attention refuses). The wrapper adds no node to the graph."""
+    module = module.eval()
+    if _takes_more_than(module, len(example_inputs)):
+        module = _Positional(module).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), tuple(example_inputs), buf, dynamo=False, opset_version=OPSET)
+        torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET)
     return buf.getvalue()
+
+
+def _takes_more_than(module, n: int) -> bool:
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return len(params) > n
+
+
+class _Positional(nn.Module):
+    """Calls the wrapped module with the example inputs only (its other arguments keep their defaults)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *xs):
+        return self.inner(*xs)
 
 
 class OnnxRuntimeCPU(Backend):
@@ -40,11 +67,6 @@ class OnnxRuntimeCPU(Backend):
 
     # torch 2.13's TorchScript exporter cannot export these (issue 17 families): a network holding
     # them cannot run on this backend either, so the time model leaves them unmodelled
-    def unsupported_family(self, family: str) -> str | None:
-        if family == "transformer_encoder":
-            return "torch.onnx.export(dynamo=False) fails on nn.TransformerEncoderLayer (is_causal)"
-        return None
-
     def unsupported(self, config: LayerConfig) -> str | None:
         if config.family == "adaptive_pool":
             return "torch.onnx.export(dynamo=False) exports adaptive pools only with integer kernels"
