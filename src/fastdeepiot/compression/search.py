@@ -46,6 +46,14 @@ default metric (top-1 accuracy), the final acceptance is statistical: a state is
 `confidence` (default 90%) one-sided upper bound on its validation accuracy drop, paired on the same
 samples, is within `max_accuracy_drop` -- a near-saturated validation split (99% on a few people)
 otherwise lets a point estimate of "0.1 points lost" pass a network that lost 3 points on new people.
+
+With few labels (`acceptance="agreement"`; `compression.agreement`), that bound can reject every move (54
+samples: one flipped sample is 1.85 points). The drop tested against the budget, for candidates and final
+states alike, is then the upper bound of the state's top-1 disagreement with the original over a fixed pool
+of validation and augmented inputs, which bounds the accuracy drop on that pool without labels; candidates
+are ranked by the disagreement rate they add per unit saved. A final state must also pass the labelled check
+`agreement.labelled_confirms` (validation drop within the budget plus one sample), and each final state's
+agreement figures next to its labelled ones go to `run["acceptance"]["calibration"]`.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ import torch
 import torch.nn as nn
 
 from fastdeepiot import tasks
+from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_tolerance
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
@@ -79,7 +88,8 @@ class CompressResult:
     """What `compress` returns: the pruned network, its plan, the stage history, the original's and
     the result's measures, notes, the settings it ran with (`dataclasses.asdict(CompressConfig)`
     plus `elapsed_s`; also in `plan.meta["settings"]`), and what the run did (`run`: `optimizer_steps`
-    of fine-tuning in all, `steps_per_epoch`, `uniform_compared`)."""
+    of fine-tuning in all, `steps_per_epoch`, `uniform_compared`; with agreement acceptance, `acceptance`:
+    the pool's composition, the labelled split's size and tolerance, and the calibration records)."""
 
     model: nn.Module
     plan: Plan
@@ -200,6 +210,14 @@ class _Search:
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
         self.snapshots = [(copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost)]
         self.log(f"base: {self.base_cost:.4g} {self.pricer.unit}, val accuracy {self.base_acc:.2f}%")
+        # agreement acceptance: the pool every state is judged on, built once (None: judged on labels)
+        self.pool = (AgreementPool.build(self.model, self.train_dl, self.val_dl, seed=c.seed)
+                     if c.acceptance == "agreement" and self.budget_mode else None)
+        self.cur_disagree = 0.0  # the current state's disagreement rate on the pool (agreement), points
+        self.calibration: list[dict] = []  # agreement: every final state's pool and labelled figures
+        if self.pool is not None:
+            self.log(f"agreement acceptance: {len(self.pool)} pool inputs ({self.pool.n_val} validation, "
+                     f"{self.pool.n_noise} noisy, {self.pool.n_mixup} mixed), {self.pool.n_labelled} labelled")
 
     # ---------------------------------------------------------------- measures
 
@@ -226,6 +244,22 @@ class _Search:
         mask = correct_mask(m, self.val_dl)
         a = 100.0 * mask_accuracy(mask)
         return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence))
+
+    def judge_final(self, m: nn.Module, stage: str) -> tuple[float, float, bool, dict]:
+        """A final state's validation accuracy, the drop its acceptance tests, whether it is accepted, and
+        (agreement) its calibration record, which also goes to `self.calibration`. Labels: the paired bound
+        within the budget. Agreement: the pool's disagreement bound within the budget, and the labelled
+        validation drop within the budget plus one sample (`agreement.labelled_confirms`)."""
+        c = self.config
+        fa, bound = self.final_accuracy(m)
+        if self.pool is None:
+            return fa, bound, not self.budget_mode or bound <= c.max_accuracy_drop, {}
+        rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
+               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound}
+        rec["labelled_ok"] = labelled_confirms(rec["val_drop"], c.max_accuracy_drop, self.pool.n_labelled)
+        rec["accepted"] = rec["drop_upper_bound"] <= c.max_accuracy_drop and rec["labelled_ok"]
+        self.calibration.append(rec)
+        return fa, rec["drop_upper_bound"], rec["accepted"], rec
 
     # ---------------------------------------------------------------- the search
 
@@ -267,6 +301,9 @@ class _Search:
                     self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
                              f"step fraction -> {step_fraction:.3f}")
                     continue
+                if self.pool is not None:
+                    return (f"next step would disagree with the original on up to {cand.drop_upper:.2f}% of the "
+                            "agreement pool")
                 return f"next step would drop {self.base_acc - cand.val_accuracy:.2f} points"
             self.accept(cand, m, it, len(cands))
         self.report.iteration(c.max_iters)
@@ -302,9 +339,17 @@ class _Search:
             self.optimizer_steps += c.finetune_steps
             a = self.acc(m, self.val_dl)
             cand.val_accuracy = a
-            cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
-            self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
-            within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+            if self.pool is None:
+                cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
+                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
+                within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+            else:  # ranked by the disagreement it adds, judged by its bound (not by the few labels)
+                j = self.pool.judge(m, c.confidence)
+                cand.drop_upper, cand.disagreement = j["drop_upper_bound"], j["pool_disagreement"]
+                cand.score = (max(0.0, cand.disagreement - self.cur_disagree) + 0.1) / cand.saving
+                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
+                         f"disagrees on {cand.disagreement:.2f}% of the pool (bound {cand.drop_upper:.2f})")
+                within = cand.drop_upper <= c.max_accuracy_drop + c.search_slack
             key = (not within, cand.score)
             if best is None or key < best[2]:
                 best = (cand, m, key)
@@ -318,6 +363,9 @@ class _Search:
         self.history.append({"stage": f"iter {it}", "move": cand.desc, "cost": self.cur_cost,
                              "predicted_ms": self.pred_ms(self.model), "val_accuracy": self.cur_acc,
                              "candidates": n_cands, "elapsed_s": time.time() - self.t0})
+        if self.pool is not None:
+            self.cur_disagree = cand.disagreement
+            self.history[-1].update(pool_disagreement=cand.disagreement, drop_upper_bound=cand.drop_upper)
         self.log(f"iter {it}: {cand.desc} -> {self.cur_cost:.4g} {self.pricer.unit}, val {self.cur_acc:.2f}%")
 
     # ---------------------------------------------------------------- the end
@@ -363,17 +411,20 @@ class _Search:
             model, finish_steps = self.finish_moves(copy.deepcopy(model))
             finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
             self.optimizer_steps += final_steps
-            fa, bound = self.final_accuracy(model)
-            ok = not self.budget_mode or bound <= c.max_accuracy_drop
+            fa, bound, ok, rec = self.judge_final(model, f"final fine-tune of {len(steps)} steps")
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
                                  "cost": self.pricer.price(model, self.x), "predicted_ms": self.pred_ms(model),
                                  "val_accuracy": fa, "drop_upper_bound": bound, "within_budget": ok})
+            if rec:
+                self.history[-1].update(pool_disagreement=rec["pool_disagreement"], labelled_ok=rec["labelled_ok"])
             self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
             if ok or len(self.snapshots) == 1:
                 break
             self.snapshots.pop()
             self.notes.append(f"backed off: {len(steps)} steps gave {self.base_acc - fa:.2f} points drop after "
-                              f"fine-tuning (upper bound {bound:.2f})")
+                              + (f"fine-tuning (upper bound {bound:.2f})" if not rec else
+                                 f"fine-tuning on the labelled split ({'within' if rec['labelled_ok'] else 'beyond'} "
+                                 f"its tolerance), disagreement bound {bound:.2f} points"))
         if len(self.snapshots) == 1 and self.budget_mode and not ok:
             # even the unpruned fine-tuned model misses: keep the original
             self.notes.append("no pruned state met the accuracy budget; returning the original model")
@@ -406,8 +457,8 @@ class _Search:
             if ms < ours_ms:
                 finetune(m, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
                 self.optimizer_steps += final_steps
-                acc, bound = self.final_accuracy(m)
-                ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and acc >= ours_acc
+                acc, bound, within, _ = self.judge_final(m, f"uniform x{w:g}")
+                ok = within and acc >= ours_acc
                 rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
                 if ok and (best is None or ms < best[2]):
                     best = (m, [{"op": "prune", "keep": keep}] + finish, ms, w)
@@ -460,5 +511,13 @@ class _Search:
         settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
         run = {"optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl),
                "uniform_compared": self.uniform}
+        if self.pool is not None:
+            j = self.pool.judge(model, c.confidence)
+            final.update(pool_disagreement=j["pool_disagreement"], drop_upper_bound=j["drop_upper_bound"],
+                         val_disagreement=j["val_disagreement"])
+            run["acceptance"] = {"mode": "agreement", "confidence": c.confidence, "pool": self.pool.describe(),
+                                 "n_labelled": self.pool.n_labelled,
+                                 "labelled_tolerance": labelled_tolerance(self.pool.n_labelled),
+                                 "calibration": self.calibration}
         self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
         return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)
