@@ -52,7 +52,7 @@ samples: one flipped sample is 1.85 points). The drop tested against the budget,
 states alike, is then the upper bound of the state's top-1 disagreement with the original over a fixed pool
 of validation and augmented inputs, which bounds the accuracy drop on that pool without labels; candidates
 are ranked by the disagreement rate they add per unit saved. A final state must also pass the labelled check
-`agreement.labelled_confirms` (validation drop within the budget plus one sample), and each final state's
+`agreement.labelled_confirms` (its labelled drop not shown to exceed the budget), and each final state's
 agreement figures next to its labelled ones go to `run["acceptance"]["calibration"]`.
 """
 
@@ -69,7 +69,7 @@ import torch
 import torch.nn as nn
 
 from fastdeepiot import tasks
-from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_tolerance
+from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper
@@ -249,14 +249,23 @@ class _Search:
         """A final state's validation accuracy, the drop its acceptance tests, whether it is accepted, and
         (agreement) its calibration record, which also goes to `self.calibration`. Labels: the paired bound
         within the budget. Agreement: the pool's disagreement bound within the budget, and the labelled
-        validation drop within the budget plus one sample (`agreement.labelled_confirms`)."""
+        validation drop not shown to exceed the budget (`agreement.labelled_confirms`)."""
         c = self.config
-        fa, bound = self.final_accuracy(m)
         if self.pool is None:
+            fa, bound = self.final_accuracy(m)
             return fa, bound, not self.budget_mode or bound <= c.max_accuracy_drop, {}
+        lower = None
+        if self.base_correct is None:
+            fa, bound = self.final_accuracy(m)
+        else:
+            mask = correct_mask(m, self.val_dl)
+            fa = 100.0 * mask_accuracy(mask)
+            bound = max(self.base_acc - fa, paired_drop_upper(self.base_correct, mask, c.confidence))
+            lower = labelled_lower(self.base_correct, mask, c.confidence)
         rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
-               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound}
-        rec["labelled_ok"] = labelled_confirms(rec["val_drop"], c.max_accuracy_drop, self.pool.n_labelled)
+               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower}
+        rec["labelled_ok"] = labelled_confirms(c.max_accuracy_drop, lower=lower, drop=rec["val_drop"],
+                                               n_labelled=self.pool.n_labelled)
         rec["accepted"] = rec["drop_upper_bound"] <= c.max_accuracy_drop and rec["labelled_ok"]
         self.calibration.append(rec)
         return fa, rec["drop_upper_bound"], rec["accepted"], rec
@@ -517,7 +526,10 @@ class _Search:
                          val_disagreement=j["val_disagreement"])
             run["acceptance"] = {"mode": "agreement", "confidence": c.confidence, "pool": self.pool.describe(),
                                  "n_labelled": self.pool.n_labelled,
-                                 "labelled_tolerance": labelled_tolerance(self.pool.n_labelled),
+                                 "labelled_check": (f"paired {c.confidence:g} lower bound of the validation drop "
+                                                    "within the budget" if self.base_correct is not None else
+                                                    "validation drop within the budget plus one sample "
+                                                    f"({labelled_tolerance(self.pool.n_labelled):.3g} points)"),
                                  "calibration": self.calibration}
         self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
         return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)
