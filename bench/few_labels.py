@@ -204,15 +204,18 @@ def write_md(data: dict, path: Path) -> None:
         lines += ["", "## Calibration (agreement runs: every final state judged)", "",
                   "Disagreement with the original, %: on the pool (and its 90% bound), on the labelled validation "
                   "inputs, on the noisy and mixed inputs, on raw training inputs (optimistic: distillation fits "
-                  "them); the labelled drop on the small split and its paired 90% bound (what labels acceptance "
-                  "tests); whether the labelled check (drop <= budget + one sample) and the state passed.", "",
+                  "them); the labelled drop on the small split with its paired 90% upper bound (what labels "
+                  "acceptance tests) and lower bound (the labelled check: within the budget); whether the labelled "
+                  "check and the state passed.", "",
                   "| budget | seed | state | pool | pool bound | val | noise | mixup | train | val drop | "
-                  "val drop bound | labelled ok | accepted |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "val drop upper | val drop lower | labelled ok | accepted |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r, c in cal:
             lines.append(f"| {r['budget']:g} | {r['seed']} | {c['stage']} | {_f(c['pool_disagreement'], '{:.2f}')} | "
                          f"{c['drop_upper_bound']:.2f} | {_f(c['val_disagreement'], '{:.2f}')} | "
                          f"{_f(c['noise_disagreement'], '{:.2f}')} | {_f(c['mixup_disagreement'], '{:.2f}')} | "
                          f"{_f(c['train_disagreement'], '{:.2f}')} | {c['val_drop']:+.2f} | {c['val_drop_upper']:.2f} | "
+                         f"{_f(c.get('val_drop_lower'), '{:.2f}')} | "
                          f"{'yes' if c['labelled_ok'] else 'no'} | {'yes' if c['accepted'] else 'no'} |")
     lines += ["", "## Plans and notes", ""]
     for r in runs:

@@ -171,8 +171,11 @@ class AgreementPool:
     mixup_lambda: tuple[float, float] = MIXUP_LAMBDA
 
     @classmethod
-    def build(cls, original: nn.Module, train_loader, val_loader, *, size: int = POOL_SIZE, seed: int = 0,
+    def build(cls, original: nn.Module, train_loader, val_loader, *, size: int | None = None, seed: int = 0,
               noise_scale: float = NOISE_SCALE, mixup_lambda: tuple[float, float] = MIXUP_LAMBDA) -> AgreementPool:
+        """The pool of `size` inputs (default `POOL_SIZE`) from the loaders' inputs, seeded by `seed`, and
+        `original`'s top-1 predictions on it (see the module doc)."""
+        size = POOL_SIZE if size is None else int(size)
         g = torch.Generator().manual_seed(int(seed))
         val = _inputs(val_loader)
         n_labelled = len(val)
@@ -194,6 +197,8 @@ class AgreementPool:
         noisy = src[i] + noise_scale * std * torch.randn((n_noise, *src.shape[1:]), generator=g)
         a = torch.randint(len(src), (n_mixup,), generator=g)
         b = torch.randint(len(src), (n_mixup,), generator=g)
+        if len(src) > 1:  # never an input with itself (that would be the raw input again)
+            b = torch.where(b == a, (a + 1 + torch.randint(len(src) - 1, (n_mixup,), generator=g)) % len(src), b)
         lo, hi = mixup_lambda
         lam = (lo + (hi - lo) * torch.rand(n_mixup, generator=g)).view(-1, *([1] * (src.ndim - 1)))
         mixed = lam * src[a] + (1 - lam) * src[b]
