@@ -159,6 +159,10 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     when given, to report predicted ms). The model must be torch.fx-traceable and built from the
     supported families (Conv1d/2d, BatchNorm, Linear, GRU, LSTM, pooling, activations, add, concat).
 
+    With a small labelled validation split, `acceptance="agreement"` judges states by their disagreement
+    with the original over unlabelled and augmented inputs instead (`compression.agreement`; the module
+    doc above).
+
     `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
     step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
     config = CompressConfig.build(config, **settings)
