@@ -504,3 +504,235 @@ def test_distillation_pulls_the_student_toward_the_teacher():
     before = kl()
     finetune(student, loader, 300, lr=1e-2, teacher=teacher, distill_weight=1.0, weight_decay=0.0)
     assert kl() < 0.1 * before
+
+
+# ------------------------------------------------------------------------------ agreement acceptance (few labels)
+
+
+def test_wilson_bound_of_disagreement_by_hand():
+    import math
+
+    from fastdeepiot.compression.agreement import disagreement_upper, wilson_upper
+
+    z = 1.2815515655446004  # the one-sided 90% normal quantile
+    assert wilson_upper(0, 1000, 0.9) == pytest.approx(z * z / (1000 + z * z))  # none seen: z^2 / (n + z^2)
+    ref = torch.arange(1000) % 3
+    new = ref.clone()
+    new[:10] = (new[:10] + 1) % 3  # 10 of 1000 top-1 predictions differ
+    upper = disagreement_upper(new != ref, 0.9)
+    assert upper == pytest.approx(1.4912, abs=1e-3)
+    p = upper / 100  # the Wilson bound is the rate at which the score test of 10 / 1000 sits at -z
+    assert (10 - 1000 * p) / math.sqrt(1000 * p * (1 - p)) == pytest.approx(-z, abs=1e-9)
+    assert disagreement_upper(new != ref, 0.5) == pytest.approx(1.0)  # 0.5: the point estimate
+    assert wilson_upper(10, 1000, 0.95) > wilson_upper(10, 1000, 0.9) > wilson_upper(9, 1000, 0.9)
+    assert wilson_upper(0, 0, 0.9) == 1.0  # nothing seen: nothing bounded
+
+
+class _Lookup(nn.Module):
+    """Top-1 prediction table[i] for the input i (one-hot logits over 3 classes)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):
+        return nn.functional.one_hot(self.table[x[:, 0].long()], 3).float()
+
+
+def test_pool_judges_each_part_against_the_original():
+    from fastdeepiot.compression.agreement import AgreementPool, predictions
+
+    ref = torch.arange(100) % 3
+    new = ref.clone()
+    flip = [0, 1, 20, 70, 71, 72]  # 2 of the 10 validation inputs, 1 of 40 noisy, 3 of 50 mixed
+    new[flip] = (new[flip] + 1) % 3
+    x = torch.arange(100).float()[:, None]
+    pool = AgreementPool(x, predictions(_Lookup(ref), x), 10, 40, 50, x[:0], ref[:0], 0, 10)
+    j = pool.judge(_Lookup(new), 0.9)
+    assert j["pool_disagreement"] == pytest.approx(6.0) and j["val_disagreement"] == pytest.approx(20.0)
+    assert j["noise_disagreement"] == pytest.approx(2.5) and j["mixup_disagreement"] == pytest.approx(6.0)
+    assert j["drop_upper_bound"] > 6.0 and pool.judge(_Lookup(ref), 0.9)["pool_disagreement"] == 0.0
+    assert pool.train_disagreement(_Lookup(new)) is None
+
+
+def test_agreement_pool_is_seeded_without_raw_training_inputs_and_leaves_the_shuffle_alone():
+    from fastdeepiot.compression.agreement import AgreementPool
+
+    model = Wide().eval()
+    tr, va = _toy_data()
+    pool = AgreementPool.build(model, tr, va, size=256, seed=3)
+    assert (pool.n_val, pool.n_noise, pool.n_mixup, pool.n_labelled) == (64, 96, 96, 64) and len(pool) == 256
+    assert torch.equal(pool.x[:64], va.dataset.tensors[0])  # the labelled inputs, raw
+    train_x = tr.dataset.tensors[0]
+    assert not (pool.x[64:, None] == train_x[None]).flatten(2).all(2).any()  # no raw training input
+    assert torch.equal(AgreementPool.build(model, tr, va, size=256, seed=3).x, pool.x)  # fixed per seed
+    assert not torch.equal(AgreementPool.build(model, tr, va, size=256, seed=4).x, pool.x)
+    tr2, _ = _toy_data()  # reading the training inputs left the shuffle as it was: fine-tuning draws the same
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(tr, tr2))
+
+
+def test_labelled_check_vetoes_only_a_loss_the_split_resolves():
+    from fastdeepiot.compression.agreement import labelled_confirms, labelled_lower
+
+    def masks(n, lost):
+        base = torch.ones(n, dtype=torch.bool)
+        new = base.clone()
+        new[:lost] = False
+        return base, new
+
+    # n = 54, budget 1 point: two samples lost is within what the split resolves at 90%, three is not
+    assert labelled_lower(*masks(54, 2), 0.9) == pytest.approx(0.410, abs=1e-3)
+    assert labelled_lower(*masks(54, 3), 0.9) == pytest.approx(1.561, abs=1e-3)
+    assert labelled_confirms(1.0, lower=labelled_lower(*masks(54, 2), 0.9))
+    assert not labelled_confirms(1.0, lower=labelled_lower(*masks(54, 3), 0.9))
+    assert not labelled_confirms(1.0, lower=labelled_lower(*masks(501, 9), 0.9))  # n = 501: nine samples
+    assert labelled_confirms(1.0, lower=labelled_lower(*masks(501, 8), 0.9))
+    # a custom metric (no per-sample correctness): the point drop within the budget plus one sample
+    assert labelled_confirms(1.0, drop=2.85, n_labelled=54) and not labelled_confirms(1.0, drop=3.8, n_labelled=54)
+
+
+class _Plain(nn.Module):
+    """Wide without BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(6, 40, 3, padding=1), nn.Conv1d(40, 40, 3, padding=1)
+        self.fc = nn.Linear(40, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).mean(2))
+
+
+def _means(n, seed):
+    """(n, 6, 16) inputs labelled by which of the first three channels has the largest mean."""
+    x = torch.randn(n, 6, 16, generator=torch.Generator().manual_seed(seed))
+    return x, x[:, :3].mean(2).argmax(1)
+
+
+def _exact_teacher(seed):
+    """_Plain wired to compute 10 * mean_t x_k (k < 3) through six channels (+x_k and -x_k through the
+    ReLUs); every other weight is noise of 0.001, so 34 channels of each layer can go almost for free."""
+    g = torch.Generator().manual_seed(seed)
+    m = _Plain().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(0.001 * torch.randn(p.shape, generator=g))
+        for k in range(3):
+            m.c1.weight[k, k, 1], m.c1.weight[3 + k, k, 1] = 1.0, -1.0
+            m.fc.weight[k, k], m.fc.weight[k, 3 + k] = 10.0, -10.0
+        for j in range(6):
+            m.c2.weight[j, j, 1] = 1.0
+    return m
+
+
+def _straddling_pair(m, seed):
+    """Two inputs a hair (a logit margin of ~1e-4) either side of m's decision boundary between two
+    classes, labelled as m predicts them: any change to m's function near there gets one of them wrong."""
+    x, _ = _means(64, seed)
+    with torch.no_grad():
+        p = m(x).argmax(1)
+    a, b = x[0], x[int(torch.nonzero(p != p[0])[0])]
+    for _ in range(14):
+        mid = (a + b) / 2
+        with torch.no_grad():
+            a, b = (mid, b) if m(mid[None]).argmax(1) == p[0] else (a, mid)
+    xs = torch.stack([a, b])
+    with torch.no_grad():
+        return xs, m(xs).argmax(1)
+
+
+def _few_labels(seed=2):
+    """The exact teacher, 1024 training samples, a labelled validation split of 50 (48 drawn, plus a pair
+    straddling the teacher's boundary, as a real small labelled set's hardest samples do) and 2000 test."""
+    m = _exact_teacher(seed)
+    xtr, ytr = _means(1024, 10 + seed)
+    xva, yva = _means(48, 20 + seed)
+    xs, ys = _straddling_pair(m, 50 + seed)
+    assert ys[0] != ys[1]
+    xte, yte = _means(2000, 30 + seed)
+    g = torch.Generator().manual_seed(seed)
+    return m, (DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True, generator=g),
+               DataLoader(TensorDataset(torch.cat([xva, xs]), torch.cat([yva, ys])), batch_size=256),
+               DataLoader(TensorDataset(xte, yte), batch_size=500))
+
+
+def test_with_fifty_labels_agreement_accepts_width_moves_that_labels_cannot(fake_tm, monkeypatch):
+    """50 labelled samples, 2 points each. Every fine-tuned network moves the teacher's boundary and gets
+    one of the straddling pair wrong: a 90% paired upper bound of 4.5 points against a 2-point budget, so
+    labels acceptance backs off to the original. Agreement acceptance bounds the disagreement with the
+    original over 1024 pool inputs instead, keeps the width moves, and the labelled check lets one lost
+    sample through (its 90% lower bound is below zero); 2000 test samples confirm the accuracy is kept."""
+    import fastdeepiot.compression.agreement as agreement
+    import fastdeepiot.compression.search as search
+
+    monkeypatch.setattr(agreement, "POOL_SIZE", 1024)
+    model, data = _few_labels()
+    kw = dict(time_model=fake_tm, max_accuracy_drop=2.0, moves=("width",), finetune_steps=5, final_epochs=0.5,
+              max_iters=2, lr=1e-4, measure=False, progress=False, seed=2)
+
+    def no_pool(*a, **k):
+        raise AssertionError("labels acceptance built an agreement pool")
+
+    with monkeypatch.context() as mp:  # the default builds no pool and records what it always did
+        mp.setattr(search.AgreementPool, "build", no_pool)
+        labels = compress(model, data, **kw)
+    assert labels.settings["acceptance"] == "labels" and "acceptance" not in labels.run
+    assert not any(s["op"] == "prune" for s in labels.plan.steps)
+    assert "no pruned state met the accuracy budget; returning the original model" in labels.notes
+    assert all("pool_disagreement" not in h for h in labels.history)
+
+    agree = compress(model, data, acceptance="agreement", **kw)
+    assert any(s["op"] == "prune" for s in agree.plan.steps)
+    assert (agree.model.c1.out_channels, agree.model.c2.out_channels) != (40, 40)
+    assert agree.final["predicted_ms"] < agree.base["predicted_ms"]
+    assert agree.base["test_accuracy"] - agree.final["test_accuracy"] <= 2.0
+    rec = agree.run["acceptance"]
+    assert rec["n_labelled"] == 50 and rec["pool"]["size"] == 1024 and rec["pool"]["val"] == 50
+    chosen = [c for c in rec["calibration"] if c["accepted"]]
+    assert chosen and chosen[0]["drop_upper_bound"] <= 2.0 and chosen[0]["val_drop_upper"] > 2.0
+    assert chosen[0]["labelled_ok"] and chosen[0]["val_drop_lower"] < 0
+    assert agree.final["drop_upper_bound"] <= 2.0
+
+
+def test_agreement_rejects_a_network_that_lost_accuracy(fake_tm, monkeypatch):
+    """A network that lost accuracy for real (the class-0 logit pushed down by 1) disagrees with the
+    original on the pool at least as often as it errs more on the test set, and far above the budget;
+    when every fine-tune does that, agreement acceptance keeps no state and returns the original."""
+    import fastdeepiot.compression.agreement as agreement
+    import fastdeepiot.compression.search as search
+
+    model, data = _few_labels()
+    pool = agreement.AgreementPool.build(model, data[0], data[1], size=1024, seed=0)
+    worse = copy.deepcopy(model)
+    with torch.no_grad():
+        worse.fc.bias[0] -= 1.0
+    test_drop = 100 * (search.accuracy(model, data[2]) - search.accuracy(worse, data[2]))
+    rate, upper = pool.drop_upper(worse, 0.9)
+    assert test_drop > 2.0 and rate >= test_drop - 1.0 and upper > 2.0
+
+    monkeypatch.setattr(agreement, "POOL_SIZE", 1024)
+    real = search.finetune
+
+    def finetune_that_loses(m, *a, **k):
+        real(m, *a, **k)
+        with torch.no_grad():
+            m.fc.bias[0] -= 1.0
+        return m
+
+    monkeypatch.setattr(search, "finetune", finetune_that_loses)
+    res = compress(model, data, time_model=fake_tm, max_accuracy_drop=2.0, acceptance="agreement", moves=("width",),
+                   finetune_steps=2, final_epochs=0.25, max_iters=1, lr=1e-4, measure=False, progress=False)
+    assert not res.plan.steps and not any(c["accepted"] for c in res.run["acceptance"]["calibration"])
+    assert "no pruned state met the accuracy budget; returning the original model" in res.notes
+
+
+def test_cli_acceptance_option(tmp_path, capsys):
+    from fastdeepiot.cli import main
+
+    code = main(["compress", str(tmp_path / "in.pt"), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
+                 "--max-accuracy-drop", "1", "--acceptance", "vibes", "-o", str(tmp_path / "out.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: unknown acceptance 'vibes'") and err.count("\n") == 1
+    code = main(["compress", str(tmp_path / "in.pt"), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
+                 "--target-ms", "1", "--acceptance", "agreement", "-o", str(tmp_path / "out.pt")])
+    assert code == 2 and "give max_accuracy_drop" in capsys.readouterr().err

@@ -135,7 +135,8 @@ def test_lower_bound_shrinks_with_every_move():
     dict(max_accuracy_drop=1, evaluate_top=0), dict(max_accuracy_drop=1, finetune_steps=2.5),
     dict(max_accuracy_drop=1, finetune_steps=True), dict(max_accuracy_drop=1, distill="yes"),
     dict(max_accuracy_drop=1, batch_size=0), dict(max_accuracy_drop=1, search_slack=-1.0),
-    dict(target_ms=1.0, cost="flops"),
+    dict(target_ms=1.0, cost="flops"), dict(max_accuracy_drop=1, acceptance="vibes"),
+    dict(max_accuracy_drop=1, acceptance=None), dict(target_ms=1.0, acceptance="agreement"),
 ])
 def test_config_rejects_bad_values_with_one_sentence(bad):
     with pytest.raises(UserError) as e:
@@ -147,6 +148,7 @@ def test_config_rejects_bad_values_with_one_sentence(bad):
 def test_config_defaults_and_overrides():
     c = CompressConfig(max_accuracy_drop=0.5, moves=["width", "fold_bn"])
     assert c.moves == ("width", "fold_bn") and c.final_epochs == 4.0 and c.criterion == "taylor"
+    assert c.acceptance == "labels" and CompressConfig.build(c, acceptance="agreement").acceptance == "agreement"
     assert CompressConfig.build(c, final_epochs=8).final_epochs == 8
     assert CompressConfig.build(None, target_ms=1.0).target_ms == 1.0
     with pytest.raises(UserError, match="step_fraction"):

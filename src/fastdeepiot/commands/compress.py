@@ -46,6 +46,10 @@ def compress(
     confidence: float = typer.Option(D("confidence"), help="accept a state only if this one-sided upper confidence bound "
                                                "on its validation accuracy drop is within the budget "
                                                "(0.5: the point estimate)"),
+    acceptance: str = typer.Option(D("acceptance"), help="what a state's accuracy drop is judged on: labels "
+                                   "(validation accuracy) or agreement (top-1 disagreement with the original over "
+                                   "validation and augmented inputs, for a small labelled split; needs "
+                                   "--max-accuracy-drop)"),
     compare_uniform: str = typer.Option("", "--compare-uniform", metavar="W,W,...",
                                         help="width multipliers (e.g. 0.25,0.5,0.75): uniformly narrower networks that "
                                              "replace the result when predicted faster at as high an accuracy"),
@@ -62,8 +66,8 @@ def compress(
         raise UserError("give exactly one of --max-accuracy-drop and --target-ms")
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
-                            max_iters=max_iters, measure=measure, confidence=confidence, seed=seed,
-                            compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
+                            max_iters=max_iters, measure=measure, confidence=confidence, acceptance=acceptance,
+                            seed=seed, compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
                             scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),

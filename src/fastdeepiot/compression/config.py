@@ -24,6 +24,7 @@ COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablati
 # the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
 BASELINES = tuple(f"torch-pruning-{imp}-{scope}" for imp in ("l1", "taylor") for scope in ("uniform", "global")) + (
     "netadapt-flops", "width-scratch")
+ACCEPTANCES = ("labels", "agreement")  # what a state's accuracy drop is judged on (`compression.agreement`)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class CompressConfig:
     Fine-tuning: `distill` from the original network, `finetune_steps` per candidate, `final_epochs`
     at the end, `lr`, `batch_size` (task loaders), `seed`.
     Acceptance: `confidence` in [0.5, 1), of the one-sided bound on the accuracy drop (default metric).
+    `acceptance`: "labels" (the default) judges every state by its labelled validation accuracy (the paired
+    bound at the end); "agreement" (needs `max_accuracy_drop`; for a small labelled split) by the upper bound
+    of its top-1 disagreement with the original over a fixed pool of validation and augmented inputs, the
+    final state also passing a labelled check at the split's resolution (`compression.agreement`).
     Measurement: `measure` the base and the result on `backend` (default: the time model's).
     Best of: `compare_uniform` width multipliers in (0, 1) (e.g. (0.25, 0.5, 0.75)): after the search, the
     original pruned uniformly to each (top-L1 channels of every group, BatchNorm folded) is priced with
@@ -68,6 +73,7 @@ class CompressConfig:
     max_seq_factor: int = 8
     measure: bool = True
     confidence: float = 0.9
+    acceptance: str = "labels"
     backend: str | None = None
     batch_size: int = 64
     importance_batches: int = 8
@@ -92,6 +98,9 @@ class CompressConfig:
             _real(self, "target_ms", lo=0.0, lo_open=True)
         _name(self, "criterion", CRITERIA)
         _name(self, "cost", COSTS)
+        _name(self, "acceptance", ACCEPTANCES)
+        if self.acceptance == "agreement" and self.max_accuracy_drop is None:
+            raise UserError("acceptance='agreement' judges states against the accuracy budget: give max_accuracy_drop")
         bad = [m for m in self.moves if m not in MOVES]
         if bad:
             raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")

@@ -37,7 +37,8 @@ def correct_mask(model: nn.Module, loader) -> torch.Tensor:
 def paired_drop_upper(base: torch.Tensor, new: torch.Tensor, confidence: float) -> float:
     """One-sided upper confidence bound, in percentage points, on the accuracy drop from `base` to `new`
     (per-sample correctness on the same samples): the paired difference of proportions, whose variance
-    comes only from the samples the two models disagree on (McNemar's discordant pairs)."""
+    comes only from the samples the two models disagree on (McNemar's discordant pairs). `confidence`
+    0.5 gives the point estimate; below 0.5 a lower bound (0.1: the one-sided 90% lower bound)."""
     from statistics import NormalDist
 
     n = len(base)
@@ -47,7 +48,7 @@ def paired_drop_upper(base: torch.Tensor, new: torch.Tensor, confidence: float) 
     c = float((~base & new).sum())  # wrong before, right now
     d = (b - c) / n
     var = max(0.0, (b + c) / n**2 - d**2 / n)
-    z = NormalDist().inv_cdf(confidence) if 0.5 < confidence < 1 else 0.0
+    z = NormalDist().inv_cdf(confidence) if 0 < confidence < 1 else 0.0
     return 100.0 * (d + z * var**0.5)
 
 

@@ -48,6 +48,14 @@ default metric (top-1 accuracy), the final acceptance is statistical: a state is
 `confidence` (default 90%) one-sided upper bound on its validation accuracy drop, paired on the same
 samples, is within `max_accuracy_drop` -- a near-saturated validation split (99% on a few people)
 otherwise lets a point estimate of "0.1 points lost" pass a network that lost 3 points on new people.
+
+With few labels (`acceptance="agreement"`; `compression.agreement`), that bound can reject every move (54
+samples: one flipped sample is 1.85 points). The drop tested against the budget, for candidates and final
+states alike, is then the upper bound of the state's top-1 disagreement with the original over a fixed pool
+of validation and augmented inputs, which bounds the accuracy drop on that pool without labels; candidates
+are ranked by the disagreement rate they add per unit saved. A final state must also pass the labelled check
+`agreement.labelled_confirms` (its labelled drop not shown to exceed the budget), and each final state's
+agreement figures next to its labelled ones go to `run["acceptance"]["calibration"]`.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ import torch
 import torch.nn as nn
 
 from fastdeepiot import tasks
+from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import (accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper, recipe,
@@ -82,7 +91,9 @@ class CompressResult:
     """What `compress` returns: the pruned network, its plan, the stage history, the original's and
     the result's measures, notes, the settings it ran with (`dataclasses.asdict(CompressConfig)`
     plus `elapsed_s`; also in `plan.meta["settings"]`), and what the run did (`run`: `optimizer_steps`
-    of fine-tuning in all, `steps_per_epoch`, `compared`: what `best_of` compared)."""
+    of fine-tuning in all, `steps_per_epoch`, `compared`: what `best_of` compared; with agreement acceptance,
+    `acceptance`: the pool's composition, the labelled split's size and tolerance, and the calibration
+    records)."""
 
     model: nn.Module
     plan: Plan
@@ -157,6 +168,10 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     when given, to report predicted ms). The model must be torch.fx-traceable and built from the
     supported families (Conv1d/2d, BatchNorm, Linear, GRU, LSTM, pooling, activations, add, concat).
 
+    With a small labelled validation split, `acceptance="agreement"` judges states by their disagreement
+    with the original over unlabelled and augmented inputs instead (`compression.agreement`; the module
+    doc above).
+
     `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
     step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
     config = CompressConfig.build(config, **settings)
@@ -210,6 +225,14 @@ class _Search:
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
         self.snapshots = [(copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost)]
         self.log(f"base: {self.base_cost:.4g} {self.pricer.unit}, val accuracy {self.base_acc:.2f}%")
+        # agreement acceptance: the pool every state is judged on, built once (None: judged on labels)
+        self.pool = (AgreementPool.build(self.model, self.train_dl, self.val_dl, seed=c.seed)
+                     if c.acceptance == "agreement" and self.budget_mode else None)
+        self.cur_disagree = 0.0  # the current state's disagreement rate on the pool (agreement), points
+        self.calibration: list[dict] = []  # agreement: every final state's pool and labelled figures
+        if self.pool is not None:
+            self.log(f"agreement acceptance: {len(self.pool)} pool inputs ({self.pool.n_val} validation, "
+                     f"{self.pool.n_noise} noisy, {self.pool.n_mixup} mixed), {self.pool.n_labelled} labelled")
 
     # ---------------------------------------------------------------- measures
 
@@ -236,6 +259,31 @@ class _Search:
         mask = correct_mask(m, self.val_dl)
         a = 100.0 * mask_accuracy(mask)
         return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence))
+
+    def judge_final(self, m: nn.Module, stage: str) -> tuple[float, float, bool, dict]:
+        """A final state's validation accuracy, the drop its acceptance tests, whether it is accepted, and
+        (agreement) its calibration record, which also goes to `self.calibration`. Labels: the paired bound
+        within the budget. Agreement: the pool's disagreement bound within the budget, and the labelled
+        validation drop not shown to exceed the budget (`agreement.labelled_confirms`)."""
+        c = self.config
+        if self.pool is None:
+            fa, bound = self.final_accuracy(m)
+            return fa, bound, not self.budget_mode or bound <= c.max_accuracy_drop, {}
+        lower = None
+        if self.base_correct is None:
+            fa, bound = self.final_accuracy(m)
+        else:
+            mask = correct_mask(m, self.val_dl)
+            fa = 100.0 * mask_accuracy(mask)
+            bound = max(self.base_acc - fa, paired_drop_upper(self.base_correct, mask, c.confidence))
+            lower = labelled_lower(self.base_correct, mask, c.confidence)
+        rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
+               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower}
+        rec["labelled_ok"] = labelled_confirms(c.max_accuracy_drop, lower=lower, drop=rec["val_drop"],
+                                               n_labelled=self.pool.n_labelled)
+        rec["accepted"] = rec["drop_upper_bound"] <= c.max_accuracy_drop and rec["labelled_ok"]
+        self.calibration.append(rec)
+        return fa, rec["drop_upper_bound"], rec["accepted"], rec
 
     # ---------------------------------------------------------------- the search
 
@@ -277,6 +325,9 @@ class _Search:
                     self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
                              f"step fraction -> {step_fraction:.3f}")
                     continue
+                if self.pool is not None:
+                    return (f"next step would disagree with the original on up to {cand.drop_upper:.2f}% of the "
+                            "agreement pool")
                 return f"next step would drop {self.base_acc - cand.val_accuracy:.2f} points"
             self.accept(cand, m, it, len(cands))
         self.report.iteration(c.max_iters)
@@ -312,9 +363,17 @@ class _Search:
             self.optimizer_steps += c.finetune_steps
             a = self.acc(m, self.val_dl)
             cand.val_accuracy = a
-            cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
-            self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
-            within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+            if self.pool is None:
+                cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
+                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
+                within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+            else:  # ranked by the disagreement it adds, judged by its bound (not by the few labels)
+                j = self.pool.judge(m, c.confidence)
+                cand.drop_upper, cand.disagreement = j["drop_upper_bound"], j["pool_disagreement"]
+                cand.score = (max(0.0, cand.disagreement - self.cur_disagree) + 0.1) / cand.saving
+                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
+                         f"disagrees on {cand.disagreement:.2f}% of the pool (bound {cand.drop_upper:.2f})")
+                within = cand.drop_upper <= c.max_accuracy_drop + c.search_slack
             key = (not within, cand.score)
             if best is None or key < best[2]:
                 best = (cand, m, key)
@@ -328,6 +387,9 @@ class _Search:
         self.history.append({"stage": f"iter {it}", "move": cand.desc, "cost": self.cur_cost,
                              "predicted_ms": self.pred_ms(self.model), "val_accuracy": self.cur_acc,
                              "candidates": n_cands, "elapsed_s": time.time() - self.t0})
+        if self.pool is not None:
+            self.cur_disagree = cand.disagreement
+            self.history[-1].update(pool_disagreement=cand.disagreement, drop_upper_bound=cand.drop_upper)
         self.log(f"iter {it}: {cand.desc} -> {self.cur_cost:.4g} {self.pricer.unit}, val {self.cur_acc:.2f}%")
 
     # ---------------------------------------------------------------- the end
@@ -373,17 +435,20 @@ class _Search:
             model, finish_steps = self.finish_moves(copy.deepcopy(model))
             finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
             self.optimizer_steps += final_steps
-            fa, bound = self.final_accuracy(model)
-            ok = not self.budget_mode or bound <= c.max_accuracy_drop
+            fa, bound, ok, rec = self.judge_final(model, f"final fine-tune of {len(steps)} steps")
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
                                  "cost": self.pricer.price(model, self.x), "predicted_ms": self.pred_ms(model),
                                  "val_accuracy": fa, "drop_upper_bound": bound, "within_budget": ok})
+            if rec:
+                self.history[-1].update(pool_disagreement=rec["pool_disagreement"], labelled_ok=rec["labelled_ok"])
             self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
             if ok or len(self.snapshots) == 1:
                 break
             self.given_up.append(self.snapshots.pop())
             self.notes.append(f"backed off: {len(steps)} steps gave {self.base_acc - fa:.2f} points drop after "
-                              f"fine-tuning (upper bound {bound:.2f})")
+                              + (f"fine-tuning (upper bound {bound:.2f})" if not rec else
+                                 f"fine-tuning on the labelled split ({'within' if rec['labelled_ok'] else 'beyond'} "
+                                 f"its tolerance), disagreement bound {bound:.2f} points"))
         if len(self.snapshots) == 1 and self.budget_mode and not ok:
             # even the unpruned fine-tuned model misses: keep the original
             self.notes.append("no pruned state met the accuracy budget; returning the original model")
@@ -434,9 +499,8 @@ class _Search:
                 if m is None:
                     rec["skipped"] = "a module without reset_parameters: its initialisation is unknown"
                 else:
-                    acc, bound = self.final_accuracy(m)
-                    ok = ((not self.budget_mode or bound <= c.max_accuracy_drop)
-                          and (acc > ours_acc if ms >= ours_ms else acc >= ours_acc))
+                    acc, bound, within, _ = self.judge_final(m, name)
+                    ok = within and (acc > ours_acc if ms >= ours_ms else acc >= ours_acc)
                     rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
                     if ok and (best is None or (ms, -acc) < (best[2], -best[3])):
                         best = (m, plan_steps + finish, ms, acc, name)
@@ -517,5 +581,16 @@ class _Search:
         settings = {**dataclasses.asdict(c), "moves": list(c.moves), "elapsed_s": time.time() - self.t0}
         run = {"optimizer_steps": self.optimizer_steps, "steps_per_epoch": len(self.train_dl),
                "compared": self.compared}
+        if self.pool is not None:
+            j = self.pool.judge(model, c.confidence)
+            final.update(pool_disagreement=j["pool_disagreement"], drop_upper_bound=j["drop_upper_bound"],
+                         val_disagreement=j["val_disagreement"])
+            run["acceptance"] = {"mode": "agreement", "confidence": c.confidence, "pool": self.pool.describe(),
+                                 "n_labelled": self.pool.n_labelled,
+                                 "labelled_check": (f"paired {c.confidence:g} lower bound of the validation drop "
+                                                    "within the budget" if self.base_correct is not None else
+                                                    "validation drop within the budget plus one sample "
+                                                    f"({labelled_tolerance(self.pool.n_labelled):.3g} points)"),
+                                 "calibration": self.calibration}
         self.plan.meta.update({"base": self.base, "final": final, "settings": settings, "run": run})
         return CompressResult(model.eval(), self.plan, self.history, self.base, final, self.notes, settings, run)

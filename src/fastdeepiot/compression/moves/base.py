@@ -25,7 +25,8 @@ class Candidate:
     `ratio` (saving per unit of importance lost) is set by moves whose candidates are ranked by it
     (width); the others are ranked by `saving`. A `stone` is a step part of the way toward a saving
     that is tried only when every direct step exceeds the accuracy budget. The search fills in
-    `val_accuracy` and `score` when it evaluates the candidate."""
+    `val_accuracy` and `score` when it evaluates the candidate (and, with agreement acceptance,
+    `disagreement` with the original on the pool and its upper bound `drop_upper`, percentage points)."""
 
     move: str
     step: dict
@@ -35,6 +36,8 @@ class Candidate:
     stone: bool = False
     val_accuracy: float | None = None
     score: float | None = None
+    disagreement: float | None = None
+    drop_upper: float | None = None
 
 
 @dataclass
