@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", default="0.5,1.0", help="ours' and NetAdapt's accuracy budgets (validation points)")
     ap.add_argument("--ratios", default="0.3,0.5,0.7", help="torch-pruning ratios (share of channels removed)")
     ap.add_argument("--widths", default="0.25,0.5,0.75", help="width multipliers trained from scratch")
-    ap.add_argument("--methods", default="all", help="comma list of methods to run (ours always runs)")
+    ap.add_argument("--methods", default="all", help="comma list of methods to run (ours runs unless --budget-from)")
+    ap.add_argument("--budget-from", nargs="+", metavar="PART", help="more baselines for the seeds of an earlier --defer-timing "
+                    "run: ours is not run again, each seed's budget is that run's (merge the two parts)")
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--final-epochs", type=float, default=8.0)
     ap.add_argument("--max-iters", type=int, default=10)
@@ -116,6 +118,17 @@ def main(argv=None) -> int:
             print(f"warning: time model fitted on {tm.backend}, timing on {b}", file=sys.stderr)
     want = None if args.methods == "all" else set(args.methods.split(","))
     run = (lambda m: want is None or m in want)
+    prior = None  # --budget-from: {seed: ours' largest optimizer steps} of the earlier run
+    if args.budget_from:
+        prior = {}
+        for path in args.budget_from:
+            for p in torch.load(path, weights_only=False)["points"]:  # our own bench's file
+                if p["method"] == "ours":
+                    prior[p["seed"]] = max(prior.get(p["seed"], 0), p["optimizer_steps"])
+        if set(seeds) - set(prior):
+            print(f"error: --budget-from has no ours run for seed(s) {sorted(set(seeds) - set(prior))}",
+                  file=sys.stderr)
+            return 2
     budgets = [float(v) for v in args.budgets.split(",") if v]
     ratios = [float(v) for v in args.ratios.split(",") if v]
     widths = [float(v) for v in args.widths.split(",") if v]
@@ -146,10 +159,10 @@ def main(argv=None) -> int:
               distill=args.distill, measure=False)
     add("original", seeds[0], model, "checkpoint")  # one network, timed once, the same point on every seed
     for seed in seeds:
-        budget = 0
+        budget = 0 if prior is None else prior[seed]
         for b in budgets:
             # ours once per backend (its time model), the FLOPs ablation once (it never asks a time model)
-            runs = [("ours", "time", bk, tm) for bk, tm in zip(backends, tms)]
+            runs = [("ours", "time", bk, tm) for bk, tm in zip(backends, tms)] if prior is None else []
             runs += [("flops-ablation", "flops", None, tms[0])] if run("flops-ablation") else []
             for method, cost, bk, tm in runs:
                 s0 = time.time()
@@ -208,10 +221,12 @@ def write_results(parts: list[tuple[dict, list, list]], x: torch.Tensor, out: Pa
     from fastdeepiot.compression.search import measure_models
 
     meta = parts[0][0]
-    seeds = [s for m, _, _ in parts for s in m["seeds"]]
-    if len(set(seeds)) != len(seeds) or any((m["task"], m["backends"]) != (meta["task"], meta["backends"])
-                                            for m, _, _ in parts):
-        print("error: the parts must be runs of one task and backends over different seeds", file=sys.stderr)
+    seeds = sorted({s for m, _, _ in parts for s in m["seeds"]})
+    keys = [(p["method"], p["seed"], p["setting"], p["backend"]) for _, points, _ in parts for p in points
+            if p["method"] != "original"]
+    if len(set(keys)) != len(keys) or any((m["task"], m["backends"]) != (meta["task"], meta["backends"])
+                                          for m, _, _ in parts):
+        print("error: the parts must be runs of one task and backends, no method run twice on a seed", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "compress.json"
@@ -226,11 +241,12 @@ def write_results(parts: list[tuple[dict, list, list]], x: torch.Tensor, out: Pa
         timed = [(p, net) for _, pairs in per_part for p, net in pairs if net is not None]
         for (p, _), ms in zip(timed, measure_models([net for _, net in timed], x, bk, rounds=rounds)):
             p["measured_ms"] = ms
-        mine = []
+        mine, covered = [], set()
         for m, pairs in per_part:
             part = [p for p, _ in pairs]
             part[1:1] = [dict(part[0], seed=s) for s in m["seeds"][1:]]  # the original, on every seed
-            mine += part
+            mine += [p for p in part if p["method"] != "original" or p["seed"] not in covered]
+            covered |= set(m["seeds"])
         entry = judged({"task": meta["task"], "backend": bk, "checkpoint": meta["checkpoint"], "time_model": tm_path,
                         "code": meta["code"], "settings": dict(meta["settings"], seeds=len(seeds)),
                         "elapsed_s": max(m["elapsed_s"] for m, _, _ in parts),
