@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     from fastdeepiot.compression.search import compress
     from fastdeepiot.timemodel.model import TimeModel
 
-    t0 = time.time()
+    t0, code = time.time(), code_version()  # the code this run starts with (the tree may move while it runs)
     t = tasks.get(args.task)
     ckpt = Path(args.checkpoint) if args.checkpoint else next(
         p for p in (ROOT / f"runs/compress/{t.name}.pt", ROOT / f"runs/bench-tasks/{t.name}.pt") if p.exists())
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
                                                   "notes": res.notes})
 
     run_meta = {"task": t.name, "backends": backends, "time_models": tm_paths, "checkpoint": str(ckpt),
-                "code": code_version(), "settings": vars(args), "elapsed_s": time.time() - t0, "seeds": seeds}
+                "code": code, "settings": vars(args), "elapsed_s": time.time() - t0, "seeds": seeds}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.defer_timing:  # timed later, with the other parts' networks (--merge)
