@@ -12,7 +12,7 @@ each costs ~10 us before it multiplies anything. This benchmark measures where t
   can go below), and with the second conv of each branch and of the merge removed (one conv each);
 - the two sensor branches as two conv chains vs one grouped-conv chain (groups=2, the same FLOPs, half
   the operators): a fusion FLOPs cannot see;
-- the bar per task x backend, read from docs/results/compress.json (0.6 x the FLOPs ablation's fastest
+- the bar per task x backend, read from docs/results/compress_earlier.json (0.6 x the FLOPs ablation's fastest
   run there: our pipeline with FLOPs as the cost), and, for every depth, the widest network measured under it, trained two ways:
   from scratch with the task's own training recipe, and from the trained checkpoint by the pipeline's
   own moves plus a long distilled fine-tune (`--finetune-epochs`): can any network of this family under
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default="userid,har")
     ap.add_argument("--backends", default="torch-cpu,onnxruntime-cpu")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--compress-json", default=str(OUT / "compress.json"))
+    ap.add_argument("--compress-json", default=str(OUT / "compress_earlier.json"))
     ap.add_argument("--finetune-epochs", type=float, default=25.0,
                     help="distilled fine-tune of the networks derived from the checkpoint")
     ap.add_argument("--no-train", dest="train", action="store_false",
@@ -243,7 +243,7 @@ def write_md(data, path):
     for n in names:
         L.append(f"| {n} | " + " | ".join(f"{data['timings'][be][n]:.4f}" for be in data["timings"]) + " |")
     L += ["", "## Under the bar", "",
-          "Bar: 0.6 x the FLOPs ablation's fastest run in `docs/results/compress.json` (our pipeline with FLOPs as "
+          "Bar: 0.6 x the FLOPs ablation's fastest run in `docs/results/compress_earlier.json` (our pipeline with FLOPs as "
           "the cost: beating FLOPs-driven compression by the issue's margin, at whatever accuracy the ablation kept; "
           "the verdict there compares with the best baseline within 0.5 test points, which can be the unpruned "
           "control when every pruned baseline misses by a test window or two). For every depth, the "

@@ -162,7 +162,7 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     Fine-tuning distils from the original network by default (`distill`): on userid (torch-cpu), the
     search with distillation and an 8-epoch final fine-tune found a network at 0.50x the original's
     measured time with no test accuracy lost, where labels alone and 1.5 epochs lost 0.6-2 validation
-    points on every pruned state (docs/results/compress.md).
+    points on every pruned state (docs/results/compress_earlier.md).
 
     cost="flops" uses FLOPs in place of the time model (the ablation; `time_model` is then still used,
     when given, to report predicted ms). The model must be torch.fx-traceable and built from the
