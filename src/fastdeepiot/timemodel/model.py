@@ -37,7 +37,6 @@ the plain sum of the layers (and fused-away layers cost nothing).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -50,7 +49,7 @@ from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.graph.extract import cached_extraction, extract_layers
+from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.jsonutil import dump_json
@@ -281,9 +280,9 @@ class TimeModel:
     def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
         """Predicted time of one forward (inference) call of `module` on `example_inputs` on this device.
 
-        `module` is left alone: the network is traced on a copy in eval mode without gradients (or, for a
-        module that cannot be copied, on the module itself with every submodule's mode restored), so
-        its mode, parameters and buffers (BatchNorm running statistics) are unchanged."""
+        `module` is left alone: it is traced in eval mode without gradients and every submodule's mode is
+        restored afterwards, so its mode, parameters and buffers (BatchNorm running statistics) are
+        unchanged."""
         res, calls = self._extract_untouched(module, example_inputs)
         terms, standalone, unmodelled = self.network_terms(calls)
         if unmodelled and not allow_unmodelled:
@@ -315,37 +314,24 @@ class TimeModel:
                                  list(getattr(res, "warnings", [])))
 
     def _extract_untouched(self, module, example_inputs):
-        """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was. A network already
-        in eval mode is looked up in the extraction cache as it is (a hit runs nothing); one with a
-        submodule in train mode is extracted from an eval-mode copy."""
+        """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was: it is switched to
+        eval mode in place and every submodule's mode is restored afterwards; in eval mode and without
+        gradients nothing the extraction runs changes a parameter or a buffer. A structure priced before is
+        answered from the extraction cache without running anything; a new one is traced (its shapes
+        propagated without computing convolutions), and a network that fx cannot trace is run once with
+        hooks, where a forward that fails on the example input is the user's error."""
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
             raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
                             f"{type(example_inputs).__name__}")
-        if not any(m.training for m in module.modules()):
-            res = cached_extraction(module, inputs)
-            if res is not None:
-                return res, fusion_for_backend(res, self.backend)
-            work = module  # eval mode and no gradients: running it changes no parameter or buffer
-        else:
-            try:
-                work = copy.deepcopy(module)
-            except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
-                work = None
-        target = work if work is not None else module
-        modes = [(m, m.training) for m in target.modules()]
+        modes = [(m, m.training) for m in module.modules()]
         try:
-            target.eval()
+            if any(was for _, was in modes):
+                module.eval()
             with torch.no_grad():
-                try:  # the user's network must run on its example input before we trace it
-                    target(*inputs)
-                except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs
-                    raise UserError(f"the network does not run on its example input "
-                                    f"{[tuple(t.shape) for t in inputs]}: {type(e).__name__}: "
-                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
-                return self.extract(target, example_inputs)
+                return self.extract(module, tuple(inputs))
         finally:
             for m, was in modes:
                 m.training = was
