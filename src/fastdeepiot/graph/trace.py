@@ -27,8 +27,8 @@ from torch.nn.modules import module as _torch_module  # its global hook registri
 
 
 class Tracer(torch.fx.Tracer):
-    """torch.nn modules are leaves (fx's default); so are custom modules holding their own parameters
-    or buffers (their forward is not traced into: the vocabulary names them, or they stay unknown).
+    """torch.nn modules are leaves (fx's default); so are custom modules holding parameters or buffers
+    of their own (their forward is not traced into: the vocabulary names them, or they stay unknown).
 
     While tracing it counts the calls of modules that have children (`container_calls`, the root
     excluded) and notes the leaf modules called (`leaves_called`)."""
@@ -41,14 +41,20 @@ class Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if super().is_leaf_module(m, qualname):
             return True
-        return any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
+        return (any(p is not None for p in m._parameters.values())
+                or any(b is not None for b in m._buffers.values()))
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
+        """fx's call_module (a leaf becomes a call_module node, any other module is traced through)
+        without its scope and module-stack bookkeeping: it only fills node metadata (nn_module_stack)
+        that nothing here reads, and it cost a copy of the stack per node."""
+        qualname = self.path_of_module(m)  # fx's NameError for a module that is not a submodule
         if next(m.children(), None) is not None:
             self.container_calls += 1
-        if self.is_leaf_module(m, self.path_of_module(m)):
-            self.leaves_called.append(m)
-        return super().call_module(m, forward, args, kwargs)
+        if not self.is_leaf_module(m, qualname):
+            return forward(*args, **kwargs)
+        self.leaves_called.append(m)
+        return self.create_proxy("call_module", qualname, args, kwargs)
 
 
 @dataclass
