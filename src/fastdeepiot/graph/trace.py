@@ -16,6 +16,7 @@ decide (extraction falls back to forward hooks, channel tracing refuses).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,9 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
       * nn.MaxPool1d/2d, nn.AvgPool1d/2d: run on the meta device (3.3 ms -> 0.1 ms for a 3x3 max pool of
         64x112x112); zeros of the output shape;
       * nn.BatchNorm1d/2d with running statistics: the input's rank and channels checked as the real
-        call checks them; zeros of the input's shape;
+        call checks them; a view of the input where the propagation made the input up (a shaped conv's
+        zeros: `_Scratch`), else zeros of its shape (never a view of the caller's input, which a later
+        in-place op would then change);
       * in-place activations (ReLU, ReLU6, ...; `inplace=True`): the input itself, as the real call
         returns it.
     Anything else (and any of these whose check fails) runs for real, so an error is the real call's.
@@ -144,6 +147,7 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
                 last_uses.setdefault(node, []).append(n)
     env: dict = {}
     args_iter = iter(inputs)
+    scratch = _Scratch()
 
     def load(n):
         try:
@@ -165,7 +169,7 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
                     m = modules.get(target)
                     m = _fetch_attr(root, target) if m is None else m
                     shape = _SHAPED.get(type(m)) if shaped and not kwargs and len(args) == 1 else None
-                    value = _shaped_call(shape, m, args[0]) if shape is not None else None
+                    value = _shaped_call(shape, m, args[0], scratch) if shape is not None else None
                     if value is None:
                         value = m(*args, **kwargs)
                 elif op == "call_function":
@@ -205,13 +209,33 @@ def _fetch_attr(root: nn.Module, target: str):
     return obj
 
 
-def _shaped_call(shape, m: nn.Module, x) -> torch.Tensor | None:
-    """`shape(m, x)` where the call is plain; None (run it for real) where it is not or the shortcut fails,
-    so that any error is the real call's."""
+class _Scratch:
+    """The tensors a propagation made up (zeros standing for shaped outputs, and views of them): a shaped
+    call may hand one of these on as its own output, where aliasing them can change no value anyone else
+    owns (the caller's inputs, parameters, buffers)."""
+
+    def __init__(self):
+        self._made: dict[int, weakref.ref] = {}
+
+    def zeros(self, shape, like: torch.Tensor) -> torch.Tensor:
+        return self.own(torch.zeros(shape, dtype=like.dtype, device=like.device))
+
+    def own(self, t: torch.Tensor) -> torch.Tensor:
+        self._made[id(t)] = weakref.ref(t)
+        return t
+
+    def owns(self, t: torch.Tensor) -> bool:
+        r = self._made.get(id(t))
+        return r is not None and r() is t
+
+
+def _shaped_call(shape, m: nn.Module, x, scratch: _Scratch) -> torch.Tensor | None:
+    """`shape(m, x, scratch)` where the call is plain; None (run it for real) where it is not or the
+    shortcut fails, so that any error is the real call's."""
     if not _plain_call(m, x):
         return None
     try:
-        return shape(m, x)
+        return shape(m, x, scratch)
     except Exception:  # noqa: BLE001 - the real call decides
         return None
 
@@ -228,7 +252,7 @@ def _has_global_hooks() -> bool:
     return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
 
 
-def _conv_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def _conv_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
     """Zeros of the output shape of conv `m` on `x`, the call checked and shaped by torch's meta kernel."""
     if m.padding_mode != "zeros":
         return None
@@ -236,27 +260,29 @@ def _conv_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
     meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
                 m.dilation, m.groups)
-    return torch.zeros(meta.shape, dtype=meta.dtype, device=x.device)
+    return scratch.zeros(meta.shape, x)
 
 
-def _meta_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def _meta_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
     """Zeros of the output shape of parameter-free `m` (a pool) on `x`, run on the meta device."""
     if getattr(m, "return_indices", False):
         return None
-    out = m(x.to("meta"))
-    return torch.zeros(out.shape, dtype=out.dtype, device=x.device)
+    return scratch.zeros(m(x.to("meta")).shape, x)
 
 
-def _batchnorm_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """Zeros of `x`'s shape, where BatchNorm `m` (eval, running statistics) accepts `x`."""
+def _batchnorm_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
+    """A tensor of `x`'s shape (a view of `x` where the propagation made `x` up, else zeros), where
+    BatchNorm `m` (eval, running statistics) accepts `x`."""
     rm = m.running_mean
     if rm is None or rm.dtype != x.dtype or rm.device != x.device:
         return None
     m._check_input_dim(x)  # the real call's checks: rank and channels
-    return torch.zeros_like(x) if x.shape[1] == m.num_features else None
+    if x.shape[1] != m.num_features:
+        return None
+    return scratch.own(x.view_as(x)) if scratch.owns(x) else scratch.zeros(x.shape, x)
 
 
-def _inplace_shape(m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+def _inplace_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
     """An in-place activation returns its input."""
     return x if m.inplace else None
 
