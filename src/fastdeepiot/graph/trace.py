@@ -16,6 +16,8 @@ decide (extraction falls back to forward hooks, channel tracing refuses).
 
 from __future__ import annotations
 
+import math
+import operator
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -118,18 +120,18 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
     attribute path.
 
     When every module is in eval mode (in train mode the forward updates BatchNorm statistics from real
-    values, as it always did), the module calls that are most of a forward's time are shaped, not
-    computed (`_SHAPED`), where the call is plain (a tensor of the module's dtype and device, no hooks):
+    values, as it always did), the calls that are most of a forward's time are shaped, not computed, where
+    the call is plain (floating-point tensors of the module's dtype and device, no hooks). Their outputs
+    are made-up tensors of the right shape (`_Scratch`: zeros whenever a real call reads them):
       * nn.Conv1d/Conv2d (zero padding): the output shape from torch's meta kernel, which checks the
-        call as the real one does; zeros of that shape are passed on (a 3x3 256->256 convolution at
-        56x56: 100 ms on one thread, 0.05 ms on meta);
+        call as the real one does (a 3x3 256->256 convolution at 56x56: 100 ms on one thread, 0.05 ms on
+        meta);
       * nn.MaxPool1d/2d, nn.AvgPool1d/2d on inputs of 64K elements or more: run on the meta device
-        (3.3 ms -> 0.04 ms for a 3x3 max pool of 64x112x112; a small pool is cheaper to compute); zeros
-        of the output shape;
+        (3.3 ms -> 0.04 ms for a 3x3 max pool of 64x112x112; a small pool is cheaper to compute);
       * nn.BatchNorm1d/2d with running statistics: the input's rank and channels checked as the real
-        call checks them; a view of the input where the propagation made the input up (a shaped conv's
-        zeros: `_Scratch`), else zeros of its shape (never a view of the caller's input, which a later
-        in-place op would then change);
+        call checks them; the output has the input's shape;
+      * `a + b`, torch.add, Tensor.add of two tensors of one shape, dtype and device (residual adds);
+        `a += b` into a made-up `a` returns `a`;
       * in-place activations (ReLU, ReLU6, ...; `inplace=True`): the input itself, as the real call
         returns it.
     Anything else (and any of these whose check fails) runs for real, so an error is the real call's.
@@ -172,11 +174,15 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
                     shape = _SHAPED.get(type(m)) if shaped and not kwargs and len(args) == 1 else None
                     value = _shaped_call(shape, m, args[0], scratch) if shape is not None else None
                     if value is None:
+                        scratch.fill(args, kwargs)
                         value = m(*args, **kwargs)
-                elif op == "call_function":
-                    value = target(*args, **kwargs)
-                elif op == "call_method":
-                    value = getattr(args[0], target)(*args[1:], **kwargs)
+                elif op in ("call_function", "call_method"):
+                    shape = (_SHAPED_FUNCTIONS if op == "call_function" else _SHAPED_METHODS).get(target) if shaped else None
+                    value = shape(args, kwargs, scratch) if shape is not None else None
+                    if value is None:
+                        scratch.fill(args, kwargs)
+                        value = target(*args, **kwargs) if op == "call_function" else getattr(args[0], target)(
+                            *args[1:], **kwargs)
                 elif op == "output":
                     value = args[0]
                 else:
@@ -211,23 +217,64 @@ def _fetch_attr(root: nn.Module, target: str):
 
 
 class _Scratch:
-    """The tensors a propagation made up (zeros standing for shaped outputs, and views of them): a shaped
-    call may hand one of these on as its own output, where aliasing them can change no value anyone else
-    owns (the caller's inputs, parameters, buffers)."""
+    """The tensors a propagation made up to stand for shaped outputs (and views of them). Large ones
+    (64K elements or more) are made empty and zeroed only when a real call is about to read them
+    (`fill`): a conv's output that only shaped calls see (a BatchNorm, an in-place activation, a
+    residual add, the next conv) is never written, and neither allocating it nor freeing it touches its
+    memory (at 224x224, writing, reading and page-faulting those tensors was most of a propagation's
+    time); small ones are zeros at once. A shaped call may hand a made-up tensor on as its own output,
+    where aliasing it can change no value anyone else owns (the caller's inputs, parameters, buffers)."""
 
     def __init__(self):
-        self._made: dict[int, weakref.ref] = {}
+        self._made: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its storage)
+        self._blank: set[int] = set()  # storages of made-up tensors not zeroed yet
 
-    def zeros(self, shape, like: torch.Tensor) -> torch.Tensor:
-        return self.own(torch.zeros(shape, dtype=like.dtype, device=like.device))
-
-    def own(self, t: torch.Tensor) -> torch.Tensor:
-        self._made[id(t)] = weakref.ref(t)
+    def blank(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """A made-up tensor of `shape` and `like`'s dtype and device (zeros whenever a real call reads it)."""
+        small = math.prod(shape) < _BLANK_MIN_ELEMENTS
+        t = self.own((torch.zeros if small else torch.empty)(shape, dtype=like.dtype, device=like.device))
+        storage = self._made[id(t)][1]
+        (self._blank.discard if small else self._blank.add)(storage)  # (a freed blank's storage reused)
         return t
 
-    def owns(self, t: torch.Tensor) -> bool:
+    def own(self, t: torch.Tensor) -> torch.Tensor:
+        self._made[id(t)] = (weakref.ref(t), t.untyped_storage().data_ptr())
+        return t
+
+    def owns(self, t) -> bool:
         r = self._made.get(id(t))
-        return r is not None and r() is t
+        return r is not None and r[0]() is t
+
+    def alias(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor of `x`'s shape: a view of `x` where `x` is made up, else a new made-up one."""
+        return self.own(x.view_as(x)) if self.owns(x) else self.blank(x.shape, x)
+
+    def fill(self, *values) -> None:
+        """Zero the made-up tensors among `values` (nested in tuples, lists, dicts, slices) that are not
+        zeroed yet: a real call reads them next."""
+        if not self._blank:
+            return
+        for t in _tensors_in(values):
+            r = self._made.get(id(t))
+            if r is not None and r[1] in self._blank and r[0]() is t:
+                t.untyped_storage().fill_(0)
+                self._blank.discard(r[1])
+
+
+_BLANK_MIN_ELEMENTS = 1 << 16  # below, zeros cost less than keeping track of them
+
+
+def _tensors_in(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for y in x:
+            yield from _tensors_in(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _tensors_in(y)
+    elif isinstance(x, slice):
+        yield from _tensors_in((x.start, x.stop, x.step))
 
 
 def _shaped_call(shape, m: nn.Module, x, scratch: _Scratch) -> torch.Tensor | None:
@@ -244,8 +291,7 @@ def _shaped_call(shape, m: nn.Module, x, scratch: _Scratch) -> torch.Tensor | No
 def _plain_call(m: nn.Module, x) -> bool:
     """Whether calling `m` on `x` runs its forward on a plain tensor of its parameters' dtype and device."""
     w = next(iter(m._parameters.values()), None)
-    return (type(x) is torch.Tensor and not x.is_quantized and x.is_floating_point()
-            and (w is None or (x.dtype == w.dtype and x.device == w.device))
+    return (_plain_tensor(x) and (w is None or (x.dtype == w.dtype and x.device == w.device))
             and not (m._forward_hooks or m._forward_pre_hooks))
 
 
@@ -261,7 +307,7 @@ def _conv_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tenso
     conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
     meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
                 m.dilation, m.groups)
-    return scratch.zeros(meta.shape, x)
+    return scratch.blank(meta.shape, x)
 
 
 def _meta_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
@@ -269,7 +315,7 @@ def _meta_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tenso
     is large enough for that to be cheaper than pooling it (a meta call costs 30-130 us)."""
     if getattr(m, "return_indices", False) or x.numel() < _POOL_MIN_ELEMENTS:
         return None
-    return scratch.zeros(m(x.to("meta")).shape, x)
+    return scratch.blank(m(x.to("meta")).shape, x)
 
 
 def _batchnorm_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
@@ -281,12 +327,34 @@ def _batchnorm_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.
     m._check_input_dim(x)  # the real call's checks: rank and channels
     if x.shape[1] != m.num_features:
         return None
-    return scratch.own(x.view_as(x)) if scratch.owns(x) else scratch.zeros(x.shape, x)
+    return scratch.alias(x)
 
 
 def _inplace_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
     """An in-place activation returns its input."""
     return x if m.inplace else None
+
+
+def _add_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
+    """a + b of two plain tensors of one shape, dtype and device: a tensor of that shape (`alias`)."""
+    if kwargs or len(args) != 2 or not all(_plain_tensor(t) for t in args):
+        return None
+    a, b = args
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return None
+    return scratch.alias(b if scratch.owns(b) and not scratch.owns(a) else a)
+
+
+def _iadd_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
+    """a += b into a made-up `a` (b plain, of a's shape, dtype and device): `a` itself, as the real call
+    returns it; into anything else it runs for real."""
+    if not (len(args) == 2 and scratch.owns(args[0])) or _add_shape(args, kwargs, scratch) is None:
+        return None
+    return args[0]
+
+
+def _plain_tensor(t) -> bool:
+    return type(t) is torch.Tensor and t.is_floating_point() and not t.is_quantized
 
 
 _POOL_MIN_ELEMENTS = 1 << 16  # pooling 64K elements takes about as long as shaping it on meta
@@ -295,6 +363,9 @@ _SHAPED = {nn.Conv1d: _conv_shape, nn.Conv2d: _conv_shape, nn.BatchNorm1d: _batc
            **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d), _meta_shape),
            **dict.fromkeys((nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
                             nn.ELU), _inplace_shape)}
+# residual adds (`x + y`, torch.add, `out += identity`)
+_SHAPED_FUNCTIONS = {operator.add: _add_shape, torch.add: _add_shape, operator.iadd: _iadd_shape}
+_SHAPED_METHODS = {"add": _add_shape, "add_": _iadd_shape}
 
 
 def _has_tensor(x) -> bool:
