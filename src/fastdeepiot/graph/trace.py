@@ -382,7 +382,7 @@ def _has_tensor(x) -> bool:
 
 def _shape_of(x):
     if isinstance(x, torch.Tensor):
-        return tuple(int(d) for d in x.shape)
+        return tuple(x.shape)  # ints
     if isinstance(x, (tuple, list)):
         return [_shape_of(y) for y in x]
     return None

@@ -175,7 +175,7 @@ def sum_terms(calls, per_call: list[dict]) -> dict:
 def _config_id(c: LayerConfig):
     """A cheap identity of a configuration (its parameters with their types: 1, 1.0 and True differ);
     its canonical key where a value is unhashable."""
-    ident = tuple((k, type(v), v) for k, v in c.params.items())
+    ident = (tuple(c.params.items()), tuple(map(type, c.params.values())))
     try:
         hash(ident)
     except TypeError:
@@ -362,7 +362,8 @@ class TimeModel:
                 return self.extract(module, tuple(inputs))
         finally:
             for m, was in modes:
-                m.training = was
+                if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
+                    m.training = was
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
