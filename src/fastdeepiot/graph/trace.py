@@ -47,6 +47,19 @@ class Tracer(torch.fx.Tracer):
         return (any(p is not None for p in m._parameters.values())
                 or any(b is not None for b in m._buffers.values()))
 
+    def create_arg(self, a):
+        """fx's create_arg, answering the commonest arguments (proxies, numbers, strings, None, plain
+        tuples and lists of them) at once; fx's own checks (parameters, tensors, modules, named tuples,
+        opaque types) return the same for them after a dozen type tests each."""
+        t = type(a)
+        if t is torch.fx.Proxy:
+            return a.node
+        if t in _PLAIN_ARGS:
+            return a
+        if t is tuple or t is list:
+            return t(self.create_arg(x) for x in a)
+        return super().create_arg(a)
+
     def call_module(self, m: nn.Module, forward, args, kwargs):
         """fx's call_module (a leaf becomes a call_module node, any other module is traced through)
         without its scope and module-stack bookkeeping: it only fills node metadata (nn_module_stack)
@@ -58,6 +71,9 @@ class Tracer(torch.fx.Tracer):
             return forward(*args, **kwargs)
         self.leaves_called.append(m)
         return self.create_proxy("call_module", qualname, args, kwargs)
+
+
+_PLAIN_ARGS = frozenset((int, float, bool, str, type(None)))
 
 
 @dataclass
