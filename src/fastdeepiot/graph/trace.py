@@ -3,10 +3,12 @@
 `trace(module, inputs)` returns a `TracedGraph`: the fx graph of `module` traced with `Tracer` (torch.nn
 modules are leaves, and so are custom modules holding parameters or buffers of their own, so that every
 call the op vocabulary (`fastdeepiot.graph.ops`) can name is one node), with every node's output shape
-from one forward on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride / memory-format
-metadata we never read, under no_grad), and how many container-module calls that forward makes (counted
-while tracing: no second forward with hooks). The graph is interpreted on the module itself: no
-GraphModule is built (its code generation cost more than the trace) unless `TracedGraph.gm` asks.
+from one run of the graph on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride /
+memory-format metadata we never read, under no_grad; in eval mode the costly calls -- convolutions,
+BatchNorm, large pools, residual adds, in-place activations -- are shaped, not computed), and how many
+container-module calls a forward makes (counted while tracing: no second forward with hooks). The graph
+is run on the module itself: no GraphModule is built (its code generation cost more than the trace)
+unless `TracedGraph.gm` asks.
 Layer extraction (`graph.extract`) and channel dependency tracing (`graph.channels`) both read it;
 `Tracer` alone also serves code that needs only the graph's structure (`compression.surgery.foldable_pairs`).
 
