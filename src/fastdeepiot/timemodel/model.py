@@ -183,6 +183,12 @@ def _config_id(c: LayerConfig):
     return ident
 
 
+def _unmodelled(calls, standalone: list) -> list[str]:
+    """'name (op)' of each call that is an op no family covers or a layer the model does not price."""
+    return [f"{c.name} ({c.op})" for c, s in zip(calls, standalone)
+            if c.kind == "unmodelled" or (c.kind == "layer" and s is None)]
+
+
 def known_levels(est) -> dict[str, set[str]] | None:
     """The values of each string parameter (an activation's kind, a pool's mode) an estimator was
     fitted on; None when the estimator does not say (then every value is taken as covered)."""
@@ -268,19 +274,12 @@ class TimeModel:
         return float(self.predict_configs([config])[0])
 
     # --------------------------------------------------------------------------- networks
-    def network_terms(self, calls) -> tuple[dict, list[float], list[str]]:
-        """Composition terms of an extracted, fusion-annotated network, each call's standalone ms
-        (0 for calls that are not priced layers), and the unmodelled calls."""
-        return self.network_terms_many([calls])[0]
-
     def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[float], list[str]]]:
-        """`network_terms` for many networks, with one prediction call per family (fast)."""
-        out = []
-        for calls, sa in zip(networks, self._standalone_many(networks)):
-            unmodelled = [f"{c.name} ({c.op})" for c, s in zip(calls, sa)
-                          if c.kind == "unmodelled" or (c.kind == "layer" and s is None)]
-            out.append((composition_terms(calls, sa), [x or 0.0 for x in sa], unmodelled))
-        return out
+        """For each extracted, fusion-annotated network: its composition terms, each call's standalone
+        ms (0 for calls that are not priced layers) and its unmodelled calls; one prediction call per
+        family over all the networks."""
+        return [(composition_terms(calls, sa), [x or 0.0 for x in sa], _unmodelled(calls, sa))
+                for calls, sa in zip(networks, self._standalone_many(networks))]
 
     def _standalone_many(self, networks: list[list]) -> list[list[float | None]]:
         """Each call's standalone ms, None where the call is not a layer this model prices (`covers`);
@@ -312,8 +311,7 @@ class TimeModel:
         unchanged."""
         res, calls = self._extract_untouched(module, example_inputs)
         standalone = self._standalone_many([calls])[0]  # None where not priced: no share of the total
-        unmodelled = [f"{c.name} ({c.op})" for c, s in zip(calls, standalone)
-                      if c.kind == "unmodelled" or (c.kind == "layer" and s is None)]
+        unmodelled = _unmodelled(calls, standalone)
         if unmodelled and not allow_unmodelled:
             raise UnmodelledLayerError(
                 f"{len(unmodelled)} layer(s) the time model cannot price: {', '.join(unmodelled[:8])}"
