@@ -353,22 +353,28 @@ def _inplace_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Te
     return x if m.inplace else None
 
 
-def _add_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
-    """a + b of two plain tensors of one shape, dtype and device: a tensor of that shape (`alias`)."""
+def _add_operands(args, kwargs):
+    """(a, b) of a plain `a + b`: two floating-point tensors of one shape, dtype and device; else None."""
     if kwargs or len(args) != 2 or not all(_plain_tensor(t) for t in args):
         return None
     a, b = args
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+    return (a, b) if a.shape == b.shape and a.dtype == b.dtype and a.device == b.device else None
+
+
+def _add_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
+    """a + b: a tensor of their shape (`alias`, of a made-up operand where there is one)."""
+    ab = _add_operands(args, kwargs)
+    if ab is None:
         return None
+    a, b = ab
     return scratch.alias(b if scratch.owns(b) and not scratch.owns(a) else a)
 
 
 def _iadd_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
-    """a += b into a made-up `a` (b plain, of a's shape, dtype and device): `a` itself, as the real call
-    returns it; into anything else it runs for real."""
-    if not (len(args) == 2 and scratch.owns(args[0])) or _add_shape(args, kwargs, scratch) is None:
-        return None
-    return args[0]
+    """a += b into a made-up `a`: `a` itself, as the real call returns it (into anything else it runs for
+    real)."""
+    ab = _add_operands(args, kwargs)
+    return ab[0] if ab is not None and scratch.owns(ab[0]) else None
 
 
 def _plain_tensor(t) -> bool:
