@@ -77,6 +77,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from fastdeepiot.errors import UserError
 from fastdeepiot.families import ACTIVATIONS, LayerConfig
 from fastdeepiot.graph import ops
 from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
@@ -873,17 +874,6 @@ def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True) -> 
     return res
 
 
-def cached_extraction(module: nn.Module, example_inputs) -> ExtractResult | None:
-    """The cached extraction of `module`'s structure on inputs of these shapes, or None (nothing is run)."""
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    key = fingerprint(module, tuple(example_inputs))
-    if key is None or key not in _CACHE:
-        return None
-    _CACHE.move_to_end(key)
-    return _copy(_CACHE[key])
-
-
 def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
     try:
         with _warnings.catch_warnings():
@@ -921,11 +911,16 @@ def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:
 
 
 def _forward_with_hooks(module: nn.Module, inputs: tuple, handles: list) -> None:
-    """Run `module` once on `inputs` (no_grad) with hooks registered, then remove them (also on error)."""
+    """Run `module` once on `inputs` (no_grad) with hooks registered, then remove them (also on error). A
+    forward that fails is the user's error (UserError): the network does not run on its example input."""
     try:
         with torch.no_grad():
             module(*inputs)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs
+        msg = str(e).strip()
+        raise UserError(f"the network does not run on its example input "
+                        f"{[tuple(t.shape) for t in inputs if isinstance(t, torch.Tensor)]}: {type(e).__name__}: "
+                        f"{msg.splitlines()[0][:200] if msg else ''}") from None
     finally:
         for h in handles:
             h.remove()
-

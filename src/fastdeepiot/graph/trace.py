@@ -3,10 +3,12 @@
 `trace(module, inputs)` returns a `TracedGraph`: the fx graph of `module` traced with `Tracer` (torch.nn
 modules are leaves, and so are custom modules holding parameters or buffers of their own, so that every
 call the op vocabulary (`fastdeepiot.graph.ops`) can name is one node), with every node's output shape
-from one forward on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride / memory-format
-metadata we never read, under no_grad), and how many container-module calls that forward makes (counted
-while tracing: no second forward with hooks). The graph is interpreted on the module itself: no
-GraphModule is built (its code generation cost more than the trace) unless `TracedGraph.gm` asks.
+from one run of the graph on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride /
+memory-format metadata we never read, under no_grad; in eval mode the costly calls -- convolutions,
+BatchNorm, large pools, residual adds, in-place activations -- are shaped, not computed), and how many
+container-module calls a forward makes (counted while tracing: no second forward with hooks). The graph
+is run on the module itself: no GraphModule is built (its code generation cost more than the trace)
+unless `TracedGraph.gm` asks.
 Layer extraction (`graph.extract`) and channel dependency tracing (`graph.channels`) both read it;
 `Tracer` alone also serves code that needs only the graph's structure (`compression.surgery.foldable_pairs`).
 
@@ -16,6 +18,9 @@ decide (extraction falls back to forward hooks, channel tracing refuses).
 
 from __future__ import annotations
 
+import math
+import operator
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +32,8 @@ from torch.nn.modules import module as _torch_module  # its global hook registri
 
 
 class Tracer(torch.fx.Tracer):
-    """torch.nn modules are leaves (fx's default); so are custom modules holding their own parameters
-    or buffers (their forward is not traced into: the vocabulary names them, or they stay unknown).
+    """torch.nn modules are leaves (fx's default); so are custom modules holding parameters or buffers
+    of their own (their forward is not traced into: the vocabulary names them, or they stay unknown).
 
     While tracing it counts the calls of modules that have children (`container_calls`, the root
     excluded) and notes the leaf modules called (`leaves_called`)."""
@@ -41,14 +46,36 @@ class Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if super().is_leaf_module(m, qualname):
             return True
-        return any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))
+        return (any(p is not None for p in m._parameters.values())
+                or any(b is not None for b in m._buffers.values()))
+
+    def create_arg(self, a):
+        """fx's create_arg, answering the commonest arguments (proxies, numbers, strings, None, plain
+        tuples and lists of them) at once; fx's own checks (parameters, tensors, modules, named tuples,
+        opaque types) return the same for them after a dozen type tests each."""
+        t = type(a)
+        if t is torch.fx.Proxy:
+            return a.node
+        if t in _PLAIN_ARGS:
+            return a
+        if t is tuple or t is list:
+            return t(self.create_arg(x) for x in a)
+        return super().create_arg(a)
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
+        """fx's call_module (a leaf becomes a call_module node, any other module is traced through)
+        without its scope and module-stack bookkeeping: it only fills node metadata (nn_module_stack)
+        that nothing here reads, and it cost a copy of the stack per node."""
+        qualname = self.path_of_module(m)  # fx's NameError for a module that is not a submodule
         if next(m.children(), None) is not None:
             self.container_calls += 1
-        if self.is_leaf_module(m, self.path_of_module(m)):
-            self.leaves_called.append(m)
-        return super().call_module(m, forward, args, kwargs)
+        if not self.is_leaf_module(m, qualname):
+            return forward(*args, **kwargs)
+        self.leaves_called.append(m)
+        return self.create_proxy("call_module", qualname, args, kwargs)
+
+
+_PLAIN_ARGS = frozenset((int, float, bool, str, type(None)))
 
 
 @dataclass
@@ -81,13 +108,14 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
     was = module.training
     if eval_mode:
         module.eval()
+    modules = dict(module.named_modules())
     try:
         with torch.no_grad():
-            propagate_shapes(module, graph, inputs)
+            propagate_shapes(module, graph, inputs, modules)
     finally:
         if eval_mode:
             module.train(was)
-    return TracedGraph(graph, module, dict(module.named_modules()), _container_calls(module, tracer))
+    return TracedGraph(graph, module, modules, _container_calls(module, tracer))
 
 
 def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
@@ -99,52 +127,269 @@ def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
     return tracer.container_calls + (next(root.children(), None) is not None)
 
 
-class _ShapeInterpreter(torch.fx.Interpreter):
-    """Runs the graph on the root module, recording each node's output shape in `node.meta['shape']`.
-
-    Convolutions are not computed when every module is in eval mode (in train mode the forward updates
-    BatchNorm statistics from real values, as it always did): a plain nn.Conv1d/Conv2d (no hooks, zero
-    padding, input and weight of one dtype and device) gets its output shape from torch's meta kernel
-    and passes zeros of that shape on. They are most of a forward's time (a 3x3 256->256 convolution at 56x56: 100 ms on one
-    thread, 0.05 ms on meta). Shapes are exact; only values downstream differ, which no shape depends on
-    (a forward whose shapes depend on its values -- nonzero, boolean masks -- is outside what the time
-    model prices anyway: it would price one arbitrary example)."""
-
-    def __init__(self, root: nn.Module, graph: torch.fx.Graph):
-        super().__init__(root, graph=graph)
-        self.meta_convs = not any(m.training for m in root.modules())
-
-    def call_module(self, target, args, kwargs):
-        m = self.fetch_attr(target)
-        if self.meta_convs and type(m) in _CONVS and not kwargs and len(args) == 1 and _plain_conv_call(m, args[0]):
-            x, w, b = args[0], m.weight, m.bias
-            conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
-            meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
-                        m.dilation, m.groups)
-            return torch.zeros(meta.shape, dtype=meta.dtype, device=x.device)
-        return super().call_module(target, args, kwargs)
-
-    def run_node(self, n):
-        result = super().run_node(n)
-        n.meta["shape"] = _shape_of(result) if _has_tensor(result) else None
-        return result
-
-
-_CONVS = (nn.Conv1d, nn.Conv2d)
-
-
-def _plain_conv_call(m: nn.Module, x) -> bool:
-    """Whether calling conv `m` on `x` is F.conv*(x, weight, bias, ...) and nothing else."""
-    return (type(x) is torch.Tensor and m.padding_mode == "zeros" and x.dtype == m.weight.dtype
-            and x.device == m.weight.device and not x.is_quantized
-            and not (m._forward_hooks or m._forward_pre_hooks or _torch_module._global_forward_hooks
-                     or _torch_module._global_forward_pre_hooks))
-
-
-def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple) -> None:
+def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
+                     modules: dict[str, nn.Module] | None = None) -> None:
     """One forward of `graph` (traced from `root`) on `inputs`; each node's output shape lands in its
-    meta (read with `meta_shape`): what fx's ShapeProp records, shapes only."""
-    _ShapeInterpreter(root, graph).run(*inputs)
+    meta (read with `meta_shape`): what fx's ShapeProp records, shapes only.
+
+    The graph is run node by node on the root module as torch.fx.Interpreter runs it (each value
+    dropped after its last use), without the Interpreter's per-node bookkeeping; `modules`
+    (qualified name -> module, default `root.named_modules()`) finds a call's module without walking the
+    attribute path.
+
+    When every module is in eval mode (in train mode the forward updates BatchNorm statistics from real
+    values, as it always did), the calls that are most of a forward's time are shaped, not computed, where
+    the call is plain (floating-point tensors of the module's dtype and device, no hooks). Their outputs
+    are made-up tensors of the right shape (`_Scratch`: zeros whenever a real call reads them):
+      * nn.Conv1d/Conv2d (zero padding): the output shape from torch's meta kernel, which checks the
+        call as the real one does (a 3x3 256->256 convolution at 56x56: 100 ms on one thread, 0.05 ms on
+        meta);
+      * nn.MaxPool1d/2d, nn.AvgPool1d/2d on inputs of 64K elements or more: run on the meta device
+        (3.3 ms -> 0.04 ms for a 3x3 max pool of 64x112x112; a small pool is cheaper to compute);
+      * nn.BatchNorm1d/2d with running statistics: the input's rank and channels checked as the real
+        call checks them; the output has the input's shape;
+      * `a + b`, torch.add, Tensor.add of two tensors of one shape, dtype and device (residual adds);
+        `a += b` into a made-up `a` returns `a`;
+      * in-place activations (ReLU, ReLU6, ...; `inplace=True`): the input itself, as the real call
+        returns it.
+    Anything else (and any of these whose check fails) runs for real, so an error is the real call's.
+    Shapes are exact; only values differ, which no shape depends on (a forward whose shapes depend on its
+    values -- nonzero, boolean masks -- is outside what the time model prices anyway: it would price one
+    arbitrary example)."""
+    if modules is None:
+        modules = dict(root.named_modules())
+    shaped = not any(m.training for m in modules.values()) and not _has_global_hooks()
+    last_uses: dict = {}  # node -> the nodes whose last use it is
+    seen: set = set()
+    for node in reversed(graph.nodes):
+        for n in node.all_input_nodes:
+            if n not in seen:
+                seen.add(n)
+                last_uses.setdefault(node, []).append(n)
+    env: dict = {}
+    args_iter = iter(inputs)
+    scratch = _Scratch()
+
+    def load(n):
+        try:
+            return env[n]
+        except KeyError:
+            raise RuntimeError(f"Node {n} referenced nonexistent value") from None
+
+    for node in graph.nodes:
+        op, target = node.op, node.target
+        try:
+            if op == "placeholder":
+                value = _placeholder(node, args_iter)
+            elif op == "get_attr":
+                value = _fetch_attr(root, target)
+            else:
+                args = torch.fx.node.map_arg(node.args, load)
+                kwargs = torch.fx.node.map_arg(node.kwargs, load)
+                if op == "call_module":
+                    m = modules.get(target)
+                    m = _fetch_attr(root, target) if m is None else m
+                    shape = _SHAPED.get(type(m)) if shaped and not kwargs and len(args) == 1 else None
+                    value = _shaped_call(shape, m, args[0], scratch) if shape is not None else None
+                    if value is None:
+                        scratch.fill(args, kwargs)
+                        value = m(*args, **kwargs)
+                elif op in ("call_function", "call_method"):
+                    shape = (_SHAPED_FUNCTIONS if op == "call_function" else _SHAPED_METHODS).get(target) if shaped else None
+                    value = shape(args, kwargs, scratch) if shape is not None else None
+                    if value is None:
+                        scratch.fill(args, kwargs)
+                        value = target(*args, **kwargs) if op == "call_function" else getattr(args[0], target)(
+                            *args[1:], **kwargs)
+                elif op == "output":
+                    value = args[0]
+                else:
+                    raise RuntimeError(f"unknown fx op {op!r}")
+        except KeyError as e:  # as fx's Interpreter reports it
+            raise RuntimeError(*e.args) from e
+        env[node] = value
+        node.meta["shape"] = _shape_of(value) if _has_tensor(value) else None
+        for n in last_uses.get(node, ()):
+            del env[n]
+
+
+def _placeholder(node, args_iter):
+    if node.target.startswith("*"):
+        return list(args_iter)
+    try:
+        return next(args_iter)
+    except StopIteration:
+        if node.args:  # a default value
+            return node.args[0]
+        raise RuntimeError(f"Expected positional argument for parameter {node.target}, but one was not "
+                           f"passed in!") from None
+
+
+def _fetch_attr(root: nn.Module, target: str):
+    obj = root
+    for i, atom in enumerate(target.split(".")):
+        if not hasattr(obj, atom):
+            raise RuntimeError(f"Node referenced nonexistent target {'.'.join(target.split('.')[:i + 1])}")
+        obj = getattr(obj, atom)
+    return obj
+
+
+class _Scratch:
+    """The tensors a propagation made up to stand for shaped outputs (and views of them). Large ones
+    (64K elements or more) are made empty and zeroed only when a real call is about to read them
+    (`fill`): a conv's output that only shaped calls see (a BatchNorm, an in-place activation, a
+    residual add, the next conv) is never written, and neither allocating it nor freeing it touches its
+    memory (at 224x224, writing, reading and page-faulting those tensors was most of a propagation's
+    time); small ones are zeros at once. A shaped call may hand a made-up tensor on as its own output,
+    where aliasing it can change no value anyone else owns (the caller's inputs, parameters, buffers)."""
+
+    def __init__(self):
+        self._made: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, its storage)
+        self._blank: set[int] = set()  # storages of made-up tensors not zeroed yet
+
+    def blank(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """A made-up tensor of `shape` and `like`'s dtype and device (zeros whenever a real call reads it)."""
+        small = math.prod(shape) < _BLANK_MIN_ELEMENTS
+        t = self.own((torch.zeros if small else torch.empty)(shape, dtype=like.dtype, device=like.device))
+        storage = self._made[id(t)][1]
+        (self._blank.discard if small else self._blank.add)(storage)  # (a freed blank's storage reused)
+        return t
+
+    def own(self, t: torch.Tensor) -> torch.Tensor:
+        self._made[id(t)] = (weakref.ref(t), t.untyped_storage().data_ptr())
+        return t
+
+    def owns(self, t) -> bool:
+        r = self._made.get(id(t))
+        return r is not None and r[0]() is t
+
+    def alias(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor of `x`'s shape: a view of `x` where `x` is made up, else a new made-up one."""
+        return self.own(x.view_as(x)) if self.owns(x) else self.blank(x.shape, x)
+
+    def fill(self, *values) -> None:
+        """Zero the made-up tensors among `values` (nested in tuples, lists, dicts, slices) that are not
+        zeroed yet: a real call reads them next."""
+        if not self._blank:
+            return
+        for t in _tensors_in(values):
+            r = self._made.get(id(t))
+            if r is not None and r[1] in self._blank and r[0]() is t:
+                t.untyped_storage().fill_(0)
+                self._blank.discard(r[1])
+
+
+_BLANK_MIN_ELEMENTS = 1 << 16  # below, zeros cost less than keeping track of them
+
+
+def _tensors_in(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for y in x:
+            yield from _tensors_in(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _tensors_in(y)
+    elif isinstance(x, slice):
+        yield from _tensors_in((x.start, x.stop, x.step))
+
+
+def _shaped_call(shape, m: nn.Module, x, scratch: _Scratch) -> torch.Tensor | None:
+    """`shape(m, x, scratch)` where the call is plain; None (run it for real) where it is not or the
+    shortcut fails, so that any error is the real call's."""
+    if not _plain_call(m, x):
+        return None
+    try:
+        return shape(m, x, scratch)
+    except Exception:  # noqa: BLE001 - the real call decides
+        return None
+
+
+def _plain_call(m: nn.Module, x) -> bool:
+    """Whether calling `m` on `x` runs its forward on a plain tensor of its parameters' dtype and device."""
+    w = next(iter(m._parameters.values()), None)
+    return (_plain_tensor(x) and (w is None or (x.dtype == w.dtype and x.device == w.device))
+            and not (m._forward_hooks or m._forward_pre_hooks))
+
+
+def _has_global_hooks() -> bool:
+    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
+
+
+def _conv_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
+    """Zeros of the output shape of conv `m` on `x`, the call checked and shaped by torch's meta kernel."""
+    if m.padding_mode != "zeros":
+        return None
+    w, b = m.weight, m.bias
+    conv = F.conv2d if type(m) is nn.Conv2d else F.conv1d
+    meta = conv(x.to("meta"), w.to("meta"), None if b is None else b.to("meta"), m.stride, m.padding,
+                m.dilation, m.groups)
+    return scratch.blank(meta.shape, x)
+
+
+def _meta_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
+    """Zeros of the output shape of parameter-free `m` (a pool) on `x`, run on the meta device, where `x`
+    is large enough for that to be cheaper than pooling it (a meta call costs 30-130 us)."""
+    if getattr(m, "return_indices", False) or x.numel() < _POOL_MIN_ELEMENTS:
+        return None
+    return scratch.blank(m(x.to("meta")).shape, x)
+
+
+def _batchnorm_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
+    """A tensor of `x`'s shape (a view of `x` where the propagation made `x` up, else zeros), where
+    BatchNorm `m` (eval, running statistics) accepts `x`."""
+    rm = m.running_mean
+    if rm is None or rm.dtype != x.dtype or rm.device != x.device:
+        return None
+    m._check_input_dim(x)  # the real call's checks: rank and channels
+    if x.shape[1] != m.num_features:
+        return None
+    return scratch.alias(x)
+
+
+def _inplace_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor | None:
+    """An in-place activation returns its input."""
+    return x if m.inplace else None
+
+
+def _add_operands(args, kwargs):
+    """(a, b) of a plain `a + b`: two floating-point tensors of one shape, dtype and device; else None."""
+    if kwargs or len(args) != 2 or not all(_plain_tensor(t) for t in args):
+        return None
+    a, b = args
+    return (a, b) if a.shape == b.shape and a.dtype == b.dtype and a.device == b.device else None
+
+
+def _add_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
+    """a + b: a tensor of their shape (`alias`, of a made-up operand where there is one)."""
+    ab = _add_operands(args, kwargs)
+    if ab is None:
+        return None
+    a, b = ab
+    return scratch.alias(b if scratch.owns(b) and not scratch.owns(a) else a)
+
+
+def _iadd_shape(args, kwargs, scratch: _Scratch) -> torch.Tensor | None:
+    """a += b into a made-up `a`: `a` itself, as the real call returns it (into anything else it runs for
+    real)."""
+    ab = _add_operands(args, kwargs)
+    return ab[0] if ab is not None and scratch.owns(ab[0]) else None
+
+
+def _plain_tensor(t) -> bool:
+    return type(t) is torch.Tensor and t.is_floating_point() and not t.is_quantized
+
+
+_POOL_MIN_ELEMENTS = 1 << 16  # pooling 64K elements takes about as long as shaping it on meta
+_SHAPED = {nn.Conv1d: _conv_shape, nn.Conv2d: _conv_shape, nn.BatchNorm1d: _batchnorm_shape,
+           nn.BatchNorm2d: _batchnorm_shape,
+           **dict.fromkeys((nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d), _meta_shape),
+           **dict.fromkeys((nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
+                            nn.ELU), _inplace_shape)}
+# residual adds (`x + y`, torch.add, `out += identity`)
+_SHAPED_FUNCTIONS = {operator.add: _add_shape, torch.add: _add_shape, operator.iadd: _iadd_shape}
+_SHAPED_METHODS = {"add": _add_shape, "add_": _iadd_shape}
 
 
 def _has_tensor(x) -> bool:
@@ -161,7 +406,7 @@ def _has_tensor(x) -> bool:
 
 def _shape_of(x):
     if isinstance(x, torch.Tensor):
-        return tuple(int(d) for d in x.shape)
+        return tuple(x.shape)  # ints
     if isinstance(x, (tuple, list)):
         return [_shape_of(y) for y in x]
     return None

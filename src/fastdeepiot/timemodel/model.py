@@ -37,7 +37,6 @@ the plain sum of the layers (and fused-away layers cost nothing).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -50,7 +49,7 @@ from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.graph.extract import cached_extraction, extract_layers
+from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.jsonutil import dump_json
@@ -159,13 +158,35 @@ def call_terms(calls, standalone: list[float]) -> list[dict]:
 def composition_terms(calls, standalone: list[float]) -> dict:
     """The composition terms of one network (`standalone`: each call's standalone ms, None where the
     call is not a priced layer); `module_calls` comes from the extraction (`ExtractResult`)."""
+    return sum_terms(calls, call_terms(calls, standalone))
+
+
+def sum_terms(calls, per_call: list[dict]) -> dict:
+    """The network's composition terms from its calls' `call_terms` (summed in call order)."""
     terms = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "network_call": 1.0,
              "free_ops": float(sum(1 for c in calls if c.kind == "free")),
              "module_calls": float(getattr(calls, "module_calls", 0))}
-    for t in call_terms(calls, standalone):
+    for t in per_call:
         for k, v in t.items():
             terms[k] += v
     return terms
+
+
+def _config_id(c: LayerConfig):
+    """A cheap identity of a configuration (its parameters with their types: 1, 1.0 and True differ);
+    its canonical key where a value is unhashable."""
+    ident = (tuple(c.params.items()), tuple(map(type, c.params.values())))
+    try:
+        hash(ident)
+    except TypeError:
+        return c.key
+    return ident
+
+
+def _unmodelled(calls, standalone: list) -> list[str]:
+    """'name (op)' of each call that is an op no family covers or a layer the model does not price."""
+    return [f"{c.name} ({c.op})" for c, s in zip(calls, standalone)
+            if c.kind == "unmodelled" or (c.kind == "layer" and s is None)]
 
 
 def known_levels(est) -> dict[str, set[str]] | None:
@@ -210,26 +231,31 @@ class TimeModel:
         if config.family not in cache or cache[config.family][0] is not est:
             cache[config.family] = (est, known_levels(est))
         levels = cache[config.family][1]
-        return levels is None or all(str(v) in levels[k] for k, v in config.params.items()
-                                     if isinstance(v, str) and k in levels)
+        return not levels or all(str(v) in levels[k] for k, v in config.params.items()
+                                 if isinstance(v, str) and k in levels)
 
     # --------------------------------------------------------------------------- layers
     def predict_configs(self, configs: list[LayerConfig]) -> np.ndarray:
-        """Predicted standalone time (ms) of each configuration; raises for unmodelled families."""
+        """Predicted standalone time (ms) of each configuration; raises for unmodelled families.
+
+        One prediction call per family, on one row per distinct configuration (a network repeats many:
+        ResNet-50's 174 layers are 54 configurations); a row's prediction does not depend on the other
+        rows, so each configuration gets the time it gets alone."""
         out = np.zeros(len(configs))
-        by: dict[str, list[int]] = {}
+        by: dict[str, dict] = {}  # family -> configuration -> indices of its occurrences
         for i, c in enumerate(configs):
-            by.setdefault(c.family, []).append(i)
-        for fam, idx in by.items():
+            by.setdefault(c.family, {}).setdefault(_config_id(c), []).append(i)
+        for fam, groups in by.items():
             if fam not in self.estimators:
                 raise UnmodelledLayerError(
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
-            unseen = [configs[i] for i in idx if not self.covers(configs[i])]
+            distinct = [configs[idx[0]] for idx in groups.values()]
+            unseen = [c for c in distinct if not self.covers(c)]
             if unseen:
                 raise UnmodelledLayerError(
                     f"the {fam} model was fitted without {unseen[0].key}'s kind; profile it and fit again")
-            X = featurize_columns([configs[i] for i in idx])  # column arrays: no DataFrame for the tree
+            X = featurize_columns(distinct)  # column arrays: no DataFrame for the tree
             try:
                 pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
@@ -240,32 +266,31 @@ class TimeModel:
                 raise UserError(f"the time model's {fam} model predicts an impossible time "
                                 f"({float(pred[~np.isfinite(pred) | (pred < 0)][0])} ms); the file is damaged: "
                                 f"fit it again")
-            out[idx] = pred
+            for idx, ms in zip(groups.values(), pred):
+                out[idx] = ms
         return out
 
     def predict_config(self, config: LayerConfig) -> float:
         return float(self.predict_configs([config])[0])
 
     # --------------------------------------------------------------------------- networks
-    def network_terms(self, calls) -> tuple[dict, list[float], list[str]]:
-        """Composition terms of an extracted, fusion-annotated network, each call's standalone ms
-        (0 for calls that are not priced layers), and the unmodelled calls."""
-        return self.network_terms_many([calls])[0]
-
     def network_terms_many(self, networks: list[list]) -> list[tuple[dict, list[float], list[str]]]:
-        """`network_terms` for many networks, with one prediction call per family (fast)."""
+        """For each extracted, fusion-annotated network: its composition terms, each call's standalone
+        ms (0 for calls that are not priced layers) and its unmodelled calls; one prediction call per
+        family over all the networks."""
+        return [(composition_terms(calls, sa), [x or 0.0 for x in sa], _unmodelled(calls, sa))
+                for calls, sa in zip(networks, self._standalone_many(networks))]
+
+    def _standalone_many(self, networks: list[list]) -> list[list[float | None]]:
+        """Each call's standalone ms, None where the call is not a layer this model prices (`covers`);
+        one prediction call per family over all the networks."""
         priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
                   if c.kind == "layer" and self.covers(c.config)]
         ms = self.predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
         standalone: list[list] = [[None] * len(calls) for calls in networks]
         for (i, j, _), m in zip(priced, ms):
             standalone[i][j] = float(m)
-        out = []
-        for calls, sa in zip(networks, standalone):
-            unmodelled = [f"{c.name} ({c.op})" for c in calls if c.kind == "unmodelled"
-                          or (c.kind == "layer" and not self.covers(c.config))]
-            out.append((composition_terms(calls, sa), [x or 0.0 for x in sa], unmodelled))
-        return out
+        return standalone
 
     def compose(self, terms: dict) -> float:
         return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
@@ -281,11 +306,12 @@ class TimeModel:
     def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
         """Predicted time of one forward (inference) call of `module` on `example_inputs` on this device.
 
-        `module` is left alone: the network is traced on a copy in eval mode without gradients (or, for a
-        module that cannot be copied, on the module itself with every submodule's mode restored), so
-        its mode, parameters and buffers (BatchNorm running statistics) are unchanged."""
+        `module` is left alone: it is traced in eval mode without gradients and every submodule's mode is
+        restored afterwards, so its mode, parameters and buffers (BatchNorm running statistics) are
+        unchanged."""
         res, calls = self._extract_untouched(module, example_inputs)
-        terms, standalone, unmodelled = self.network_terms(calls)
+        standalone = self._standalone_many([calls])[0]  # None where not priced: no share of the total
+        unmodelled = _unmodelled(calls, standalone)
         if unmodelled and not allow_unmodelled:
             raise UnmodelledLayerError(
                 f"{len(unmodelled)} layer(s) the time model cannot price: {', '.join(unmodelled[:8])}"
@@ -297,14 +323,13 @@ class TimeModel:
                 f"none of the network's layers can be priced by this time model (unmodelled: "
                 f"{', '.join(unmodelled[:8])}{' ...' if len(unmodelled) > 8 else ''}; it models "
                 f"{', '.join(self.families)}); profile those families and fit again")
-        total = self.compose(terms)
+        per_call = call_terms(calls, standalone)
+        total = self.compose(sum_terms(calls, per_call))
         if not math.isfinite(total) or total < 0:
             raise UserError(f"the time model predicts an impossible total ({total} ms); its composition is "
                             f"damaged: fit it again")
         layers = []
-        # calls the model does not price take no part in the shares (as in the total's terms)
-        priced = [s if c.kind == "layer" and self.covers(c.config) else None for c, s in zip(calls, standalone)]
-        for c, sa, t in zip(calls, priced, call_terms(calls, priced)):
+        for c, sa, t in zip(calls, standalone, per_call):
             if sa is None:
                 continue
             share = max(0.0, self.call_share(t))  # a fused-away layer can come out a hair below 0
@@ -315,40 +340,28 @@ class TimeModel:
                                  list(getattr(res, "warnings", [])))
 
     def _extract_untouched(self, module, example_inputs):
-        """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was. A network already
-        in eval mode is looked up in the extraction cache as it is (a hit runs nothing); one with a
-        submodule in train mode is extracted from an eval-mode copy."""
+        """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was: it is switched to
+        eval mode in place and every submodule's mode is restored afterwards; in eval mode and without
+        gradients nothing the extraction runs changes a parameter or a buffer. A structure priced before is
+        answered from the extraction cache without running anything; a new one is traced (its shapes
+        propagated without computing convolutions), and a network that fx cannot trace is run once with
+        hooks, where a forward that fails on the example input is the user's error."""
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
             raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
                             f"{type(example_inputs).__name__}")
-        if not any(m.training for m in module.modules()):
-            res = cached_extraction(module, inputs)
-            if res is not None:
-                return res, fusion_for_backend(res, self.backend)
-            work = module  # eval mode and no gradients: running it changes no parameter or buffer
-        else:
-            try:
-                work = copy.deepcopy(module)
-            except Exception:  # noqa: BLE001 - some modules cannot be copied: restore their modes instead
-                work = None
-        target = work if work is not None else module
-        modes = [(m, m.training) for m in target.modules()]
+        modes = [(m, m.training) for m in module.modules()]
         try:
-            target.eval()
+            if any(was for _, was in modes):
+                module.eval()
             with torch.no_grad():
-                try:  # the user's network must run on its example input before we trace it
-                    target(*inputs)
-                except Exception as e:  # noqa: BLE001 - any failure of the user's forward is theirs
-                    raise UserError(f"the network does not run on its example input "
-                                    f"{[tuple(t.shape) for t in inputs]}: {type(e).__name__}: "
-                                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
-                return self.extract(target, example_inputs)
+                return self.extract(module, tuple(inputs))
         finally:
             for m, was in modes:
-                m.training = was
+                if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
+                    m.training = was
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:

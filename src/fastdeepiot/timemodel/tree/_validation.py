@@ -76,6 +76,11 @@ def check_column_arrays(cols: dict, columns: Sequence[str], name: str = "X") -> 
         raise ValueError(f"{name}: columns have different lengths: {lens}")
     if not cols:
         raise ValueError(f"{name} has no columns")
+    missing = [c for c in columns if c not in cols]
+    numeric = [v for v in cols.values() if v.dtype != object]
+    if (not missing and (not numeric or np.isfinite(np.stack(numeric)).all())
+            and not any(pd.isna(v).any() for v in cols.values() if v.dtype == object)):
+        return cols  # the common case, checked in one pass; otherwise find the first problem below
     nan = [k for k, v in cols.items() if (pd.isna(v).any() if v.dtype == object else np.isnan(v).any())]
     if nan:
         raise ValueError(f"{name} contains NaN/missing values in columns {nan}")
