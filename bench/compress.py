@@ -356,7 +356,14 @@ def write_md(data, path):
         lines += [f"## {e['task']} on {e['backend']}", "",
                   f"code **{e['code']}**; time model `{e['time_model']}`; checkpoint `{e['checkpoint']}`; seeds "
                   f"{s['seeds']}; final fine-tune {s['final_epochs']:g} epochs, {s['finetune_steps']} steps per "
-                  f"candidate; {e['elapsed_s'] / 60:.0f} min", "",
+                  f"candidate; {e['elapsed_s'] / 60:.0f} min", ""]
+        if e.get("parts"):
+            lines += ["Runs merged (`--merge`; every network timed together afterwards, on a quiet machine): "
+                      + "; ".join(f"seeds {', '.join(map(str, pt['seeds']))} at {pt['code']} "
+                                  f"({pt['elapsed_s'] / 60:.0f} min)" for pt in e["parts"]), ""]
+        if e.get("note"):
+            lines += [e["note"], ""]
+        lines += [
                   "| drop <= | ours ms [CI] | best baseline | its ms [CI] | ratio [CI] | bar met (point / CI) |",
                   "|---|---|---|---|---|---|"]
         for v in e["verdicts"]:
