@@ -40,13 +40,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
 import torch
+
+from _provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
@@ -285,16 +286,6 @@ def merge(paths: list[str], out: Path, drops: list[float], rounds: int) -> int:
     return write_results(parts, x, out, drops, rounds)
 
 
-def code_version() -> str:
-    """The commit the run used (`-dirty` when src/ or bench/ had uncommitted changes)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 COLORS = {"ours": "tab:red", "original": "black", "control": "grey", "flops-ablation": "tab:blue",

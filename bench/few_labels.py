@@ -27,27 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _provenance import code_version
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
 
 
-def code_version() -> str:
-    """The commit the run used (`-dirty` when src/ or bench/ had uncommitted changes)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src", "bench"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

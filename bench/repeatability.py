@@ -52,6 +52,8 @@ from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy, allocator_con
 from fastdeepiot.report.tables import markdown_table
 from fastdeepiot.zoo import zoo_networks
 
+from _provenance import code_version
+
 ROOT = Path(__file__).resolve().parent.parent
 BARS = {"agreement_pct": 3.0, "spread_pct": 3.0}
 
@@ -196,15 +198,6 @@ def summarise(agree: list[dict], rep: dict, ref: dict) -> tuple[list[dict], list
     return summary, per_net
 
 
-def commit() -> str:
-    try:
-        h = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return h + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -253,7 +246,7 @@ def main(argv=None) -> int:
     meta = {
         "command": "bench/repeatability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "kind": "SMOKE RUN (--quick): short rounds, few networks; not a result" if a.quick else "result",
-        "commit": commit(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "commit": code_version(()), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "processor": cpu_model(), "logical_cpus": os.cpu_count(), "threads": a.threads,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "allocator": allocator_condition(),
