@@ -50,7 +50,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heldout_archs import STYLES, heldout_networks  # noqa: E402
-from repeatability import commit, ort_sessions, reference_ms  # noqa: E402
+from _provenance import code_version  # noqa: E402
+from repeatability import ort_sessions, reference_ms  # noqa: E402
 
 from fastdeepiot.devices import cpu_model, get_backend  # noqa: E402
 from fastdeepiot.profiling.store import Store  # noqa: E402
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
             print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  "
                   f"random LOSO {r['random_loso']}  zoo {r['zoo']}", flush=True)
     meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes}",
-            "commit": commit(), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
+            "commit": code_version(()), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
             "platform": platform.platform(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "store_minutes": round(span, 1), "truth": truth.get("_conditions")}
     a.out.mkdir(parents=True, exist_ok=True)
