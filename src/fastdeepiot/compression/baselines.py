@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from fastdeepiot import tasks
 from fastdeepiot.compression.config import BASELINES, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost
-from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_distilled
+from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_recipe
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import _resolve_data, compress, measure_models
@@ -195,9 +195,7 @@ def width_scratch(make_model: Callable[[float], nn.Module], width: float, train_
     m = make_model(width)
     recipe_steps = int(r["epochs"]) * len(train_dl)
     steps = max(recipe_steps, int(budget_steps))
-    m, rec = train_distilled(m, train_dl, val_dl, steps, lr=float(r["lr"]), teacher=teacher, metric=metric,
-                             weight_decay=float(r["weight_decay"]), label_smoothing=float(r["label_smoothing"]),
-                             min_epochs=int(r["min_epochs"]), seed=seed)
+    m, rec = train_recipe(m, train_dl, val_dl, steps, r, teacher=teacher, metric=metric, seed=seed)
     return m, {"width_mult": width, "recipe_steps": recipe_steps, **rec}
 
 

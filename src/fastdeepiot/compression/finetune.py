@@ -145,6 +145,15 @@ def train_distilled(model: nn.Module, train_dl, val_dl, steps: int, *, lr: float
                           "best_val_accuracy": 100.0 * best[0]}
 
 
+def train_recipe(model: nn.Module, train_dl, val_dl, steps: int, r: dict, *, teacher: nn.Module | None,
+                 metric: Callable, seed: int = 0) -> tuple[nn.Module, dict]:
+    """`train_distilled` with the settings of recipe `r` (`recipe(task)`: lr, weight decay, label smoothing,
+    min_epochs)."""
+    return train_distilled(model, train_dl, val_dl, steps, lr=float(r["lr"]), teacher=teacher, metric=metric,
+                           weight_decay=float(r["weight_decay"]), label_smoothing=float(r["label_smoothing"]),
+                           min_epochs=int(r["min_epochs"]), seed=seed)
+
+
 def reinitialise(model: nn.Module, seed: int = 0) -> bool:
     """Re-initialise every parameter of `model` in place with its module's own `reset_parameters` (seeded).
     False, and `model` unchanged, when some parameter belongs to a module without `reset_parameters` (its

@@ -75,7 +75,7 @@ from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, 
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import (accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper, recipe,
-                                              reinitialise, train_distilled)
+                                              reinitialise, train_recipe)
 from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
 from fastdeepiot.compression.plan import Plan
@@ -253,12 +253,17 @@ class _Search:
     def final_accuracy(self, m: nn.Module) -> tuple[float, float]:
         """A final state's validation accuracy and the drop its acceptance tests: with the default metric
         the paired upper bound (both from one pass's per-sample correctness), else the point estimate."""
+        a, bound, _ = self._labelled(m)
+        return a, bound
+
+    def _labelled(self, m: nn.Module) -> tuple[float, float, torch.Tensor | None]:
+        """`final_accuracy`'s figures and the per-sample correctness they came from (None: custom metric)."""
         if self.base_correct is None:
             a = self.acc(m, self.val_dl)
-            return a, self.base_acc - a
+            return a, self.base_acc - a, None
         mask = correct_mask(m, self.val_dl)
         a = 100.0 * mask_accuracy(mask)
-        return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence))
+        return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence)), mask
 
     def judge_final(self, m: nn.Module, stage: str) -> tuple[float, float, bool, dict]:
         """A final state's validation accuracy, the drop its acceptance tests, whether it is accepted, and
@@ -269,14 +274,8 @@ class _Search:
         if self.pool is None:
             fa, bound = self.final_accuracy(m)
             return fa, bound, not self.budget_mode or bound <= c.max_accuracy_drop, {}
-        lower = None
-        if self.base_correct is None:
-            fa, bound = self.final_accuracy(m)
-        else:
-            mask = correct_mask(m, self.val_dl)
-            fa = 100.0 * mask_accuracy(mask)
-            bound = max(self.base_acc - fa, paired_drop_upper(self.base_correct, mask, c.confidence))
-            lower = labelled_lower(self.base_correct, mask, c.confidence)
+        fa, bound, mask = self._labelled(m)
+        lower = None if mask is None else labelled_lower(self.base_correct, mask, c.confidence)
         rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
                "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower}
         rec["labelled_ok"] = labelled_confirms(c.max_accuracy_drop, lower=lower, drop=rec["val_drop"],
@@ -429,12 +428,10 @@ class _Search:
         """Fine-tune the last state longer; back off to earlier states while the accuracy budget is
         missed. Returns the final network and its plan steps."""
         c = self.config
-        final_steps = int(round(c.final_epochs * len(self.train_dl)))
         while True:
             model, steps, _, _ = self.snapshots[-1]
             model, finish_steps = self.finish_moves(copy.deepcopy(model))
-            finetune(model, self.train_dl, final_steps, lr=c.lr, teacher=self.teacher, seed=c.seed)
-            self.optimizer_steps += final_steps
+            self.final_tune(model)
             fa, bound, ok, rec = self.judge_final(model, f"final fine-tune of {len(steps)} steps")
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
                                  "cost": self.pricer.price(model, self.x), "predicted_ms": self.pred_ms(model),
@@ -531,11 +528,10 @@ class _Search:
             return None
         r = recipe(self.task)
         epochs = c.scratch_epochs if c.scratch_epochs is not None else float(r["epochs"])
+        r["min_epochs"] = min(int(r["min_epochs"]), max(1, int(epochs)))
         steps = max(1, int(round(epochs * len(self.train_dl))))
-        m, rec = train_distilled(m, self.train_dl, self.val_dl, steps, lr=float(r["lr"]), teacher=self.teacher,
-                                 metric=self.metric, weight_decay=float(r["weight_decay"]),
-                                 label_smoothing=float(r["label_smoothing"]),
-                                 min_epochs=min(int(r["min_epochs"]), max(1, int(epochs))), seed=c.seed)
+        m, rec = train_recipe(m, self.train_dl, self.val_dl, steps, r, teacher=self.teacher, metric=self.metric,
+                              seed=c.seed)
         self.optimizer_steps += rec["optimizer_steps"]
         for step in finish:
             apply_step(m, step, self.x)
