@@ -21,8 +21,8 @@ from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
 from fastdeepiot.errors import StoreError
 from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.profiling.harness import TimingPolicy, measure
-from fastdeepiot.profiling.runner import plan, profile, typical_configs
-from fastdeepiot.profiling.space import (base_configs, coarse_to_fine, random_configs, region_configs, sweep_configs,
+from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
                                        within_cap)
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
@@ -69,34 +69,6 @@ def test_sweep_covers_every_width_once():
     widths = [c.params["out_channels"] for c in sweep]
     assert sorted(widths) == list(range(1, 257))
     assert all(c.params["in_channels"] == 8 for c in sweep)
-
-
-def test_sweeps_start_from_the_most_common_kinds_of_layer():
-    def conv(cin, cout, k, s=1, g=1, size=16, batch=1):
-        return LayerConfig("conv2d", dict(batch=batch, in_channels=cin, out_channels=cout, kernel=k, stride=s,
-                                          groups=g, size=size))
-    typical = ([conv(c, c, 3, size=8, batch=4) for c in (8, 16, 32, 64, 128)]
-               + [conv(c, 2 * c, 1) for c in (8, 16, 32)]
-               + [conv(3, 16, 7, s=2, size=56)]
-               + [conv(32, 32, 3, g=32)] * 3)  # depthwise 3x3 is a 3x3 stride-1 kind too
-    bases = base_configs("conv2d", 0, 2, typical)
-    assert [(b.params["kernel"], b.params["stride"]) for b in bases] == [(3, 1), (1, 1)]
-    assert all(b.params["batch"] == 1 and b.params["groups"] == 1 for b in bases)
-    # the kind's middle layer by work, not its first (a stem) or its largest
-    assert bases[0].params["in_channels"] in (16, 32)
-    # without typical layers (or too few kinds), random cheap points fill in, as before
-    assert base_configs("conv2d", 0, 2) == base_configs("conv2d", 0, 2, ())
-    three = base_configs("conv2d", 0, 3, typical)
-    assert three[:2] == bases and len(three) == 3 and three[2] not in bases
-
-
-def test_plan_sweeps_run_where_the_random_networks_live():
-    typical = typical_configs(0)
-    assert {"conv2d", "linear", "batchnorm"} <= set(typical)
-    kinds = {(c.params["kernel"], c.params["stride"]) for c in typical["conv2d"]}
-    sweep_kinds = {(w.config["kernel"], w.config["stride"])
-                   for w in itertools.islice(plan(["conv2d"], seed=0), 200) if w.source == "sweep"}
-    assert sweep_kinds and sweep_kinds <= kinds
 
 
 def test_conv_samples_include_depthwise_and_grouped():

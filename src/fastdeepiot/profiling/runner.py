@@ -7,7 +7,6 @@ Families take turns (weighted round-robin), so a short budget still covers every
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -65,8 +64,6 @@ def network_stream(seed: int) -> Iterator[Workload]:
 # image and sensor networks: measured on both CPU backends, their held-out error with equal turns was
 # 2-5x that of the other families, which reach ~2% median error with far fewer samples.
 FAMILY_TURNS = {"conv2d": 3, "conv1d": 2}
-# random networks (the stream's first ones) whose layers choose where the sweeps start
-TYPICAL_NETWORKS = 48
 
 
 def network_layer_configs(spec: dict, families: list[str], k: int) -> list[LayerConfig]:
@@ -81,26 +78,13 @@ def network_layer_configs(spec: dict, families: list[str], k: int) -> list[Layer
     return [found[key] for key in random.Random(f"{spec['seed']}:{spec.get('style')}").sample(keys, min(k, len(keys)))]
 
 
-@functools.lru_cache(maxsize=8)
-def typical_configs(seed: int, n_networks: int = TYPICAL_NETWORKS) -> dict[str, tuple[LayerConfig, ...]]:
-    """family -> the layer configurations (exact, in order) that the first `n_networks` random networks of
-    the profiler's stream run: where the sweeps start (`space.base_configs`). ~1.3 s for 48 networks."""
-    out: dict[str, list[LayerConfig]] = {}
-    for _, w in zip(range(n_networks), network_stream(seed)):
-        for c in extract_layers(build_network(w.config), example_input(w.config)).layers():
-            if not c.approx:
-                out.setdefault(c.family, []).append(c.config)
-    return {f: tuple(cs) for f, cs in out.items()}
-
-
 def plan(families: list[str], seed: int = 0, network_every: int = 0, network_layers: int = 4) -> Iterator[Workload]:
     """Weighted round-robin over the families' streams (`FAMILY_TURNS`, default 1); with
     `network_every` = k > 0, one random network after every k layer configurations, followed by
     `network_layers` of the layer configurations that network runs, timed alone (source
     "network:<style>"): the family spaces are grids a designer chose, a network's layers are where
     predictions are asked for (global pools, 1x1 and 2x2 feature maps, a Linear over batch x tokens rows)."""
-    typical = typical_configs(seed)
-    streams = {f: family_stream(f, seed, typical=typical.get(f, ())) for f in families}
+    streams = {f: family_stream(f, seed) for f in families}
     nets = network_stream(seed) if network_every > 0 else None
     n_layers = 0
     while streams:

@@ -146,26 +146,12 @@ def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
     return out
 
 
-# parameters that say how much data a layer runs over, not what kind of layer it is: two configurations
-# that differ only in these (and in widths) are the same kind of layer for choosing sweep bases
-_EXTENT_PARAMS = ("batch", "size", "seq_len", "groups")
-
-
-def base_configs(family: str, seed: int, k: int, typical=()) -> list[LayerConfig]:
-    """The k configurations that sweeps start from: batch 1, plain (groups 1), cheap.
-
-    `typical`: configurations of this family that networks run (the profiler passes the layers of its
-    own random networks, `runner.typical_configs`). The bases are then the most common kinds of layer
-    among them (kind = the parameters that are neither widths nor extents: a convolution's kernel and
-    stride), so the sweeps, which put the staircase into the model, run where networks live: a 3x3 and
-    a 1x1 convolution at stride 1 rather than wherever a random draw fell (on torch-cpu's 30-minute
-    profile one of the two conv2d bases was a 7x7 stride-2 convolution on a 7x7 map, and a 10-minute
-    profile held 42 plain 3x3 convolutions at batch 1, the most common layer of image networks).
-    Random typical-looking points fill in when `typical` has fewer kinds."""
+def base_configs(family: str, seed: int, k: int) -> list[LayerConfig]:
+    """Cheap, typical configurations that sweeps start from: batch 1, plain (groups 1)."""
+    rng = np.random.default_rng(seed)
     fam = get_family(family)
     out: list[LayerConfig] = []
-
-    def as_base(c: LayerConfig) -> LayerConfig | None:
+    for c in random_configs(family, 40 * k, seed=seed + 7919):
         p = dict(c.params)
         if "batch" in p:
             p["batch"] = 1
@@ -174,32 +160,14 @@ def base_configs(family: str, seed: int, k: int, typical=()) -> list[LayerConfig
         try:
             p = fam.check(p)
         except ValueError:
-            return None
+            continue
         c2 = LayerConfig(family, p)
-        return c2 if within_cap(c2) and all(c2 != o for o in out) else None
-
-    kinds: dict[tuple, list[LayerConfig]] = {}
-    for c in typical:
-        kind = tuple((n, v) for n, v in c.params.items() if n not in fam.width_params and n not in _EXTENT_PARAMS)
-        kinds.setdefault(kind, []).append(c)
-    for cs in sorted(kinds.values(), key=len, reverse=True):  # stable: ties keep their first appearance
-        # the kind's middle layer by work (a stem or a head is the kind's extreme, not its typical case)
-        by_work = sorted(cs, key=lambda c: c.features()["flops"])
-        mid = len(by_work) // 2
-        order = sorted(range(len(by_work)), key=lambda i: abs(i - mid))
-        base = next((b for b in (as_base(by_work[i]) for i in order) if b is not None), None)
-        if base is not None and len(out) < k:
-            out.append(base)
-    typical_bases = len(out)
-    for c in random_configs(family, 40 * k, seed=seed + 7919):
+        if within_cap(c2) and all(c2 != o for o in out):
+            out.append(c2)
         if len(out) == k:
             break
-        base = as_base(c)
-        if base is not None:
-            out.append(base)
-    fill = out[typical_bases:]
-    np.random.default_rng(seed).shuffle(fill)
-    return out[:typical_bases] + fill
+    rng.shuffle(out)
+    return out
 
 
 def sweep_configs(base: LayerConfig, param: str) -> list[LayerConfig]:
@@ -259,13 +227,12 @@ def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0
     return out
 
 
-def family_stream(family: str, seed: int, n_bases: int = 2, typical=()) -> Iterator[tuple[LayerConfig, str]]:
+def family_stream(family: str, seed: int, n_bases: int = 2) -> Iterator[tuple[LayerConfig, str]]:
     """The order in which one family is profiled: random points and sweep points alternate (half
-    each); the sweeps themselves take turns, so a short budget sees a bit of every sweep. `typical`:
-    configurations networks run, where the sweeps start (`base_configs`)."""
+    each); the sweeps themselves take turns, so a short budget sees a bit of every sweep."""
     fam = get_family(family)
     randoms = iter(random_configs(family, 4000, seed=seed))
-    sweeps = [iter(sweep_configs(b, prm)) for b in base_configs(family, seed, n_bases, typical)
+    sweeps = [iter(sweep_configs(b, prm)) for b in base_configs(family, seed, n_bases)
               for prm in fam.width_params]
     turn = 0
     while True:
