@@ -233,9 +233,7 @@ class AgreementPool:
 
     def train_disagreement(self, model: nn.Module) -> float | None:
         """Disagreement on raw training inputs, percentage points (optimistic: distillation fits them)."""
-        if not len(self.train_x):
-            return None
-        return 100.0 * float((predictions(model, self.train_x) != self.train_reference).float().mean())
+        return _rate(predictions(model, self.train_x) != self.train_reference) if len(self.train_x) else None
 
     def describe(self) -> dict:
         """The pool's composition, for the result's `run`."""

@@ -65,8 +65,9 @@ class OnnxRuntimeCPU(Backend):
             return False, "onnxruntime is not installed (pip install onnxruntime)"
         return True, ""
 
-    # torch 2.13's TorchScript exporter cannot export these (issue 17 families): a network holding
-    # them cannot run on this backend either, so the time model leaves them unmodelled
+    # torch 2.13's TorchScript exporter exports an adaptive pool only with an integer kernel (its output
+    # dividing its input), so this backend leaves the adaptive_pool family out: the time model does not
+    # price it here (a network holding one is unmodelled on this backend)
     def unsupported(self, config: LayerConfig) -> str | None:
         if config.family == "adaptive_pool":
             return "torch.onnx.export(dynamo=False) exports adaptive pools only with integer kernels"
