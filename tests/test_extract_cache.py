@@ -212,6 +212,23 @@ def test_convolutions_propagate_their_real_shapes(conv, shape):
     assert [meta_shape(n) for n in tg.nodes if n.op == "call_module"] == real
 
 
+@pytest.mark.parametrize("conv,shape", [
+    (nn.Conv2d(3, 8, 3), (1, 4, 8, 8)),  # channels do not match
+    (nn.Conv2d(3, 8, 5), (1, 3, 3, 3)),  # the kernel is larger than the input
+    (nn.Conv1d(4, 8, 3, groups=2), (2, 6, 16)),
+])
+def test_a_convolution_the_real_call_rejects_fails_as_the_real_call(conv, shape):
+    """Shaping a convolution by arithmetic never accepts a call the real convolution rejects."""
+    from fastdeepiot.graph.trace import trace
+
+    x = torch.randn(*shape)
+    with pytest.raises(RuntimeError) as real, torch.no_grad():
+        conv(x)
+    with pytest.raises(RuntimeError) as shaped:
+        trace(nn.Sequential(conv, nn.ReLU()).eval(), (x,))
+    assert str(shaped.value).splitlines()[0] == str(real.value).splitlines()[0]
+
+
 def test_train_mode_extraction_updates_batchnorm_from_real_values():
     """In train mode the one forward still computes convolutions: BatchNorm statistics move as before."""
     torch.manual_seed(0)

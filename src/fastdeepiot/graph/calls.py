@@ -31,6 +31,13 @@ class LayerCall:
     inputs: list[str] = field(default_factory=list)
     layout: str | None = None  # set by fusion_for_backend: 'nchwc' where ORT keeps the output blocked
 
+    def copy(self, **changes) -> "LayerCall":
+        """A shallow copy with `changes` (dataclasses.replace without its __init__: a network's worth of
+        calls is copied on every extraction, and replace cost 5 us a call)."""
+        new = object.__new__(LayerCall)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def to_json(self) -> dict:
         return {
             "name": self.name, "family": self.family,

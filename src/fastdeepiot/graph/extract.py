@@ -69,7 +69,6 @@ returns a copy annotated with the producer each op is fused into by that backend
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings as _warnings
 from collections import OrderedDict
@@ -889,11 +888,7 @@ def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
 
 def _copy(res: ExtractResult) -> ExtractResult:
     """A copy whose calls (and their lists) the caller may change without touching the original."""
-    calls = []
-    for c in res:
-        c = copy.copy(c)
-        c.inputs, c.input_shapes = list(c.inputs), list(c.input_shapes)
-        calls.append(c)
+    calls = [c.copy(inputs=list(c.inputs), input_shapes=list(c.input_shapes)) for c in res]
     return ExtractResult(calls, res.traced, res.warnings, res.module_calls)
 
 

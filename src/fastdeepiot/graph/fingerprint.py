@@ -40,26 +40,32 @@ class _Unfreezable(Exception):
     pass
 
 
-def _freeze(v: Any, own: frozenset = frozenset()):
-    """A hashable stand-in for an attribute value (type-tagged: 1, 1.0 and True differ). Tensors only
-    when they are the module's own parameters or buffers (`own`: their ids; an RNN lists its weights in
+def _freeze(v: Any, m: nn.Module | None = None):
+    """A hashable stand-in for an attribute value of module `m` (type-tagged: 1, 1.0 and True differ).
+    Tensors only when they are `m`'s own parameters or buffers (an RNN lists its weights in
     `_flat_weights`): by shape."""
     t = type(v)
     if t in _SCALARS:
         return (t, v)
+    if t is tuple and all(type(x) is int for x in v):  # kernel sizes, strides, paddings: most attributes
+        return (_INTS, v)
     if isinstance(v, _IDENTITY):
         return v
     if isinstance(v, (tuple, list)):  # torch.Size too
-        return (t, tuple(_freeze(x, own) for x in v))
+        return (t, tuple(_freeze(x, m) for x in v))
     if isinstance(v, (set, frozenset)):
-        return (frozenset, frozenset(_freeze(x, own) for x in v))
+        return (frozenset, frozenset(_freeze(x, m) for x in v))
     if isinstance(v, dict):
-        return (dict, tuple((_freeze(k, own), _freeze(x, own)) for k, x in v.items()))
+        return (dict, tuple((_freeze(k, m), _freeze(x, m)) for k, x in v.items()))
     if isinstance(v, weakref.ref):
-        return (weakref.ref, _freeze(v(), own))
-    if isinstance(v, torch.Tensor) and id(v) in own:
+        return (weakref.ref, _freeze(v(), m))
+    if isinstance(v, torch.Tensor) and m is not None and any(
+            v is t for t in (*m._parameters.values(), *m._buffers.values())):
         return (torch.Tensor, _tensor_key(v))
     raise _Unfreezable(t.__name__)
+
+
+_INTS = object()  # the tag of a tuple of plain ints
 
 
 def _tensor_key(t: torch.Tensor | None):
@@ -67,13 +73,13 @@ def _tensor_key(t: torch.Tensor | None):
 
 
 def _module_key(name: str, m: nn.Module) -> tuple:
-    own = frozenset(id(t) for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
-    if m._forward_hooks or m._forward_pre_hooks:  # they may change what the forward does
+    d = m.__dict__
+    if d["_forward_hooks"] or d["_forward_pre_hooks"]:  # they may change what the forward does
         raise _Unfreezable("forward hooks")
-    attrs = tuple((k, _freeze(v, own)) for k, v in m.__dict__.items() if k not in _SKIP)
-    params = tuple((k, _tensor_key(p)) for k, p in m._parameters.items())
-    buffers = tuple((k, _tensor_key(b)) for k, b in m._buffers.items())
-    return (name, type(m), m.training, attrs, params, buffers)
+    attrs = tuple((k, _freeze(v, m)) for k, v in d.items() if k not in _SKIP)
+    params = tuple((k, _tensor_key(p)) for k, p in d["_parameters"].items())
+    buffers = tuple((k, _tensor_key(b)) for k, b in d["_buffers"].items())
+    return (name, type(m), d["training"], attrs, params, buffers)
 
 
 def _input_key(x):

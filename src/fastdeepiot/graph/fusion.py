@@ -48,7 +48,6 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from fastdeepiot.errors import UnknownNameError
 from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
@@ -209,7 +208,7 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     backend names starting with 'torch' fuse nothing; 'onnxruntime' / 'ort' apply R1-R5
     (`level` 'all' = ORT_ENABLE_ALL, 'extended', or 'basic' = only R1). Unknown names raise.
     """
-    out = [replace(c, fused_into=None, layout=None, inputs=list(c.inputs)) for c in calls]
+    out = [c.copy(fused_into=None, layout=None, inputs=list(c.inputs)) for c in calls]
     name = backend_name.lower()
     if name.startswith("torch") or name == "fake":  # eager torch (and the fake device) fuse nothing
         pass
