@@ -455,11 +455,7 @@ def _multiple_of(key: str, of: str):
 
 _CH = list(range(1, 257))  # every width 1..256: sweeps see every step of the staircase
 _BATCH = [1, 2, 4, 8, 16, 32]
-# 1-3: the maps image networks end on (a 32x32 input after four or five stride-2 stages). Below 4 the
-# backends leave their fast paths: on torch-cpu a 1x1 128->128 convolution at batch 8 takes 150 us on
-# a 2x2 map and 63 us on a 4x4 one, a 5x5 depthwise convolution over 576 channels at batch 4 on a 1x1
-# map 880 us; a tree that never saw such a map priced them at 25 and 71 us.
-_SIZES2D = [1, 2, 3, 4, 7, 8, 14, 16, 28, 32, 56]
+_SIZES2D = [4, 7, 8, 14, 16, 28, 32, 56]
 _LEN1D = [8, 16, 32, 50, 64, 100, 128, 256]
 
 FAMILIES: dict[str, Family] = {}
@@ -486,11 +482,8 @@ for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
 register(Family(
     name="linear",
     description="Linear on a (batch, in_features) input",
-    # to 4096: the wide heads of classifiers (VGG's 4096, ResNet-50's 2048) whose weights leave the
-    # last-level cache: a 3072->2048 Linear at batch 8 (25 MB of weights) takes 3.1 ms on torch-cpu
-    # here, where a tree fitted up to 1024 wide priced it at 1.8 ms
-    space={"batch": _BATCH + [64, 128], "in_features": list(range(1, 4097)),
-           "out_features": list(range(1, 4097))},
+    space={"batch": _BATCH + [64, 128], "in_features": list(range(1, 1025)),
+           "out_features": list(range(1, 1025))},
     width_params=["out_features", "in_features"],
     build=_linear_build,
     input_shapes=lambda p: [(p["batch"], p["in_features"])],
@@ -595,8 +588,7 @@ register(Family(
     space={"groups": [1, 2, 4, 8, 16, 32], **_EW_SPACE}, width_params=["channels"],
     build=_groupnorm_build, input_shapes=lambda p: [_spatial_shape(p)],
     raw_features=_groupnorm_features,
-    valid=lambda p: (_EW_VALID(p) and p["channels"] % p["groups"] == 0
-                     and p["channels"] // p["groups"] * p["size"] ** p["dims"] > 1),  # torch: > 1 value a group
+    valid=lambda p: _EW_VALID(p) and p["channels"] % p["groups"] == 0,
 ))
 register(Family(
     name="upsample",
