@@ -40,6 +40,9 @@ class _Unfreezable(Exception):
     pass
 
 
+_INTS = object()  # the tag of a tuple of plain ints (kernel sizes, strides, paddings)
+
+
 def _freeze(v: Any, m: nn.Module | None = None):
     """A hashable stand-in for an attribute value of module `m` (type-tagged: 1, 1.0 and True differ).
     Tensors only when they are `m`'s own parameters or buffers (an RNN lists its weights in
@@ -47,7 +50,7 @@ def _freeze(v: Any, m: nn.Module | None = None):
     t = type(v)
     if t in _SCALARS:
         return (t, v)
-    if t is tuple and all(type(x) is int for x in v):  # kernel sizes, strides, paddings: most attributes
+    if t is tuple and all(type(x) is int for x in v):  # most attributes: no recursion
         return (_INTS, v)
     if isinstance(v, _IDENTITY):
         return v
@@ -63,9 +66,6 @@ def _freeze(v: Any, m: nn.Module | None = None):
             v is t for t in (*m._parameters.values(), *m._buffers.values())):
         return (torch.Tensor, _tensor_key(v))
     raise _Unfreezable(t.__name__)
-
-
-_INTS = object()  # the tag of a tuple of plain ints
 
 
 def _tensor_key(t: torch.Tensor | None):

@@ -48,7 +48,6 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 
 from __future__ import annotations
 
-
 from fastdeepiot.errors import UnknownNameError
 from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
 from fastdeepiot.graph.ops import NOOP_OPS
