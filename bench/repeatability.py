@@ -240,6 +240,8 @@ def main(argv=None) -> int:
     rep, ref = repeatability(backends, nets, a.threads, processes, gap_s, rounds, policy, a.with_reference,
                              a.quick, min_run_time)
     load1 = os.getloadavg()
+    with NetworkTimer(backends[0], policy, threads=a.threads) as t:  # the conditions of our timing processes
+        layout = t.conditions.get("address_layout", "the calling process's")
     summary, per_net = summarise(agree, rep, ref)
     import onnxruntime  # heavy optional dependency, needed only for its version here
 
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
         "processor": cpu_model(), "logical_cpus": os.cpu_count(), "threads": a.threads,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "allocator": allocator_condition(),
-        "quiet_guard": guard is not None, "policy": policy.__dict__, "rounds": rounds, "processes": processes,
+        "address_layout": layout, "quiet_guard": guard is not None, "policy": policy.__dict__, "rounds": rounds, "processes": processes,
         "gap_s": gap_s, "reference_min_run_time_s": min_run_time,
         "load_average_1min_before_after": [round(load0[0], 2), round(load1[0], 2)],
         "seconds": round(time.time() - t0, 1), "bars": BARS,
@@ -267,7 +269,7 @@ def main(argv=None) -> int:
                "not results.**", ""]
     md += [f"Conditions: {meta['processor']} ({meta['logical_cpus']} logical CPUs), {a.threads} thread(s); "
            f"torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, Python {meta['python']}; allocator: "
-           f"{meta['allocator']}; quiet guard {'on' if guard is not None else 'off'}; 1-minute load average "
+           f"{meta['allocator']}; address layout of the timing processes: {meta['address_layout']}; quiet guard {'on' if guard is not None else 'off'}; 1-minute load average "
            f"{load0[0]:.2f} before, {load1[0]:.2f} after (above ~0.1 the machine was shared and every figure "
            "includes the neighbours).", "",
            "Measured time: `fastdeepiot.profiling.timer` (block-median per-call time under inference mode, best of "

@@ -251,3 +251,32 @@ def test_a_network_that_cannot_be_shipped_is_a_runtime_error(monkeypatch):
     monkeypatch.setattr(timer_mod, "export_onnx", no_export)
     with pytest.raises(RuntimeError, match="cannot ship.*unsupported operator"):
         time_network(nn.Linear(4, 4), torch.randn(1, 4), "onnxruntime-cpu", rounds=1, policy=TimerPolicy.quick())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/personality"),
+                    reason="address layout randomisation is controlled through Linux's personality(2)")
+def test_the_child_runs_with_a_fixed_address_layout_and_ours_is_left_randomised(monkeypatch):
+    from fastdeepiot.profiling.timer import address_layout_condition
+
+    from fastdeepiot.profiling.timer import fixed_address_layout
+
+    before = Path("/proc/self/personality").read_text()
+    with fixed_address_layout() as can:
+        if not can:
+            pytest.skip("this sandbox refuses personality(ADDR_NO_RANDOMIZE)")
+    assert Path("/proc/self/personality").read_text() == before  # this process's persona is restored
+    with NetworkTimer("torch-cpu", TimerPolicy.quick()) as t:
+        assert t.conditions["address_layout"] == "fixed (ASLR off)"
+    assert Path("/proc/self/personality").read_text() == before
+    # three children place the heap at the same address; with FASTDEEPIOT_FIXED_LAYOUT=0 they do not
+    probe = [sys.executable, "-c", "import ctypes; print(ctypes.CDLL(None).malloc(1 << 10))"]
+    with fixed_address_layout():
+        fixed = {subprocess.run(probe, capture_output=True, text=True).stdout for _ in range(3)}
+    monkeypatch.setenv("FASTDEEPIOT_FIXED_LAYOUT", "0")
+    with fixed_address_layout():
+        free = {subprocess.run(probe, capture_output=True, text=True).stdout for _ in range(3)}
+    assert len(fixed) == 1
+    if address_layout_condition() == "randomised (ASLR on)":  # the system randomises at all
+        assert len(free) == 3
+    with NetworkTimer("torch-cpu", TimerPolicy.quick()) as t:
+        assert t.conditions["address_layout"] == address_layout_condition()

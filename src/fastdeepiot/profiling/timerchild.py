@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-from fastdeepiot.profiling.timer import (TimerPolicy, _describe, allocator_condition, recv_frame,
-                                         runner_from_payload, send_frame, time_runners)
+from fastdeepiot.profiling.timer import (TimerPolicy, _describe, address_layout_condition, allocator_condition,
+                                         recv_frame, runner_from_payload, send_frame, time_runners)
 
 
 def serve(inp, out) -> None:
@@ -54,7 +54,7 @@ def serve(inp, out) -> None:
                 backend, policy = cfg["backend"], TimerPolicy(**cfg["policy"])
                 torch.set_num_threads(backend.threads)
                 reply = {"process": "child", "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
-                         "allocator": allocator_condition()}
+                         "allocator": allocator_condition(), "address_layout": address_layout_condition()}
             elif msg[0] == "load":
                 close_all()
                 loaded = [load(p) for p in msg[1]]
