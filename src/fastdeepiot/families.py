@@ -76,8 +76,9 @@ class LayerConfig:
         return kind
 
 
-def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Output length along one dimension of a convolution or pool: torch's formula."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _conv_features(dim: int):
     def feats(p: dict) -> dict:
         size = p["size"]
         k, s, pad = p["kernel"], p["stride"], p["kernel"] // 2
-        out = _conv_out(size, k, s, pad)
+        out = conv_out_size(size, k, s, pad)
         out_spatial = out**dim
         in_spatial = size**dim
         cin_g = p["in_channels"] // p["groups"]
@@ -214,7 +215,7 @@ def _pool_build(dim: int):
 
 def _pool_features(dim: int):
     def feats(p: dict) -> dict:
-        out = _conv_out(p["size"], p["kernel"], p["stride"], 0)
+        out = conv_out_size(p["size"], p["kernel"], p["stride"])
         n_out = p["batch"] * p["channels"] * out**dim
         n_in = p["batch"] * p["channels"] * p["size"] ** dim
         return {

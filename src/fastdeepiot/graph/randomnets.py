@@ -31,7 +31,7 @@ import random
 import torch
 import torch.nn as nn
 
-from fastdeepiot.families import ACTIVATIONS
+from fastdeepiot.families import ACTIVATIONS, conv_out_size
 
 SPEC_VERSION = 3  # 2: per-network palettes and repeats; 3: architecture styles (STYLES), batch > 1
 _ACT_CLS = {
@@ -45,7 +45,8 @@ def _act(kind: str | None) -> nn.Module:
 
 
 def _conv_out(size: int, k: int, s: int) -> int:
-    return (size + 2 * (k // 2) - k) // s + 1
+    """A "same"-padded convolution's output size (the only padding the generator uses)."""
+    return conv_out_size(size, k, s, k // 2)
 
 
 # ------------------------------------------------------------------------------------ blocks

@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules import module as _torch_module  # its global hook registries
 
+from fastdeepiot.families import conv_out_size
+
 
 class Tracer(torch.fx.Tracer):
     """torch.nn modules are leaves (fx's default); so are custom modules holding parameters or buffers
@@ -328,7 +330,7 @@ def _conv_shape(m: nn.Module, x: torch.Tensor, scratch: _Scratch) -> torch.Tenso
         return None
     w, b = m.weight, m.bias
     if x.dim() == w.dim() and x.shape[1] == w.shape[1] * m.groups and not isinstance(m.padding, str):
-        out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+        out = [conv_out_size(n, k, s, p, d)
                for n, k, s, p, d in zip(x.shape[2:], w.shape[2:], m.stride, m.padding, m.dilation)]
         if all(o > 0 for o in out):
             return scratch.blank((x.shape[0], w.shape[0], *out), x)
