@@ -153,12 +153,12 @@ def fit_and_price(job: tuple) -> dict:
     """One fit: the store cut at `minutes`, without style `leave_out` (None: every style); prices the
     evaluation networks of `groups` (all when None) through the public API, and `held` (that style's
     random networks, (spec, ms), which the fit never saw). Runs in a worker process."""
-    db, minutes, leave_out, backend, seed, groups, held, workdir = job
+    db, minutes, leave_out, backend, seed, groups, held, workdir, estimator = job
     torch.set_num_threads(1)
     path, n_layer, n_net = cut_store(Path(db), minutes, Path(workdir), leave_out)
     t0 = time.monotonic()
     with Store.open(path) as store:
-        tm = fit_time_model(store, seed=seed, holdout=0.2 if leave_out is None else 0.0)
+        tm = fit_time_model(store, seed=seed, holdout=0.2 if leave_out is None else 0.0, estimator=estimator)
     fit_s = time.monotonic() - t0
     path.unlink()
     priced = {}
@@ -175,11 +175,12 @@ def fit_and_price(job: tuple) -> dict:
 
 
 def evaluate_cut(db: Path, minutes: float, backend: str, nets, truth: dict, seed: int, workdir: str,
-                 pool, loso: bool = True) -> dict:
-    jobs = [(str(db), minutes, None, backend, seed, None, [], workdir)]
+                 pool, loso: bool = True, estimator: str = "tree") -> dict:
+    jobs = [(str(db), minutes, None, backend, seed, None, [], workdir, estimator)]
     if loso:
         by_style = random_networks_by_style(db, minutes, Path(workdir))
-        jobs += [(str(db), minutes, s, backend, seed, (s,), by_style.get(s, []), workdir) for s in STYLES]
+        jobs += [(str(db), minutes, s, backend, seed, (s,), by_style.get(s, []), workdir, estimator)
+                 for s in STYLES]
     done = {r["leave_out"]: r for r in pool.map(fit_and_price, jobs)}
     full = done[None]
     rows = []
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--estimator", default="tree", help="the layer estimator fit_time_model fits (tree, bagged, ...)")
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel (worker processes)")
     ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -260,12 +262,13 @@ def main(argv=None) -> int:
         for m in cuts:
             print(f"cut at {m:g} min: fitting with every style and without each of {len(STYLES)}", flush=True)
             loso = a.loso_minutes == "all" or m in [float(v) for v in a.loso_minutes.split(",") if v]
-            r = evaluate_cut(db, m, a.backend, nets, truth, a.seed, tmp, pool, loso)
+            r = evaluate_cut(db, m, a.backend, nets, truth, a.seed, tmp, pool, loso, a.estimator)
             r["minutes"] = m
             results[f"{m:g}"] = r
             print(f"  held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  "
                   f"random LOSO {r['random_loso']}  zoo {r['zoo']}", flush=True)
-    meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes}",
+    meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes}"
+                       + (f" --estimator {a.estimator}" if a.estimator != "tree" else ""),
             "commit": code_version(()), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
             "platform": platform.platform(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "store_minutes": round(span, 1), "truth": truth.get("_conditions")}

@@ -67,7 +67,7 @@ def test_cut_store_by_time_and_style(gen, store_path, tmp_path):
 
 def test_leave_one_style_out_fit_prices_only_unseen(gen, store_path, tmp_path):
     held = gen.random_networks_by_style(store_path, 60, tmp_path)["mlp"]
-    r = gen.fit_and_price((str(store_path), 60, "mlp", "fake", 0, ("mlp",), held, str(tmp_path)))
+    r = gen.fit_and_price((str(store_path), 60, "mlp", "fake", 0, ("mlp",), held, str(tmp_path), "tree"))
     assert r["leave_out"] == "mlp" and r["priced"] and r["random"]
     assert all(v["ms"] > 0 for v in r["priced"].values())
     assert set(r["priced"]) == {n for n, g, _, _ in gen.evaluation_networks("fake") if g == "mlp"}

@@ -15,9 +15,11 @@ from fastdeepiot.families import LayerConfig, get_family
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary
 from fastdeepiot.timemodel.tree import ModelTree, Rule, add_staircase_features, featurize
+from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
-ESTIMATORS = [ModelTree, FlopsLinear, LookupTable, lambda: RandomForestTime(n_estimators=10)]
-IDS = ["ModelTree", "FlopsLinear", "LookupTable", "RandomForestTime"]
+ESTIMATORS = [ModelTree, lambda: BaggedModelTrees(n_estimators=3), FlopsLinear, LookupTable,
+              lambda: RandomForestTime(n_estimators=10)]
+IDS = ["ModelTree", "BaggedModelTrees", "FlopsLinear", "LookupTable", "RandomForestTime"]
 
 
 def staircase(n=1500, seed=0, q=16):
@@ -210,6 +212,22 @@ def test_from_dict_rejects_other_types():
     d = FlopsLinear().fit(X, y).to_dict()
     with pytest.raises(ValueError):
         ModelTree.from_dict(d)
+
+
+def test_bagged_trees_are_the_geometric_mean_of_readable_trees_on_disjoint_draws():
+    X, y = staircase(600, seed=2)
+    bag = BaggedModelTrees(n_estimators=4, subsample=0.5, tree_params={"max_depth": 3}).fit(X, y)
+    assert len(bag.trees_) == 4 and all(t.depth_ <= 3 for t in bag.trees_)
+    members = np.array([t.predict(X) for t in bag.trees_])
+    np.testing.assert_allclose(bag.predict(X), np.exp(np.log(members).mean(axis=0)))
+    assert len({json.dumps(t.to_dict()["nodes"]) for t in bag.trees_}) > 1  # different draws, different trees
+    text = bag.explain_text()
+    assert text.count("--- tree ") == 4 and "geometric mean of 4 model trees" in text
+    assert med_pct(y, bag.predict(X)) < 5
+    with pytest.raises(ValueError, match="subsample"):
+        BaggedModelTrees(subsample=0).fit(X, y)
+    with pytest.raises(ValueError, match="BaggedModelTrees"):
+        BaggedModelTrees.from_dict(ModelTree().fit(X, y).to_dict())
 
 
 # ------------------------------------------------------------------------------ families

@@ -56,21 +56,23 @@ from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
 from fastdeepiot.timemodel.tree import ModelTree, featurize, featurize_columns
+from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
-ESTIMATORS = ("tree", "flops", "lookup", "forest")
+ESTIMATORS = ("tree", "bagged", "flops", "lookup", "forest")
 
 
 def make_estimator(kind: str):
-    table = {"tree": ModelTree, "flops": FlopsLinear, "lookup": LookupTable, "forest": RandomForestTime}
+    table = {"tree": ModelTree, "bagged": BaggedModelTrees, "flops": FlopsLinear, "lookup": LookupTable,
+             "forest": RandomForestTime}
     if kind not in table:
         raise UserError(f"unknown estimator {kind!r}; known: {', '.join(table)}")
     return table[kind]()
 
 
 def estimator_from_dict(d: dict):
-    for cls in (ModelTree, FlopsLinear, LookupTable, RandomForestTime):
+    for cls in (ModelTree, BaggedModelTrees, FlopsLinear, LookupTable, RandomForestTime):
         if d.get("type") == cls.__name__:
             return cls.from_dict(d)
     raise ValueError(f"unknown estimator type {d.get('type')!r}")
@@ -417,7 +419,7 @@ class TimeModel:
                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
-ESTIMATOR_TYPES = ("ModelTree", "FlopsLinear", "LookupTable", "RandomForestTime")
+ESTIMATOR_TYPES = ("ModelTree", "BaggedModelTrees", "FlopsLinear", "LookupTable", "RandomForestTime")
 
 
 def _non_finite(obj, where: str) -> str | None:
@@ -494,6 +496,12 @@ def validate_dict(d) -> None:
             raise UserError(f"damaged time model: families.{fam}.floor_ms must be a non-negative number")
         if e["type"] == "ModelTree":
             _validate_tree(fam, e)
+        if e["type"] == "BaggedModelTrees":
+            trees = e.get("trees")
+            if not isinstance(trees, list) or not trees or not all(isinstance(t, dict) for t in trees):
+                raise UserError(f"damaged time model: the {fam} model has no trees")
+            for t in trees:
+                _validate_tree(fam, t)
     comp = d.get("composition")
     if comp is not None:
         if not isinstance(comp, dict):
