@@ -285,7 +285,7 @@ def test_bagged_estimator_fits_saves_loads_prices_and_explains(fake_db, tmp_path
     cfg = LayerConfig("conv2d", dict(p.layers[0].config))
     est = tm.estimators["conv2d"]
     members = [float(t.predict(_columns([cfg]))[0]) for t in est.trees_]
-    assert tm.predict_config(cfg) == pytest.approx(float(np.exp(np.mean(np.log(members)))) + tm.call_floor_ms)
+    assert tm.predict_config(cfg) == pytest.approx(float(np.exp(np.mean(np.log(members)))))
     capsys.readouterr()
     assert main(["explain", str(out), "--family", "conv2d"]) == 0
     assert "geometric mean of 5 model trees" in capsys.readouterr().out
@@ -300,29 +300,3 @@ def _columns(configs):
     from fastdeepiot.timemodel.tree import featurize_columns
 
     return featurize_columns(configs)
-
-
-def test_family_models_are_fitted_above_the_per_call_floor(fake_db, fake_tm, tmp_path, capsys):
-    from fastdeepiot.timemodel.model import CALL_FLOOR_SHARE
-    from fastdeepiot.timemodel.tree import featurize_columns
-
-    with Store.open(fake_db) as store:
-        fastest = min(m.median_ms for m in store.measurements(kind="layer"))
-    assert fake_tm.call_floor_ms == pytest.approx(CALL_FLOOR_SHARE * fastest)
-    cfg = LayerConfig("conv2d", {"batch": 1, "in_channels": 16, "out_channels": 32, "kernel": 3, "stride": 1,
-                                 "groups": 1, "size": 16})
-    bare = float(fake_tm.estimators["conv2d"].predict(featurize_columns([cfg]))[0])
-    assert fake_tm.predict_config(cfg) == pytest.approx(bare + fake_tm.call_floor_ms)
-    path = tmp_path / "tm.json"
-    fake_tm.save(path)
-    assert TimeModel.load(path).predict_config(cfg) == pytest.approx(fake_tm.predict_config(cfg))
-    d = json.loads(path.read_text())
-    assert main(["explain", str(path), "--family", "conv2d"]) == 0
-    assert "per-call floor" in capsys.readouterr().out
-    del d["call_floor_ms"]  # a model saved before the floor existed: its trees priced the whole time
-    path.write_text(json.dumps(d))
-    assert TimeModel.load(path).predict_config(cfg) == pytest.approx(bare)
-    d["call_floor_ms"] = -1.0
-    path.write_text(json.dumps(d))
-    assert main(["explain", str(path)]) == 2
-    assert "call_floor_ms" in capsys.readouterr().err

@@ -33,15 +33,6 @@ reorders a network does pay (M elements entering a plain op from an NCHWc produc
 fitted (relative least squares, costs non-negative) on random networks measured during profiling
 (`graph.randomnets`; never the networks we evaluate on). Without measured networks the composition is
 the plain sum of the layers (and fused-away layers cost nothing).
-
-The per-call floor. Every layer timed alone pays the backend's fixed cost of one call (an ORT session
-run, torch's dispatch), which the fastest layers on the device are made of almost entirely. The family
-models are fitted on the time above that floor (`call_floor_ms`, CALL_FLOOR_SHARE of the fastest layer
-the store holds) and predict it plus the floor: their relative errors are then errors of the part a layer
-adds, which is what a network pays where the composition subtracts the per-call cost. On ONNX Runtime,
-where the layers of a network timed alone sum to 1.1-4.5x the network, a layer model's relative error on
-the whole standalone time was amplified by that ratio into the network total (issue 17: two profiles'
-style-left-out models priced MobileNet-V3's layers 11% apart and its total 41% apart).
 """
 
 from __future__ import annotations
@@ -69,9 +60,6 @@ from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
-# the per-call floor: this share of the fastest layer the store holds (below every row, so each row keeps
-# a positive time above it; see the module doc)
-CALL_FLOOR_SHARE = 0.95
 ESTIMATORS = ("tree", "bagged", "flops", "lookup", "forest")
 
 
@@ -219,9 +207,8 @@ class TimeModel:
     """Per-family estimators + composition, for one device (its fingerprint and conditions)."""
 
     def __init__(self, estimators: dict, composition: dict | None = None, device: dict | None = None,
-                 conditions: dict | None = None, report: dict | None = None, call_floor_ms: float = 0.0):
+                 conditions: dict | None = None, report: dict | None = None):
         self.estimators = estimators
-        self.call_floor_ms = float(call_floor_ms)  # added to every family model's prediction (module doc)
         self.composition = complete_composition(composition)
         self.device = dict(device or {})
         self.conditions = dict(conditions or {})
@@ -272,7 +259,7 @@ class TimeModel:
                     f"the {fam} model was fitted without {unseen[0].key}'s kind; profile it and fit again")
             X = featurize_columns(distinct)  # column arrays: no DataFrame for the tree
             try:
-                pred = np.asarray(self.estimators[fam].predict(X), dtype=float) + self.call_floor_ms
+                pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
                 # a model read from a file that passed the schema check but cannot route a configuration
                 raise UserError(f"the time model's {fam} model cannot predict ({type(e).__name__}: {e}); the "
@@ -383,20 +370,18 @@ class TimeModel:
         if family not in self.estimators:
             raise UserError(f"no model for family {family!r}; families: {', '.join(self.families)}")
         est = self.estimators[family]
-        floor = (f"time = the device's per-call floor, {1e3 * self.call_floor_ms:.2f} us, + the model below\n"
-                 if self.call_floor_ms else "")
         if hasattr(est, "explain_text"):
             try:
-                return floor + est.explain_text()
+                return est.explain_text()
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
                 raise UserError(f"the time model's {family} model cannot be explained ({type(e).__name__}: "
                                 f"{e}); the file is damaged: fit it again") from None
-        return floor + f"{type(est).__name__} (not interpretable as rules)"
+        return f"{type(est).__name__} (not interpretable as rules)"
 
     # --------------------------------------------------------------------------- persistence
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, "device": self.device,
-                "conditions": self.conditions, "composition": self.composition, "call_floor_ms": self.call_floor_ms,
+                "conditions": self.conditions, "composition": self.composition,
                 "families": {f: e.to_dict() for f, e in sorted(self.estimators.items())},
                 "report": self.report}
 
@@ -408,7 +393,7 @@ class TimeModel:
     def from_dict(cls, d: dict) -> "TimeModel":
         validate_dict(d)
         return cls({f: estimator_from_dict(e) for f, e in d["families"].items()}, d.get("composition"),
-                   d.get("device"), d.get("conditions"), d.get("report"), d.get("call_floor_ms", 0.0))
+                   d.get("device"), d.get("conditions"), d.get("report"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TimeModel":
@@ -528,9 +513,6 @@ def validate_dict(d) -> None:
                 raise UserError(f"damaged time model: composition.{k} is not a finite number ({v!r})")
             if v < 0 and k not in FREE_SIGN_TERMS:
                 raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is a cost")
-    floor = d.get("call_floor_ms", 0.0)
-    if not _number(floor) or not math.isfinite(floor) or floor < 0:
-        raise UserError(f"damaged time model: call_floor_ms must be a non-negative number ({floor!r})")
     for key in ("device", "conditions"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise UserError(f"damaged time model: '{key}' must be an object")
@@ -638,10 +620,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     if not data:
         raise StoreError(f"{store.path}: no layer measurements for this device")
     rng = np.random.default_rng(seed)
-    # the per-call floor (module doc): each family model is fitted on the time above it
-    floor = CALL_FLOOR_SHARE * min(float(np.min(y)) for _, y in data.values())
-    estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {},
-                              "call_floor_ms": floor}
+    estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
     held: dict[str, tuple[list, list, list]] = {}
     for fam, (configs, y) in sorted(data.items()):
         if len(configs) < min_samples:
@@ -657,8 +636,8 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         for kind in (estimator, *[c for c in compare if c != estimator]):
             if n_test == 0:
                 break
-            est = make_estimator(kind).fit(X.iloc[train], y[train] - floor)
-            pred = est.predict(X.iloc[test]) + floor
+            est = make_estimator(kind).fit(X.iloc[train], y[train])
+            pred = est.predict(X.iloc[test])
             fam_rep["models"][kind] = relative_error_summary(y[test], pred)
             h = held.setdefault(kind, ([], [], []))
             h[0].extend([fam] * len(test))
@@ -668,7 +647,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
                 err = np.abs(relative_errors(y[test], pred))
                 worst = np.argsort(-err)[:20]
                 fam_rep["worst"] = [{"key": configs[test[i]].key, "rel_error": float(err[i])} for i in worst]
-        estimators[fam] = make_estimator(estimator).fit(X, y - floor)
+        estimators[fam] = make_estimator(estimator).fit(X, y)
         if hasattr(estimators[fam], "n_leaves_"):
             fam_rep["leaves"] = int(estimators[fam].n_leaves_)
         report["families"][fam] = fam_rep
@@ -676,7 +655,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         counts = ", ".join(f"{f} {len(c)}" for f, (c, _) in sorted(data.items()))
         raise StoreError(f"{store.path}: too few measurements to fit a time model (a family needs at least "
                          f"{min_samples}; this store has {counts}); profile longer and fit again")
-    tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report, floor)
+    tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report)
     if keep_holdout:
         tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
 

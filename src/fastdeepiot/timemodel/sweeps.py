@@ -37,19 +37,5 @@ def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) 
     configs, measured = longest_sweep(db, family, param, tm.device or None) if db else ([], [])
     if len(configs) < 3:
         raise UserError(f"no {param} sweep of {family} in {db}; profile longer or give --db")
-    return str(plot_sweep(_WithFloor(tm.estimators[family], tm.call_floor_ms), configs, measured, param,
-                          Path(path), title=f"{family}: time vs {param} ({tm.backend})"))
-
-
-class _WithFloor:
-    """A family model as the time model prices with it: its prediction plus the per-call floor (the
-    splits and leaves are the model's own)."""
-
-    def __init__(self, est, floor_ms: float):
-        self._est, self._floor = est, floor_ms
-
-    def predict(self, X):
-        return self._est.predict(X) + self._floor
-
-    def __getattr__(self, name):
-        return getattr(self._est, name)
+    return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path),
+                          title=f"{family}: time vs {param} ({tm.backend})"))
