@@ -38,7 +38,7 @@ def fit(
     estimator: str = typer.Option("tree", "--estimator",
                                   help="tree (default); bagged (the geometric mean of 5 trees fitted on subsamples); "
                                        "or a baseline: flops, lookup, forest"),
-    compare: bool = typer.Option(False, "--compare", help="also score the baselines on the held-out data"),
+    compare: bool = typer.Option(False, "--compare", help="also score the other estimators on the held-out data"),
     holdout: float = typer.Option(0.2, "--holdout", min=0.0, max=0.9, help="share held out for scoring"),
     layers: Optional[str] = typer.Option(None, "--layers", help="only these families"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the held-out split (>= 0)"),

@@ -60,19 +60,21 @@ from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
 FORMAT = "fastdeepiot.timemodel"
 FORMAT_VERSION = 1
-ESTIMATORS = ("tree", "bagged", "flops", "lookup", "forest")
+# the one table of estimators: the name `fit --estimator` takes -> the class (its JSON "type" is the class name)
+_ESTIMATOR_CLASSES = {"tree": ModelTree, "bagged": BaggedModelTrees, "flops": FlopsLinear, "lookup": LookupTable,
+                      "forest": RandomForestTime}
+ESTIMATORS = tuple(_ESTIMATOR_CLASSES)
+ESTIMATOR_TYPES = tuple(cls.__name__ for cls in _ESTIMATOR_CLASSES.values())
 
 
 def make_estimator(kind: str):
-    table = {"tree": ModelTree, "bagged": BaggedModelTrees, "flops": FlopsLinear, "lookup": LookupTable,
-             "forest": RandomForestTime}
-    if kind not in table:
-        raise UserError(f"unknown estimator {kind!r}; known: {', '.join(table)}")
-    return table[kind]()
+    if kind not in _ESTIMATOR_CLASSES:
+        raise UserError(f"unknown estimator {kind!r}; known: {', '.join(ESTIMATORS)}")
+    return _ESTIMATOR_CLASSES[kind]()
 
 
 def estimator_from_dict(d: dict):
-    for cls in (ModelTree, BaggedModelTrees, FlopsLinear, LookupTable, RandomForestTime):
+    for cls in _ESTIMATOR_CLASSES.values():
         if d.get("type") == cls.__name__:
             return cls.from_dict(d)
     raise ValueError(f"unknown estimator type {d.get('type')!r}")
@@ -417,9 +419,6 @@ class TimeModel:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
             raise UserError(f"{path}: damaged time model ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-
-
-ESTIMATOR_TYPES = ("ModelTree", "BaggedModelTrees", "FlopsLinear", "LookupTable", "RandomForestTime")
 
 
 def _non_finite(obj, where: str) -> str | None:
