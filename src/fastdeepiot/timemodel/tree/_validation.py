@@ -38,6 +38,13 @@ def is_numeric(s) -> bool:
     return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
 
 
+def fitted_columns(df) -> tuple[list[str], dict[str, list[str]]]:
+    """(columns_, categorical_) of an estimator fitted on df: every column's name, and the levels of each
+    string column (what the estimator can route; a level it never saw is not covered)."""
+    columns = [str(c) for c in df.columns]
+    return columns, {c: sorted({str(v) for v in df[c]}) for c in columns if not is_numeric(df[c])}
+
+
 def check_y(y, n: int, name: str = "y_ms") -> np.ndarray:
     y = np.asarray(y, dtype=float).ravel()
     if y.size != n:

@@ -17,8 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fastdeepiot.timemodel.metrics import neg_median_abs_relative_error
-from fastdeepiot.timemodel.tree._validation import (as_frame, check_columns, check_weights, check_y,
-                                                     is_numeric)
+from fastdeepiot.timemodel.tree._validation import as_frame, check_columns, check_weights, check_y, fitted_columns
 from fastdeepiot.timemodel.tree.estimator import ModelTree
 
 
@@ -55,8 +54,7 @@ class BaggedModelTrees(RegressorMixin, BaseEstimator):
             idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
             tree = ModelTree(**{**(self.tree_params or {}), "random_state": self.random_state + k})
             self.trees_.append(tree.fit(df.iloc[idx], y[idx], None if w is None else w[idx]))
-        self.columns_ = [str(c) for c in df.columns]
-        self.categorical_ = {c: sorted({str(v) for v in df[c]}) for c in self.columns_ if not is_numeric(df[c])}
+        self.columns_, self.categorical_ = fitted_columns(df)
         self.n_leaves_ = int(sum(t.n_leaves_ for t in self.trees_))
         return self
 

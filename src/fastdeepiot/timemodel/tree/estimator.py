@@ -12,7 +12,7 @@ from fastdeepiot.timemodel.metrics import neg_median_abs_relative_error
 from fastdeepiot.timemodel.tree import export
 from fastdeepiot.timemodel.tree._nodes import compact, samples_under
 from fastdeepiot.timemodel.tree._validation import (as_frame, check_column_arrays, check_columns, check_weights,
-                                                     check_y, is_numeric)
+                                                     check_y, fitted_columns)
 from fastdeepiot.timemodel.tree.features import DEFAULT_LEAF_FEATURES, PAD_RE, WORK_FEATURE
 from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.prune import PRUNINGS, grow_and_prune
@@ -87,9 +87,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         w = check_weights(sample_weight, len(df))
         if self.min_samples_leaf < 1 or self.max_depth < 0:
             raise ValueError("min_samples_leaf must be >= 1 and max_depth >= 0")
-        self.columns_ = [str(c) for c in df.columns]
-        self.categorical_ = {c: sorted({str(v) for v in df[c]}) for c in self.columns_
-                             if not is_numeric(df[c])}
+        self.columns_, self.categorical_ = fitted_columns(df)
         numeric = [c for c in self.columns_ if c not in self.categorical_]
         self._resolve_roles(df, numeric)
 
