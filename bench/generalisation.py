@@ -228,7 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--estimator", default="tree", help="the layer estimator fit_time_model fits (tree, bagged, ...)")
+    ap.add_argument("--estimator", default="tree",
+                    help="the layer estimator fit_time_model fits (tree, bagged, ...)")
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel (worker processes)")
     ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
     ap.add_argument("--out", type=Path, default=OUT)

@@ -99,7 +99,9 @@ def ort_sessions(be, nets) -> list:
     return out
 
 
-def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy, min_run_time: float) -> list[dict]:
+def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy,
+              min_run_time: float) -> tuple[list[dict], dict]:
+    """(one row per network, the conditions our timing process reported)."""
     be = get_backend(backend, threads=threads)
     sessions = ort_sessions(be, nets)
     ours = [[] for _ in nets]
@@ -107,6 +109,7 @@ def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy
     prev = torch.get_num_threads()
     try:
         with NetworkTimer(be, policy) as timer:
+            conditions = timer.conditions
             timer.load([m for _, m, _ in nets], [x for _, _, x in nets])
             for r in range(rounds):
                 for i, (name, m, x) in enumerate(nets):
@@ -120,7 +123,7 @@ def agreement(backend: str, nets, threads: int, rounds: int, policy: TimerPolicy
         rows.append({"backend": backend, "network": name, "ours_ms": round(min(o), 5), "reference_ms": round(min(f), 5),
                      "agreement_pct": round(100 * (min(o) / min(f) - 1), 2),
                      "ours_rounds_ms": [round(v, 5) for v in o], "reference_rounds_ms": [round(v, 5) for v in f]})
-    return rows
+    return rows, conditions
 
 
 def reference_child(backend: str, quick: bool, threads: int, rounds: int, min_run_time: float) -> None:
@@ -234,14 +237,13 @@ def main(argv=None) -> int:
     guard = shared_guard()
     print(f"{len(nets)} networks, backends {backends}, {rounds} rounds, {processes} processes {gap_s:g} s apart; "
           f"load average {load0[0]:.2f}", flush=True)
-    agree = []
+    agree, conditions = [], {}
     for b in backends:
-        agree += agreement(b, nets, a.threads, rounds, policy, min_run_time)
+        rows, conditions = agreement(b, nets, a.threads, rounds, policy, min_run_time)
+        agree += rows
     rep, ref = repeatability(backends, nets, a.threads, processes, gap_s, rounds, policy, a.with_reference,
                              a.quick, min_run_time)
     load1 = os.getloadavg()
-    with NetworkTimer(backends[0], policy, threads=a.threads) as t:  # the conditions of our timing processes
-        layout = t.conditions.get("address_layout", "the calling process's")
     summary, per_net = summarise(agree, rep, ref)
     import onnxruntime  # heavy optional dependency, needed only for its version here
 
@@ -252,7 +254,8 @@ def main(argv=None) -> int:
         "processor": cpu_model(), "logical_cpus": os.cpu_count(), "threads": a.threads,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "allocator": allocator_condition(),
-        "address_layout": layout, "quiet_guard": guard is not None, "policy": policy.__dict__, "rounds": rounds, "processes": processes,
+        "address_layout": conditions.get("address_layout", "the calling process's"),
+        "quiet_guard": guard is not None, "policy": policy.__dict__, "rounds": rounds, "processes": processes,
         "gap_s": gap_s, "reference_min_run_time_s": min_run_time,
         "load_average_1min_before_after": [round(load0[0], 2), round(load1[0], 2)],
         "seconds": round(time.time() - t0, 1), "bars": BARS,
@@ -269,7 +272,8 @@ def main(argv=None) -> int:
                "not results.**", ""]
     md += [f"Conditions: {meta['processor']} ({meta['logical_cpus']} logical CPUs), {a.threads} thread(s); "
            f"torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, Python {meta['python']}; allocator: "
-           f"{meta['allocator']}; address layout of the timing processes: {meta['address_layout']}; quiet guard {'on' if guard is not None else 'off'}; 1-minute load average "
+           f"{meta['allocator']}; address layout of the timing processes: {meta['address_layout']}; "
+           f"quiet guard {'on' if guard is not None else 'off'}; 1-minute load average "
            f"{load0[0]:.2f} before, {load1[0]:.2f} after (above ~0.1 the machine was shared and every figure "
            "includes the neighbours).", "",
            "Measured time: `fastdeepiot.profiling.timer` (block-median per-call time under inference mode, best of "
