@@ -18,6 +18,7 @@ from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model
+from fastdeepiot.timemodel.tree import featurize_columns
 
 FAMS = ["conv2d", "conv1d", "linear", "gru", "batchnorm", "activation", "add", "pool2d", "concat", "pool1d"]
 
@@ -276,7 +277,8 @@ def test_adaptive_profiling_samples_near_the_worst_configs(fake_db, tmp_path, ca
 
 def test_bagged_estimator_fits_saves_loads_prices_and_explains(fake_db, tmp_path, capsys):
     out = tmp_path / "bag.json"
-    assert main(["fit", str(fake_db), "-o", str(out), "--estimator", "bagged", "--layers", "conv2d,linear,activation"]) == 0
+    assert main(["fit", str(fake_db), "-o", str(out), "--estimator", "bagged",
+                 "--layers", "conv2d,linear,activation"]) == 0
     tm = TimeModel.load(out)
     assert {type(e).__name__ for e in tm.estimators.values()} == {"BaggedModelTrees"}
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).eval()
@@ -284,7 +286,7 @@ def test_bagged_estimator_fits_saves_loads_prices_and_explains(fake_db, tmp_path
     assert p.total_ms > 0 and [lp.family for lp in p.layers] == ["conv2d", "activation", "linear"]
     cfg = LayerConfig("conv2d", dict(p.layers[0].config))
     est = tm.estimators["conv2d"]
-    members = [float(t.predict(_columns([cfg]))[0]) for t in est.trees_]
+    members = [float(t.predict(featurize_columns([cfg]))[0]) for t in est.trees_]
     assert tm.predict_config(cfg) == pytest.approx(float(np.exp(np.mean(np.log(members)))))
     capsys.readouterr()
     assert main(["explain", str(out), "--family", "conv2d"]) == 0
@@ -294,9 +296,3 @@ def test_bagged_estimator_fits_saves_loads_prices_and_explains(fake_db, tmp_path
     out.write_text(json.dumps(d))
     assert main(["explain", str(out), "--family", "conv2d"]) == 2
     assert "has no trees" in capsys.readouterr().err
-
-
-def _columns(configs):
-    from fastdeepiot.timemodel.tree import featurize_columns
-
-    return featurize_columns(configs)

@@ -256,9 +256,7 @@ def test_a_network_that_cannot_be_shipped_is_a_runtime_error(monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/personality"),
                     reason="address layout randomisation is controlled through Linux's personality(2)")
 def test_the_child_runs_with_a_fixed_address_layout_and_ours_is_left_randomised(monkeypatch):
-    from fastdeepiot.profiling.timer import address_layout_condition
-
-    from fastdeepiot.profiling.timer import fixed_address_layout
+    from fastdeepiot.profiling.timer import address_layout_condition, fixed_address_layout
 
     before = Path("/proc/self/personality").read_text()
     with fixed_address_layout() as can:
