@@ -134,6 +134,17 @@ def test_callers_cannot_change_the_cached_entry():
     a[1].inputs.append("y")
     a.warnings.append("w")
     assert _calls_json(extract_layers(m, x)) == ref
+    # copy=False hands out the cached entry itself (read only), on a miss and on a hit alike
+    clear_cache()
+    shared = extract_layers(m, x, copy=False)
+    assert extract_layers(m, x, copy=False) is shared and extract_layers(m, x) is not shared
+    assert _calls_json(shared) == ref
+    # the time model's callers get fusion's copies: changing them leaves the cached entry alone
+    from fastdeepiot.graph.fusion import fusion_for_backend
+
+    fused = fusion_for_backend(shared, "onnxruntime-cpu")
+    fused[0].name, fused[1].inputs[:], fused[1].input_shapes[:] = "changed", [], []
+    assert _calls_json(extract_layers(m, x)) == ref
 
 
 def test_hooked_or_untraceable_modules_are_not_cached():

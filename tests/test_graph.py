@@ -466,3 +466,29 @@ def test_a_real_call_reads_zeros_where_a_shaped_call_made_its_input_up():
         del del_me
     trace(m, (torch.randn(1, 3, 64, 64),))  # 64x64x64 = 262K elements
     assert probe.seen == [0.0]
+
+
+@pytest.mark.parametrize("name,module,x", _shape_nets(), ids=[n for n, _, _ in _shape_nets()])
+def test_tracer_fast_nodes_build_the_graph_fx_builds(name, module, x, monkeypatch):
+    """Tracer.create_node's shortcut (fx's node creation without its SymInt walk) gives the graph fx's own
+    create_node gives: the same nodes, names, ops, targets, arguments and users, in the same order, and a
+    GraphModule whose output equals the module's."""
+    import fastdeepiot.graph.trace as tr
+
+    def graph_of(fast):
+        monkeypatch.setattr(tr, "_FAST_NODES", fast)
+        t = tr.Tracer()
+        g = t.trace(module)
+        g.lint()
+        return g, t
+
+    fast, t_fast = graph_of(True)
+    slow, t_slow = graph_of(False)
+
+    def rows(g):
+        return [(n.name, n.op, n.target, str(n.args), str(n.kwargs), sorted(u.name for u in n.users)) for n in g.nodes]
+
+    assert rows(fast) == rows(slow) and len(fast.nodes) == len(slow.nodes) > 3
+    assert t_fast.node_name_to_scope.keys() == t_slow.node_name_to_scope.keys()
+    with torch.no_grad():
+        assert torch.allclose(torch.fx.GraphModule(module, fast)(x), module(x))

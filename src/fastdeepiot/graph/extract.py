@@ -846,13 +846,14 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True) -> ExtractResult:
+def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True, copy: bool = True) -> ExtractResult:
     """Every module call and functional op of `module` on `example_inputs`, in execution order.
 
     Tries torch.fx (symbolic trace + shape propagation); on any tracing failure falls back to forward
     hooks (`result.traced` False, see module doc). On a cache miss the module is run once on the example
     inputs (no_grad); its train/eval mode is left as it is. `cache`: look the structure up in (and add
-    it to) the extraction cache (see module doc).
+    it to) the extraction cache (see module doc). `copy=False` returns the cached result itself, which
+    the caller must not change (for callers that copy the calls at once, as `fusion_for_backend` does).
     """
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -860,12 +861,13 @@ def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True) -> 
     key = fingerprint(module, example_inputs) if cache else None
     if key is not None and key in _CACHE:
         _CACHE.move_to_end(key)
-        return _copy(_CACHE[key])
+        return _copy(_CACHE[key]) if copy else _CACHE[key]
     res = _extract(module, example_inputs)
     if key is not None and res.traced:
-        _CACHE[key] = _copy(res)
+        _CACHE[key] = res
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
+        return _copy(res) if copy else res
     return res
 
 

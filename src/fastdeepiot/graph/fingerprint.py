@@ -31,7 +31,7 @@ __all__ = ["fingerprint"]
 
 # nn.Module's own bookkeeping (parameters, buffers and children are read apart; hooks: see below)
 _SKIP = frozenset(nn.Module().__dict__)
-_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
 _IDENTITY = (types.FunctionType, types.BuiltinFunctionType, type, torch.dtype, torch.device,
              torch.memory_format, torch.layout, enum.Enum)
 

@@ -207,7 +207,8 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     backend names starting with 'torch' fuse nothing; 'onnxruntime' / 'ort' apply R1-R5
     (`level` 'all' = ORT_ENABLE_ALL, 'extended', or 'basic' = only R1). Unknown names raise.
     """
-    out = [c.copy(fused_into=None, layout=None, inputs=list(c.inputs)) for c in calls]
+    out = [c.copy(fused_into=None, layout=None, inputs=list(c.inputs), input_shapes=list(c.input_shapes))
+           for c in calls]
     name = backend_name.lower()
     if name.startswith("torch") or name == "fake":  # eager torch (and the fake device) fuse nothing
         pass

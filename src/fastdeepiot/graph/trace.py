@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 import torch.fx
+import torch.fx.traceback as fx_traceback
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.immutable_collections import immutable_dict
 from torch.nn.modules import module as _torch_module  # its global hook registries
 
 from fastdeepiot.families import conv_out_size
@@ -76,8 +78,31 @@ class Tracer(torch.fx.Tracer):
         self.leaves_called.append(m)
         return self.create_proxy("call_module", qualname, args, kwargs)
 
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        """fx's create_node without the walk that warns about raw SymInt arguments (a pytree walk over
+        every argument of every node, a sixth of a trace; this tracer never sees symbolic values) and
+        without the metadata fx's create_node adds only when a stack trace, preserved node metadata or a
+        module stack is being recorded (never here: `call_module` keeps no module stack). Where any of
+        those is on, or the graph lacks the internals this relies on, fx's own path runs."""
+        g = self.graph
+        if (not _FAST_NODES or self.check_mutable_operations or self.record_stack_traces or self.module_stack
+                or fx_traceback.has_preserved_node_meta() or g.owning_module is not None):
+            return super().create_node(kind, target, args, kwargs, name, type_expr)
+        # torch.fx.Graph.create_node (torch 2.13) from here on, less the SymInt walk
+        name = g._graph_namespace.create_name(name if name is not None else g._target_to_str(target), None)
+        n = torch.fx.Node(g, name, kind, target, args or (), kwargs or immutable_dict(), type_expr)
+        g._graph_namespace.associate_name_with_obj(name, n)
+        g._insert(n)
+        g._find_nodes_lookup_table.insert(n)
+        g._len += 1
+        self.node_name_to_scope[name] = (self.scope.module_path, self.scope.module_type)
+        return n
+
 
 _PLAIN_ARGS = frozenset((int, float, bool, str, type(None)))
+# the torch.fx.Graph internals Tracer.create_node uses (all there in the pinned torch; fx's own path otherwise)
+_FAST_NODES = all(hasattr(torch.fx.Graph(), a) for a in ("_graph_namespace", "_target_to_str", "_insert",
+                                                          "_find_nodes_lookup_table", "_len"))
 
 
 @dataclass

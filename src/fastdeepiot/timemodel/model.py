@@ -304,7 +304,7 @@ class TimeModel:
         return float(sum(self.composition[k] * v for k, v in terms.items()))
 
     def extract(self, module, example_inputs):
-        res = extract_layers(module, example_inputs)
+        res = extract_layers(module, example_inputs, copy=False)  # read only here: fusion copies the calls
         return res, fusion_for_backend(res, self.backend)
 
     def predict_network(self, module, example_inputs, *, allow_unmodelled: bool = False) -> NetworkPrediction:
