@@ -111,22 +111,69 @@ def test_module_configs_and_approx():
     assert d["bn"].config.params == {"batch": 1, "channels": 8, "dims": 1, "size": 1}
 
 
+class _Scale(nn.Module):
+    """A custom module with a parameter of its own (a layer scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8))
+
+    def forward(self, x):
+        return x * self.w.view(1, -1, 1, 1)
+
+
+class _Gate(nn.Module):
+    """A custom module with a parameter whose forward branches on a value: fx cannot trace into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        return x * self.w.view(1, -1, 1, 1) if float(self.w.sum()) > 0 else x
+
+
 def test_unknown_module_is_unmodelled():
-    class Custom(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.randn(8))
-
-        def forward(self, x):
-            return x * self.w.view(1, -1, 1, 1)
-
     # (LayerNorm, this test's second example before issue 17, has a family now)
-    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Custom(), nn.LocalResponseNorm(2)).eval()
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _Scale(), nn.LocalResponseNorm(2)).eval()
     r = extract_layers(m, torch.randn(1, 3, 6, 6))
     assert r.traced
     unm = {c.name: c.op for c in r.unmodelled()}
-    assert unm == {"1": "Custom", "2": "LocalResponseNorm"}
+    assert unm == {"2": "LocalResponseNorm"}
     assert any("unmodelled" in w for w in r.warnings)
+
+
+def test_custom_modules_with_parameters_are_traced_into():
+    """A custom module's ops on its own parameters are priced (a layer scale is a per-channel multiply;
+    a class token and position embedding at the root are a concat and a broadcast add), the
+    parameters read as inputs; one fx cannot trace into stays one unmodelled call, the rest traced."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _Scale(), nn.ReLU()).eval()
+    r = extract_layers(m, torch.randn(1, 3, 6, 6))
+    assert r.traced and not r.unmodelled()
+    mul = [c for c in r if c.op == "mul"]
+    assert len(mul) == 1 and mul[0].family == "mul" and mul[0].config.params["mode"] == "channel"
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Conv2d(3, 16, 4, 4)
+            self.cls = nn.Parameter(torch.zeros(1, 1, 16))
+            self.pos = nn.Parameter(torch.zeros(1, 5, 16))
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            t = self.patch(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1) + self.pos
+            return self.head(t[:, 0])
+
+    r = extract_layers(Tokens().eval(), torch.randn(2, 3, 8, 8))
+    assert r.traced and not r.unmodelled(), [c.note for c in r.unmodelled()]
+    assert {c.family for c in r if c.kind == "layer"} >= {"conv2d", "linear", "mul"}
+
+    gated = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _Gate(), nn.ReLU()).eval()
+    r = extract_layers(gated, torch.randn(1, 3, 6, 6))
+    assert r.traced and {c.name: c.op for c in r.unmodelled()} == {"1": "_Gate"}
+    assert [c.family for c in r if c.kind == "layer"] == ["conv2d", "activation"]
 
 
 def test_fx_failure_falls_back_to_hooks():

@@ -195,6 +195,7 @@ FUNCTION_CASES = {
     F.dropout2d: lambda x, y: F.dropout2d(x, 0.5, False), torch.clone: lambda x, y: torch.clone(x),
     operator.add: lambda x, y: x + y, operator.iadd: lambda x, y: operator.iadd(x, y),
     torch.add: lambda x, y: torch.add(x, y), operator.sub: lambda x, y: x - y, torch.sub: lambda x, y: torch.sub(x, y),
+    operator.isub: lambda x, y: operator.isub(x, y), torch.subtract: lambda x, y: torch.subtract(x, y),
     operator.mul: lambda x, y: x * y, torch.mul: lambda x, y: torch.mul(x, y),
     operator.imul: lambda x, y: operator.imul(x, y), torch.multiply: lambda x, y: torch.multiply(x, y),
     operator.truediv: lambda x, y: x / 2.0, torch.div: lambda x, y: torch.div(x, 2.0),
@@ -223,7 +224,7 @@ METHOD_CASES = {
     "sigmoid_": lambda x, y: x.sigmoid_(), "tanh": lambda x, y: x.tanh(), "tanh_": lambda x, y: x.tanh_(),
     "contiguous": lambda x, y: x.contiguous(), "clone": lambda x, y: x.clone(), "float": lambda x, y: x.float(),
     "detach": lambda x, y: x.detach(), "add": lambda x, y: x.add(y), "add_": lambda x, y: x.add_(y),
-    "sub": lambda x, y: x.sub(y), "mul": lambda x, y: x.mul(y), "mul_": lambda x, y: x.mul_(y),
+    "sub": lambda x, y: x.sub(y), "sub_": lambda x, y: x.sub_(y), "mul": lambda x, y: x.mul(y), "mul_": lambda x, y: x.mul_(y),
     "multiply": lambda x, y: x.multiply(y), "div": lambda x, y: x.div(2.0), "div_": lambda x, y: x.div_(2.0),
     "true_divide": lambda x, y: x.true_divide(2.0), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
     "flatten": lambda x, y: x.flatten(1), "permute": lambda x, y: x.permute(0, 2, 3, 1),
@@ -272,7 +273,7 @@ def test_function_entry_understood_by_both(key, entry, fn):
 
 
 class _Scale(nn.Module):
-    """A custom module with its own parameter: a leaf the vocabulary does not know."""
+    """A custom module with its own parameter: traced into (a multiply by a parameter)."""
 
     def __init__(self, n):
         super().__init__()
@@ -283,7 +284,7 @@ class _Scale(nn.Module):
 
 
 class _MyReLU(nn.ReLU):
-    """A subclass of an exact activation entry, with a parameter of its own: unknown."""
+    """A subclass of an exact activation entry, with a parameter of its own: traced into."""
 
     def __init__(self):
         super().__init__()
@@ -293,8 +294,23 @@ class _MyReLU(nn.ReLU):
         return torch.relu(x + self.shift)
 
 
-@pytest.mark.parametrize("make", [lambda: _img(_Scale(8)), lambda: _img(_MyReLU()), lambda: _img(nn.Hardtanh()),
-                                  lambda: _img(nn.Softplus())], ids=["custom", "relu-subclass", "hardtanh", "softplus"])
+@pytest.mark.parametrize("make", [lambda: _img(_Scale(8)), lambda: _img(_MyReLU())], ids=["custom", "relu-subclass"])
+def test_custom_module_is_traced_into_by_both(make):
+    """A custom module (not torch.nn's) holding a parameter is traced into: extraction prices its ops
+    (a multiply or a broadcast add of the parameter, priced as mul), channel tracing fixes the channels
+    that meet the parameter (surgery cannot prune it)."""
+    net, x = make()
+    net.eval()
+    assert ops.module_op(net.op) is None
+    calls = extract_layers(net, x)
+    assert not calls.unmodelled() and any(c.family == "mul" for c in calls if c.kind == LAYER)
+    cg = trace_channels(net, x)
+    assert not _prunable(cg, "p")
+    assert any("fixed tensor" in w for w in cg.why_fixed.values()), cg.why_fixed
+
+
+@pytest.mark.parametrize("make", [lambda: _img(nn.Hardtanh()), lambda: _img(nn.Softplus())],
+                         ids=["hardtanh", "softplus"])
 def test_unknown_module_stays_unknown_in_both(make):
     net, x = make()
     net.eval()
@@ -339,10 +355,33 @@ def test_whole_modules_are_hook_leaves():
     assert not extract._is_hook_leaf(nn.Sequential(nn.ReLU()))
 
 
-def test_division_by_a_tensor_stays_unmodelled():
-    net, x = _Fn(lambda a, b: a / b).eval(), torch.randn(2, 3, 6, 6)
-    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q")]
-    assert calls[0].kind == UNMODELLED and calls[0].op == "div"
+@pytest.mark.parametrize("fn,mode,approx", [
+    (lambda a, b: a / b, "same", True),  # a division by a tensor: priced as the multiply
+    (lambda a, b: a - b, "same", True),
+    (lambda a, b: 1.0 - a, "scalar", True),
+    (lambda a, b: a * (a.size(-1) ** -0.5), "scalar", False),  # a number traced from a shape
+    (lambda a, b: a / a.size(1), "scalar", False),
+    (lambda a, b: a + b.mean((2, 3), keepdim=True), "channel", True),  # a broadcast add
+    (lambda a, b: a * b.mean((2, 3), keepdim=True), "channel", False),  # squeeze-excitation's scale
+    (lambda a, b: a * b[:, :1], "channel", True),  # another broadcast: priced as a per-channel scale
+    (lambda a, b: a + b[:1, :1, :1, :1], "scalar", True),
+], ids=["div", "sub", "rsub-number", "mul-traced-number", "div-traced-number", "add-broadcast", "mul-se",
+        "mul-broadcast", "add-one-element"])
+def test_element_wise_binary_ops_are_priced_as_mul(fn, mode, approx):
+    net, x = _Fn(fn).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q") and c.kind != FREE]
+    binary = [c for c in calls if c.op in ("add", "sub", "mul", "div")]
+    assert len(binary) == 1 and binary[0].kind == LAYER, calls
+    c = binary[0]
+    assert c.family == "mul" and c.config.params["mode"] == mode and c.approx == approx, (c.config, c.note)
+    assert c.config.params["channels"] == 8 and c.config.params["batch"] == 2
+
+
+def test_a_plain_add_stays_the_add_family_and_rounding_division_unmodelled():
+    net, x = _Fn(lambda a, b: a + b).eval(), torch.randn(2, 3, 6, 6)
+    assert [c.family for c in extract_layers(net, x) if c.op == "add"] == ["add"]
+    net = _Fn(lambda a, b: torch.div(a, b, rounding_mode="floor")).eval()
+    assert [c.kind for c in extract_layers(net, x) if c.op == "div"] == [UNMODELLED]
 
 
 def test_noop_ops_are_the_vanishing_entries():

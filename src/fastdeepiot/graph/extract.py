@@ -82,7 +82,7 @@ from fastdeepiot.graph import ops
 from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
 from fastdeepiot.graph.fingerprint import fingerprint
 from fastdeepiot.graph.trace import arg as _arg
-from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, trace
+from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, tensor_shape, trace
 
 __all__ = ["extract_layers", "count_container_calls", "clear_cache"]
 
@@ -528,15 +528,6 @@ def _is_tensor_shape(s) -> bool:
     return isinstance(s, tuple)
 
 
-def _fn_add(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
-    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
-    alpha = node.kwargs.get("alpha", 1)
-    if (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and alpha == 1
-            and _is_tensor_shape(arg_shapes.get(a)) and arg_shapes.get(a) == arg_shapes.get(b)):
-        return _map_ew("add", "add", arg_shapes[a])
-    return _unmodelled("add", "add with a scalar, broadcasting or alpha")
-
-
 def _fn_cat(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     tensors = _arg(node, 0, "tensors")
     dim = _arg(node, 1, "dim", 0)
@@ -614,41 +605,57 @@ def _fn_free(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _Mapped(FREE, name, note="copies" if entry.params.get("copies") else None)
 
 
-def _scalar_operand(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+_NUMBER = "number"  # an operand that is a number: a literal, or a value traced from shapes (x.size(-1) ** -0.5)
 
 
-def _fn_mul(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
-    """x * y: same shapes -> same; a (B, C, 1, ..) operand -> channel (other broadcasts: channel, approx);
-    a number or a one-element tensor -> scalar."""
+def _operand(x, arg_shapes):
+    """A binary op's operand: its tensor shape, _NUMBER, or None (unknown: a tuple, a bool, ...)."""
+    if isinstance(x, torch.fx.Node):
+        s = arg_shapes.get(x)
+        if _is_tensor_shape(s):
+            return s
+        return _NUMBER if s is None else None  # no shape: the traced value is not a tensor
+    return _NUMBER if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _fn_binary(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """An element-wise binary op (+, -, *, / and their torch / method forms), priced by the shapes it
+    reads: `a + b` of two same-shaped tensors -> add (the family ORT fuses into a convolution); every
+    other case -> mul, whose modes span what a broadcast reads: same (two same-shaped tensors),
+    channel (a (B, C, 1, ..) operand; other broadcasts are priced as channel, approx, on the output's
+    shape) and scalar (a number, traced or not, or a one-element tensor). A subtraction, an addition
+    that is not two same-shaped tensors, and a division are priced as the multiply of the same shapes
+    (one memory-bound pass, as a multiply is; approx, except a division by a number, which ORT and
+    torch run as a multiply)."""
+    op = entry.price  # add, sub, mul, div
     a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
-    sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
-    sb = arg_shapes.get(b) if isinstance(b, torch.fx.Node) else None
-    if _is_tensor_shape(sa) and _scalar_operand(b) or _is_tensor_shape(sb) and _scalar_operand(a):
-        return _map_ew("mul", "mul", sa if _is_tensor_shape(sa) else sb, {"mode": "scalar"})
-    if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):
-        return _unmodelled("mul", "mul of unknown operands")
-    if sa == sb:
-        return _map_ew("mul", "mul", sa, {"mode": "same"})
-    big, small = (sa, sb) if math.prod(sa) >= math.prod(sb) else (sb, sa)
-    if math.prod(small) == 1:
-        return _map_ew("mul", "mul", big, {"mode": "scalar"})
-    mp = _map_ew("mul", "mul", big, {"mode": "channel"})
-    se = (len(small) == len(big) and small[:2] == big[:2] and all(x == 1 for x in small[2:]))
-    if mp.kind == LAYER and not se:
-        mp.approx, mp.note = True, f"broadcast {small} x {big} priced as a per-channel scale"
+    sa, sb = _operand(a, arg_shapes), _operand(b, arg_shapes)
+    if sa is None or sb is None or (sa == _NUMBER and sb == _NUMBER):
+        return _unmodelled(op, f"{op} of unknown operands")
+    if op == "div" and node.kwargs.get("rounding_mode") is not None:
+        return _unmodelled(op, "division with rounding")
+    if sa == _NUMBER or sb == _NUMBER:
+        mp = _map_ew("mul", op, sa if sb == _NUMBER else sb, {"mode": "scalar"})
+        exact = op == "mul" or (op == "div" and sb == _NUMBER)
+    elif sa == sb:
+        if op == "add" and node.kwargs.get("alpha", 1) == 1:
+            return _map_ew("add", "add", sa)
+        mp, exact = _map_ew("mul", op, sa, {"mode": "same"}), op == "mul"
+    else:
+        out = tensor_shape(node) or (sa if math.prod(sa) >= math.prod(sb) else sb)
+        small = sb if out == sa else sa
+        if math.prod(small) == 1:
+            mp, exact = _map_ew("mul", op, out, {"mode": "scalar"}), op == "mul"
+        else:
+            mp = _map_ew("mul", op, out, {"mode": "channel"})
+            se = len(small) == len(out) and small[:2] == out[:2] and all(x == 1 for x in small[2:])
+            exact = op == "mul" and se
+            if mp.kind == LAYER and not se:
+                mp.note = f"broadcast {small} with {out} priced as a per-channel scale"
+    if mp.kind == LAYER and not exact:
+        mp.approx = True
+        mp.note = mp.note or f"{op} priced as a multiply of the same shapes"
     return mp
-
-
-def _fn_div(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
-    """x / number -> mul (scalar); any other division stays unmodelled."""
-    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
-    sa = arg_shapes.get(a) if isinstance(a, torch.fx.Node) else None
-    if _is_tensor_shape(sa) and _scalar_operand(b) and node.kwargs.get("rounding_mode") is None:
-        mp = _map_ew("mul", "div", sa, {"mode": "scalar"})
-        mp.note = mp.note or "division by a number priced as a multiply"
-        return mp
-    return _unmodelled("div", "division other than by a number")
 
 
 def _fn_layernorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
@@ -676,9 +683,10 @@ def _fn_sdpa(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
                      "scaled_dot_product_attention")
 
 
-_FUNCTION_PRICE = {"add": _fn_add, "cat": _fn_cat, "activation": _fn_activation, "hardtanh": _fn_hardtanh,
-                   "pool": _fn_pool, "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free,
-                   "mul": _guarded(_fn_mul), "div": _guarded(_fn_div), "layernorm": _guarded(_fn_layernorm),
+_BINARY = _guarded(_fn_binary)
+_FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINARY, "cat": _fn_cat,
+                   "activation": _fn_activation, "hardtanh": _fn_hardtanh, "pool": _fn_pool,
+                   "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free, "layernorm": _guarded(_fn_layernorm),
                    "groupnorm": _guarded(_fn_groupnorm), "upsample": _guarded(_fn_upsample),
                    "sdpa": _guarded(_fn_sdpa)}
 

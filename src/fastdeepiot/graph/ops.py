@@ -63,7 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
-               "cat", "mean", "free", "unmodelled", "mul", "div", "layernorm", "groupnorm", "upsample", "sdpa",
+               "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
                "mha", "transformer_layer", "transformer")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
@@ -174,7 +174,9 @@ FUNCTIONS: dict[Callable, Op] = {
     torch.clone: _free("torch.clone", "pass", copies=True),
     operator.add: Op("+", "add", "binary", "add"), operator.iadd: Op("+=", "add", "binary", "add"),
     torch.add: Op("torch.add", "add", "binary", "add"),
-    operator.sub: Op("-", "unmodelled", "binary"), torch.sub: Op("torch.sub", "unmodelled", "binary"),
+    operator.sub: Op("-", "sub", "binary", "mul"), operator.isub: Op("-=", "sub", "binary", "mul"),
+    torch.sub: Op("torch.sub", "sub", "binary", "mul"),
+    torch.subtract: Op("torch.subtract", "sub", "binary", "mul"),
     operator.mul: Op("*", "mul", "binary", "mul"), operator.imul: Op("*=", "mul", "binary", "mul"),
     torch.mul: Op("torch.mul", "mul", "binary", "mul"), torch.multiply: Op("torch.multiply", "mul", "binary", "mul"),
     operator.truediv: Op("/", "div", "binary", "mul"), operator.itruediv: Op("/=", "div", "binary", "mul"),
@@ -210,7 +212,8 @@ METHODS: dict[str, Op] = {
     "contiguous": _free(".contiguous", "pass", copies=True), "clone": _free(".clone", "pass", copies=True),
     "float": _free(".float", "pass"), "detach": _free(".detach", "pass"),
     "add": Op(".add", "add", "binary", "add"), "add_": Op(".add_", "add", "binary", "add"),
-    "sub": Op(".sub", "unmodelled", "binary"), "mul": Op(".mul", "mul", "binary", "mul"),
+    "sub": Op(".sub", "sub", "binary", "mul"), "sub_": Op(".sub_", "sub", "binary", "mul"),
+    "mul": Op(".mul", "mul", "binary", "mul"),
     "mul_": Op(".mul_", "mul", "binary", "mul"), "multiply": Op(".multiply", "mul", "binary", "mul"),
     "div": Op(".div", "div", "binary", "mul"), "div_": Op(".div_", "div", "binary", "mul"),
     "true_divide": Op(".true_divide", "div", "binary", "mul"),

@@ -1,8 +1,8 @@
 """The one torch.fx front end: trace a module, propagate shapes, read the nodes.
 
 `trace(module, inputs)` returns a `TracedGraph`: the fx graph of `module` traced with `Tracer` (torch.nn
-modules are leaves, and so are custom modules holding parameters or buffers of their own, so that every
-call the op vocabulary (`fastdeepiot.graph.ops`) can name is one node), with every node's output shape
+modules are leaves and custom modules are traced into, so that every call the op vocabulary
+(`fastdeepiot.graph.ops`) can name is one node), with every node's output shape
 from one run of the graph on `inputs` (`propagate_shapes`: fx's ShapeProp without the stride /
 memory-format metadata we never read, under no_grad; in eval mode the costly calls -- convolutions,
 BatchNorm, large pools, residual adds, in-place activations -- are shaped, not computed), and how many
@@ -36,22 +36,27 @@ from fastdeepiot.families import conv_out_size
 
 
 class Tracer(torch.fx.Tracer):
-    """torch.nn modules are leaves (fx's default); so are custom modules holding parameters or buffers
-    of their own (their forward is not traced into: the vocabulary names them, or they stay unknown).
+    """torch.nn modules are leaves (fx's default); a custom module is traced into, so the ops its forward
+    runs on its own parameters (a layer scale `x * self.gamma`, a class token and position embedding
+    `torch.cat([self.cls, x], 1) + self.pos`) are nodes the vocabulary can name, reading the parameters
+    through get_attr nodes. With `opaque_custom=True` a custom module holding parameters or buffers of
+    its own is a leaf instead (one call the vocabulary does not name): `trace` falls back to that when
+    fx cannot trace into such a module.
 
     While tracing it counts the calls of modules that have children (`container_calls`, the root
     excluded) and notes the leaf modules called (`leaves_called`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, opaque_custom: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.opaque_custom = opaque_custom
         self.container_calls = 0
         self.leaves_called: list[nn.Module] = []
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if super().is_leaf_module(m, qualname):
             return True
-        return (any(p is not None for p in m._parameters.values())
-                or any(b is not None for b in m._buffers.values()))
+        return self.opaque_custom and (any(p is not None for p in m._parameters.values())
+                                       or any(b is not None for b in m._buffers.values()))
 
     def create_arg(self, a):
         """fx's create_arg, answering the commonest arguments (proxies, numbers, strings, None, plain
@@ -130,8 +135,14 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
     `eval_mode` runs the shape propagation in eval mode (restoring the module's mode afterwards), so
     that it updates no BatchNorm statistics; otherwise the module runs in the mode it is in.
     """
-    tracer = Tracer()
-    graph = tracer.trace(module)
+    try:
+        tracer = Tracer()
+        graph = tracer.trace(module)
+    except Exception:  # noqa: BLE001 - fx raises many kinds; a custom module it cannot trace into stays whole
+        if not _has_custom_state(module):
+            raise
+        tracer = Tracer(opaque_custom=True)
+        graph = tracer.trace(module)  # a second failure is the caller's (extraction falls back to hooks)
     was = module.training
     if eval_mode:
         module.eval()
@@ -143,6 +154,13 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
         if eval_mode:
             module.train(was)
     return TracedGraph(graph, module, modules, _container_calls(module, tracer))
+
+
+def _has_custom_state(root: nn.Module) -> bool:
+    """Whether a module below `root` is custom (not torch.nn's) and holds parameters or buffers of its own."""
+    probe = Tracer()
+    return any(not probe.is_leaf_module(m, "") and (m._parameters or m._buffers)
+               for m in root.modules() if m is not root)
 
 
 def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:

@@ -118,6 +118,9 @@ COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
 # 70% -> 85%)
 LEGACY_TERMS = ("mixed_layers",)
 FREE_SIGN_TERMS = ("unfused_count", "fused_count", "nchwc_count", "nchwc_elements", "reorder_elements")
+# not a composition term: the standalone ms of a network's slowest running (not fused-away) layer, the
+# floor of `TimeModel.compose`
+SLOWEST_LAYER = "slowest_layer"
 IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
 
 
@@ -166,13 +169,17 @@ def composition_terms(calls, standalone: list[float]) -> dict:
 
 
 def sum_terms(calls, per_call: list[dict]) -> dict:
-    """The network's composition terms from its calls' `call_terms` (summed in call order)."""
+    """The network's composition terms from its calls' `call_terms` (summed in call order), and its
+    `SLOWEST_LAYER` (the floor `TimeModel.compose` applies; not a fitted term)."""
     terms = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "network_call": 1.0,
              "free_ops": float(sum(1 for c in calls if c.kind == "free")),
              "module_calls": float(getattr(calls, "module_calls", 0))}
+    slowest = 0.0
     for t in per_call:
         for k, v in t.items():
             terms[k] += v
+        slowest = max(slowest, t.get("unfused_layers", 0.0), t.get("nchwc_layers", 0.0))
+    terms[SLOWEST_LAYER] = slowest
     return terms
 
 
@@ -297,7 +304,13 @@ class TimeModel:
         return standalone
 
     def compose(self, terms: dict) -> float:
-        return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+        """The network's time from its composition terms: the fitted linear composition, and never less
+        than its slowest running layer timed alone (`SLOWEST_LAYER`; the profiler times a layer as a
+        network of that one layer, so a network holding it takes at least that long). The floor binds only
+        on networks of a few cheap layers, where the per-layer offsets, fitted on networks of many layers,
+        can take the sum below zero (a single multiply on torch-cpu: -0.9 us)."""
+        linear = float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+        return max(linear, float(terms.get(SLOWEST_LAYER, 0.0)))
 
     def call_share(self, terms: dict) -> float:
         """One call's share of the network total, from its `call_terms`."""
