@@ -124,6 +124,8 @@ MODULE_CASES = {
     nn.TransformerEncoder: lambda: (_Net(nn.Linear(5, 8), nn.TransformerEncoder(
         nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, norm=nn.LayerNorm(8),
         enable_nested_tensor=False), nn.Linear(8, 4)), torch.randn(2, 10, 5)),
+    nn.Softmax: lambda: _img(nn.Softmax(dim=1)),
+    nn.LogSoftmax: lambda: _img(nn.LogSoftmax(dim=-1)),
 }
 
 
@@ -218,6 +220,10 @@ FUNCTION_CASES = {
     torch.split: lambda x, y: torch.split(x, 4, 1)[0], torch.unbind: lambda x, y: torch.unbind(x, 1)[0],
     torch.t: lambda x, y: torch.t(x[0, 0]), torch.narrow: lambda x, y: torch.narrow(x, 1, 0, 4),
     torch.mean: lambda x, y: torch.mean(x, (2, 3)), torch.sum: lambda x, y: torch.sum(x, (2, 3)),
+    F.softmax: lambda x, y: F.softmax(x, -1), torch.softmax: lambda x, y: torch.softmax(x, 1),
+    F.log_softmax: lambda x, y: F.log_softmax(x, dim=-1), torch.log_softmax: lambda x, y: torch.log_softmax(x, -1),
+    operator.matmul: lambda x, y: x @ y.transpose(-2, -1), torch.matmul: lambda x, y: torch.matmul(x, y),
+    torch.bmm: lambda x, y: torch.bmm(x.flatten(0, 1), y.flatten(0, 1)),
 }
 METHOD_CASES = {
     "relu": lambda x, y: x.relu(), "relu_": lambda x, y: x.relu_(), "sigmoid": lambda x, y: x.sigmoid(),
@@ -226,7 +232,9 @@ METHOD_CASES = {
     "detach": lambda x, y: x.detach(), "add": lambda x, y: x.add(y), "add_": lambda x, y: x.add_(y),
     "sub": lambda x, y: x.sub(y), "sub_": lambda x, y: x.sub_(y), "mul": lambda x, y: x.mul(y), "mul_": lambda x, y: x.mul_(y),
     "multiply": lambda x, y: x.multiply(y), "div": lambda x, y: x.div(2.0), "div_": lambda x, y: x.div_(2.0),
-    "true_divide": lambda x, y: x.true_divide(2.0), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
+    "true_divide": lambda x, y: x.true_divide(2.0), "softmax": lambda x, y: x.softmax(-1),
+    "log_softmax": lambda x, y: x.log_softmax(1), "matmul": lambda x, y: x.matmul(y),
+    "bmm": lambda x, y: x.flatten(0, 1).bmm(y.flatten(0, 1)), "view": lambda x, y: x.view(2, 288), "reshape": lambda x, y: x.reshape(2, 288),
     "flatten": lambda x, y: x.flatten(1), "permute": lambda x, y: x.permute(0, 2, 3, 1),
     "transpose": lambda x, y: x.transpose(1, 3), "unsqueeze": lambda x, y: x.unsqueeze(0),
     "squeeze": lambda x, y: x.squeeze(0), "chunk": lambda x, y: x.chunk(2, 1)[0],
@@ -259,7 +267,9 @@ def test_function_entry_understood_by_both(key, entry, fn):
     calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q")]
     cg = trace_channels(net, x)
     assert calls
-    if entry.channels != "query":  # the op under test is the first call after the producers
+    if entry.channels != "query":  # the op under test is the first call after the producers (and their views)
+        if _expected_kind(entry) != FREE:
+            calls = [c for c in calls if c.kind != FREE] or calls
         assert calls[0].kind == _expected_kind(entry), calls[0]
         if calls[0].kind == LAYER and entry.family is not None:
             assert calls[0].family == entry.family
@@ -387,3 +397,22 @@ def test_a_plain_add_stays_the_add_family_and_rounding_division_unmodelled():
 def test_noop_ops_are_the_vanishing_entries():
     assert {"Identity", "Dropout", "dropout"} <= ops.NOOP_OPS
     assert "ReLU" not in ops.NOOP_OPS
+
+
+@pytest.mark.parametrize("fn,family,params,approx", [
+    (lambda a, b: a @ b.transpose(-2, -1), "matmul", {"batch": 16, "m": 6, "k": 6, "n": 6}, False),
+    (lambda a, b: torch.matmul(a.flatten(2), b.flatten(2).transpose(1, 2)), "matmul",
+     {"batch": 2, "m": 8, "k": 36, "n": 8}, False),
+    (lambda a, b: a.flatten(2).transpose(1, 2) @ torch.ones(8, 5), "linear",
+     {"batch": 72, "in_features": 8, "out_features": 5}, False),  # by a weight: the Linear's GEMM
+    (lambda a, b: a.softmax(-1), "softmax", {"kind": "softmax", "batch": 2, "seq_len": 48, "features": 6}, False),
+    (lambda a, b: F.log_softmax(a, dim=1), "softmax", {"kind": "log_softmax", "batch": 2, "seq_len": 36,
+                                                        "features": 8}, True),
+], ids=["scores", "flattened", "by-weight", "softmax-last", "log-softmax-channels"])
+def test_hand_written_attention_ops_are_priced(fn, family, params, approx):
+    """matmul (batched: the matmul family; by a 2-D tensor: linear) and softmax over any dimension."""
+    net, x = _Fn(fn).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q") and c.kind != FREE]
+    assert len(calls) == 1 and calls[0].kind == LAYER, calls
+    assert (calls[0].family, calls[0].config.params, calls[0].approx) == (family, params, approx)
+    assert FAMILIES[family].check(dict(params))  # inside the family's space

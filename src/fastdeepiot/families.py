@@ -320,6 +320,37 @@ def _mul_features(p: dict) -> dict:
             "output_bytes": BYTES_PER_ELEMENT * n, "weight_bytes": 0.0, "out_elements": n}
 
 
+class Softmax(nn.Module):
+    """Softmax (or log-softmax) over the last dimension."""
+
+    def __init__(self, log: bool = False):
+        super().__init__()
+        self.log = log
+
+    def forward(self, x):
+        return torch.log_softmax(x, -1) if self.log else torch.softmax(x, -1)
+
+
+def _softmax_features(p: dict) -> dict:
+    rows = p["batch"] * p["seq_len"]
+    n = rows * p["features"]
+    return {"flops": 5.0 * n, "input_bytes": BYTES_PER_ELEMENT * n, "output_bytes": BYTES_PER_ELEMENT * n,
+            "weight_bytes": 0.0, "out_elements": n, "rows": rows}
+
+
+class MatMul(nn.Module):
+    """torch.matmul of its two inputs."""
+
+    def forward(self, a, b):
+        return torch.matmul(a, b)
+
+
+def _matmul_features(p: dict) -> dict:
+    b, m, k, n = p["batch"], p["m"], p["k"], p["n"]
+    return {"flops": 2.0 * b * m * k * n, "input_bytes": BYTES_PER_ELEMENT * b * (m * k + k * n),
+            "output_bytes": BYTES_PER_ELEMENT * b * m * n, "weight_bytes": 0.0, "out_elements": b * m * n}
+
+
 def _adaptive_bins(size: int, out: int) -> int:
     """Input elements adaptive pooling reads along one axis: bin i spans [floor(i*S/O), ceil((i+1)*S/O))."""
     return sum(-(-(i + 1) * size // out) - (i * size) // out for i in range(out))
@@ -628,6 +659,31 @@ register(Family(
     width_params=["d_model", "ffn"], build=_tel_build,
     input_shapes=lambda p: [(p["batch"], p["seq_len"], p["d_model"])],
     raw_features=_tel_features, valid=_multiple_of("d_model", "heads"),
+))
+
+
+register(Family(
+    name="softmax",
+    description="Softmax / LogSoftmax over the last dimension (features) of (batch, seq_len, features): "
+                "attention scores written by hand, a classifier's probabilities",
+    space={"kind": ["softmax", "log_softmax"], "batch": _BATCH + [64], "seq_len": list(range(1, 1025)),
+           "features": list(range(1, 1025))},
+    width_params=["features"],
+    build=lambda p: Softmax(p["kind"] == "log_softmax"),
+    input_shapes=lambda p: [(p["batch"], p["seq_len"], p["features"])],
+    raw_features=_softmax_features,
+    valid=lambda p: p["batch"] * p["seq_len"] * p["features"] <= 1 << 22,  # <= 16 MB a tensor
+))
+register(Family(
+    name="matmul",
+    description="torch.matmul / bmm / @ of two tensors, (batch, m, k) by (batch, k, n): attention's "
+                "scores and weighted values written by hand (a matmul by a 2-D weight is priced as Linear)",
+    space={"batch": [1, 2, 4, 8, 16, 32, 64, 128], "m": list(range(1, 257)), "k": list(range(1, 257)),
+           "n": list(range(1, 257))},
+    width_params=["k", "n"],
+    build=lambda p: MatMul(),
+    input_shapes=lambda p: [(p["batch"], p["m"], p["k"]), (p["batch"], p["k"], p["n"])],
+    raw_features=_matmul_features,
 ))
 
 

@@ -340,6 +340,36 @@ def _map_upsample(shape, size, scale, mode, op: str) -> _Mapped:
                    f"scale {scales} as {s}" if approx else None)
 
 
+def _map_softmax(shape, dim, kind: str, op: str) -> _Mapped:
+    """Softmax / LogSoftmax along `dim`: rows = every other element, features = that dimension's length
+    (the family softmaxes the last dimension of (batch, seq_len, features); another dimension is approx)."""
+    if dim is None or not shape:
+        return _unmodelled(op, "softmax without a dimension")
+    r = len(shape)
+    d = int(dim) % r
+    feats, rows = int(shape[d]), math.prod(shape) // max(1, int(shape[d]))
+    batch = int(shape[0]) if r > 1 and d != 0 else 1
+    approx = d != r - 1
+    return _Mapped(LAYER, op, "softmax", {"kind": kind, "batch": batch, "seq_len": rows // batch,
+                                          "features": feats}, approx,
+                   f"softmax over dimension {d} of {r} priced as over the last" if approx else None)
+
+
+def _map_matmul(sa, sb, op: str) -> _Mapped:
+    """a @ b: (.., m, k) by (.., k, n) -> matmul with batch = the broadcast leading dimensions; by a 2-D
+    b (a weight) -> linear without bias (the GEMM nn.Linear runs: rows = every leading element of a)."""
+    if len(sa) < 2 or len(sb) < 2:
+        return _unmodelled(op, "matmul with a vector")
+    if len(sb) == 2:
+        mp = _Mapped(LAYER, op, "linear", {"batch": math.prod(sa[:-1]), "in_features": int(sa[-1]),
+                                           "out_features": int(sb[-1])}, False,
+                     "a matmul by a 2-D tensor priced as a Linear")
+        return mp
+    lead = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
+    return _Mapped(LAYER, op, "matmul", {"batch": math.prod(lead), "m": int(sa[-2]), "k": int(sa[-1]),
+                                         "n": int(sb[-1])})
+
+
 def _map_sdpa(q, k, v, masked: bool, causal, op: str) -> _Mapped:
     if len(q) < 3 or len(k) != len(q):
         return _unmodelled(op, f"attention on query rank {len(q)}")
@@ -429,6 +459,10 @@ def _module_layernorm(m, entry, in_shapes, node) -> _Mapped:
     return _map_layernorm(_first(in_shapes), m.normalized_shape, type(m).__name__)
 
 
+def _module_softmax(m, entry, in_shapes, node) -> _Mapped:
+    return _map_softmax(_first(in_shapes), m.dim, entry.params["kind"], type(m).__name__)
+
+
 def _module_groupnorm(m, entry, in_shapes, node) -> _Mapped:
     return _map_groupnorm(_first(in_shapes), m.num_groups, type(m).__name__)
 
@@ -509,7 +543,7 @@ _MODULE_PRICE = {"conv": _module_conv, "linear": _module_linear, "rnn": _module_
                  "layernorm": _guarded(_module_layernorm), "groupnorm": _guarded(_module_groupnorm),
                  "upsample": _guarded(_module_upsample), "mha": _guarded(_module_mha),
                  "transformer_layer": _guarded(_module_transformer_layer),
-                 "transformer": _guarded(_module_transformer)}
+                 "transformer": _guarded(_module_transformer), "softmax": _guarded(_module_softmax)}
 # modules priced whole (they have children): leaves of the hook fallback too
 _WHOLE_MODULE_PRICES = frozenset({"mha", "transformer_layer", "transformer"})
 
@@ -662,6 +696,21 @@ def _fn_layernorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _map_layernorm(in_shapes[0], _arg(node, 1, "normalized_shape"), "layer_norm")
 
 
+def _fn_softmax(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    dim = _arg(node, 1, "dim")
+    if isinstance(dim, torch.fx.Node):
+        raise TypeError("a traced dimension")  # (_guarded: unmodelled)
+    return _map_softmax(in_shapes[0], dim, entry.params["kind"], name)
+
+
+def _fn_matmul(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
+    sa, sb = (arg_shapes.get(x) if isinstance(x, torch.fx.Node) else None for x in (a, b))
+    if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):
+        return _unmodelled(name, "matmul of unknown operands")
+    return _map_matmul(sa, sb, name)
+
+
 def _fn_groupnorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _map_groupnorm(in_shapes[0], _arg(node, 1, "num_groups"), "group_norm")
 
@@ -688,7 +737,8 @@ _FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINAR
                    "activation": _fn_activation, "hardtanh": _fn_hardtanh, "pool": _fn_pool,
                    "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free, "layernorm": _guarded(_fn_layernorm),
                    "groupnorm": _guarded(_fn_groupnorm), "upsample": _guarded(_fn_upsample),
-                   "sdpa": _guarded(_fn_sdpa)}
+                   "sdpa": _guarded(_fn_sdpa), "softmax": _guarded(_fn_softmax),
+                   "matmul": _guarded(_fn_matmul)}
 
 
 def _map_function(node, modules, in_shapes, arg_shapes) -> _Mapped:

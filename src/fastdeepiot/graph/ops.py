@@ -64,7 +64,7 @@ import torch.nn.functional as F
 
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
                "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
-               "mha", "transformer_layer", "transformer")
+               "mha", "transformer_layer", "transformer", "softmax", "matmul")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
 
@@ -122,6 +122,8 @@ MODULES: dict[type, Op] = {
     nn.MultiheadAttention: Op("MultiheadAttention", "mha", "fix", "mha"),
     nn.TransformerEncoderLayer: Op("TransformerEncoderLayer", "transformer_layer", "fix", "transformer_encoder"),
     nn.TransformerEncoder: Op("TransformerEncoder", "transformer", "fix", "transformer_encoder"),
+    nn.Softmax: Op("Softmax", "softmax", "fix", "softmax", {"kind": "softmax"}, exact=True),
+    nn.LogSoftmax: Op("LogSoftmax", "softmax", "fix", "softmax", {"kind": "log_softmax"}, exact=True),
     # activations: the exact class (a subclass may compute something else)
     nn.ReLU: _act("ReLU", "relu", exact=True),
     nn.ReLU6: _act("ReLU6", "relu6", exact=True),
@@ -187,6 +189,12 @@ FUNCTIONS: dict[Callable, Op] = {
     F.interpolate: Op("F.interpolate", "upsample", "fix", "upsample"),
     F.upsample: Op("F.upsample", "upsample", "fix", "upsample"),
     F.scaled_dot_product_attention: Op("F.scaled_dot_product_attention", "sdpa", "fix", "attention"),
+    F.softmax: Op("F.softmax", "softmax", "fix", "softmax", {"kind": "softmax"}),
+    torch.softmax: Op("torch.softmax", "softmax", "fix", "softmax", {"kind": "softmax"}),
+    F.log_softmax: Op("F.log_softmax", "softmax", "fix", "softmax", {"kind": "log_softmax"}),
+    torch.log_softmax: Op("torch.log_softmax", "softmax", "fix", "softmax", {"kind": "log_softmax"}),
+    operator.matmul: Op("@", "matmul", "fix", "matmul"), torch.matmul: Op("torch.matmul", "matmul", "fix", "matmul"),
+    torch.bmm: Op("torch.bmm", "matmul", "fix", "matmul"),
     torch.cat: Op("torch.cat", "cat", "cat", "concat"),
     torch.concat: Op("torch.concat", "cat", "cat", "concat"),
     torch.concatenate: Op("torch.concatenate", "cat", "cat", "concat"),
@@ -217,6 +225,9 @@ METHODS: dict[str, Op] = {
     "mul_": Op(".mul_", "mul", "binary", "mul"), "multiply": Op(".multiply", "mul", "binary", "mul"),
     "div": Op(".div", "div", "binary", "mul"), "div_": Op(".div_", "div", "binary", "mul"),
     "true_divide": Op(".true_divide", "div", "binary", "mul"),
+    "softmax": Op(".softmax", "softmax", "fix", "softmax", {"kind": "softmax"}),
+    "log_softmax": Op(".log_softmax", "softmax", "fix", "softmax", {"kind": "log_softmax"}),
+    "matmul": Op(".matmul", "matmul", "fix", "matmul"), "bmm": Op(".bmm", "matmul", "fix", "matmul"),
     "view": _free(".view", "view"), "reshape": _free(".reshape", "view"),
     "flatten": _free(".flatten", "flatten"), "permute": _free(".permute", "permute"),
     "transpose": _free(".transpose", "transpose"), "unsqueeze": _free(".unsqueeze", "unsqueeze"),
