@@ -539,3 +539,31 @@ def test_tracer_fast_nodes_build_the_graph_fx_builds(name, module, x, monkeypatc
     assert t_fast.node_name_to_scope.keys() == t_slow.node_name_to_scope.keys()
     with torch.no_grad():
         assert torch.allclose(torch.fx.GraphModule(module, fast)(x), module(x))
+
+
+def test_tensors_made_while_tracing_stay_off_the_users_module():
+    """fx sets a tensor the forward makes while tracing (torch.ones(..)) on the traced module as
+    `_tensor_constantN`; Tracer keeps it in TracedGraph.constants: extraction and channel tracing leave
+    the module's attributes as they were, the op reading it is priced, and the GraphModule still runs."""
+    from fastdeepiot.graph.channels import trace_channels
+    from fastdeepiot.graph.trace import trace
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return self.c(x) * torch.ones(1, 8, 1, 1) + torch.zeros(8, 1, 1)
+
+    m, x = M().eval(), torch.randn(1, 3, 4, 4)
+    before = dict(m.__dict__)
+    r = extract_layers(m, x, cache=False)
+    trace_channels(m, x)
+    tg = trace(m, (x,))
+    assert m.__dict__.keys() == before.keys() and not any(k.startswith("_tensor_constant") for k in dir(m))
+    assert [(c.family, c.config.params["mode"]) for c in r if c.op in ("mul", "add")] == [("mul", "channel")] * 2
+    assert len(tg.constants) == 2
+    with torch.no_grad():
+        assert torch.allclose(tg.gm(x), m(x))
+    assert m.__dict__.keys() == before.keys()

@@ -15,8 +15,13 @@ Every call is one of three kinds:
   * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
                     slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
                     `contiguous` (a copy, small; noted in `note`),
-  * 'unmodelled' -- an op no family covers (custom modules with their own parameters, PixelShuffle,
-                    cumsum, ...). Never dropped silently: the caller decides (error / warn / ignore).
+  * 'unmodelled' -- an op no family covers (PixelShuffle, cumsum, ...; a custom module fx cannot trace
+                    into). Never dropped silently: the caller decides (error / warn / ignore).
+
+Custom modules (not torch.nn's) are traced into, so the ops their forward runs on their own parameters
+(a layer scale `x * self.gamma`, a class token and a position embedding `torch.cat([self.cls, x], 1) +
+self.pos`, the root module's own parameters included) are priced like any other op, the parameters read
+through get_attr nodes; one that fx cannot trace into stays one unmodelled call (`graph.trace`).
 
 Mapping to the family space (`approx=True` when the mapping is not exact):
   * Conv1d/2d -> conv1d/conv2d. The family pads kernel//2; a different padding, dilation != 1,
@@ -33,11 +38,19 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     an adaptive pool whose output does not divide its input -> adaptive_pool.
   * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU/SiLU/Hardsigmoid modules, F.* and torch.*
     equivalents -> activation.
-  * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add; anything else -> unmodelled.
+  * `a + b` / torch.add / Tensor.add of two same-shaped tensors -> add (what ORT fuses into a conv).
   * torch.cat of n tensors along dim 1 -> one concat call, priced as the two-input concat of the same
     bytes (the first n-1 inputs' channels, then the last input's; approx where n > 2).
-  * x * y, x * number, x / number -> mul (mode same / channel / scalar; other broadcasts are priced as
-    channel, approx); a tensor / tensor division stays unmodelled.
+  * Every other element-wise +, -, *, / (and their torch. / Tensor forms) -> mul, by the shapes it reads:
+    mode same (two same-shaped tensors), channel (a (B, C, 1, ..) operand; other broadcasts are priced
+    as channel on the output's shape, approx) or scalar (a number, also one traced from shapes such as
+    `x.size(-1) ** -0.5`, or a one-element tensor). A subtraction, an addition that is not two
+    same-shaped tensors and a division by a tensor are priced as the multiply of the same shapes
+    (approx); a division with rounding stays unmodelled.
+  * Softmax / LogSoftmax (modules, F., torch. and Tensor forms) -> softmax over the last dimension of
+    (batch, rows, features) (another dimension: approx); `@` / torch.matmul / bmm of two batched
+    tensors -> matmul (batch = the broadcast leading dimensions), by a 2-D tensor -> linear (the
+    GEMM nn.Linear runs); a matmul with a vector stays unmodelled.
   * LayerNorm / F.layer_norm -> layernorm (rows = the leading dims), GroupNorm / F.group_norm ->
     groupnorm, Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
     trilinear stay unmodelled), F.scaled_dot_product_attention -> attention, nn.MultiheadAttention ->

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class Tracer(torch.fx.Tracer):
     def __init__(self, *args, opaque_custom: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.opaque_custom = opaque_custom
+        self.constants: dict[str, torch.Tensor] = {}  # tensors made while tracing, by get_attr target
         self.container_calls = 0
         self.leaves_called: list[nn.Module] = []
 
@@ -69,6 +70,14 @@ class Tracer(torch.fx.Tracer):
             return a
         if t is tuple or t is list:
             return t(self.create_arg(x) for x in a)
+        if t is torch.Tensor and self.tensor_attrs.get(a) is None:
+            # a tensor made while tracing (torch.ones(..) in a forward): fx would setattr it on the user's
+            # module as `_tensor_constantN`; it is kept here instead and read from `TracedGraph.constants`
+            name = f"_tensor_constant{len(self.constants)}"
+            while hasattr(self.root, name):
+                name += "_"
+            self.constants[name] = a
+            return self.create_node("get_attr", name, (), {})
         return super().create_arg(a)
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
@@ -118,6 +127,8 @@ class TracedGraph:
     # container-module calls of one forward (the root included), as nn.Module pre-forward hooks would
     # count them; None where tracing cannot tell (a leaf module with containers inside it)
     container_calls: int | None = None
+    # tensors the forward made while tracing (get_attr target -> tensor), kept off the user's module
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def nodes(self):
@@ -125,8 +136,15 @@ class TracedGraph:
 
     @property
     def gm(self) -> torch.fx.GraphModule:
-        """The traced graph as a GraphModule (built on demand: code generation is slow)."""
-        return torch.fx.GraphModule(self.root, self.graph)
+        """The traced graph as a GraphModule (built on demand: code generation is slow); the constants
+        are set on the root only while the GraphModule copies them."""
+        for k, v in self.constants.items():
+            setattr(self.root, k, v)
+        try:
+            return torch.fx.GraphModule(self.root, self.graph)
+        finally:
+            for k in self.constants:
+                delattr(self.root, k)
 
 
 def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> TracedGraph:
@@ -149,11 +167,11 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
     modules = dict(module.named_modules())
     try:
         with torch.no_grad():
-            propagate_shapes(module, graph, inputs, modules)
+            propagate_shapes(module, graph, inputs, modules, tracer.constants)
     finally:
         if eval_mode:
             module.train(was)
-    return TracedGraph(graph, module, modules, _container_calls(module, tracer))
+    return TracedGraph(graph, module, modules, _container_calls(module, tracer), tracer.constants)
 
 
 def _has_custom_state(root: nn.Module) -> bool:
@@ -173,14 +191,14 @@ def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
 
 
 def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
-                     modules: dict[str, nn.Module] | None = None) -> None:
+                     modules: dict[str, nn.Module] | None = None, constants: dict | None = None) -> None:
     """One forward of `graph` (traced from `root`) on `inputs`; each node's output shape lands in its
     meta (read with `meta_shape`): what fx's ShapeProp records, shapes only.
 
     The graph is run node by node on the root module as torch.fx.Interpreter runs it (each value
     dropped after its last use), without the Interpreter's per-node bookkeeping; `modules`
     (qualified name -> module, default `root.named_modules()`) finds a call's module without walking the
-    attribute path.
+    attribute path; `constants` holds the tensors `Tracer` kept off the module (get_attr target -> tensor).
 
     When every module is in eval mode (in train mode the forward updates BatchNorm statistics from real
     values, as it always did), the calls that are most of a forward's time are shaped, not computed, where
@@ -227,7 +245,7 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
             if op == "placeholder":
                 value = _placeholder(node, args_iter)
             elif op == "get_attr":
-                value = _fetch_attr(root, target)
+                value = constants[target] if constants and target in constants else _fetch_attr(root, target)
             else:
                 args = torch.fx.node.map_arg(node.args, load)
                 kwargs = torch.fx.node.map_arg(node.kwargs, load)
