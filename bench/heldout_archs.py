@@ -9,6 +9,12 @@ networks are never used to fit, tune or select anything in the time model (no fi
 hyper-parameter choice, no early stopping, no feature design). Keep it that way: a network added here
 after looking at results must be reported as such.
 
+Added in session 7 (2026-11-30), after the suite's first results had been seen, together with the
+extraction changes they exercise (custom modules traced into, so a class token, a position embedding and
+a layer scale held as nn.Parameters are priced; broadcast adds; hand-written attention's matmul and
+softmax): vit_cls_pos, vit_hand_attention_b4, convnext_like. They were written before any prediction
+on them was seen and are used for nothing but evaluation; report them as added then.
+
 Each entry has a *style*, with the same meaning as the style names of the random-network generator
 (STYLES below): plain conv stacks / residual / fork-concat nets, mobile inverted residuals with
 squeeze-excitation, ShuffleNet-V2 units, DenseNet blocks, depthwise-separable stacks, MLPs, sensor
@@ -751,6 +757,124 @@ class TorchEncoderNet(nn.Module):
         return self.head(self.layers(t).mean(1))
 
 
+# ======================================================= added in session 7 (see the module doc)
+
+
+class ViTTokens(nn.Module):
+    """ViT (Dosovitskiy et al. 2021) as published: a class token and a learned position embedding as
+    nn.Parameters of the network itself, pre-norm blocks (nn.MultiheadAttention), the class token's
+    final LN into the head. ADAPTED: patch embedding 5x5/4 with padding 2 (see TinyViT)."""
+
+    def __init__(self, d=64, depth=3, heads=4, mlp=128, classes=10, tokens=64):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 5, 4, 2)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, d) * 0.02)
+        self.blocks = nn.Sequential(*[ViTBlock(d, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(t))[:, 0])
+
+
+class HandAttention(nn.Module):
+    """Multi-head self-attention written out, as timm's Attention without its fused path: Linear qkv,
+    q @ k^T scaled by head_dim ** -0.5, softmax, @ v, Linear projection."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads, self.scale = heads, (d // heads) ** -0.5
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        a = (q @ k.transpose(-2, -1)) * self.scale
+        a = a.softmax(dim=-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class HandViTBlock(nn.Module):
+    def __init__(self, d, heads, mlp):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d), HandAttention(d, heads)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp), nn.GELU(), nn.Linear(mlp, d))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class HandViT(nn.Module):
+    """A ViT whose attention is written out (HandAttention), with class token and position embedding;
+    softmax over the head's logits at the end (a deployed classifier's probabilities)."""
+
+    def __init__(self, d=64, depth=3, heads=4, mlp=128, classes=10, tokens=64):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 5, 4, 2)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, d) * 0.02)
+        self.blocks = nn.Sequential(*[HandViTBlock(d, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        return F.softmax(self.head(self.norm(self.blocks(t))[:, 0]), dim=-1)
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block (Liu et al. 2022): depthwise 7x7, channels-last LayerNorm, Linear 4x, GELU, Linear,
+    layer scale (a per-channel nn.Parameter), residual add."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.dw = nn.Conv2d(d, d, 7, padding=3, groups=d)
+        self.norm = nn.LayerNorm(d)
+        self.pw1, self.act, self.pw2 = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
+        self.gamma = nn.Parameter(torch.full((d,), 1e-6))
+
+    def forward(self, x):
+        h = self.dw(x).permute(0, 2, 3, 1)
+        h = self.gamma * self.pw2(self.act(self.pw1(self.norm(h))))
+        return x + h.permute(0, 3, 1, 2)
+
+
+class ChannelsLastLN(nn.Module):
+    """LayerNorm over the channels of an NCHW tensor (ConvNeXt's downsampling norm)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtLike(nn.Module):
+    """A narrow two-stage ConvNeXt on 3x32x32. ADAPTED: the 4x4/4 stem is 5x5/4 padding 2 and the 2x2/2
+    downsampling conv 3x3/2 padding 1 (kernel // 2; the same output sizes)."""
+
+    def __init__(self, dims=(32, 64), depths=(2, 2), classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 5, 4, 2), ChannelsLastLN(dims[0]))
+        self.stage1 = nn.Sequential(*[ConvNeXtBlock(dims[0]) for _ in range(depths[0])])
+        self.down = nn.Sequential(ChannelsLastLN(dims[0]), nn.Conv2d(dims[0], dims[1], 3, 2, 1))
+        self.stage2 = nn.Sequential(*[ConvNeXtBlock(dims[1]) for _ in range(depths[1])])
+        self.norm = nn.LayerNorm(dims[1])
+        self.head = nn.Linear(dims[1], classes)
+
+    def forward(self, x):
+        h = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(self.norm(h.mean((2, 3))))
+
+
 # ===================================================================================== registry
 
 
@@ -805,6 +929,10 @@ HELDOUT: list[HeldOut] = [
        lambda: TorchEncoderNet(nn.Conv2d(3, 64, 5, 4, 2), 64, 4, 128, False, True), (1, 3, 32, 32), ort=False),
     _e("torch_encoder_prenorm_seq256", "transformer",
        lambda: TorchEncoderNet(nn.Linear(16, 64), 64, 4, 128, True, False), (1, 256, 16), ort=False),
+    # added in session 7 (see the module doc)
+    _e("vit_cls_pos", "transformer", ViTTokens, (1, 3, 32, 32)),
+    _e("vit_hand_attention_b4", "transformer", HandViT, (4, 3, 32, 32)),
+    _e("convnext_like", "sepconv", ConvNeXtLike, (1, 3, 32, 32)),
 ]
 
 
