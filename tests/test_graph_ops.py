@@ -125,6 +125,8 @@ MODULE_CASES = {
         nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, norm=nn.LayerNorm(8),
         enable_nested_tensor=False), nn.Linear(8, 4)), torch.randn(2, 10, 5)),
     nn.Softmax: lambda: _img(nn.Softmax(dim=1)),
+    nn.InstanceNorm1d: lambda: _seq(nn.InstanceNorm1d(8)),
+    nn.InstanceNorm2d: lambda: _img(nn.InstanceNorm2d(8, affine=True)),
     nn.LogSoftmax: lambda: _img(nn.LogSoftmax(dim=-1)),
 }
 
@@ -220,6 +222,7 @@ FUNCTION_CASES = {
     torch.split: lambda x, y: torch.split(x, 4, 1)[0], torch.unbind: lambda x, y: torch.unbind(x, 1)[0],
     torch.t: lambda x, y: torch.t(x[0, 0]), torch.narrow: lambda x, y: torch.narrow(x, 1, 0, 4),
     torch.mean: lambda x, y: torch.mean(x, (2, 3)), torch.sum: lambda x, y: torch.sum(x, (2, 3)),
+    torch.amax: lambda x, y: torch.amax(x, (2, 3)), torch.amin: lambda x, y: torch.amin(x, (2, 3)),
     F.softmax: lambda x, y: F.softmax(x, -1), torch.softmax: lambda x, y: torch.softmax(x, 1),
     F.log_softmax: lambda x, y: F.log_softmax(x, dim=-1), torch.log_softmax: lambda x, y: torch.log_softmax(x, -1),
     operator.matmul: lambda x, y: x @ y.transpose(-2, -1), torch.matmul: lambda x, y: torch.matmul(x, y),
@@ -416,3 +419,25 @@ def test_hand_written_attention_ops_are_priced(fn, family, params, approx):
     assert len(calls) == 1 and calls[0].kind == LAYER, calls
     assert (calls[0].family, calls[0].config.params, calls[0].approx) == (family, params, approx)
     assert FAMILIES[family].check(dict(params))  # inside the family's space
+
+
+@pytest.mark.parametrize("fn,mode,approx", [
+    (lambda a, b: a.mean((2, 3)), "avg", True), (lambda a, b: a.sum((2, 3), keepdim=True), "avg", True),
+    (lambda a, b: torch.amax(a, (-2, -1)), "max", True), (lambda a, b: a.permute(0, 2, 3, 1).mean((1, 2)), "avg", True),
+], ids=["mean", "sum", "amax", "channels-last-mean"])
+def test_reductions_over_the_trailing_dimensions_are_global_pools(fn, mode, approx):
+    net, x = _Fn(fn).eval(), torch.randn(2, 3, 6, 6)
+    calls = [c for c in extract_layers(net, x) if c.name not in ("p", "q") and c.kind != FREE]
+    assert calls[0].family == "pool2d" and calls[0].approx == approx
+    assert {k: calls[0].config.params[k] for k in ("mode", "channels", "kernel", "size")} == {
+        "mode": mode, "channels": 8, "kernel": 6, "size": 6}
+    whole = [c for c in extract_layers(_Fn(lambda a, b: a.sum()).eval(), x) if c.op == "sum"]
+    assert whole[0].kind == UNMODELLED  # a reduction to one number: not a pool
+
+
+def test_instance_norm_is_groupnorm_with_a_group_per_channel():
+    net, x = _img(nn.InstanceNorm2d(8))
+    c = {c.name: c for c in extract_layers(net.eval(), x)}["op"]
+    assert (c.family, c.config.params["groups"], c.config.params["channels"]) == ("groupnorm", 8, 8)
+    net, x = _img(nn.InstanceNorm2d(8, track_running_stats=True))
+    assert {c.name: c for c in extract_layers(net.eval(), x)}["op"].kind == UNMODELLED

@@ -476,6 +476,20 @@ def _module_softmax(m, entry, in_shapes, node) -> _Mapped:
     return _map_softmax(_first(in_shapes), m.dim, entry.params["kind"], type(m).__name__)
 
 
+def _module_instancenorm(m, entry, in_shapes, node) -> _Mapped:
+    """InstanceNorm1d/2d normalising by the instance's own statistics (the default) is GroupNorm with one
+    group per channel -> groupnorm; with running statistics it stays unmodelled (neither BatchNorm, which
+    ONNX Runtime folds into a convolution, nor GroupNorm)."""
+    shape = _first(in_shapes)
+    if len(shape) == entry.params["dims"] + 1:  # unbatched
+        shape = (1,) + tuple(shape)
+    if m.track_running_stats:
+        return _unmodelled(type(m).__name__, "InstanceNorm with running statistics")
+    mp = _map_groupnorm(shape, int(shape[1]), type(m).__name__)
+    mp.note = (mp.note + "; " if mp.note else "") + "InstanceNorm priced as GroupNorm with a group per channel"
+    return mp
+
+
 def _module_groupnorm(m, entry, in_shapes, node) -> _Mapped:
     return _map_groupnorm(_first(in_shapes), m.num_groups, type(m).__name__)
 
@@ -556,7 +570,8 @@ _MODULE_PRICE = {"conv": _module_conv, "linear": _module_linear, "rnn": _module_
                  "layernorm": _guarded(_module_layernorm), "groupnorm": _guarded(_module_groupnorm),
                  "upsample": _guarded(_module_upsample), "mha": _guarded(_module_mha),
                  "transformer_layer": _guarded(_module_transformer_layer),
-                 "transformer": _guarded(_module_transformer), "softmax": _guarded(_module_softmax)}
+                 "transformer": _guarded(_module_transformer), "softmax": _guarded(_module_softmax),
+                 "instancenorm": _guarded(_module_instancenorm)}
 # modules priced whole (they have children): leaves of the hook fallback too
 _WHOLE_MODULE_PRICES = frozenset({"mha", "transformer_layer", "transformer"})
 
@@ -628,24 +643,34 @@ def _fn_adaptive(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
 
 
 def _fn_mean(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """A reduction over the trailing dimensions -- mean (and sum) as a global average pool, amax (and amin)
+    as a global max pool: (B, C, H, W) over (2, 3), (B, C, L) over 2, (B, T, F) over time (1) as a pool
+    over time on (B, F, T), and channels-last (B, H, W, C) over (1, 2) as a pool on (B, C, H, W). A sum
+    and an amin are priced as the mean / amax of the same elements (approx)."""
     dims = _arg(node, 1, "dim", None)
     shape = in_shapes[0]
+    mode, exact = entry.params.get("mode", "avg"), entry.params.get("exact", True)
     if isinstance(dims, int):
         dims = (dims,)
-    if dims is not None and _is_tensor_shape(shape):
+    mp = None
+    if isinstance(dims, (tuple, list)) and _is_tensor_shape(shape) and all(isinstance(d, int) for d in dims):
         dims = tuple(sorted(d % len(shape) for d in dims))
         if (len(shape) == 4 and dims == (2, 3)) or (len(shape) == 3 and dims == (2,)):
-            dim = len(shape) - 2
-            mp = _map_adaptive("avg", dim, 1, shape, "mean")
-            mp.note = "global mean as an average pool (kernel = stride = size)"
-            return mp
-        if len(shape) == 3 and dims == (1,):
-            # (batch, time, features).mean(1): the mean over time after a batch_first RNN, priced
-            # as a global average pool over time on (batch, features, time)
-            mp = _map_adaptive("avg", 1, 1, (shape[0], shape[2], shape[1]), "mean")
-            mp.note = "mean over time of (batch, time, features) as an average pool over time"
-            return mp
-    return _unmodelled("mean", "mean other than a global average over the trailing dimensions")
+            mp = _map_adaptive(mode, len(shape) - 2, 1, shape, name)
+            mp.note = f"global {name} as a{'n average' if mode == 'avg' else ' max'} pool (kernel = stride = size)"
+        elif len(shape) == 3 and dims == (1,):
+            # (batch, time, features).mean(1): over time after a batch_first RNN or over a transformer's tokens
+            mp = _map_adaptive(mode, 1, 1, (shape[0], shape[2], shape[1]), name)
+            mp.note = f"{name} over time of (batch, time, features) as a pool over time"
+        elif len(shape) == 4 and dims == (1, 2):
+            mp = _map_adaptive(mode, 2, 1, (shape[0], shape[3], shape[1], shape[2]), name)
+            mp.note = f"{name} over (H, W) of a channels-last tensor as a global pool"
+    if mp is None:
+        return _unmodelled(name, f"{name} other than over the trailing (or token) dimensions")
+    if mp.kind == LAYER and not exact:
+        mp.approx = True
+        mp.note = f"{mp.note}; priced as the {'mean' if mode == 'avg' else 'amax'} of the same elements"
+    return mp
 
 
 def _fn_free(node, entry, name, in_shapes, arg_shapes) -> _Mapped:

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
                "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
-               "mha", "transformer_layer", "transformer", "softmax", "matmul")
+               "mha", "transformer_layer", "transformer", "softmax", "matmul", "instancenorm")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
 
@@ -118,6 +118,9 @@ MODULES: dict[type, Op] = {
     # normalisation, resampling, attention: channels not followed through them (unprunable)
     nn.LayerNorm: Op("LayerNorm", "layernorm", "fix", "layernorm"),
     nn.GroupNorm: Op("GroupNorm", "groupnorm", "fix", "groupnorm"),
+    # InstanceNorm: groupnorm with a group per channel (with running statistics: unmodelled)
+    nn.InstanceNorm1d: Op("InstanceNorm1d", "instancenorm", "fix", "groupnorm", {"dims": 1}),
+    nn.InstanceNorm2d: Op("InstanceNorm2d", "instancenorm", "fix", "groupnorm", {"dims": 2}),
     nn.Upsample: Op("Upsample", "upsample", "fix", "upsample"),  # UpsamplingNearest2d / Bilinear2d too
     nn.MultiheadAttention: Op("MultiheadAttention", "mha", "fix", "mha"),
     nn.TransformerEncoderLayer: Op("TransformerEncoderLayer", "transformer_layer", "fix", "transformer_encoder"),
@@ -207,8 +210,11 @@ FUNCTIONS: dict[Callable, Op] = {
     torch.squeeze: _free("torch.squeeze", "fix"), torch.chunk: _free("torch.chunk", "fix"),
     torch.split: _free("torch.split", "fix"), torch.unbind: _free("torch.unbind", "fix"),
     torch.t: _free("torch.t", "fix"), torch.narrow: _free("torch.narrow", "fix"),
-    torch.mean: Op("torch.mean", "mean", "reduce"),  # pool1d or pool2d: the rule decides
-    torch.sum: Op("torch.sum", "unmodelled", "reduce"),
+    # reductions: pool1d or pool2d, the rule decides (a sum / amin priced as the mean / amax, approx)
+    torch.mean: Op("torch.mean", "mean", "reduce", params={"mode": "avg"}),
+    torch.sum: Op("torch.sum", "mean", "reduce", params={"mode": "avg", "exact": False}),
+    torch.amax: Op("torch.amax", "mean", "reduce", params={"mode": "max"}),
+    torch.amin: Op("torch.amin", "mean", "reduce", params={"mode": "max", "exact": False}),
 }
 
 # ---------------------------------------------------------------------------------------- methods
@@ -235,9 +241,10 @@ METHODS: dict[str, Op] = {
     "unbind": _free(".unbind", "fix"), "view_as": _free(".view_as", "fix"),
     "reshape_as": _free(".reshape_as", "fix"), "expand": _free(".expand", "fix"), "t": _free(".t", "fix"),
     "narrow": _free(".narrow", "fix"), "unflatten": _free(".unflatten", "fix"),
-    "mean": Op(".mean", "mean", "reduce"),  # pool1d or pool2d: the rule decides
-    "sum": Op(".sum", "unmodelled", "reduce"), "amax": Op(".amax", "unmodelled", "reduce"),
-    "amin": Op(".amin", "unmodelled", "reduce"),
+    "mean": Op(".mean", "mean", "reduce", params={"mode": "avg"}),  # as torch.mean and the rest above
+    "sum": Op(".sum", "mean", "reduce", params={"mode": "avg", "exact": False}),
+    "amax": Op(".amax", "mean", "reduce", params={"mode": "max"}),
+    "amin": Op(".amin", "mean", "reduce", params={"mode": "max", "exact": False}),
     "size": Op(".size", "free", "query"), "dim": Op(".dim", "free", "query"),
 }
 
