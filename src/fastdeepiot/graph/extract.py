@@ -32,8 +32,9 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     split into 2 * num_layers single-layer calls (`name`, `name#rev`, `name#l1`, `name#l1#rev`...),
     layer l > 0 reading 2 * hidden features, which is what the RNN computes.
   * BatchNorm1d/2d -> batchnorm (dims from the input rank; (N, C) -> dims=1, size=1).
-  * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k), `x.mean((2, 3))` and the mean over time
-    `x.mean(1)` of a (batch, time, features) tensor -> pool with
+  * Max/AvgPool1d/2d -> pool1d/pool2d; AdaptiveAvg/MaxPool(k), `x.mean((2, 3))` (sum: approx; amax /
+    amin: max), the mean over time `x.mean(1)` of a (batch, time, features) tensor and `.mean((1, 2))` of
+    a channels-last (batch, h, w, channels) one -> pool with
     kernel = stride = size // k (approx: the family's kernel space is [2, 3]; the model extrapolates);
     an adaptive pool whose output does not divide its input -> adaptive_pool.
   * ReLU/ReLU6/LeakyReLU/Hardswish/Sigmoid/Tanh/GELU/SiLU/Hardsigmoid modules, F.* and torch.*
@@ -51,8 +52,8 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     (batch, rows, features) (another dimension: approx); `@` / torch.matmul / bmm of two batched
     tensors -> matmul (batch = the broadcast leading dimensions), by a 2-D tensor -> linear (the
     GEMM nn.Linear runs); a matmul with a vector stays unmodelled.
-  * LayerNorm / F.layer_norm -> layernorm (rows = the leading dims), GroupNorm / F.group_norm ->
-    groupnorm, Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
+  * LayerNorm / F.layer_norm -> layernorm (rows = the leading dims), GroupNorm / F.group_norm and
+    InstanceNorm1d/2d (a group per channel; with running statistics: unmodelled) -> groupnorm, Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
     trilinear stay unmodelled), F.scaled_dot_product_attention -> attention, nn.MultiheadAttention ->
     mha and nn.TransformerEncoderLayer -> transformer_encoder (whole modules, also leaves of the hook
     fallback); nn.TransformerEncoder -> one transformer_encoder call per layer (`name.layers.i`) and a
