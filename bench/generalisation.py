@@ -251,9 +251,12 @@ def main(argv=None) -> int:
         load0 = os.getloadavg()[0]
         print(f"measuring the ground truth of {len(missing)} networks ({a.rounds} rounds, load {load0:.2f})", flush=True)
         truth.update(measure_truth(a.backend, a.threads, a.rounds, missing, a.min_run_time))
-        truth["_conditions"] = {"load_before": load0, "load_after": os.getloadavg()[0],
-                                "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": a.rounds,
-                                "min_run_time": a.min_run_time, "threads": a.threads}
+        cond = {"load_before": load0, "load_after": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
+                "rounds": a.rounds, "min_run_time": a.min_run_time, "threads": a.threads}
+        if "_conditions" in truth:  # networks added to a measured suite: the earlier conditions stay
+            truth["_conditions_added"] = {**cond, "networks": [n[0] for n in missing]}
+        else:
+            truth["_conditions"] = cond
         truth_path.write_text(json.dumps(truth, indent=1))
     span = store_minutes(db)
     cuts = [float(m) for m in a.minutes.split(",") if float(m) <= span + 0.5]

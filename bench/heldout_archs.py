@@ -688,8 +688,9 @@ class TinyViT(nn.Module):
     def __init__(self, d=96, depth=4, heads=3, mlp=192, classes=10):
         super().__init__()
         self.patch = nn.Conv2d(3, d, 5, 4, 2)
-        # ADAPTED: the position embedding is a plain tensor constant, not an nn.Parameter: extraction
-        # keeps a module holding its own parameters as one opaque (unmodelled) call; same computation
+        # ADAPTED: the position embedding is a plain tensor constant, not an nn.Parameter: when this was
+        # written, extraction kept a module holding its own parameters as one opaque (unmodelled) call (since
+        # session 7 it traces into it: see vit_cls_pos); left as written, the same computation
         self.pos = torch.randn(1, 64, d) * 0.02
         self.blocks = nn.Sequential(*[ViTBlock(d, heads, mlp) for _ in range(depth)])
         self.norm = nn.LayerNorm(d)
