@@ -766,19 +766,26 @@ class ViTTokens(nn.Module):
     nn.Parameters of the network itself, pre-norm blocks (nn.MultiheadAttention), the class token's
     final LN into the head. ADAPTED: patch embedding 5x5/4 with padding 2 (see TinyViT)."""
 
+    block = None  # ViTBlock (set below the class); HandViT: HandViTBlock
+    probabilities = False  # HandViT: a softmax over the head's logits
+
     def __init__(self, d=64, depth=3, heads=4, mlp=128, classes=10, tokens=64):
         super().__init__()
         self.patch = nn.Conv2d(3, d, 5, 4, 2)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, tokens + 1, d) * 0.02)
-        self.blocks = nn.Sequential(*[ViTBlock(d, heads, mlp) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[self.block(d, heads, mlp) for _ in range(depth)])
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, classes)
 
     def forward(self, x):
         t = self.patch(x).flatten(2).transpose(1, 2)
         t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
-        return self.head(self.norm(self.blocks(t))[:, 0])
+        y = self.head(self.norm(self.blocks(t))[:, 0])
+        return F.softmax(y, dim=-1) if self.probabilities else y
+
+
+ViTTokens.block = ViTBlock
 
 
 class HandAttention(nn.Module):
@@ -811,23 +818,12 @@ class HandViTBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class HandViT(nn.Module):
+class HandViT(ViTTokens):
     """A ViT whose attention is written out (HandAttention), with class token and position embedding;
     softmax over the head's logits at the end (a deployed classifier's probabilities)."""
 
-    def __init__(self, d=64, depth=3, heads=4, mlp=128, classes=10, tokens=64):
-        super().__init__()
-        self.patch = nn.Conv2d(3, d, 5, 4, 2)
-        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, tokens + 1, d) * 0.02)
-        self.blocks = nn.Sequential(*[HandViTBlock(d, heads, mlp) for _ in range(depth)])
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, classes)
-
-    def forward(self, x):
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
-        return F.softmax(self.head(self.norm(self.blocks(t))[:, 0]), dim=-1)
+    block = HandViTBlock
+    probabilities = True
 
 
 class ConvNeXtBlock(nn.Module):
