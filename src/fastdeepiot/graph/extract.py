@@ -53,7 +53,8 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     tensors -> matmul (batch = the broadcast leading dimensions), by a 2-D tensor -> linear (the
     GEMM nn.Linear runs); a matmul with a vector stays unmodelled.
   * LayerNorm / F.layer_norm -> layernorm (rows = the leading dims), GroupNorm / F.group_norm and
-    InstanceNorm1d/2d (a group per channel; with running statistics: unmodelled) -> groupnorm, Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
+    InstanceNorm1d/2d (a group per channel; with running statistics: unmodelled) -> groupnorm,
+    Upsample / F.interpolate / F.upsample -> upsample (downsampling, bicubic / area /
     trilinear stay unmodelled), F.scaled_dot_product_attention -> attention, nn.MultiheadAttention ->
     mha and nn.TransformerEncoderLayer -> transformer_encoder (whole modules, also leaves of the hook
     fallback); nn.TransformerEncoder -> one transformer_encoder call per layer (`name.layers.i`) and a
@@ -375,10 +376,9 @@ def _map_matmul(sa, sb, op: str) -> _Mapped:
     if len(sa) < 2 or len(sb) < 2:
         return _unmodelled(op, "matmul with a vector")
     if len(sb) == 2:
-        mp = _Mapped(LAYER, op, "linear", {"batch": math.prod(sa[:-1]), "in_features": int(sa[-1]),
-                                           "out_features": int(sb[-1])}, False,
-                     "a matmul by a 2-D tensor priced as a Linear")
-        return mp
+        return _Mapped(LAYER, op, "linear", {"batch": math.prod(sa[:-1]), "in_features": int(sa[-1]),
+                                             "out_features": int(sb[-1])}, False,
+                       "a matmul by a 2-D tensor priced as a Linear")
     lead = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
     return _Mapped(LAYER, op, "matmul", {"batch": math.prod(lead), "m": int(sa[-2]), "k": int(sa[-1]),
                                          "n": int(sb[-1])})
@@ -744,8 +744,8 @@ def _fn_softmax(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
 
 def _fn_matmul(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     a, b = _arg(node, 0, "input"), _arg(node, 1, "other")
-    sa, sb = (arg_shapes.get(x) if isinstance(x, torch.fx.Node) else None for x in (a, b))
-    if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):
+    sa, sb = _operand(a, arg_shapes), _operand(b, arg_shapes)
+    if not (_is_tensor_shape(sa) and _is_tensor_shape(sb)):  # (a number is not a matmul operand)
         return _unmodelled(name, "matmul of unknown operands")
     return _map_matmul(sa, sb, name)
 

@@ -176,9 +176,7 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
 
 def _has_custom_state(root: nn.Module) -> bool:
     """Whether a module below `root` is custom (not torch.nn's) and holds parameters or buffers of its own."""
-    probe = Tracer()
-    return any(not probe.is_leaf_module(m, "") and (m._parameters or m._buffers)
-               for m in root.modules() if m is not root)
+    return any(not is_leaf(m) and (m._parameters or m._buffers) for m in root.modules() if m is not root)
 
 
 def _container_calls(root: nn.Module, tracer: Tracer) -> int | None:
@@ -487,7 +485,10 @@ def _shape_of(x):
 
 def is_leaf(module: nn.Module) -> bool:
     """Whether `Tracer` keeps `module` as one call (it is then not traced into)."""
-    return Tracer().is_leaf_module(module, "")
+    return _LEAF_PROBE.is_leaf_module(module, "")
+
+
+_LEAF_PROBE = Tracer()  # asked is_leaf_module only: it never traces
 
 
 def meta_shape(node) -> Any:
