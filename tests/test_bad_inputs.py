@@ -722,6 +722,21 @@ def test_fuzzed_store_rows_never_crash(work, capsys):
         _run_fuzzed(["fit", str(p), "-o", str(work / f"rows{i}.json")], capsys)
 
 
+def test_store_with_a_damaged_table_definition(work, capsys):
+    """A column renamed (as a flipped byte in the schema does): one error line, exit 2, for every reader."""
+    p = work / "renamed.db"
+    shutil.copy(work / S, p)
+    conn = sqlite3.connect(p)
+    conn.execute("ALTER TABLE measurements RENAME COLUMN median_ms TO medXan_ms")
+    conn.commit()
+    conn.close()
+    for argv in (["summary", str(p)], ["fit", str(p), "-o", str(work / "renamed.json")]):
+        assert main(argv) == 2
+        _, err = capsys.readouterr()
+        _assert_one_line_error(err)
+        assert "lacks median_ms" in err
+
+
 # ------------------------------------------------------------------------------------ models left alone
 
 

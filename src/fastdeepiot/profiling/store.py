@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS measurements (
     UNIQUE (device_id, config_key));
 CREATE INDEX IF NOT EXISTS measurements_family ON measurements(device_id, family);
 """
+# the columns each table is read by (checked when a store is opened)
+_COLUMNS = {
+    "devices": {"id", "hash", "fingerprint_json"},
+    "conditions": {"id", "hash", "device_id", "conditions_json"},
+    "measurements": {"id", "device_id", "conditions_id", "kind", "family", "config_key", "config_json",
+                     "median_ms", "p10_ms", "p90_ms", "rel_iqr", "n_calls", "remeasured", "source",
+                     "measured_at"},
+}
 
 
 def _hash(obj: dict) -> str:
@@ -142,6 +150,11 @@ class Store:
         if str(row[0]) != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: schema version {row[0]}, this fastdeepiot reads "
                              f"version {SCHEMA_VERSION}")
+        for table, columns in _COLUMNS.items():  # a damaged table definition (a column renamed by a flipped byte)
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            if not columns <= have:
+                raise StoreError(f"{self.path}: corrupt measurement database (table {table} lacks "
+                                 f"{', '.join(sorted(columns - have))})")
 
     def _bind_device(self, fingerprint: dict, force: bool) -> None:
         h = _hash(fingerprint)
