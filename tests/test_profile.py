@@ -367,3 +367,30 @@ def test_plan_times_the_layers_random_networks_run():
     assert n_checked >= 5
     none = itertools.islice(plan(fams, seed=0, network_every=5, network_layers=0), 100)
     assert not [w for w in none if w.source.startswith("network:")]
+
+
+class _WaitingGuard:
+    """A quiet guard whose total wait grows by 1.5 s each time it is read (the profiler reads it once
+    before the run and once per stored measurement)."""
+
+    def __init__(self):
+        self._reads = 0
+
+    @property
+    def waited_s(self):
+        self._reads += 1
+        return 1.5 * (self._reads - 1)
+
+
+def test_profile_reports_the_time_the_quiet_guard_waited(tmp_path, monkeypatch, capsys):
+    from fastdeepiot.devices import quiet
+
+    monkeypatch.setattr(quiet, "shared_guard", lambda: _WaitingGuard())
+    s = _profile_fake(tmp_path / "w.db", 4)
+    assert s.new == 4 and s.waited_s == pytest.approx(1.5 * 5)  # 4 measurements + the final read
+    monkeypatch.setattr(quiet, "shared_guard", lambda: None)  # no guard (the test suite's setting): nothing
+    assert _profile_fake(tmp_path / "n.db", 4).waited_s == 0.0
+    monkeypatch.setattr(quiet, "shared_guard", lambda: _WaitingGuard())
+    assert main(["profile", "-d", "fake", "--db", str(tmp_path / "c.db"), "--max-new", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "layer measurements waited 6 s" in out and "0 timed rounds were dropped" in out

@@ -118,6 +118,11 @@ def profile(
     print(f"{summary.new} new measurements ({fam_txt}); {summary.skipped} already stored; {other}"
           f"{summary.failed} failed; stopped by {summary.stopped_by} after {summary.elapsed_s:.0f} s; "
           f"{total} measurements in {db}")
+    if summary.waited_s >= 1 or summary.dropped_rounds:
+        share = summary.waited_s / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+        print(f"the machine's slow state cost this run: layer measurements waited {summary.waited_s:.0f} s "
+              f"({share:.0%} of the run) for its uncontended speed, {summary.dropped_rounds} timed rounds "
+              "were dropped; a budget buys fewer measurements on a busier host")
     if summary.by_other and summary.new == 0:
         print("all the work this run reached was already done by another profiler with the same plan "
               "(same seed) on this database; nothing was measured twice")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from fastdeepiot.devices import quiet
 from fastdeepiot.devices.base import Backend
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
@@ -114,6 +115,12 @@ class ProfileSummary:
     unsupported: int = 0  # workloads the backend says it cannot run (Backend.unsupported): skipped
     per_family: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # How the machine's speed states cost this run: seconds the layer measurements (this process's quiet
+    # guard, `devices.quiet`) waited for the uncontended speed, and rounds dropped because the machine was
+    # not quiet after them (layers and networks). A host in its slow state more often stores fewer
+    # measurements in the same budget.
+    waited_s: float = 0.0
+    dropped_rounds: int = 0
 
 
 def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, budget_s: float | None = None,
@@ -129,6 +136,8 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     done = store.measured_keys()
     stored_before = set(done)
     s = ProfileSummary()
+    guard = quiet.shared_guard()
+    waited0 = guard.waited_s if guard is not None else 0.0
     t0 = clock()
     timer = None  # the one network timer (profiling.timer): a process of its own on CPU backends
     try:
@@ -181,14 +190,17 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                          source=w.source):
                 s.new += 1
                 s.per_family[w.family] = s.per_family.get(w.family, 0) + 1
+                s.dropped_rounds += timing.dropped_rounds
             else:  # another profiler stored the same key first: its measurement is kept
                 s.by_other += 1
             done.add(w.key)
             s.elapsed_s = clock() - t0
+            s.waited_s = guard.waited_s - waited0 if guard is not None else 0.0
             if on_progress:
                 on_progress(s, w)
     finally:
         if timer is not None:
             timer.close()
     s.elapsed_s = clock() - t0
+    s.waited_s = guard.waited_s - waited0 if guard is not None else 0.0
     return s
