@@ -139,6 +139,10 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     guard = quiet.shared_guard()
     waited0 = guard.waited_s if guard is not None else 0.0
     t0 = clock()
+
+    def account() -> None:  # the run's time so far, and how much of it the quiet guard spent waiting
+        s.elapsed_s = clock() - t0
+        s.waited_s = guard.waited_s - waited0 if guard is not None else 0.0
     timer = None  # the one network timer (profiling.timer): a process of its own on CPU backends
     try:
         for w in workloads:
@@ -194,13 +198,11 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
             else:  # another profiler stored the same key first: its measurement is kept
                 s.by_other += 1
             done.add(w.key)
-            s.elapsed_s = clock() - t0
-            s.waited_s = guard.waited_s - waited0 if guard is not None else 0.0
+            account()
             if on_progress:
                 on_progress(s, w)
     finally:
         if timer is not None:
             timer.close()
-    s.elapsed_s = clock() - t0
-    s.waited_s = guard.waited_s - waited0 if guard is not None else 0.0
+    account()
     return s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -47,14 +48,18 @@ CREATE TABLE IF NOT EXISTS measurements (
     UNIQUE (device_id, config_key));
 CREATE INDEX IF NOT EXISTS measurements_family ON measurements(device_id, family);
 """
-# the columns each table is read by (checked when a store is opened)
-_COLUMNS = {
-    "devices": {"id", "hash", "fingerprint_json"},
-    "conditions": {"id", "hash", "device_id", "conditions_json"},
-    "measurements": {"id", "device_id", "conditions_id", "kind", "family", "config_key", "config_json",
-                     "median_ms", "p10_ms", "p90_ms", "rel_iqr", "n_calls", "remeasured", "source",
-                     "measured_at"},
-}
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_columns() -> dict[str, set[str]]:
+    """Each table's columns as `_SCHEMA` creates them (what an opened store is checked against)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    finally:
+        conn.close()
 
 
 def _hash(obj: dict) -> str:
@@ -150,7 +155,7 @@ class Store:
         if str(row[0]) != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: schema version {row[0]}, this fastdeepiot reads "
                              f"version {SCHEMA_VERSION}")
-        for table, columns in _COLUMNS.items():  # a damaged table definition (a column renamed by a flipped byte)
+        for table, columns in _schema_columns().items():  # a damaged table definition (a renamed column)
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             if not columns <= have:
                 raise StoreError(f"{self.path}: corrupt measurement database (table {table} lacks "
