@@ -81,6 +81,7 @@ def main(argv=None) -> int:
                     help="ours: width multipliers of uniformly narrower networks it must beat (CompressConfig.compare_uniform)")
     ap.add_argument("--compare-scratch", action="store_true",
                     help="ours: also networks trained from scratch at the found architectures (CompressConfig.compare_scratch)")
+    ap.add_argument("--max-divergence", type=float, help="ours: the fidelity budget (CompressConfig.max_divergence, nats)")
     ap.add_argument("--iterative-steps", type=int, default=4, help="torch-pruning's pruning steps")
     ap.add_argument("--recipe-epochs", type=int, help="width-scratch epochs instead of the task recipe's (smoke only)")
     ap.add_argument("--no-distill", dest="distill", action="store_false")
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     from fastdeepiot.compression.baselines import run_baseline
     from fastdeepiot.compression.config import CompressConfig
     from fastdeepiot.compression.cost import FlopsCost, TimeCost
-    from fastdeepiot.compression.finetune import finetune
+    from fastdeepiot.compression.finetune import divergence, finetune, outputs
     from fastdeepiot.compression.search import compress
     from fastdeepiot.timemodel.model import TimeModel
 
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
     x = next(iter(va))[0][:1]
     tcosts, fcost = [TimeCost(tm) for tm in tms], FlopsCost()
     models, points = [], []  # every model is timed at the end, together, on every backend
+    base_out = outputs(model, va)  # the original's validation outputs: each network's divergence from them
 
     def add(method, seed, m, setting, extra=None, backend=None):
         # backend: the one backend a point belongs to (ours, searched with that backend's time model);
@@ -144,7 +146,8 @@ def main(argv=None) -> int:
         r = {"method": method, "seed": seed, "setting": setting, "backend": backend,
              "predicted_ms": {b: c.price(m, x) for b, c in zip(backends, tcosts)},
              "mflops": fcost.price(m, x), "params": sum(p.numel() for p in m.parameters()),
-             "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te)}
+             "val_accuracy": 100 * t.metric(m, va), "test_accuracy": 100 * t.metric(m, te),
+             "val_divergence": divergence(base_out, outputs(m, va))}
         r.update(extra or {})
         models.append(copy.deepcopy(m).eval())
         points.append(r)
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
                 best_of = tuple(float(v) for v in args.compare_uniform.split(",") if v) if method == "ours" else ()
                 res = compress(model, t, time_model=tm, max_accuracy_drop=b, cost=cost, seed=seed, progress=False,
                                compare_uniform=best_of, compare_scratch=args.compare_scratch and method == "ours",
-                               **kw)
+                               max_divergence=args.max_divergence if method == "ours" else None, **kw)
                 steps = res.run["optimizer_steps"]
                 if method == "ours":
                     budget = max(budget, steps)

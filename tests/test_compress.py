@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import copy
 import json
 
@@ -736,3 +737,54 @@ def test_cli_acceptance_option(tmp_path, capsys):
     code = main(["compress", str(tmp_path / "in.pt"), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
                  "--target-ms", "1", "--acceptance", "agreement", "-o", str(tmp_path / "out.pt")])
     assert code == 2 and "give max_accuracy_drop" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the fidelity budget
+
+
+def test_divergence_is_zero_for_the_same_outputs_and_grows_as_they_move():
+    from fastdeepiot.compression.finetune import divergence
+    ref = torch.randn(50, 4)
+    assert divergence(ref, ref.clone()) == pytest.approx(0.0, abs=1e-7)
+    assert divergence(ref, ref + 3.0) == pytest.approx(0.0, abs=1e-6)  # softmax ignores a shift of every logit
+    near, far = ref + 0.1 * torch.randn(50, 4), ref + torch.randn(50, 4)
+    assert 0 < divergence(ref, near) < divergence(ref, far)
+    # by hand: one sample, p = (0.5, 0.5), q = softmax(0, log 3) = (0.25, 0.75)
+    p, q = torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]])
+    assert divergence(p, q) == pytest.approx(0.5 * math.log(2.0) + 0.5 * math.log(0.5 / 0.75))
+
+
+def test_fidelity_budget_holds_every_kept_state_to_it(fake_tm):
+    """Under an accuracy budget that lets everything through, the fidelity budget decides: every state the
+    search keeps is within DIVERGENCE_SLACK x the budget, the result within it, and a budget no fine-tuned
+    network meets returns the original."""
+    from fastdeepiot.compression.config import DIVERGENCE_SLACK
+    torch.manual_seed(0)
+    kw = dict(time_model=fake_tm, max_accuracy_drop=100.0, moves=("width",), finetune_steps=3, final_epochs=0.5,
+              max_iters=4, evaluate_top=1, measure=False, progress=False)
+    free = compress(Wide().eval(), _toy_data(), **kw)
+    assert free.plan.steps and free.final["val_divergence"] > 0
+    assert all("val_divergence" in h for h in free.history if h["stage"].startswith(("iter", "final")))
+    cap = free.final["val_divergence"] / 3
+    held = compress(Wide().eval(), _toy_data(), max_divergence=cap, **kw)
+    assert held.settings["max_divergence"] == cap
+    assert held.final["val_divergence"] <= cap
+    assert all(h["val_divergence"] <= DIVERGENCE_SLACK * cap for h in held.history if h["stage"].startswith("iter"))
+    assert held.final["predicted_ms"] >= free.final["predicted_ms"]
+    none = compress(Wide().eval(), _toy_data(), max_divergence=1e-12, **kw)
+    assert "no pruned state met the accuracy budget; returning the original model" in none.notes
+    assert none.final["val_divergence"] == pytest.approx(0.0, abs=1e-7)
+    assert none.final["predicted_ms"] == pytest.approx(none.base["predicted_ms"])
+
+
+def test_cli_max_divergence_option(tmp_path, capsys):
+    from fastdeepiot.cli import main
+
+    args = ["compress", str(tmp_path / "in.pt"), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
+            "-o", str(tmp_path / "out.pt")]
+    assert main(args + ["--max-accuracy-drop", "1", "--max-divergence", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: max_divergence must be in (0, inf)") and err.count("\n") == 1
+    assert main(args + ["--target-ms", "1", "--max-divergence", "0.01"]) == 2
+    assert "give max_accuracy_drop" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()

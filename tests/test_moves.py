@@ -137,6 +137,8 @@ def test_lower_bound_shrinks_with_every_move():
     dict(max_accuracy_drop=1, batch_size=0), dict(max_accuracy_drop=1, search_slack=-1.0),
     dict(target_ms=1.0, cost="flops"), dict(max_accuracy_drop=1, acceptance="vibes"),
     dict(max_accuracy_drop=1, acceptance=None), dict(target_ms=1.0, acceptance="agreement"),
+    dict(max_accuracy_drop=1, max_divergence=0.0), dict(max_accuracy_drop=1, max_divergence=-0.1),
+    dict(max_accuracy_drop=1, max_divergence=math.nan), dict(target_ms=1.0, max_divergence=0.01),
 ])
 def test_config_rejects_bad_values_with_one_sentence(bad):
     with pytest.raises(UserError) as e:

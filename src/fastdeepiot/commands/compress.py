@@ -50,6 +50,10 @@ def compress(
                                    "(validation accuracy) or agreement (top-1 disagreement with the original over "
                                    "validation and augmented inputs, for a small labelled split; needs "
                                    "--max-accuracy-drop)"),
+    max_divergence: Optional[float] = typer.Option(None, "--max-divergence", metavar="NATS",
+                                                   help="fidelity budget beside the accuracy budget: keep a state only "
+                                                        "if its outputs' mean KL divergence from the original's on the "
+                                                        "validation inputs is within it (needs no labels; see README)"),
     compare_uniform: str = typer.Option("", "--compare-uniform", metavar="W,W,...",
                                         help="width multipliers (e.g. 0.25,0.5,0.75): uniformly narrower networks that "
                                              "replace the result when predicted faster at as high an accuracy"),
@@ -67,7 +71,7 @@ def compress(
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
                             max_iters=max_iters, measure=measure, confidence=confidence, acceptance=acceptance,
-                            seed=seed, compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
+                            max_divergence=max_divergence, seed=seed, compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
                             scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),

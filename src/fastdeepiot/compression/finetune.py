@@ -34,6 +34,26 @@ def correct_mask(model: nn.Module, loader) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
+def outputs(model: nn.Module, loader) -> torch.Tensor:
+    """`model`'s outputs (logits) on every input of `loader`, in loader order, in eval mode."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [model(xb) for xb, _ in loader]
+    model.train(was)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def divergence(reference: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean KL divergence KL(softmax(reference) || softmax(logits)) in nats per sample (class axis 1; any
+    further axes averaged): how far a network's output distribution moved from the reference network's on
+    the same inputs. Needs no labels. 0 for identical outputs."""
+    if len(reference) == 0:
+        return 0.0
+    kl = (F.softmax(reference, 1) * (F.log_softmax(reference, 1) - F.log_softmax(logits, 1))).sum(1)
+    return max(0.0, float(kl.mean()))
+
+
 def paired_drop_upper(base: torch.Tensor, new: torch.Tensor, confidence: float) -> float:
     """One-sided upper confidence bound, in percentage points, on the accuracy drop from `base` to `new`
     (per-sample correctness on the same samples): the paired difference of proportions, whose variance

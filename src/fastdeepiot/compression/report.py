@@ -11,10 +11,11 @@ def _f(v, fmt="{:.3f}"):
 
 
 def history_table(res) -> str:
-    rows = ["| stage | move | predicted ms | measured ms | val acc % |", "|---|---|---|---|---|"]
+    rows = ["| stage | move | predicted ms | measured ms | val acc % | divergence (nats) |", "|---|---|---|---|---|---|"]
     for h in res.history:
         rows.append(f"| {h['stage']} | {h.get('move') or ''} | {_f(h.get('predicted_ms'))} | "
-                    f"{_f(h.get('measured_ms'))} | {_f(h.get('val_accuracy'), '{:.2f}')} |")
+                    f"{_f(h.get('measured_ms'))} | {_f(h.get('val_accuracy'), '{:.2f}')} | "
+                    f"{_f(h.get('val_divergence'), '{:.4f}')} |")
     b, f = res.base, res.final
     rows.append("")
     rows.append(f"base:  predicted {_f(b.get('predicted_ms'))} ms, measured {_f(b.get('measured_ms'))} ms, "
@@ -22,7 +23,7 @@ def history_table(res) -> str:
                 f"{b.get('params')} params")
     rows.append(f"final: predicted {_f(f.get('predicted_ms'))} ms, measured {_f(f.get('measured_ms'))} ms, "
                 f"val {_f(f.get('val_accuracy'), '{:.2f}')}%, test {_f(f.get('test_accuracy'), '{:.2f}')}%, "
-                f"{f.get('params')} params")
+                f"{f.get('params')} params, outputs {_f(f.get('val_divergence'), '{:.4f}')} nats from the original's")
     return "\n".join(rows)
 
 

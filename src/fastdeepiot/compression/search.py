@@ -72,10 +72,10 @@ import torch.nn as nn
 
 from fastdeepiot import tasks
 from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import DIVERGENCE_SLACK, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
-from fastdeepiot.compression.finetune import (accuracy, correct_mask, finetune, mask_accuracy, paired_drop_upper, recipe,
-                                              reinitialise, train_recipe)
+from fastdeepiot.compression.finetune import (accuracy, correct_mask, divergence, finetune, mask_accuracy, outputs,
+                                              paired_drop_upper, recipe, reinitialise, train_recipe)
 from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
 from fastdeepiot.compression.plan import Plan
@@ -212,6 +212,7 @@ class _Search:
         self.base_acc = (100.0 * mask_accuracy(self.base_correct) if self.paired
                          else self.acc(self.model, self.val_dl))
         self.base_cost = self.pricer.price(self.model, self.x)
+        self.base_out = outputs(self.model, self.val_dl)  # what every state's divergence is measured from
         self.base = {"val_accuracy": self.base_acc, "cost": self.base_cost, "predicted_ms": self.pred_ms(self.model),
                      "params": sum(p.numel() for p in self.model.parameters())}
         self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
@@ -242,6 +243,23 @@ class _Search:
     def acc(self, m: nn.Module, loader) -> float:
         return 100.0 * float(self.metric(m, loader))
 
+    def divergence(self, m: nn.Module) -> float:
+        """Mean KL divergence of `m`'s outputs from the original's over the validation inputs (nats)."""
+        return divergence(self.base_out, outputs(m, self.val_dl))
+
+    def diverges(self, div: float, slack: float = 1.0) -> bool:
+        """`div` exceeds the fidelity budget (`max_divergence`, times `slack`); False without one."""
+        c = self.config
+        return self.budget_mode and c.max_divergence is not None and div > c.max_divergence * slack
+
+    def over_text(self) -> str:
+        """What a candidate must stay within during the search, in words."""
+        c = self.config
+        text = f"> {c.max_accuracy_drop + c.search_slack:g} points"
+        if c.max_divergence is not None:
+            text += f" or divergence > {c.max_divergence * DIVERGENCE_SLACK:g} nats"
+        return text
+
     def pred_ms(self, m: nn.Module) -> float | None:
         return self.timer.price(m, self.x) if self.timer is not None else None
 
@@ -271,16 +289,19 @@ class _Search:
         within the budget. Agreement: the pool's disagreement bound within the budget, and the labelled
         validation drop not shown to exceed the budget (`agreement.labelled_confirms`)."""
         c = self.config
+        div = self.divergence(m)
         if self.pool is None:
             fa, bound = self.final_accuracy(m)
-            return fa, bound, not self.budget_mode or bound <= c.max_accuracy_drop, {}
+            ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and not self.diverges(div)
+            return fa, bound, ok, {"val_divergence": div}
         fa, bound, mask = self._labelled(m)
         lower = None if mask is None else labelled_lower(self.base_correct, mask, c.confidence)
         rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
-               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower}
+               "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower,
+               "val_divergence": div}
         rec["labelled_ok"] = labelled_confirms(c.max_accuracy_drop, lower=lower, drop=rec["val_drop"],
                                                n_labelled=self.pool.n_labelled)
-        rec["accepted"] = rec["drop_upper_bound"] <= c.max_accuracy_drop and rec["labelled_ok"]
+        rec["accepted"] = rec["drop_upper_bound"] <= c.max_accuracy_drop and rec["labelled_ok"] and not self.diverges(div)
         self.calibration.append(rec)
         return fa, rec["drop_upper_bound"], rec["accepted"], rec
 
@@ -321,9 +342,12 @@ class _Search:
             if self.budget_mode and over:
                 if step_fraction > 0.01:  # NetAdapt: smaller steps before giving up
                     step_fraction /= 2
-                    self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
+                    self.log(f"iter {it}: every candidate is over budget ({self.over_text()}); "
                              f"step fraction -> {step_fraction:.3f}")
                     continue
+                if self.diverges(cand.divergence, DIVERGENCE_SLACK):
+                    return (f"next step's outputs would diverge from the original's by {cand.divergence:.4f} nats "
+                            f"(budget {c.max_divergence:g}, {DIVERGENCE_SLACK:g}x during the search)")
                 if self.pool is not None:
                     return (f"next step would disagree with the original on up to {cand.drop_upper:.2f}% of the "
                             "agreement pool")
@@ -344,7 +368,7 @@ class _Search:
             widths, stones = stones, []
         cand, m, over = self.evaluate(widths + struct, it)
         if over and stones and self.budget_mode:
-            self.log(f"iter {it}: every candidate drops > {c.max_accuracy_drop + c.search_slack:g} points; "
+            self.log(f"iter {it}: every candidate is over budget ({self.over_text()}); "
                      "approaching the distant step edges gradually")
             cand2, m2, over2 = self.evaluate(stones, it)
             if not over2:
@@ -362,9 +386,11 @@ class _Search:
             self.optimizer_steps += c.finetune_steps
             a = self.acc(m, self.val_dl)
             cand.val_accuracy = a
+            cand.divergence = self.divergence(m)
             if self.pool is None:
                 cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
-                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%")
+                self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
+                         f"divergence {cand.divergence:.4f}")
                 within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
             else:  # ranked by the disagreement it adds, judged by its bound (not by the few labels)
                 j = self.pool.judge(m, c.confidence)
@@ -373,6 +399,7 @@ class _Search:
                 self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
                          f"disagrees on {cand.disagreement:.2f}% of the pool (bound {cand.drop_upper:.2f})")
                 within = cand.drop_upper <= c.max_accuracy_drop + c.search_slack
+            within = within and not self.diverges(cand.divergence, DIVERGENCE_SLACK)
             key = (not within, cand.score)
             if best is None or key < best[2]:
                 best = (cand, m, key)
@@ -385,7 +412,7 @@ class _Search:
         self.snapshots.append((copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost))
         self.history.append({"stage": f"iter {it}", "move": cand.desc, "cost": self.cur_cost,
                              "predicted_ms": self.pred_ms(self.model), "val_accuracy": self.cur_acc,
-                             "candidates": n_cands, "elapsed_s": time.time() - self.t0})
+                             "val_divergence": cand.divergence, "candidates": n_cands, "elapsed_s": time.time() - self.t0})
         if self.pool is not None:
             self.cur_disagree = cand.disagreement
             self.history[-1].update(pool_disagreement=cand.disagreement, drop_upper_bound=cand.drop_upper)
@@ -435,17 +462,20 @@ class _Search:
             fa, bound, ok, rec = self.judge_final(model, f"final fine-tune of {len(steps)} steps")
             self.history.append({"stage": "final fine-tune", "move": f"{len(steps)} steps",
                                  "cost": self.pricer.price(model, self.x), "predicted_ms": self.pred_ms(model),
-                                 "val_accuracy": fa, "drop_upper_bound": bound, "within_budget": ok})
-            if rec:
+                                 "val_accuracy": fa, "drop_upper_bound": bound, "val_divergence": rec["val_divergence"],
+                                 "within_budget": ok})
+            if self.pool is not None:
                 self.history[-1].update(pool_disagreement=rec["pool_disagreement"], labelled_ok=rec["labelled_ok"])
-            self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%")
+            self.log(f"final fine-tune of {len(steps)}-step state: val {fa:.2f}%, divergence {rec['val_divergence']:.4f}")
             if ok or len(self.snapshots) == 1:
                 break
             self.given_up.append(self.snapshots.pop())
             self.notes.append(f"backed off: {len(steps)} steps gave {self.base_acc - fa:.2f} points drop after "
-                              + (f"fine-tuning (upper bound {bound:.2f})" if not rec else
+                              + (f"fine-tuning (upper bound {bound:.2f})" if self.pool is None else
                                  f"fine-tuning on the labelled split ({'within' if rec['labelled_ok'] else 'beyond'} "
-                                 f"its tolerance), disagreement bound {bound:.2f} points"))
+                                 f"its tolerance), disagreement bound {bound:.2f} points")
+                              + (f", divergence {rec['val_divergence']:.4f} nats (budget {c.max_divergence:g})"
+                                 if c.max_divergence is not None else ""))
         if len(self.snapshots) == 1 and self.budget_mode and not ok:
             # even the unpruned fine-tuned model misses: keep the original
             self.notes.append("no pruned state met the accuracy budget; returning the original model")
@@ -496,9 +526,10 @@ class _Search:
                 if m is None:
                     rec["skipped"] = "a module without reset_parameters: its initialisation is unknown"
                 else:
-                    acc, bound, within, _ = self.judge_final(m, name)
+                    acc, bound, within, judged = self.judge_final(m, name)
                     ok = within and (acc > ours_acc if ms >= ours_ms else acc >= ours_acc)
-                    rec.update(val_accuracy=acc, drop_upper_bound=bound, beats_result=ok)
+                    rec.update(val_accuracy=acc, drop_upper_bound=bound, val_divergence=judged["val_divergence"],
+                               beats_result=ok)
                     if ok and (best is None or (ms, -acc) < (best[2], -best[3])):
                         best = (m, plan_steps + finish, ms, acc, name)
             self.compared.append(rec)
@@ -563,7 +594,8 @@ class _Search:
                               + ", ".join(self.unmodelled))
         self.drop_trailing()
         model, self.plan.steps = self.best_of(*self.final_state())
-        final = {"val_accuracy": self.acc(model, self.val_dl), "cost": self.pricer.price(model, self.x),
+        final = {"val_accuracy": self.acc(model, self.val_dl), "val_divergence": self.divergence(model),
+                 "cost": self.pricer.price(model, self.x),
                  "predicted_ms": self.pred_ms(model), "params": sum(p.numel() for p in model.parameters())}
         if self.test_dl is not None:
             self.base["test_accuracy"] = self.acc(self.snapshots[0][0], self.test_dl)

@@ -26,7 +26,8 @@ class Candidate:
     (width); the others are ranked by `saving`. A `stone` is a step part of the way toward a saving
     that is tried only when every direct step exceeds the accuracy budget. The search fills in
     `val_accuracy` and `score` when it evaluates the candidate (and, with agreement acceptance,
-    `disagreement` with the original on the pool and its upper bound `drop_upper`, percentage points)."""
+    `disagreement` with the original on the pool and its upper bound `drop_upper`, percentage points), and
+    `divergence`, the mean KL divergence of its outputs from the original's on the validation inputs (nats)."""
 
     move: str
     step: dict
@@ -38,6 +39,7 @@ class Candidate:
     score: float | None = None
     disagreement: float | None = None
     drop_upper: float | None = None
+    divergence: float | None = None
 
 
 @dataclass
