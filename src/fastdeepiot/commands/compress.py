@@ -71,8 +71,8 @@ def compress(
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
                             max_iters=max_iters, measure=measure, confidence=confidence, acceptance=acceptance,
-                            max_divergence=max_divergence, seed=seed, compare_uniform=_widths(compare_uniform), compare_scratch=compare_scratch,
-                            scratch_epochs=scratch_epochs)
+                            max_divergence=max_divergence, seed=seed, compare_uniform=_widths(compare_uniform),
+                            compare_scratch=compare_scratch, scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
                 "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}

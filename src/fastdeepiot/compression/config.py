@@ -50,9 +50,9 @@ class CompressConfig:
     `max_divergence` (nats, > 0; off by default): a fidelity budget beside the accuracy budget. A state is
     also kept only if the mean KL divergence of its outputs from the original's over the validation inputs
     is within it (candidates during the search within `DIVERGENCE_SLACK` times it, as `search_slack` allows
-    for points). It needs no labels and keeps moving where a saturated validation split stops: on har's
-    bench networks it ranked test-accuracy drops with Spearman -0.79 where validation accuracy ranked them
-    at 0.14 (docs/results/fidelity.md). Its scale is the task's: the README says how to set it.
+    for points). It needs no labels and still moves where a saturated validation split does not: over har's
+    bench networks it ranked the test-accuracy changes with Spearman -0.68 where validation accuracy ranked
+    them at +0.08 (docs/results/fidelity_har.md). Its scale is the task's: the README says how to set it.
     Measurement: `measure` the base and the result on `backend` (default: the time model's).
     Best of: `compare_uniform` width multipliers in (0, 1) (e.g. (0.25, 0.5, 0.75)): after the search, the
     original pruned uniformly to each (top-L1 channels of every group, BatchNorm folded) is priced with

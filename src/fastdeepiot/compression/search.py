@@ -56,6 +56,12 @@ of validation and augmented inputs, which bounds the accuracy drop on that pool 
 are ranked by the disagreement rate they add per unit saved. A final state must also pass the labelled check
 `agreement.labelled_confirms` (its labelled drop not shown to exceed the budget), and each final state's
 agreement figures next to its labelled ones go to `run["acceptance"]["calibration"]`.
+
+Every state's divergence from the original (the mean KL divergence of its outputs from the original's over the
+validation inputs; no labels) is recorded. With a fidelity budget (`max_divergence`) it is also a condition of
+acceptance, for candidates (within `DIVERGENCE_SLACK` times the budget) and final states (within it), under
+either acceptance: it keeps ranking networks where a saturated validation split cannot (README, "A fidelity
+budget").
 """
 
 from __future__ import annotations
