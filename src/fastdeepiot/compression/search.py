@@ -176,7 +176,8 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
 
     With a small labelled validation split, `acceptance="agreement"` judges states by their disagreement
     with the original over unlabelled and augmented inputs instead (`compression.agreement`; the module
-    doc above).
+    doc above). `max_divergence` (nats) also holds every kept state's outputs near the original's on the
+    validation inputs (a fidelity budget; no labels needed); each state's divergence is recorded either way.
 
     `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
     step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
