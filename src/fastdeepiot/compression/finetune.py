@@ -24,24 +24,33 @@ def mask_accuracy(mask: torch.Tensor) -> float:
 
 def correct_mask(model: nn.Module, loader) -> torch.Tensor:
     """Per-sample top-1 correctness (bool), in loader order (the loader must not shuffle)."""
+    return correctness(*forward_all(model, loader))
+
+
+def forward_all(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """`model`'s outputs (logits) on every input of `loader` and the labels beside them, in loader order, in
+    eval mode without gradients (the model's mode is restored)."""
     was = model.training
     model.eval()
-    out = []
+    out, ys = [], []
     with torch.no_grad():
         for xb, yb in loader:
-            out.append(model(xb).argmax(1) == yb)
+            out.append(model(xb))
+            ys.append(yb)
     model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return (torch.cat(out), torch.cat(ys)) if out else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
 
 
 def outputs(model: nn.Module, loader) -> torch.Tensor:
     """`model`'s outputs (logits) on every input of `loader`, in loader order, in eval mode."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = [model(xb) for xb, _ in loader]
-    model.train(was)
-    return torch.cat(out) if out else torch.zeros(0)
+    return forward_all(model, loader)[0]
+
+
+def correctness(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample top-1 correctness (bool) of `logits` against `labels`."""
+    if len(logits) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    return logits.argmax(1) == labels
 
 
 def divergence(reference: torch.Tensor, logits: torch.Tensor) -> float:

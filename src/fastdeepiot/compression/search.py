@@ -80,8 +80,8 @@ from fastdeepiot import tasks
 from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
 from fastdeepiot.compression.config import DIVERGENCE_SLACK, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
-from fastdeepiot.compression.finetune import (accuracy, correct_mask, divergence, finetune, mask_accuracy, outputs,
-                                              paired_drop_upper, recipe, reinitialise, train_recipe)
+from fastdeepiot.compression.finetune import (accuracy, correctness, divergence, finetune, forward_all, mask_accuracy,
+                                              outputs, paired_drop_upper, recipe, reinitialise, train_recipe)
 from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
 from fastdeepiot.compression.plan import Plan
@@ -215,11 +215,12 @@ class _Search:
         self.moves: list[Move] = [mv for name, mv in MOVES.items() if name in c.moves]
         self.t0 = time.time()
         self.unmodelled = unmodelled_ops(self.pricer, self.model, self.x)
-        self.base_correct = correct_mask(self.model, self.val_dl) if self.paired else None
+        # the original's validation outputs (every state's divergence is measured from them) and labels
+        self.base_out, self.val_y = forward_all(self.model, self.val_dl)
+        self.base_correct = correctness(self.base_out, self.val_y) if self.paired else None
         self.base_acc = (100.0 * mask_accuracy(self.base_correct) if self.paired
                          else self.acc(self.model, self.val_dl))
         self.base_cost = self.pricer.price(self.model, self.x)
-        self.base_out = outputs(self.model, self.val_dl)  # what every state's divergence is measured from
         self.base = {"val_accuracy": self.base_acc, "cost": self.base_cost, "predicted_ms": self.pred_ms(self.model),
                      "params": sum(p.numel() for p in self.model.parameters())}
         self.history = [{"stage": "base", "move": None, "cost": self.base_cost,
@@ -278,17 +279,20 @@ class _Search:
     def final_accuracy(self, m: nn.Module) -> tuple[float, float]:
         """A final state's validation accuracy and the drop its acceptance tests: with the default metric
         the paired upper bound (both from one pass's per-sample correctness), else the point estimate."""
-        a, bound, _ = self._labelled(m)
+        a, bound, _, _ = self._labelled(m)
         return a, bound
 
-    def _labelled(self, m: nn.Module) -> tuple[float, float, torch.Tensor | None]:
-        """`final_accuracy`'s figures and the per-sample correctness they came from (None: custom metric)."""
+    def _labelled(self, m: nn.Module) -> tuple[float, float, torch.Tensor | None, float]:
+        """`final_accuracy`'s figures, the per-sample correctness they came from (None: custom metric) and the
+        divergence from the original, from one pass over the validation inputs (default metric)."""
         if self.base_correct is None:
             a = self.acc(m, self.val_dl)
-            return a, self.base_acc - a, None
-        mask = correct_mask(m, self.val_dl)
+            return a, self.base_acc - a, None, self.divergence(m)
+        out, _ = forward_all(m, self.val_dl)
+        mask = correctness(out, self.val_y)
         a = 100.0 * mask_accuracy(mask)
-        return a, max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence)), mask
+        bound = max(self.base_acc - a, paired_drop_upper(self.base_correct, mask, self.config.confidence))
+        return a, bound, mask, divergence(self.base_out, out)
 
     def judge_final(self, m: nn.Module, stage: str) -> tuple[float, float, bool, dict]:
         """A final state's validation accuracy, the drop its acceptance tests, whether it is accepted, and
@@ -296,12 +300,10 @@ class _Search:
         within the budget. Agreement: the pool's disagreement bound within the budget, and the labelled
         validation drop not shown to exceed the budget (`agreement.labelled_confirms`)."""
         c = self.config
-        div = self.divergence(m)
+        fa, bound, mask, div = self._labelled(m)
         if self.pool is None:
-            fa, bound = self.final_accuracy(m)
             ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and not self.diverges(div)
             return fa, bound, ok, {"val_divergence": div}
-        fa, bound, mask = self._labelled(m)
         lower = None if mask is None else labelled_lower(self.base_correct, mask, c.confidence)
         rec = {"stage": stage, **self.pool.judge(m, c.confidence), "train_disagreement": self.pool.train_disagreement(m),
                "val_accuracy": fa, "val_drop": self.base_acc - fa, "val_drop_upper": bound, "val_drop_lower": lower,
