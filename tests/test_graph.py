@@ -353,17 +353,32 @@ def test_container_calls_are_counted():
 def test_ort_nchwc_layout_and_its_composition_terms():
     from fastdeepiot.timemodel.model import call_terms
 
-    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 12, 3, padding=1),
                       nn.AvgPool2d(2)).eval()
-    calls = fusion_for_backend(extract_layers(m, torch.randn(1, 8, 8, 8)), "onnxruntime-cpu")
+    calls = fusion_for_backend(extract_layers(m, torch.randn(1, 8, 8, 8)), "onnxruntime-cpu", nchwc_block=16)
     f = _by_name(calls)
     assert f["0"].layout == f["2"].layout == "nchwc" and f["1"].fused_into == "0"
-    assert f["3"].layout is None  # average pooling runs on plain NCHW: ORT reorders before it
+    assert f["3"].layout is None  # a pool over 12 channels (not whole blocks) runs on NCHW: ORT reorders before it
     t = dict(zip([c.name for c in calls], call_terms(calls, [1.0 if c.kind == "layer" else None for c in calls])))
     assert t["0"]["nchwc_count"] == 1 and t["0"]["nchwc_elements"] == pytest.approx((8 * 64 + 16 * 64) / 1e6)
     assert t["1"] == {"fused_layers": 1.0, "fused_count": 1.0}
-    assert t["3"]["reorder_elements"] == pytest.approx(16 * 64 / 1e6) and t["3"]["unfused_count"] == 1
+    assert t["3"]["reorder_elements"] == pytest.approx(12 * 64 / 1e6) and t["3"]["unfused_count"] == 1
     assert all(c.layout is None for c in fusion_for_backend(calls, "torch-cpu"))
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool2d(2), nn.AvgPool2d(3, 1, 1), nn.MaxPool2d(2)])
+@pytest.mark.parametrize("channels,block,on_nchwc", [(16, 16, True), (32, 16, True), (8, 16, False), (12, 16, False),
+                                                      (24, 16, False), (8, 8, True), (24, 8, True), (12, 8, False)])
+def test_ort_pool_stays_nchwc_with_whole_blocks(pool, channels, block, on_nchwc):
+    # ORT's NchwcTransformerImpl::TransformPool: any pool kind, channels a multiple of the block (probed on a
+    # 16-channel CPU, docs/ort_fusion.md); then a BatchNorm after it becomes R5's NCHWc conv with the ReLU fused
+    m = nn.Sequential(nn.Conv2d(16, channels, 3, padding=1), pool, nn.BatchNorm2d(channels), nn.ReLU(),
+                      nn.Conv2d(channels, 8, 1)).eval()
+    f = _by_name(fusion_for_backend(extract_layers(m, torch.randn(1, 16, 12, 12)), "onnxruntime-cpu",
+                                    nchwc_block=block))
+    assert f["0"].layout == "nchwc"
+    assert (f["1"].layout == "nchwc") is on_nchwc
+    assert (f["3"].fused_into == "2") is on_nchwc  # the ReLU fused into the BatchNorm's per-channel conv
 
 
 def test_ort_fusion_residual_add():

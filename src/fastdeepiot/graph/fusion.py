@@ -22,8 +22,10 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       depthwise Conv2d with channels a multiple of 4 (padded to whole blocks: 36 channels run as 48).
       A conv reading fewer channels than a block reads them as NCHW: after an NCHWc producer ORT
       inserts a ReorderOutput (so does any non-NCHWc consumer of an NCHWc output; the former is not
-      priced apart, the composition's per-NCHWc-call terms absorb it). Max / global pools
-      stay on the NCHWc path only with a multiple of 4 channels (R5's BatchNorm with any).
+      priced apart, the composition's per-NCHWc-call terms absorb it). Pools (max, average, global)
+      stay on the NCHWc path only with a multiple of the block in channels (ORT's
+      NchwcTransformerImpl::TransformPool; 8, 12, 20, 24, 36 channels are reordered back to NCHW before a
+      pool with a 16-channel block); R5's BatchNorm with any.
   R3  Add directly after a Conv2d (or Conv2d+BN) whose output has no other consumer, when the other
       operand is not the network input: fused as the conv's Sum/Z input (NCHWc Conv or FusedConv);
       an activation of R2's list right after that Add is fused too. Never for Conv1d. When both
@@ -59,7 +61,7 @@ _CONV = ("conv1d", "conv2d")
 _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _SUM_ACTS = {"relu", "sigmoid", "tanh", "hardsigmoid"}  # the only ones fused after an NCHWc conv's Sum input
-_NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise and pools too)
+_NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise convs too)
 
 
 def _kind(c: LayerCall) -> str | None:
@@ -115,8 +117,8 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         # depthwise: padded to whole blocks, but the channels must be aligned
         return p["groups"] == p["in_channels"] == p["out_channels"] and p["out_channels"] % _NCHWC_ALIGN == 0
 
-    def aligned(c: LayerCall) -> bool:  # an NCHWc pool needs aligned channels
-        return c.config.params.get("channels", 0) % _NCHWC_ALIGN == 0
+    def whole_blocks(c: LayerCall) -> bool:  # an NCHWc pool needs a multiple of the block in channels
+        return c.config.params.get("channels", 0) % block == 0
 
     def is_nchwc(name: str) -> bool:
         return name in nchwc_out
@@ -128,8 +130,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         cin = ins[c.name]
         if fam == "conv2d" and nchwc_conv(c):
             nchwc_out.add(c.name)
-        elif fam == "pool2d" and (c.config.params["mode"] == "max" or c.op.startswith("Adaptive")) \
-                and is_nchwc(cin[0]) and aligned(c):
+        elif fam == "pool2d" and is_nchwc(cin[0]) and whole_blocks(c):
             nchwc_out.add(c.name)
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
