@@ -381,6 +381,27 @@ def test_ort_pool_stays_nchwc_with_whole_blocks(pool, channels, block, on_nchwc)
     assert (f["3"].fused_into == "2") is on_nchwc  # the ReLU fused into the BatchNorm's per-channel conv
 
 
+class _ConvThenReduce(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.conv, self.how, self.fc = nn.Conv2d(16, 32, 3, padding=1), how, nn.Linear(32, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = nn.functional.adaptive_avg_pool2d(y, 1).flatten(1) if self.how == "pool" else getattr(y, self.how)((2, 3))
+        return self.fc(y)
+
+
+@pytest.mark.parametrize("how,on_nchwc", [("pool", True), ("mean", False), ("amax", False), ("sum", False)])
+def test_ort_reductions_priced_as_pools_run_on_nchw(how, on_nchwc):
+    # a global average pool over whole blocks stays NCHWc (GlobalAveragePool); x.mean((2, 3)) and the other
+    # reductions are exported as Reduce* ops, which ORT runs on NCHW after a ReorderOutput (probed)
+    calls = fusion_for_backend(extract_layers(_ConvThenReduce(how).eval(), torch.randn(1, 16, 8, 8)),
+                               "onnxruntime-cpu", nchwc_block=16)
+    pool = [c for c in calls if c.kind == "layer" and c.family == "pool2d"]
+    assert len(pool) == 1 and (pool[0].layout == "nchwc") is on_nchwc
+
+
 def test_ort_fusion_residual_add():
     r = extract_layers(ResNetLike().eval(), torch.randn(1, 3, 16, 16))
     f = _by_name(fusion_for_backend(r, "onnxruntime-cpu"))

@@ -25,7 +25,8 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       priced apart, the composition's per-NCHWc-call terms absorb it). Pools (max, average, global)
       stay on the NCHWc path only with a multiple of the block in channels (ORT's
       NchwcTransformerImpl::TransformPool; 8, 12, 20, 24, 36 channels are reordered back to NCHW before a
-      pool with a 16-channel block); R5's BatchNorm with any.
+      pool with a 16-channel block); reductions priced as pools (`x.mean((2, 3))`, ReduceMean) never;
+      R5's BatchNorm with any.
   R3  Add directly after a Conv2d (or Conv2d+BN) whose output has no other consumer, when the other
       operand is not the network input: fused as the conv's Sum/Z input (NCHWc Conv or FusedConv);
       an activation of R2's list right after that Add is fused too. Never for Conv1d. When both
@@ -62,6 +63,9 @@ _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _SUM_ACTS = {"relu", "sigmoid", "tanh", "hardsigmoid"}  # the only ones fused after an NCHWc conv's Sum input
 _NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise convs too)
+# reductions priced as global pools (graph.ops: x.mean((2, 3)), sum, amax, amin): exported as Reduce* ops,
+# which ORT runs on NCHW (a ReorderOutput before them), unlike the pools they are priced as
+_REDUCTIONS = {"mean", "sum", "amax", "amin"}
 
 
 def _kind(c: LayerCall) -> str | None:
@@ -130,7 +134,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         cin = ins[c.name]
         if fam == "conv2d" and nchwc_conv(c):
             nchwc_out.add(c.name)
-        elif fam == "pool2d" and is_nchwc(cin[0]) and whole_blocks(c):
+        elif fam == "pool2d" and c.op not in _REDUCTIONS and is_nchwc(cin[0]) and whole_blocks(c):
             nchwc_out.add(c.name)
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
