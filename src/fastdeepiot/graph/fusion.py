@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from fastdeepiot.errors import UnknownNameError
 from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
-from fastdeepiot.graph.ops import NOOP_OPS
+from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS
 
 _CONV = ("conv1d", "conv2d")
 # hardsigmoid (issue 17) fuses wherever relu does: FusedConv / NCHWc Conv `activation=HardSigmoid`,
@@ -63,9 +63,6 @@ _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
 _SUM_ACTS = {"relu", "sigmoid", "tanh", "hardsigmoid"}  # the only ones fused after an NCHWc conv's Sum input
 _NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise convs too)
-# reductions priced as global pools (graph.ops: x.mean((2, 3)), sum, amax, amin): exported as Reduce* ops,
-# which ORT runs on NCHW (a ReorderOutput before them), unlike the pools they are priced as
-_REDUCTIONS = {"mean", "sum", "amax", "amin"}
 
 
 def _kind(c: LayerCall) -> str | None:
@@ -134,7 +131,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
         cin = ins[c.name]
         if fam == "conv2d" and nchwc_conv(c):
             nchwc_out.add(c.name)
-        elif fam == "pool2d" and c.op not in _REDUCTIONS and is_nchwc(cin[0]) and whole_blocks(c):
+        elif fam == "pool2d" and c.op not in REDUCTION_OPS and is_nchwc(cin[0]) and whole_blocks(c):
             nchwc_out.add(c.name)
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]

@@ -251,6 +251,10 @@ METHODS: dict[str, Op] = {
 # op names (LayerCall.op) of the calls that vanish from an exported eval-mode graph
 NOOP_OPS = frozenset({op.name for op in MODULES.values() if op.vanishes}
                      | {f.__name__ for f, op in FUNCTIONS.items() if op.vanishes})
+# op names (LayerCall.op) of the reductions priced as global pools (x.mean((2, 3)), torch.amax, ...): ONNX
+# exports them as Reduce* ops, not as the pools they are priced as (graph.fusion: they run on NCHW in ORT)
+REDUCTION_OPS = frozenset({f.__name__ for f, op in FUNCTIONS.items() if op.price == "mean"}
+                          | {name for name, op in METHODS.items() if op.price == "mean"})
 
 
 def module_op(m: nn.Module) -> Op | None:
