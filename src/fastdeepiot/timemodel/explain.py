@@ -9,14 +9,16 @@ import numpy as np
 from fastdeepiot.timemodel.tree import featurize
 
 
-def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str | None = None) -> str:
+def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str | None = None,
+               paths=None) -> str:
     """Plot measured and predicted time (ms) against `sweep_param` for a sweep of configurations.
 
     Split points of a ``ModelTree`` on the swept parameter are marked as vertical lines: both its
     thresholds on the parameter itself (solid) and the places along the sweep where the predicting
     leaf changes (dotted; these include splits on derived quantities such as bytes or ``w % q``).
-    Works with any estimator that has ``predict`` (baselines get no split lines). Writes a PNG to
-    `path` and returns the path.
+    Works with any estimator that has ``predict`` (baselines get no split lines). `paths`: the
+    configurations' kernel paths where the model was fitted with them (``TimeModel.kernel_paths``).
+    Writes a PNG to `path` and returns the path.
     """
     # matplotlib is imported here, on purpose: it is heavy and only plotting needs it
     import matplotlib
@@ -32,7 +34,7 @@ def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str |
         raise ValueError("plot_sweep: no configurations")
     if any(sweep_param not in c.params for c in configs):
         raise ValueError(f"sweep parameter {sweep_param!r} is not a parameter of every configuration")
-    X = featurize(configs)
+    X = featurize(configs, paths=paths)
     x = np.asarray([float(c.params[sweep_param]) for c in configs])
     order = np.argsort(x, kind="stable")
     x, measured = x[order], measured[order]

@@ -51,6 +51,7 @@ from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
 from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
+from fastdeepiot.graph.paths import kernel_paths
 from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
@@ -231,6 +232,11 @@ class TimeModel:
     def families(self) -> list[str]:
         return sorted(self.estimators)
 
+    def kernel_paths(self, configs: list[LayerConfig]) -> list[str] | None:
+        """The code path this model's backend runs each configuration (of one family) through, or None
+        where the family has no path rule (`graph.paths`); fit and predict both featurize with it."""
+        return kernel_paths(self.backend, int(self.device.get("threads", 1)), configs)
+
     def covers(self, config: LayerConfig) -> bool:
         """Whether this model prices `config`: its family has an estimator, fitted on every string
         parameter value the configuration has (a model fitted before an activation kind existed, e.g.
@@ -266,7 +272,7 @@ class TimeModel:
             if unseen:
                 raise UnmodelledLayerError(
                     f"the {fam} model was fitted without {unseen[0].key}'s kind; profile it and fit again")
-            X = featurize_columns(distinct)  # column arrays: no DataFrame for the tree
+            X = featurize_columns(distinct, paths=self.kernel_paths(distinct))  # arrays: no DataFrame
             try:
                 pred = np.asarray(self.estimators[fam].predict(X), dtype=float)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
@@ -640,7 +646,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
             continue
         if progress:
             progress(f"fitting {fam} ({len(configs)} measurements)")
-        X = featurize(configs)
+        X = featurize(configs, paths=kernel_paths(dev["backend"], int(dev.get("threads", 1)), configs))
         perm = rng.permutation(len(configs))
         n_test = max(1, int(round(holdout * len(configs)))) if holdout > 0 else 0
         test, train = perm[:n_test], perm[n_test:]

@@ -38,4 +38,4 @@ def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) 
     if len(configs) < 3:
         raise UserError(f"no {param} sweep of {family} in {db}; profile longer or give --db")
     return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path),
-                          title=f"{family}: time vs {param} ({tm.backend})"))
+                          title=f"{family}: time vs {param} ({tm.backend})", paths=tm.kernel_paths(configs)))

@@ -11,7 +11,9 @@
     (a split "w % q == 0" separates aligned from unaligned widths),
   * ``flops_pad{q}`` = flops * prod_w ceil(w/q)*q / w over the padded widths of the family (for
     convolutions out_channels and in_channels per group; linear: out/in_features; RNNs: hidden and
-    input size; element-wise: channels) -- a leaf feature, not a split candidate.
+    input size; element-wise: channels) -- a leaf feature, not a split candidate,
+  * ``kernel_path`` when ``paths`` is given: the code path the backend runs each configuration through
+    (``graph.paths.kernel_paths``; a string column, so a categorical split candidate).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes",
                          "activation_bytes", "rows")
 WORK_FEATURE = "flops"
 PAD_RE = re.compile(r"^flops_pad(\d+)$")  # the padded variants of WORK_FEATURE
+PATH_COLUMN = "kernel_path"  # graph.paths.PATH_COLUMN (the tree package does not import graph)
 MOD_RE = re.compile(r"^(.+)_mod(\d+)$")  # w % q columns
 
 
@@ -69,13 +72,13 @@ def add_staircase_features(df, width_cols: Sequence[str], pad_cols: Sequence[str
     return df
 
 
-def featurize(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
+def featurize(configs, quanta: Sequence[int] = DEFAULT_QUANTA, paths: Sequence[str] | None = None):
     """Design matrix (pandas DataFrame, one row per config) for configs of a single family."""
-    cols = featurize_columns(configs, quanta)
+    cols = featurize_columns(configs, quanta, paths)
     return cols if isinstance(cols, pd.DataFrame) else pd.DataFrame(cols)
 
 
-def featurize_columns(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
+def featurize_columns(configs, quanta: Sequence[int] = DEFAULT_QUANTA, paths: Sequence[str] | None = None):
     """``featurize`` as a dict of column arrays (float64, or object for string parameters), in the
     DataFrame's column order; a DataFrame where the configurations do not all have the same columns
     (pandas fills the gaps with NaN, which the estimators then refuse)."""
@@ -96,6 +99,10 @@ def featurize_columns(configs, quanta: Sequence[int] = DEFAULT_QUANTA):
         df = pd.DataFrame(rows)
     widths = [w for w in family.width_params if w in df]
     add_staircase_features(df, widths, _pad_widths(family.name, list(df), widths), quanta)
+    if paths is not None:
+        if len(paths) != len(configs):
+            raise ValueError(f"featurize: {len(paths)} kernel paths for {len(configs)} configurations")
+        df[PATH_COLUMN] = np.array(list(paths), dtype=object)
     return df
 
 

@@ -1,0 +1,54 @@
+"""Which code path a backend runs for a layer configuration: `kernel_paths(backend, threads, configs)`.
+
+The backend, not the configuration's size, decides some of where time goes: the same convolution runs
+through a different library depending on its batch, kernel and input size. A time model that must find
+such a switch from FLOPs and widths needs a conjunction of several splits, which cross-validated pruning
+tends to cut; given the path as a categorical column (``kernel_path``), one split separates the two cost
+regimes.
+
+torch-cpu, Conv1d/Conv2d (ATen's ``ConvParams::use_mkldnn``, what ``torch._C._select_conv_backend``
+  answers, checked against it by the tests; a Conv1d is viewed as a Conv2d of height 1): oneDNN
+  ("mkldnn") when
+    (strided or batch >= 16 or the kernel is not 1x1 or threads > 1)
+    and (groups > 1 or both kernel sides > 3 or batch > 1 or batch * channels * H * W > 20480),
+  else ATen's native im2col + GEMM ("native", ``Slow2d``). So at batch 1 a convolution whose input has
+  at most 20480 elements (a late MobileNet layer at 7x7, a sensor network's Conv1d) runs natively, and
+  at one thread so does a non-strided 1x1 conv below batch 16.
+
+Other families and backends have no path column. Measured and not kept: ONNX Runtime's Conv2d NCHWc /
+plain path (the rule `graph.fusion` applies to networks) as the column of onnxruntime-cpu's conv2d
+model priced its held-out rows better but moved the held-out networks both ways (README, session 11).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from fastdeepiot.families import LayerConfig
+
+_NATIVE_MAX_ELEMENTS = 20480  # ATen: "for some case, native is faster"
+
+
+def torch_conv_path(p: dict, dim: int, threads: int) -> str:
+    """"mkldnn" or "native": the kernel torch on CPU runs a float32 Conv1d/Conv2d with parameters p."""
+    kh, kw = (p["kernel"], p["kernel"]) if dim == 2 else (1, p["kernel"])
+    n, spatial = p["batch"], p["size"] ** dim
+    first = p["stride"] > 1 or n >= 16 or kh != 1 or kw != 1 or threads > 1
+    second = (p["groups"] > 1 or (kh > 3 and kw > 3) or n > 1
+              or n * p["in_channels"] * spatial > _NATIVE_MAX_ELEMENTS)
+    return "mkldnn" if first and second else "native"
+
+
+def kernel_path(backend: str, threads: int, config: LayerConfig) -> str | None:
+    """The path `backend` runs `config` through, or None where no rule distinguishes paths."""
+    fam = config.family
+    if backend == "torch-cpu" and fam in ("conv1d", "conv2d"):
+        return torch_conv_path(config.params, 1 if fam == "conv1d" else 2, threads)
+    return None
+
+
+def kernel_paths(backend: str, threads: int, configs: Sequence[LayerConfig]) -> list[str] | None:
+    """`kernel_path` of each configuration (all of one family), or None where the family has no rule."""
+    if not configs or kernel_path(backend, threads, configs[0]) is None:
+        return None
+    return [kernel_path(backend, threads, c) for c in configs]

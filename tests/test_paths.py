@@ -1,0 +1,118 @@
+"""Kernel paths (graph.paths): the rules agree with the libraries, and the time model splits on them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fastdeepiot.families import LayerConfig, get_family
+from fastdeepiot.graph.paths import kernel_path, kernel_paths, torch_conv_path
+from fastdeepiot.timemodel.model import TimeModel
+from fastdeepiot.timemodel.tree import ModelTree, featurize
+
+
+def _random_conv(rng: random.Random, fam: str) -> LayerConfig:
+    f = get_family(fam)
+    while True:
+        p = {k: rng.choice(v) for k, v in f.space.items()}
+        p["batch"] = rng.choice([1, 1, 1, 2, 8, 15, 16, 32])
+        p["size"] = rng.choice([s for s in f.space["size"] if s <= 64])
+        p["in_channels"] = rng.choice([1, 3, 4, 12, 16, 17, 32, 64, 109, 160])
+        if rng.random() < 0.3:
+            p["groups"] = p["out_channels"] = p["in_channels"]
+        elif rng.random() < 0.8:
+            p["groups"] = 1
+        try:
+            return LayerConfig(fam, f.check(p))
+        except ValueError:
+            continue
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_torch_conv_path_is_what_aten_selects(threads):
+    """The rule is ATen's: checked against torch._C._select_conv_backend on a sample of the space."""
+    rng = random.Random(threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    seen = set()
+    try:
+        for _ in range(600):
+            fam = rng.choice(["conv1d", "conv2d"])
+            c = _random_conv(rng, fam)
+            p, d = c.params, 1 if fam == "conv1d" else 2
+            x = torch.empty(1).expand(p["batch"], p["in_channels"], *([p["size"]] * d))
+            w = torch.empty(1).expand(p["out_channels"], p["in_channels"] // p["groups"], *([p["kernel"]] * d))
+            got = torch._C._select_conv_backend(x, w, None, [p["stride"]] * d, [p["kernel"] // 2] * d, [1] * d,
+                                                False, [0] * d, p["groups"], None)
+            got = {"Mkldnn": "mkldnn", "Slow2d": "native"}.get(str(got).split(".")[-1], str(got))
+            assert torch_conv_path(p, d, threads) == got, (c.key, threads)
+            seen.add(got)
+    finally:
+        torch.set_num_threads(old)
+    assert seen == {"mkldnn", "native"}
+
+
+def test_kernel_path_per_backend():
+    conv = LayerConfig("conv2d", {"batch": 1, "in_channels": 32, "out_channels": 64, "kernel": 3, "stride": 1,
+                                  "groups": 1, "size": 7})
+    assert kernel_path("torch-cpu", 1, conv) == "native"  # 32 * 7 * 7 = 1568 elements at batch 1
+    assert kernel_path("torch-cpu", 2, conv) == "native"  # threads only matter for 1x1 convs
+    big = LayerConfig("conv2d", {**conv.params, "size": 28})
+    assert kernel_path("torch-cpu", 1, big) == "mkldnn"
+    pointwise = LayerConfig("conv2d", {**big.params, "kernel": 1, "batch": 8})
+    assert kernel_path("torch-cpu", 1, pointwise) == "native"  # ATen: THNN is faster single-threaded
+    assert kernel_path("torch-cpu", 2, pointwise) == "mkldnn"
+    conv1 = LayerConfig("conv1d", {**conv.params, "size": 25})
+    assert kernel_path("torch-cpu", 1, conv1) == "native"  # a sensor network's Conv1d at batch 1
+    assert kernel_path("onnxruntime-cpu", 1, conv) is None  # no path column on other backends
+    assert kernel_path("fake", 1, conv) is None
+    lin = LayerConfig("linear", {"batch": 1, "in_features": 8, "out_features": 8})
+    assert kernel_paths("torch-cpu", 1, [lin]) is None
+    assert kernel_paths("torch-cpu", 1, [conv, big]) == ["native", "mkldnn"]
+
+
+def _regimes(n=400, seed=0):
+    """Conv2d configurations at batch 1-2 timed as if the native path cost 3x oneDNN's per FLOP."""
+    rng = random.Random(seed)
+    cs = []
+    while len(cs) < n:
+        c = _random_conv(rng, "conv2d")
+        if c.params["batch"] <= 2 and c.params["groups"] == 1:
+            cs.append(c)
+    paths = kernel_paths("torch-cpu", 1, cs)
+    f = featurize(cs)["flops"].to_numpy()
+    y = np.array([0.01 + fl * (3e-9 if p == "native" else 1e-9) for fl, p in zip(f, paths)])
+    return cs, paths, y
+
+
+def test_tree_separates_paths_by_one_split():
+    cs, paths, y = _regimes()
+    assert 50 < sum(p == "native" for p in paths) < 350
+    tr = slice(0, 300)
+    te = slice(300, None)
+    with_paths = ModelTree(max_depth=1).fit(featurize(cs[tr], paths=paths[tr]), y[tr])
+    without = ModelTree(max_depth=1).fit(featurize(cs[tr]), y[tr])
+    err_with = np.median(np.abs(with_paths.predict(featurize(cs[te], paths=paths[te])) / y[te] - 1))
+    err_without = np.median(np.abs(without.predict(featurize(cs[te])) / y[te] - 1))
+    assert err_with < 0.02 < err_without
+    assert with_paths.nodes_[0]["feature"] == "kernel_path"
+
+
+def test_time_model_prices_each_path():
+    """TimeModel featurizes with its backend's paths when predicting, so a fitted split routes a layer."""
+    cs, paths, y = _regimes()
+    tree = ModelTree(max_depth=1).fit(featurize(cs, paths=paths), y)
+    tm = TimeModel({"conv2d": tree}, device={"backend": "torch-cpu", "threads": 1})
+    native = LayerConfig("conv2d", {"batch": 1, "in_channels": 16, "out_channels": 16, "kernel": 3, "stride": 1,
+                                    "groups": 1, "size": 16})  # 4096 elements: native
+    mkl = LayerConfig("conv2d", {**native.params, "batch": 2})
+    fl = featurize([native, mkl])["flops"].to_numpy()
+    got = tm.predict_configs([native, mkl])
+    np.testing.assert_allclose(got, [0.01 + fl[0] * 3e-9, 0.01 + fl[1] * 1e-9], rtol=0.02)
+    # a model fitted without the column (an earlier file) still predicts: the extra column is ignored
+    old = TimeModel({"conv2d": ModelTree(max_depth=1).fit(featurize(cs), y)},
+                    device={"backend": "torch-cpu", "threads": 1})
+    assert np.all(old.predict_configs([native, mkl]) > 0)
