@@ -32,7 +32,7 @@ DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes",
                          "activation_bytes", "rows")
 WORK_FEATURE = "flops"
 PAD_RE = re.compile(r"^flops_pad(\d+)$")  # the padded variants of WORK_FEATURE
-PATH_COLUMN = "kernel_path"  # graph.paths.PATH_COLUMN (the tree package does not import graph)
+PATH_COLUMN = "kernel_path"  # the column `paths` fills (graph.paths.kernel_paths; this package does not import graph)
 MOD_RE = re.compile(r"^(.+)_mod(\d+)$")  # w % q columns
 
 
