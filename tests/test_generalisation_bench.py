@@ -72,3 +72,29 @@ def test_leave_one_style_out_fit_prices_only_unseen(gen, store_path, tmp_path):
     assert all(v["ms"] > 0 for v in r["priced"].values())
     assert set(r["priced"]) == {n for n, g, _, _ in gen.evaluation_networks("fake") if g == "mlp"}
     assert not list(tmp_path.glob("*.db"))  # the cuts are cleaned up
+
+
+def test_report_gives_each_figure_over_the_fit_seeds(gen):
+    def fig(w):
+        return {"n": 10, "within_10pct": w, "median_abs_pct": 100 * w}
+
+    runs = [{"seed": s, "heldout_loso": fig(w), "heldout_all_styles": fig(w), "random_loso": fig(w), "zoo": fig(w)}
+            for s, w in ((0, 0.2), (1, 0.5), (2, 0.5))]
+    cut = {**runs[0], "layer_rows": 5, "random_networks": 2, "fit_seconds": 1.0, "per_style": {}, "networks": [],
+           "minutes": 10, "seeds": runs}
+    md = gen.report({"backend": "fake", "command": "c", "commit": "x", "processor": "p", "threads": 1, "torch": "t",
+                     "date": "d", "store_minutes": 10, "truth": None}, {"10": cut})
+    assert "Fit seeds [0, 1, 2]" in md and "0.400 [0.200, 0.500]" in md
+
+
+def test_the_fit_seed_seeds_the_estimators(tmp_path):
+    from fastdeepiot.timemodel.model import fit_time_model, make_estimator
+
+    assert make_estimator("tree", 7).random_state == 7 and make_estimator("bagged", 7).random_state == 7
+    assert make_estimator("flops", 7) is not None  # no randomness: nothing to seed
+    backend = FakeBackend()
+    path = tmp_path / "s.db"
+    with Store.open(path, backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(["conv2d", "linear"], seed=0), max_new=60)
+        tm = fit_time_model(store, seed=3, holdout=0.0)
+    assert {e.random_state for e in tm.estimators.values()} == {3}

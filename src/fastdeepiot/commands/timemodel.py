@@ -41,7 +41,7 @@ def fit(
     compare: bool = typer.Option(False, "--compare", help="also score the other estimators on the held-out data"),
     holdout: float = typer.Option(0.2, "--holdout", min=0.0, max=0.9, help="share held out for scoring"),
     layers: Optional[str] = typer.Option(None, "--layers", help="only these families"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seed of the held-out split (>= 0)"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the held-out split and of the estimator (a tree's cross-validation folds; >= 0)"),
     device: Optional[str] = typer.Option(None, "--device", "-d",
                                          help="the backend to fit, when the database holds several"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,

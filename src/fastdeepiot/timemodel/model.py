@@ -68,10 +68,15 @@ ESTIMATORS = tuple(_ESTIMATOR_CLASSES)
 ESTIMATOR_TYPES = tuple(cls.__name__ for cls in _ESTIMATOR_CLASSES.values())
 
 
-def make_estimator(kind: str):
+def make_estimator(kind: str, seed: int = 0):
+    """A fresh estimator of `kind`; `seed` seeds its randomness where it has any (`random_state`: a
+    tree's cross-validation folds, the bagged trees' draws, the forest)."""
     if kind not in _ESTIMATOR_CLASSES:
         raise UserError(f"unknown estimator {kind!r}; known: {', '.join(ESTIMATORS)}")
-    return _ESTIMATOR_CLASSES[kind]()
+    est = _ESTIMATOR_CLASSES[kind]()
+    if "random_state" in est.get_params():
+        est.set_params(random_state=int(seed))
+    return est
 
 
 def estimator_from_dict(d: dict):
@@ -626,6 +631,9 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     set aside, the models fitted on the rest are scored on them (for `estimator` and each name in
     `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
     With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} (not saved).
+    `seed` draws the held-out split and seeds each estimator (`make_estimator`): a model tree's pruning
+    is chosen by cross-validation, and on a small, noisy store the split into folds alone moves the
+    held-out figures of bench/generalisation.py by several points, which its `--seeds` reports.
     """
     if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
         raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
@@ -654,7 +662,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         for kind in (estimator, *[c for c in compare if c != estimator]):
             if n_test == 0:
                 break
-            est = make_estimator(kind).fit(X.iloc[train], y[train])
+            est = make_estimator(kind, seed).fit(X.iloc[train], y[train])
             pred = est.predict(X.iloc[test])
             fam_rep["models"][kind] = relative_error_summary(y[test], pred)
             h = held.setdefault(kind, ([], [], []))
@@ -665,7 +673,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
                 err = np.abs(relative_errors(y[test], pred))
                 worst = np.argsort(-err)[:20]
                 fam_rep["worst"] = [{"key": configs[test[i]].key, "rel_error": float(err[i])} for i in worst]
-        estimators[fam] = make_estimator(estimator).fit(X, y)
+        estimators[fam] = make_estimator(estimator, seed).fit(X, y)
         if hasattr(estimators[fam], "n_leaves_"):
             fam_rep["leaves"] = int(estimators[fam].n_leaves_)
         report["families"][fam] = fam_rep
