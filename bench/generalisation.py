@@ -246,6 +246,13 @@ def main(argv=None) -> int:
     if a.plot:
         plot(a.out)
         return 0
+    try:
+        seeds = [int(v) for v in a.seeds.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        print(f"error: --seeds takes non-negative integers separated by commas, got {a.seeds!r}", file=sys.stderr)
+        return 2
     db = a.db or ROOT / "runs" / "gen" / f"{a.backend}.db"
     if not db.exists():
         print(f"error: {db} does not exist; profile first (see the doc at the top)", file=sys.stderr)
@@ -266,12 +273,6 @@ def main(argv=None) -> int:
         else:
             truth["_conditions"] = cond
         truth_path.write_text(json.dumps(truth, indent=1))
-    try:
-        seeds = [int(v) for v in a.seeds.split(",")]
-        assert seeds and all(v >= 0 for v in seeds)
-    except (ValueError, AssertionError):
-        print(f"error: --seeds takes non-negative integers separated by commas, got {a.seeds!r}", file=sys.stderr)
-        return 2
     span = store_minutes(db)
     cuts = [float(m) for m in a.minutes.split(",") if float(m) <= span + 0.5]
     results = {}
