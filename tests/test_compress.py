@@ -383,6 +383,48 @@ def test_a_distant_step_edge_is_also_approached_by_a_stepping_stone(fake_tm):
     assert stone.stone and not jump.stone  # tried only when every direct move is over budget
 
 
+def test_an_edge_beyond_the_largest_cut_is_approached_only_by_stones(fake_tm, monkeypatch):
+    """With at most a quarter of a group's channels cut per step, 30 -> 16 (47%) is no direct step: the group
+    proposes only the stone toward it (before, the widest edge was proposed whatever the cut: ONNX Runtime's
+    learned staircase asked for 64 -> 2 channels, a fine-tune wasted on a network at chance)."""
+    from fastdeepiot.compression.moves.width import Width
+
+    monkeypatch.setattr(Width, "max_cut", 0.25)
+    torch.manual_seed(0)
+    model, x = Narrow().eval(), torch.randn(1, 6, 32)
+    cost = TimeCost(fake_tm)
+    ctx = Context(x, (1, 3), cost, cost.price(model, x), 0.05, "l1", [], 0)
+    cands = {c.desc: c for c in MOVES["width"].propose(model, ctx)}
+    assert "c1 30->16" not in cands and "c1 30->22 (toward 16)" in cands, list(cands)
+    assert all(c.stone for c in cands.values() if c.desc.startswith("c1 "))
+
+
+def test_a_structural_step_far_over_the_limit_is_not_tried_again(fake_tm, monkeypatch):
+    """`mark_hopeless`: a structural step whose short fine-tune lost more than HOPELESS x (budget + slack) is
+    evaluated once and then no longer proposed (here nothing else is left, so the run ends), and the notes
+    name it; under a budget it stays within, it is tried as before."""
+    from fastdeepiot.compression import search
+
+    real_acc = search._Search.acc
+    # without c2 the network is scored at 0%: 30+ points lost, far over 2 x (0.5 + 1) points
+    monkeypatch.setattr(search._Search, "acc", lambda self, m, loader: (
+        0.0 if isinstance(getattr(m, "c2", None), nn.Identity) else real_acc(self, m, loader)))
+    lines: list[str] = []
+    kw = dict(time_model=fake_tm, moves=("remove",), finetune_steps=1, final_epochs=0.2, max_iters=3,
+              measure=False, progress=lines.append)
+    torch.manual_seed(0)
+    res = compress(Wide().eval(), _toy_data(), max_accuracy_drop=0.5, **kw)
+    assert [ln.strip().split(":")[0] for ln in lines if ln.strip().startswith("iter") and "remove c2:" in ln] == [
+        "iter 1"], lines
+    assert any("remove c2 lost" in ln and "not tried again" in ln for ln in lines)
+    assert any(n.startswith("not tried again") and "remove c2" in n for n in res.notes), res.notes
+    assert "search stopped: no candidate saves time" in res.notes and not res.plan.steps
+    lines.clear()
+    torch.manual_seed(0)
+    free = compress(Wide().eval(), _toy_data(), max_accuracy_drop=100.0, **kw)
+    assert not any("not tried again" in x for x in lines + free.notes)
+
+
 def test_unreachable_time_target_is_an_error(fake_tm):
     with pytest.raises(TargetUnreachableError, match="cannot be met"):
         compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False)

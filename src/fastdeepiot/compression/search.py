@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -90,6 +91,14 @@ from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profiling.timer import time_networks
+
+
+HOPELESS = 2.0  # a structural step losing this many times the search's limit is not tried again (`mark_hopeless`)
+
+
+def _key(step: dict) -> str:
+    """A plan step as a hashable key."""
+    return json.dumps(step, sort_keys=True)
 
 
 @dataclass
@@ -228,6 +237,7 @@ class _Search:
         self.notes: list[str] = []
         self.compared: list[dict] = []  # what best_of compared
         self.given_up: list[tuple] = []  # snapshots the final back-off gave up, the deepest first
+        self.hopeless: dict[str, str] = {}  # structural steps far over the search's limit: not tried again
         self.optimizer_steps = 0  # every fine-tuning step taken (candidates + final): the baselines' budget
         self.plan = Plan(list(self.x.shape[1:]), [], {"criterion": c.criterion, "cost": c.cost})
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
@@ -333,7 +343,21 @@ class _Search:
         c = self.config
         ctx = Context(self.x, self.out_shape, self.pricer, self.cur_cost, step_fraction, c.criterion,
                       self.train_dl, c.importance_batches, c.max_seq_factor)
-        return [cand for mv in self.moves for cand in mv.propose(self.model, ctx)]
+        return [cand for mv in self.moves for cand in mv.propose(self.model, ctx)
+                if cand.ratio is not None or _key(cand.step) not in self.hopeless]
+
+    def mark_hopeless(self, cand: Candidate, drop: float, it: int) -> None:
+        """A structural step whose short fine-tune lost more than `HOPELESS` times what a candidate may drop
+        during the search (the budget plus its slack) is not proposed again in this run: removing a block or a
+        recurrence the network needs loses the same 20-40 points at every iteration (userid on onnxruntime-cpu:
+        two of five fine-tunes per iteration went to such steps). Widths are proposed anew each iteration."""
+        c = self.config
+        if cand.ratio is not None or not self.budget_mode:
+            return
+        limit = c.max_accuracy_drop + c.search_slack
+        if drop > HOPELESS * limit:
+            self.hopeless[_key(cand.step)] = cand.desc
+            self.log(f"  iter {it}: {cand.desc} lost {drop:.2f} points (> {HOPELESS:g} x {limit:g}): not tried again")
 
     def search(self) -> str:
         """Take steps until the target is met, no candidate saves time, the budget stops it or
@@ -401,6 +425,7 @@ class _Search:
                 self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
                          f"divergence {cand.divergence:.4f}")
                 within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
+                self.mark_hopeless(cand, self.base_acc - a, it)
             else:  # ranked by the disagreement it adds, judged by its bound (not by the few labels)
                 j = self.pool.judge(m, c.confidence)
                 cand.drop_upper, cand.disagreement = j["drop_upper_bound"], j["pool_disagreement"]
@@ -408,6 +433,7 @@ class _Search:
                 self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
                          f"disagrees on {cand.disagreement:.2f}% of the pool (bound {cand.drop_upper:.2f})")
                 within = cand.drop_upper <= c.max_accuracy_drop + c.search_slack
+                self.mark_hopeless(cand, cand.drop_upper, it)
             within = within and not self.diverges(cand.divergence, DIVERGENCE_SLACK)
             key = (not within, cand.score)
             if best is None or key < best[2]:
@@ -598,6 +624,9 @@ class _Search:
                 f"target {c.target_ms:g} ms not reached: the search stopped ({stop_reason}) at a predicted "
                 f"{self.cur_cost:.3f} ms (start {self.base_cost:.3f} ms)")
         self.notes.append(f"search stopped: {stop_reason}")
+        if self.hopeless:
+            self.notes.append(f"not tried again after losing more than {HOPELESS:g}x the search's limit: "
+                              + ", ".join(self.hopeless.values()))
         if self.unmodelled:
             self.notes.append("not priced by the cost model (left out of predicted times): "
                               + ", ".join(self.unmodelled))

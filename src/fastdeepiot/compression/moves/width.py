@@ -6,8 +6,9 @@ is priced at every width in one batched call (`cost.PricedNetwork`), the curve i
 widths where predicted time actually drops (`cost.snap_widths`: on a staircase, the step edges),
 and per group the widest snapped width that saves this iteration's budget is proposed, keeping the
 channels ranked highest by L1 or first-order Taylor importance. Candidates are ranked by saving per
-unit of importance lost (HALP's greedy knapsack step). A step edge far below can also be approached
-through a stepping stone. The surgery is `surgery.prune_channels` (the slicing primitives).
+unit of importance lost (HALP's greedy knapsack step). No step cuts more than `max_cut` of a group's
+channels: a step edge farther below is approached only through stepping stones (also offered beside a
+direct step that goes far). The surgery is `surgery.prune_channels` (the slicing primitives).
 
     {"op": "prune", "keep": {"merge.0.0": [0, 3, 5, ...]}}
 """
@@ -55,9 +56,11 @@ class Width:
             if not snapped:
                 continue
             savings = {w: priced.total - curve[w - 1] for w in snapped}
-            allowed = [w for w in snapped if w >= g.width * (1 - self.max_cut)] or snapped[:1]
+            allowed = [w for w in snapped if w >= g.width * (1 - self.max_cut)]
             ok = [w for w in allowed if savings[w] >= budget]
-            w = ok[0] if ok else allowed[-1]
+            # the edge this group steps to; one beyond `max_cut` only through stepping stones (a jump from 64 to
+            # 2 channels, which a staircase the time model learned can ask for, is no step to fine-tune back)
+            w = (ok[0] if ok else allowed[-1]) if allowed else snapped[0]
             if savings[w] < budget / 4:
                 continue
             score = imp[g.name]
@@ -69,7 +72,8 @@ class Width:
                     return dropped / total_imp
                 return dropped / (float(score.sum()) or 1.0) / len(groups)
 
-            out.append(self._candidate(g, order, w, savings[w], lost(w), f"{g.name} {g.width}->{w}"))
+            if allowed:
+                out.append(self._candidate(g, order, w, savings[w], lost(w), f"{g.name} {g.width}->{w}"))
             # A step edge far below (ONNX Runtime: 32 -> 16 channels, nothing saved in between) can also
             # be approached gradually, NetAdapt-style: a stepping stone `stone_cut` of the way down,
             # credited with its share of the edge's saving. The search tries stones only when every
