@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def variant(arch: dict, name: str) -> torch.nn.Module:
             for n in ("acc.1", "gyro.1", "merge.1"):
                 replace_module(m, n, torch.nn.Identity())
         elif part != "gru":
-            raise SystemExit(f"error: unknown part {part!r} in variant {name!r}")
+            raise ValueError(f"unknown part {part!r} in variant {name!r}")
     return m.eval()
 
 
@@ -165,6 +166,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     caches = [Path(p) for p in (a.cache or [ROOT / f"runs/scratch_spread/{a.task}.json"])]
     if a.mode == "report":
+        missing = [str(p) for p in caches if not p.exists()]
+        if missing:
+            print(f"error: no results at {', '.join(missing)} (run `train` first)", file=sys.stderr)
+            return 2
         report(a.task, caches, Path(a.out))
         return 0
     from fastdeepiot import checkpoints, tasks
@@ -173,7 +178,8 @@ def main(argv=None) -> int:
     names = [n for n in a.variants.split(",") if n]
     bad = [n for n in names if n not in VARIANTS]
     if bad:
-        raise SystemExit(f"error: unknown variants {bad}; known: {', '.join(VARIANTS)}")
+        print(f"error: unknown variants {', '.join(bad)}; known: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
     task = tasks.get(a.task)
     teacher, _ = checkpoints.load_checkpoint(ROOT / f"runs/bench-tasks/{a.task}.pt", task=task)
     teacher.eval()

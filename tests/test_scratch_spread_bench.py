@@ -40,8 +40,15 @@ def test_variants_are_the_networks_they_name(ss):
                                                    for n in ("acc.1", "gyro.1", "merge.1"))
     for m in (plain, half, both):
         assert m(x).shape == (2, 6)
-    with pytest.raises(SystemExit, match="unknown part"):
+    with pytest.raises(ValueError, match="unknown part"):
         ss.variant(ARCH, "x1:teleport")
+
+
+def test_bad_variants_and_missing_results_are_one_line_errors(ss, tmp_path, capsys):
+    assert ss.main(["train", "--variants", "x1:gru,x3:magic"]) == 2
+    assert ss.main(["report", "--cache", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(e.startswith("error: ") for e in err)
 
 
 def test_report_means_counts_and_ratios(ss, tmp_path):
