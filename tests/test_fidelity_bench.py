@@ -3,22 +3,15 @@ figures themselves come from real bench runs)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
+from _bench import bench_module
 
 @pytest.fixture(scope="module")
 def fid():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import fidelity
-        yield fidelity
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_module("fidelity") as module:
+        yield module
 
 
 def _row(div, drop, method="m", seed=0):

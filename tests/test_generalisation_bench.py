@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,19 +12,16 @@ from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from _bench import bench_module
+
 FAMS = ["conv2d", "conv1d", "linear", "batchnorm", "activation", "pool2d", "pool1d", "add", "concat", "mul",
         "gru", "lstm", "layernorm", "attention", "mha", "transformer_encoder"]
 
 
 @pytest.fixture(scope="module")
 def gen():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import generalisation
-        yield generalisation
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_module("generalisation") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,8 +36,9 @@ from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.timemodel.model import TimeModel
 from fastdeepiot.zoo import build_zoo_network
 
+from _bench import bench_module
+
 DATA = Path(__file__).resolve().parent / "data"
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 REFERENCE_BLOCK = 16  # the NCHWc block of the machine the references were made on (AVX-512)
 COMPOSITION = {"network_call": 0.011, "free_ops": 0.0005, "module_calls": 0.002, "unfused_layers": 0.95,
@@ -74,12 +74,8 @@ class Untraceable(nn.Module):  # data-dependent control flow: the forward-hook f
 
 
 def _bench_network(name):
-    sys.path.insert(0, str(BENCH))
-    try:
-        from predict_speed import build_network
-    finally:
-        sys.path.remove(str(BENCH))
-    return build_network(name)[1:]
+    with bench_module("predict_speed") as predict_speed:
+        return predict_speed.build_network(name)[1:]
 
 
 def _seeded(make):

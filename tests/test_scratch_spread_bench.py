@@ -4,26 +4,21 @@ themselves come from real training runs)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from _bench import bench_module
+
 ARCH = {"n_classes": 6, "in_channels": 6, "length": 128, "sensor_channels": [32, 32], "merge_channels": [64, 64],
         "gru_hidden": 64, "kernel": 5, "time_stride": 4, "sensor_stride": 2, "dropout": 0.2, "width_mult": 1.0}
 
 
 @pytest.fixture(scope="module")
 def ss():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import scratch_spread
-        yield scratch_spread
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_module("scratch_spread") as module:
+        yield module
 
 
 def test_variants_are_the_networks_they_name(ss):
