@@ -15,7 +15,8 @@ way. Each iteration:
    costs as much as the edge, is never chosen, nor one whose wider neighbour is faster.
 3. *Propose.* Every registered move (`compression.moves`, one file each) proposes `Candidate`s.
    Width: per group, the widest snapped width that saves at least this iteration's time budget
-   (a fraction of the current time). Channels kept are the most important by L1 or first-order Taylor.
+   (a fraction of the current time), cutting at most half the group (an edge farther below only through
+   stepping stones). Channels kept are the most important by L1 or first-order Taylor.
    Besides width, structural moves, each priced by the time model on a modified copy: remove a
    shape-preserving block (Identity), halve the number of steps a GRU/LSTM runs over (average-pool its
    input over time; the per-step cost is what width cannot remove), or drop its recurrence altogether
@@ -24,7 +25,8 @@ way. Each iteration:
 4. *Choose.* Width proposals are ranked by predicted time saved per unit of importance lost (the greedy
    knapsack step of HALP); the best few plus the structural moves are each fine-tuned for a few steps and
    evaluated on the validation split (NetAdapt), and we keep the one with the smallest accuracy loss per
-   millisecond saved.
+   millisecond saved. A structural step that lost more than `HOPELESS` times what a candidate may drop is
+   not proposed again in the run (`mark_hopeless`).
 5. *Stop* when the time target is met, or when the best candidate would exceed the accuracy budget
    (plus a slack that the final fine-tune recovers) even after trying stepping stones (a width part of the
    way to a step edge too far below to fine-tune back in one move; credited with its share of the edge's
@@ -349,7 +351,7 @@ class _Search:
     def mark_hopeless(self, cand: Candidate, drop: float, it: int) -> None:
         """A structural step whose short fine-tune lost more than `HOPELESS` times what a candidate may drop
         during the search (the budget plus its slack) is not proposed again in this run: removing a block or a
-        recurrence the network needs loses the same 20-40 points at every iteration (userid on onnxruntime-cpu:
+        recurrence the network needs loses the same 24-39 points at every iteration (userid on onnxruntime-cpu:
         two of five fine-tunes per iteration went to such steps). Widths are proposed anew each iteration."""
         c = self.config
         if cand.ratio is not None or not self.budget_mode:
