@@ -275,13 +275,19 @@ class _Search:
     def over_text(self) -> str:
         """What a candidate must stay within during the search, in words."""
         c = self.config
-        text = f"> {c.max_accuracy_drop + c.search_slack:g} points"
+        text = f"> {self.search_limit:g} points"
         if c.max_divergence is not None:
             text += f" or divergence > {c.max_divergence * DIVERGENCE_SLACK:g} nats"
         return text
 
     def pred_ms(self, m: nn.Module) -> float | None:
         return self.timer.price(m, self.x) if self.timer is not None else None
+
+    @property
+    def search_limit(self) -> float:
+        """What a candidate may drop during the search (budget mode): the budget plus `search_slack` points,
+        which the final fine-tune recovers."""
+        return self.config.max_accuracy_drop + self.config.search_slack
 
     @property
     def budget_mode(self) -> bool:
@@ -353,13 +359,11 @@ class _Search:
         during the search (the budget plus its slack) is not proposed again in this run: removing a block or a
         recurrence the network needs loses the same 24-39 points at every iteration (userid on onnxruntime-cpu:
         two of five fine-tunes per iteration went to such steps). Widths are proposed anew each iteration."""
-        c = self.config
-        if cand.ratio is not None or not self.budget_mode:
+        if cand.ratio is not None or not self.budget_mode or drop <= HOPELESS * self.search_limit:
             return
-        limit = c.max_accuracy_drop + c.search_slack
-        if drop > HOPELESS * limit:
-            self.hopeless[_key(cand.step)] = cand.desc
-            self.log(f"  iter {it}: {cand.desc} lost {drop:.2f} points (> {HOPELESS:g} x {limit:g}): not tried again")
+        self.hopeless[_key(cand.step)] = cand.desc
+        self.log(f"  iter {it}: {cand.desc} lost {drop:.2f} points (> {HOPELESS:g} x {self.search_limit:g}): "
+                 "not tried again")
 
     def search(self) -> str:
         """Take steps until the target is met, no candidate saves time, the budget stops it or
@@ -426,16 +430,17 @@ class _Search:
                 cand.score = (max(0.0, self.cur_acc - a) + 0.1) / cand.saving
                 self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
                          f"divergence {cand.divergence:.4f}")
-                within = not self.budget_mode or self.base_acc - a <= c.max_accuracy_drop + c.search_slack
-                self.mark_hopeless(cand, self.base_acc - a, it)
+                drop = self.base_acc - a
+                within = not self.budget_mode or drop <= self.search_limit
             else:  # ranked by the disagreement it adds, judged by its bound (not by the few labels)
                 j = self.pool.judge(m, c.confidence)
                 cand.drop_upper, cand.disagreement = j["drop_upper_bound"], j["pool_disagreement"]
                 cand.score = (max(0.0, cand.disagreement - self.cur_disagree) + 0.1) / cand.saving
                 self.log(f"  iter {it}: {cand.desc}: -{cand.saving:.4g} {self.pricer.unit}, val {a:.2f}%, "
                          f"disagrees on {cand.disagreement:.2f}% of the pool (bound {cand.drop_upper:.2f})")
-                within = cand.drop_upper <= c.max_accuracy_drop + c.search_slack
-                self.mark_hopeless(cand, cand.drop_upper, it)
+                drop = cand.drop_upper
+                within = drop <= self.search_limit
+            self.mark_hopeless(cand, drop, it)
             within = within and not self.diverges(cand.divergence, DIVERGENCE_SLACK)
             key = (not within, cand.score)
             if best is None or key < best[2]:
