@@ -281,17 +281,15 @@ def main(argv=None) -> int:
         for m in cuts:
             print(f"cut at {m:g} min: fitting with every style and without each of {len(STYLES)}", flush=True)
             loso = a.loso_minutes == "all" or m in [float(v) for v in a.loso_minutes.split(",") if v]
-            runs = []
+            per_seed = []
             for seed in seeds:
                 r = evaluate_cut(db, m, a.backend, nets, truth, seed, tmp, pool, loso, a.estimator)
-                runs.append({"seed": seed, **{k: r[k] for k in FIGURES}})
+                per_seed.append(r)
                 print(f"  seed {seed}: held-out LOSO {r['heldout_loso']}  all-styles {r['heldout_all_styles']}  "
                       f"random LOSO {r['random_loso']}  zoo {r['zoo']}", flush=True)
-                if len(runs) == 1:
-                    first = r
-            first["minutes"] = m
-            first["seeds"] = runs
-            results[f"{m:g}"] = first
+            # the first seed's full record (its per-style and per-network tables), every seed's figures
+            results[f"{m:g}"] = {**per_seed[0], "minutes": m,
+                                 "seeds": [{"seed": s, **{k: r[k] for k in FIGURES}} for s, r in zip(seeds, per_seed)]}
     meta = {"command": f"bench/generalisation.py --backend {a.backend} --minutes {a.minutes} --seeds {a.seeds}"
                        + (f" --estimator {a.estimator}" if a.estimator != "tree" else ""),
             "commit": code_version(()), "backend": a.backend, "threads": a.threads, "processor": cpu_model(),
