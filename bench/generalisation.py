@@ -246,12 +246,20 @@ def main(argv=None) -> int:
     if a.plot:
         plot(a.out)
         return 0
+    # every list option is read before the ground truth is measured (minutes of timing a typo would waste)
     try:
         seeds = [int(v) for v in a.seeds.split(",")]
     except ValueError:
         seeds = []
     if not seeds or min(seeds) < 0:
         print(f"error: --seeds takes non-negative integers separated by commas, got {a.seeds!r}", file=sys.stderr)
+        return 2
+    try:
+        minutes = [float(v) for v in a.minutes.split(",")]
+        loso_at = None if a.loso_minutes == "all" else [float(v) for v in a.loso_minutes.split(",") if v]
+    except ValueError:
+        print(f"error: --minutes and --loso-minutes take numbers separated by commas (--loso-minutes also 'all'), "
+              f"got {a.minutes!r} and {a.loso_minutes!r}", file=sys.stderr)
         return 2
     db = a.db or ROOT / "runs" / "gen" / f"{a.backend}.db"
     if not db.exists():
@@ -274,13 +282,13 @@ def main(argv=None) -> int:
             truth["_conditions"] = cond
         truth_path.write_text(json.dumps(truth, indent=1))
     span = store_minutes(db)
-    cuts = [float(m) for m in a.minutes.split(",") if float(m) <= span + 0.5]
+    cuts = [m for m in minutes if m <= span + 0.5]
     results = {}
     with tempfile.TemporaryDirectory() as tmp, \
             ProcessPoolExecutor(max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for m in cuts:
             print(f"cut at {m:g} min: fitting with every style and without each of {len(STYLES)}", flush=True)
-            loso = a.loso_minutes == "all" or m in [float(v) for v in a.loso_minutes.split(",") if v]
+            loso = loso_at is None or m in loso_at
             per_seed = []
             for seed in seeds:
                 r = evaluate_cut(db, m, a.backend, nets, truth, seed, tmp, pool, loso, a.estimator)

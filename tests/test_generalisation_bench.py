@@ -93,3 +93,12 @@ def test_the_fit_seed_seeds_the_estimators(tmp_path):
         profile(backend, store, plan(["conv2d", "linear"], seed=0), max_new=60)
         tm = fit_time_model(store, seed=3, holdout=0.0)
     assert {e.random_state for e in tm.estimators.values()} == {3}
+
+
+@pytest.mark.parametrize("bad", [["--seeds", "0,x"], ["--seeds", "-1"], ["--minutes", "10,ten"],
+                                 ["--loso-minutes", "none"]])
+def test_bad_lists_are_one_error_line_before_anything_is_measured(gen, bad, tmp_path, capsys):
+    missing = tmp_path / "nothing.db"  # never opened: the lists are read first
+    assert gen.main(["--backend", "torch-cpu", "--db", str(missing), *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --") and err.count("\n") == 1
