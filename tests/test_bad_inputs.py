@@ -64,6 +64,24 @@ def not_a_module():
 def unmodelled():
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))  # conv2d: not in the fixture's model
 
+class Branching(nn.Module):  # fx cannot trace it, and the hook fallback sees no layer module in it
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+def branching():
+    return Branching()
+
+class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback prices the Linear only
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x) + (x if x.sum() > 0 else -x)
+
+def branching_linear():
+    return BranchingLinear()
+
 NUMBER = 7
 '''
 
@@ -360,6 +378,7 @@ CLI_CASES = [
     ("predict-allow-unmodelled-all", ["predict", "tm.json", "usermod_badin:unmodelled", "--input-shape", "1x3x8x8",
                                       "--allow-unmodelled"], "none of the network"),
     ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
+    ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
     # train
     ("train-unknown-task", ["train", "nosuch", "-o", "x.pt"], "nosuch"),
     ("train-threads-999", ["train", "badin", "-o", "x.pt", "--threads", "999", "-q"], "core"),
@@ -528,7 +547,17 @@ def _api_predict_not_a_tensor(w):
     TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), [[0.0] * 8])
 
 
+class _Branching(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+
+def _api_predict_untraceable_nothing_priced(w):
+    TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
+
+
 API_CASES = [
+    ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "hook"),
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
@@ -760,6 +789,16 @@ def _same(a, b) -> bool:
     sa, ta, ga = a
     sb, tb, gb = b
     return (sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and ta == tb and ga == gb)
+
+
+def test_predict_says_when_it_prices_from_the_hook_fallback(work, capsys):
+    """A network fx cannot trace is priced from its leaf modules; the text output says so on stderr, since
+    its functional ops (here an add and a negation) are not in the total."""
+    assert main(["predict", "tm.json", "usermod_badin:branching_linear", *NET]) == 0
+    out, err = capsys.readouterr()
+    assert "predicted total" in out
+    warns = [line for line in err.splitlines() if line.startswith("warning: torch.fx tracing failed")]
+    assert len(warns) == 1 and "invisible" in warns[0]
 
 
 def test_predict_network_leaves_a_train_mode_model_alone(fixtures):

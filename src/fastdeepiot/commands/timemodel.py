@@ -255,5 +255,7 @@ def predict(
     if p.unmodelled:
         print(f"unmodelled (not counted): {', '.join(p.unmodelled)}")
     print(f"predicted total: {p.total_ms:.4f} ms")
+    for w in p.warnings:  # the JSON carries them too
+        print(f"warning: {w}", file=sys.stderr)
     if measure_it:
         print(f"measured: {result['measured_ms']:.4f} ms (prediction error {result['error_pct']:+.1f}%)")
