@@ -556,7 +556,13 @@ def _api_predict_untraceable_nothing_priced(w):
     TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
 
 
+def _api_compress_no_parameters(w):
+    fastdeepiot.compress(nn.Sequential(nn.Flatten(), nn.Identity()), _toy_loaders(), time_model=TimeModel.load(
+        w / "tm.json"), max_accuracy_drop=1.0, progress=False)
+
+
 API_CASES = [
+    ("api-compress-no-parameters", _api_compress_no_parameters, "no trainable parameters"),
     ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "hook"),
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),

@@ -222,6 +222,9 @@ class _Search:
         self.timer = TimeCost(time_model) if time_model is not None else None
         self.teacher = copy.deepcopy(model).eval() if c.distill else None
         self.model = copy.deepcopy(model).eval()
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise UserError("the model has no trainable parameters (none, or all with requires_grad=False); "
+                            "compression prunes and fine-tunes them")
         self.out_shape = output_shape(self.model, self.x)
         self.moves: list[Move] = [mv for name, mv in MOVES.items() if name in c.moves]
         self.t0 = time.time()
