@@ -188,6 +188,14 @@ def test_unmodelled_layers_fail_loudly(fake_tm):
     assert len(p.unmodelled) == 1 and p.total_ms > 0
 
 
+def test_a_network_in_another_precision_is_priced_with_a_warning(fake_tm):
+    """The profiler times float32 layers: a half or double network gets their times, and says so."""
+    net, x = nn.Sequential(nn.Linear(16, 8), nn.ReLU()).eval(), torch.randn(4, 16)
+    assert fake_tm.predict_network(net, x).warnings == []
+    p = fake_tm.predict_network(net.double(), x.double())
+    assert p.total_ms > 0 and any("float64" in w and "float32" in w for w in p.warnings)
+
+
 def test_family_without_a_model_is_unmodelled(fake_tm):
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
     tm = TimeModel({k: v for k, v in fake_tm.estimators.items() if k != "linear"}, fake_tm.composition,

@@ -372,8 +372,13 @@ class TimeModel:
             layers.append(LayerPrediction(c.name, c.op, c.family, dict(c.config.params), share, sa,
                                           c.fused_into, bool(getattr(c, "approx", False))))
         overhead = total - sum(lp.ms for lp in layers)
-        return NetworkPrediction(total, layers, unmodelled, overhead, bool(getattr(res, "traced", True)),
-                                 list(getattr(res, "warnings", [])))
+        warnings = list(getattr(res, "warnings", []))
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        dtypes = {t.dtype for t in (*module.parameters(), *module.buffers(), *inputs) if t.is_floating_point()}
+        if dtypes - {torch.float32}:
+            warnings.append(f"the network computes in {', '.join(sorted(str(d).replace('torch.', '') for d in dtypes))}; "
+                            "the profiler times float32 layers, so these are float32 times")
+        return NetworkPrediction(total, layers, unmodelled, overhead, bool(getattr(res, "traced", True)), warnings)
 
     def _extract_untouched(self, module, example_inputs):
         """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was: it is switched to
