@@ -8,11 +8,9 @@ import json
 
 import pytest
 
-from fastdeepiot.devices.fake import FakeBackend
-from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
 
-from _bench import bench_module
+from _bench import bench_module, fake_profile
 
 FAMS = ["conv1d", "linear", "batchnorm", "activation", "pool1d", "add", "concat", "gru", "lstm", "layernorm"]
 
@@ -25,11 +23,7 @@ def es():
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("es") / "fake.db"
-    backend = FakeBackend()
-    with Store.open(path, backend.fingerprint(), create=True) as store:
-        profile(backend, store, plan(FAMS, seed=0, network_every=4, network_layers=3), max_new=500)
-    return path
+    return fake_profile(tmp_path_factory.mktemp("es") / "fake.db", FAMS, max_new=500)
 
 
 def test_measure_times_every_priced_layer_and_prices_both_ways(es, store_path, tmp_path):

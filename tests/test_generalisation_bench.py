@@ -12,7 +12,7 @@ from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
 
-from _bench import bench_module
+from _bench import bench_module, fake_profile
 
 FAMS = ["conv2d", "conv1d", "linear", "batchnorm", "activation", "pool2d", "pool1d", "add", "concat", "mul",
         "gru", "lstm", "layernorm", "attention", "mha", "transformer_encoder"]
@@ -26,11 +26,7 @@ def gen():
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gen") / "fake.db"
-    backend = FakeBackend()
-    with Store.open(path, backend.fingerprint(), create=True) as store:
-        profile(backend, store, plan(FAMS, seed=0, network_every=4, network_layers=3), max_new=900)
-    return path
+    return fake_profile(tmp_path_factory.mktemp("gen") / "fake.db", FAMS, max_new=900)
 
 
 def _rows(path):
