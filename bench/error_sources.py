@@ -9,8 +9,8 @@
 the held-out suite (`bench/heldout_archs.py`) and `--random-per-style` of the store's own random networks per
 style (drawn with `--seed`):
 
-  * times each layer call the model prices on its own, as the profiler does (`profiling.harness.measure` on the
-    backend's `layer_runner`; each distinct configuration once),
+  * times each layer call the model prices on its own, as the profiler does (`profiling.runner.time_layer`;
+    each distinct configuration once),
   * then times the whole network with the one network timer (`profiling.timer`, 3 rounds, in its own process),
     right after its layers, so both sides see the same state of the machine,
   * and prices the network twice through the model's composition (`TimeModel.compose`): with the layer
@@ -46,7 +46,8 @@ from heldout_archs import heldout_networks  # noqa: E402
 from fastdeepiot.devices import cpu_model, get_backend  # noqa: E402
 from fastdeepiot.families import LayerConfig  # noqa: E402
 from fastdeepiot.graph.randomnets import build_network, example_input  # noqa: E402
-from fastdeepiot.profiling.harness import TimingPolicy, measure  # noqa: E402
+from fastdeepiot.profiling.harness import TimingPolicy  # noqa: E402
+from fastdeepiot.profiling.runner import time_layer  # noqa: E402
 from fastdeepiot.profiling.store import Store  # noqa: E402
 from fastdeepiot.profiling.timer import NetworkTimer  # noqa: E402
 from fastdeepiot.report.tables import markdown_table  # noqa: E402
@@ -84,11 +85,7 @@ def layer_times(tm, backend, calls, cache: dict, policy: TimingPolicy) -> list[d
         key = c.config.key
         if key not in cache:
             try:
-                runner = backend.layer_runner(c.config)
-                try:
-                    cache[key] = measure(runner, policy).median_ms
-                finally:
-                    runner.close()
+                cache[key] = time_layer(backend, c.config, policy).median_ms
             except Exception as e:  # noqa: BLE001 - a layer the backend cannot run alone is reported, not fatal
                 print(f"  cannot time {key[:80]} alone: {type(e).__name__}: {e}", flush=True)
                 cache[key] = None
@@ -113,11 +110,7 @@ def label_noise(store, backend, n: int, seed: int, policy: TimingPolicy) -> list
     out = [{"family": m.family, "key": m.config_key, "stored_ms": m.median_ms, "now_ms": []} for m in pick]
     for _ in range(2):
         for m, o in zip(pick, out):
-            runner = backend.layer_runner(LayerConfig(m.family, m.config))
-            try:
-                o["now_ms"].append(measure(runner, policy).median_ms)
-            finally:
-                runner.close()
+            o["now_ms"].append(time_layer(backend, LayerConfig(m.family, m.config), policy).median_ms)
     return out
 
 

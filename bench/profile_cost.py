@@ -23,8 +23,7 @@ import numpy as np
 
 from fastdeepiot.devices import cpu_model, get_backend
 from fastdeepiot.families import FAMILIES, LayerConfig
-from fastdeepiot.profiling.harness import TimingPolicy, measure
-from fastdeepiot.profiling.runner import plan, profile
+from fastdeepiot.profiling.runner import plan, profile, time_layer
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.report.tables import markdown_table
 
@@ -47,7 +46,7 @@ def run(backends: list[str], seconds: float, repeat: int, threads: int) -> list[
             diffs = []
             for i in pick:
                 m = ms[i]
-                again = measure(backend.layer_runner(LayerConfig.from_key(m.config_key)), TimingPolicy())
+                again = time_layer(backend, LayerConfig.from_key(m.config_key))
                 diffs.append(abs(again.median_ms - m.median_ms) / m.median_ms)
             rows.append({
                 "backend": name, "family": fam, "measurements": s.new,

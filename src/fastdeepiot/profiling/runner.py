@@ -21,7 +21,7 @@ from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.randomnets import STREAM, build_network, example_input, random_network, spec_families
-from fastdeepiot.profiling.harness import TimingPolicy, measure
+from fastdeepiot.profiling.harness import Timing, TimingPolicy, measure
 from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
 from fastdeepiot.profiling.space import family_stream
 from fastdeepiot.profiling.store import Store
@@ -123,6 +123,16 @@ class ProfileSummary:
     dropped_rounds: int = 0
 
 
+def time_layer(backend: Backend, config: LayerConfig, policy: TimingPolicy = TimingPolicy()) -> Timing:
+    """One layer configuration timed alone, as the profiler stores it: the backend's runner for it, measured by
+    the harness (`policy`), then released."""
+    runner = backend.layer_runner(config)
+    try:
+        return measure(runner, policy)
+    finally:
+        runner.close()
+
+
 def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, budget_s: float | None = None,
             max_new: int | None = None, policy: TimingPolicy = TimingPolicy(),
             on_progress: Callable[[ProfileSummary, Workload], None] | None = None,
@@ -179,11 +189,7 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
                             timer = None
                         raise
                 else:
-                    runner = backend.layer_runner(w.layer)
-                    try:
-                        timing = measure(runner, policy)
-                    finally:
-                        runner.close()
+                    timing = time_layer(backend, w.layer, policy)
             except Exception as e:  # a configuration the backend cannot run: report, keep going
                 s.failed += 1
                 msg = f"{w.key}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
