@@ -267,6 +267,20 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: {missing[0]}: no such measurement file", file=sys.stderr)
         return 2
+    for p in args.runs:
+        try:
+            run = json.loads(p.read_text())
+            ok = isinstance(run, dict) and isinstance(run.get("networks"), list) and "backend" in run
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            print(f"error: {p}: not a measurement file of `error_sources.py measure`", file=sys.stderr)
+            return 2
+    outputs = {(args.out / f"{args.name}{ext}").resolve() for ext in (".md", ".json")}
+    clash = [p for p in args.runs if p.resolve() in outputs]
+    if clash:
+        print(f"error: the report would overwrite its input {clash[0]}; give another --name or --out", file=sys.stderr)
+        return 2
     report(args.runs, args.out, args.name)
     print(f"wrote {args.out / args.name}.md and .json")
     return 0

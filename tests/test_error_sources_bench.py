@@ -88,5 +88,15 @@ def test_report_counts_within_ten_percent_per_group(es, tmp_path):
 def test_missing_inputs_are_one_line_errors(es, tmp_path, capsys):
     assert es.main(["measure", "--backend", "fake", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "o.json")]) == 2
     assert es.main(["report", str(tmp_path / "none.json")]) == 2
+    binary = tmp_path / "store.db"
+    binary.write_bytes(b"SQLite format 3\x00\xf8\xff")
+    assert es.main(["report", str(binary)]) == 2
+    other = tmp_path / "other.json"
+    other.write_text('{"rows": []}')
+    assert es.main(["report", str(other)]) == 2
+    run = tmp_path / "es.json"  # a raw file where the report would write: refused, left as it was
+    run.write_text('{"backend": "fake", "networks": []}')
+    before = run.read_bytes()
+    assert es.main(["report", str(run), "--out", str(tmp_path), "--name", "es"]) == 2 and run.read_bytes() == before
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+    assert len(err) == 5 and all(e.startswith("error: ") for e in err)
