@@ -41,6 +41,13 @@ def run(backends: list[str], seconds: float, repeat: int, threads: int) -> list[
                     s = profile(backend, store, plan([fam], seed=0, network_every=0), budget_s=seconds)
                     wall = time.monotonic() - t0
                     ms = list(store.measurements())
+            if not ms:  # nothing finished within --seconds (a short budget, or the machine's slow state)
+                rows.append({"backend": name, "family": fam, "measurements": 0,
+                             "per_minute": 0.0, "failed": s.failed, "median_ms": None,
+                             "median_within_rel_iqr_pct": None, "median_rerun_diff_pct": None,
+                             "p90_rerun_diff_pct": None})
+                print(json.dumps(rows[-1]))
+                continue
             rng = np.random.default_rng(0)
             pick = rng.choice(len(ms), size=min(repeat, len(ms)), replace=False)
             diffs = []
@@ -60,20 +67,22 @@ def run(backends: list[str], seconds: float, repeat: int, threads: int) -> list[
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=12.0, help="profiling time per family and backend")
     ap.add_argument("--repeat", type=int, default=20, help="configurations re-measured per family")
     ap.add_argument("--backends", default="torch-cpu,onnxruntime-cpu")
     ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for profile_cost.{md,json} (smoke runs: runs/...)")
+    a = ap.parse_args(argv)
     rows = run(a.backends.split(","), a.seconds, a.repeat, a.threads)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
     meta = {"command": f"bench/profile_cost.py --seconds {a.seconds} --repeat {a.repeat} "
                        f"--backends {a.backends} --threads {a.threads}",
             "processor": cpu_model(), "platform": platform.platform(), "threads": a.threads,
             "date": time.strftime("%Y-%m-%d")}
-    (OUT / "profile_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out / "profile_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     md = [f"# Profiling cost and measurement noise\n",
           f"`{meta['command']}` on {meta['processor']} ({meta['threads']} thread), {meta['date']}.\n",
           "- **per_minute**: new measurements stored per minute of profiling (harness default policy).",
@@ -81,8 +90,8 @@ def main() -> None:
           "- **median/p90_rerun_diff_pct**: the same configuration measured again later: relative difference",
           "  of the two medians. This is the noise floor: no time model can be more accurate than this.\n",
           markdown_table(rows)]
-    (OUT / "profile_cost.md").write_text("\n".join(md))
-    print(f"wrote {OUT / 'profile_cost.md'}")
+    (out / "profile_cost.md").write_text("\n".join(md))
+    print(f"wrote {out / 'profile_cost.md'}")
 
 
 if __name__ == "__main__":
