@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -133,6 +134,18 @@ def test_harness_median_ignores_outliers_and_warmup():
     t = measure(_SeqRunner(seq), TimingPolicy(warmup_calls=3, warmup_ms=0, min_calls=20))
     assert t.median_ms == 1.0
     assert t.n_calls >= 20
+
+
+def test_harness_quartiles_are_numpys():
+    """The stopping rule's quartiles (plain Python, for speed) are numpy's default percentiles."""
+    import random
+
+    from fastdeepiot.profiling.harness import _quantiles
+
+    rng = random.Random(0)
+    for n in list(range(1, 12)) + [50, 299, 300]:
+        xs = sorted(rng.lognormvariate(0, 1) for _ in range(n))
+        assert np.allclose(_quantiles(xs, (0.25, 0.5, 0.75)), np.percentile(xs, [25, 50, 75]), rtol=1e-12, atol=0)
 
 
 def test_harness_remeasures_noisy_results_and_keeps_the_quietest():
