@@ -50,14 +50,16 @@ class LayerCall:
 
 
 class ExtractResult(list):
-    """A list of LayerCall with `traced` (fx succeeded), `warnings`, and `module_calls`: how many
-    container modules (modules with children, the network itself included) one forward calls; in eager
-    PyTorch each such call costs Python time that no single-layer measurement contains."""
+    """A list of LayerCall with `traced` (fx succeeded), `untraced_reason` (why fx failed, when it did),
+    `warnings`, and `module_calls`: how many container modules (modules with children, the network itself
+    included) one forward calls; in eager PyTorch each such call costs Python time that no single-layer
+    measurement contains."""
 
     def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None,
-                 module_calls: int = 0):
+                 module_calls: int = 0, untraced_reason: str | None = None):
         super().__init__(calls)
         self.traced = traced
+        self.untraced_reason = untraced_reason
         self.warnings = list(warnings or [])
         self.module_calls = module_calls
 

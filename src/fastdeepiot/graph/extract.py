@@ -921,7 +921,7 @@ def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResu
              "are listed, functional ops (residual adds, torch.cat, F.relu, ...) are invisible, and "
              "data flow is approximated by execution order"]
     _add_notes(calls, warns)
-    return ExtractResult(calls, False, warns)
+    return ExtractResult(calls, False, warns, untraced_reason=reason)
 
 
 def _add_notes(calls: list[LayerCall], warns: list[str]) -> None:
@@ -984,7 +984,7 @@ def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
 def _copy(res: ExtractResult) -> ExtractResult:
     """A copy whose calls (and their lists) the caller may change without touching the original."""
     calls = [c.copy(inputs=list(c.inputs), input_shapes=list(c.input_shapes)) for c in res]
-    return ExtractResult(calls, res.traced, res.warnings, res.module_calls)
+    return ExtractResult(calls, res.traced, res.warnings, res.module_calls, res.untraced_reason)
 
 
 def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:

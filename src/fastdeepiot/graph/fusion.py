@@ -225,5 +225,5 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     else:
         raise UnknownNameError(f"no fusion rules for backend {backend_name!r}; known: torch-*, onnxruntime-*")
     if isinstance(calls, ExtractResult):
-        return ExtractResult(out, calls.traced, calls.warnings, calls.module_calls)
+        return ExtractResult(out, calls.traced, calls.warnings, calls.module_calls, calls.untraced_reason)
     return out

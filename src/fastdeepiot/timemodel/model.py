@@ -346,12 +346,10 @@ class TimeModel:
                 + (" ..." if len(unmodelled) > 8 else "") + "; pass --allow-unmodelled "
                 "(allow_unmodelled=True) to predict the rest")
         priced = sum(1 for c in calls if c.kind == "layer" and c.family in self.estimators)
-        if priced == 0 and not getattr(res, "traced", True):
+        if priced == 0 and not res.traced:
             # the hook fallback sees leaf modules only: with none it would price nothing as a 0 ms network
-            why = next((w for w in getattr(res, "warnings", []) if w.startswith("torch.fx tracing failed")), "")
-            why = why.split("; fell back", 1)[0]
             raise UnmodelledLayerError(
-                f"nothing in the network can be priced: {why or 'torch.fx could not trace it'}, and the forward-hook "
+                f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and the forward-hook "
                 "fallback found no layer module it prices (functional ops are invisible to it); make the forward "
                 "traceable by torch.fx (no branching on tensor values) or run its ops through nn.Modules")
         if unmodelled and priced == 0:
