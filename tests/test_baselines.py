@@ -167,6 +167,9 @@ def test_baseline_argument_errors():
         run_baseline("netadapt-flops", m, _data())
     with pytest.raises(UserError, match="reference network"):
         run_baseline("width-scratch", m, _data(), ratio=0.5, budget_steps=1)
+    for bad in (-1, 0, 2.5, True):  # it was accepted and the task's nominal budget used instead
+        with pytest.raises(UserError, match="budget_steps"):
+            run_baseline("torch-pruning-l1-global", m, _data(), ratio=0.5, budget_steps=bad)
     assert split_steps(10, 4) == [3, 3, 2, 2] and split_steps(0, 3) == [0, 0, 0]
     assert set(METHODS) >= {"netadapt-flops", "width-scratch", "torch-pruning-taylor-global"}
 
@@ -308,6 +311,10 @@ def test_cli_baseline_torch_pruning_writes_exported_program_report_and_onnx(fake
     code = main(["baseline", str(ckpt), "--task", "har", "--method", "torch-pruning-l1-global", "--ratio", "0.5",
                  "--budget-steps", "1", "--no-measure", "-o", str(ckpt)])
     assert code == 2 and "is an input of this command" in capsys.readouterr().err
+    code = main(["baseline", str(ckpt), "--task", "har", "--method", "width-scratch", "--ratio", "0.5",
+                 "--budget-steps", "-1", "--no-measure", "-o", str(tmp_path / "neg.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "--budget-steps" in err and not (tmp_path / "neg.pt").exists()
 
 
 def test_cli_width_scratch_checkpoint_loads(tmp_path, monkeypatch, capsys):
