@@ -71,6 +71,9 @@ class Branching(nn.Module):  # fx cannot trace it, and the hook fallback sees no
 def branching():
     return Branching()
 
+def empty():
+    return nn.Sequential()
+
 class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback prices the Linear only
     def __init__(self):
         super().__init__()
@@ -167,6 +170,7 @@ def fixtures(tmp_path_factory, task):
     variant("neg.json", coef(-1.0))
     variant("negcomp.json", lambda v: v["composition"].update(unfused_layers=-0.5))
     variant("nancomp.json", lambda v: v["composition"].update(network_call=float("nan")))
+    variant("nounfused.json", lambda v: v["composition"].pop("unfused_layers"))  # it priced every layer at ~0
     variant("nofams.json", lambda v: v.pop("families"))
     variant("emptyfams.json", lambda v: v.update(families={}))
     variant("badtype.json", lambda v: v["families"][fam].update(type="os.system"))
@@ -379,6 +383,8 @@ CLI_CASES = [
                                       "--allow-unmodelled"], "none of the network"),
     ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
     ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
+    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "no operation"),
+    ("predict-composition-term-missing", ["predict", "nounfused.json", "usermod_badin:net", *NET], "unfused_layers"),
     # train
     ("train-unknown-task", ["train", "nosuch", "-o", "x.pt"], "nosuch"),
     ("train-threads-999", ["train", "badin", "-o", "x.pt", "--threads", "999", "-q"], "core"),

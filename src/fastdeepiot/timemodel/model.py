@@ -352,6 +352,9 @@ class TimeModel:
                 f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and the forward-hook "
                 "fallback found no layer module it prices (functional ops are invisible to it); make the forward "
                 "traceable by torch.fx (no branching on tensor values) or run its ops through nn.Modules")
+        if not calls:  # e.g. an empty nn.Sequential: a 0 ms answer would look like a measurement
+            raise UserError("the network runs no operation on its input (its forward returns the input as it is): "
+                            "there is nothing to time")
         if unmodelled and priced == 0:
             raise UnmodelledLayerError(
                 f"none of the network's layers can be priced by this time model (unmodelled: "
@@ -540,6 +543,8 @@ def validate_dict(d) -> None:
     if comp is not None:
         if not isinstance(comp, dict):
             raise UserError("damaged time model: 'composition' must be an object")
+        if comp and "unfused_layers" not in comp:  # every fitted composition has had it; 0 would price layers at 0
+            raise UserError("damaged time model: composition.unfused_layers is missing")
         for k, v in comp.items():
             if k not in COMPOSITION_TERMS:
                 continue
