@@ -924,7 +924,20 @@ def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResu
     return ExtractResult(calls, False, warns, untraced_reason=reason)
 
 
+# A copy (.contiguous(), .clone()) is a free op: the composition prices it by a per-op constant (~1 us), right
+# for the small copies networks make (ShuffleNet's channel shuffle) and far off for a big one (a 64 MB permuted
+# copy takes ~18 ms here). Above this size the extraction says so.
+LARGE_COPY_BYTES = 1 << 20
+
+
 def _add_notes(calls: list[LayerCall], warns: list[str]) -> None:
+    big = [c for c in calls if c.kind == FREE and c.note == "copies" and c.output_shape is not None
+           and 4 * math.prod(c.output_shape) >= LARGE_COPY_BYTES]
+    if big:
+        mib = sum(4 * math.prod(c.output_shape) for c in big) / 2**20
+        warns.append(f"{len(big)} large cop{'y' if len(big) == 1 else 'ies'} ({', '.join(c.name for c in big[:4])}"
+                     f"{' ...' if len(big) > 4 else ''}; {mib:.1f} MiB written) priced as free ops: the time "
+                     "spent moving that memory is not in the total")
     unm = [c for c in calls if c.kind == UNMODELLED]
     if unm:
         warns.append("unmodelled ops: " + ", ".join(f"{c.name} ({c.op})" for c in unm))
