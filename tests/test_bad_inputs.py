@@ -198,6 +198,7 @@ def fixtures(tmp_path_factory, task):
     ck("unknownnet.pt", lambda r: r.update(net="resnet"))
     ck("badformat.pt", lambda r: r.update(format="other/1"))
     ck("nanarch.pt", lambda r: r["arch"].update(dropout=float("nan")))
+    ck("zerokernel.pt", lambda r: r["arch"].update(kernel=0))
     ck("longlist.pt", lambda r: r["arch"].update(sensor_channels=[4] * 100000))
     ck("tensorstate.pt", lambda r: r["state_dict"].update({"acc.0.0.weight": "not a tensor"}))
     torch.save(["a", "list"], d / "listckpt.pt")
@@ -419,6 +420,7 @@ CLI_CASES = [
     ("evaluate-unknown-net", ["evaluate", "badin", "unknownnet.pt"], "resnet"),
     ("evaluate-bad-format", ["evaluate", "badin", "badformat.pt"], "not a fastdeepiot checkpoint"),
     ("evaluate-nan-arch", ["evaluate", "badin", "nanarch.pt"], "finite"),
+    ("evaluate-zero-kernel", ["evaluate", "badin", "zerokernel.pt"], "size of 0"),
     ("evaluate-long-list", ["evaluate", "badin", "longlist.pt"], "entries"),
     ("evaluate-non-tensor", ["evaluate", "badin", "tensorstate.pt"], "not a tensor"),
     ("evaluate-list-checkpoint", ["evaluate", "badin", "listckpt.pt"], "not a fastdeepiot checkpoint"),
@@ -896,3 +898,24 @@ def test_a_module_in_the_working_directory_does_not_shadow_an_installed_one(work
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert r.returncode == 0, r.stderr
     assert not (work / "owned.txt").exists()
+
+
+def test_a_layer_of_size_0_is_one_error_line_in_a_fresh_process(work):
+    """torch builds a zero-sized layer with a UserWarning of two lines; the CLI's stderr is the error line alone
+    (in-process tests do not see Python warnings on stderr: pytest records them)."""
+    import subprocess
+    import sys
+
+    from fastdeepiot import tasks
+
+    torch.manual_seed(0)
+    save_checkpoint(work / "har_ckpt.pt", tasks.get("har").make_model(), "har")  # a task a fresh process knows
+    raw = torch.load(work / "har_ckpt.pt", weights_only=True)
+    raw["arch"]["kernel"] = 0
+    torch.save(raw, work / "har_zerokernel.pt")
+    code = "import sys; from fastdeepiot.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "evaluate", "har", "har_zerokernel.pt"],
+                       cwd=work, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "size of 0" in r.stderr, r.stderr

@@ -10,6 +10,7 @@ Widths come as explicit per-layer channel lists, scaled by `width_mult`; the sca
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -178,10 +179,17 @@ def build(net_name: str, **arch) -> nn.Module:
         cls = NETS[net_name]
     except KeyError:
         raise UnknownNameError(f"unknown network {net_name!r}; known: {', '.join(NETS)}") from None
-    try:
-        return cls(**arch)
-    except TypeError as e:
-        raise UserError(f"cannot build {net_name} from {arch}: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = cls(**arch)
+        except TypeError as e:
+            raise UserError(f"cannot build {net_name} from {arch}: {e}") from None
+    for w in caught:
+        if "zero-element" in str(w.message):  # torch builds a layer of size 0 with only a warning
+            raise UserError(f"cannot build {net_name} from {arch}: a layer would have a size of 0")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
 
 
 def count_params(model: nn.Module) -> int:
