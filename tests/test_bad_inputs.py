@@ -351,6 +351,7 @@ CLI_CASES = [
     ("explain-unknown-family", ["explain", "tm.json", "--family", "conv9d"], "conv9d"),
     ("explain-unmodelled-family", ["explain", "tm.json", "--family", "gru"], "no gru model"),
     ("explain-plot-needs-family", ["explain", "tm.json", "--plot", "p.png"], "--family"),
+    ("explain-db-without-plot", ["explain", "tm.json", "--family", "linear", "--db", S], "only with --plot"),
     ("explain-plot-onto-model", ["explain", "tm.json", "--family", "linear", "--plot", "tm.json"], "input"),
     ("explain-plot-onto-db", ["explain", "tm.json", "--family", "linear", "--plot", S, "--db", S], "input"),
     ("explain-plot-directory", ["explain", "tm.json", "--family", "linear", "--plot", "outdir"], "directory"),

@@ -234,6 +234,16 @@ def test_cli_fit_explain_predict(fake_db, netpkg, capsys):
     assert main(["explain", str(tm), "--family", "conv2d", "--plot", str(png), "--db", str(fake_db)]) == 0
     assert png.stat().st_size > 1000
     capsys.readouterr()
+    # without --db the plot is the model's predictions along the profiler's sweep (the help says so; it failed with
+    # "no out_channels sweep of conv2d in None")
+    alone = netpkg / "predicted.png"
+    assert main(["explain", str(tm), "--family", "conv2d", "--plot", str(alone)]) == 0
+    assert alone.stat().st_size > 1000
+    capsys.readouterr()
+    # a parameter the family lacks is an error before the model is printed
+    assert main(["explain", str(tm), "--family", "conv2d", "--param", "bogus", "--plot", str(alone)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: conv2d has no parameter 'bogus'")
     assert main(["predict", str(tm), "mynets:small", "--input-shape", "1x6x128", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["total_ms"] > 0 and {lp["family"] for lp in res["layers"]} >= {"conv1d", "linear", "pool1d"}

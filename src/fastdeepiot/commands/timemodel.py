@@ -95,6 +95,8 @@ def explain(
 ):
     """Print the model as readable rules with leaf equations; optionally plot a width sweep."""
     tm = TimeModel.load(model)
+    if plot is None and (db is not None or param is not None):
+        raise UserError(f"{'--db' if db is not None else '--param'} is read only with --plot")
     if family is not None:
         get_family(family)
         if family not in tm.estimators:
@@ -102,6 +104,8 @@ def explain(
     if plot is not None:
         if not family:
             raise UserError("--plot needs --family")
+        if param is not None and param not in get_family(family).space:
+            raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(get_family(family).space)}")
         plot = check_output(plot, kind="png", inputs=[model, db], force=force, option="--plot")
         if db is not None:
             with Store.open(db) as store:

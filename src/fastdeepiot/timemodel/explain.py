@@ -11,7 +11,8 @@ from fastdeepiot.timemodel.tree import featurize
 
 def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str | None = None,
                paths=None) -> str:
-    """Plot measured and predicted time (ms) against `sweep_param` for a sweep of configurations.
+    """Plot measured (`measured_ms`; None: predictions alone) and predicted time (ms) against `sweep_param`
+    for a sweep of configurations.
 
     Split points of a ``ModelTree`` on the swept parameter are marked as vertical lines: both its
     thresholds on the parameter itself (solid) and the places along the sweep where the predicting
@@ -27,8 +28,8 @@ def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str |
     import matplotlib.pyplot as plt
 
     configs = list(configs)
-    measured = np.asarray(measured_ms, dtype=float).ravel()
-    if len(configs) != measured.size:
+    measured = None if measured_ms is None else np.asarray(measured_ms, dtype=float).ravel()
+    if measured is not None and len(configs) != measured.size:
         raise ValueError(f"{len(configs)} configurations but {measured.size} measured times")
     if not configs:
         raise ValueError("plot_sweep: no configurations")
@@ -37,12 +38,14 @@ def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str |
     X = featurize(configs, paths=paths)
     x = np.asarray([float(c.params[sweep_param]) for c in configs])
     order = np.argsort(x, kind="stable")
-    x, measured = x[order], measured[order]
+    x = x[order]
+    measured = None if measured is None else measured[order]
     X = X.iloc[order].reset_index(drop=True)
     pred = model.predict(X)
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot(x, measured, "o", ms=3, color="tab:blue", label="measured")
+    if measured is not None:
+        ax.plot(x, measured, "o", ms=3, color="tab:blue", label="measured")
     ax.plot(x, pred, "-", lw=1.5, color="tab:orange", label="predicted")
     if hasattr(model, "split_points") and hasattr(model, "apply"):
         lo, hi = x.min(), x.max()
@@ -59,10 +62,13 @@ def plot_sweep(model, configs, measured_ms, sweep_param: str, path, title: str |
             ax.axvline((x[j] + x[j + 1]) / 2, color="gray", ls=":", lw=1,
                        label=None if labelled else "leaf change")
             labelled = True
-    rel = np.median(np.abs(pred - measured) / measured) * 100
     ax.set_xlabel(sweep_param)
     ax.set_ylabel("time (ms)")
-    ax.set_title(title or f"{configs[0].family}: sweep of {sweep_param} (median error {rel:.1f}%)")
+    if title is None:
+        title = f"{configs[0].family}: sweep of {sweep_param}"
+        if measured is not None:
+            title += f" (median error {np.median(np.abs(pred - measured) / measured) * 100:.1f}%)"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

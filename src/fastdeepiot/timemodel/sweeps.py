@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig, get_family
+from fastdeepiot.profiling.space import base_configs, sweep_configs
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.explain import plot_sweep
 
@@ -34,8 +35,14 @@ def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) 
         raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(fam.space)}")
     if family not in tm.estimators:
         raise UserError(f"the time model has no {family} model")
-    configs, measured = longest_sweep(db, family, param, tm.device or None) if db else ([], [])
-    if len(configs) < 3:
-        raise UserError(f"no {param} sweep of {family} in {db}; profile longer or give --db")
-    return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path),
-                          title=f"{family}: time vs {param} ({tm.backend})", paths=tm.kernel_paths(configs)))
+    if db is not None:
+        configs, measured = longest_sweep(db, family, param, tm.device or None)
+        if len(configs) < 3:
+            raise UserError(f"no {param} sweep of {family} in {db}; profile longer, or leave out --db to plot "
+                            f"the model's predictions alone")
+        title = f"{family}: time vs {param} ({tm.backend})"
+    else:  # the model's predictions along the sweep the profiler would run from its first base configuration
+        configs, measured = sweep_configs(base_configs(family, 0, 1)[0], param), None
+        title = f"{family}: predicted time vs {param} ({tm.backend}; no measurements given)"
+    return str(plot_sweep(tm.estimators[family], configs, measured, param, Path(path), title=title,
+                          paths=tm.kernel_paths(configs)))
