@@ -230,9 +230,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         raise UserError(f"{method} needs a ratio in (0, 1), got {ratio!r}")
     if budget_steps is not None and (isinstance(budget_steps, bool) or not isinstance(budget_steps, int)
                                      or budget_steps < 1):
-        raise UserError(f"budget_steps (--budget-steps, or the steps of the --budget-from run) must be a whole number "
-                        f"of optimizer steps >= 1, "
-                        f"got {budget_steps!r}")
+        raise UserError(f"budget_steps (--budget-steps, or the steps of the --budget-from run) must be a whole "
+                        f"number of optimizer steps >= 1, got {budget_steps!r}")
     cfg = config or CompressConfig(max_accuracy_drop=max_accuracy_drop if max_accuracy_drop is not None else 1.0)
     if max_accuracy_drop is not None:
         cfg = CompressConfig.build(cfg, max_accuracy_drop=max_accuracy_drop)

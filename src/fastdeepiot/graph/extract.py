@@ -925,8 +925,8 @@ def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResu
 
 
 # A copy (.contiguous(), .clone()) is a free op: the composition prices it by a per-op constant (~1 us), right
-# for the small copies networks make (ShuffleNet's channel shuffle) and far off for a big one (a 64 MB permuted
-# copy takes ~18 ms here). Above this size the extraction says so.
+# for the small copies networks make (ShuffleNet's channel shuffle) and far off for a big one (a 16 MiB permuted
+# copy took ~18 ms here). Above this size the extraction says so.
 LARGE_COPY_BYTES = 1 << 20
 
 
