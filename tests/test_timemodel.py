@@ -243,7 +243,9 @@ def test_cli_fit_explain_predict(fake_db, netpkg, capsys):
     # a parameter the family lacks is an error before the model is printed
     assert main(["explain", str(tm), "--family", "conv2d", "--param", "bogus", "--plot", str(alone)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("error: conv2d has no parameter 'bogus'")
+    assert out == "" and err.startswith("error: conv2d has no numeric parameter 'bogus'")
+    assert main(["explain", str(tm), "--family", "pool1d", "--param", "mode", "--plot", str(alone)]) == 2  # a traceback
+    assert capsys.readouterr().err.startswith("error: pool1d has no numeric parameter 'mode'")
     assert main(["predict", str(tm), "mynets:small", "--input-shape", "1x6x128", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["total_ms"] > 0 and {lp["family"] for lp in res["layers"]} >= {"conv1d", "linear", "pool1d"}

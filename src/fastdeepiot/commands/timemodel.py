@@ -24,7 +24,7 @@ from fastdeepiot.profiling.timer import time_network
 from fastdeepiot.report.tables import print_table
 from fastdeepiot.safeio import atomic_path, check_output
 from fastdeepiot.timemodel.model import ESTIMATORS, TimeModel, fit_time_model
-from fastdeepiot.timemodel.sweeps import plot_family_sweep
+from fastdeepiot.timemodel.sweeps import plot_family_sweep, sweep_param
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).
@@ -104,8 +104,8 @@ def explain(
     if plot is not None:
         if not family:
             raise UserError("--plot needs --family")
-        if param is not None and param not in get_family(family).space:
-            raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(get_family(family).space)}")
+        if param is not None:
+            sweep_param(family, param)  # a bad --param is an error before the model is printed
         plot = check_output(plot, kind="png", inputs=[model, db], force=force, option="--plot")
         if db is not None:
             with Store.open(db) as store:

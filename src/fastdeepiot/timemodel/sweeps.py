@@ -28,11 +28,19 @@ def longest_sweep(db, family: str, param: str, device: dict | None = None) -> tu
     return [c for _, c, _ in pts], [t for _, _, t in pts]
 
 
-def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) -> str:
+def sweep_param(family: str, param: str | None) -> str:
+    """The parameter a sweep plot of `family` runs along: `param` (numeric), or the family's first width."""
     fam = get_family(family)
     param = param or fam.width_params[0]
-    if param not in fam.space:
-        raise UserError(f"{family} has no parameter {param!r}; parameters: {', '.join(fam.space)}")
+    numeric = [k for k, v in fam.space.items() if isinstance(v[0], (int, float))]
+    if param not in numeric:
+        raise UserError(f"{family} has no numeric parameter {param!r} to sweep; its numeric parameters: "
+                        f"{', '.join(numeric)}")
+    return param
+
+
+def plot_family_sweep(tm, family: str, path, db=None, param: str | None = None) -> str:
+    param = sweep_param(family, param)
     if family not in tm.estimators:
         raise UserError(f"the time model has no {family} model")
     if db is not None:
