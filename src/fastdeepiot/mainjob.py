@@ -86,34 +86,43 @@ REFERENCE = (("deepsense", 1.0), ("deepsense", 0.5), ("mobilenet", 0.5), ("resne
 MIN_ROWS = 10  # fit_time_model's min_samples: a family with fewer measurements gets no model
 
 
-def needed_families() -> set[str]:
-    """The layer families the main job's networks run (the reference networks; DeepSense is the one compressed)."""
-    out = set()
+def needed_families() -> dict[str, set[tuple[str, str]]]:
+    """The layer families the main job's networks run (the reference networks; DeepSense is the one compressed),
+    each with the string parameter values they use (an activation's kind, a pool's mode): a model prices a value
+    only if it was fitted on one."""
+    out: dict[str, set[tuple[str, str]]] = {}
     for name, width in REFERENCE:
         net, x = build_zoo_network(name, width)
-        out |= {c.family for c in extract_layers(net, x) if c.kind == "layer"}
+        for c in extract_layers(net, x):
+            if c.kind == "layer":
+                out.setdefault(c.family, set()).update((k, v) for k, v in c.config.params.items() if isinstance(v, str))
     return out
 
 
 def top_up(db: Path, device: str, extra_s: float) -> int:
     """Profile the families the main job needs until each has MIN_ROWS measurements, for at most `extra_s` more:
     on a host in its slow state a short budget stores a few measurements of every family (80 in 4 minutes here, the
-    quiet guard waiting 80% of it), and the fit then cannot price DeepSense."""
+    quiet guard waiting 80% of it), and the fit then cannot price DeepSense. A family also counts as short while
+    a string value its networks use (ReLU's kind) is not among its measurements."""
     need = needed_families()
     t0 = time.monotonic()
     while True:
+        have, missing = {}, {}
         with Store.open(db) as store:
-            have = {f: sum(1 for _ in store.measurements(kind="layer", family=f)) for f in need}
-        short = sorted(f for f, n in have.items() if n < MIN_ROWS)
+            for f, values in need.items():
+                rows = [m.config for m in store.measurements(kind="layer", family=f)]
+                have[f] = len(rows)
+                seen = {(k, v) for cfg in rows for k, v in cfg.items() if isinstance(v, str)}
+                missing[f] = sorted(v for _, v in values - seen)
+        short = sorted(f for f in need if have[f] < MIN_ROWS or missing[f])
         if not short:
             return 0
+        what = ", ".join(f"{f} ({have[f]}{'; no ' + '/'.join(missing[f]) if missing[f] else ''})" for f in short)
         left = extra_s - (time.monotonic() - t0)
         if left <= 0:
-            print(f"still short of {MIN_ROWS} measurements after {extra_s:.0f} s more: "
-                  + ", ".join(f"{f} {have[f]}" for f in short), file=sys.stderr)
-            return 0  # the fit says what it cannot price
-        print(f"\ntoo few measurements for a model of {', '.join(f'{f} ({have[f]})' for f in short)}: "
-              f"profiling them for up to {int(min(60, left))} s more")
+            print(f"still short after {extra_s:.0f} s more: {what}", file=sys.stderr)
+            return 0  # the fit and predict say what they cannot price
+        print(f"\ntoo few measurements for a model of {what}: profiling them for up to {int(min(60, left))} s more")
         code = cli(["profile", "--device", device, "--threads", "1", "--budget", f"{int(min(60, left))}s",
                     "--db", str(db), "--layers", ",".join(short)])
         if code:
