@@ -11,6 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def export_commit(ref: str, dest: Path) -> Path:
+    """`git archive` of ref's src/ into dest (a bench comparing this checkout with an earlier commit); returns the
+    src folder."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
+    return dest / "src"
+
+
 def code_version(paths: tuple[str, ...] = ("src", "bench")) -> str:
     """The short commit checked out, `-dirty` when `paths` have uncommitted changes; "unknown" outside git."""
     try:

@@ -42,6 +42,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _provenance import export_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results"
 
@@ -239,13 +241,6 @@ def worker(args) -> None:
 
 def git(*a) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def export_commit(ref: str, dest: Path) -> Path:
-    """`git archive` of ref's src/ into dest; returns the src folder."""
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
-    return dest / "src"
 
 
 def run_worker(src: Path, mode: str, args) -> dict:

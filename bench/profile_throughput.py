@@ -25,16 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import code_version
+from _provenance import code_version, export_commit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def export_commit(ref: str, dest: Path) -> Path:
-    """`git archive` of ref's src/ into dest; returns the src folder."""
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
-    return dest / "src"
 
 
 def profile_once(src: Path, device: str, budget: str, db: Path) -> dict:
