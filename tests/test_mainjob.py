@@ -17,9 +17,9 @@ def test_top_up_profiles_the_short_families_the_main_job_needs(tmp_path, capsys)
     assert {"conv1d", "gru", "linear", "batchnorm", "conv2d"} <= set(need) and ("kind", "relu") in need["activation"]
     db = tmp_path / "fake.db"
     assert mainjob.cli(["profile", "--device", "fake", "--budget", "1s", "--db", str(db), "--layers", "linear"]) == 0
-    assert min(_counts(db, need).values()) < mainjob.MIN_ROWS  # most needed families have nothing yet
+    assert min(_counts(db, need).values()) < mainjob.MIN_SAMPLES  # most needed families have nothing yet
     assert mainjob.top_up(db, "fake", extra_s=30) == 0
-    assert min(_counts(db, need).values()) >= mainjob.MIN_ROWS
+    assert min(_counts(db, need).values()) >= mainjob.MIN_SAMPLES
     with Store.open(db) as store:  # and ReLU, which DeepSense runs, was measured
         assert any(m.config.get("kind") == "relu" for m in store.measurements(kind="layer", family="activation"))
     assert "too few measurements for a model of" in capsys.readouterr().out

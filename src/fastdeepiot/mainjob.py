@@ -25,7 +25,7 @@ from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.profiling.timer import time_networks
 from fastdeepiot.report.tables import print_table
-from fastdeepiot.timemodel.model import TimeModel
+from fastdeepiot.timemodel.model import MIN_SAMPLES, TimeModel
 from fastdeepiot.zoo import build_zoo_network
 
 
@@ -83,7 +83,6 @@ def run(out: Path, full: bool, device: str = "torch-cpu", budget: str | None = N
 
 REFERENCE = (("deepsense", 1.0), ("deepsense", 0.5), ("mobilenet", 0.5), ("resnet", 0.5), ("shufflenet", 1.0),
              ("vgg", 0.25))
-MIN_ROWS = 10  # fit_time_model's min_samples: a family with fewer measurements gets no model
 
 
 def needed_families() -> dict[str, set[tuple[str, str]]]:
@@ -100,7 +99,7 @@ def needed_families() -> dict[str, set[tuple[str, str]]]:
 
 
 def top_up(db: Path, device: str, extra_s: float) -> int:
-    """Profile the families the main job needs until each has MIN_ROWS measurements, for at most `extra_s` more:
+    """Profile the families the main job needs until each has MIN_SAMPLES measurements, for at most `extra_s` more:
     on a host in its slow state a short budget stores a few measurements of every family (80 in 4 minutes here, the
     quiet guard waiting 80% of it), and the fit then cannot price DeepSense. A family also counts as short while
     a string value its networks use (ReLU's kind) is not among its measurements."""
@@ -114,7 +113,7 @@ def top_up(db: Path, device: str, extra_s: float) -> int:
                 have[f] = len(rows)
                 seen = {(k, v) for cfg in rows for k, v in cfg.items() if isinstance(v, str)}
                 missing[f] = sorted(v for _, v in values - seen)
-        short = sorted(f for f in need if have[f] < MIN_ROWS or missing[f])
+        short = sorted(f for f in need if have[f] < MIN_SAMPLES or missing[f])
         if not short:
             return 0
         what = ", ".join(f"{f} ({have[f]}{'; no ' + '/'.join(missing[f]) if missing[f] else ''})" for f in short)

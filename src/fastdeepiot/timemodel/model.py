@@ -637,9 +637,12 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     return comp
 
 
+MIN_SAMPLES = 10  # measurements a family needs before fit_time_model gives it a model
+
+
 def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None,
                    families: list[str] | None = None, holdout: float = 0.2, seed: int = 0,
-                   compare: tuple[str, ...] = (), min_samples: int = 10, progress=None,
+                   compare: tuple[str, ...] = (), min_samples: int = MIN_SAMPLES, progress=None,
                    keep_holdout: bool = False) -> TimeModel:
     """Fit per-family estimators and the composition from `store`.
 
