@@ -17,7 +17,7 @@ torch-cpu, Conv1d/Conv2d (ATen's ``ConvParams::use_mkldnn``, what ``torch._C._se
 
 Other families and backends have no path column. Measured and not kept: ONNX Runtime's Conv2d NCHWc /
 plain path (the rule `graph.fusion` applies to networks) as the column of onnxruntime-cpu's conv2d
-model priced its held-out rows better but moved the held-out networks both ways (README, session 11).
+model priced its held-out rows better but moved the held-out networks both ways (docs/history.md, session 11).
 """
 
 from __future__ import annotations
