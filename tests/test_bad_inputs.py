@@ -17,12 +17,14 @@ import pickle
 import random
 import shutil
 import sqlite3
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import fastdeepiot
@@ -42,6 +44,7 @@ FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
 USERMOD = '''
 import sys
 import torch.nn as nn
+import torch.nn.functional as F
 
 def net():
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -73,6 +76,9 @@ def branching():
 
 def empty():
     return nn.Sequential()
+
+def identity():
+    return nn.Identity()
 
 class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback prices the Linear only
     def __init__(self):
@@ -225,6 +231,14 @@ def fixtures(tmp_path_factory, task):
     (d / "brokenimport_badin.py").write_text("raise ImportError('a dependency is missing')\n")
     (d / "exitimport_badin.py").write_text("import sys\nsys.exit('bye')\n")
     (d / "x.plan.json").write_text((d / "tm.json").read_text())  # a time model named like a sidecar
+    (d / "steps_float.json").write_text(json.dumps({"run": {"optimizer_steps": 2.7}}))
+    (d / "steps_true.json").write_text(json.dumps({"run": {"optimizer_steps": True}}))
+    (d / "run_int.json").write_text(json.dumps({"run": 5}))
+    with zipfile.ZipFile(d / "photos.zip", "w") as z:  # a user's archive: a zip, but not torch's
+        z.writestr("holiday/1.txt", "sun")
+    np.savez(d / "arrays.npz", x=np.zeros(3))
+    torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),)), d / "exported.pt")
+    (d / "data.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))
     return d
 
 
@@ -270,6 +284,7 @@ def _assert_inputs_untouched(w: Path, before: dict[str, str]):
 S = "store.db"
 NET = ["--input-shape", "2x8"]
 CMP = ["--task", "badin", "--time-model", "tm.json", "--target-ms", "1"]
+BASE = ["baseline", "ckpt.pt", "--task", "badin", "--method", "torch-pruning-l1-uniform", "--ratio", "0.5", "--no-measure"]
 
 CLI_CASES = [
     # devices / tasks
@@ -295,6 +310,8 @@ CLI_CASES = [
     ("profile-db-other-sqlite", ["profile", "-d", "fake", "--db", "othersqlite.db", "--max-new", "1", "-q"],
      "not a fastdeepiot"),
     ("profile-adaptive-list", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "list.json", "-q"], "list"),
+    ("profile-adaptive-other-device", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "otherdev.json", "-q"],
+     "another device"),
     ("profile-max-new-negative", ["profile", "-d", "fake", "--db", "new.db", "--max-new", "-1", "-q"], "--max-new"),
     # summary
     ("summary-missing", ["summary", "missing.db"], "no such"),
@@ -327,6 +344,7 @@ CLI_CASES = [
     ("fit-holdout-range", ["fit", S, "--holdout", "2", "-o", "new.json"], "--holdout"),
     ("fit-estimator-unknown", ["fit", S, "--estimator", "oracle", "-o", "new.json"], "oracle"),
     ("fit-family-unknown", ["fit", S, "--layers", "conv9d", "-o", "new.json"], "conv9d"),
+    ("fit-layers-none", ["fit", S, "-o", "new.json", "--layers", ","], "no layer family"),
     ("fit-not-a-store", ["fit", "tm.json", "-o", "new.json"], None),
     ("fit-missing-store", ["fit", "missing.db", "-o", "new.json"], "no such"),
     # explain
@@ -357,6 +375,7 @@ CLI_CASES = [
     ("explain-plot-directory", ["explain", "tm.json", "--family", "linear", "--plot", "outdir"], "directory"),
     ("explain-plot-other-device", ["explain", "tm.json", "--family", "linear", "--plot", "p.png", "--db", "other.db"],
      "another device"),
+    ("explain-plot-suffix", ["explain", "tm.json", "--family", "linear", "--plot", "p.jpg"], ".png, .pdf or .svg"),
     ("explain-plot-over-notes", ["explain", "tm.json", "--family", "linear", "--plot", "notes.txt", "--db", S],
      "--force"),
     # predict
@@ -385,7 +404,8 @@ CLI_CASES = [
                                       "--allow-unmodelled"], "none of the network"),
     ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
     ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
-    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "no operation"),
+    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "runs no layer"),
+    ("predict-identity-network", ["predict", "tm.json", "usermod_badin:identity", *NET], "only free operations"),
     ("predict-composition-term-missing", ["predict", "nounfused.json", "usermod_badin:net", *NET], "unfused_layers"),
     # train
     ("train-unknown-task", ["train", "nosuch", "-o", "x.pt"], "nosuch"),
@@ -426,6 +446,7 @@ CLI_CASES = [
     ("evaluate-non-tensor", ["evaluate", "badin", "tensorstate.pt"], "not a tensor"),
     ("evaluate-list-checkpoint", ["evaluate", "badin", "listckpt.pt"], "not a fastdeepiot checkpoint"),
     ("evaluate-other-task", ["evaluate", "badin", "userid.pt"], "for task 'userid'"),
+    ("evaluate-exported-program", ["evaluate", "badin", "exported.pt"], "torch.export program"),
     ("evaluate-split", ["evaluate", "badin", "ckpt.pt", "--split", "holdout"], "split"),
     ("evaluate-unknown-task", ["evaluate", "nosuch", "ckpt.pt"], "nosuch"),
     # compress (numeric options are CompressConfig's; these are files and outputs)
@@ -450,6 +471,24 @@ CLI_CASES = [
      "compare_uniform"),
     ("compress-scratch-epochs-zero", ["compress", "ckpt.pt", *CMP, "--scratch-epochs", "0", "-o", "out.pt"],
      "scratch_epochs"),
+    ("compress-onto-zip", ["compress", "ckpt.pt", *CMP, "-o", "photos.zip"], "a zip archive"),
+    ("compress-onto-npz", ["compress", "ckpt.pt", *CMP, "-o", "arrays.npz"], "a zip archive"),
+    ("compress-onto-pickle", ["compress", "ckpt.pt", *CMP, "-o", "data.pkl"], "a Python pickle"),
+    # baseline
+    ("baseline-budget-from-binary", [*BASE, "-o", "b.pt", "--budget-from", "garbage.pt"], "not a readable JSON"),
+    ("baseline-budget-from-list", [*BASE, "-o", "b.pt", "--budget-from", "list.json"], "not a compress report"),
+    ("baseline-budget-from-run-int", [*BASE, "-o", "b.pt", "--budget-from", "run_int.json"], "not a compress report"),
+    ("baseline-budget-from-float", [*BASE, "-o", "b.pt", "--budget-from", "steps_float.json"], "whole number"),
+    ("baseline-budget-from-bool", [*BASE, "-o", "b.pt", "--budget-from", "steps_true.json"], "whole number"),
+    ("baseline-iterative-steps-zero", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "0"],
+     "iterative_steps"),
+    ("baseline-iterative-steps-negative", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "-1"],
+     "iterative_steps"),
+    ("baseline-drop-for-torch-pruning", [*BASE, "-o", "b.pt", "--max-accuracy-drop", "1"], "netadapt-flops only"),
+    ("baseline-ratio-for-netadapt", ["baseline", "ckpt.pt", "--task", "badin", "--method", "netadapt-flops", "--ratio",
+                                     "0.5", "--max-accuracy-drop", "1", "-o", "b.pt"], "does not apply"),
+    ("baseline-onto-zip", [*BASE, "-o", "photos.zip", "--budget-steps", "1"], "a zip archive"),
+    ("baseline-program-onto-checkpoint", [*BASE, "-o", "userid.pt", "--budget-steps", "1"], "a PyTorch checkpoint"),
 ]
 
 
@@ -570,6 +609,39 @@ def _api_compress_no_parameters(w):
         w / "tm.json"), max_accuracy_drop=1.0, progress=False)
 
 
+def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None, one_hot=False):
+    """compress() with the toy data cut or relabelled: each case must fail before any training."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(train + val, 6, 32, generator=g)
+    y = (x[:, 0].mean(1) > 0).long()
+    ytr, yva = y[:train].clone(), y[train:].clone()
+    if train_label is not None and train:
+        ytr[0] = train_label
+    if val_label is not None and val:
+        yva[0] = val_label
+    if one_hot:
+        ytr, yva = F.one_hot(ytr, 3).float(), F.one_hot(yva, 3).float()
+    loaders = (DataLoader(TensorDataset(x[:train], ytr), batch_size=32),
+               DataLoader(TensorDataset(x[train:], yva), batch_size=32))
+    fastdeepiot.compress(BNNet(), loaders, time_model=TimeModel.load(w / "tm.json"), max_accuracy_drop=5.0,
+                         example_input=torch.zeros(1, 6, 32), finetune_steps=1, final_epochs=0.1, max_iters=1,
+                         measure=False, progress=False)
+
+
+class _DictSet(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"x": torch.zeros(6, 32), "y": 0}
+
+
+def _api_compress_dict_batches(w):
+    dl = DataLoader(_DictSet(), batch_size=4)
+    fastdeepiot.compress(BNNet(), (dl, dl), time_model=TimeModel.load(w / "tm.json"), max_accuracy_drop=5.0,
+                         progress=False)
+
+
 API_CASES = [
     ("api-compress-no-parameters", _api_compress_no_parameters, "no trainable parameters"),
     ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "hook"),
@@ -592,6 +664,14 @@ API_CASES = [
     ("api-output-is-input", _api_check_output_input, "input"),
     ("api-output-other-kind", _api_check_output_kind, "--force"),
     ("api-compress-needs-time-model", _api_compress_no_time_model, "time_model"),
+    ("api-compress-empty-training-loader", lambda w: _api_compress_loaders(w, train=0), "training loader yields no batch"),
+    ("api-compress-empty-validation-loader", lambda w: _api_compress_loaders(w, val=0), "validation loader yields no"),
+    ("api-compress-validation-labels-out-of-range", lambda w: _api_compress_loaders(w, val_label=7), "class indices"),
+    ("api-compress-negative-labels", lambda w: _api_compress_loaders(w, val_label=-1), "class indices"),
+    ("api-compress-training-labels-out-of-range", lambda w: _api_compress_loaders(w, train_label=9), "class indices"),
+    ("api-compress-one-hot-labels", lambda w: _api_compress_loaders(w, one_hot=True), "integer class indices"),
+    ("api-compress-dict-batches", _api_compress_dict_batches, "(inputs, labels)"),
+    ("api-output-over-npz", lambda w: check_output(w / "arrays.npz", kind="checkpoint"), "a zip archive"),
 ]
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.errors import CheckpointError, UserError
-from fastdeepiot.safeio import atomic_path
+from fastdeepiot.safeio import atomic_path, sniff
 from fastdeepiot.tasks.nets import NETS, build
 from fastdeepiot.tasks.registry import get as get_task
 
@@ -126,6 +126,10 @@ def read_raw(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path} is a directory")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if sniff(path) == "exported":
+        raise CheckpointError(f"{path} is a torch.export program (what `fastdeepiot baseline` writes for the "
+                              f"torch-pruning methods), not a checkpoint: load it with "
+                              f"torch.export.load(path).module()")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")

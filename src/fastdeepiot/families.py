@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastdeepiot.errors import UnknownNameError
+from fastdeepiot.errors import UnknownNameError, UserError
 
 BYTES_PER_ELEMENT = 4  # float32 everywhere (the dtype is recorded in the measurement conditions)
 
@@ -700,6 +700,8 @@ def parse_families(spec: str | None) -> list[str]:
     if spec is None or spec.strip() in ("", "all"):
         return list(FAMILIES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UserError(f"no layer family named in {spec!r} (give names separated by commas, or 'all')")
     for n in names:
         get_family(n)
     return names

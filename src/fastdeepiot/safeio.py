@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -34,11 +35,16 @@ KIND_NAMES = {
     "sqlite": "a SQLite database (a measurement store?)",
     "timemodel": "a fastdeepiot time model",
     "checkpoint": "a PyTorch checkpoint",
+    "exported": "a torch.export program",
+    "zip": "a zip archive",
+    "pickle": "a Python pickle",
     "plan": "a fastdeepiot compression plan",
     "json": "a JSON file",
     "csv": "a CSV file",
     "parquet": "a Parquet file",
     "png": "a PNG image",
+    "pdf": "a PDF document",
+    "svg": "an SVG image",
     "onnx": "an ONNX model",
     "text": "a text file",
     "binary": "a binary file",
@@ -56,12 +62,18 @@ def sniff(path: str | os.PathLike) -> str:
         return "empty"
     if head.startswith(b"SQLite format 3\x00"):
         return "sqlite"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02") or head.startswith(b"\x80\x04"):
-        return "checkpoint"  # torch.save: a zip archive (or a legacy pickle)
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    if head.startswith(_LEGACY_TORCH):
+        return "checkpoint"  # torch.save's format before its zip archives
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
+    if head.startswith(b"%PDF-"):
+        return "pdf"
     if head.startswith(b"\x08") and b"\x12\x07pytorch" in head[:16]:
         return "onnx"  # a ModelProto: ir_version, then producer_name "pytorch"
     try:
@@ -76,10 +88,32 @@ def sniff(path: str | os.PathLike) -> str:
     if s.startswith("{") or s.startswith("["):
         fmt = _json_format(path, text)
         return {"fastdeepiot.timemodel": "timemodel", "fastdeepiot.compression.plan": "plan"}.get(fmt, "json")
+    if (s.startswith("<?xml") or s.startswith("<svg")) and "<svg" in s:
+        return "svg"
     first = s.splitlines()[0] if s else ""
     if first.startswith("kind,family,config_key"):
         return "csv"
     return "text"
+
+
+# torch.save(..., _use_new_zipfile_serialization=False): pickle protocol 2, then torch's magic number as a long
+_LEGACY_TORCH = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _zip_kind(path) -> str:
+    """torch.save writes a zip holding <archive>/data.pkl; torch.export.save one holding <archive>/archive_format.
+    Any other zip (.npz, .docx, a user's archive) is not ours to replace."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "binary"
+    tails = {n.split("/", 1)[1] for n in names if "/" in n}
+    if "data.pkl" in tails:
+        return "checkpoint"
+    if "archive_format" in tails:
+        return "exported"
+    return "zip"
 
 
 def _json_format(path, head: str) -> str | None:

@@ -60,17 +60,27 @@ def baseline(
         raise UserError("give at most one of --budget-steps and --budget-from")
     if budget_from is not None:
         try:
-            budget_steps = read_budget(json.loads(budget_from.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"cannot read {budget_from}: {e}") from None
+            report_json = json.loads(budget_from.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, numbers Python refuses
+            raise UserError(f"--budget-from {budget_from}: not a readable JSON report ({e})") from None
+        try:
+            budget_steps = read_budget(report_json)
+        except UserError as e:
+            raise UserError(f"--budget-from {budget_from}: {e}") from None
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "netadapt-flops" and ratio is not None:
+        raise UserError("--ratio does not apply to netadapt-flops: it prunes as far as --max-accuracy-drop allows")
+    if method != "netadapt-flops" and max_accuracy_drop is not None:
+        raise UserError(f"--max-accuracy-drop applies to netadapt-flops only; {method} goes as far as --ratio says")
     inputs = [p for p in (checkpoint, time_model, budget_from) if p is not None]
     stem = out.with_suffix("")
     report, onnx = Path(f"{stem}.report.json"), Path(f"{stem}.onnx")
     if out.resolve() in (report.resolve(), onnx.resolve()):
         raise UserError(f"-o {out} collides with a file written beside it; give the network a .pt name")
-    check_output(out, kind="checkpoint", inputs=inputs, option="-o")
+    # torch-pruning's networks have no plan: they are written as torch.export programs, not checkpoints
+    check_output(out, kind="exported" if method.startswith("torch-pruning") else "checkpoint", inputs=inputs,
+                 option="-o")
     check_output(report, kind="json", inputs=inputs, option="-o (beside it)")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)

@@ -95,13 +95,17 @@ def profile(
     fams = parse_families(layers)
     budget_s = parse_duration(budget)
     check_threads(threads)
-    if adaptive is not None:
-        TimeModel.load(adaptive)  # a bad model file is refused before the database is touched
+    adaptive_tm = TimeModel.load(adaptive) if adaptive is not None else None  # refused before the db is touched
     if not Path(db).exists():  # a new database: the path must be one we can create
         check_output(db, kind="sqlite", inputs=[adaptive], option="--db")
     elif adaptive is not None and Path(db).resolve() == Path(adaptive).resolve():
         raise UserError(f"--db {db} is the --adaptive time model; give the measurement database")
     backend = get_backend(device, threads=threads)
+    if adaptive_tm is not None and adaptive_tm.device and adaptive_tm.device != backend.fingerprint() and not force:
+        d = adaptive_tm.device
+        raise UserError(f"--adaptive {adaptive} was fitted on another device ({d.get('backend')}, {d.get('threads')} "
+                        f"threads), not on {device} with {threads}: its errors say where that device's model is "
+                        f"worst; pass its --device and --threads, or --force")
     store = Store.open(db, backend.fingerprint(), create=True, force=force)
     workloads = plan(fams, seed=seed, network_every=networks)
     if adaptive is not None:

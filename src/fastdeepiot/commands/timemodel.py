@@ -87,11 +87,11 @@ def fit(
 def explain(
     model: Path = typer.Argument(..., help="time model JSON"),
     family: Optional[str] = typer.Option(None, "--family", help="one family (default: all)"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: measured vs predicted along a sweep"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="a .png, .pdf or .svg: measured vs predicted along a sweep"),
     db: Optional[Path] = typer.Option(None, "--db", help="measurements to plot (default: none; the plot "
                                                          "then shows predictions only)"),
     param: Optional[str] = typer.Option(None, "--param", help="swept parameter (default: first width)"),
-    force: bool = typer.Option(False, "--force", help="overwrite the --plot path even if it is not a PNG"),
+    force: bool = typer.Option(False, "--force", help="overwrite the --plot path even if it holds another kind of file"),
 ):
     """Print the model as readable rules with leaf equations; optionally plot a width sweep."""
     tm = TimeModel.load(model)
@@ -106,7 +106,10 @@ def explain(
             raise UserError("--plot needs --family")
         if param is not None:
             sweep_param(family, param)  # a bad --param is an error before the model is printed
-        plot = check_output(plot, kind="png", inputs=[model, db], force=force, option="--plot")
+        kind = {".png": "png", ".pdf": "pdf", ".svg": "svg"}.get(plot.suffix.lower())
+        plot = check_output(plot, kind=kind or "png", inputs=[model, db], force=force, option="--plot")
+        if kind is None:
+            raise UserError(f"--plot {plot}: give a .png, .pdf or .svg path (the suffix chooses the format)")
         if db is not None:
             with Store.open(db) as store:
                 devs = store.devices()
@@ -237,7 +240,10 @@ def predict(
     if math.prod(shape) > 2**31:
         raise UserError(f"input shape {input_shape!r} has more than 2^31 elements")
     net = load_factory(network)
-    x = torch.randn(*shape)
+    try:
+        x = torch.randn(*shape)
+    except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
+        raise UserError(f"cannot allocate an input of shape {input_shape}: {str(e).splitlines()[0][:200]}") from None
     try:
         with torch.inference_mode():
             net(x)

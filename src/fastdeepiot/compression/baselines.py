@@ -48,7 +48,8 @@ from fastdeepiot.compression.cost import FlopsCost, TimeCost
 from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_recipe
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
-from fastdeepiot.compression.search import _resolve_data, compress, measure_models
+from fastdeepiot.compression.moves import output_shape
+from fastdeepiot.compression.search import _resolve_data, compress, label_checked, measure_models
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.tasks.nets import build
@@ -79,10 +80,15 @@ class BaselineResult:
 
 def budget_from(result) -> int:
     """The optimizer steps our search took (`CompressResult` or its JSON report): the baselines' budget."""
-    run = result.run if hasattr(result, "run") else result.get("run", {})
+    run = result.run if hasattr(result, "run") else (result.get("run", {}) if isinstance(result, dict) else None)
+    if not isinstance(run, dict):
+        raise UserError("not a compress report (a JSON object whose \"run\" records optimizer_steps)")
     if "optimizer_steps" not in run:
         raise UserError("this compress result does not record optimizer_steps (made by an older version)")
-    return int(run["optimizer_steps"])
+    steps = run["optimizer_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UserError(f"the compress report's optimizer_steps must be a whole number >= 1, got {steps!r}")
+    return steps
 
 
 def nominal_budget(config: CompressConfig, steps_per_epoch: int, candidates: int) -> int:
@@ -228,6 +234,9 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
             raise UserError("netadapt-flops needs max_accuracy_drop")
     elif ratio is None or not 0.0 < float(ratio) < 1.0:
         raise UserError(f"{method} needs a ratio in (0, 1), got {ratio!r}")
+    if isinstance(iterative_steps, bool) or not isinstance(iterative_steps, int) or iterative_steps < 1:
+        raise UserError(f"iterative_steps (torch-pruning's pruning steps) must be a whole number >= 1, "
+                        f"got {iterative_steps!r}")
     if budget_steps is not None and (isinstance(budget_steps, bool) or not isinstance(budget_steps, int)
                                      or budget_steps < 1):
         raise UserError(f"budget_steps (--budget-steps, or the steps of the --budget-from run) must be a whole "
@@ -250,6 +259,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
     budget_steps = int(budget_steps)
     teacher = copy.deepcopy(model).eval() if cfg.distill else None
     base_model = copy.deepcopy(model).eval()
+    if task is None:  # a user's loaders: labels checked as they are read
+        train_dl, val_dl, test_dl = label_checked((train_dl, val_dl, test_dl), output_shape(base_model, x))
     notes: list[str] = []
     plan_steps: list[dict] | None = None
     arch = None

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastdeepiot.errors import UserError
+
 
 def accuracy(model: nn.Module, loader) -> float:
     """Top-1 accuracy in [0, 1] (the default metric)."""
@@ -44,6 +46,34 @@ def forward_all(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
 def outputs(model: nn.Module, loader) -> torch.Tensor:
     """`model`'s outputs (logits) on every input of `loader`, in loader order, in eval mode."""
     return forward_all(model, loader)[0]
+
+
+class LabelChecked:
+    """A user's loader whose labels are checked as they are read: integer class indices in [0, n_classes) for
+    a network with n_classes outputs. A label outside would make top-1 accuracy silently 0 for it, or
+    cross-entropy fail deep inside torch; here it is a UserError naming the loader. Iterates and measures
+    (len) like the loader it wraps."""
+
+    def __init__(self, loader, n_classes: int, name: str):
+        self.loader, self.n_classes, self.name = loader, int(n_classes), name
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for xb, yb in self.loader:
+            self._check(yb)
+            yield xb, yb
+
+    def _check(self, yb) -> None:
+        where = f"the {self.name} loader"
+        if not torch.is_tensor(yb) or yb.dtype.is_floating_point or yb.dtype.is_complex or yb.dtype == torch.bool:
+            raise UserError(f"{where}: labels must be a tensor of integer class indices, got "
+                            f"{yb.dtype if torch.is_tensor(yb) else type(yb).__name__} (one-hot or soft labels "
+                            f"are not supported)")
+        if yb.numel() and (int(yb.min()) < 0 or int(yb.max()) >= self.n_classes):
+            raise UserError(f"{where}: labels must be class indices in [0, {self.n_classes}) for a network with "
+                            f"{self.n_classes} outputs; found {int(yb.min())}..{int(yb.max())}")
 
 
 def correctness(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,7 +113,12 @@ def paired_drop_upper(base: torch.Tensor, new: torch.Tensor, confidence: float) 
 
 def _cycle(loader):
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:  # an endless loop over nothing otherwise
+            raise UserError("the training loader yields no batch")
 
 
 def distilled_loss(out, yb, ce, teacher, xb, temperature: float, distill_weight: float):

@@ -83,7 +83,7 @@ from fastdeepiot import tasks
 from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
 from fastdeepiot.compression.config import DIVERGENCE_SLACK, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
-from fastdeepiot.compression.finetune import (accuracy, correctness, divergence, finetune, forward_all, mask_accuracy,
+from fastdeepiot.compression.finetune import (LabelChecked, accuracy, correctness, divergence, finetune, forward_all, mask_accuracy,
                                               outputs, paired_drop_upper, recipe, reinitialise, train_recipe)
 from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
@@ -142,8 +142,35 @@ def _resolve_data(task_or_loaders, metric, batch_size, seed):
         return tr, va, te, metric or task.metric
     if isinstance(task_or_loaders, (tuple, list)) and len(task_or_loaders) in (2, 3):
         loaders = list(task_or_loaders) + [None] * (3 - len(task_or_loaders))
+        for dl, name in zip(loaders, ("training", "validation", "test")):
+            if dl is not None or name != "test":
+                _first_batch(dl, name)
         return loaders[0], loaders[1], loaders[2], metric or accuracy
     raise UserError("task_or_loaders must be a task (name or object) or (train_loader, val_loader[, test_loader])")
+
+
+def _first_batch(loader, name: str):
+    """The first batch of a user's loader, checked to be (inputs, labels) tensors: an empty loader or one of
+    another shape is a UserError before any work."""
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise UserError(f"the {name} loader yields no batch") from None
+    except TypeError as e:
+        raise UserError(f"the {name} loader is not iterable ({e})") from None
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(torch.is_tensor(b) for b in batch)):
+        got = type(batch).__name__ + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise UserError(f"the {name} loader must yield (inputs, labels) pairs of tensors, got a {got}")
+    return batch
+
+
+def label_checked(loaders, out_shape):
+    """`loaders` (training, validation, test or None) wrapped so that their labels are checked against a
+    network with output shape `out_shape` (classes on axis 1) as they are read (`finetune.LabelChecked`)."""
+    if len(out_shape) < 2:
+        return loaders
+    return tuple(None if dl is None else LabelChecked(dl, out_shape[1], name)
+                 for dl, name in zip(loaders, ("training", "validation", "test")))
 
 
 def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threads: int = 1,
@@ -226,6 +253,9 @@ class _Search:
             raise UserError("the model has no trainable parameters (none, or all with requires_grad=False); "
                             "compression prunes and fine-tunes them")
         self.out_shape = output_shape(self.model, self.x)
+        if self.task is None:  # a user's loaders: labels checked as they are read (ours are class indices)
+            self.train_dl, self.val_dl, self.test_dl = label_checked(
+                (self.train_dl, self.val_dl, self.test_dl), self.out_shape)
         self.moves: list[Move] = [mv for name, mv in MOVES.items() if name in c.moves]
         self.t0 = time.time()
         self.unmodelled = unmodelled_ops(self.pricer, self.model, self.x)

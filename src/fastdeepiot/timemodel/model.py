@@ -352,9 +352,13 @@ class TimeModel:
                 f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and the forward-hook "
                 "fallback found no layer module it prices (functional ops are invisible to it); make the forward "
                 "traceable by torch.fx (no branching on tensor values) or run its ops through nn.Modules")
-        if not calls:  # e.g. an empty nn.Sequential: a 0 ms answer would look like a measurement
-            raise UserError("the network runs no operation on its input (its forward returns the input as it is): "
-                            "there is nothing to time")
+        if not any(c.kind == "layer" for c in calls):
+            # an empty nn.Sequential, nn.Identity, views and reshapes alone: the composition's per-network and
+            # free-op terms are fitted on networks that compute, so a number here would be the intercept alone
+            raise UserError("the network runs no layer on its input (" + (
+                "its forward returns the input as it is" if not calls else
+                "only free operations: " + ", ".join(sorted({c.name for c in calls})[:6])) +
+                "): there is nothing to time")
         if unmodelled and priced == 0:
             raise UnmodelledLayerError(
                 f"none of the network's layers can be priced by this time model (unmodelled: "
