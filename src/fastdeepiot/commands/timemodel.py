@@ -87,11 +87,13 @@ def fit(
 def explain(
     model: Path = typer.Argument(..., help="time model JSON"),
     family: Optional[str] = typer.Option(None, "--family", help="one family (default: all)"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="a .png, .pdf or .svg: measured vs predicted along a sweep"),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="a .png, .pdf or .svg: measured vs predicted along a sweep"),
     db: Optional[Path] = typer.Option(None, "--db", help="measurements to plot (default: none; the plot "
                                                          "then shows predictions only)"),
     param: Optional[str] = typer.Option(None, "--param", help="swept parameter (default: first width)"),
-    force: bool = typer.Option(False, "--force", help="overwrite the --plot path even if it holds another kind of file"),
+    force: bool = typer.Option(False, "--force",
+                               help="overwrite the --plot path even if it holds another kind of file"),
 ):
     """Print the model as readable rules with leaf equations; optionally plot a width sweep."""
     tm = TimeModel.load(model)

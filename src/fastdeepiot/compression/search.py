@@ -83,8 +83,9 @@ from fastdeepiot import tasks
 from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, labelled_lower, labelled_tolerance
 from fastdeepiot.compression.config import DIVERGENCE_SLACK, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
-from fastdeepiot.compression.finetune import (LabelChecked, accuracy, correctness, divergence, finetune, forward_all, mask_accuracy,
-                                              outputs, paired_drop_upper, recipe, reinitialise, train_recipe)
+from fastdeepiot.compression.finetune import (LabelChecked, accuracy, correctness, divergence, finetune, forward_all,
+                                              mask_accuracy, outputs, paired_drop_upper, recipe, reinitialise,
+                                              train_recipe)
 from fastdeepiot.compression.importance import l1_importance
 from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply_step, output_shape
 from fastdeepiot.compression.plan import Plan
