@@ -13,6 +13,7 @@ import typer
 
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import load_checkpoint, save_compressed
+from fastdeepiot.compression.baselines import TP_METHODS
 from fastdeepiot.compression.baselines import budget_from as read_budget
 from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.compression.config import BASELINES as METHODS
@@ -79,7 +80,7 @@ def baseline(
     if out.resolve() in (report.resolve(), onnx.resolve()):
         raise UserError(f"-o {out} collides with a file written beside it; give the network a .pt name")
     # torch-pruning's networks have no plan: they are written as torch.export programs, not checkpoints
-    check_output(out, kind="exported" if method.startswith("torch-pruning") else "checkpoint", inputs=inputs,
+    check_output(out, kind="exported" if method in TP_METHODS else "checkpoint", inputs=inputs,
                  option="-o")
     check_output(report, kind="json", inputs=inputs, option="-o (beside it)")
     torch.set_num_threads(1)

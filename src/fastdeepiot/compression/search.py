@@ -167,10 +167,11 @@ def _first_batch(loader, name: str):
 
 def label_checked(loaders, out_shape):
     """`loaders` (training, validation, test or None) wrapped so that their labels are checked against a
-    network with output shape `out_shape` (classes on axis 1) as they are read (`finetune.LabelChecked`)."""
+    network with output shape `out_shape` (classes on axis 1) as they are read (`finetune.LabelChecked`); a loader
+    already wrapped (netadapt-flops hands run_baseline's loaders to compress) is kept as it is."""
     if len(out_shape) < 2:
         return loaders
-    return tuple(None if dl is None else LabelChecked(dl, out_shape[1], name)
+    return tuple(dl if dl is None or isinstance(dl, LabelChecked) else LabelChecked(dl, out_shape[1], name)
                  for dl, name in zip(loaders, ("training", "validation", "test")))
 
 
