@@ -509,6 +509,9 @@ def test_bad_cli_input(name, argv, expect, work, capsys):
     assert code == 2, f"exit {code}\nstdout: {out}\nstderr: {err}"
     _assert_one_line_error(err, expect)
     _assert_inputs_untouched(work, before)
+    if "--force" in err:  # a way out the message offers must exist on that command
+        assert main([argv[0], "--help"]) == 0
+        assert "--force" in capsys.readouterr().out, f"{argv[0]} has no --force, yet its error offers it"
 
 
 # ------------------------------------------------------------------------------------- the API table

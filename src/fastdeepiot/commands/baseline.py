@@ -51,6 +51,7 @@ def baseline(
     max_iters: int = typer.Option(D("max_iters"), help="netadapt-flops: search iterations at most"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
     seed: int = typer.Option(D("seed")),
+    force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
 ) -> None:
     """Run an external baseline with the same fine-tuning budget as a compress run (BatchNorm folded).
 
@@ -80,15 +81,15 @@ def baseline(
     if out.resolve() in (report.resolve(), onnx.resolve()):
         raise UserError(f"-o {out} collides with a file written beside it; give the network a .pt name")
     # torch-pruning's networks have no plan: they are written as torch.export programs, not checkpoints
-    check_output(out, kind="exported" if method in TP_METHODS else "checkpoint", inputs=inputs,
+    check_output(out, kind="exported" if method in TP_METHODS else "checkpoint", inputs=inputs, force=force,
                  option="-o")
-    check_output(report, kind="json", inputs=inputs, option="-o (beside it)")
+    check_output(report, kind="json", inputs=inputs, force=force, option="-o (beside it)")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
     model, meta = load_checkpoint(checkpoint, task=t)
     tm = TimeModel.load(time_model) if time_model is not None else None
     if tm is not None and tm.backend == "onnxruntime-cpu":
-        check_output(onnx, kind="onnx", inputs=inputs, option="-o (beside it)")
+        check_output(onnx, kind="onnx", inputs=inputs, force=force, option="-o (beside it)")
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop if max_accuracy_drop is not None else 1.0,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
                             max_iters=max_iters, seed=seed)
