@@ -120,15 +120,19 @@ def _align(family: str, p: dict, u: float) -> dict:
 
 
 def _nearest(values: list, target: float):
-    """The value of an ascending list nearest to target (the smaller one on a tie): a bisection, where a scan
-    over a width space of 1..4096 cost seconds per family when a profile starts."""
+    """The value of an ascending list nearest to target (the smaller one on a tie)."""
+    return values[_nearest_index(values, target)]
+
+
+def _nearest_index(values: list, target: float) -> int:
+    """The index of `_nearest`'s value: a bisection, where a scan over a width space of 1..4096 cost seconds
+    per family when a profile starts."""
     i = bisect.bisect_left(values, target)
     if i == 0:
-        return values[0]
+        return 0
     if i == len(values):
-        return values[-1]
-    lo, hi = values[i - 1], values[i]
-    return hi if hi - target < target - lo else lo
+        return len(values) - 1
+    return i if values[i] - target < target - values[i - 1] else i - 1
 
 
 def random_configs(family: str, n: int, seed: int = 0) -> list[LayerConfig]:
@@ -219,10 +223,7 @@ def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0
         for k, values in fam.space.items():
             if isinstance(values[0], str) or k == "groups":
                 continue
-            try:
-                i = values.index(p[k])
-            except ValueError:  # value outside the space: start from the nearest
-                i = int(np.argmin([abs(v - p[k]) for v in values]))
+            i = _nearest_index(values, p[k])  # a value outside the space starts from the nearest
             d = int(round(rng.uniform(-spread, spread) * len(values)))
             p[k] = values[min(len(values) - 1, max(0, i + d))]
         if p.get("groups", 1) > 1 and p["groups"] == center.params.get("in_channels"):
