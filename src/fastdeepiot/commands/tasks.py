@@ -18,7 +18,7 @@ from fastdeepiot.commands.profile import check_threads
 from fastdeepiot.errors import UserError
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import fashion, hapt
-from fastdeepiot.tasks.training import seed_everything
+from fastdeepiot.tasks.training import check_seed, seed_everything
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).
@@ -89,8 +89,7 @@ def train(
 ):
     """Train a task's reference network; print test accuracy; write the checkpoint and metrics JSON."""
     t = tasks.get(task)
-    if seed < 0:
-        raise UserError(f"--seed must be >= 0, got {seed}")
+    check_seed(seed, "--seed")
     if not math.isfinite(width_mult) or width_mult > 64:
         raise UserError(f"--width-mult must be a finite number in [0.01, 64], got {width_mult}")
     if lr is not None and (not math.isfinite(lr) or not 0 < lr <= 10):

@@ -19,6 +19,7 @@ from numbers import Integral, Real
 from fastdeepiot.compression.importance import CRITERIA
 from fastdeepiot.compression.moves import MOVES
 from fastdeepiot.errors import UserError
+from fastdeepiot.tasks.training import check_seed
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
 # the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
@@ -32,8 +33,9 @@ ACCEPTANCES = ("labels", "agreement")  # what a state's accuracy drop is judged 
 class CompressConfig:
     """The search's settings (see `compression.search` for what each does).
 
-    Budget (at least one): `max_accuracy_drop` in validation accuracy points [0, 100], or
-    `target_ms` > 0 of predicted time (then `cost` must be "time").
+    Budget (exactly one): `max_accuracy_drop` in validation accuracy points [0, 100], or
+    `target_ms` > 0 of predicted time (then `cost` must be "time"; the search then stops at the target,
+    whatever the accuracy).
     Search: `criterion` (channel importance: "taylor" or "l1"), `cost` ("time" or "flops"),
     `moves` (names in `compression.moves.MOVES`), `max_iters`, `step_fraction` in (0, 1) (the saving
     each iteration aims for, as a share of the current cost; halved when every step is over budget),
@@ -98,8 +100,9 @@ class CompressConfig:
                 isinstance(w, Real) and not isinstance(w, bool) and 0 < w < 1 for w in self.compare_uniform):
             raise UserError(f"compare_uniform must be width multipliers in (0, 1), got {self.compare_uniform!r}")
         object.__setattr__(self, "compare_uniform", tuple(float(w) for w in self.compare_uniform))
-        if self.max_accuracy_drop is None and self.target_ms is None:
-            raise UserError("give max_accuracy_drop (percentage points) or target_ms")
+        if (self.max_accuracy_drop is None) == (self.target_ms is None):
+            raise UserError("give exactly one of max_accuracy_drop (percentage points) and target_ms (a target "
+                            f"time reached whatever the accuracy), got {self.max_accuracy_drop!r} and {self.target_ms!r}")
         if self.max_accuracy_drop is not None:
             _real(self, "max_accuracy_drop", lo=0.0, hi=100.0)
         if self.target_ms is not None:
@@ -127,7 +130,7 @@ class CompressConfig:
         _int(self, "max_seq_factor", 1)
         _int(self, "batch_size", 1)
         _int(self, "importance_batches", 0)
-        _int(self, "seed", None)
+        check_seed(self.seed)
         _real(self, "final_epochs", lo=0.0)
         _real(self, "lr", lo=0.0, lo_open=True)
         _real(self, "step_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)

@@ -28,9 +28,21 @@ class TrainResult:
     best_epoch: int = -1
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds up to this; beyond, torch overflows
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed every generator here takes as it is: a whole number in [0, MAX_SEED] (numpy would fold a
+    larger one modulo 2**32 into another run's seed, and torch overflows)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{name} must be a whole number in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> None:
+    seed = check_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
