@@ -425,6 +425,7 @@ CLI_CASES = [
     ("train-epochs-zero", ["train", "badin", "-o", "x.pt", "--epochs", "0", "-q"], "--epochs"),
     ("train-channels-text", ["train", "badin", "-o", "x.pt", "--channels", "a,b", "-q"], "channel"),
     ("train-time-stride-zero", ["train", "badin", "-o", "x.pt", "--time-stride", "0", "-q"], "--time-stride"),
+    ("train-seed-huge", ["train", "badin", "-o", "x.pt", "--seed", "99999999999999999999", "-q"], "--seed"),
     # evaluate
     ("evaluate-missing", ["evaluate", "badin", "missing.pt"], "does not exist"),
     ("evaluate-directory", ["evaluate", "badin", "outdir"], "directory"),
@@ -472,6 +473,8 @@ CLI_CASES = [
     ("compress-scratch-epochs-zero", ["compress", "ckpt.pt", *CMP, "--scratch-epochs", "0", "-o", "out.pt"],
      "scratch_epochs"),
     ("compress-onto-zip", ["compress", "ckpt.pt", *CMP, "-o", "photos.zip"], "a zip archive"),
+    ("compress-seed-negative", ["compress", "ckpt.pt", *CMP, "--seed", "-1", "-o", "out.pt"], "seed"),
+    ("compress-seed-huge", ["compress", "ckpt.pt", *CMP, "--seed", "4294967296", "-o", "out.pt"], "seed"),
     ("compress-onto-npz", ["compress", "ckpt.pt", *CMP, "-o", "arrays.npz"], "a zip archive"),
     ("compress-onto-pickle", ["compress", "ckpt.pt", *CMP, "-o", "data.pkl"], "a Python pickle"),
     # baseline
@@ -645,7 +648,54 @@ def _api_compress_dict_batches(w):
                          progress=False)
 
 
+def _api_compress_with(w, model=None, **kw):
+    """compress() on the badin task (6x32 inputs, 3 classes) with one thing wrong: fails before any work."""
+    args = dict(time_model=TimeModel.load(w / "tm.json"), max_accuracy_drop=5.0, finetune_steps=1, final_epochs=0.1,
+                max_iters=1, measure=False, progress=False)
+    args.update(kw)
+    fastdeepiot.compress(BNNet() if model is None else model, "badin", **args)
+
+
+class _TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = BNNet()
+
+    def forward(self, x):
+        y = self.inner(x)
+        return y, y
+
+
+def _damaged_threads_model(w):
+    d = json.loads((w / "tm.json").read_text())
+    d["device"] = {**(d.get("device") or {}), "threads": "two"}
+    (w / "tm_threads.json").write_text(json.dumps(d))
+    TimeModel.load(w / "tm_threads.json")
+
+
 API_CASES = [
+    ("api-compress-both-budgets", lambda w: _api_compress_with(w, max_accuracy_drop=0.0, target_ms=0.9), "exactly one"),
+    ("api-compress-seed-huge", lambda w: _api_compress_with(w, seed=2**70), "seed"),
+    ("api-compress-wrong-classes", lambda w: _api_compress_with(w, nn.Sequential(nn.Flatten(), nn.Linear(192, 2))),
+     "outputs 2 classes"),
+    ("api-compress-tuple-output", lambda w: _api_compress_with(w, _TwoOutputs()), "one tensor"),
+    ("api-compress-3d-output", lambda w: _api_compress_with(w, nn.Sequential(nn.Conv1d(6, 3, 3))), "(batch, classes)"),
+    ("api-compress-time-model-path", lambda w: _api_compress_with(w, time_model=str(w / "tm.json")), "TimeModel.load"),
+    ("api-compress-model-path", lambda w: _api_compress_with(w, str(w / "ckpt.pt")), "nn.Module"),
+    ("api-compress-example-tuple", lambda w: _api_compress_with(w, example_input=(torch.zeros(1, 6, 32),)),
+     "one input tensor"),
+    ("api-compress-example-wrong-length", lambda w: _api_compress_with(w, example_input=torch.zeros(1, 6, 64)),
+     "validation inputs"),
+    ("api-compress-example-no-batch", lambda w: _api_compress_with(w, example_input=torch.zeros(6, 32)),
+     "validation inputs"),
+    ("api-compress-example-empty", lambda w: _api_compress_with(w, example_input=torch.zeros(0, 6, 32)), "non-empty"),
+    ("api-compress-example-integer", lambda w: _api_compress_with(w, example_input=torch.zeros(1, 6, 32).long()),
+     "floating-point"),
+    ("api-predict-empty-batch", lambda w: TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), torch.zeros(0, 8)),
+     "no elements"),
+    ("api-predict-torchscript", lambda w: TimeModel.load(w / "tm.json").predict_network(
+        torch.jit.script(nn.Linear(8, 4)), torch.zeros(2, 8)), "TorchScript"),
+    ("api-timemodel-threads-text", _damaged_threads_model, "device.threads"),
     ("api-compress-no-parameters", _api_compress_no_parameters, "no trainable parameters"),
     ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "hook"),
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
@@ -1003,3 +1053,24 @@ def test_a_layer_of_size_0_is_one_error_line_in_a_fresh_process(work):
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "size of 0" in r.stderr, r.stderr
+
+
+class _CountingBuffer(nn.Module):
+    """A forward that writes its own buffer (a call counter), as some custom layers keep statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 4)
+        self.register_buffer("n", torch.zeros(()))
+
+    def forward(self, x):
+        self.n += 1
+        return self.lin(x)
+
+
+def test_predict_network_puts_back_buffers_its_forward_writes(fixtures):
+    tm = TimeModel.load(fixtures / "tm.json")
+    m = _CountingBuffer().train()
+    for _ in range(2):
+        assert tm.predict_network(m, torch.zeros(2, 8)).total_ms > 0
+    assert m.n.item() == 0 and m.training and m.lin.training

@@ -94,6 +94,7 @@ from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.profiling.timer import time_networks
+from fastdeepiot.timemodel.model import TimeModel
 
 
 HOPELESS = 2.0  # a structural step losing this many times the search's limit is not tried again (`mark_hopeless`)
@@ -222,6 +223,7 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
     step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
     config = CompressConfig.build(config, **settings)
+    _check_arguments(model, time_model, example_input)
     if config.cost == "time" and time_model is None:
         raise UserError("cost='time' needs a time_model")
     with reporter(progress, config.max_iters) as report:
@@ -229,6 +231,44 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
         run.check_target()
         stop_reason = run.search()
         return run.finish(stop_reason)
+
+
+def _check_arguments(model, time_model, example_input) -> None:
+    """compress()'s objects of the wrong kind are a UserError before any work (not an AttributeError deep
+    inside the search)."""
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise UserError(f"model must be a torch.nn.Module (not TorchScript), got {type(model).__name__}")
+    if time_model is not None and not isinstance(time_model, TimeModel):
+        raise UserError(f"time_model must be a fastdeepiot.TimeModel (TimeModel.load(path)), got "
+                        f"{type(time_model).__name__}")
+    if example_input is not None and not torch.is_tensor(example_input):
+        raise UserError(f"example_input must be one input tensor with its batch dimension, got "
+                        f"{type(example_input).__name__}")
+
+
+def _check_input_and_output(model: nn.Module, x: torch.Tensor, val_dl, task, paired: bool) -> tuple[int, ...]:
+    """The example input against the validation inputs, and the network's output against what the
+    default metric (top-1 accuracy over classes) and the task need; returns the output shape."""
+    if x.numel() == 0 or not x.is_floating_point():
+        raise UserError(f"example_input must be a non-empty floating-point tensor, got shape {tuple(x.shape)} "
+                        f"of {x.dtype}")
+    xb, _ = next(iter(val_dl))
+    if tuple(x.shape[1:]) != tuple(xb.shape[1:]):
+        raise UserError(f"example_input has shape {tuple(x.shape)}, but the validation inputs are "
+                        f"{tuple(xb.shape)} (batch first): the network is priced at the shape it will run at")
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as e:  # noqa: BLE001 - the user's network refusing its input: their error, named
+        raise UserError(f"the model fails on the example input {tuple(x.shape)}: {type(e).__name__}: {e}") from None
+    if not torch.is_tensor(out):
+        raise UserError(f"the model must return one tensor of outputs, got {type(out).__name__}")
+    if paired and out.dim() != 2:
+        raise UserError(f"the model's output has shape {tuple(out.shape)}; top-1 accuracy needs (batch, classes) "
+                        "logits (or pass your own metric)")
+    if paired and task is not None and out.shape[1] != task.n_classes:
+        raise UserError(f"the model outputs {out.shape[1]} classes, task {task.name!r} has {task.n_classes}")
+    return tuple(out.shape)
 
 
 class _Search:
@@ -254,7 +294,7 @@ class _Search:
         if not any(p.requires_grad for p in self.model.parameters()):
             raise UserError("the model has no trainable parameters (none, or all with requires_grad=False); "
                             "compression prunes and fine-tunes them")
-        self.out_shape = output_shape(self.model, self.x)
+        self.out_shape = _check_input_and_output(self.model, self.x, self.val_dl, self.task, self.paired)
         if self.task is None:  # a user's loaders: labels checked as they are read (ours are class indices)
             self.train_dl, self.val_dl, self.test_dl = label_checked(
                 (self.train_dl, self.val_dl, self.test_dl), self.out_shape)

@@ -392,13 +392,20 @@ class TimeModel:
         answered from the extraction cache without running anything; a new one is traced (its shapes
         propagated without computing convolutions), and a network that fx cannot trace is run once with
         hooks, where a forward that fails on the example input is the user's error."""
-        if not isinstance(module, torch.nn.Module):
-            raise UserError(f"predict_network needs an nn.Module, got {type(module).__name__}")
+        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+            raise UserError(f"predict_network needs an nn.Module (not TorchScript), got {type(module).__name__}")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
             raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
                             f"{type(example_inputs).__name__}")
+        empty = [tuple(t.shape) for t in inputs if t.numel() == 0]
+        if empty:
+            raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
+                            "to time; give the shape it will run at")
         modes = [(m, m.training) for m in module.modules()]
+        # a forward may write its own buffers (a call counter, a running statistic of a custom layer):
+        # what it wrote is put back, so the network's state is the same before and after
+        buffers = [(b, b.clone()) for b in module.buffers()]
         try:
             if any(was for _, was in modes):
                 module.eval()
@@ -408,6 +415,10 @@ class TimeModel:
             for m, was in modes:
                 if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
                     m.training = was
+            with torch.no_grad():
+                for b, saved in buffers:
+                    if b.shape == saved.shape and not torch.equal(b, saved):
+                        b.copy_(saved)
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
@@ -559,6 +570,9 @@ def validate_dict(d) -> None:
     for key in ("device", "conditions"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise UserError(f"damaged time model: '{key}' must be an object")
+    threads = (d.get("device") or {}).get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise UserError(f"damaged time model: device.threads must be a whole number of threads >= 1, got {threads!r}")
     if d.get("report") is not None and not isinstance(d["report"], dict):
         raise UserError("damaged time model: 'report' must be an object")
 
