@@ -435,8 +435,10 @@ class NetworkTimer:
         # cwd = our package root: `python -m` puts its working folder first on sys.path, and the
         # caller's folder may hold files named like installed packages
         with fixed_address_layout():
+            # its own session: a terminal's Ctrl-C reaches the parent, which closes the pipe and so ends the
+            # child; sent to the child too, it printed a KeyboardInterrupt traceback while still importing
             self._proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, cwd=root, env=env)
+                                          stdout=subprocess.PIPE, cwd=root, env=env, start_new_session=True)
         self.conditions = self._ask(("init", {"sys_path": _child_sys_path(), "backend": self.backend,
                                               "policy": asdict(self.policy)}))
 

@@ -75,7 +75,8 @@ def serve(inp, out) -> None:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group: the parent handles it and closes the pipe, which ends us
+    # started in a session of its own (a terminal's Ctrl-C goes to the parent, which closes the pipe and so
+    # ends us); a SIGINT sent here all the same is ignored
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed from here on goes to stderr, not into the frames
