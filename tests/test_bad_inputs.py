@@ -429,8 +429,9 @@ CLI_CASES = [
     # evaluate
     ("evaluate-missing", ["evaluate", "badin", "missing.pt"], "does not exist"),
     ("evaluate-directory", ["evaluate", "badin", "outdir"], "directory"),
-    ("evaluate-timemodel", ["evaluate", "badin", "tm.json"], None),
-    ("evaluate-garbage", ["evaluate", "badin", "garbage.pt"], None),
+    ("evaluate-timemodel", ["evaluate", "badin", "tm.json"], "is a fastdeepiot time model, not a PyTorch checkpoint"),
+    ("evaluate-store", ["evaluate", "badin", S], "is a SQLite database"),
+    ("evaluate-garbage", ["evaluate", "badin", "garbage.pt"], "not a PyTorch checkpoint"),
     ("evaluate-evil-pickle", ["evaluate", "badin", "evil.pt"], "refused"),
     ("evaluate-evil-raw-pickle", ["evaluate", "badin", "evil2.pt"], "refused"),
     ("evaluate-huge-gru", ["evaluate", "badin", "huge.pt"], "refusing to build"),

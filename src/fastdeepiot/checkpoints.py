@@ -36,7 +36,7 @@ from torch import nn
 
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.errors import CheckpointError, UserError
-from fastdeepiot.safeio import atomic_path, sniff
+from fastdeepiot.safeio import KIND_NAMES, atomic_path, sniff
 from fastdeepiot.tasks.nets import NETS, build
 from fastdeepiot.tasks.registry import get as get_task
 
@@ -126,10 +126,13 @@ def read_raw(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path} is a directory")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if sniff(path) == "exported":
+    kind = sniff(path)
+    if kind == "exported":
         raise CheckpointError(f"{path} is a torch.export program (what `fastdeepiot baseline` writes for the "
                               f"torch-pruning methods), not a checkpoint: load it with "
                               f"torch.export.load(path).module()")
+    if kind not in ("checkpoint", "pickle", "zip", "binary"):  # what it plainly is, not "an unsafe pickle"
+        raise CheckpointError(f"{path} is {KIND_NAMES.get(kind, kind)}, not a PyTorch checkpoint")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
