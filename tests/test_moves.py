@@ -141,7 +141,7 @@ def test_lower_bound_shrinks_with_every_move():
     dict(max_accuracy_drop=1, max_divergence=math.nan), dict(target_ms=1.0, max_divergence=0.01),
     dict(max_accuracy_drop=0.0, target_ms=0.9),  # both: the target would silently drop the accuracy budget
     dict(max_accuracy_drop=1, seed=-1), dict(max_accuracy_drop=1, seed=2**32), dict(max_accuracy_drop=1, seed=2**70),
-    dict(max_accuracy_drop=1, seed=1.0), dict(max_accuracy_drop=1, seed=True),
+    dict(max_accuracy_drop=1, seed=1.0), dict(max_accuracy_drop=1, seed=True), dict(max_accuracy_drop=1, lr=1e9),
 ])
 def test_config_rejects_bad_values_with_one_sentence(bad):
     with pytest.raises(UserError) as e:

@@ -132,7 +132,7 @@ class CompressConfig:
         _int(self, "importance_batches", 0)
         check_seed(self.seed)
         _real(self, "final_epochs", lo=0.0)
-        _real(self, "lr", lo=0.0, lo_open=True)
+        _real(self, "lr", lo=0.0, hi=10.0, lo_open=True)  # train caps its --lr there too
         _real(self, "step_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         _real(self, "search_slack", lo=0.0)
         _real(self, "confidence", lo=0.5, hi=1.0, hi_open=True)
