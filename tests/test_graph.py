@@ -623,3 +623,35 @@ def test_a_large_copy_priced_as_free_is_a_warning():
     assert any("1 large copy (contiguous; 16.0 MiB written)" in w for w in big.warnings), big.warnings
     small = extract_layers(Permuted(), torch.randn(1, 8, 8, 16), cache=False)
     assert not any("cop" in w for w in small.warnings)
+
+
+class _ConvAlsoReturned(nn.Module):
+    """The conv's own output is returned beside its activation: ORT cannot fuse the ReLU into the conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        y = self.c(x)
+        return y.relu(), y
+
+
+class _ConvActivated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return self.c(x).relu().flatten(1)
+
+
+def test_ort_fusion_keeps_an_activation_whose_producer_the_network_returns():
+    x = torch.zeros(1, 3, 8, 8)
+    res = extract_layers(_ConvAlsoReturned(), x)
+    assert res.outputs == {"c", "relu"}
+    fused = fusion_for_backend(res, "onnxruntime-cpu")
+    assert [c.fused_into for c in fused if c.op == "relu"] == [None]
+    assert fused.outputs == res.outputs
+    plain = fusion_for_backend(extract_layers(_ConvActivated(), x), "onnxruntime-cpu")
+    assert [c.fused_into for c in plain if c.op == "relu"] == ["c"]  # returned only through a view: fused

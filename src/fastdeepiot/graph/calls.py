@@ -53,15 +53,22 @@ class ExtractResult(list):
     """A list of LayerCall with `traced` (fx succeeded), `untraced_reason` (why fx failed, when it did),
     `warnings`, and `module_calls`: how many container modules (modules with children, the network itself
     included) one forward calls; in eager PyTorch each such call costs Python time that no single-layer
-    measurement contains."""
+    measurement contains. `outputs`: the names of the calls whose tensors the network returns (None where
+    the extraction cannot tell: the hook fallback); a backend cannot fuse away a producer whose own output
+    leaves the network."""
 
     def __init__(self, calls=(), traced: bool = True, warnings: list[str] | None = None,
-                 module_calls: int = 0, untraced_reason: str | None = None):
+                 module_calls: int = 0, untraced_reason: str | None = None, outputs: frozenset | None = None):
         super().__init__(calls)
         self.traced = traced
         self.untraced_reason = untraced_reason
         self.warnings = list(warnings or [])
         self.module_calls = module_calls
+        self.outputs = outputs
+
+    def like(self, calls) -> "ExtractResult":
+        """`calls` with this extraction's other attributes."""
+        return ExtractResult(calls, self.traced, self.warnings, self.module_calls, self.untraced_reason, self.outputs)
 
     @property
     def calls(self) -> list[LayerCall]:

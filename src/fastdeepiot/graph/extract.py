@@ -830,6 +830,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
         return res
     tg = trace(module, inputs)
 
+    outputs: frozenset = frozenset()
     calls: list[LayerCall] = []
     warns: list[str] = []
     out_name: dict = {}  # fx node -> name of the call that produced it
@@ -841,8 +842,12 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
         if node.op == "placeholder":
             out_name[node] = INPUT
             continue
-        if node.op in ("output", "get_attr"):
-            out_name[node] = INPUT if node.op == "get_attr" else None
+        if node.op == "output":
+            outputs = frozenset(out_name[a] for a in tensor_arg_nodes(node) if out_name.get(a) not in (None, INPUT))
+            out_name[node] = None
+            continue
+        if node.op == "get_attr":
+            out_name[node] = INPUT
             continue
         args = tensor_arg_nodes(node)
         tensor_args = [a for a in args if shapes.get(a) is not None]
@@ -869,7 +874,7 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             producers = [out_name.get(a) or INPUT for a in _arg(node, 0, "tensors")]
         out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
     _add_notes(calls, warns)
-    return ExtractResult(calls, True, warns, tg.container_calls)
+    return ExtractResult(calls, True, warns, tg.container_calls, outputs=outputs)
 
 
 # --------------------------------------------------------------------------- hook fallback
@@ -996,8 +1001,7 @@ def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
 
 def _copy(res: ExtractResult) -> ExtractResult:
     """A copy whose calls (and their lists) the caller may change without touching the original."""
-    calls = [c.copy(inputs=list(c.inputs), input_shapes=list(c.input_shapes)) for c in res]
-    return ExtractResult(calls, res.traced, res.warnings, res.module_calls, res.untraced_reason)
+    return res.like([c.copy(inputs=list(c.inputs), input_shapes=list(c.input_shapes)) for c in res])
 
 
 def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:

@@ -12,6 +12,8 @@ torch.onnx.export(dynamo=False) in eval mode). Rules determined empirically on o
 x86-64 by dumping `SessionOptions.optimized_model_filepath` (scripts and evidence: docs/ort_fusion.md;
 check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 
+  ("No other consumer" counts the network's own outputs as consumers: a conv whose output the network also
+  returns keeps its activation separate, as ORT does; probed 2026-12-02, `Conv, ReorderOutput, Relu`.)
   R1  BatchNorm directly after Conv1d/Conv2d whose output has no other consumer: folded into the conv
       (torch.onnx.export already folds it; ORT's ConvBNFusion does it otherwise).
   R2  Activation directly after a conv (or conv+BN) with no other consumer: relu, relu6 (Clip),
@@ -78,7 +80,10 @@ def nchwc_block_size() -> int:
         return 8
 
 
-def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
+_NETWORK_OUTPUT = "<network output>"  # the user `_ort_rules` gives a call whose tensor the network returns
+
+
+def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> None:
     by_name = {c.name: c for c in calls}
     position = {c.name: i for i, c in enumerate(calls)}
     # no-op calls (Identity, eval Dropout: the vocabulary's `vanishes`) vanish from the exported graph:
@@ -98,6 +103,8 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int) -> None:
             continue
         for i in ins[c.name]:
             users.setdefault(i, []).append(c.name)
+    for o in outputs:  # a tensor the network returns has a user outside it: its producer fuses nothing away
+        users.setdefault(src(o), []).append(_NETWORK_OUTPUT)
     state: dict[str, set] = {}  # root name -> {'bn', 'act', 'sum'}
     nchwc_out: set[str] = set()  # calls whose output stays in ORT's blocked NCHWc layout
 
@@ -217,7 +224,8 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     elif name.startswith("onnxruntime") or name.startswith("ort"):
         if level not in ("all", "extended", "basic"):
             raise ValueError(f"unknown ORT optimisation level {level!r}")
-        _ort_rules(out, nchwc=(level == "all"), block=nchwc_block or nchwc_block_size())
+        _ort_rules(out, nchwc=(level == "all"), block=nchwc_block or nchwc_block_size(),
+                   outputs=getattr(calls, "outputs", None) or ())
         if level == "basic":  # only Conv+BN folding survives
             for c in out:
                 if c.fused_into is not None and c.family != "batchnorm":
@@ -225,5 +233,5 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     else:
         raise UnknownNameError(f"no fusion rules for backend {backend_name!r}; known: torch-*, onnxruntime-*")
     if isinstance(calls, ExtractResult):
-        return ExtractResult(out, calls.traced, calls.warnings, calls.module_calls, calls.untraced_reason)
+        return calls.like(out)
     return out
