@@ -53,6 +53,7 @@ from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.paths import kernel_paths
 from fastdeepiot.graph.randomnets import build_network, example_input
+from fastdeepiot.graph.trace import is_leaf
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
@@ -403,9 +404,11 @@ class TimeModel:
             raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
                             "to time; give the shape it will run at")
         modes = [(m, m.training) for m in module.modules()]
-        # a forward may write its own buffers (a call counter, a running statistic of a custom layer):
-        # what it wrote is put back, so the network's state is the same before and after
-        buffers = [(b, b.clone()) for b in module.buffers()]
+        # a custom module's forward may write its own buffers (a call counter, a running statistic): what it
+        # wrote is put back, so the network's state is the same before and after. torch.nn's layers write none
+        # in eval mode, and copying all of them cost 2.4 ms a call on ResNet-50.
+        buffers = [(b, b.clone()) for m in module.modules() if not is_leaf(m)
+                   for b in m._buffers.values() if b is not None]
         try:
             if any(was for _, was in modes):
                 module.eval()
