@@ -31,6 +31,7 @@ import fastdeepiot
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import load_checkpoint, save_checkpoint
 from fastdeepiot.cli import main
+from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
@@ -692,6 +693,15 @@ API_CASES = [
     ("api-compress-example-empty", lambda w: _api_compress_with(w, example_input=torch.zeros(0, 6, 32)), "non-empty"),
     ("api-compress-example-integer", lambda w: _api_compress_with(w, example_input=torch.zeros(1, 6, 32).long()),
      "floating-point"),
+    ("api-baseline-wrong-classes", lambda w: run_baseline(
+        "torch-pruning-l1-uniform", nn.Sequential(nn.Flatten(), nn.Linear(192, 2)), "badin", ratio=0.5,
+        budget_steps=1, measure=False), "outputs 2 classes"),
+    ("api-baseline-example-wrong-length", lambda w: run_baseline(
+        "width-scratch", BNNet(), "badin", ratio=0.5, budget_steps=1, measure=False,
+        example_input=torch.zeros(1, 6, 64)), "validation inputs"),
+    ("api-baseline-time-model-path", lambda w: run_baseline(
+        "width-scratch", BNNet(), "badin", ratio=0.5, budget_steps=1, time_model=str(w / "tm.json")),
+     "TimeModel.load"),
     ("api-predict-empty-batch", lambda w: TimeModel.load(w / "tm.json").predict_network(nn.Linear(8, 4), torch.zeros(0, 8)),
      "no elements"),
     ("api-predict-torchscript", lambda w: TimeModel.load(w / "tm.json").predict_network(

@@ -42,14 +42,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastdeepiot import tasks
 from fastdeepiot.compression.config import BASELINES, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost
 from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_recipe
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
-from fastdeepiot.compression.moves import output_shape
-from fastdeepiot.compression.search import _resolve_data, compress, label_checked, measure_models
+from fastdeepiot.compression.search import (_resolve_data, _task_of, check_arguments, compress, example_and_output,
+                                            label_checked, measure_models)
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.tasks.nets import build
@@ -245,22 +244,20 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
     if max_accuracy_drop is not None:
         cfg = CompressConfig.build(cfg, max_accuracy_drop=max_accuracy_drop)
     log = progress if callable(progress) else ((lambda s: print(s, flush=True)) if progress else (lambda s: None))
+    check_arguments(model, time_model, example_input)
     t0 = time.time()
-    task = None
-    if isinstance(task_or_loaders, str):
-        task = tasks.get(task_or_loaders)
-    elif hasattr(task_or_loaders, "loaders") and hasattr(task_or_loaders, "n_classes"):
-        task = task_or_loaders
+    task = _task_of(task_or_loaders)
     train_dl, val_dl, test_dl, metric_fn = _resolve_data(task if task is not None else task_or_loaders, metric,
                                                          cfg.batch_size, cfg.seed)
-    x = (example_input if example_input is not None else next(iter(val_dl))[0])[:1].detach().cpu()
     if budget_steps is None:
         budget_steps = nominal_budget(cfg, len(train_dl), 20)
     budget_steps = int(budget_steps)
     teacher = copy.deepcopy(model).eval() if cfg.distill else None
     base_model = copy.deepcopy(model).eval()
+    # the example input and the network's outputs checked as compress checks them (classes of the task)
+    x, out_shape = example_and_output(base_model, example_input, val_dl, task, metric is None)
     if task is None:  # a user's loaders: labels checked as they are read
-        train_dl, val_dl, test_dl = label_checked((train_dl, val_dl, test_dl), output_shape(base_model, x))
+        train_dl, val_dl, test_dl = label_checked((train_dl, val_dl, test_dl), out_shape)
     notes: list[str] = []
     plan_steps: list[dict] | None = None
     arch = None

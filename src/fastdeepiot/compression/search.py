@@ -223,7 +223,7 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     `progress`: True (the default) writes the search's progress to stderr (a line per candidate and
     step, under a bar of iterations on a terminal), False writes nothing, a callable gets each line."""
     config = CompressConfig.build(config, **settings)
-    _check_arguments(model, time_model, example_input)
+    check_arguments(model, time_model, example_input)
     if config.cost == "time" and time_model is None:
         raise UserError("cost='time' needs a time_model")
     with reporter(progress, config.max_iters) as report:
@@ -233,9 +233,9 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
         return run.finish(stop_reason)
 
 
-def _check_arguments(model, time_model, example_input) -> None:
-    """compress()'s objects of the wrong kind are a UserError before any work (not an AttributeError deep
-    inside the search)."""
+def check_arguments(model, time_model, example_input) -> None:
+    """compress()'s and run_baseline's objects of the wrong kind are a UserError before any work (not an
+    AttributeError deep inside the search)."""
     if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
         raise UserError(f"model must be a torch.nn.Module (not TorchScript), got {type(model).__name__}")
     if time_model is not None and not isinstance(time_model, TimeModel):
@@ -246,13 +246,16 @@ def _check_arguments(model, time_model, example_input) -> None:
                         f"{type(example_input).__name__}")
 
 
-def _check_input_and_output(model: nn.Module, x: torch.Tensor, val_dl, task, paired: bool) -> tuple[int, ...]:
-    """The example input against the validation inputs, and the network's output against what the
-    default metric (top-1 accuracy over classes) and the task need; returns the output shape."""
+def example_and_output(model: nn.Module, example_input: torch.Tensor | None, val_dl, task,
+                       paired: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(x, output shape): the network's example input at batch 1 (the first validation input when none is
+    given), checked against the validation inputs, and its output checked against what the default metric
+    (top-1 accuracy over classes) and the task need."""
+    xb, _ = next(iter(val_dl))
+    x = (xb if example_input is None else example_input)[:1].detach().cpu()
     if x.numel() == 0 or not x.is_floating_point():
         raise UserError(f"example_input must be a non-empty floating-point tensor, got shape {tuple(x.shape)} "
                         f"of {x.dtype}")
-    xb, _ = next(iter(val_dl))
     if tuple(x.shape[1:]) != tuple(xb.shape[1:]):
         raise UserError(f"example_input has shape {tuple(x.shape)}, but the validation inputs are "
                         f"{tuple(xb.shape)} (batch first): the network is priced at the shape it will run at")
@@ -268,7 +271,7 @@ def _check_input_and_output(model: nn.Module, x: torch.Tensor, val_dl, task, pai
                         "logits (or pass your own metric)")
     if paired and task is not None and out.shape[1] != task.n_classes:
         raise UserError(f"the model outputs {out.shape[1]} classes, task {task.name!r} has {task.n_classes}")
-    return tuple(out.shape)
+    return x, tuple(out.shape)
 
 
 class _Search:
@@ -283,10 +286,6 @@ class _Search:
         self.task = _task_of(task_or_loaders)  # its training recipe, for networks trained from scratch
         self.train_dl, self.val_dl, self.test_dl, self.metric = _resolve_data(task_or_loaders, metric,
                                                                               c.batch_size, c.seed)
-        if example_input is None:
-            xb, _ = next(iter(self.val_dl))
-            example_input = xb[:1]
-        self.x = example_input[:1].detach().cpu()
         self.pricer = TimeCost(time_model) if c.cost == "time" else FlopsCost()
         self.timer = TimeCost(time_model) if time_model is not None else None
         self.teacher = copy.deepcopy(model).eval() if c.distill else None
@@ -294,7 +293,7 @@ class _Search:
         if not any(p.requires_grad for p in self.model.parameters()):
             raise UserError("the model has no trainable parameters (none, or all with requires_grad=False); "
                             "compression prunes and fine-tunes them")
-        self.out_shape = _check_input_and_output(self.model, self.x, self.val_dl, self.task, self.paired)
+        self.x, self.out_shape = example_and_output(self.model, example_input, self.val_dl, self.task, self.paired)
         if self.task is None:  # a user's loaders: labels checked as they are read (ours are class indices)
             self.train_dl, self.val_dl, self.test_dl = label_checked(
                 (self.train_dl, self.val_dl, self.test_dl), self.out_shape)
