@@ -81,6 +81,8 @@ def main(argv=None) -> int:
                     help="ours: width multipliers of uniformly narrower networks it must beat (CompressConfig.compare_uniform)")
     ap.add_argument("--compare-scratch", action="store_true",
                     help="ours: also networks trained from scratch at the found architectures (CompressConfig.compare_scratch)")
+    ap.add_argument("--no-train-guard", action="store_true",
+                    help="searches (ours, the ablation, NetAdapt) without the training guard (CompressConfig.train_guard)")
     ap.add_argument("--max-divergence", type=float, help="ours: the fidelity budget (CompressConfig.max_divergence, nats)")
     ap.add_argument("--iterative-steps", type=int, default=4, help="torch-pruning's pruning steps")
     ap.add_argument("--recipe-epochs", type=int, help="width-scratch epochs instead of the task recipe's (smoke only)")
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         print("failed:", method, setting, points[-1]["failed"], flush=True)
 
     kw = dict(finetune_steps=args.finetune_steps, final_epochs=args.final_epochs, max_iters=args.max_iters,
-              distill=args.distill, measure=False)
+              distill=args.distill, measure=False, train_guard=not args.no_train_guard)
     add("original", seeds[0], model, "checkpoint")  # one network, timed once, the same point on every seed
     for seed in seeds:
         budget = 0 if prior is None else prior[seed]

@@ -13,6 +13,9 @@ network except the original):
   val divergence     mean KL(original || network) of the softmax outputs on the validation inputs, in nats
                      (`compression.finetune.divergence`; needs no labels; CompressConfig.max_divergence)
   val disagreement   share of validation inputs whose top-1 class differs from the original's
+  train accuracy, train divergence, train disagreement
+                     the same on the training split's inputs (every one, in order): fine-tuning saw them, so
+                     they are optimistic for a compressed network, but they are many and from more people
 
 It also reads off a fidelity budget two ways: the envelope (halfway from the most divergent network within
 `--drop` test points below the first network beyond it to that network, rounded down to one significant
@@ -42,7 +45,8 @@ import torch.nn.functional as F
 from _provenance import code_version
 
 ROOT = Path(__file__).resolve().parents[1]
-SIGNALS = ("val_accuracy", "val_nll", "val_divergence", "val_disagreement")
+SIGNALS = ("val_accuracy", "val_nll", "val_divergence", "val_disagreement", "train_accuracy", "train_divergence",
+           "train_disagreement")
 
 
 def spearman(a, b) -> float:
@@ -95,25 +99,28 @@ def _round_down(v: float) -> float:
 
 
 def evaluate(task, paths: list[str], part_name: str) -> list[dict]:
+    tr_ds, _, _ = task.datasets()
     _, va, te = task.loaders(batch_size=256, seed=0)
+    tr = torch.utils.data.DataLoader(tr_ds, batch_size=512)  # in order: the same inputs for every network
 
     def outs(m, loader):
         with torch.no_grad():
             return torch.cat([m(x) for x, _ in loader])
 
-    yv, yt = torch.cat([y for _, y in va]), torch.cat([y for _, y in te])
+    yv, yt, ytr = (torch.cat([y for _, y in ld]) for ld in (va, te, tr))
     from fastdeepiot.compression.finetune import divergence
     rows = []
     for path in paths:
         part = torch.load(path, weights_only=False)  # our own bench's file
         orig = next(m for m, p in zip(part["models"], part["points"]) if p["method"] == "original").eval()
-        ov, ot = outs(orig, va), outs(orig, te)
+        ov, ot, otr = outs(orig, va), outs(orig, te), outs(orig, tr)
+        base_train = 100 * float((otr.argmax(1) == ytr).float().mean())
         base_val, base_test = [100 * float((o.argmax(1) == y).float().mean()) for o, y in ((ov, yv), (ot, yt))]
         for m, p in zip(part["models"], part["points"]):
             if p["method"] == "original" or "failed" in p:
                 continue
             m.eval()
-            v, t = outs(m, va), outs(m, te)
+            v, t, r = outs(m, va), outs(m, te), outs(m, tr)
             rows.append({"part": part_name, "path": str(path), "code": part["meta"].get("code"),
                          "method": p["method"], "seed": p["seed"], "setting": p["setting"],
                          "backend": p.get("backend"),
@@ -122,6 +129,10 @@ def evaluate(task, paths: list[str], part_name: str) -> list[dict]:
                          "val_nll": float(F.cross_entropy(v, yv)),
                          "val_divergence": divergence(ov, v),
                          "val_disagreement": 100 * float((v.argmax(1) != ov.argmax(1)).float().mean()),
+                         "train_accuracy": 100 * float((r.argmax(1) == ytr).float().mean()),
+                         "train_drop": base_train - 100 * float((r.argmax(1) == ytr).float().mean()),
+                         "train_divergence": divergence(otr, r),
+                         "train_disagreement": 100 * float((r.argmax(1) != otr.argmax(1)).float().mean()),
                          "test_drop": base_test - 100 * float((t.argmax(1) == yt).float().mean())})
     return rows
 
@@ -193,11 +204,12 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {s['networks']} | {s['within_drop']} | {md} |")
         lines.append("")
     lines += ["| run | method | seed | setting | backend | val acc % | val drop | val divergence | val disagreement % "
-              "| test drop |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| train drop | train divergence | test drop |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(dev + check, key=lambda r: (r["part"], r["val_divergence"])):
         lines.append(f"| {r['part']} | {r['method']} | {r['seed']} | {r['setting']} | {r['backend'] or ''} | "
                      f"{r['val_accuracy']:.2f} | {r['val_drop']:+.2f} | {r['val_divergence']:.4f} | "
-                     f"{r['val_disagreement']:.2f} | {r['test_drop']:+.2f} |")
+                     f"{r['val_disagreement']:.2f} | {r['train_drop']:+.2f} | {r['train_divergence']:.4f} | "
+                     f"{r['test_drop']:+.2f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
     matplotlib.use("Agg")

@@ -769,6 +769,70 @@ def test_agreement_rejects_a_network_that_lost_accuracy(fake_tm, monkeypatch):
     assert "no pruned state met the accuracy budget; returning the original model" in res.notes
 
 
+def test_training_guard_rejects_a_loss_an_easy_validation_split_cannot_show(fake_tm, monkeypatch):
+    """har's failure in miniature: the validation split holds only inputs far from the teacher's decision
+    boundaries (five easy people), the training and test splits every input. A fine-tune that pushes the
+    class-0 logit down by 1 flips nothing on validation but several points of the training and test inputs.
+    Without the guard every state passes and the result loses those points on test; with it (the default)
+    each candidate's training drop is recorded and over the limit, and the original comes back."""
+    import fastdeepiot.compression.search as search
+
+    model = _exact_teacher(2)
+    xtr, ytr = _means(1024, 12)
+    xpool, ypool = _means(4000, 22)
+    with torch.no_grad():
+        top2 = model(xpool).topk(2, dim=1).values
+    easy = (top2[:, 0] - top2[:, 1]) > 3.0  # a margin the -1 shift cannot cross
+    xte, yte = _means(2000, 32)
+    g = torch.Generator().manual_seed(2)
+    data = (DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True, generator=g),
+            DataLoader(TensorDataset(xpool[easy][:400], ypool[easy][:400]), batch_size=256),
+            DataLoader(TensorDataset(xte, yte), batch_size=500))
+    real = search.finetune
+
+    def finetune_that_loses(m, *a, **k):
+        real(m, *a, **k)
+        with torch.no_grad():
+            m.fc.bias[0] -= 1.0
+        return m
+
+    monkeypatch.setattr(search, "finetune", finetune_that_loses)
+    kw = dict(time_model=fake_tm, max_accuracy_drop=1.0, moves=("width",), finetune_steps=2, final_epochs=0.25,
+              max_iters=2, lr=1e-4, measure=False, progress=False, seed=2)
+    blind = compress(model, data, train_guard=False, **kw)
+    assert blind.plan.steps and blind.final["val_accuracy"] >= blind.base["val_accuracy"] - 0.5
+    assert blind.base["test_accuracy"] - blind.final["test_accuracy"] > 1.0  # the loss validation missed
+    assert all("train_drop" not in h for h in blind.history)
+
+    guarded = compress(model, data, **kw)
+    assert guarded.settings["train_guard"] is True
+    assert not guarded.plan.steps
+    assert "no pruned state met the accuracy budget; returning the original model" in guarded.notes
+    final_tunes = [h for h in guarded.history if h["stage"] == "final fine-tune"]
+    assert final_tunes and all(h["train_drop"] > 1.0 for h in final_tunes)
+    assert any(n.startswith("the training guard rejected") for n in guarded.notes)
+    assert [h["stage"] for h in guarded.history] == ["base", "final fine-tune"]  # no candidate passed
+
+
+def test_training_guard_sample_is_fixed_and_leaves_the_shuffle_alone():
+    """The guard's sample is taken once, capped in count and bytes, and the training loader's generator
+    draws afterwards what it would have drawn."""
+    from fastdeepiot.compression.finetune import take_samples
+
+    x, y = torch.randn(300, 4, 8), torch.randint(0, 3, (300,))
+    g = torch.Generator().manual_seed(0)
+    dl = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=g)
+    before = g.get_state()
+    tx, ty = take_samples(dl, 100)
+    assert tx.shape == (100, 4, 8) and ty.shape == (100,) and torch.equal(g.get_state(), before)
+    assert all(any(torch.equal(a, b) for b in x) for a in tx[:5])  # real samples, labels beside them
+    assert take_samples(dl, None, max_bytes=1)[0].shape[0] == 32  # one batch once the byte cap is reached
+    bare = DataLoader(x, batch_size=50)
+    bx, by = take_samples(bare, 120)
+    assert bx.shape[0] == 120 and by is None
+    assert take_samples(DataLoader(TensorDataset(x[:0], y[:0]), batch_size=8))[0].numel() == 0
+
+
 def test_cli_acceptance_option(tmp_path, capsys):
     from fastdeepiot.cli import main
 

@@ -54,6 +54,10 @@ def compress(
                                                    help="fidelity budget beside the accuracy budget: keep a state only "
                                                         "if its outputs' mean KL divergence from the original's on the "
                                                         "validation inputs is within it (needs no labels; see README)"),
+    train_guard: bool = typer.Option(D("train_guard"), "--train-guard/--no-train-guard",
+                                     help="also keep a state only if its accuracy on a sample of the training inputs "
+                                          "fell by at most the budget (catches losses a small validation split "
+                                          "of easy people does not show)"),
     compare_uniform: str = typer.Option("", "--compare-uniform", metavar="W,W,...",
                                         help="width multipliers (e.g. 0.25,0.5,0.75): uniformly narrower networks that "
                                              "replace the result when predicted faster at as high an accuracy"),
@@ -71,7 +75,7 @@ def compress(
     config = CompressConfig(max_accuracy_drop=max_accuracy_drop, target_ms=target_ms, criterion=criterion, cost=cost,
                             distill=distill, finetune_steps=finetune_steps, final_epochs=final_epochs,
                             max_iters=max_iters, measure=measure, confidence=confidence, acceptance=acceptance,
-                            max_divergence=max_divergence, seed=seed, compare_uniform=_widths(compare_uniform),
+                            max_divergence=max_divergence, train_guard=train_guard, seed=seed, compare_uniform=_widths(compare_uniform),
                             compare_scratch=compare_scratch, scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
     sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),

@@ -47,7 +47,7 @@ from statistics import NormalDist
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compression.finetune import paired_drop_upper
+from fastdeepiot.compression.finetune import paired_drop_upper, take_samples
 from fastdeepiot.errors import UserError
 
 POOL_SIZE = 4096  # inputs in the pool at most (speed: every candidate is evaluated on all of them)
@@ -110,25 +110,8 @@ def labelled_confirms(budget: float, *, lower: float | None = None, drop: float 
 
 
 def _inputs(loader, limit: int | None = None) -> torch.Tensor:
-    """The inputs of `loader` (its first `limit` samples), without disturbing a shuffling loader's
-    generator: its state is put back, so what fine-tuning later draws is what it would have drawn."""
-    gen = getattr(loader, "generator", None)
-    state = gen.get_state() if isinstance(gen, torch.Generator) else None
-    out, got = [], 0
-    try:
-        for batch in loader:
-            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-            out.append(xb.detach().cpu())
-            got += len(xb)
-            if limit is not None and got >= limit:
-                break
-    finally:
-        if state is not None:
-            gen.set_state(state)
-    if not out:
-        return torch.zeros(0)
-    x = torch.cat(out)
-    return x if limit is None else x[:limit]
+    """The inputs of `loader` (its first `limit` samples), its shuffling generator left as it was."""
+    return take_samples(loader, limit)[0]
 
 
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:

@@ -55,6 +55,12 @@ class CompressConfig:
     for points). It needs no labels and still moves where a saturated validation split does not: over har's
     bench networks it ranked the test-accuracy changes with Spearman -0.68 where validation accuracy ranked
     them at +0.08 (docs/results/fidelity_har.md). Its scale is the task's: the README says how to set it.
+    `train_guard` (on by default; budget runs with the default metric): a state is also kept only if its
+    accuracy on a fixed sample of the training inputs (`search.TRAIN_GUARD_SAMPLES`) fell by at most the
+    budget from the original's (candidates: by at most the search's limit). A validation split of a few
+    people can be easier than the people a network will meet; a network that no longer fits the training
+    data as well as the original did has lost accuracy such a split need not show. Fine-tuning sees these
+    samples, so the check errs towards passing: it only ever rejects more.
     Measurement: `measure` the base and the result on `backend` (default: the time model's).
     Best of: `compare_uniform` width multipliers in (0, 1) (e.g. (0.25, 0.5, 0.75)): after the search, the
     original pruned uniformly to each (top-L1 channels of every group, BatchNorm folded) is priced with
@@ -84,6 +90,7 @@ class CompressConfig:
     confidence: float = 0.9
     acceptance: str = "labels"
     max_divergence: float | None = None
+    train_guard: bool = True
     backend: str | None = None
     batch_size: int = 64
     importance_batches: int = 8
@@ -121,7 +128,7 @@ class CompressConfig:
             raise UserError(f"unknown moves {bad}; known: {', '.join(MOVES)}")
         if self.target_ms is not None and self.cost != "time":
             raise UserError("target_ms needs cost='time'")
-        for name in ("distill", "measure", "compare_scratch"):
+        for name in ("distill", "measure", "compare_scratch", "train_guard"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _int(self, "finetune_steps", 0)

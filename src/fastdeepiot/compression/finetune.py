@@ -48,6 +48,48 @@ def outputs(model: nn.Module, loader) -> torch.Tensor:
     return forward_all(model, loader)[0]
 
 
+def take_samples(loader, limit: int | None = None, max_bytes: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first samples of `loader` as tensors (inputs, labels; labels None for a loader of bare inputs):
+    at most `limit` of them, and no further batch once the inputs reach `max_bytes`. A shuffling loader's
+    generator is put back afterwards, so what fine-tuning later draws is what it would have drawn."""
+    gen = getattr(loader, "generator", None)
+    state = gen.get_state() if isinstance(gen, torch.Generator) else None
+    xs, ys, got, nbytes = [], [], 0, 0
+    try:
+        for batch in loader:
+            labelled = isinstance(batch, (tuple, list))
+            xb = (batch[0] if labelled else batch).detach().cpu()
+            xs.append(xb)
+            if labelled and len(batch) > 1:
+                ys.append(batch[1].detach().cpu())
+            got += len(xb)
+            nbytes += xb.element_size() * xb.numel()
+            if (limit is not None and got >= limit) or (max_bytes is not None and nbytes >= max_bytes):
+                break
+    finally:
+        if state is not None:
+            gen.set_state(state)
+    if not xs:
+        return torch.zeros(0), None
+    x, y = torch.cat(xs), (torch.cat(ys) if len(ys) == len(xs) else None)
+    if limit is not None:
+        x, y = x[:limit], (None if y is None else y[:limit])
+    return x, y
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """`model`'s outputs on the inputs `x`, in batches, in eval mode without gradients (mode restored)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) \
+                else torch.zeros(0)
+    finally:
+        model.train(was)
+
+
 class LabelChecked:
     """A user's loader whose labels are checked as they are read: integer class indices in [0, n_classes) for
     a network with n_classes outputs. A label outside would make top-1 accuracy silently 0 for it, or

@@ -27,7 +27,8 @@ class Candidate:
     that is tried only when every direct step exceeds the accuracy budget. The search fills in
     `val_accuracy` and `score` when it evaluates the candidate (and, with agreement acceptance,
     `disagreement` with the original on the pool and its upper bound `drop_upper`, percentage points), and
-    `divergence`, the mean KL divergence of its outputs from the original's on the validation inputs (nats)."""
+    `divergence`, the mean KL divergence of its outputs from the original's on the validation inputs (nats),
+    and `train_drop`, its accuracy drop on the training guard's samples (points; None without the guard)."""
 
     move: str
     step: dict
@@ -40,6 +41,7 @@ class Candidate:
     disagreement: float | None = None
     drop_upper: float | None = None
     divergence: float | None = None
+    train_drop: float | None = None
 
 
 @dataclass
