@@ -11,11 +11,14 @@ def _f(v, fmt="{:.3f}"):
 
 
 def history_table(res) -> str:
-    rows = ["| stage | move | predicted ms | measured ms | val acc % | divergence (nats) |", "|---|---|---|---|---|---|"]
+    guard = any("train_drop" in h for h in res.history)  # the training guard's drops (CompressConfig.train_guard)
+    rows = ["| stage | move | predicted ms | measured ms | val acc % | divergence (nats) |"
+            + (" training drop (points) |" if guard else ""), "|---|---|---|---|---|---|" + ("---|" if guard else "")]
     for h in res.history:
         rows.append(f"| {h['stage']} | {h.get('move') or ''} | {_f(h.get('predicted_ms'))} | "
                     f"{_f(h.get('measured_ms'))} | {_f(h.get('val_accuracy'), '{:.2f}')} | "
-                    f"{_f(h.get('val_divergence'), '{:.4f}')} |")
+                    f"{_f(h.get('val_divergence'), '{:.4f}')} |" + (f" {_f(h.get('train_drop'), '{:+.2f}')} |"
+                                                                   if guard else ""))
     b, f = res.base, res.final
     rows.append("")
     rows.append(f"base:  predicted {_f(b.get('predicted_ms'))} ms, measured {_f(b.get('measured_ms'))} ms, "

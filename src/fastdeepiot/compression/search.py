@@ -761,6 +761,8 @@ class _Search:
         final = {"val_accuracy": self.acc(model, self.val_dl), "val_divergence": self.divergence(model),
                  "cost": self.pricer.price(model, self.x),
                  "predicted_ms": self.pred_ms(model), "params": sum(p.numel() for p in model.parameters())}
+        if self.base_train_correct is not None:
+            final["train_drop"] = self.train_drop(model)
         if self.test_dl is not None:
             self.base["test_accuracy"] = self.acc(self.snapshots[0][0], self.test_dl)
             final["test_accuracy"] = self.acc(model, self.test_dl)
