@@ -1085,3 +1085,36 @@ def test_predict_network_puts_back_buffers_its_forward_writes(fixtures):
     for _ in range(2):
         assert tm.predict_network(m, torch.zeros(2, 8)).total_ms > 0
     assert m.n.item() == 0 and m.training and m.lin.training
+
+
+class _KeepsState(nn.Module):
+    """A forward that keeps its feature map (as Grad-CAM and distillation code do), re-assigns a buffer, adds an
+    attribute and clamps a parameter in place: fx traces it on the real object."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.head = nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+        self.feat = None
+        self.register_buffer("n", torch.zeros(()))
+        self.scale = nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, x):
+        y = self.c(x).relu()
+        self.feat, self.n, self.extra = y, self.n + 1, 3
+        with torch.no_grad():
+            self.scale.clamp_(max=1.0)
+        return self.head(y.mean((2, 3))) * self.scale
+
+
+def test_predict_network_leaves_no_proxy_and_no_change_on_the_users_model(fixtures):
+    tm = TimeModel.load(fixtures / "tm.json")
+    m = _KeepsState().train()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    buffers, params = dict(m._buffers), dict(m._parameters)
+    tm.predict_network(m, torch.randn(1, 3, 16, 16), allow_unmodelled=True)
+    assert m.feat is None and not hasattr(m, "extra") and m.training
+    assert m._buffers.keys() == buffers.keys() and all(m._buffers[k] is v for k, v in buffers.items())
+    assert m._parameters.keys() == params.keys() and all(m._parameters[k] is v for k, v in params.items())
+    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+    assert float(m.scale.detach()) == 5.0 and float(m.n) == 0.0
+    torch.save(m.state_dict(), io.BytesIO())  # a Proxy left on it would not pickle

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -489,6 +490,39 @@ def is_leaf(module: nn.Module) -> bool:
 
 
 _LEAF_PROBE = Tracer()  # asked is_leaf_module only: it never traces
+
+
+@contextmanager
+def untouched(module: nn.Module):
+    """Run a trace (or a forward) of `module` and leave it as it was: every submodule's train/eval mode, and
+    for every module `Tracer` traces into (the root, containers, custom modules; torch.nn's layers write
+    nothing in eval mode) its attributes, parameters, buffers and submodules, by reference, and the values
+    of its own parameters and buffers. fx runs the user's `forward` on the real object, so a forward that
+    keeps a feature map (`self.feat = y`), re-assigns a buffer (`self.n = self.n + 1`) or clamps a parameter
+    in place would otherwise leave a torch.fx Proxy or a changed value on the user's model."""
+    modes = [(m, m.training) for m in module.modules()]
+    traced = [m for m in module.modules() if not is_leaf(m)]
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules),
+              [(t, t.detach().clone()) for t in (*m._parameters.values(), *m._buffers.values())
+               if isinstance(t, torch.Tensor)]) for m in traced]
+    try:
+        yield
+    finally:
+        for m, attrs, params, bufs, mods, values in saved:
+            for k in [k for k in m.__dict__ if k not in attrs]:
+                del m.__dict__[k]
+            m.__dict__.update(attrs)
+            for d, old in ((m._parameters, params), (m._buffers, bufs), (m._modules, mods)):
+                if d.keys() != old.keys() or any(d[k] is not v for k, v in old.items()):
+                    d.clear()
+                    d.update(old)
+            with torch.no_grad():
+                for t, v in values:
+                    if t.shape == v.shape and not torch.equal(t, v):
+                        t.copy_(v)
+        for m, was in modes:
+            if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
+                m.training = was
 
 
 def meta_shape(node) -> Any:

@@ -53,7 +53,7 @@ from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.paths import kernel_paths
 from fastdeepiot.graph.randomnets import build_network, example_input
-from fastdeepiot.graph.trace import is_leaf
+from fastdeepiot.graph.trace import untouched
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
@@ -388,8 +388,8 @@ class TimeModel:
 
     def _extract_untouched(self, module, example_inputs):
         """(extraction, fused calls) of `module` in eval mode, leaving `module` as it was: it is switched to
-        eval mode in place and every submodule's mode is restored afterwards; in eval mode and without
-        gradients nothing the extraction runs changes a parameter or a buffer. A structure priced before is
+        eval mode in place, and its modes, and what a traced forward may have set, re-assigned or changed in
+        place (attributes, parameters, buffers), are put back afterwards (`graph.trace.untouched`). A structure priced before is
         answered from the extraction cache without running anything; a new one is traced (its shapes
         propagated without computing convolutions), and a network that fx cannot trace is run once with
         hooks, where a forward that fails on the example input is the user's error."""
@@ -403,25 +403,11 @@ class TimeModel:
         if empty:
             raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
                             "to time; give the shape it will run at")
-        modes = [(m, m.training) for m in module.modules()]
-        # a custom module's forward may write its own buffers (a call counter, a running statistic): what it
-        # wrote is put back, so the network's state is the same before and after. torch.nn's layers write none
-        # in eval mode, and copying all of them cost 2.4 ms a call on ResNet-50.
-        buffers = [(b, b.clone()) for m in module.modules() if not is_leaf(m)
-                   for b in m._buffers.values() if b is not None]
-        try:
-            if any(was for _, was in modes):
+        with untouched(module):  # modes, attributes, parameters and buffers put back (graph.trace.untouched)
+            if any(m.training for m in module.modules()):
                 module.eval()
             with torch.no_grad():
                 return self.extract(module, tuple(inputs))
-        finally:
-            for m, was in modes:
-                if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
-                    m.training = was
-            with torch.no_grad():
-                for b, saved in buffers:
-                    if b.shape == saved.shape and not torch.equal(b, saved):
-                        b.copy_(saved)
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
