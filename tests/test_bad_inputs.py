@@ -316,6 +316,8 @@ CLI_CASES = [
     ("profile-max-new-negative", ["profile", "-d", "fake", "--db", "new.db", "--max-new", "-1", "-q"], "--max-new"),
     # summary
     ("summary-missing", ["summary", "missing.db"], "no such"),
+    ("profile-db-named-as-wal", ["profile", "-d", "fake", "--db", "small.db-wal", "-q"], "SQLite keeps beside"),
+    ("fit-onto-a-journal-name", ["fit", "small.db", "-o", "new.db-journal"], "SQLite keeps beside"),
     ("summary-timemodel", ["summary", "tm.json"], None),
     ("summary-directory", ["summary", "emptydir"], "directory"),
     ("summary-garbage", ["summary", "garbage.db"], None),
@@ -1118,3 +1120,17 @@ def test_predict_network_leaves_no_proxy_and_no_change_on_the_users_model(fixtur
     assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
     assert float(m.scale.detach()) == 5.0 and float(m.n) == 0.0
     torch.save(m.state_dict(), io.BytesIO())  # a Proxy left on it would not pickle
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_users_file_named_as_a_stores_sidecar_is_never_deleted(work, capsys, suffix):
+    """SQLite deletes or rewrites X-wal, X-shm and X-journal when it opens X: a file of the user's under such a
+    name is refused, not lost; SQLite's own leftovers (empty, or its header) open as before."""
+    side = work / ("small.db" + suffix)
+    side.write_text("my notes\n")
+    assert main(["summary", "small.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not SQLite's own file" in err
+    assert side.read_text() == "my notes\n"
+    side.write_bytes(b"")
+    assert main(["summary", "small.db"]) == 0

@@ -146,9 +146,27 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+SQLITE_SIDECARS = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a database X: X-wal, X-shm, X-journal
+
+
+def sqlite_sidecar_of(p: str | os.PathLike) -> str | None:
+    """The database a path would be a SQLite sidecar of (its name less the suffix), or None. SQLite deletes or
+    rewrites such a file whenever that database is opened, whatever it holds."""
+    name = os.fspath(p)
+    return next((name[:-len(s)] for s in SQLITE_SIDECARS if name.endswith(s) and len(name) > len(s)), None)
+
+
+def refuse_sidecar_name(p: str | os.PathLike, label: str) -> None:
+    """UserError for a file name ending in -wal, -shm or -journal (see `sqlite_sidecar_of`)."""
+    if sqlite_sidecar_of(p) is not None:
+        raise UserError(f"{label}: a name ending in {', '.join(SQLITE_SIDECARS)} is one SQLite keeps beside a "
+                        f"database ({sqlite_sidecar_of(p)}), and opening that database deletes or rewrites it; "
+                        "choose another name")
+
+
 def _input_aliases(p: Path) -> list[Path]:
     """An input and the files SQLite keeps beside it (writing over those corrupts the store)."""
-    return [p] + [Path(str(p) + s) for s in ("-wal", "-shm", "-journal")]
+    return [p] + [Path(str(p) + s) for s in SQLITE_SIDECARS]
 
 
 def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | os.PathLike | None] = (),
@@ -169,6 +187,7 @@ def check_output(path: str | os.PathLike, *, kind: str, inputs: Iterable[str | o
             if _same_file(p, alias):
                 raise UserError(f"{label} is an input of this command ({inp}); writing it would destroy "
                                 f"the input: choose another output path")
+    refuse_sidecar_name(p, label)
     if p.is_dir():
         raise UserError(f"{label} is a directory; give a file path")
     parent = p.parent if str(p.parent) else Path(".")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from fastdeepiot.errors import StoreError
-from fastdeepiot.safeio import atomic_path
+from fastdeepiot.safeio import atomic_path, refuse_sidecar_name
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x46444954  # "FDIT": marks the file as ours (PRAGMA application_id)
@@ -100,6 +100,8 @@ class Store:
         """Open (and with `create`, make) a store. With a `fingerprint`, the file must hold
         measurements of that device only, unless `force` (then the new device is added beside)."""
         path = os.fspath(path)
+        refuse_sidecar_name(path, path)
+        _check_sidecars(path)
         exists = os.path.exists(path)
         if not exists and not create:
             raise StoreError(f"{path}: no such measurement database")
@@ -342,3 +344,25 @@ def _describe(fp: dict) -> str:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+_SIDECAR_MAGIC = {"-wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"), "-journal": (b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7",),
+                  "-shm": ((3007000).to_bytes(4, "little"), (3007000).to_bytes(4, "big"))}
+
+
+def _check_sidecars(path: str) -> None:
+    """StoreError when a file named like one SQLite keeps beside `path` (X-wal, X-shm, X-journal) exists and is
+    not SQLite's: opening the database would delete or rewrite it (a user's file of that name is lost)."""
+    for suffix, magics in _SIDECAR_MAGIC.items():
+        side = path + suffix
+        try:
+            with open(side, "rb") as f:
+                head = f.read(8)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreError(f"{side}: cannot read it ({e.strerror}); SQLite keeps a file of that name beside {path}") from None
+        if not head.strip(b"\x00") or any(head.startswith(m) for m in magics):
+            continue  # empty or zeroed (SQLite resets them), or SQLite's own
+        raise StoreError(f"{side} exists and is not SQLite's own file of {path}; opening {path} would delete or "
+                         f"rewrite it: move it away first")
