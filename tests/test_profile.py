@@ -435,3 +435,20 @@ def test_profile_reports_the_time_the_quiet_guard_waited(tmp_path, monkeypatch, 
     assert main(["profile", "-d", "fake", "--db", str(tmp_path / "c.db"), "--max-new", "3", "-q"]) == 0
     out = capsys.readouterr().out
     assert "layer measurements waited 6 s" in out and "0 timed rounds were dropped" in out
+
+
+def test_profile_refuses_a_store_open_for_another_device_or_to_read(tmp_path):
+    """The CLI binds the store to the backend it profiles; from Python, profile() checks it: another device's
+    times must never be stored under the store's device."""
+    from fastdeepiot.devices.fake import FakeBackend
+    from fastdeepiot.errors import StoreError
+
+    db, fake, other = tmp_path / "x.db", FakeBackend(step=16), FakeBackend(step=8)
+    with Store.open(db, fake.fingerprint(), create=True) as st:
+        with pytest.raises(StoreError, match="is open for"):
+            profile(other, st, plan(["linear"], seed=0), max_new=2)
+        assert profile(fake, st, plan(["linear"], seed=0), max_new=2).new == 2
+    with Store.open(db) as st:
+        with pytest.raises(StoreError, match="opened to read"):
+            profile(fake, st, plan(["linear"], seed=0), max_new=2)
+        assert len(list(st.measurements())) == 2

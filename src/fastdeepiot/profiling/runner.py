@@ -142,6 +142,7 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
         raise UserError(f"budget_s must be a positive number of seconds or None, got {budget_s!r}")
     if max_new is not None and (not isinstance(max_new, int) or max_new < 0):
         raise UserError(f"max_new must be a non-negative integer or None, got {max_new!r}")
+    store.check_device(backend.fingerprint())
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
     stored_before = set(done)

@@ -175,6 +175,18 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO devices (hash, fingerprint_json) VALUES (?, ?)",
                               (h, json.dumps(fingerprint, sort_keys=True)))
         self._device_id = self.conn.execute("SELECT id FROM devices WHERE hash=?", (h,)).fetchone()[0]
+        self._device = fingerprint
+
+    def check_device(self, fingerprint: dict) -> None:
+        """StoreError unless the store was opened to record measurements of the device `fingerprint`
+        describes (`Store.open(path, fingerprint)`): another device's times must not land under its name."""
+        bound = getattr(self, "_device", None)
+        if self._device_id is None or bound is None:
+            raise StoreError(f"{self.path} was opened to read; open it with the device's fingerprint "
+                             "(Store.open(path, backend.fingerprint(), create=True)) to record measurements")
+        if _hash(bound) != _hash(fingerprint):
+            raise StoreError(f"{self.path} is open for {_describe(bound)}, not for {_describe(fingerprint)}: "
+                             "open it with this backend's fingerprint")
 
     def set_conditions(self, conditions: dict) -> None:
         """The conditions recorded with every following measurement (versions, platform, ...)."""
