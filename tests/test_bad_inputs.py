@@ -1134,3 +1134,14 @@ def test_a_users_file_named_as_a_stores_sidecar_is_never_deleted(work, capsys, s
     assert side.read_text() == "my notes\n"
     side.write_bytes(b"")
     assert main(["summary", "small.db"]) == 0
+
+
+def test_a_floored_total_on_many_cheap_layers_is_warned_not_silent(fixtures):
+    """A per-call offset larger than a network's cheap layers takes the composition below zero; the total is
+    then the slowest layer alone (the floor), far under the real time: predict says so (probe finding 1)."""
+    tm = TimeModel.load(fixtures / "tm.json")
+    tm.composition["unfused_count"] = -1.0  # 1 ms less per unfused call: more than any layer of these costs
+    one = tm.predict_network(nn.Linear(8, 8), torch.zeros(1, 8))
+    assert not any("floor" in w for w in one.warnings)
+    many = tm.predict_network(nn.Sequential(*[nn.Linear(8, 8) for _ in range(10)]), torch.zeros(1, 8))
+    assert many.total_ms > 0 and any("below its slowest layer alone" in w for w in many.warnings)

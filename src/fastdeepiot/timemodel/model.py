@@ -366,7 +366,8 @@ class TimeModel:
                 f"{', '.join(unmodelled[:8])}{' ...' if len(unmodelled) > 8 else ''}; it models "
                 f"{', '.join(self.families)}); profile those families and fit again")
         per_call = call_terms(calls, standalone)
-        total = self.compose(sum_terms(calls, per_call))
+        terms = sum_terms(calls, per_call)
+        total = self.compose(terms)
         if not math.isfinite(total) or total < 0:
             raise UserError(f"the time model predicts an impossible total ({total} ms); its composition is "
                             f"damaged: fit it again")
@@ -379,6 +380,13 @@ class TimeModel:
                                           c.fused_into, bool(getattr(c, "approx", False))))
         overhead = total - sum(lp.ms for lp in layers)
         warnings = list(getattr(res, "warnings", []))
+        linear = float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+        if priced > 2 and linear < total:
+            # the floor binds on a network of many layers: the per-layer offsets exceed what its layers cost
+            warnings.append(f"the composition's per-layer offsets take this network of {priced} cheap layers below "
+                            f"its slowest layer alone ({linear:.4g} ms against {total:.4g} ms); the total is that floor "
+                            "and likely well under the real time: such networks lie outside what the composition "
+                            "was fitted on")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         dtypes = {t.dtype for t in (*module.parameters(), *module.buffers(), *inputs) if t.is_floating_point()}
         if dtypes - {torch.float32}:
