@@ -28,14 +28,9 @@ import numpy as np
 import torch
 
 from _provenance import code_version
+from fidelity import spearman  # bench/ is on sys.path, as for _provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-    r = spearmanr(a, b).statistic
-    return float(r) if np.isfinite(r) else float("nan")
 
 
 def candidate_steps(model, x) -> list[dict]:

@@ -737,6 +737,21 @@ def test_with_fifty_labels_agreement_accepts_width_moves_that_labels_cannot(fake
     assert agree.final["drop_upper_bound"] <= 2.0
 
 
+def _fine_tunes_lose_a_logit(monkeypatch):
+    """Every fine-tune in the search ends with the class-0 logit pushed down by 1 (a real accuracy loss)."""
+    import fastdeepiot.compression.search as search
+
+    real = search.finetune
+
+    def finetune_that_loses(m, *a, **k):
+        real(m, *a, **k)
+        with torch.no_grad():
+            m.fc.bias[0] -= 1.0
+        return m
+
+    monkeypatch.setattr(search, "finetune", finetune_that_loses)
+
+
 def test_agreement_rejects_a_network_that_lost_accuracy(fake_tm, monkeypatch):
     """A network that lost accuracy for real (the class-0 logit pushed down by 1) disagrees with the
     original on the pool at least as often as it errs more on the test set, and far above the budget;
@@ -754,15 +769,7 @@ def test_agreement_rejects_a_network_that_lost_accuracy(fake_tm, monkeypatch):
     assert test_drop > 2.0 and rate >= test_drop - 1.0 and upper > 2.0
 
     monkeypatch.setattr(agreement, "POOL_SIZE", 1024)
-    real = search.finetune
-
-    def finetune_that_loses(m, *a, **k):
-        real(m, *a, **k)
-        with torch.no_grad():
-            m.fc.bias[0] -= 1.0
-        return m
-
-    monkeypatch.setattr(search, "finetune", finetune_that_loses)
+    _fine_tunes_lose_a_logit(monkeypatch)
     res = compress(model, data, time_model=fake_tm, max_accuracy_drop=2.0, acceptance="agreement", moves=("width",),
                    finetune_steps=2, final_epochs=0.25, max_iters=1, lr=1e-4, measure=False, progress=False)
     assert not res.plan.steps and not any(c["accepted"] for c in res.run["acceptance"]["calibration"])
@@ -775,8 +782,6 @@ def test_training_guard_rejects_a_loss_an_easy_validation_split_cannot_show(fake
     class-0 logit down by 1 flips nothing on validation but several points of the training and test inputs.
     Without the guard every state passes and the result loses those points on test; with it (the default)
     each candidate's training drop is recorded and over the limit, and the original comes back."""
-    import fastdeepiot.compression.search as search
-
     model = _exact_teacher(2)
     xtr, ytr = _means(1024, 12)
     xpool, ypool = _means(4000, 22)
@@ -788,15 +793,7 @@ def test_training_guard_rejects_a_loss_an_easy_validation_split_cannot_show(fake
     data = (DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True, generator=g),
             DataLoader(TensorDataset(xpool[easy][:400], ypool[easy][:400]), batch_size=256),
             DataLoader(TensorDataset(xte, yte), batch_size=500))
-    real = search.finetune
-
-    def finetune_that_loses(m, *a, **k):
-        real(m, *a, **k)
-        with torch.no_grad():
-            m.fc.bias[0] -= 1.0
-        return m
-
-    monkeypatch.setattr(search, "finetune", finetune_that_loses)
+    _fine_tunes_lose_a_logit(monkeypatch)
     kw = dict(time_model=fake_tm, max_accuracy_drop=1.0, moves=("width",), finetune_steps=2, final_epochs=0.25,
               max_iters=2, lr=1e-4, measure=False, progress=False, seed=2)
     blind = compress(model, data, train_guard=False, **kw)

@@ -158,9 +158,10 @@ def sqlite_sidecar_of(p: str | os.PathLike) -> str | None:
 
 def refuse_sidecar_name(p: str | os.PathLike, label: str) -> None:
     """UserError for a file name ending in -wal, -shm or -journal (see `sqlite_sidecar_of`)."""
-    if sqlite_sidecar_of(p) is not None:
+    db = sqlite_sidecar_of(p)
+    if db is not None:
         raise UserError(f"{label}: a name ending in {', '.join(SQLITE_SIDECARS)} is one SQLite keeps beside a "
-                        f"database ({sqlite_sidecar_of(p)}), and opening that database deletes or rewrites it; "
+                        f"database ({db}), and opening that database deletes or rewrites it; "
                         "choose another name")
 
 

@@ -47,7 +47,7 @@ from statistics import NormalDist
 import torch
 import torch.nn as nn
 
-from fastdeepiot.compression.finetune import paired_drop_upper, take_samples
+from fastdeepiot.compression.finetune import logits_of, paired_drop_upper, take_samples
 from fastdeepiot.errors import UserError
 
 POOL_SIZE = 4096  # inputs in the pool at most (speed: every candidate is evaluated on all of them)
@@ -116,18 +116,13 @@ def _inputs(loader, limit: int | None = None) -> torch.Tensor:
 
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Top-1 predictions (argmax over dim 1) of `model` in eval mode on `x`."""
-    was = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            y = model(x[i:i + batch_size])
-            if y.ndim < 2 or y.shape[1] < 2:
-                raise UserError(f"acceptance='agreement' compares top-1 predictions and needs a classifier's "
-                                f"(batch, classes) output; the network returns shape {tuple(y.shape)}")
-            out.append(y.argmax(1))
-    model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    y = logits_of(model, x, batch_size)
+    if y.ndim < 2 or y.shape[1] < 2:
+        raise UserError(f"acceptance='agreement' compares top-1 predictions and needs a classifier's "
+                        f"(batch, classes) output; the network returns shape {tuple(y.shape)}")
+    return y.argmax(1)
 
 
 def _rate(d: torch.Tensor) -> float | None:

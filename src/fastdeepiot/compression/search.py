@@ -380,6 +380,8 @@ class _Search:
         return 100.0 * (mask_accuracy(self.base_train_correct) - mask_accuracy(now))
 
     def guard_fails(self, train_drop: float | None, limit: float) -> bool:
+        """The training guard rejects a drop over `limit`; never without a guard (`train_drop` None: no sample,
+        which is taken only in budget runs with the default metric)."""
         return train_drop is not None and train_drop > limit
 
     def pred_ms(self, m: nn.Module) -> float | None:
@@ -422,7 +424,7 @@ class _Search:
         c = self.config
         fa, bound, mask, div = self._labelled(m)
         td = self.train_drop(m)
-        guard_ok = not self.guard_fails(td, c.max_accuracy_drop) if self.budget_mode else True
+        guard_ok = not self.guard_fails(td, c.max_accuracy_drop)  # (no guard sample outside budget mode)
         if self.pool is None:
             ok = (not self.budget_mode or bound <= c.max_accuracy_drop) and not self.diverges(div) and guard_ok
             return fa, bound, ok, {"val_divergence": div, "train_drop": td}

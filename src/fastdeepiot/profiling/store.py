@@ -91,6 +91,7 @@ class Store:
         self.conn = conn
         self.path = path
         self._device_id: int | None = None
+        self._device: dict | None = None  # the fingerprint the store was opened to record (`_bind_device`)
         self._conditions_id: int | None = None
 
     # ------------------------------------------------------------------ opening and checking
@@ -180,8 +181,8 @@ class Store:
     def check_device(self, fingerprint: dict) -> None:
         """StoreError unless the store was opened to record measurements of the device `fingerprint`
         describes (`Store.open(path, fingerprint)`): another device's times must not land under its name."""
-        bound = getattr(self, "_device", None)
-        if self._device_id is None or bound is None:
+        bound = self._device
+        if bound is None:
             raise StoreError(f"{self.path} was opened to read; open it with the device's fingerprint "
                              "(Store.open(path, backend.fingerprint(), create=True)) to record measurements")
         if _hash(bound) != _hash(fingerprint):

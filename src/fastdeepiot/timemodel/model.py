@@ -321,8 +321,11 @@ class TimeModel:
         network of that one layer, so a network holding it takes at least that long). The floor binds only
         on networks of a few cheap layers, where the per-layer offsets, fitted on networks of many layers,
         can take the sum below zero (a single multiply on torch-cpu: -0.9 us)."""
-        linear = float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
-        return max(linear, float(terms.get(SLOWEST_LAYER, 0.0)))
+        return max(self.linear_total(terms), float(terms.get(SLOWEST_LAYER, 0.0)))
+
+    def linear_total(self, terms: dict) -> float:
+        """The fitted linear composition of a network's terms, before `compose`'s floor."""
+        return float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
 
     def call_share(self, terms: dict) -> float:
         """One call's share of the network total, from its `call_terms`."""
@@ -380,7 +383,7 @@ class TimeModel:
                                           c.fused_into, bool(getattr(c, "approx", False))))
         overhead = total - sum(lp.ms for lp in layers)
         warnings = list(getattr(res, "warnings", []))
-        linear = float(sum(self.composition[k] * terms[k] for k in COMPOSITION_TERMS))
+        linear = self.linear_total(terms)
         if priced > 2 and linear < total:
             # the floor binds on a network of many layers: the per-layer offsets exceed what its layers cost
             warnings.append(f"the composition's per-layer offsets take this network of {priced} cheap layers below "
