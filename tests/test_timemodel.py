@@ -17,7 +17,8 @@ from fastdeepiot.errors import UnmodelledLayerError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
-from fastdeepiot.timemodel.model import TimeModel, fit_time_model
+from fastdeepiot.timemodel.model import (CALL_GROUPS, TimeModel, call_terms, extract_networks, fit_composition,
+                                         fit_time_model, load_network_data)
 from fastdeepiot.timemodel.tree import featurize_columns
 
 FAMS = ["conv2d", "conv1d", "linear", "gru", "batchnorm", "activation", "add", "pool2d", "concat", "pool1d"]
@@ -124,6 +125,54 @@ def test_composition_learns_per_run_and_module_call_costs(tmp_path):
     assert tm.predict_network(net, x).total_ms == pytest.approx(true, rel=0.03)
     plain = TimeModel(tm.estimators, None, tm.device)  # the plain sum of standalone layers
     assert abs(plain.predict_network(net, x).total_ms - true) / true > 0.1
+
+
+def test_no_layer_call_takes_a_network_below_zero(fake_db, fake_tm):
+    """The per-call offset b_g of the composition is negative (a layer timed alone pays a per-run cost), but a
+    fit may not let it take any call it has seen below 0: when the measured networks ran far under their
+    layers' sum, a free offset made a stack of one cheap layer kind (ln D = 0) sum below zero, priced as its
+    slowest layer alone (probe finding 1: 50 x Linear(8, 8), -98%)."""
+    with Store.open(fake_db) as store:
+        extracted = extract_networks(fake_tm, load_network_data(store, fake_tm.device))
+    networks = [calls for calls, _ in extracted]
+    priced = [[v for v in sa if v is not None] for sa in fake_tm._standalone_many(networks)]
+    # networks whose calls each run a per-call c under their layers alone, c larger than the cheapest layer:
+    # a free offset would follow it below zero
+    c = 0.9 * min(np.mean(p) for p in priced)
+    assert c > 1.2 * min(min(p) for p in priced)
+    fast = [(calls, sum(p) - c * len(p)) for calls, p in zip(networks, priced)]
+    comp = fit_composition(fake_tm, fast)
+    assert comp["unfused_count"] < 0
+    shares = []
+    for calls, standalone in zip(networks, fake_tm._standalone_many(networks)):
+        for t in call_terms(calls, standalone):
+            for layers, count in CALL_GROUPS:
+                if layers in t:
+                    shares.append(comp[layers] * t[layers] + comp[count])
+    assert min(shares) >= -1e-12
+    assert min(shares) < 1e-6  # the constraint binds here: a free offset would have gone below 0
+
+    tm = TimeModel(fake_tm.estimators, comp, fake_tm.device)
+    for width in (8, 64):  # the cheapest layer the fit saw costs 0 inside a network, never less
+        x = torch.randn(1, width)
+        totals = [tm.predict_network(nn.Sequential(*[nn.Linear(width, width) for _ in range(n)]), x).total_ms
+                  for n in (1, 5, 20)]
+        assert totals[0] <= totals[1] <= totals[2]
+    assert totals[0] < totals[1] < totals[2]
+    assert not tm.predict_network(nn.Sequential(*[nn.Linear(64, 64) for _ in range(20)]), x).warnings
+
+
+def test_a_floored_total_belongs_to_the_slowest_layer(fake_tm):
+    """Where the floor binds (the network is priced as its slowest layer alone), that layer owns the time the
+    linear composition did not give it; the overhead stays the network-level terms (probe finding 5: a lone
+    Linear was shown at 0 ms and its time as overhead)."""
+    tm = TimeModel(fake_tm.estimators, {**fake_tm.composition, "unfused_count": -1.0}, fake_tm.device)
+    p = tm.predict_network(nn.Sequential(nn.Linear(256, 256)), torch.randn(64, 256))
+    (layer,) = p.layers
+    assert p.total_ms == pytest.approx(layer.standalone_ms)
+    assert layer.standalone_ms > 2 * (tm.composition["network_call"] + tm.composition["module_calls"])
+    assert layer.ms > 0 and layer.ms + p.overhead_ms == pytest.approx(p.total_ms)
+    assert p.overhead_ms == pytest.approx(tm.composition["network_call"] + tm.composition["module_calls"], abs=1e-9)
 
 
 def test_kernel_kind_separates_the_code_a_layer_runs():

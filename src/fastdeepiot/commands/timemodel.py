@@ -263,7 +263,7 @@ def predict(
     rows = [{"layer": lp.name, "family": lp.family, "ms": lp.ms,
              "fused_into": lp.fused_into or ""} for lp in p.layers]
     print_table(rows, title=f"{network} on {tm.backend}")
-    print(f"overhead (network call, free ops): {p.overhead_ms:.4f} ms")
+    print(f"overhead (network call, free ops, module calls): {p.overhead_ms:.4f} ms")
     if p.unmodelled:
         print(f"unmodelled (not counted): {', '.join(p.unmodelled)}")
     print(f"predicted total: {p.total_ms:.4f} ms")
