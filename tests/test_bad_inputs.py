@@ -185,6 +185,16 @@ def fixtures(tmp_path_factory, task):
     variant("version.json", lambda v: v.update(version=99))
     variant("badchild.json", lambda v: v["families"][fam]["nodes"][0].update(leaf=False, left=0, right=99))
     variant("otherdev.json", lambda v: v["device"].update(threads=64))
+    # integers json reads but float() cannot hold (probe 3, finding 8f: OverflowError at load or predict)
+    variant("bigcoef.json", coef(10**400))
+    variant("bigcomp.json", lambda v: v["composition"].update(network_call=10**400))
+    variant("bigfloor.json", lambda v: v["families"][fam].update(floor_ms=10**400))
+
+    def big_range(v):
+        rng = v["families"][fam]["nodes"][leaf]["range"]
+        rng[next(iter(rng))][1] = 10**400
+
+    variant("bigrange.json", big_range)
     # checkpoints
     torch.manual_seed(0)
     model = task.make_model()
@@ -368,6 +378,8 @@ CLI_CASES = [
     ("explain-families-list", ["explain", "famlist.json"], "families"),
     ("explain-version", ["explain", "version.json"], "version"),
     ("explain-bad-tree", ["explain", "badchild.json"], "child"),
+    ("explain-huge-integer-composition", ["explain", "bigcomp.json"], "composition.network_call is not a finite"),
+    ("explain-huge-integer-floor", ["explain", "bigfloor.json"], "floor_ms is not a finite"),
     ("explain-a-store", ["explain", S], "not a time model"),
     ("explain-unknown-family", ["explain", "tm.json", "--family", "conv9d"], "conv9d"),
     ("explain-unmodelled-family", ["explain", "tm.json", "--family", "gru"], "no gru model"),
@@ -384,6 +396,8 @@ CLI_CASES = [
     # predict
     ("predict-model-list", ["predict", "list.json", "usermod_badin:net", *NET], "list"),
     ("predict-model-negative", ["predict", "negcomp.json", "usermod_badin:net", *NET], "negative"),
+    ("predict-huge-integer-coefficient", ["predict", "bigcoef.json", "usermod_badin:net", *NET], "not a finite"),
+    ("predict-huge-integer-range", ["predict", "bigrange.json", "usermod_badin:net", *NET], "range"),
     ("predict-no-colon", ["predict", "tm.json", "usermod_badin", *NET], "module:factory"),
     ("predict-no-module", ["predict", "tm.json", "no_such_module_badin:net", *NET], "no module"),
     ("predict-no-attribute", ["predict", "tm.json", "usermod_badin:nothing", *NET], "nothing"),

@@ -474,12 +474,28 @@ class TimeModel:
                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
+def _finite(v) -> bool:
+    """Whether a JSON number is one a model can compute with: a finite float, or an integer that converts
+    to one (json reads a 400-digit literal as an int that float() cannot hold)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _shown(v) -> str:
+    """repr(v) for a message, a long one (a 400-digit integer) cut short."""
+    r = repr(v)
+    return r if len(r) <= 40 else f"{r[:12]}... ({len(r)} characters)"
+
+
 def _non_finite(obj, where: str) -> str | None:
-    """The path of the first NaN or infinite number in a JSON value (None if there is none)."""
+    """The path of the first number in a JSON value that is not finite (NaN, infinite, or an integer too
+    large for a float); None if there is none."""
     stack = [(obj, where)]
     while stack:
         o, p = stack.pop()
-        if isinstance(o, float) and not math.isfinite(o):
+        if isinstance(o, (int, float)) and not isinstance(o, bool) and not _finite(o):
             return p
         if isinstance(o, dict):
             stack.extend((v, f"{p}.{k}") for k, v in o.items())
@@ -518,7 +534,7 @@ def _validate_tree(fam: str, e: dict) -> None:
                                 f"(times are non-negative sums of costs)")
             b = model.get("intercept")
             if not _number(b) or (positive_intercept and b < 0):
-                raise UserError(f"damaged time model: {fam} node {i} has an invalid intercept ({b!r})")
+                raise UserError(f"damaged time model: {fam} node {i} has an invalid intercept ({_shown(b)})")
 
 
 def validate_dict(d) -> None:
@@ -563,8 +579,8 @@ def validate_dict(d) -> None:
         for k, v in comp.items():
             if k not in COMPOSITION_TERMS:
                 continue
-            if not _number(v) or not math.isfinite(v):
-                raise UserError(f"damaged time model: composition.{k} is not a finite number ({v!r})")
+            if not _number(v) or not _finite(v):
+                raise UserError(f"damaged time model: composition.{k} is not a finite number ({_shown(v)})")
             if v < 0 and k not in FREE_SIGN_TERMS:
                 raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is a cost")
     for key in ("device", "conditions"):
@@ -572,7 +588,7 @@ def validate_dict(d) -> None:
             raise UserError(f"damaged time model: '{key}' must be an object")
     threads = (d.get("device") or {}).get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-        raise UserError(f"damaged time model: device.threads must be a whole number of threads >= 1, got {threads!r}")
+        raise UserError(f"damaged time model: device.threads must be a whole number of threads >= 1, got {_shown(threads)}")
     if d.get("report") is not None and not isinstance(d["report"], dict):
         raise UserError("damaged time model: 'report' must be an object")
 
