@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from fastdeepiot.errors import UserError
+from fastdeepiot.timemodel.tree.estimator import MAX_DEPTH, ModelTree
 
 
 def finite(v) -> bool:
@@ -43,33 +44,88 @@ def number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def check_tree(fam: str, e: dict) -> None:
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _levels(v) -> bool:
+    """A column -> list of string levels mapping (`categorical`, `cat_levels`)."""
+    return isinstance(v, dict) and all(_strings(x) for x in v.values())
+
+
+def check_tree(fam: str, e: dict, label: str | None = None) -> None:
+    """A ModelTree dict: a proper binary tree in the flat layout `tree._nodes` describes (the root at 0, each
+    child after its parent, every other node the child of exactly one node, `depth` its distance from the
+    root and at most the tree's `max_depth`), splits "le" on a numeric column or "eq" on a categorical one,
+    and equations with non-negative costs. O(nodes). `label` names the tree in messages."""
+    name = label or f"the {fam} tree"
+    params = e.get("params")
+    if not isinstance(params, dict):
+        raise UserError(f"damaged time model: {name} has no params")
+    max_depth = params.get("max_depth", ModelTree().max_depth)
+    if not number(max_depth) or not 0 <= max_depth <= MAX_DEPTH:
+        raise UserError(f"damaged time model: the max_depth of {name} must be in [0, {MAX_DEPTH}], "
+                        f"got {shown(max_depth)}")
+    positive_intercept = params.get("positive_intercept", True)
+    columns, categorical = e.get("columns"), e.get("categorical")
+    if not _strings(columns) or not _levels(categorical) or not set(categorical) <= set(columns):
+        raise UserError(f"damaged time model: the columns or categorical levels of {name} are not "
+                        f"lists of names")
+    columns = set(columns)
     nodes = e.get("nodes")
     if not isinstance(nodes, list) or not nodes:
-        raise UserError(f"damaged time model: the {fam} tree has no nodes")
-    positive_intercept = (e.get("params") or {}).get("positive_intercept", True) if isinstance(
-        e.get("params"), dict) else True
+        raise UserError(f"damaged time model: {name} has no nodes")
+    n = len(nodes)
+    parent: list[int | None] = [None] * n
+    depth = [0] * n
     for i, nd in enumerate(nodes):
         if not isinstance(nd, dict):
-            raise UserError(f"damaged time model: {fam} node {i} is not an object")
+            raise UserError(f"damaged time model: node {i} of {name} is not an object")
+        if i and parent[i] is None:  # its parent, if any, comes before it and has been read
+            raise UserError(f"damaged time model: node {i} of {name} is no node's child (not a tree)")
+        if nd.get("depth") != depth[i] or isinstance(nd.get("depth"), bool):
+            raise UserError(f"damaged time model: node {i} of {name} is at depth {depth[i]}, it says "
+                            f"{shown(nd.get('depth'))}")
+        if depth[i] > max_depth:
+            raise UserError(f"damaged time model: {name} is deeper than its max_depth {max_depth}")
         if not nd.get("leaf"):
             for side in ("left", "right"):
                 j = nd.get(side)
-                if not isinstance(j, int) or isinstance(j, bool) or not i < j < len(nodes):
-                    raise UserError(f"damaged time model: {fam} node {i} has no valid {side} child")
+                if not isinstance(j, int) or isinstance(j, bool) or not i < j < n:
+                    raise UserError(f"damaged time model: node {i} of {name} has no valid {side} child")
+                if side == "right" and j == nd["left"]:
+                    raise UserError(f"damaged time model: node {i} of {name} has node {j} as both children "
+                                    f"(not a tree)")
+                if parent[j] is not None:
+                    raise UserError(f"damaged time model: node {j} of {name} is the child of node {parent[j]} and "
+                                    f"of node {i} (not a tree)")
+                parent[j], depth[j] = i, depth[i] + 1
+            kind, feature, value = nd.get("kind"), nd.get("feature"), nd.get("value")
+            if kind not in ("le", "eq"):
+                raise UserError(f"damaged time model: node {i} of {name} has split kind {shown(kind)} "
+                                f"(\"le\" or \"eq\")")
+            if not isinstance(feature, str) or feature not in columns:
+                raise UserError(f"damaged time model: node {i} of {name} splits on {shown(feature)}, not a column "
+                                f"of the tree")
+            if kind == "eq" and not (isinstance(value, str) and feature in categorical):
+                raise UserError(f"damaged time model: node {i} of {name} tests {feature} == {shown(value)}, not a "
+                                f"level of a categorical column")
+            if kind == "le" and not (number(value) and feature not in categorical):
+                raise UserError(f"damaged time model: node {i} of {name} tests {feature} <= {shown(value)}, not a "
+                                f"number on a numeric column")
         model = nd.get("model")
         if nd.get("leaf") and not isinstance(model, dict):
-            raise UserError(f"damaged time model: {fam} leaf {i} has no model")
+            raise UserError(f"damaged time model: leaf {i} of {name} has no model")
         if isinstance(model, dict):
             coef = model.get("coef")
             if not isinstance(coef, dict) or not all(number(v) for v in coef.values()):
-                raise UserError(f"damaged time model: {fam} node {i} has no numeric coefficients")
+                raise UserError(f"damaged time model: node {i} of {name} has no numeric coefficients")
             if any(v < 0 for v in coef.values()):
-                raise UserError(f"damaged time model: {fam} node {i} has a negative coefficient "
+                raise UserError(f"damaged time model: node {i} of {name} has a negative coefficient "
                                 f"(times are non-negative sums of costs)")
             b = model.get("intercept")
             if not number(b) or (positive_intercept and b < 0):
-                raise UserError(f"damaged time model: {fam} node {i} has an invalid intercept ({shown(b)})")
+                raise UserError(f"damaged time model: node {i} of {name} has an invalid intercept ({shown(b)})")
 
 
 def check_estimator(fam: str, e: dict) -> None:
@@ -85,5 +141,5 @@ def check_estimator(fam: str, e: dict) -> None:
         trees = e.get("trees")
         if not isinstance(trees, list) or not trees or not all(isinstance(t, dict) for t in trees):
             raise UserError(f"damaged time model: the {fam} model has no trees")
-        for t in trees:
-            check_tree(fam, t)
+        for k, t in enumerate(trees):
+            check_tree(fam, t, f"tree {k + 1} of the {fam} model")
