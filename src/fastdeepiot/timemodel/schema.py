@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fastdeepiot.errors import UserError
 from fastdeepiot.timemodel.tree.estimator import MAX_DEPTH, ModelTree
 
@@ -27,16 +29,19 @@ def shown(v) -> str:
 
 def non_finite(obj, where: str) -> str | None:
     """The path of the first number in a JSON value that is not finite (NaN, infinite, or an integer too
-    large for a float); None if there is none."""
+    large for a float); None if there is none. (Paths are spelled for containers only: a forest holds
+    millions of numbers.)"""
     stack = [(obj, where)]
     while stack:
         o, p = stack.pop()
+        items = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((v, f"{p}.{k}" if isinstance(o, dict) else f"{p}[{k}]"))
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and not finite(v):
+                return f"{p}.{k}" if isinstance(o, dict) else f"{p}[{k}]"
         if isinstance(o, (int, float)) and not isinstance(o, bool) and not finite(o):
             return p
-        if isinstance(o, dict):
-            stack.extend((v, f"{p}.{k}") for k, v in o.items())
-        elif isinstance(o, list):
-            stack.extend((v, f"{p}[{i}]") for i, v in enumerate(o))
     return None
 
 
@@ -128,6 +133,55 @@ def check_tree(fam: str, e: dict, label: str | None = None) -> None:
                 raise UserError(f"damaged time model: node {i} of {name} has an invalid intercept ({shown(b)})")
 
 
+def _array(v, kinds: str):
+    """v as a 1-D numpy array whose dtype kind is one of `kinds` ("i": integers, "f": floats), or None."""
+    if not isinstance(v, list) or not v:
+        return None
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError):  # ragged
+        return None
+    return a if a.ndim == 1 and a.dtype.kind in kinds else None
+
+
+def check_forest(fam: str, e: dict) -> None:
+    """A RandomForestTime dict: per tree, the arrays of scikit-learn's tree layout (`left`, `right`: the
+    children, -1 for both at a leaf; `feature`, `threshold`, `value`) of one length, each inner node's
+    children after it and every node but the root the child of exactly one node (so that the traversal of
+    `predict` ends), each inner node's feature a column of the forest's matrix. Vectorised: O(nodes)."""
+    num_cols, cat_levels = e.get("num_cols"), e.get("cat_levels")
+    if not _strings(num_cols) or not _levels(cat_levels):
+        raise UserError(f"damaged time model: the columns of the {fam} forest are not lists of names")
+    n_features = len(num_cols) + sum(len(v) for v in cat_levels.values())
+    trees = e.get("trees")
+    if not isinstance(trees, list) or not trees or not all(isinstance(t, dict) for t in trees):
+        raise UserError(f"damaged time model: the {fam} model has no trees")
+    for k, t in enumerate(trees):
+        name = f"tree {k + 1} of the {fam} forest"
+        a = {key: _array(t.get(key), "i" if key in ("left", "right", "feature") else "if")
+             for key in ("left", "right", "feature", "threshold", "value")}
+        bad = [key for key, v in a.items() if v is None]
+        if bad:
+            raise UserError(f"damaged time model: {name} has no list of "
+                            f"{'integers' if bad[0] in ('left', 'right', 'feature') else 'numbers'} {bad[0]!r}")
+        n = len(a["left"])
+        if any(len(v) != n for v in a.values()):
+            raise UserError(f"damaged time model: the arrays of {name} differ in length")
+        left, right, idx = a["left"], a["right"], np.arange(n)
+        leaf = left == -1
+        inner = ~leaf
+        if np.any(right[leaf] != -1) or np.any((left[inner] <= idx[inner]) | (right[inner] <= idx[inner])
+                                               | (left[inner] >= n) | (right[inner] >= n)):
+            raise UserError(f"damaged time model: {name} has a node whose children are not nodes after it")
+        parents = np.bincount(np.concatenate([left[inner], right[inner]]), minlength=n)
+        if parents[0] or np.any(parents[1:] != 1):
+            raise UserError(f"damaged time model: in {name} a node is the child of "
+                            f"{'two nodes' if np.any(parents > 1) else 'no node'} (not a tree)")
+        f = a["feature"][inner]
+        if np.any((f < 0) | (f >= n_features)):
+            raise UserError(f"damaged time model: {name} splits on a feature outside its {n_features} columns")
+
+
 def check_estimator(fam: str, e: dict) -> None:
     """Refuse the `fam` estimator dict `e` (its "type" already known) unless a fit could have written it."""
     bad = non_finite(e, f"families.{fam}")
@@ -143,3 +197,5 @@ def check_estimator(fam: str, e: dict) -> None:
             raise UserError(f"damaged time model: the {fam} model has no trees")
         for k, t in enumerate(trees):
             check_tree(fam, t, f"tree {k + 1} of the {fam} model")
+    if e["type"] == "RandomForestTime":
+        check_forest(fam, e)
