@@ -131,6 +131,12 @@ def check_tree(fam: str, e: dict, label: str | None = None) -> None:
             b = model.get("intercept")
             if not number(b) or (positive_intercept and b < 0):
                 raise UserError(f"damaged time model: node {i} of {name} has an invalid intercept ({shown(b)})")
+        rng = nd.get("range")  # [min, max] of each equation feature over the node's samples
+        if rng is not None and not (isinstance(rng, dict) and all(
+                isinstance(r, list) and len(r) == 2 and number(r[0]) and number(r[1]) and r[0] <= r[1]
+                for r in rng.values())):
+            raise UserError(f"damaged time model: node {i} of {name} has a range that is not [low, high] per "
+                            f"feature")
 
 
 def _array(v, kinds: str):
@@ -182,6 +188,46 @@ def check_forest(fam: str, e: dict) -> None:
             raise UserError(f"damaged time model: {name} splits on a feature outside its {n_features} columns")
 
 
+def check_flops(fam: str, e: dict) -> None:
+    """A FlopsLinear dict: intercept and slope are non-negative (fit solves for them by NNLS)."""
+    for key in ("intercept", "slope"):
+        if not number(e.get(key)) or e[key] < 0:
+            raise UserError(f"damaged time model: the {fam} FLOPs model's {key} must be a non-negative number, "
+                            f"got {shown(e.get(key))}")
+
+
+def check_lookup(fam: str, e: dict) -> None:
+    """A LookupTable dict: n_neighbors a whole number >= 1, a table of measured rows (numeric columns
+    z-scored by `mean` and a positive `std`; string columns; log times) of consistent shapes."""
+    if not isinstance(e.get("params"), dict):
+        raise UserError(f"damaged time model: the {fam} lookup table has no params")
+    k = e["params"].get("n_neighbors", 3)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UserError(f"damaged time model: the {fam} lookup table's n_neighbors must be a whole number >= 1, "
+                        f"got {shown(k)}")
+    num_cols, cat_cols = e.get("num_cols"), e.get("cat_cols")
+    if not _strings(num_cols) or not _strings(cat_cols):
+        raise UserError(f"damaged time model: the columns of the {fam} lookup table are not lists of names")
+    log_y = _array(e.get("log_y"), "if")
+    if log_y is None:
+        raise UserError(f"damaged time model: the {fam} lookup table has no measured times")
+    n, m = len(log_y), len(num_cols)
+    mean, std = _array(e.get("mean"), "if"), _array(e.get("std"), "if")
+    if m and (mean is None or std is None or len(mean) != m or len(std) != m):
+        raise UserError(f"damaged time model: the {fam} lookup table's mean and std are not one number per "
+                        f"numeric column")
+    if m and np.any(std <= 0):
+        raise UserError(f"damaged time model: the {fam} lookup table has a standard deviation <= 0")
+    for key, width, kinds in (("table", m, "if"), ("cats", len(cat_cols), "U")):
+        try:
+            a = np.asarray(e.get(key))
+        except (ValueError, TypeError):
+            a = None
+        if width and (a is None or a.shape != (n, width) or a.dtype.kind not in kinds):
+            raise UserError(f"damaged time model: the {fam} lookup table's {key} is not {n} rows of {width} "
+                            f"{'numbers' if kinds == 'if' else 'strings'}")
+
+
 def check_estimator(fam: str, e: dict) -> None:
     """Refuse the `fam` estimator dict `e` (its "type" already known) unless a fit could have written it."""
     bad = non_finite(e, f"families.{fam}")
@@ -195,7 +241,14 @@ def check_estimator(fam: str, e: dict) -> None:
         trees = e.get("trees")
         if not isinstance(trees, list) or not trees or not all(isinstance(t, dict) for t in trees):
             raise UserError(f"damaged time model: the {fam} model has no trees")
+        if not _strings(e.get("columns")) or not _levels(e.get("categorical")):
+            raise UserError(f"damaged time model: the columns or categorical levels of the {fam} model are not "
+                            f"lists of names")
         for k, t in enumerate(trees):
             check_tree(fam, t, f"tree {k + 1} of the {fam} model")
+    if e["type"] == "FlopsLinear":
+        check_flops(fam, e)
+    if e["type"] == "LookupTable":
+        check_lookup(fam, e)
     if e["type"] == "RandomForestTime":
         check_forest(fam, e)
