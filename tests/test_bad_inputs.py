@@ -185,6 +185,38 @@ def fixtures(tmp_path_factory, task):
     variant("version.json", lambda v: v.update(version=99))
     variant("badchild.json", lambda v: v["families"][fam]["nodes"][0].update(leaf=False, left=0, right=99))
     variant("otherdev.json", lambda v: v["device"].update(threads=64))
+    # integers json reads but float() cannot hold (probe 3, finding 8f: OverflowError at load or predict)
+    variant("bigcoef.json", coef(10**400))
+    variant("bigcomp.json", lambda v: v["composition"].update(network_call=10**400))
+    variant("bigfloor.json", lambda v: v["families"][fam].update(floor_ms=10**400))
+
+    def big_range(v):
+        rng = v["families"][fam]["nodes"][leaf]["range"]
+        rng[next(iter(rng))][1] = 10**400
+
+    variant("bigrange.json", big_range)
+
+    # damaged tree structures (probe 3, findings 7a and 8a): nodes sharing a child made routing and explain
+    # walk 2^depth paths; a chain deeper than the recursion limit was a RecursionError in explain
+    def tree(*shape, kind="le"):
+        """An edit setting fam's nodes: per node, (left, right) for a split on a numeric column, None for a leaf."""
+        e = good["families"][fam]
+        num = next(c for c in e["columns"] if c not in e["categorical"])
+        out, depth = [], {0: 0}
+        for i, kids in enumerate(shape):
+            if kids is None:
+                out.append({**e["nodes"][leaf], "leaf": True, "depth": depth.get(i, 0)})
+            else:
+                depth.update({k: depth.get(i, 0) + 1 for k in kids})
+                out.append({"leaf": False, "depth": depth.get(i, 0), "n": 1, "feature": num, "kind": kind,
+                            "value": 1.5, "left": kids[0], "right": kids[1]})
+        return lambda v: v["families"][fam].update(nodes=out)
+
+    variant("sharedchild.json", tree((1, 1), None))
+    variant("twoparents.json", tree((1, 2), (3, 4), (3, 4), None, None))
+    variant("orphan.json", tree((1, 2), None, None, None))
+    variant("deeptree.json", tree(*[x for k in range(2000) for x in ((2 * k + 1, 2 * k + 2), None)], None))
+    variant("splitkind.json", tree((1, 2), None, None, kind="lt"))
     # checkpoints
     torch.manual_seed(0)
     model = task.make_model()
@@ -368,6 +400,13 @@ CLI_CASES = [
     ("explain-families-list", ["explain", "famlist.json"], "families"),
     ("explain-version", ["explain", "version.json"], "version"),
     ("explain-bad-tree", ["explain", "badchild.json"], "child"),
+    ("explain-huge-integer-composition", ["explain", "bigcomp.json"], "composition.network_call is not a finite"),
+    ("explain-huge-integer-floor", ["explain", "bigfloor.json"], "floor_ms is not a finite"),
+    ("explain-shared-child", ["explain", "sharedchild.json"], "both children"),
+    ("explain-two-parents", ["explain", "twoparents.json"], "child of node 1 and of node 2"),
+    ("explain-orphan-node", ["explain", "orphan.json"], "no node's child"),
+    ("explain-deep-tree", ["explain", "deeptree.json"], "deeper than its max_depth"),
+    ("explain-split-kind", ["explain", "splitkind.json"], "split kind"),
     ("explain-a-store", ["explain", S], "not a time model"),
     ("explain-unknown-family", ["explain", "tm.json", "--family", "conv9d"], "conv9d"),
     ("explain-unmodelled-family", ["explain", "tm.json", "--family", "gru"], "no gru model"),
@@ -384,6 +423,9 @@ CLI_CASES = [
     # predict
     ("predict-model-list", ["predict", "list.json", "usermod_badin:net", *NET], "list"),
     ("predict-model-negative", ["predict", "negcomp.json", "usermod_badin:net", *NET], "negative"),
+    ("predict-huge-integer-coefficient", ["predict", "bigcoef.json", "usermod_badin:net", *NET], "not a finite"),
+    ("predict-huge-integer-range", ["predict", "bigrange.json", "usermod_badin:net", *NET], "range"),
+    ("predict-shared-child", ["predict", "sharedchild.json", "usermod_badin:net", *NET], "not a tree"),
     ("predict-no-colon", ["predict", "tm.json", "usermod_badin", *NET], "module:factory"),
     ("predict-no-module", ["predict", "tm.json", "no_such_module_badin:net", *NET], "no module"),
     ("predict-no-attribute", ["predict", "tm.json", "usermod_badin:nothing", *NET], "nothing"),

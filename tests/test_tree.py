@@ -16,6 +16,7 @@ from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomFore
 from fastdeepiot.timemodel.metrics import relative_error_summary
 from fastdeepiot.timemodel.tree import ModelTree, Rule, add_staircase_features, featurize
 from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
+from fastdeepiot.timemodel.tree.estimator import MAX_DEPTH
 
 ESTIMATORS = [ModelTree, lambda: BaggedModelTrees(n_estimators=3), FlopsLinear, LookupTable,
               lambda: RandomForestTime(n_estimators=10)]
@@ -205,6 +206,14 @@ def test_bad_input_raises(make):
         est.predict(X.drop(columns=["flops"]))
     with pytest.raises(ValueError, match="NaN"):
         est.predict(Xnan)
+
+
+def test_max_depth_is_bounded():
+    # the time-model loader refuses a tree deeper than MAX_DEPTH: fit never grows one
+    X, y = staircase(100)
+    with pytest.raises(ValueError, match="max_depth"):
+        ModelTree(max_depth=MAX_DEPTH + 1).fit(X, y)
+    assert ModelTree(max_depth=MAX_DEPTH).fit(X, y).depth_ <= MAX_DEPTH
 
 
 def test_from_dict_rejects_other_types():

@@ -14,6 +14,7 @@ median absolute relative error, ``to_dict()`` / ``from_dict(d)``.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 import numpy as np
@@ -114,6 +115,9 @@ class LookupTable(_TimeBaseline):
         df = self._prep(X, fitted=False)
         y = check_y(y_ms, len(df))
         check_weights(sample_weight, len(df))  # validated; a table has no use for weights
+        k = self.n_neighbors
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"n_neighbors must be a whole number >= 1, got {k!r}")
         cols = list(self.features) if self.features is not None else [
             c for c in df.columns if not _DERIVED.search(str(c))]
         missing = [c for c in cols if c not in df]

@@ -57,6 +57,7 @@ from fastdeepiot.graph.trace import untouched
 from fastdeepiot.jsonutil import dump_json
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
+from fastdeepiot.timemodel.schema import check_estimator, finite, number, shown
 from fastdeepiot.timemodel.tree import ModelTree, featurize, featurize_columns
 from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
@@ -484,53 +485,6 @@ class TimeModel:
                             f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
-def _non_finite(obj, where: str) -> str | None:
-    """The path of the first NaN or infinite number in a JSON value (None if there is none)."""
-    stack = [(obj, where)]
-    while stack:
-        o, p = stack.pop()
-        if isinstance(o, float) and not math.isfinite(o):
-            return p
-        if isinstance(o, dict):
-            stack.extend((v, f"{p}.{k}") for k, v in o.items())
-        elif isinstance(o, list):
-            stack.extend((v, f"{p}[{i}]") for i, v in enumerate(o))
-    return None
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _validate_tree(fam: str, e: dict) -> None:
-    nodes = e.get("nodes")
-    if not isinstance(nodes, list) or not nodes:
-        raise UserError(f"damaged time model: the {fam} tree has no nodes")
-    positive_intercept = (e.get("params") or {}).get("positive_intercept", True) if isinstance(
-        e.get("params"), dict) else True
-    for i, nd in enumerate(nodes):
-        if not isinstance(nd, dict):
-            raise UserError(f"damaged time model: {fam} node {i} is not an object")
-        if not nd.get("leaf"):
-            for side in ("left", "right"):
-                j = nd.get(side)
-                if not isinstance(j, int) or isinstance(j, bool) or not i < j < len(nodes):
-                    raise UserError(f"damaged time model: {fam} node {i} has no valid {side} child")
-        model = nd.get("model")
-        if nd.get("leaf") and not isinstance(model, dict):
-            raise UserError(f"damaged time model: {fam} leaf {i} has no model")
-        if isinstance(model, dict):
-            coef = model.get("coef")
-            if not isinstance(coef, dict) or not all(_number(v) for v in coef.values()):
-                raise UserError(f"damaged time model: {fam} node {i} has no numeric coefficients")
-            if any(v < 0 for v in coef.values()):
-                raise UserError(f"damaged time model: {fam} node {i} has a negative coefficient "
-                                f"(times are non-negative sums of costs)")
-            b = model.get("intercept")
-            if not _number(b) or (positive_intercept and b < 0):
-                raise UserError(f"damaged time model: {fam} node {i} has an invalid intercept ({b!r})")
-
-
 def validate_dict(d) -> None:
     """Schema of a time-model JSON document; raises UserError naming the first problem."""
     if not isinstance(d, dict):
@@ -551,19 +505,7 @@ def validate_dict(d) -> None:
         if not isinstance(e, dict) or e.get("type") not in ESTIMATOR_TYPES:
             raise UserError(f"damaged time model: the {fam} model has no known 'type' "
                             f"({', '.join(ESTIMATOR_TYPES)})")
-        bad = _non_finite(e, f"families.{fam}")
-        if bad:
-            raise UserError(f"damaged time model: {bad} is not a finite number")
-        if "floor_ms" in e and (not _number(e["floor_ms"]) or e["floor_ms"] < 0):
-            raise UserError(f"damaged time model: families.{fam}.floor_ms must be a non-negative number")
-        if e["type"] == "ModelTree":
-            _validate_tree(fam, e)
-        if e["type"] == "BaggedModelTrees":
-            trees = e.get("trees")
-            if not isinstance(trees, list) or not trees or not all(isinstance(t, dict) for t in trees):
-                raise UserError(f"damaged time model: the {fam} model has no trees")
-            for t in trees:
-                _validate_tree(fam, t)
+        check_estimator(fam, e)
     comp = d.get("composition")
     if comp is not None:
         if not isinstance(comp, dict):
@@ -573,8 +515,8 @@ def validate_dict(d) -> None:
         for k, v in comp.items():
             if k not in COMPOSITION_TERMS:
                 continue
-            if not _number(v) or not math.isfinite(v):
-                raise UserError(f"damaged time model: composition.{k} is not a finite number ({v!r})")
+            if not number(v) or not finite(v):
+                raise UserError(f"damaged time model: composition.{k} is not a finite number ({shown(v)})")
             if v < 0 and k not in FREE_SIGN_TERMS:
                 raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is a cost")
     for key in ("device", "conditions"):
@@ -582,7 +524,7 @@ def validate_dict(d) -> None:
             raise UserError(f"damaged time model: '{key}' must be an object")
     threads = (d.get("device") or {}).get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-        raise UserError(f"damaged time model: device.threads must be a whole number of threads >= 1, got {threads!r}")
+        raise UserError(f"damaged time model: device.threads must be a whole number of threads >= 1, got {shown(threads)}")
     if d.get("report") is not None and not isinstance(d["report"], dict):
         raise UserError("damaged time model: 'report' must be an object")
 

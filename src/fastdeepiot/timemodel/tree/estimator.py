@@ -18,6 +18,11 @@ from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.prune import PRUNINGS, grow_and_prune
 from fastdeepiot.timemodel.tree.route import predict_nodes, route, split_columns
 
+# the deepest tree fit grows (the default is 8): a tree is read as rules, one per leaf with a test per
+# level, and the loader refuses a deeper tree (timemodel.schema), whose rules would take time and memory
+# quadratic in its depth to write
+MAX_DEPTH = 64
+
 
 class ModelTree(RegressorMixin, BaseEstimator):
     """Tree-structured non-negative linear regression of execution time (ms) on layer features.
@@ -32,7 +37,8 @@ class ModelTree(RegressorMixin, BaseEstimator):
         "auto": every ``flops_pad{q}`` column of X. None / (): plain flops only.
     split_features : sequence of str or None
         Columns the tree may split on. None: every column except the ``flops_pad{q}`` ones.
-    max_depth, min_samples_leaf : tree size limits (min_samples_leaf counts growing samples).
+    max_depth, min_samples_leaf : tree size limits (min_samples_leaf counts growing samples; max_depth at
+        most MAX_DEPTH, 64).
     max_thresholds : cap on candidate thresholds per numeric feature and node (quantiles, plus
         multiples of 8/16/32/64 for integer features).
     min_gain : a split must cut the node's sum of squared relative residuals by this fraction.
@@ -85,8 +91,8 @@ class ModelTree(RegressorMixin, BaseEstimator):
         df = as_frame(X)
         y = check_y(y_ms, len(df))
         w = check_weights(sample_weight, len(df))
-        if self.min_samples_leaf < 1 or self.max_depth < 0:
-            raise ValueError("min_samples_leaf must be >= 1 and max_depth >= 0")
+        if self.min_samples_leaf < 1 or not 0 <= self.max_depth <= MAX_DEPTH:
+            raise ValueError(f"min_samples_leaf must be >= 1 and max_depth in [0, {MAX_DEPTH}]")
         self.columns_, self.categorical_ = fitted_columns(df)
         numeric = [c for c in self.columns_ if c not in self.categorical_]
         self._resolve_roles(df, numeric)
