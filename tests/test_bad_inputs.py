@@ -92,6 +92,17 @@ class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback price
 def branching_linear():
     return BranchingLinear()
 
+class TwoInputs(nn.Module):  # forward(a, b): two example inputs, as predict takes them (--input-shape twice)
+    def __init__(self):
+        super().__init__()
+        self.fa, self.fb = nn.Linear(8, 4), nn.Linear(4, 4)
+
+    def forward(self, a, b):
+        return self.fa(a), self.fb(b)
+
+def two_inputs():
+    return TwoInputs()
+
 NUMBER = 7
 '''
 
@@ -406,6 +417,11 @@ CLI_CASES = [
     ("predict-allow-unmodelled-all", ["predict", "tm.json", "usermod_badin:unmodelled", "--input-shape", "1x3x8x8",
                                       "--allow-unmodelled"], "none of the network"),
     ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
+    # one --input-shape per input of the forward: an input it has no parameter for is not dropped (probe 3, finding 6)
+    ("predict-inputs-too-many", ["predict", "tm.json", "usermod_badin:net", *NET, *NET], "takes 2 positional"),
+    ("predict-inputs-too-few", ["predict", "tm.json", "usermod_badin:two_inputs", *NET], "missing 1 required"),
+    ("predict-second-shape-text", ["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "big"],
+     "shape"),
     ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
     ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "runs no layer"),
     ("predict-identity-network", ["predict", "tm.json", "usermod_badin:identity", *NET], "only free operations"),
@@ -610,6 +626,21 @@ class _Branching(nn.Module):
         return x * 2 if x.sum() > 0 else x
 
 
+def _api_predict_inputs(model, n):
+    def fn(w):
+        TimeModel.load(w / "tm.json").predict_network(model, tuple(torch.zeros(2, 8) for _ in range(n)))
+    return fn
+
+
+class _AddsTwo(nn.Module):  # traced by fx: the extra input was dropped at shape propagation
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, a, b):
+        return self.fc(a) + b
+
+
 def _api_predict_untraceable_nothing_priced(w):
     TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
 
@@ -714,6 +745,10 @@ API_CASES = [
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
+    ("api-predict-extra-input-sequential", _api_predict_inputs(nn.Sequential(nn.Linear(8, 4)), 2), "takes 2 positional"),
+    ("api-predict-extra-input-leaf", _api_predict_inputs(nn.Linear(8, 4), 2), "takes 2 positional"),
+    ("api-predict-extra-input-traced", _api_predict_inputs(_AddsTwo(), 3), "takes 3 positional"),
+    ("api-predict-missing-input", _api_predict_inputs(_AddsTwo(), 1), "missing 1 required"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
     ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
@@ -750,6 +785,15 @@ def test_bad_api_input(name, fn, expect, work):
     assert msg and "\n" not in msg.strip() and "weights_only=False" not in msg
     assert expect.lower() in msg.lower(), msg
     _assert_inputs_untouched(work, before)
+
+
+def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
+    assert main(["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "2x4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [(lp["name"], lp["config"]["in_features"]) for lp in res["layers"]] == [("fa", 8), ("fb", 4)]
+    tm = TimeModel.load(work / "tm.json")
+    x = torch.zeros(2, 8)
+    assert tm.predict_network(_AddsTwo(), (x, x), allow_unmodelled=True).total_ms > 0  # the add: not in the model
 
 
 def test_unsafe_pickle_message_suggests_no_unsafe_flag(work, capsys):

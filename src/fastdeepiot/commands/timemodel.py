@@ -230,7 +230,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def predict(
     model: Path = typer.Argument(..., help="time model JSON"),
     network: str = typer.Argument(..., help="package.module:factory returning an nn.Module"),
-    input_shape: str = typer.Option(..., "--input-shape", help="example input shape, e.g. 1x6x128"),
+    input_shape: list[str] = typer.Option(..., "--input-shape", metavar="SHAPE",
+                                          help="example input shape, e.g. 1x6x128; repeat it for a network "
+                                               "whose forward takes several inputs, in order"),
     measure_it: bool = typer.Option(False, "--measure", help="also measure it on the model's device"),
     as_json: bool = typer.Option(False, "--json"),
     allow_unmodelled: bool = typer.Option(False, "--allow-unmodelled",
@@ -238,20 +240,23 @@ def predict(
 ):
     """Predict a network's execution time per layer and in total on the model's device."""
     tm = TimeModel.load(model)
-    shape = parse_shape(input_shape)
-    if math.prod(shape) > 2**31:
-        raise UserError(f"input shape {input_shape!r} has more than 2^31 elements")
+    shapes = [parse_shape(s) for s in input_shape]
+    if sum(math.prod(s) for s in shapes) > 2**31:
+        raise UserError(f"input shape {' '.join(input_shape)!r} has more than 2^31 elements")
     net = load_factory(network)
     try:
-        x = torch.randn(*shape)
+        xs = tuple(torch.randn(*s) for s in shapes)
     except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
-        raise UserError(f"cannot allocate an input of shape {input_shape}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot allocate an input of shape {' '.join(input_shape)}: "
+                        f"{str(e).splitlines()[0][:200]}") from None
+    what = (f"an input of shape {tuple(xs[0].shape)}" if len(xs) == 1 else
+            f"{len(xs)} inputs of shapes {', '.join(str(tuple(x.shape)) for x in xs)}")
     try:
         with torch.inference_mode():
-            net(x)
+            net(*xs)
     except (Exception, SystemExit) as e:
-        raise UserError(f"{network} does not run on an input of shape {tuple(x.shape)}: "
-                        f"{type(e).__name__}: {e}") from None
+        raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}") from None
+    x = xs[0] if len(xs) == 1 else xs
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()
     if measure_it:

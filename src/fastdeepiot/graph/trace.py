@@ -223,11 +223,18 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
     shaped = not any(m.training for m in modules.values()) and not _has_global_hooks()
     last_uses: dict = {}  # node -> the nodes whose last use it is
     seen: set = set()
+    n_params, star = 0, False  # the forward's parameters
     for node in reversed(graph.nodes):
+        if node.op == "placeholder":
+            n_params += 1
+            star = star or node.target.startswith("*")
         for n in node.all_input_nodes:
             if n not in seen:
                 seen.add(n)
                 last_uses.setdefault(node, []).append(n)
+    if len(inputs) > n_params and not star:
+        # as calling the module would: an input the forward has no parameter for is an error, not dropped
+        raise TypeError(f"{type(root).__name__}.forward() takes {n_params} input(s) but {len(inputs)} were given")
     env: dict = {}
     args_iter = iter(inputs)
     scratch = _Scratch()
