@@ -33,7 +33,7 @@ from fastdeepiot.checkpoints import load_checkpoint, save_checkpoint
 from fastdeepiot.cli import main
 from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UnknownNameError, UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
@@ -641,6 +641,15 @@ class _AddsTwo(nn.Module):  # traced by fx: the extra input was dropped at shape
         return self.fc(a) + b
 
 
+def _api_predict_config(config):
+    def fn(w):
+        TimeModel.load(w / "tm.json").predict_config(config() if callable(config) else config)
+    return fn
+
+
+_LIN = {"batch": 2, "in_features": 8, "out_features": 4}
+
+
 def _api_predict_untraceable_nothing_priced(w):
     TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
 
@@ -755,6 +764,28 @@ API_CASES = [
     ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
     ("api-timemodel-list", _api_load_list, "list"),
     ("api-timemodel-directory", _api_load_dir, "directory"),
+    # the path's type, and an empty path (it was "." and so ": is a directory"; probe 3, findings 9 and 11)
+    ("api-timemodel-load-none", lambda w: TimeModel.load(None), "got NoneType"),
+    ("api-timemodel-load-int", lambda w: TimeModel.load(3), "got int"),
+    ("api-timemodel-load-dict", lambda w: TimeModel.load({"format": "fastdeepiot.timemodel"}), "from_dict"),
+    ("api-timemodel-load-bytes", lambda w: TimeModel.load(b"tm.json"), "got bytes"),
+    ("api-timemodel-load-empty", lambda w: TimeModel.load(""), "empty"),
+    # a configuration no layer has is refused, not priced (probe 3, finding 9)
+    ("api-config-unknown-family", lambda w: LayerConfig("nope", {}), "unknown layer family 'nope'"),
+    ("api-config-params-list", lambda w: LayerConfig("linear", [2, 8, 4]), "must be a dict"),
+    ("api-predict-config-string", _api_predict_config("linear"), "takes a LayerConfig"),
+    ("api-predict-configs-not-a-list", lambda w: TimeModel.load(w / "tm.json").predict_configs(
+        LayerConfig("linear", _LIN)), "a list of LayerConfig"),
+    ("api-predict-config-missing", _api_predict_config(LayerConfig("linear", {"batch": 1})),
+     "missing in_features, out_features"),
+    ("api-predict-config-unknown-param", _api_predict_config(LayerConfig("linear", {**_LIN, "bias": 1})),
+     "unknown bias"),
+    ("api-predict-config-negative", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": -1})), ">= 1"),
+    ("api-predict-config-zero", _api_predict_config(LayerConfig("linear", {**_LIN, "out_features": 0})), ">= 1"),
+    ("api-predict-config-float", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": 2.5})), "whole number"),
+    ("api-predict-config-bool", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": True})), "whole number"),
+    ("api-predict-config-kind", _api_predict_config(LayerConfig("activation", {
+        "kind": "swish", "batch": 1, "channels": 4, "dims": 1, "size": 8})), "one of relu"),
     ("api-timemodel-none", _api_from_dict_none, "NoneType"),
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
@@ -785,6 +816,14 @@ def test_bad_api_input(name, fn, expect, work):
     assert msg and "\n" not in msg.strip() and "weights_only=False" not in msg
     assert expect.lower() in msg.lower(), msg
     _assert_inputs_untouched(work, before)
+
+
+def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_unknown_names(work):
+    tm = TimeModel.load(work / "tm.json")
+    ms = tm.predict_configs([LayerConfig("linear", _LIN), LayerConfig("linear", {**_LIN, "batch": 1000})])
+    assert np.all(ms > 0)  # batch 1000 is outside the profiled batches: extrapolated, as for a network's layer
+    with pytest.raises(UnknownNameError):
+        LayerConfig("nope", {})
 
 
 def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
