@@ -826,6 +826,15 @@ def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_
         LayerConfig("nope", {})
 
 
+def test_predict_measure_says_in_one_line_why_a_network_cannot_be_timed(work, capsys, monkeypatch):
+    def fails(*a, **k):
+        raise RuntimeError("ModuleNotFoundError: No module named 'x'; as TorchScript: RuntimeError: a\nb")
+
+    monkeypatch.setattr("fastdeepiot.commands.timemodel.time_network", fails)
+    assert main(["predict", "tm.json", "usermod_badin:net", *NET, "--measure"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "cannot measure usermod_badin:net on fake: ModuleNotFoundError")
+
+
 def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
     assert main(["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "2x4", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

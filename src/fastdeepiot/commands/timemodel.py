@@ -260,7 +260,10 @@ def predict(
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()
     if measure_it:
-        result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
+        try:
+            result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
+        except RuntimeError as e:  # the timer's report of a network it could not ship, load or run
+            raise UserError(f"cannot measure {network} on {tm.backend}: {str(e).splitlines()[0][:300]}") from None
         result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:
         print(json.dumps(result, indent=2))
