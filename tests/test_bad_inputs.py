@@ -826,6 +826,13 @@ def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_
         LayerConfig("nope", {})
 
 
+def test_export_without_pyarrow_fails_before_it_writes_the_csv(work, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # import pyarrow: ImportError
+    assert main(["export", S, "--csv", "b.csv", "--parquet", "b.parquet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "needs pyarrow")
+    assert not (work / "b.csv").exists() and not (work / "b.parquet").exists()
+
+
 def test_predict_measure_says_in_one_line_why_a_network_cannot_be_timed(work, capsys, monkeypatch):
     def fails(*a, **k):
         raise RuntimeError("ModuleNotFoundError: No module named 'x'; as TorchScript: RuntimeError: a\nb")
