@@ -44,6 +44,7 @@ from fastdeepiot.timemodel.model import TimeModel, fit_time_model
 FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
 USERMOD = '''
 import sys
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -77,6 +78,13 @@ def branching():
 
 def empty():
     return nn.Sequential()
+
+class Constant(nn.Module):  # returns a tensor made in its forward, not its input
+    def forward(self, x):
+        return torch.tensor(3.0)
+
+def constant():
+    return Constant()
 
 def identity():
     return nn.Identity()
@@ -423,7 +431,8 @@ CLI_CASES = [
     ("predict-second-shape-text", ["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "big"],
      "shape"),
     ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
-    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "runs no layer"),
+    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "returns the input as it is"),
+    ("predict-constant-network", ["predict", "tm.json", "usermod_badin:constant", *NET], "or a constant"),
     ("predict-identity-network", ["predict", "tm.json", "usermod_badin:identity", *NET], "only free operations"),
     ("predict-composition-term-missing", ["predict", "nounfused.json", "usermod_badin:net", *NET], "unfused_layers"),
     # train

@@ -378,7 +378,8 @@ class TimeModel:
             # an empty nn.Sequential, nn.Identity, views and reshapes alone: the composition's per-network and
             # free-op terms are fitted on networks that compute, so a number here would be the intercept alone
             raise UserError("the network runs no layer on its input (" + (
-                "its forward returns the input as it is" if not calls else
+                "its forward computes nothing from it: it returns the input as it is, or a constant"
+                if not calls else
                 "only free operations: " + ", ".join(sorted({c.name for c in calls})[:6])) +
                 "): there is nothing to time")
         if unmodelled and priced == 0:
