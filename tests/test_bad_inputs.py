@@ -359,6 +359,8 @@ CLI_CASES = [
     ("fit-to-directory", ["fit", S, "-o", "outdir"], "directory"),
     ("fit-missing-folder", ["fit", S, "-o", "nope/tm.json"], "does not exist"),
     ("fit-too-few-rows", ["fit", "small.db", "-o", "new.json"], "too few"),
+    ("fit-family-not-measured", ["fit", "small.db", "--layers", "conv1d,gru", "-o", "new.json"],
+     "no measurements of conv1d, gru for this device (it holds linear)"),
     ("fit-two-devices", ["fit", "two.db", "-o", "new.json"], "--device"),
     ("fit-device-unknown", ["fit", "two.db", "--device", "torch-cpu", "-o", "new.json"], "0 devices"),
     ("fit-threads-without-device", ["fit", S, "--threads", "2", "-o", "new.json"], "--device"),
@@ -650,6 +652,13 @@ class _AddsTwo(nn.Module):  # traced by fx: the extra input was dropped at shape
         return self.fc(a) + b
 
 
+def _api_fit_families(families):
+    def fn(w):
+        with Store.open(w / "small.db") as store:
+            fit_time_model(store, families=families)
+    return fn
+
+
 def _api_predict_config(config):
     def fn(w):
         TimeModel.load(w / "tm.json").predict_config(config() if callable(config) else config)
@@ -781,6 +790,8 @@ API_CASES = [
     ("api-timemodel-load-empty", lambda w: TimeModel.load(""), "empty"),
     # a configuration no layer has is refused, not priced (probe 3, finding 9)
     ("api-config-unknown-family", lambda w: LayerConfig("nope", {}), "unknown layer family 'nope'"),
+    ("api-fit-unknown-family", _api_fit_families(["linear", "nope"]), "unknown layer family 'nope'"),
+    ("api-fit-family-not-measured", _api_fit_families("conv1d"), "no measurements of conv1d"),
     ("api-config-params-list", lambda w: LayerConfig("linear", [2, 8, 4]), "must be a dict"),
     ("api-predict-config-string", _api_predict_config("linear"), "takes a LayerConfig"),
     ("api-predict-configs-not-a-list", lambda w: TimeModel.load(w / "tm.json").predict_configs(
@@ -833,6 +844,8 @@ def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_
     assert np.all(ms > 0)  # batch 1000 is outside the profiled batches: extrapolated, as for a network's layer
     with pytest.raises(UnknownNameError):
         LayerConfig("nope", {})
+    with pytest.raises(UnknownNameError):
+        _api_fit_families(["nope"])(work)
 
 
 def test_export_without_pyarrow_fails_before_it_writes_the_csv(work, capsys, monkeypatch):

@@ -48,7 +48,7 @@ import torch
 from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
-from fastdeepiot.families import FAMILIES, LayerConfig, check_config
+from fastdeepiot.families import FAMILIES, LayerConfig, check_config, get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.paths import kernel_paths
@@ -704,10 +704,16 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
-    if families:
-        data = {f: v for f, v in data.items() if f in families}
     if not data:
         raise StoreError(f"{store.path}: no layer measurements for this device")
+    if families:
+        wanted = [families] if isinstance(families, str) else list(families)
+        for f in wanted:
+            get_family(str(f))  # an unknown name is an UnknownNameError, not "no measurements"
+        held, data = sorted(data), {f: v for f, v in data.items() if f in wanted}
+        if not data:
+            raise StoreError(f"{store.path}: no measurements of {', '.join(map(str, wanted))} for this device "
+                             f"(it holds {', '.join(held)})")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
     held: dict[str, tuple[list, list, list]] = {}
