@@ -864,6 +864,17 @@ def test_predict_measure_says_in_one_line_why_a_network_cannot_be_timed(work, ca
     _assert_one_line_error(capsys.readouterr().err, "cannot measure usermod_badin:net on fake: ModuleNotFoundError")
 
 
+def test_a_torchscript_submodule_is_one_unmodelled_call_under_its_name(work):
+    """It was listed as `forward (forward)` (fx traced into its compiled forward), and restoring it after the
+    trace raised AttributeError ('OrderedDictWrapper' object has no attribute 'clear')."""
+    tm = TimeModel.load(work / "tm.json")
+    net = nn.Sequential(nn.Linear(8, 4), torch.jit.script(nn.Linear(4, 4)))
+    with pytest.raises(UserError, match=r"1 \(TorchScript Linear\)"):
+        tm.predict_network(net, torch.zeros(2, 8))
+    p = tm.predict_network(net, torch.zeros(2, 8), allow_unmodelled=True)
+    assert p.unmodelled == ["1 (TorchScript Linear)"] and [lp.name for lp in p.layers] == ["0"]
+
+
 def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
     assert main(["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "2x4", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

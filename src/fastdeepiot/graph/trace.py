@@ -55,7 +55,9 @@ class Tracer(torch.fx.Tracer):
         self.leaves_called: list[nn.Module] = []
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if super().is_leaf_module(m, qualname):
+        if super().is_leaf_module(m, qualname) or isinstance(m, torch.jit.ScriptModule):
+            # a TorchScript submodule is one call under its own name: fx cannot trace into its compiled
+            # forward (it recorded a call named `forward`), and its state is TorchScript's, not nn.Module's
             return True
         return self.opaque_custom and (any(p is not None for p in m._parameters.values())
                                        or any(b is not None for b in m._buffers.values()))
