@@ -310,6 +310,7 @@ CLI_CASES = [
     # devices / tasks
     ("devices-unknown-option", ["devices", "--bogus"], "no such option"),
     ("tasks-download-unknown", ["tasks", "--download", "nosuch"], "nosuch"),
+    ("tasks-download-empty", ["tasks", "--download", ""], "unknown task ''"),  # it listed the tasks
     ("unknown-command", ["frobnicate"], "frobnicate"),
     # profile
     ("profile-threads-999", ["profile", "-d", "fake", "--db", "new.db", "--threads", "999", "-q"], "core"),
