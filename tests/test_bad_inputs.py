@@ -407,6 +407,8 @@ CLI_CASES = [
     ("predict-model-list", ["predict", "list.json", "usermod_badin:net", *NET], "list"),
     ("predict-model-negative", ["predict", "negcomp.json", "usermod_badin:net", *NET], "negative"),
     ("predict-no-colon", ["predict", "tm.json", "usermod_badin", *NET], "module:factory"),
+    ("predict-onnx-file", ["predict", "tm.json", "net.onnx", *NET], "ONNX or a checkpoint, is not accepted"),
+    ("predict-checkpoint-file", ["predict", "tm.json", "ckpt.pt", *NET], "ONNX or a checkpoint, is not accepted"),
     ("predict-no-module", ["predict", "tm.json", "no_such_module_badin:net", *NET], "no module"),
     ("predict-no-attribute", ["predict", "tm.json", "usermod_badin:nothing", *NET], "nothing"),
     ("predict-factory-raises", ["predict", "tm.json", "usermod_badin:raises", *NET], "RuntimeError"),

@@ -179,7 +179,10 @@ def load_factory(spec: str):
     mode. Anything the user's code raises (SystemExit included) is a UserError naming the spec."""
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr or not attr.isidentifier():
-        raise UserError(f"network {spec!r}: write it as package.module:factory or path/to/file.py:factory")
+        saved = spec.lower().endswith((".onnx", ".pt", ".pth", ".ts")) or Path(spec).is_file()
+        raise UserError(f"network {spec!r}: write it as package.module:factory or path/to/file.py:factory" + (
+            " (the Python function that builds the PyTorch nn.Module; a saved network, ONNX or a checkpoint, "
+            "is not accepted)" if saved else ""))
     try:
         mod = _import_user_module(spec, mod_name)
     except UserError:
