@@ -33,7 +33,7 @@ from fastdeepiot.checkpoints import load_checkpoint, save_checkpoint
 from fastdeepiot.cli import main
 from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UnknownNameError, UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
@@ -44,6 +44,7 @@ from fastdeepiot.timemodel.model import TimeModel, fit_time_model
 FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
 USERMOD = '''
 import sys
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -78,6 +79,13 @@ def branching():
 def empty():
     return nn.Sequential()
 
+class Constant(nn.Module):  # returns a tensor made in its forward, not its input
+    def forward(self, x):
+        return torch.tensor(3.0)
+
+def constant():
+    return Constant()
+
 def identity():
     return nn.Identity()
 
@@ -91,6 +99,17 @@ class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback price
 
 def branching_linear():
     return BranchingLinear()
+
+class TwoInputs(nn.Module):  # forward(a, b): two example inputs, as predict takes them (--input-shape twice)
+    def __init__(self):
+        super().__init__()
+        self.fa, self.fb = nn.Linear(8, 4), nn.Linear(4, 4)
+
+    def forward(self, a, b):
+        return self.fa(a), self.fb(b)
+
+def two_inputs():
+    return TwoInputs()
 
 NUMBER = 7
 '''
@@ -323,6 +342,7 @@ CLI_CASES = [
     # devices / tasks
     ("devices-unknown-option", ["devices", "--bogus"], "no such option"),
     ("tasks-download-unknown", ["tasks", "--download", "nosuch"], "nosuch"),
+    ("tasks-download-empty", ["tasks", "--download", ""], "unknown task ''"),  # it listed the tasks
     ("unknown-command", ["frobnicate"], "frobnicate"),
     # profile
     ("profile-threads-999", ["profile", "-d", "fake", "--db", "new.db", "--threads", "999", "-q"], "core"),
@@ -372,6 +392,8 @@ CLI_CASES = [
     ("fit-to-directory", ["fit", S, "-o", "outdir"], "directory"),
     ("fit-missing-folder", ["fit", S, "-o", "nope/tm.json"], "does not exist"),
     ("fit-too-few-rows", ["fit", "small.db", "-o", "new.json"], "too few"),
+    ("fit-family-not-measured", ["fit", "small.db", "--layers", "conv1d,gru", "-o", "new.json"],
+     "no measurements of conv1d, gru for this device (it holds linear)"),
     ("fit-two-devices", ["fit", "two.db", "-o", "new.json"], "--device"),
     ("fit-device-unknown", ["fit", "two.db", "--device", "torch-cpu", "-o", "new.json"], "0 devices"),
     ("fit-threads-without-device", ["fit", S, "--threads", "2", "-o", "new.json"], "--device"),
@@ -427,6 +449,8 @@ CLI_CASES = [
     ("predict-huge-integer-range", ["predict", "bigrange.json", "usermod_badin:net", *NET], "range"),
     ("predict-shared-child", ["predict", "sharedchild.json", "usermod_badin:net", *NET], "not a tree"),
     ("predict-no-colon", ["predict", "tm.json", "usermod_badin", *NET], "module:factory"),
+    ("predict-onnx-file", ["predict", "tm.json", "net.onnx", *NET], "ONNX or a checkpoint, is not accepted"),
+    ("predict-checkpoint-file", ["predict", "tm.json", "ckpt.pt", *NET], "ONNX or a checkpoint, is not accepted"),
     ("predict-no-module", ["predict", "tm.json", "no_such_module_badin:net", *NET], "no module"),
     ("predict-no-attribute", ["predict", "tm.json", "usermod_badin:nothing", *NET], "nothing"),
     ("predict-factory-raises", ["predict", "tm.json", "usermod_badin:raises", *NET], "RuntimeError"),
@@ -448,8 +472,14 @@ CLI_CASES = [
     ("predict-allow-unmodelled-all", ["predict", "tm.json", "usermod_badin:unmodelled", "--input-shape", "1x3x8x8",
                                       "--allow-unmodelled"], "none of the network"),
     ("predict-missing-shape", ["predict", "tm.json", "usermod_badin:net"], "--input-shape"),
+    # one --input-shape per input of the forward: an input it has no parameter for is not dropped (probe 3, finding 6)
+    ("predict-inputs-too-many", ["predict", "tm.json", "usermod_badin:net", *NET, *NET], "takes 2 positional"),
+    ("predict-inputs-too-few", ["predict", "tm.json", "usermod_badin:two_inputs", *NET], "missing 1 required"),
+    ("predict-second-shape-text", ["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "big"],
+     "shape"),
     ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
-    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "runs no layer"),
+    ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "returns the input as it is"),
+    ("predict-constant-network", ["predict", "tm.json", "usermod_badin:constant", *NET], "or a constant"),
     ("predict-identity-network", ["predict", "tm.json", "usermod_badin:identity", *NET], "only free operations"),
     ("predict-composition-term-missing", ["predict", "nounfused.json", "usermod_badin:net", *NET], "unfused_layers"),
     # train
@@ -652,6 +682,37 @@ class _Branching(nn.Module):
         return x * 2 if x.sum() > 0 else x
 
 
+def _api_predict_inputs(model, n):
+    def fn(w):
+        TimeModel.load(w / "tm.json").predict_network(model, tuple(torch.zeros(2, 8) for _ in range(n)))
+    return fn
+
+
+class _AddsTwo(nn.Module):  # traced by fx: the extra input was dropped at shape propagation
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, a, b):
+        return self.fc(a) + b
+
+
+def _api_fit_families(families):
+    def fn(w):
+        with Store.open(w / "small.db") as store:
+            fit_time_model(store, families=families)
+    return fn
+
+
+def _api_predict_config(config):
+    def fn(w):
+        TimeModel.load(w / "tm.json").predict_config(config() if callable(config) else config)
+    return fn
+
+
+_LIN = {"batch": 2, "in_features": 8, "out_features": 4}
+
+
 def _api_predict_untraceable_nothing_priced(w):
     TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
 
@@ -756,12 +817,40 @@ API_CASES = [
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
+    ("api-predict-extra-input-sequential", _api_predict_inputs(nn.Sequential(nn.Linear(8, 4)), 2), "takes 2 positional"),
+    ("api-predict-extra-input-leaf", _api_predict_inputs(nn.Linear(8, 4), 2), "takes 2 positional"),
+    ("api-predict-extra-input-traced", _api_predict_inputs(_AddsTwo(), 3), "takes 3 positional"),
+    ("api-predict-missing-input", _api_predict_inputs(_AddsTwo(), 1), "missing 1 required"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
     ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
     ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
     ("api-timemodel-list", _api_load_list, "list"),
     ("api-timemodel-directory", _api_load_dir, "directory"),
+    # the path's type, and an empty path (it was "." and so ": is a directory"; probe 3, findings 9 and 11)
+    ("api-timemodel-load-none", lambda w: TimeModel.load(None), "got NoneType"),
+    ("api-timemodel-load-int", lambda w: TimeModel.load(3), "got int"),
+    ("api-timemodel-load-dict", lambda w: TimeModel.load({"format": "fastdeepiot.timemodel"}), "from_dict"),
+    ("api-timemodel-load-bytes", lambda w: TimeModel.load(b"tm.json"), "got bytes"),
+    ("api-timemodel-load-empty", lambda w: TimeModel.load(""), "empty"),
+    # a configuration no layer has is refused, not priced (probe 3, finding 9)
+    ("api-config-unknown-family", lambda w: LayerConfig("nope", {}), "unknown layer family 'nope'"),
+    ("api-fit-unknown-family", _api_fit_families(["linear", "nope"]), "unknown layer family 'nope'"),
+    ("api-fit-family-not-measured", _api_fit_families("conv1d"), "no measurements of conv1d"),
+    ("api-config-params-list", lambda w: LayerConfig("linear", [2, 8, 4]), "must be a dict"),
+    ("api-predict-config-string", _api_predict_config("linear"), "takes a LayerConfig"),
+    ("api-predict-configs-not-a-list", lambda w: TimeModel.load(w / "tm.json").predict_configs(
+        LayerConfig("linear", _LIN)), "a list of LayerConfig"),
+    ("api-predict-config-missing", _api_predict_config(LayerConfig("linear", {"batch": 1})),
+     "missing in_features, out_features"),
+    ("api-predict-config-unknown-param", _api_predict_config(LayerConfig("linear", {**_LIN, "bias": 1})),
+     "unknown bias"),
+    ("api-predict-config-negative", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": -1})), ">= 1"),
+    ("api-predict-config-zero", _api_predict_config(LayerConfig("linear", {**_LIN, "out_features": 0})), ">= 1"),
+    ("api-predict-config-float", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": 2.5})), "whole number"),
+    ("api-predict-config-bool", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": True})), "whole number"),
+    ("api-predict-config-kind", _api_predict_config(LayerConfig("activation", {
+        "kind": "swish", "batch": 1, "channels": 4, "dims": 1, "size": 8})), "one of relu"),
     ("api-timemodel-none", _api_from_dict_none, "NoneType"),
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
@@ -792,6 +881,52 @@ def test_bad_api_input(name, fn, expect, work):
     assert msg and "\n" not in msg.strip() and "weights_only=False" not in msg
     assert expect.lower() in msg.lower(), msg
     _assert_inputs_untouched(work, before)
+
+
+def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_unknown_names(work):
+    tm = TimeModel.load(work / "tm.json")
+    ms = tm.predict_configs([LayerConfig("linear", _LIN), LayerConfig("linear", {**_LIN, "batch": 1000})])
+    assert np.all(ms > 0)  # batch 1000 is outside the profiled batches: extrapolated, as for a network's layer
+    with pytest.raises(UnknownNameError):
+        LayerConfig("nope", {})
+    with pytest.raises(UnknownNameError):
+        _api_fit_families(["nope"])(work)
+
+
+def test_export_without_pyarrow_fails_before_it_writes_the_csv(work, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # import pyarrow: ImportError
+    assert main(["export", S, "--csv", "b.csv", "--parquet", "b.parquet"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "needs pyarrow")
+    assert not (work / "b.csv").exists() and not (work / "b.parquet").exists()
+
+
+def test_predict_measure_says_in_one_line_why_a_network_cannot_be_timed(work, capsys, monkeypatch):
+    def fails(*a, **k):
+        raise RuntimeError("ModuleNotFoundError: No module named 'x'; as TorchScript: RuntimeError: a\nb")
+
+    monkeypatch.setattr("fastdeepiot.commands.timemodel.time_network", fails)
+    assert main(["predict", "tm.json", "usermod_badin:net", *NET, "--measure"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "cannot measure usermod_badin:net on fake: ModuleNotFoundError")
+
+
+def test_a_torchscript_submodule_is_one_unmodelled_call_under_its_name(work):
+    """It was listed as `forward (forward)` (fx traced into its compiled forward), and restoring it after the
+    trace raised AttributeError ('OrderedDictWrapper' object has no attribute 'clear')."""
+    tm = TimeModel.load(work / "tm.json")
+    net = nn.Sequential(nn.Linear(8, 4), torch.jit.script(nn.Linear(4, 4)))
+    with pytest.raises(UserError, match=r"1 \(TorchScript Linear\)"):
+        tm.predict_network(net, torch.zeros(2, 8))
+    p = tm.predict_network(net, torch.zeros(2, 8), allow_unmodelled=True)
+    assert p.unmodelled == ["1 (TorchScript Linear)"] and [lp.name for lp in p.layers] == ["0"]
+
+
+def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
+    assert main(["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "2x4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [(lp["name"], lp["config"]["in_features"]) for lp in res["layers"]] == [("fa", 8), ("fb", 4)]
+    tm = TimeModel.load(work / "tm.json")
+    x = torch.zeros(2, 8)
+    assert tm.predict_network(_AddsTwo(), (x, x), allow_unmodelled=True).total_ms > 0  # the add: not in the model
 
 
 def test_unsafe_pickle_message_suggests_no_unsafe_flag(work, capsys):

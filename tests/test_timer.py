@@ -210,6 +210,7 @@ def test_child_ships_pickles_falls_back_to_torchscript_and_reports_errors(tmp_pa
     sys.modules["hidden_netmod_xyz"] = mod
     try:
         spec.loader.exec_module(mod)
+        (tmp_path / "hidden_netmod_xyz.py").unlink()  # nor can it load the module from its file
         with NetworkTimer("torch-cpu", TimerPolicy.quick()) as t:
             a, b = t.time([nn.Sequential(nn.Linear(8, 8)), mod.Hidden()], torch.randn(1, 8), rounds=1)
             assert a.shipped_as == "pickle" and b.shipped_as == "torchscript"
@@ -220,6 +221,46 @@ def test_child_ships_pickles_falls_back_to_torchscript_and_reports_errors(tmp_pa
             assert t.alive()
     finally:
         sys.modules.pop("hidden_netmod_xyz", None)
+
+
+@pytest.mark.real
+def test_a_network_from_a_file_the_caller_loaded_ships_as_a_pickle_and_dict_outputs_time(tmp_path, monkeypatch):
+    """`predict path/to/file.py:factory --measure` (probe 3, finding 8h): the CLI loads the file under a name
+    of its own, which the child could not import, and the TorchScript fallback refused a dict output. The
+    child now loads the file as the caller did; TorchScript (classes it cannot reach) traces dict outputs."""
+    from fastdeepiot.commands.timemodel import load_factory
+
+    (tmp_path / "dict_net.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        class DictOut(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 8)
+            def forward(self, x):
+                y = self.fc(x)
+                return {"a": y, "b": y.relu()}
+        def net():
+            return DictOut()
+    """))
+    monkeypatch.setattr("sys.path", list(sys.path))
+    net = load_factory(f"{tmp_path / 'dict_net.py'}:net")
+    assert type(net).__module__.startswith("_fastdeepiot_user_")
+
+    class LocalDictOut(nn.Module):  # defined in a function: only TorchScript reaches the child
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return {"a": self.fc(x)}
+
+    try:
+        a, b = time_networks([net, LocalDictOut()], torch.randn(1, 8), "torch-cpu", rounds=1,
+                             policy=TimerPolicy.quick())
+    finally:
+        sys.modules.pop(type(net).__module__, None)
+    assert (a.shipped_as, b.shipped_as) == ("pickle", "torchscript")
+    assert a.median_ms > 0 and b.median_ms > 0
 
 
 @pytest.mark.real

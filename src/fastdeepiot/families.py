@@ -34,6 +34,13 @@ class LayerConfig:
     family: str
     params: dict[str, Any] = field(hash=False, compare=False)
 
+    def __post_init__(self):
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
+            get_family(str(self.family))  # UnknownNameError, naming the known families
+        if not isinstance(self.params, dict):
+            raise UserError(f"a {self.family} configuration's parameters must be a dict, got "
+                            f"{type(self.params).__name__}")
+
     @property
     def key(self) -> str:
         """Canonical, stable text key: one row per key and device conditions in the store."""
@@ -685,6 +692,31 @@ register(Family(
     input_shapes=lambda p: [(p["batch"], p["m"], p["k"]), (p["batch"], p["k"], p["n"])],
     raw_features=_matmul_features,
 ))
+
+
+def check_config(config: LayerConfig) -> None:
+    """Raise UserError unless `config` is a configuration a time model can price: every parameter of its
+    family's space and no other, each a whole number >= 1 (0 or 1 for a flag such as causal) or one of the
+    family's strings. Sizes outside the profiled ranges are accepted (the models extrapolate, as they do for
+    the layers of real networks: batch 1000, 2048 channels); `Family.check` is the profiler's stricter test."""
+    space = get_family(config.family).space
+    params = config.params
+    missing = [k for k in space if k not in params]
+    extra = [k for k in params if k not in space]
+    if missing or extra:
+        raise UserError(f"a {config.family} configuration needs the parameters {', '.join(space)}"
+                        + (f"; missing {', '.join(map(str, missing))}" if missing else "")
+                        + (f"; unknown {', '.join(map(str, extra))}" if extra else ""))
+    for k, allowed in space.items():
+        v = params[k]
+        if isinstance(allowed[0], str):
+            if v not in allowed:
+                raise UserError(f"{config.family} parameter {k} must be one of {', '.join(allowed)}, got {v!r}")
+        elif allowed == [0, 1]:
+            if type(v) is not int or v not in (0, 1):
+                raise UserError(f"{config.family} parameter {k} must be 0 or 1, got {v!r}")
+        elif type(v) is not int or v < 1:
+            raise UserError(f"{config.family} parameter {k} must be a whole number >= 1, got {v!r}")
 
 
 def get_family(name: str) -> Family:

@@ -21,7 +21,7 @@ from fastdeepiot.families import parse_families
 from fastdeepiot.profiling.harness import TimingPolicy
 from fastdeepiot.profiling.runner import plan
 from fastdeepiot.profiling.runner import profile as run_profile
-from fastdeepiot.profiling.store import Store, export_csv, export_parquet
+from fastdeepiot.profiling.store import Store, export_csv, export_parquet, parquet_modules
 from fastdeepiot.report.tables import measurement_summary, print_table
 from fastdeepiot.safeio import check_output
 from fastdeepiot.timemodel.adaptive import adaptive_workloads
@@ -172,6 +172,7 @@ def export(
         check_output(csv, kind="csv", inputs=[db], force=force, option="--csv")
     if parquet is not None:
         check_output(parquet, kind="parquet", inputs=[db], force=force, option="--parquet")
+        parquet_modules()  # pyarrow missing: an error before the CSV is written
     with Store.open(db) as store:
         if csv is not None:
             n = export_csv(store, str(csv))

@@ -32,7 +32,7 @@ def tasks_cmd(
                                            "into the cache folder instead of listing"),
 ):
     """List the tasks: data source, sizes, classes, reference network."""
-    if download:
+    if download is not None:  # an empty name is an unknown task, not "list them"
         tasks.get(download)  # unknown name -> exit 2
         if download in ("har", "userid"):
             print(f"downloaded {hapt.download()}")

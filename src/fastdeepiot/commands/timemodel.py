@@ -179,7 +179,10 @@ def load_factory(spec: str):
     mode. Anything the user's code raises (SystemExit included) is a UserError naming the spec."""
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr or not attr.isidentifier():
-        raise UserError(f"network {spec!r}: write it as package.module:factory or path/to/file.py:factory")
+        saved = spec.lower().endswith((".onnx", ".pt", ".pth", ".ts")) or Path(spec).is_file()
+        raise UserError(f"network {spec!r}: write it as package.module:factory or path/to/file.py:factory" + (
+            " (the Python function that builds the PyTorch nn.Module; a saved network, ONNX or a checkpoint, "
+            "is not accepted)" if saved else ""))
     try:
         mod = _import_user_module(spec, mod_name)
     except UserError:
@@ -230,7 +233,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def predict(
     model: Path = typer.Argument(..., help="time model JSON"),
     network: str = typer.Argument(..., help="package.module:factory returning an nn.Module"),
-    input_shape: str = typer.Option(..., "--input-shape", help="example input shape, e.g. 1x6x128"),
+    input_shape: list[str] = typer.Option(..., "--input-shape", metavar="SHAPE",
+                                          help="example input shape, e.g. 1x6x128; repeat it for a network "
+                                               "whose forward takes several inputs, in order"),
     measure_it: bool = typer.Option(False, "--measure", help="also measure it on the model's device"),
     as_json: bool = typer.Option(False, "--json"),
     allow_unmodelled: bool = typer.Option(False, "--allow-unmodelled",
@@ -238,24 +243,30 @@ def predict(
 ):
     """Predict a network's execution time per layer and in total on the model's device."""
     tm = TimeModel.load(model)
-    shape = parse_shape(input_shape)
-    if math.prod(shape) > 2**31:
-        raise UserError(f"input shape {input_shape!r} has more than 2^31 elements")
+    shapes = [parse_shape(s) for s in input_shape]
+    if sum(math.prod(s) for s in shapes) > 2**31:
+        raise UserError(f"input shape {' '.join(input_shape)!r} has more than 2^31 elements")
     net = load_factory(network)
     try:
-        x = torch.randn(*shape)
+        xs = tuple(torch.randn(*s) for s in shapes)
     except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
-        raise UserError(f"cannot allocate an input of shape {input_shape}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot allocate an input of shape {' '.join(input_shape)}: "
+                        f"{str(e).splitlines()[0][:200]}") from None
+    what = (f"an input of shape {tuple(xs[0].shape)}" if len(xs) == 1 else
+            f"{len(xs)} inputs of shapes {', '.join(str(tuple(x.shape)) for x in xs)}")
     try:
         with torch.inference_mode():
-            net(x)
+            net(*xs)
     except (Exception, SystemExit) as e:
-        raise UserError(f"{network} does not run on an input of shape {tuple(x.shape)}: "
-                        f"{type(e).__name__}: {e}") from None
+        raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}") from None
+    x = xs[0] if len(xs) == 1 else xs
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()
     if measure_it:
-        result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
+        try:
+            result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
+        except RuntimeError as e:  # the timer's report of a network it could not ship, load or run
+            raise UserError(f"cannot measure {network} on {tm.backend}: {str(e).splitlines()[0][:300]}") from None
         result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:
         print(json.dumps(result, indent=2))

@@ -579,6 +579,9 @@ _WHOLE_MODULE_PRICES = frozenset({"mha", "transformer_layer", "transformer"})
 
 def _map_module(m: nn.Module, in_shapes: list[tuple[int, ...]], node=None) -> _Mapped:
     entry = ops.module_op(m)
+    if isinstance(m, torch.jit.ScriptModule):  # a leaf of the trace (its compiled forward is opaque)
+        return _unmodelled(f"TorchScript {getattr(m, 'original_name', type(m).__name__)}",
+                           "a TorchScript module is not priced; give its eager nn.Module")
     if entry is None or entry.price not in _MODULE_PRICE:
         return _unmodelled(type(m).__name__, "no family covers this module")
     return _MODULE_PRICE[entry.price](m, entry, in_shapes, node)

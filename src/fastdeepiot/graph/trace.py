@@ -55,7 +55,9 @@ class Tracer(torch.fx.Tracer):
         self.leaves_called: list[nn.Module] = []
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if super().is_leaf_module(m, qualname):
+        if super().is_leaf_module(m, qualname) or isinstance(m, torch.jit.ScriptModule):
+            # a TorchScript submodule is one call under its own name: fx cannot trace into its compiled
+            # forward (it recorded a call named `forward`), and its state is TorchScript's, not nn.Module's
             return True
         return self.opaque_custom and (any(p is not None for p in m._parameters.values())
                                        or any(b is not None for b in m._buffers.values()))
@@ -223,11 +225,18 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
     shaped = not any(m.training for m in modules.values()) and not _has_global_hooks()
     last_uses: dict = {}  # node -> the nodes whose last use it is
     seen: set = set()
+    n_params, star = 0, False  # the forward's parameters
     for node in reversed(graph.nodes):
+        if node.op == "placeholder":
+            n_params += 1
+            star = star or node.target.startswith("*")
         for n in node.all_input_nodes:
             if n not in seen:
                 seen.add(n)
                 last_uses.setdefault(node, []).append(n)
+    if len(inputs) > n_params and not star:
+        # as calling the module would: an input the forward has no parameter for is an error, not dropped
+        raise TypeError(f"{type(root).__name__}.forward() takes {n_params} input(s) but {len(inputs)} were given")
     env: dict = {}
     args_iter = iter(inputs)
     scratch = _Scratch()

@@ -338,12 +338,19 @@ def export_csv(store: Store, path: str) -> int:
     return n
 
 
-def export_parquet(store: Store, path: str) -> int:
+def parquet_modules():
+    """(pyarrow, pyarrow.parquet); StoreError where pyarrow is not installed (`export` asks before it
+    writes anything)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise StoreError("Parquet export needs pyarrow (pip install pyarrow)") from None
+    return pa, pq
+
+
+def export_parquet(store: Store, path: str) -> int:
+    pa, pq = parquet_modules()
     rows = list(export_rows(store))
     table = pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in EXPORT_COLUMNS})
     with atomic_path(path) as tmp:

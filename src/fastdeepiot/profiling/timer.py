@@ -16,9 +16,11 @@ blocks of back-to-back calls, best of interleaved rounds**, in a process that ru
 - *Where.* A fresh child process, started as `python -m fastdeepiot.profiling.timerchild`: it never
   imports the caller's `__main__` (a user script without an `if __name__ == "__main__":` guard is not
   re-run) and its allocator and caches hold only the networks it times. A network reaches it as ONNX
-  bytes (ORT), as a pickle of the eager module (torch, when every class in it can be imported by name),
-  or else as TorchScript traced in the caller (`torch.jit.trace`: classes defined in the caller's
-  `__main__` or inside a function; `NetworkTime.shipped_as` says which). Random networks of the profiler
+  bytes (ORT), as a pickle of the eager module (torch, when every class in it can be imported by name,
+  or comes from a file the caller loaded under a name of its own, as `predict path/to/file.py:factory`
+  does: the child loads that file the same way first), or else as TorchScript traced in the caller
+  (`torch.jit.trace`: classes defined in the caller's `__main__` or inside a function;
+  `NetworkTime.shipped_as` says which). Random networks of the profiler
   travel as their JSON spec and are built in the child.
 - *Warm-up.* Before its first round a network runs for at least `warmup_calls` calls and `warmup_ms`;
   before every round it runs again for `rewarm_ms` (the network timed just before left its own cache
@@ -69,6 +71,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import importlib.machinery
+import importlib.util
 import io
 import math
 import os
@@ -336,11 +340,44 @@ def _importable_by_name(module: torch.nn.Module) -> bool:
     return True
 
 
+def _file_modules(module: torch.nn.Module) -> dict[str, str]:
+    """Module name -> source file, for the modules defining the network's classes that no import path
+    finds by name: loaded from a file under a name of their own (`predict path/to/file.py:factory` loads
+    the file as `_fastdeepiot_user_<hash>`). The child loads each from its file before unpickling
+    (`_load_file_module`), as the caller did."""
+    out = {}
+    for name in {type(m).__module__ for m in module.modules()}:
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        origin = getattr(spec, "origin", None)
+        if (spec is not None and spec.has_location and isinstance(origin, str) and os.path.isfile(origin)
+                and importlib.machinery.PathFinder.find_spec(name.partition(".")[0], sys.path) is None):
+            out[name] = os.path.abspath(origin)
+    return out
+
+
+def _load_file_module(name: str, path: str) -> None:
+    """Import the file `path` as module `name` (see `_file_modules`), unless a module of that name is loaded."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as module {name}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+
+
 def _torchscript(module: torch.nn.Module, inputs: tuple) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(module, inputs, check_trace=False), buf)
+        # strict=False: a forward returning a dict or a list of tensors traces too (one example input fixes
+        # the container's structure, which is all one timed call needs)
+        torch.jit.save(torch.jit.trace(module, inputs, check_trace=False, strict=False), buf)
     return buf.getvalue()
 
 
@@ -352,7 +389,7 @@ def _payload(backend: Backend, module, inputs: tuple, prefer: str | None = None)
     if prefer != "torchscript" and _importable_by_name(module):
         try:
             return {"kind": "pickle", "data": pickle.dumps(module, protocol=pickle.HIGHEST_PROTOCOL),
-                    "inputs": inputs}
+                    "inputs": inputs, "files": _file_modules(module)}
         except Exception:  # noqa: BLE001 - e.g. a lambda inside: trace it instead
             pass
     return {"kind": "torchscript", "data": _torchscript(module, inputs), "inputs": inputs}
@@ -368,6 +405,8 @@ def runner_from_payload(backend: Backend, payload: dict) -> Runner:
     if kind == "onnx":
         return backend.onnx_runner(payload["data"], payload["inputs"])
     if kind == "pickle":
+        for name, path in payload.get("files", {}).items():
+            _load_file_module(name, path)
         module = pickle.loads(payload["data"])
     elif kind == "torchscript":
         module = torch.jit.load(io.BytesIO(payload["data"]))

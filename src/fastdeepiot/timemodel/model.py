@@ -48,7 +48,7 @@ import torch
 from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
-from fastdeepiot.families import FAMILIES, LayerConfig
+from fastdeepiot.families import FAMILIES, LayerConfig, check_config, get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.paths import kernel_paths
@@ -263,11 +263,22 @@ class TimeModel:
 
     # --------------------------------------------------------------------------- layers
     def predict_configs(self, configs: list[LayerConfig]) -> np.ndarray:
-        """Predicted standalone time (ms) of each configuration; raises for unmodelled families.
+        """Predicted standalone time (ms) of each configuration; raises for unmodelled families, and
+        UserError for a configuration no layer has (`families.check_config`: a parameter missing, unknown,
+        negative, ...).
 
         One prediction call per family, on one row per distinct configuration (a network repeats many:
         ResNet-50's 174 layers are 54 configurations); a row's prediction does not depend on the other
         rows, so each configuration gets the time it gets alone."""
+        if not isinstance(configs, (list, tuple)) or not all(isinstance(c, LayerConfig) for c in configs):
+            raise UserError("predict_configs takes a list of LayerConfig, got " + (
+                type(configs).__name__ if not isinstance(configs, (list, tuple)) else
+                f"a {type(next(c for c in configs if not isinstance(c, LayerConfig))).__name__} in the list"))
+        return self._predict_configs(configs, check=True)
+
+    def _predict_configs(self, configs: list[LayerConfig], check: bool = False) -> np.ndarray:
+        """`predict_configs`; `check` validates each distinct configuration (those an extraction made are
+        layers of a network that ran)."""
         out = np.zeros(len(configs))
         by: dict[str, dict] = {}  # family -> configuration -> indices of its occurrences
         for i, c in enumerate(configs):
@@ -278,6 +289,9 @@ class TimeModel:
                     f"the time model has no {fam} model (families: {', '.join(self.families)}); "
                     f"profile {fam} and fit again")
             distinct = [configs[idx[0]] for idx in groups.values()]
+            if check:
+                for c in distinct:
+                    check_config(c)
             unseen = [c for c in distinct if not self.covers(c)]
             if unseen:
                 raise UnmodelledLayerError(
@@ -298,6 +312,10 @@ class TimeModel:
         return out
 
     def predict_config(self, config: LayerConfig) -> float:
+        """Predicted standalone time (ms) of one configuration (see `predict_configs`)."""
+        if not isinstance(config, LayerConfig):
+            raise UserError(f"predict_config takes a LayerConfig, e.g. LayerConfig('linear', {{'batch': 1, "
+                            f"'in_features': 64, 'out_features': 32}}), got {type(config).__name__}")
         return float(self.predict_configs([config])[0])
 
     # --------------------------------------------------------------------------- networks
@@ -313,7 +331,7 @@ class TimeModel:
         one prediction call per family over all the networks."""
         priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
                   if c.kind == "layer" and self.covers(c.config)]
-        ms = self.predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
+        ms = self._predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
         standalone: list[list] = [[None] * len(calls) for calls in networks]
         for (i, j, _), m in zip(priced, ms):
             standalone[i][j] = float(m)
@@ -364,7 +382,8 @@ class TimeModel:
             # an empty nn.Sequential, nn.Identity, views and reshapes alone: the composition's per-network and
             # free-op terms are fitted on networks that compute, so a number here would be the intercept alone
             raise UserError("the network runs no layer on its input (" + (
-                "its forward returns the input as it is" if not calls else
+                "its forward computes nothing from it: it returns the input as it is, or a constant"
+                if not calls else
                 "only free operations: " + ", ".join(sorted({c.name for c in calls})[:6])) +
                 "): there is nothing to time")
         if unmodelled and priced == 0:
@@ -463,7 +482,14 @@ class TimeModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TimeModel":
-        p = Path(path)
+        name = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(name, str):
+            raise UserError(f"TimeModel.load takes the path of a time model file (a str or os.PathLike), got "
+                            f"{type(path).__name__}" + ("; TimeModel.from_dict reads a parsed one"
+                                                        if isinstance(path, dict) else ""))
+        if not name:
+            raise UserError("no time model file given (the path is empty)")
+        p = Path(name)
         if p.is_dir():
             raise UserError(f"{path}: is a directory, not a time model file")
         try:
@@ -655,10 +681,16 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
-    if families:
-        data = {f: v for f, v in data.items() if f in families}
     if not data:
         raise StoreError(f"{store.path}: no layer measurements for this device")
+    if families:
+        wanted = [families] if isinstance(families, str) else list(families)
+        for f in wanted:
+            get_family(str(f))  # an unknown name is an UnknownNameError, not "no measurements"
+        held, data = sorted(data), {f: v for f, v in data.items() if f in wanted}
+        if not data:
+            raise StoreError(f"{store.path}: no measurements of {', '.join(map(str, wanted))} for this device "
+                             f"(it holds {', '.join(held)})")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
     held: dict[str, tuple[list, list, list]] = {}
