@@ -227,6 +227,7 @@ def fixtures(tmp_path_factory, task):
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.close()
+    _damaged_stores(d)
     (d / "notes.txt").write_text("my notes\n")
     (d / "usermod_badin.py").write_text(USERMOD)
     (d / "brokenimport_badin.py").write_text("raise ImportError('a dependency is missing')\n")
@@ -241,6 +242,19 @@ def fixtures(tmp_path_factory, task):
     torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),)), d / "exported.pt")
     (d / "data.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))
     return d
+
+
+def _damaged_stores(d: Path) -> None:
+    """Copies of store.db, each with one damage a hand edit or a flipped byte can leave (probe 3, finding 8)."""
+    def damaged(name, sql, args=()):
+        shutil.copy(d / "store.db", d / name)
+        conn = sqlite3.connect(d / name)
+        conn.execute(sql, args)
+        conn.commit()
+        conn.close()
+
+    damaged("nofp.db", "UPDATE devices SET fingerprint_json='{}'")
+    damaged("noproc.db", """UPDATE devices SET fingerprint_json='{"backend": "fake", "threads": "x"}'""")
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -323,6 +337,11 @@ CLI_CASES = [
     ("summary-garbage", ["summary", "garbage.db"], None),
     ("summary-empty-file", ["summary", "empty.db"], "empty"),
     ("summary-other-sqlite", ["summary", "othersqlite.db"], "not a fastdeepiot"),
+    ("summary-device-without-entries", ["summary", "nofp.db"], "unreadable device: no 'backend'"),
+    ("summary-device-without-processor", ["summary", "noproc.db"], "unreadable device: no 'processor'"),
+    ("summary-json-device-without-entries", ["summary", "nofp.db", "--json"], "unreadable device"),
+    ("profile-into-a-damaged-device", ["profile", "-d", "fake", "--db", "nofp.db", "--force", "--max-new", "1", "-q"],
+     "unreadable device"),
     # export
     ("export-onto-store", ["export", S, "--csv", S], "input"),
     ("export-onto-wal", ["export", S, "--csv", S + "-wal"], "input"),
@@ -558,6 +577,13 @@ def _api_store_missing(w):
     Store.open(w / "missing.db")
 
 
+def _api_profile_closed_store(w):
+    backend = FakeBackend()
+    store = Store.open(w / "new.db", backend.fingerprint(), create=True)
+    store.close()
+    profile(backend, store, plan(["linear"]), max_new=1)
+
+
 def _api_save_checkpoint_plain(w):
     save_checkpoint(w / "plain.pt", nn.Linear(2, 2), "badin")
 
@@ -726,6 +752,14 @@ API_CASES = [
     ("api-fit-too-few", _api_fit_small, "too few"),
     ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
     ("api-store-missing", _api_store_missing, "no such"),
+    ("api-store-path-none", lambda w: Store.open(None), "path must be a str"),
+    ("api-store-path-int", lambda w: Store.open(5), "path must be a str"),
+    ("api-store-fingerprint-string", lambda w: Store.open(w / "new.db", "torch-cpu", create=True), "a str, not an object"),
+    ("api-store-fingerprint-list", lambda w: Store.open(w / "new.db", [1, 2], create=True), "a list, not an object"),
+    ("api-store-fingerprint-empty", lambda w: Store.open(w / "new.db", {}, create=True), "no 'backend' entry"),
+    ("api-store-fingerprint-not-json", lambda w: Store.open(w / "new.db", {**FakeBackend().fingerprint(), "a": object()},
+                                                            create=True), "not JSON"),
+    ("api-profile-closed-store", _api_profile_closed_store, "is closed"),
     ("api-save-checkpoint-plain-module", _api_save_checkpoint_plain, "net_name"),
     ("api-output-is-input", _api_check_output_input, "input"),
     ("api-output-other-kind", _api_check_output_kind, "--force"),
@@ -750,6 +784,13 @@ def test_bad_api_input(name, fn, expect, work):
     assert msg and "\n" not in msg.strip() and "weights_only=False" not in msg
     assert expect.lower() in msg.lower(), msg
     _assert_inputs_untouched(work, before)
+
+
+def test_a_bad_fingerprint_is_refused_before_the_store_is_made(tmp_path):
+    for fp in ("torch-cpu", {}, {**FakeBackend().fingerprint(), "threads": 0}, {**FakeBackend().fingerprint(), "a": {1, 2}}):
+        with pytest.raises(UserError, match="fingerprint"):
+            Store.open(tmp_path / "new.db", fp, create=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unsafe_pickle_message_suggests_no_unsafe_flag(work, capsys):
