@@ -255,6 +255,7 @@ def _damaged_stores(d: Path) -> None:
 
     damaged("nofp.db", "UPDATE devices SET fingerprint_json='{}'")
     damaged("noproc.db", """UPDATE devices SET fingerprint_json='{"backend": "fake", "threads": "x"}'""")
+    damaged("zero.db", "UPDATE measurements SET median_ms=0 WHERE id=(SELECT min(id) FROM measurements)")
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -342,6 +343,7 @@ CLI_CASES = [
     ("summary-json-device-without-entries", ["summary", "nofp.db", "--json"], "unreadable device"),
     ("profile-into-a-damaged-device", ["profile", "-d", "fake", "--db", "nofp.db", "--force", "--max-new", "1", "-q"],
      "unreadable device"),
+    ("fit-a-time-of-zero", ["fit", "zero.db", "-o", "new.json"], "impossible time"),
     # export
     ("export-onto-store", ["export", S, "--csv", S], "input"),
     ("export-onto-wal", ["export", S, "--csv", S + "-wal"], "input"),

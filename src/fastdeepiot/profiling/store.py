@@ -311,8 +311,8 @@ class Store:
         q += " ORDER BY m.id"
         try:
             for r in self.conn.execute(q, args):
-                ms = (r["median_ms"], r["p10_ms"], r["p90_ms"], r["rel_iqr"])
-                if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in ms):
+                ms = (r["median_ms"], r["p10_ms"], r["p90_ms"], r["rel_iqr"])  # a median of 0 is no measurement
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in ms) or ms[0] <= 0:
                     raise StoreError(f"{self.path}: corrupt measurement database (measurement "
                                      f"{str(r['config_key'])[:80]} has an impossible time)")
                 yield Measurement(
