@@ -35,6 +35,7 @@ from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import LayerConfig
+from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.safeio import atomic_write_text, check_output
@@ -142,6 +143,7 @@ def fixtures(tmp_path_factory, task):
     d = tmp_path_factory.mktemp("badin")
     _profile(d / "store.db", 110)
     _profile(d / "small.db", 3, families=["linear"])
+    _profile(d / "one.db", 1, families=["linear"])
     shutil.copy(d / "store.db", d / "two.db")
     _profile(d / "two.db", 12, families=["linear"], threads=2)  # a second device (other fingerprint)
     backend = FakeBackend(step=8)
@@ -256,6 +258,16 @@ def _damaged_stores(d: Path) -> None:
     damaged("nofp.db", "UPDATE devices SET fingerprint_json='{}'")
     damaged("noproc.db", """UPDATE devices SET fingerprint_json='{"backend": "fake", "threads": "x"}'""")
     damaged("zero.db", "UPDATE measurements SET median_ms=0 WHERE id=(SELECT min(id) FROM measurements)")
+    first_linear = "(SELECT min(id) FROM measurements WHERE family='linear')"
+    damaged("bigint.db", f"UPDATE measurements SET config_json=? WHERE id={first_linear}",
+            (json.dumps({"batch": 1, "in_features": 10**400, "out_features": 8}),))
+    # network rows fit cannot rebuild: a layer row marked as a network, a spec without 'seed', a seed "x"
+    damaged("kindnet.db", f"UPDATE measurements SET kind='network' WHERE id={first_linear}")
+    damaged("noseed.db", f"""UPDATE measurements SET kind='network', family='network',
+            config_json='{{"style": "bogus"}}' WHERE id={first_linear}""")
+    spec = dict(random_network(0, "sensor", "plain")[2], seed="x")
+    damaged("seedx.db", f"UPDATE measurements SET kind='network', family='network', config_json=? WHERE id={first_linear}",
+            (json.dumps(spec),))
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -344,6 +356,13 @@ CLI_CASES = [
     ("profile-into-a-damaged-device", ["profile", "-d", "fake", "--db", "nofp.db", "--force", "--max-new", "1", "-q"],
      "unreadable device"),
     ("fit-a-time-of-zero", ["fit", "zero.db", "-o", "new.json"], "impossible time"),
+    ("fit-a-width-of-400-digits", ["fit", "bigint.db", "-o", "new.json", "--layers", "linear"], "OverflowError"),
+    ("fit-a-layer-row-marked-network", ["fit", "kindnet.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement"),
+    ("fit-a-network-spec-without-seed", ["fit", "noseed.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement {\"style\": \"bogus\"} (KeyError"),
+    ("fit-a-network-seed-of-text", ["fit", "seedx.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement"),
     # export
     ("export-onto-store", ["export", S, "--csv", S], "input"),
     ("export-onto-wal", ["export", S, "--csv", S + "-wal"], "input"),
@@ -579,6 +598,17 @@ def _api_store_missing(w):
     Store.open(w / "missing.db")
 
 
+def _api_fit_with(w, db=S, **kw):
+    with Store.open(w / db) as store:
+        fit_time_model(store, families=["linear"], **kw)
+
+
+def _api_fit_closed_store(w):
+    store = Store.open(w / S)
+    store.close()
+    fit_time_model(store)
+
+
 def _api_profile_closed_store(w):
     backend = FakeBackend()
     store = Store.open(w / "new.db", backend.fingerprint(), create=True)
@@ -752,6 +782,13 @@ API_CASES = [
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
     ("api-fit-too-few", _api_fit_small, "too few"),
+    ("api-fit-a-path", lambda w: fit_time_model(str(w / S)), "open Store"),
+    ("api-fit-a-closed-store", _api_fit_closed_store, "closed"),
+    ("api-fit-device-a-name", lambda w: _api_fit_with(w, device="fake"), "device must be None or a dict"),
+    ("api-fit-min-samples-zero", lambda w: _api_fit_with(w, min_samples=0), "min_samples"),
+    ("api-fit-min-samples-negative", lambda w: _api_fit_with(w, min_samples=-1), "min_samples"),
+    ("api-fit-min-samples-float", lambda w: _api_fit_with(w, min_samples=2.5), "min_samples"),
+    ("api-fit-one-sample-all-held-out", lambda w: _api_fit_with(w, min_samples=1, db="one.db"), "one to fit beside"),
     ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
     ("api-store-missing", _api_store_missing, "no such"),
     ("api-store-path-none", lambda w: Store.open(None), "path must be a str"),
@@ -1188,3 +1225,10 @@ def test_a_floored_total_on_many_cheap_layers_is_warned_not_silent(fixtures):
     assert not any("floor" in w for w in one.warnings)
     many = tm.predict_network(nn.Sequential(*[nn.Linear(8, 8) for _ in range(10)]), torch.zeros(1, 8))
     assert many.total_ms > 0 and any("below its slowest layer alone" in w for w in many.warnings)
+
+
+def test_fit_takes_one_sample_a_family_when_nothing_is_held_out(work):
+    with Store.open(work / "one.db") as store:
+        assert list(fit_time_model(store, min_samples=1, holdout=0.0).families) == ["linear"]
+        with pytest.raises(UserError, match="too few"):
+            fit_time_model(store, min_samples=1, holdout=0.2)
