@@ -187,6 +187,18 @@ def fixtures(tmp_path_factory, task):
     variant("version.json", lambda v: v.update(version=99))
     variant("badchild.json", lambda v: v["families"][fam]["nodes"][0].update(leaf=False, left=0, right=99))
     variant("otherdev.json", lambda v: v["device"].update(threads=64))
+    # --adaptive reads report.families[f].worst: damaged reports (probe 3, finding 8g), and a good one
+    good_key = 'linear:{"batch":2,"in_features":64,"out_features":32}'
+    for name, worst in (("ad_good.json", [{"key": good_key, "rel_error": 0.5}]),
+                        ("ad_badkey.json", [{"key": "linear:{bad", "rel_error": 0.5}]),
+                        ("ad_nokey.json", [{"rel_error": 0.5}]),
+                        ("ad_otherfam.json", [{"key": 'conv2d:{"batch": 1}', "rel_error": 0.5}]),
+                        ("ad_missingparams.json", [{"key": 'linear:{"batch": 1}', "rel_error": 0.5}]),
+                        ("ad_strerr.json", [{"key": good_key, "rel_error": "big"}]),
+                        ("ad_worstdict.json", {"a": 1})):
+        variant(name, lambda v, worst=worst: v["report"]["families"].update(linear={"worst": worst}))
+    variant("ad_famstr.json", lambda v: v["report"]["families"].update(linear="x"))
+    variant("ad_famlist.json", lambda v: v["report"].update(families=[]))
     # checkpoints
     torch.manual_seed(0)
     model = task.make_model()
@@ -340,6 +352,16 @@ CLI_CASES = [
     ("profile-adaptive-list", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "list.json", "-q"], "list"),
     ("profile-adaptive-other-device", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "otherdev.json", "-q"],
      "another device"),
+    *[(f"profile-adaptive-{name}", ["profile", "-d", "fake", "--db", "new.db", "--layers", "linear", "--adaptive",
+                                     f"ad_{name}.json", "--max-new", "1", "-q"], expect)
+      for name, expect in (("badkey", "worst[0].key 'linear:{bad' is not a configuration key"),
+                           ("nokey", "worst[0] is not an object with a configuration 'key'"),
+                           ("otherfam", "names a 'conv2d' configuration, not a linear one"),
+                           ("missingparams", "lacks in_features, out_features"),
+                           ("strerr", "rel_error is 'big', not a number"),
+                           ("worstdict", "worst is a dict, not a list"),
+                           ("famstr", "report.families.linear is a str, not an object"),
+                           ("famlist", "report.families is a list, not an object"))],
     ("profile-max-new-negative", ["profile", "-d", "fake", "--db", "new.db", "--max-new", "-1", "-q"], "--max-new"),
     # summary
     ("summary-missing", ["summary", "missing.db"], "no such"),
@@ -1232,3 +1254,21 @@ def test_fit_takes_one_sample_a_family_when_nothing_is_held_out(work):
         assert list(fit_time_model(store, min_samples=1, holdout=0.0).families) == ["linear"]
         with pytest.raises(UserError, match="too few"):
             fit_time_model(store, min_samples=1, holdout=0.2)
+
+
+def test_a_damaged_adaptive_report_is_refused_before_the_database_is_made(work, capsys):
+    assert main(["profile", "-d", "fake", "--db", "new.db", "--adaptive", "ad_badkey.json", "--layers", "linear",
+                 "--max-new", "1", "-q"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "ad_badkey.json: damaged time model: report.families.linear")
+    assert not any(work.glob("new.db*"))
+
+
+def test_adaptive_profiles_near_the_worst_point_first(work, capsys):
+    assert main(["profile", "-d", "fake", "--db", "new.db", "--adaptive", "ad_good.json", "--layers", "linear",
+                 "--max-new", "3", "-q"]) == 0
+    with Store.open(work / "new.db") as store:
+        rows = list(store.measurements())
+    assert [m.source for m in rows] == ["adaptive"] * 3
+    # near batch 2, 64 x 32: each parameter moved by up to 0.08 of its space (8 batches, 1024 widths)
+    assert all(m.config["batch"] in (1, 2, 4) and abs(m.config["in_features"] - 64) <= 82
+               and abs(m.config["out_features"] - 32) <= 82 for m in rows)

@@ -106,10 +106,10 @@ def profile(
         raise UserError(f"--adaptive {adaptive} was fitted on another device ({d.get('backend')}, {d.get('threads')} "
                         f"threads), not on {device} with {threads}: its errors say where that device's model is "
                         f"worst; pass its --device and --threads, or --force")
+    # drawn before the store is opened: a damaged report is refused before the database is made
+    first = adaptive_workloads(adaptive, None, fams, seed=seed) if adaptive is not None else iter(())
     store = Store.open(db, backend.fingerprint(), create=True, force=force)
-    workloads = plan(fams, seed=seed, network_every=networks)
-    if adaptive is not None:
-        workloads = itertools.chain(adaptive_workloads(adaptive, store, fams, seed=seed), workloads)
+    workloads = itertools.chain(first, plan(fams, seed=seed, network_every=networks))
     policy = TimingPolicy.quick() if quick else TimingPolicy()
     try:
         summary = _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet)
