@@ -795,6 +795,13 @@ API_CASES = [
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
+    ("api-backend-threads-zero", lambda w: fastdeepiot.get_backend("fake", threads=0), "threads must be a whole number"),
+    ("api-backend-threads-text", lambda w: fastdeepiot.get_backend("torch-cpu", threads="2"), "got '2'"),
+    ("api-backend-threads-fraction", lambda w: fastdeepiot.get_backend("torch-cpu", threads=2.5), "got 2.5"),
+    ("api-backend-threads-beyond-cores", lambda w: fastdeepiot.get_backend("torch-cpu", threads=(os.cpu_count() or 1) + 1),
+     "core(s); give 1 to"),
+    ("api-backend-unknown-option", lambda w: fastdeepiot.get_backend("fake", bogus=1), "'bogus'"),
+    ("api-backend-dtype", lambda w: FakeBackend(dtype="float16"), "only float32"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
     ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
     ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
@@ -1272,3 +1279,4 @@ def test_adaptive_profiles_near_the_worst_point_first(work, capsys):
     # near batch 2, 64 x 32: each parameter moved by up to 0.08 of its space (8 batches, 1024 widths)
     assert all(m.config["batch"] in (1, 2, 4) and abs(m.config["in_features"] - 64) <= 82
                and abs(m.config["out_features"] - 32) <= 82 for m in rows)
+
