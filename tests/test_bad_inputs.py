@@ -620,6 +620,13 @@ def _api_store_missing(w):
     Store.open(w / "missing.db")
 
 
+def _api_profile_with(w, **kw):
+    backend = FakeBackend()
+    args = {"backend": backend, "workloads": plan(["linear"]), **kw}
+    with Store.open(w / "new.db", backend.fingerprint(), create=True) as store:
+        profile(args.pop("backend"), store, args.pop("workloads"), **args)
+
+
 def _api_fit_with(w, db=S, **kw):
     with Store.open(w / db) as store:
         fit_time_model(store, families=["linear"], **kw)
@@ -795,6 +802,15 @@ API_CASES = [
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
+    ("api-profile-backend-a-name", lambda w: _api_profile_with(w, backend="fake"), "backend must be a Backend"),
+    ("api-profile-workloads-none", lambda w: _api_profile_with(w, workloads=None), "iterable of Workload"),
+    ("api-profile-workloads-names", lambda w: _api_profile_with(w, workloads=["conv2d"]), "yield Workload items"),
+    ("api-profile-max-new-true", lambda w: _api_profile_with(w, max_new=True), "max_new must be a whole number"),
+    ("api-plan-seed-negative", lambda w: plan(["linear"], seed=-1), "seed must be a whole number >= 0"),
+    ("api-plan-seed-fraction", lambda w: plan(["linear"], seed=1.5), "seed must be a whole number >= 0"),
+    ("api-plan-network-every-negative", lambda w: plan(["linear"], network_every=-1), "network_every"),
+    ("api-plan-a-string", lambda w: plan("linear"), "not a string"),
+    ("api-plan-unknown-family", lambda w: plan(["conv9d"]), "conv9d"),
     ("api-backend-threads-zero", lambda w: fastdeepiot.get_backend("fake", threads=0), "threads must be a whole number"),
     ("api-backend-threads-text", lambda w: fastdeepiot.get_backend("torch-cpu", threads="2"), "got '2'"),
     ("api-backend-threads-fraction", lambda w: fastdeepiot.get_backend("torch-cpu", threads=2.5), "got 2.5"),
@@ -1280,3 +1296,10 @@ def test_adaptive_profiles_near_the_worst_point_first(work, capsys):
     assert all(m.config["batch"] in (1, 2, 4) and abs(m.config["in_features"] - 64) <= 82
                and abs(m.config["out_features"] - 32) <= 82 for m in rows)
 
+
+def test_numpy_whole_numbers_are_whole_numbers(work):
+    backend = fastdeepiot.get_backend("fake", threads=np.int64(1))
+    assert backend.fingerprint()["threads"] == 1 and type(backend.threads) is int
+    with Store.open(work / "new.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, plan(["linear"], seed=np.int64(0)), max_new=np.int64(2))
+    assert s.new == 2
