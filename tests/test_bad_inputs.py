@@ -638,6 +638,11 @@ def _api_fit_closed_store(w):
     fit_time_model(store)
 
 
+def _api_store_record_when_opened_to_read(w):
+    with Store.open(w / S) as store:
+        store.set_conditions(FakeBackend().conditions())
+
+
 def _api_profile_closed_store(w):
     backend = FakeBackend()
     store = Store.open(w / "new.db", backend.fingerprint(), create=True)
@@ -844,6 +849,7 @@ API_CASES = [
     ("api-store-fingerprint-not-json", lambda w: Store.open(w / "new.db", {**FakeBackend().fingerprint(), "a": object()},
                                                             create=True), "not JSON"),
     ("api-profile-closed-store", _api_profile_closed_store, "is closed"),
+    ("api-store-record-when-opened-to-read", _api_store_record_when_opened_to_read, "opened to read"),
     ("api-save-checkpoint-plain-module", _api_save_checkpoint_plain, "net_name"),
     ("api-output-is-input", _api_check_output_input, "input"),
     ("api-output-other-kind", _api_check_output_kind, "--force"),

@@ -225,7 +225,8 @@ class Store:
     def set_conditions(self, conditions: dict) -> None:
         """The conditions recorded with every following measurement (versions, platform, ...)."""
         if self._device_id is None:
-            raise RuntimeError("open the store with a device fingerprint before recording")
+            raise StoreError(f"{self.path} was opened to read; open it with the device's fingerprint "
+                             "(Store.open(path, backend.fingerprint(), create=True)) to record measurements")
         h = _hash(conditions)
         with self._tx():
             self.conn.execute("INSERT OR IGNORE INTO conditions (hash, device_id, conditions_json) "
@@ -255,7 +256,7 @@ class Store:
     def add(self, *, kind: str, family: str, config_key: str, config: dict, timing, source: str) -> bool:
         """Record one measurement in its own transaction. False if the key was already stored."""
         if self._conditions_id is None:
-            raise RuntimeError("call set_conditions() before add()")
+            raise StoreError("call set_conditions() before add(): the conditions are recorded with every measurement")
         with self._tx():
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO measurements (device_id, conditions_id, kind, family, config_key,"
