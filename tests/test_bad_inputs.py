@@ -278,8 +278,8 @@ def _damaged_stores(d: Path) -> None:
     damaged("noseed.db", f"""UPDATE measurements SET kind='network', family='network',
             config_json='{{"style": "bogus"}}' WHERE id={first_linear}""")
     spec = dict(random_network(0, "sensor", "plain")[2], seed="x")
-    damaged("seedx.db", f"UPDATE measurements SET kind='network', family='network', config_json=? WHERE id={first_linear}",
-            (json.dumps(spec),))
+    damaged("seedx.db", "UPDATE measurements SET kind='network', family='network', config_json=? "
+            f"WHERE id={first_linear}", (json.dumps(spec),))
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -816,11 +816,12 @@ API_CASES = [
     ("api-plan-network-every-negative", lambda w: plan(["linear"], network_every=-1), "network_every"),
     ("api-plan-a-string", lambda w: plan("linear"), "not a string"),
     ("api-plan-unknown-family", lambda w: plan(["conv9d"]), "conv9d"),
-    ("api-backend-threads-zero", lambda w: fastdeepiot.get_backend("fake", threads=0), "threads must be a whole number"),
+    ("api-backend-threads-zero", lambda w: fastdeepiot.get_backend("fake", threads=0),
+     "threads must be a whole number"),
     ("api-backend-threads-text", lambda w: fastdeepiot.get_backend("torch-cpu", threads="2"), "got '2'"),
     ("api-backend-threads-fraction", lambda w: fastdeepiot.get_backend("torch-cpu", threads=2.5), "got 2.5"),
-    ("api-backend-threads-beyond-cores", lambda w: fastdeepiot.get_backend("torch-cpu", threads=(os.cpu_count() or 1) + 1),
-     "core(s); give 1 to"),
+    ("api-backend-threads-beyond-cores",
+     lambda w: fastdeepiot.get_backend("torch-cpu", threads=(os.cpu_count() or 1) + 1), "core(s); give 1 to"),
     ("api-backend-unknown-option", lambda w: fastdeepiot.get_backend("fake", bogus=1), "'bogus'"),
     ("api-backend-dtype", lambda w: FakeBackend(dtype="float16"), "only float32"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
@@ -843,11 +844,12 @@ API_CASES = [
     ("api-store-missing", _api_store_missing, "no such"),
     ("api-store-path-none", lambda w: Store.open(None), "path must be a str"),
     ("api-store-path-int", lambda w: Store.open(5), "path must be a str"),
-    ("api-store-fingerprint-string", lambda w: Store.open(w / "new.db", "torch-cpu", create=True), "a str, not an object"),
+    ("api-store-fingerprint-string", lambda w: Store.open(w / "new.db", "torch-cpu", create=True),
+     "a str, not an object"),
     ("api-store-fingerprint-list", lambda w: Store.open(w / "new.db", [1, 2], create=True), "a list, not an object"),
     ("api-store-fingerprint-empty", lambda w: Store.open(w / "new.db", {}, create=True), "no 'backend' entry"),
-    ("api-store-fingerprint-not-json", lambda w: Store.open(w / "new.db", {**FakeBackend().fingerprint(), "a": object()},
-                                                            create=True), "not JSON"),
+    ("api-store-fingerprint-not-json",
+     lambda w: Store.open(w / "new.db", {**FakeBackend().fingerprint(), "a": object()}, create=True), "not JSON"),
     ("api-profile-closed-store", _api_profile_closed_store, "is closed"),
     ("api-store-record-when-opened-to-read", _api_store_record_when_opened_to_read, "opened to read"),
     ("api-save-checkpoint-plain-module", _api_save_checkpoint_plain, "net_name"),
@@ -877,7 +879,8 @@ def test_bad_api_input(name, fn, expect, work):
 
 
 def test_a_bad_fingerprint_is_refused_before_the_store_is_made(tmp_path):
-    for fp in ("torch-cpu", {}, {**FakeBackend().fingerprint(), "threads": 0}, {**FakeBackend().fingerprint(), "a": {1, 2}}):
+    good = FakeBackend().fingerprint()
+    for fp in ("torch-cpu", {}, {**good, "threads": 0}, {**good, "threads": True}, {**good, "a": {1, 2}}):
         with pytest.raises(UserError, match="fingerprint"):
             Store.open(tmp_path / "new.db", fp, create=True)
     assert list(tmp_path.iterdir()) == []

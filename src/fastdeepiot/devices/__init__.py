@@ -51,4 +51,5 @@ def list_backends() -> list[dict]:
     return rows
 
 
-__all__ = ["Backend", "Runner", "BACKENDS", "check_threads", "get_backend", "list_backends", "make_backend", "cpu_model"]
+__all__ = ["Backend", "Runner", "BACKENDS", "check_threads", "get_backend", "list_backends", "make_backend",
+           "cpu_model"]

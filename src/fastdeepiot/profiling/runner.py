@@ -166,7 +166,8 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     try:
         workloads = iter(workloads)
     except TypeError:
-        raise UserError(f"workloads must be an iterable of Workload (plan(families)), got {type(workloads).__name__}") from None
+        raise UserError(f"workloads must be an iterable of Workload (plan(families)), "
+                        f"got {type(workloads).__name__}") from None
     store.check_device(backend.fingerprint())
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
