@@ -35,6 +35,7 @@ from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import UnknownNameError, UserError
 from fastdeepiot.families import LayerConfig
+from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.safeio import atomic_write_text, check_output
@@ -161,6 +162,7 @@ def fixtures(tmp_path_factory, task):
     d = tmp_path_factory.mktemp("badin")
     _profile(d / "store.db", 110)
     _profile(d / "small.db", 3, families=["linear"])
+    _profile(d / "one.db", 1, families=["linear"])
     shutil.copy(d / "store.db", d / "two.db")
     _profile(d / "two.db", 12, families=["linear"], threads=2)  # a second device (other fingerprint)
     backend = FakeBackend(step=8)
@@ -236,6 +238,18 @@ def fixtures(tmp_path_factory, task):
     variant("orphan.json", tree((1, 2), None, None, None))
     variant("deeptree.json", tree(*[x for k in range(2000) for x in ((2 * k + 1, 2 * k + 2), None)], None))
     variant("splitkind.json", tree((1, 2), None, None, kind="lt"))
+    # --adaptive reads report.families[f].worst: damaged reports (probe 3, finding 8g), and a good one
+    good_key = 'linear:{"batch":2,"in_features":64,"out_features":32}'
+    for name, worst in (("ad_good.json", [{"key": good_key, "rel_error": 0.5}]),
+                        ("ad_badkey.json", [{"key": "linear:{bad", "rel_error": 0.5}]),
+                        ("ad_nokey.json", [{"rel_error": 0.5}]),
+                        ("ad_otherfam.json", [{"key": 'conv2d:{"batch": 1}', "rel_error": 0.5}]),
+                        ("ad_missingparams.json", [{"key": 'linear:{"batch": 1}', "rel_error": 0.5}]),
+                        ("ad_strerr.json", [{"key": good_key, "rel_error": "big"}]),
+                        ("ad_worstdict.json", {"a": 1})):
+        variant(name, lambda v, worst=worst: v["report"]["families"].update(linear={"worst": worst}))
+    variant("ad_famstr.json", lambda v: v["report"]["families"].update(linear="x"))
+    variant("ad_famlist.json", lambda v: v["report"].update(families=[]))
     # checkpoints
     torch.manual_seed(0)
     model = task.make_model()
@@ -278,6 +292,7 @@ def fixtures(tmp_path_factory, task):
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.close()
+    _damaged_stores(d)
     (d / "notes.txt").write_text("my notes\n")
     (d / "usermod_badin.py").write_text(USERMOD)
     (d / "brokenimport_badin.py").write_text("raise ImportError('a dependency is missing')\n")
@@ -292,6 +307,30 @@ def fixtures(tmp_path_factory, task):
     torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),)), d / "exported.pt")
     (d / "data.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))
     return d
+
+
+def _damaged_stores(d: Path) -> None:
+    """Copies of store.db, each with one damage a hand edit or a flipped byte can leave (probe 3, finding 8)."""
+    def damaged(name, sql, args=()):
+        shutil.copy(d / "store.db", d / name)
+        conn = sqlite3.connect(d / name)
+        conn.execute(sql, args)
+        conn.commit()
+        conn.close()
+
+    damaged("nofp.db", "UPDATE devices SET fingerprint_json='{}'")
+    damaged("noproc.db", """UPDATE devices SET fingerprint_json='{"backend": "fake", "threads": "x"}'""")
+    damaged("zero.db", "UPDATE measurements SET median_ms=0 WHERE id=(SELECT min(id) FROM measurements)")
+    first_linear = "(SELECT min(id) FROM measurements WHERE family='linear')"
+    damaged("bigint.db", f"UPDATE measurements SET config_json=? WHERE id={first_linear}",
+            (json.dumps({"batch": 1, "in_features": 10**400, "out_features": 8}),))
+    # network rows fit cannot rebuild: a layer row marked as a network, a spec without 'seed', a seed "x"
+    damaged("kindnet.db", f"UPDATE measurements SET kind='network' WHERE id={first_linear}")
+    damaged("noseed.db", f"""UPDATE measurements SET kind='network', family='network',
+            config_json='{{"style": "bogus"}}' WHERE id={first_linear}""")
+    spec = dict(random_network(0, "sensor", "plain")[2], seed="x")
+    damaged("seedx.db", "UPDATE measurements SET kind='network', family='network', config_json=? "
+            f"WHERE id={first_linear}", (json.dumps(spec),))
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -365,6 +404,16 @@ CLI_CASES = [
     ("profile-adaptive-list", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "list.json", "-q"], "list"),
     ("profile-adaptive-other-device", ["profile", "-d", "fake", "--db", "new.db", "--adaptive", "otherdev.json", "-q"],
      "another device"),
+    *[(f"profile-adaptive-{name}", ["profile", "-d", "fake", "--db", "new.db", "--layers", "linear", "--adaptive",
+                                     f"ad_{name}.json", "--max-new", "1", "-q"], expect)
+      for name, expect in (("badkey", "worst[0].key 'linear:{bad' is not a configuration key"),
+                           ("nokey", "worst[0] is not an object with a configuration 'key'"),
+                           ("otherfam", "names a 'conv2d' configuration, not a linear one"),
+                           ("missingparams", "lacks in_features, out_features"),
+                           ("strerr", "rel_error is 'big', not a number"),
+                           ("worstdict", "worst is a dict, not a list"),
+                           ("famstr", "report.families.linear is a str, not an object"),
+                           ("famlist", "report.families is a list, not an object"))],
     ("profile-max-new-negative", ["profile", "-d", "fake", "--db", "new.db", "--max-new", "-1", "-q"], "--max-new"),
     # summary
     ("summary-missing", ["summary", "missing.db"], "no such"),
@@ -375,6 +424,19 @@ CLI_CASES = [
     ("summary-garbage", ["summary", "garbage.db"], None),
     ("summary-empty-file", ["summary", "empty.db"], "empty"),
     ("summary-other-sqlite", ["summary", "othersqlite.db"], "not a fastdeepiot"),
+    ("summary-device-without-entries", ["summary", "nofp.db"], "unreadable device: no 'backend'"),
+    ("summary-device-without-processor", ["summary", "noproc.db"], "unreadable device: no 'processor'"),
+    ("summary-json-device-without-entries", ["summary", "nofp.db", "--json"], "unreadable device"),
+    ("profile-into-a-damaged-device", ["profile", "-d", "fake", "--db", "nofp.db", "--force", "--max-new", "1", "-q"],
+     "unreadable device"),
+    ("fit-a-time-of-zero", ["fit", "zero.db", "-o", "new.json"], "impossible time"),
+    ("fit-a-width-of-400-digits", ["fit", "bigint.db", "-o", "new.json", "--layers", "linear"], "OverflowError"),
+    ("fit-a-layer-row-marked-network", ["fit", "kindnet.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement"),
+    ("fit-a-network-spec-without-seed", ["fit", "noseed.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement {\"style\": \"bogus\"} (KeyError"),
+    ("fit-a-network-seed-of-text", ["fit", "seedx.db", "-o", "new.json", "--layers", "linear"],
+     "corrupt network measurement"),
     # export
     ("export-onto-store", ["export", S, "--csv", S], "input"),
     ("export-onto-wal", ["export", S, "--csv", S + "-wal"], "input"),
@@ -630,6 +692,36 @@ def _api_store_missing(w):
     Store.open(w / "missing.db")
 
 
+def _api_profile_with(w, **kw):
+    backend = FakeBackend()
+    args = {"backend": backend, "workloads": plan(["linear"]), **kw}
+    with Store.open(w / "new.db", backend.fingerprint(), create=True) as store:
+        profile(args.pop("backend"), store, args.pop("workloads"), **args)
+
+
+def _api_fit_with(w, db=S, **kw):
+    with Store.open(w / db) as store:
+        fit_time_model(store, families=["linear"], **kw)
+
+
+def _api_fit_closed_store(w):
+    store = Store.open(w / S)
+    store.close()
+    fit_time_model(store)
+
+
+def _api_store_record_when_opened_to_read(w):
+    with Store.open(w / S) as store:
+        store.set_conditions(FakeBackend().conditions())
+
+
+def _api_profile_closed_store(w):
+    backend = FakeBackend()
+    store = Store.open(w / "new.db", backend.fingerprint(), create=True)
+    store.close()
+    profile(backend, store, plan(["linear"]), max_new=1)
+
+
 def _api_save_checkpoint_plain(w):
     save_checkpoint(w / "plain.pt", nn.Linear(2, 2), "badin")
 
@@ -822,6 +914,23 @@ API_CASES = [
     ("api-predict-extra-input-traced", _api_predict_inputs(_AddsTwo(), 3), "takes 3 positional"),
     ("api-predict-missing-input", _api_predict_inputs(_AddsTwo(), 1), "missing 1 required"),
     ("api-profile-budget-nan", _api_profile_budget_nan, "budget_s"),
+    ("api-profile-backend-a-name", lambda w: _api_profile_with(w, backend="fake"), "backend must be a Backend"),
+    ("api-profile-workloads-none", lambda w: _api_profile_with(w, workloads=None), "iterable of Workload"),
+    ("api-profile-workloads-names", lambda w: _api_profile_with(w, workloads=["conv2d"]), "yield Workload items"),
+    ("api-profile-max-new-true", lambda w: _api_profile_with(w, max_new=True), "max_new must be a whole number"),
+    ("api-plan-seed-negative", lambda w: plan(["linear"], seed=-1), "seed must be a whole number >= 0"),
+    ("api-plan-seed-fraction", lambda w: plan(["linear"], seed=1.5), "seed must be a whole number >= 0"),
+    ("api-plan-network-every-negative", lambda w: plan(["linear"], network_every=-1), "network_every"),
+    ("api-plan-a-string", lambda w: plan("linear"), "not a string"),
+    ("api-plan-unknown-family", lambda w: plan(["conv9d"]), "conv9d"),
+    ("api-backend-threads-zero", lambda w: fastdeepiot.get_backend("fake", threads=0),
+     "threads must be a whole number"),
+    ("api-backend-threads-text", lambda w: fastdeepiot.get_backend("torch-cpu", threads="2"), "got '2'"),
+    ("api-backend-threads-fraction", lambda w: fastdeepiot.get_backend("torch-cpu", threads=2.5), "got 2.5"),
+    ("api-backend-threads-beyond-cores",
+     lambda w: fastdeepiot.get_backend("torch-cpu", threads=(os.cpu_count() or 1) + 1), "core(s); give 1 to"),
+    ("api-backend-unknown-option", lambda w: fastdeepiot.get_backend("fake", bogus=1), "'bogus'"),
+    ("api-backend-dtype", lambda w: FakeBackend(dtype="float16"), "only float32"),
     ("api-fit-holdout", _api_fit_holdout, "holdout"),
     ("api-train-lr-nan", _api_train_lr_nan, "learning rate"),
     ("api-checkpoint-other-task", _api_load_checkpoint_other_task, "for task 'userid'"),
@@ -855,8 +964,25 @@ API_CASES = [
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
     ("api-fit-too-few", _api_fit_small, "too few"),
+    ("api-fit-a-path", lambda w: fit_time_model(str(w / S)), "open Store"),
+    ("api-fit-a-closed-store", _api_fit_closed_store, "closed"),
+    ("api-fit-device-a-name", lambda w: _api_fit_with(w, device="fake"), "device must be None or a dict"),
+    ("api-fit-min-samples-zero", lambda w: _api_fit_with(w, min_samples=0), "min_samples"),
+    ("api-fit-min-samples-negative", lambda w: _api_fit_with(w, min_samples=-1), "min_samples"),
+    ("api-fit-min-samples-float", lambda w: _api_fit_with(w, min_samples=2.5), "min_samples"),
+    ("api-fit-one-sample-all-held-out", lambda w: _api_fit_with(w, min_samples=1, db="one.db"), "one to fit beside"),
     ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
     ("api-store-missing", _api_store_missing, "no such"),
+    ("api-store-path-none", lambda w: Store.open(None), "path must be a str"),
+    ("api-store-path-int", lambda w: Store.open(5), "path must be a str"),
+    ("api-store-fingerprint-string", lambda w: Store.open(w / "new.db", "torch-cpu", create=True),
+     "a str, not an object"),
+    ("api-store-fingerprint-list", lambda w: Store.open(w / "new.db", [1, 2], create=True), "a list, not an object"),
+    ("api-store-fingerprint-empty", lambda w: Store.open(w / "new.db", {}, create=True), "no 'backend' entry"),
+    ("api-store-fingerprint-not-json",
+     lambda w: Store.open(w / "new.db", {**FakeBackend().fingerprint(), "a": object()}, create=True), "not JSON"),
+    ("api-profile-closed-store", _api_profile_closed_store, "is closed"),
+    ("api-store-record-when-opened-to-read", _api_store_record_when_opened_to_read, "opened to read"),
     ("api-save-checkpoint-plain-module", _api_save_checkpoint_plain, "net_name"),
     ("api-output-is-input", _api_check_output_input, "input"),
     ("api-output-other-kind", _api_check_output_kind, "--force"),
@@ -927,6 +1053,14 @@ def test_predict_takes_one_input_shape_per_forward_input(work, capsys):
     tm = TimeModel.load(work / "tm.json")
     x = torch.zeros(2, 8)
     assert tm.predict_network(_AddsTwo(), (x, x), allow_unmodelled=True).total_ms > 0  # the add: not in the model
+
+
+def test_a_bad_fingerprint_is_refused_before_the_store_is_made(tmp_path):
+    good = FakeBackend().fingerprint()
+    for fp in ("torch-cpu", {}, {**good, "threads": 0}, {**good, "threads": True}, {**good, "a": {1, 2}}):
+        with pytest.raises(UserError, match="fingerprint"):
+            Store.open(tmp_path / "new.db", fp, create=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unsafe_pickle_message_suggests_no_unsafe_flag(work, capsys):
@@ -1322,3 +1456,36 @@ def test_a_floored_total_on_many_cheap_layers_is_warned_not_silent(fixtures):
     assert not any("floor" in w for w in one.warnings)
     many = tm.predict_network(nn.Sequential(*[nn.Linear(8, 8) for _ in range(10)]), torch.zeros(1, 8))
     assert many.total_ms > 0 and any("below its slowest layer alone" in w for w in many.warnings)
+
+
+def test_fit_takes_one_sample_a_family_when_nothing_is_held_out(work):
+    with Store.open(work / "one.db") as store:
+        assert list(fit_time_model(store, min_samples=1, holdout=0.0).families) == ["linear"]
+        with pytest.raises(UserError, match="too few"):
+            fit_time_model(store, min_samples=1, holdout=0.2)
+
+
+def test_a_damaged_adaptive_report_is_refused_before_the_database_is_made(work, capsys):
+    assert main(["profile", "-d", "fake", "--db", "new.db", "--adaptive", "ad_badkey.json", "--layers", "linear",
+                 "--max-new", "1", "-q"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "ad_badkey.json: damaged time model: report.families.linear")
+    assert not any(work.glob("new.db*"))
+
+
+def test_adaptive_profiles_near_the_worst_point_first(work, capsys):
+    assert main(["profile", "-d", "fake", "--db", "new.db", "--adaptive", "ad_good.json", "--layers", "linear",
+                 "--max-new", "3", "-q"]) == 0
+    with Store.open(work / "new.db") as store:
+        rows = list(store.measurements())
+    assert [m.source for m in rows] == ["adaptive"] * 3
+    # near batch 2, 64 x 32: each parameter moved by up to 0.08 of its space (8 batches, 1024 widths)
+    assert all(m.config["batch"] in (1, 2, 4) and abs(m.config["in_features"] - 64) <= 82
+               and abs(m.config["out_features"] - 32) <= 82 for m in rows)
+
+
+def test_numpy_whole_numbers_are_whole_numbers(work):
+    backend = fastdeepiot.get_backend("fake", threads=np.int64(1))
+    assert backend.fingerprint()["threads"] == 1 and type(backend.threads) is int
+    with Store.open(work / "new.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, plan(["linear"], seed=np.int64(0)), max_new=np.int64(2))
+    assert s.new == 2

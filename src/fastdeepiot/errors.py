@@ -30,3 +30,13 @@ class TargetUnreachableError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is unreadable, unsafe, malformed, too large, or made for another task or network."""
+
+
+def check_whole(value, name: str, lo: int = 0) -> int:
+    """`value` as an int when it is a whole number >= `lo` (a numpy integer too, not a bool), else a UserError
+    naming `name`: the one check of the API's count, seed and thread arguments."""
+    from numbers import Integral
+
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+        raise UserError(f"{name} must be a whole number >= {lo}, got {value!r}")
+    return int(value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fastdeepiot.devices import get_backend, list_backends
+from fastdeepiot.devices import check_threads, get_backend, list_backends
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import parse_families
 from fastdeepiot.profiling.harness import TimingPolicy
@@ -47,14 +46,6 @@ def parse_duration(text: str) -> float:
     if value > 366 * 86400:
         raise UserError(f"duration {text!r} is longer than a year; use e.g. 10m or 24h")
     return value
-
-
-def check_threads(threads: int, option: str = "--threads") -> int:
-    """At least 1 and at most the number of cores of this machine."""
-    cores = os.cpu_count() or 1
-    if threads < 1 or threads > cores:
-        raise UserError(f"{option} {threads}: this machine has {cores} core(s); give 1 to {cores}")
-    return threads
 
 
 @app.command()
@@ -94,7 +85,7 @@ def profile(
     """Time layer configurations on a device and store every measurement (resumable)."""
     fams = parse_families(layers)
     budget_s = parse_duration(budget)
-    check_threads(threads)
+    check_threads(threads, "--threads")
     adaptive_tm = TimeModel.load(adaptive) if adaptive is not None else None  # refused before the db is touched
     if not Path(db).exists():  # a new database: the path must be one we can create
         check_output(db, kind="sqlite", inputs=[adaptive], option="--db")
@@ -106,10 +97,10 @@ def profile(
         raise UserError(f"--adaptive {adaptive} was fitted on another device ({d.get('backend')}, {d.get('threads')} "
                         f"threads), not on {device} with {threads}: its errors say where that device's model is "
                         f"worst; pass its --device and --threads, or --force")
+    # drawn before the store is opened: a damaged report is refused before the database is made
+    first = adaptive_workloads(adaptive, None, fams, seed=seed) if adaptive is not None else iter(())
     store = Store.open(db, backend.fingerprint(), create=True, force=force)
-    workloads = plan(fams, seed=seed, network_every=networks)
-    if adaptive is not None:
-        workloads = itertools.chain(adaptive_workloads(adaptive, store, fams, seed=seed), workloads)
+    workloads = itertools.chain(first, plan(fams, seed=seed, network_every=networks))
     policy = TimingPolicy.quick() if quick else TimingPolicy()
     try:
         summary = _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import MAX_NETWORK_BYTES, estimate_parameters, load_checkpoint, save_checkpoint
-from fastdeepiot.commands.profile import check_threads
+from fastdeepiot.devices import check_threads
 from fastdeepiot.errors import UserError
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import fashion, hapt
@@ -96,7 +96,7 @@ def train(
         raise UserError(f"--lr must be a finite number in (0, 10], got {lr}")
     if time_stride is not None and time_stride < 1:
         raise UserError(f"--time-stride must be at least 1, got {time_stride}")
-    threads = check_threads(threads) if threads is not None else min(2, os.cpu_count() or 1)
+    threads = check_threads(threads, "--threads") if threads is not None else min(2, os.cpu_count() or 1)
     mpath = metrics_json or out.with_suffix(".json")
     if Path(mpath).resolve() == Path(out).resolve():
         raise UserError(f"--metrics-json {mpath} is the checkpoint path -o; give two different files")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastdeepiot.devices.base import Backend, Runner, cpu_model
+import inspect
+
+from fastdeepiot.devices.base import Backend, Runner, check_threads, cpu_model
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.devices.onnxrt import OnnxRuntimeCPU
 from fastdeepiot.devices.torch_backends import TorchCPU, TorchCUDA
@@ -14,14 +16,28 @@ BACKENDS: dict[str, type[Backend]] = {
 
 
 def get_backend(name: str, **kwargs) -> Backend:
-    """Instantiate a backend by name; unknown or unavailable backends raise a UserError."""
+    """Instantiate a backend by name; an unknown or unavailable backend, an option it does not take, or
+    `threads` other than 1 to this machine's cores (the CLI's --threads rule, `check_threads`) is a UserError."""
+    if "threads" in kwargs:
+        kwargs["threads"] = check_threads(kwargs["threads"])
+    return make_backend(name, **kwargs)
+
+
+def make_backend(name: str, **kwargs) -> Backend:
+    """`get_backend` without the cores limit on `threads`: to time at a thread count another machine ran with
+    (a time model's, `profiling.timer`)."""
     try:
         cls = BACKENDS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise UnknownNameError(f"unknown device {name!r}; known: {', '.join(BACKENDS)}") from None
     ok, why = cls.availability()
     if not ok:
         raise UserError(f"device {name!r} is not available here: {why}")
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        known = ", ".join(inspect.signature(cls).parameters)
+        raise UserError(f"device {name!r}: {e} (it takes {known})") from None
     return cls(**kwargs)
 
 
@@ -35,4 +51,5 @@ def list_backends() -> list[dict]:
     return rows
 
 
-__all__ = ["Backend", "Runner", "BACKENDS", "get_backend", "list_backends", "cpu_model"]
+__all__ = ["Backend", "Runner", "BACKENDS", "check_threads", "get_backend", "list_backends", "make_backend",
+           "cpu_model"]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from fastdeepiot.errors import UserError, check_whole
 from fastdeepiot.families import LayerConfig
 
 
@@ -96,10 +97,9 @@ class Backend(ABC):
     isolate_networks: bool = False
 
     def __init__(self, threads: int = 1, dtype: str = "float32"):
-        if threads < 1:
-            raise ValueError("threads must be >= 1")
+        threads = check_threads(threads, cores=False)  # more than the cores: `get_backend` refuses, as the CLI
         if dtype != "float32":
-            raise ValueError("only float32 is supported for now")
+            raise UserError(f"dtype {dtype!r}: only float32 is supported for now")
         self.threads = threads
         self.dtype = dtype
 
@@ -134,6 +134,16 @@ class Backend(ABC):
         """Everything recorded with every measurement: fingerprint + library versions + platform."""
         return {**self.fingerprint(), "torch": torch.__version__, "python": sys.version.split()[0],
                 "platform": platform.platform(), "logical_cpus": os.cpu_count()}
+
+
+def check_threads(threads, option: str = "threads", *, cores: bool = True) -> int:
+    """A backend's thread count: a whole number >= 1 and, with `cores`, at most this machine's cores. The one
+    rule of the CLI's --threads and of `get_backend` (more threads than cores time a contended machine)."""
+    threads = check_whole(threads, option, 1)
+    n = os.cpu_count() or 1
+    if cores and threads > n:
+        raise UserError(f"{option} {threads}: this machine has {n} core(s); give 1 to {n}")
+    return threads
 
 
 @lru_cache(maxsize=1)

@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 from fastdeepiot.devices import quiet
 from fastdeepiot.devices.base import Backend
-from fastdeepiot.errors import UserError
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.errors import UserError, check_whole
+from fastdeepiot.families import LayerConfig, get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.randomnets import STREAM, build_network, example_input, random_network, spec_families
 from fastdeepiot.profiling.harness import Timing, TimingPolicy, measure
@@ -84,7 +84,23 @@ def plan(families: list[str], seed: int = 0, network_every: int = 0, network_lay
     `network_every` = k > 0, one random network after every k layer configurations, followed by
     `network_layers` of the layer configurations that network runs, timed alone (source
     "network:<style>"): the family spaces are grids a designer chose, a network's layers are where
-    predictions are asked for (global pools, 1x1 and 2x2 feature maps, a Linear over batch x tokens rows)."""
+    predictions are asked for (global pools, 1x1 and 2x2 feature maps, a Linear over batch x tokens rows).
+    The arguments are checked here, at the call (UserError), not at the first workload."""
+    if isinstance(families, str):
+        raise UserError(f"families must be a list of family names, e.g. [{families!r}], not a string")
+    try:
+        families = list(families)
+    except TypeError:
+        raise UserError(f"families must be a list of family names, got {type(families).__name__}") from None
+    for f in families:
+        get_family(f)  # an unknown one: UnknownNameError
+    seed = check_whole(seed, "seed", 0)
+    network_every = check_whole(network_every, "network_every", 0)
+    network_layers = check_whole(network_layers, "network_layers", 0)
+    return _plan(families, seed, network_every, network_layers)
+
+
+def _plan(families: list[str], seed: int, network_every: int, network_layers: int) -> Iterator[Workload]:
     streams = {f: family_stream(f, seed) for f in families}
     nets = network_stream(seed) if network_every > 0 else None
     n_layers = 0
@@ -140,8 +156,18 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     """Measure every workload not yet in `store`, until the plan, `budget_s` or `max_new` runs out."""
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
         raise UserError(f"budget_s must be a positive number of seconds or None, got {budget_s!r}")
-    if max_new is not None and (not isinstance(max_new, int) or max_new < 0):
-        raise UserError(f"max_new must be a non-negative integer or None, got {max_new!r}")
+    if max_new is not None:
+        max_new = check_whole(max_new, "max_new", 0)
+    if not isinstance(backend, Backend):
+        raise UserError(f"backend must be a Backend (fastdeepiot.get_backend(name)), got {type(backend).__name__}")
+    if not isinstance(store, Store):
+        raise UserError(f"store must be a Store (Store.open(path, backend.fingerprint(), create=True)), "
+                        f"got {type(store).__name__}")
+    try:
+        workloads = iter(workloads)
+    except TypeError:
+        raise UserError(f"workloads must be an iterable of Workload (plan(families)), "
+                        f"got {type(workloads).__name__}") from None
     store.check_device(backend.fingerprint())
     store.set_conditions(backend.conditions())
     done = store.measured_keys()
@@ -157,6 +183,8 @@ def profile(backend: Backend, store: Store, workloads: Iterable[Workload], *, bu
     timer = None  # the one network timer (profiling.timer): a process of its own on CPU backends
     try:
         for w in workloads:
+            if not isinstance(w, Workload):
+                raise UserError(f"workloads must yield Workload items (plan(families)), got {w!r:.80}")
             if w.key in done:  # stored before this run, or a repeat within the plan
                 if w.key in stored_before:
                     stored_before.discard(w.key)

@@ -20,7 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from fastdeepiot.errors import StoreError
+from fastdeepiot.errors import StoreError, UserError
 from fastdeepiot.safeio import atomic_path, refuse_sidecar_name
 
 SCHEMA_VERSION = 1
@@ -62,6 +62,28 @@ def _schema_columns() -> dict[str, set[str]]:
         conn.close()
 
 
+FINGERPRINT_KEYS = {"backend": str, "processor": str, "threads": int, "dtype": str}  # Backend.fingerprint()
+
+
+def fingerprint_problem(fp) -> str | None:
+    """What makes `fp` no device fingerprint (None when it is one): an object holding at least the
+    entries `Backend.fingerprint()` gives (backend, processor, dtype as text; threads a whole number >= 1),
+    all JSON. Checked where a store is opened to record and on every device a store holds."""
+    if not isinstance(fp, dict):
+        return f"a {type(fp).__name__}, not an object"
+    for k, t in FINGERPRINT_KEYS.items():
+        if k not in fp:
+            return f"no {k!r} entry"
+        v = fp[k]
+        if not isinstance(v, t) or isinstance(v, bool) or (t is int and v < 1) or (t is str and not v):
+            return f"{k!r} is {v!r}"
+    try:
+        json.dumps(fp, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        return f"not JSON ({e})"
+    return None
+
+
 def _hash(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -93,6 +115,7 @@ class Store:
         self._device_id: int | None = None
         self._device: dict | None = None  # the fingerprint the store was opened to record (`_bind_device`)
         self._conditions_id: int | None = None
+        self.closed = False
 
     # ------------------------------------------------------------------ opening and checking
     @classmethod
@@ -100,7 +123,13 @@ class Store:
              force: bool = False) -> "Store":
         """Open (and with `create`, make) a store. With a `fingerprint`, the file must hold
         measurements of that device only, unless `force` (then the new device is added beside)."""
-        path = os.fspath(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise UserError(f"a measurement database path must be a str or os.PathLike, got {type(path).__name__}")
+        path = os.fsdecode(os.fspath(path))
+        if fingerprint is not None:  # refused before the file is touched
+            why = fingerprint_problem(fingerprint)
+            if why:
+                raise UserError(f"fingerprint must be a device fingerprint (backend.fingerprint()): {why}")
         refuse_sidecar_name(path, path)
         _check_sidecars(path)
         exists = os.path.exists(path)
@@ -166,8 +195,9 @@ class Store:
 
     def _bind_device(self, fingerprint: dict, force: bool) -> None:
         h = _hash(fingerprint)
-        others = [json.loads(r[0]) for r in self.conn.execute(
-            "SELECT fingerprint_json FROM devices WHERE hash != ?", (h,))]
+        held = [(r[0], self._fingerprint_json(r[1])) for r in self.conn.execute(
+            "SELECT hash, fingerprint_json FROM devices")]  # a damaged device is refused, ours too
+        others = [fp for hh, fp in held if hh != h]
         if others and not force:
             raise StoreError(
                 f"{self.path} holds measurements of another device ({_describe(others[0])}), "
@@ -182,6 +212,9 @@ class Store:
         """StoreError unless the store was opened to record measurements of the device `fingerprint`
         describes (`Store.open(path, fingerprint)`): another device's times must not land under its name."""
         bound = self._device
+        if self.closed:
+            raise StoreError(f"{self.path} is closed; open it again (Store.open(path, backend.fingerprint())) "
+                             "to record measurements")
         if bound is None:
             raise StoreError(f"{self.path} was opened to read; open it with the device's fingerprint "
                              "(Store.open(path, backend.fingerprint(), create=True)) to record measurements")
@@ -192,7 +225,8 @@ class Store:
     def set_conditions(self, conditions: dict) -> None:
         """The conditions recorded with every following measurement (versions, platform, ...)."""
         if self._device_id is None:
-            raise RuntimeError("open the store with a device fingerprint before recording")
+            raise StoreError(f"{self.path} was opened to read; open it with the device's fingerprint "
+                             "(Store.open(path, backend.fingerprint(), create=True)) to record measurements")
         h = _hash(conditions)
         with self._tx():
             self.conn.execute("INSERT OR IGNORE INTO conditions (hash, device_id, conditions_json) "
@@ -222,7 +256,7 @@ class Store:
     def add(self, *, kind: str, family: str, config_key: str, config: dict, timing, source: str) -> bool:
         """Record one measurement in its own transaction. False if the key was already stored."""
         if self._conditions_id is None:
-            raise RuntimeError("call set_conditions() before add()")
+            raise StoreError("call set_conditions() before add(): the conditions are recorded with every measurement")
         with self._tx():
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO measurements (device_id, conditions_id, kind, family, config_key,"
@@ -250,8 +284,16 @@ class Store:
             raise StoreError(f"{self.path}: corrupt measurement database (unreadable {what})")
         return obj
 
+    def _fingerprint_json(self, text) -> dict:
+        """A device the store holds: unreadable or not a fingerprint (`fingerprint_problem`) is damage."""
+        fp = self._json(text, "device")
+        why = fingerprint_problem(fp)
+        if why:
+            raise StoreError(f"{self.path}: corrupt measurement database (unreadable device: {why})")
+        return fp
+
     def devices(self) -> list[dict]:
-        return [self._json(r[0], "device") for r in self._query("SELECT fingerprint_json FROM devices")]
+        return [self._fingerprint_json(r[0]) for r in self._query("SELECT fingerprint_json FROM devices")]
 
     def measurements(self, *, kind: str | None = None, family: str | None = None,
                      device: dict | None = None) -> Iterator[Measurement]:
@@ -270,8 +312,8 @@ class Store:
         q += " ORDER BY m.id"
         try:
             for r in self.conn.execute(q, args):
-                ms = (r["median_ms"], r["p10_ms"], r["p90_ms"], r["rel_iqr"])
-                if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in ms):
+                ms = (r["median_ms"], r["p10_ms"], r["p90_ms"], r["rel_iqr"])  # a median of 0 is no measurement
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in ms) or ms[0] <= 0:
                     raise StoreError(f"{self.path}: corrupt measurement database (measurement "
                                      f"{str(r['config_key'])[:80]} has an impossible time)")
                 yield Measurement(
@@ -279,7 +321,7 @@ class Store:
                     config=self._json(r["config_json"], "configuration"), median_ms=r["median_ms"],
                     p10_ms=r["p10_ms"], p90_ms=r["p90_ms"], rel_iqr=r["rel_iqr"], n_calls=r["n_calls"],
                     remeasured=r["remeasured"], source=r["source"], measured_at=r["measured_at"],
-                    device=self._json(r["fingerprint_json"], "device"),
+                    device=self._fingerprint_json(r["fingerprint_json"]),
                     conditions=self._json(r["conditions_json"], "conditions"))
         except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise StoreError(f"{self.path}: corrupt measurement database ({e})") from None
@@ -302,6 +344,7 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        self.closed = True
 
     def __enter__(self):
         return self

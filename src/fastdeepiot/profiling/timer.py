@@ -88,7 +88,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdeepiot.devices import get_backend
+from fastdeepiot.devices import make_backend
 from fastdeepiot.devices.base import Backend, Runner
 from fastdeepiot.devices.onnxrt import export_onnx
 from fastdeepiot.graph.randomnets import build_network, example_input
@@ -451,7 +451,7 @@ class NetworkTimer:
     that isolate networks (the CPU ones), in this process otherwise. One timer can serve many calls."""
 
     def __init__(self, backend: Backend | str, policy: TimerPolicy = TimerPolicy(), threads: int = 1):
-        self.backend = get_backend(backend, threads=threads) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend, threads=threads) if isinstance(backend, str) else backend
         self.policy = policy
         self.isolated = bool(self.backend.isolate_networks)
         self.conditions: dict = {}

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from scipy.optimize import lsq_linear
 
-from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError
+from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError, check_whole
 from fastdeepiot.families import FAMILIES, LayerConfig, check_config, get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
@@ -55,6 +55,7 @@ from fastdeepiot.graph.paths import kernel_paths
 from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.graph.trace import untouched
 from fastdeepiot.jsonutil import dump_json
+from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomForestTime
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
 from fastdeepiot.timemodel.schema import check_estimator, finite, number, shown
@@ -577,6 +578,12 @@ def _select_device(store, device: dict | None) -> dict:
     return matches[0]
 
 
+# What reading a damaged row's configuration (a layer's features, a random network rebuilt from its spec) raises:
+# the row is corrupt, not the code (a 400-digit width overflows a float; a spec without 'seed' is a KeyError)
+_DAMAGED_ROW = (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError, IndexError, OverflowError,
+                RecursionError)
+
+
 def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], np.ndarray]]:
     data: dict[str, tuple[list, list]] = {}
     for m in store.measurements(kind="layer", device=device):
@@ -585,7 +592,7 @@ def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], n
             c.features()  # a configuration the family cannot read is a damaged row, not a bug
         except UserError:
             raise
-        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
+        except _DAMAGED_ROW as e:
             raise StoreError(f"{store.path}: corrupt measurement {m.config_key[:80]} ({type(e).__name__}: {e})") from None
         cs, ys = data.setdefault(m.family, ([], []))
         cs.append(c)
@@ -594,20 +601,38 @@ def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], n
 
 
 def load_network_data(store, device: dict) -> list[tuple[dict, float]]:
-    return [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
+    """(spec, measured ms) of every network row; each spec is rebuilt once here, so that a damaged row is refused
+    before any fitting (~15 ms a network; fit rebuilds them to extract their calls)."""
+    rows = [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
+    for spec, _ in rows:
+        rebuild_network(spec, store.path)
+    return rows
+
+
+def rebuild_network(spec: dict, where: str = "measurement database"):
+    """(module, example input) of the random network a network row measured. A spec that cannot be rebuilt is a
+    corrupt row of `where` (the store's path): a StoreError, as a layer row's unreadable configuration."""
+    try:
+        return build_network(spec), example_input(spec)
+    except UserError:
+        raise
+    except (*_DAMAGED_ROW, RuntimeError) as e:  # RuntimeError: torch on blocks whose shapes disagree
+        raise StoreError(f"{where}: corrupt network measurement {json.dumps(spec, sort_keys=True)[:80]} "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 _EXTRACTED: dict[tuple[str, str], list] = {}  # (backend, spec) -> calls; specs are immutable
 
 
-def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]]) -> list[tuple[list, float]]:
-    """Rebuild each measured random network from its spec and extract its fusion-annotated calls
-    (memoised: fitting several estimators on one store extracts each network once)."""
+def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]], where: str = "measurement database"
+                     ) -> list[tuple[list, float]]:
+    """Rebuild each measured random network from its spec (`rebuild_network`) and extract its fusion-annotated
+    calls (memoised: fitting several estimators on one store extracts each network once)."""
     out = []
     for spec, ms in networks:
         key = (tm.backend, json.dumps(spec, sort_keys=True))
         if key not in _EXTRACTED:
-            _EXTRACTED[key] = tm.extract(build_network(spec), example_input(spec))[1]
+            _EXTRACTED[key] = tm.extract(*rebuild_network(spec, where))[1]
         out.append((_EXTRACTED[key], ms))
     return out
 
@@ -675,34 +700,44 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     is chosen by cross-validation, and on a small, noisy store the split into folds alone moves the
     held-out figures of bench/generalisation.py by several points, which its `--seeds` reports.
     """
+    if not isinstance(store, Store) or store.closed:
+        got = f"{store.path}, closed" if isinstance(store, Store) else type(store).__name__
+        raise UserError(f"store must be an open Store (fastdeepiot.Store.open(path)), got {got}")
+    if device is not None and not isinstance(device, dict):
+        raise UserError(f"device must be None or a dict of fingerprint entries, e.g. {{'backend': 'fake', "
+                        f"'threads': 1}}, got {device!r}")
+    min_samples = check_whole(min_samples, "min_samples", 1)
     if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
         raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
+    networks = load_network_data(store, dev)  # a damaged row of either kind is refused before any fitting
     if not data:
         raise StoreError(f"{store.path}: no layer measurements for this device")
     if families:
         wanted = [families] if isinstance(families, str) else list(families)
         for f in wanted:
             get_family(str(f))  # an unknown name is an UnknownNameError, not "no measurements"
-        held, data = sorted(data), {f: v for f, v in data.items() if f in wanted}
+        holds, data = sorted(data), {f: v for f, v in data.items() if f in wanted}
         if not data:
             raise StoreError(f"{store.path}: no measurements of {', '.join(map(str, wanted))} for this device "
-                             f"(it holds {', '.join(held)})")
+                             f"(it holds {', '.join(holds)})")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
     held: dict[str, tuple[list, list, list]] = {}
     for fam, (configs, y) in sorted(data.items()):
-        if len(configs) < min_samples:
-            report["families"][fam] = {"n": len(configs), "skipped": f"fewer than {min_samples} samples"}
+        n_test = max(1, int(round(holdout * len(configs)))) if holdout > 0 else 0
+        if len(configs) < min_samples or n_test >= len(configs):  # none left to fit beside the held-out ones
+            why = (f"fewer than {min_samples} samples" if len(configs) < min_samples else
+                   f"{len(configs)} samples, all held out (holdout {holdout})")
+            report["families"][fam] = {"n": len(configs), "skipped": why}
             continue
         if progress:
             progress(f"fitting {fam} ({len(configs)} measurements)")
         X = featurize(configs, paths=kernel_paths(dev["backend"], int(dev.get("threads", 1)), configs))
         perm = rng.permutation(len(configs))
-        n_test = max(1, int(round(holdout * len(configs)))) if holdout > 0 else 0
         test, train = perm[:n_test], perm[n_test:]
         fam_rep = {"n": len(configs), "n_train": len(train), "n_test": len(test), "models": {}}
         for kind in (estimator, *[c for c in compare if c != estimator]):
@@ -726,16 +761,16 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     if not estimators:
         counts = ", ".join(f"{f} {len(c)}" for f, (c, _) in sorted(data.items()))
         raise StoreError(f"{store.path}: too few measurements to fit a time model (a family needs at least "
-                         f"{min_samples}; this store has {counts}); profile longer and fit again")
+                         f"{min_samples}{', and one to fit beside those held out' if holdout > 0 else ''}; "
+                         f"this store has {counts}); profile longer and fit again")
     tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report)
     if keep_holdout:
         tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
 
-    networks = load_network_data(store, dev)
     if networks:
         if progress:
             progress(f"fitting the network composition ({len(networks)} measured networks)")
-        extracted = extract_networks(tm, networks)
+        extracted = extract_networks(tm, networks, store.path)
         perm = rng.permutation(len(extracted))
         n_test = int(round(holdout * len(extracted))) if len(extracted) >= 10 else 0
         test = [extracted[i] for i in perm[:n_test]]
