@@ -409,7 +409,7 @@ CLI_CASES = [
       for name, expect in (("badkey", "worst[0].key 'linear:{bad' is not a configuration key"),
                            ("nokey", "worst[0] is not an object with a configuration 'key'"),
                            ("otherfam", "names a 'conv2d' configuration, not a linear one"),
-                           ("missingparams", "lacks in_features, out_features"),
+                           ("missingparams", "missing in_features, out_features"),
                            ("strerr", "rel_error is 'big', not a number"),
                            ("worstdict", "worst is a dict, not a list"),
                            ("famstr", "report.families.linear is a str, not an object"),

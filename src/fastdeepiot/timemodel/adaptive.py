@@ -13,7 +13,7 @@ from numbers import Real
 from typing import Iterator
 
 from fastdeepiot.errors import UserError
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import LayerConfig, check_config
 from fastdeepiot.profiling.runner import Workload, layer_workload
 from fastdeepiot.profiling.space import region_configs
 from fastdeepiot.timemodel.model import TimeModel
@@ -83,7 +83,8 @@ def _center(fam: str, key: str, where: str) -> LayerConfig:
     if not isinstance(params, dict):
         raise _damaged(where, f"{key[:80]!r} is not a configuration key")
     c = LayerConfig(fam, params)
-    missing = sorted(set(c.family_obj.space) - set(params))
-    if missing:
-        raise _damaged(where, f"{key[:80]!r} lacks {', '.join(missing)}")
+    try:
+        check_config(c)  # the family's parameters, each a value a layer has
+    except UserError as e:
+        raise _damaged(where, f"{key[:80]!r}: {e}") from None
     return c
