@@ -814,8 +814,11 @@ def _api_compress_no_parameters(w):
         w / "tm.json"), max_accuracy_drop=1.0, progress=False)
 
 
-def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None, one_hot=False):
-    """compress() with the toy data cut or relabelled: each case must fail before any training."""
+def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None, one_hot=False, column=None,
+                          short_labels=False):
+    """compress() with the toy data cut or relabelled: each case must fail before any training. `column`:
+    "val" or "train" labels of shape (N, 1) (they broadcast to (N, N) against predictions: probe 4 found
+    validation accuracies of 2600%); `short_labels`: a validation batch with fewer labels than inputs."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(train + val, 6, 32, generator=g)
     y = (x[:, 0].mean(1) > 0).long()
@@ -826,8 +829,14 @@ def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None,
         yva[0] = val_label
     if one_hot:
         ytr, yva = F.one_hot(ytr, 3).float(), F.one_hot(yva, 3).float()
+    if column == "val":
+        yva = yva[:, None]
+    if column == "train":
+        ytr = ytr[:, None]
     loaders = (DataLoader(TensorDataset(x[:train], ytr), batch_size=32),
                DataLoader(TensorDataset(x[train:], yva), batch_size=32))
+    if short_labels:
+        loaders = (loaders[0], [(x[train:], yva[:-3])])
     fastdeepiot.compress(BNNet(), loaders, time_model=TimeModel.load(w / "tm.json"), max_accuracy_drop=5.0,
                          example_input=torch.zeros(1, 6, 32), finetune_steps=1, final_epochs=0.1, max_iters=1,
                          measure=False, progress=False)
@@ -993,6 +1002,10 @@ API_CASES = [
     ("api-compress-negative-labels", lambda w: _api_compress_loaders(w, val_label=-1), "class indices"),
     ("api-compress-training-labels-out-of-range", lambda w: _api_compress_loaders(w, train_label=9), "class indices"),
     ("api-compress-one-hot-labels", lambda w: _api_compress_loaders(w, one_hot=True), "integer class indices"),
+    ("api-compress-validation-labels-n-by-1", lambda w: _api_compress_loaders(w, column="val"), "squeeze the last axis"),
+    ("api-compress-training-labels-n-by-1", lambda w: _api_compress_loaders(w, column="train"), "shape (batch,)"),
+    ("api-compress-fewer-labels-than-inputs", lambda w: _api_compress_loaders(w, short_labels=True),
+     "32 inputs and 29 labels"),
     ("api-compress-dict-batches", _api_compress_dict_batches, "(inputs, labels)"),
     ("api-output-over-npz", lambda w: check_output(w / "arrays.npz", kind="checkpoint"), "a zip archive"),
 ]

@@ -96,23 +96,32 @@ class LabelChecked:
     cross-entropy fail deep inside torch; here it is a UserError naming the loader. Iterates and measures
     (len) like the loader it wraps."""
 
-    def __init__(self, loader, n_classes: int, name: str):
-        self.loader, self.n_classes, self.name = loader, int(n_classes), name
+    def __init__(self, loader, n_classes: int, name: str, label_dims: int = 1):
+        # label_dims: the axes of one batch of labels, the network's output axes less the class axis
+        self.loader, self.n_classes, self.name, self.label_dims = loader, int(n_classes), name, int(label_dims)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
         for xb, yb in self.loader:
-            self._check(yb)
+            self._check(xb, yb)
             yield xb, yb
 
-    def _check(self, yb) -> None:
+    def _check(self, xb, yb) -> None:
         where = f"the {self.name} loader"
         if not torch.is_tensor(yb) or yb.dtype.is_floating_point or yb.dtype.is_complex or yb.dtype == torch.bool:
             raise UserError(f"{where}: labels must be a tensor of integer class indices, got "
                             f"{yb.dtype if torch.is_tensor(yb) else type(yb).__name__} (one-hot or soft labels "
                             f"are not supported)")
+        if yb.dim() != self.label_dims:  # (N, 1) labels broadcast against (N,) predictions: thousands of percent
+            want = "one class index per sample, shape (batch,)" if self.label_dims == 1 else \
+                f"{self.label_dims}-D class indices, the network's output without its class axis"
+            raise UserError(f"{where}: labels must be {want}; got shape {tuple(yb.shape)}" + (
+                " (squeeze the last axis)" if yb.dim() == self.label_dims + 1 and yb.shape[-1] == 1 else ""))
+        n = len(xb) if torch.is_tensor(xb) else None
+        if n is not None and len(yb) != n:
+            raise UserError(f"{where}: a batch holds {n} inputs and {len(yb)} labels")
         if yb.numel() and (int(yb.min()) < 0 or int(yb.max()) >= self.n_classes):
             raise UserError(f"{where}: labels must be class indices in [0, {self.n_classes}) for a network with "
                             f"{self.n_classes} outputs; found {int(yb.min())}..{int(yb.max())}")

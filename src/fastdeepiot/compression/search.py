@@ -182,7 +182,8 @@ def label_checked(loaders, out_shape):
     already wrapped (netadapt-flops hands run_baseline's loaders to compress) is kept as it is."""
     if len(out_shape) < 2:
         return loaders
-    return tuple(dl if dl is None or isinstance(dl, LabelChecked) else LabelChecked(dl, out_shape[1], name)
+    return tuple(dl if dl is None or isinstance(dl, LabelChecked) else
+                 LabelChecked(dl, out_shape[1], name, label_dims=len(out_shape) - 1)
                  for dl, name in zip(loaders, ("training", "validation", "test")))
 
 
