@@ -449,3 +449,26 @@ def test_cli_compress_compares_uniform_and_scratch_networks(fake_tm, tmp_path, c
     assert plan["meta"]["settings"]["compare_scratch"] and plan["meta"]["settings"]["scratch_epochs"] == 0.05
     loaded, _ = checkpoints.load_checkpoint(tmp_path / "c.pt", task="har")  # whichever won, it loads
     assert loaded(torch.randn(2, 6, 128)).shape == (2, 6)
+
+
+def test_cli_compress_of_a_compressed_checkpoint_writes_one_that_loads(fake_tm, tmp_path, capsys):
+    """A compressed checkpoint records the original architecture and the steps that replay onto it; compressing it
+    again must save those steps followed by the new ones (probe 4: the new steps alone were saved, rc 0, and no
+    command could load the result)."""
+    from fastdeepiot import checkpoints
+    from fastdeepiot.cli import main
+
+    ckpt = _har_ckpt(tmp_path)
+    fake_tm.save(tmp_path / "fake.json")
+    args = ["--task", "har", "--time-model", str(tmp_path / "fake.json"), "--max-accuracy-drop", "100",
+            "--max-iters", "1", "--finetune-steps", "1", "--final-epochs", "0", "--no-measure", "--no-train-guard"]
+    assert main(["compress", str(ckpt), *args, "-o", str(tmp_path / "once.pt")]) == 0, capsys.readouterr()
+    assert main(["compress", str(tmp_path / "once.pt"), *args, "-o", str(tmp_path / "twice.pt")]) == 0, \
+        capsys.readouterr()
+    _, once = checkpoints.load_checkpoint(tmp_path / "once.pt", task="har")
+    model, twice = checkpoints.load_checkpoint(tmp_path / "twice.pt", task="har")
+    first, both = once["plan"]["steps"], twice["plan"]["steps"]
+    assert first and len(both) > len(first) and both[:len(first)] == first
+    assert json.loads((tmp_path / "twice.plan.json").read_text())["steps"] == both
+    from fastdeepiot import tasks
+    assert model(torch.zeros(2, *tasks.get("har").input_shape)).shape == (2, 6)

@@ -89,6 +89,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, task_name: str, m
                          "metrics": plain(metrics) if metrics is not None else None})
 
 
+def continued_plan(meta: dict, plan: Plan) -> Plan:
+    """The plan to save for a network compressed further from the checkpoint `meta` describes (`load_checkpoint`'s
+    meta): a compressed checkpoint's own steps, then `plan`'s. A compressed checkpoint records the original
+    architecture and the steps that replay onto it, and `plan` starts from the compressed network, so saving it
+    alone would write weights no replay fits."""
+    if meta.get("format") != COMPRESSED_FORMAT:
+        return plan
+    return Plan(plan.input_shape, Plan.from_json(meta["plan"]).steps + plan.steps, dict(plan.meta))
+
+
 def save_compressed(path, model: nn.Module, plan: Plan, task_name: str, net: str, arch: dict,
                     metrics: dict | None = None) -> Path:
     """Write a compressed checkpoint: the original network's `net`/`arch`, the plan, the pruned weights."""

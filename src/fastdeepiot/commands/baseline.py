@@ -12,7 +12,7 @@ import torch
 import typer
 
 from fastdeepiot import tasks as tasks_mod
-from fastdeepiot.checkpoints import load_checkpoint, save_compressed
+from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
 from fastdeepiot.compression.baselines import TP_METHODS
 from fastdeepiot.compression.baselines import budget_from as read_budget
 from fastdeepiot.compression.baselines import run_baseline
@@ -99,8 +99,9 @@ def baseline(
     x = torch.zeros(1, *t.input_shape)
     written = [out, report]
     if res.plan is not None:
-        save_compressed(out, res.model, res.plan, t.name, meta["net"], res.arch or meta["arch"],
-                        {"base": res.base, "final": res.final})
+        # a network pruned from the checkpoint continues its plan; one trained from scratch (res.arch) starts anew
+        save_compressed(out, res.model, res.plan if res.arch else continued_plan(meta, res.plan), t.name, meta["net"],
+                        res.arch or meta["arch"], {"base": res.base, "final": res.final})
     else:  # torch-pruning's shapes have no plan: an exported program (torch.export.load(out).module())
         buf = io.BytesIO()
         with warnings.catch_warnings():

@@ -11,7 +11,7 @@ import torch
 import typer
 
 from fastdeepiot import tasks as tasks_mod
-from fastdeepiot.checkpoints import load_checkpoint, save_compressed
+from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.compression.report import history_table, write_report
@@ -94,9 +94,10 @@ def compress(
         check_output(onnx, kind="onnx", inputs=inputs, force=force, option="-o (beside it)")
     model, meta = load_checkpoint(checkpoint, task=t)
     res = run(model, t, config, time_model=tm)  # progress: on stderr (compress's default)
-    save_compressed(out, res.model, res.plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
+    plan = continued_plan(meta, res.plan)  # replays onto the original architecture, as the checkpoint records it
+    save_compressed(out, res.model, plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
     with staged_folder(out.parent) as tmp:  # written in full first, then each renamed into place
-        res.plan.save(tmp / "out.plan.json")
+        plan.save(tmp / "out.plan.json")
         write_report(res, str(tmp / "out"))
         for src, dst in ((tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
                          (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])):
