@@ -1469,6 +1469,28 @@ def test_a_floored_total_on_many_cheap_layers_is_warned_not_silent(fixtures):
     assert not any("floor" in w for w in one.warnings)
     many = tm.predict_network(nn.Sequential(*[nn.Linear(8, 8) for _ in range(10)]), torch.zeros(1, 8))
     assert many.total_ms > 0 and any("below its slowest layer alone" in w for w in many.warnings)
+    two = tm.predict_network(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)), torch.zeros(1, 8))  # probe 4
+    assert any("below its slowest layer alone" in w for w in two.warnings)
+
+
+class _InPlaceInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x.relu_()  # works on the caller's tensor
+        return self.l(x.add_(x))
+
+
+def test_predict_network_leaves_the_example_input_as_it_was(fixtures):
+    """fx runs the forward on the real input: a forward working on it in place changed the caller's tensor
+    (probe 4 finding 6)."""
+    tm = TimeModel.load(fixtures / "tm.json")
+    x = torch.randn(4, 8)
+    before = x.clone()
+    assert tm.predict_network(_InPlaceInput(), x, allow_unmodelled=True).total_ms > 0  # (the fixture's model: no add)
+    assert torch.equal(x, before)
 
 
 def test_fit_takes_one_sample_a_family_when_nothing_is_held_out(work):

@@ -415,7 +415,7 @@ class TimeModel:
             slowest.ms = max(0.0, total - network_level - sum(lp.ms for lp in layers if lp is not slowest))
         overhead = total - sum(lp.ms for lp in layers)
         warnings = list(getattr(res, "warnings", []))
-        if priced > 2 and linear < total:
+        if priced > 1 and linear < total:
             # the floor binds on a network of many layers: the per-layer offsets exceed what its layers cost
             warnings.append(f"the composition's per-layer offsets take this network of {priced} cheap layers below "
                             f"its slowest layer alone ({linear:.4g} ms against {total:.4g} ms); the total is that floor "
@@ -445,11 +445,21 @@ class TimeModel:
         if empty:
             raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
                             "to time; give the shape it will run at")
-        with untouched(module):  # modes, attributes, parameters and buffers put back (graph.trace.untouched)
-            if any(m.training for m in module.modules()):
-                module.eval()
+        # a forward that works on its input in place (x.relu_()) would change the caller's tensor: each input is
+        # put back after the trace (inputs up to INPUT_COPY_BYTES; a larger one is left as such a forward leaves it)
+        kept = [(t, t._version, t.detach().clone()) for t in inputs  # (inference tensors cannot change here)
+                if not t.is_inference() and t.numel() * t.element_size() <= INPUT_COPY_BYTES]
+        try:
+            with untouched(module):  # modes, attributes, parameters and buffers put back (graph.trace.untouched)
+                if any(m.training for m in module.modules()):
+                    module.eval()
+                with torch.no_grad():
+                    return self.extract(module, tuple(inputs))
+        finally:
             with torch.no_grad():
-                return self.extract(module, tuple(inputs))
+                for t, version, copy in kept:
+                    if t._version != version:
+                        t.copy_(copy)
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
@@ -683,6 +693,7 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     return comp
 
 
+INPUT_COPY_BYTES = 256 * 2**20  # predict_network keeps a copy of example inputs up to this size
 MIN_SAMPLES = 10  # measurements a family needs before fit_time_model gives it a model
 
 
