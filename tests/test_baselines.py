@@ -472,3 +472,29 @@ def test_cli_compress_of_a_compressed_checkpoint_writes_one_that_loads(fake_tm, 
     assert json.loads((tmp_path / "twice.plan.json").read_text())["steps"] == both
     from fastdeepiot import tasks
     assert model(torch.zeros(2, *tasks.get("har").input_shape)).shape == (2, 6)
+
+
+def test_cli_compress_stopped_while_writing_leaves_the_earlier_outputs(fake_tm, tmp_path, capsys, monkeypatch):
+    """Every output is staged and the checkpoint renamed into place last: a run stopped while writing its report
+    leaves the earlier run's checkpoint, plan and report together (probe 4: the new checkpoint sat beside the
+    earlier run's plan and report)."""
+    import fastdeepiot.commands.compress as cmd
+    from fastdeepiot.cli import main
+    from fastdeepiot.errors import UserError
+
+    ckpt = _har_ckpt(tmp_path)
+    fake_tm.save(tmp_path / "fake.json")
+    args = ["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "fake.json"), "--max-accuracy-drop",
+            "100", "--max-iters", "1", "--finetune-steps", "1", "--final-epochs", "0", "--no-measure", "--force",
+            "-o", str(tmp_path / "c.pt")]
+    assert main(args) == 0, capsys.readouterr()
+    outputs = sorted(p for p in tmp_path.iterdir() if p.name.startswith("c."))
+    before = {p.name: p.read_bytes() for p in outputs}
+
+    def stopped(*a, **k):
+        raise UserError("stopped while writing the report")
+
+    monkeypatch.setattr(cmd, "write_report", stopped)
+    assert main([*args[:-3], "--max-iters", "0", "--force", "-o", str(tmp_path / "c.pt")]) == 2
+    assert {p.name: p.read_bytes() for p in outputs} == before
+    assert not list(tmp_path.glob(".fastdeepiot.*"))

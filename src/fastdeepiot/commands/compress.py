@@ -95,16 +95,21 @@ def compress(
     model, meta = load_checkpoint(checkpoint, task=t)
     res = run(model, t, config, time_model=tm)  # progress: on stderr (compress's default)
     plan = continued_plan(meta, res.plan)  # replays onto the original architecture, as the checkpoint records it
-    save_compressed(out, res.model, plan, t.name, meta["net"], meta["arch"], {"base": res.base, "final": res.final})
-    with staged_folder(out.parent) as tmp:  # written in full first, then each renamed into place
+    written = f"{stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png"
+    # every file written in full first, then each renamed into place, the checkpoint last: a run stopped on the
+    # way leaves the earlier outputs, never a new checkpoint beside an earlier run's plan and report
+    with staged_folder(out.parent) as tmp:
         plan.save(tmp / "out.plan.json")
         write_report(res, str(tmp / "out"))
-        for src, dst in ((tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
-                         (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])):
+        moves = [(tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
+                 (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])]
+        if tm.backend == "onnxruntime-cpu":
+            moves.append((write_onnx(res.model, torch.zeros(1, *t.input_shape), tmp / "out.onnx"), onnx))
+            written += f", {onnx}"
+        save_compressed(tmp / "out.pt", res.model, plan, t.name, meta["net"], meta["arch"],
+                        {"base": res.base, "final": res.final})
+        for src, dst in (*moves, (tmp / "out.pt", out)):
             os.replace(src, dst)
-    written = f"{stem}.plan.json, {stem}.report.json, {stem}.report.md, {stem}.png"
-    if tm.backend == "onnxruntime-cpu":
-        written += f", {write_onnx(res.model, torch.zeros(1, *t.input_shape), onnx)}"
     typer.echo(history_table(res))
     for n in res.notes:
         typer.echo(f"note: {n}")
