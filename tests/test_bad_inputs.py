@@ -815,7 +815,7 @@ def _api_compress_no_parameters(w):
 
 
 def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None, one_hot=False, column=None,
-                          short_labels=False):
+                          short_labels=False, one_shot=None, train_channels=None):
     """compress() with the toy data cut or relabelled: each case must fail before any training. `column`:
     "val" or "train" labels of shape (N, 1) (they broadcast to (N, N) against predictions: probe 4 found
     validation accuracies of 2600%); `short_labels`: a validation batch with fewer labels than inputs."""
@@ -837,6 +837,12 @@ def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None,
                DataLoader(TensorDataset(x[train:], yva), batch_size=32))
     if short_labels:
         loaders = (loaders[0], [(x[train:], yva[:-3])])
+    if one_shot == "val":
+        loaders = (loaders[0], (b for b in loaders[1]))
+    if one_shot == "train":
+        loaders = ((b for b in loaders[0]), loaders[1])
+    if train_channels:
+        loaders = ([(xb[:, :train_channels], yb) for xb, yb in loaders[0]], loaders[1])
     fastdeepiot.compress(BNNet(), loaders, time_model=TimeModel.load(w / "tm.json"), max_accuracy_drop=5.0,
                          example_input=torch.zeros(1, 6, 32), finetune_steps=1, final_epochs=0.1, max_iters=1,
                          measure=False, progress=False)
@@ -1006,6 +1012,10 @@ API_CASES = [
     ("api-compress-training-labels-n-by-1", lambda w: _api_compress_loaders(w, column="train"), "shape (batch,)"),
     ("api-compress-fewer-labels-than-inputs", lambda w: _api_compress_loaders(w, short_labels=True),
      "32 inputs and 29 labels"),
+    ("api-compress-validation-generator", lambda w: _api_compress_loaders(w, one_shot="val"), "one-shot iterator"),
+    ("api-compress-training-generator", lambda w: _api_compress_loaders(w, one_shot="train"), "one-shot iterator"),
+    ("api-compress-training-inputs-of-another-shape", lambda w: _api_compress_loaders(w, train_channels=4),
+     "inputs have shape (batch, 4, 32) but the validation loader's (batch, 6, 32)"),
     ("api-compress-dict-batches", _api_compress_dict_batches, "(inputs, labels)"),
     ("api-output-over-npz", lambda w: check_output(w / "arrays.npz", kind="checkpoint"), "a zip archive"),
 ]

@@ -154,9 +154,15 @@ def _resolve_data(task_or_loaders, metric, batch_size, seed):
         return tr, va, te, metric or task.metric
     if isinstance(task_or_loaders, (tuple, list)) and len(task_or_loaders) in (2, 3):
         loaders = list(task_or_loaders) + [None] * (3 - len(task_or_loaders))
+        shapes = {}
         for dl, name in zip(loaders, ("training", "validation", "test")):
             if dl is not None or name != "test":
-                _first_batch(dl, name)
+                shapes[name] = tuple(_first_batch(dl, name)[0].shape[1:])
+        odd = [n for n, sh in shapes.items() if sh != shapes["validation"]]
+        if odd:  # the network is priced and judged at the validation shape
+            raise UserError(f"the {odd[0]} loader's inputs have shape (batch, {', '.join(map(str, shapes[odd[0]]))}) "
+                            f"but the validation loader's (batch, {', '.join(map(str, shapes['validation']))}): "
+                            "every loader must feed the network the same input shape")
         return loaders[0], loaders[1], loaders[2], metric or accuracy
     raise UserError("task_or_loaders must be a task (name or object) or (train_loader, val_loader[, test_loader])")
 
@@ -165,7 +171,14 @@ def _first_batch(loader, name: str):
     """The first batch of a user's loader, checked to be (inputs, labels) tensors: an empty loader or one of
     another shape is a UserError before any work."""
     try:
-        batch = next(iter(loader))
+        it = iter(loader)
+    except TypeError as e:
+        raise UserError(f"the {name} loader is not iterable ({e})") from None
+    if it is loader:  # a generator or iterator: the search reads every loader many times
+        raise UserError(f"the {name} loader is a one-shot iterator ({type(loader).__name__}); give a DataLoader or "
+                        "a list of (inputs, labels) batches, which can be read again")
+    try:
+        batch = next(it)
     except StopIteration:
         raise UserError(f"the {name} loader yields no batch") from None
     except TypeError as e:
