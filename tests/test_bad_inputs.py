@@ -1328,6 +1328,17 @@ def test_compress_leaves_the_model_alone(fixtures):
     assert _same(before, _snapshot(m)) and m.training
 
 
+def test_a_result_with_numpy_settings_is_plain_json(fixtures):
+    """A setting given as a numpy number (a sweep over np.linspace) is kept in res.settings; res.to_json() must
+    still be JSON (probe 4: json.dumps raised TypeError)."""
+    tm = TimeModel.load(fixtures / "tm.json")
+    torch.manual_seed(0)
+    res = fastdeepiot.compress(BNNet(), _toy_loaders(), time_model=tm, max_accuracy_drop=np.float64(100.0),
+                               finetune_steps=np.int64(1), final_epochs=0.1, max_iters=1, measure=False, seed=0,
+                               progress=False)
+    assert json.loads(json.dumps(res.to_json()))["settings"]["max_accuracy_drop"] == 100.0
+
+
 # ------------------------------------------------------------------------------------------ atomicity
 
 

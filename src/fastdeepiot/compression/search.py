@@ -101,6 +101,7 @@ from fastdeepiot.compression.progress import reporter
 from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
+from fastdeepiot.jsonutil import to_jsonable
 from fastdeepiot.profiling.timer import time_networks
 from fastdeepiot.timemodel.model import TimeModel
 
@@ -134,8 +135,9 @@ class CompressResult:
     run: dict = field(default_factory=dict)  # optimizer_steps taken (the baselines' budget), compared
 
     def to_json(self) -> dict:
-        return {"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
-                "settings": self.settings, "run": self.run, "plan": self.plan.to_json()}
+        """The result as plain JSON values (a setting given as a numpy number is written as a number)."""
+        return to_jsonable({"base": self.base, "final": self.final, "history": self.history, "notes": self.notes,
+                            "settings": self.settings, "run": self.run, "plan": self.plan.to_json()})
 
 
 def _task_of(task_or_loaders):
