@@ -281,6 +281,17 @@ def test_batchnorm_folding_is_exact():
     torch.testing.assert_close(net(x), y, rtol=1e-4, atol=1e-5)
 
 
+def test_folding_into_a_frozen_conv_keeps_it_frozen():
+    """A user's frozen layer stays frozen when its BatchNorm is folded into it (probe 4: it came back trainable)."""
+    net = Conv2dNet().eval()
+    net.f[0].requires_grad_(False)
+    fold_batchnorm(net, "f.0", "f.1")
+    assert not net.f[0].weight.requires_grad and not net.f[0].bias.requires_grad
+    net = Conv2dNet().eval()
+    fold_batchnorm(net, "f.0", "f.1")
+    assert net.f[0].weight.requires_grad and net.f[0].bias.requires_grad
+
+
 # ------------------------------------------------------------------------------ the search (fake device)
 
 

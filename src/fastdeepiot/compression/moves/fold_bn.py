@@ -29,8 +29,9 @@ def fold_batchnorm(model: nn.Module, conv_name: str, bn_name: str) -> None:
     shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
     w = conv.weight.data * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
     b = (conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)) * scale + shift
-    conv.weight = nn.Parameter(w.clone())
-    conv.bias = nn.Parameter(b.clone())
+    frozen = not conv.weight.requires_grad  # a frozen layer stays frozen (its new bias too, if it had none)
+    conv.bias = nn.Parameter(b.clone(), requires_grad=(conv.bias.requires_grad if conv.bias is not None else not frozen))
+    conv.weight = nn.Parameter(w.clone(), requires_grad=not frozen)
     replace_module(model, bn_name, nn.Identity())
 
 
