@@ -1,5 +1,7 @@
 """Typed errors. The CLI turns every `UserError` into its message and exit code 2."""
 
+from numbers import Integral
+
 
 class UserError(Exception):
     """Bad input the user can fix: the message says what is wrong and what to do."""
@@ -34,9 +36,7 @@ class CheckpointError(UserError):
 
 def check_whole(value, name: str, lo: int = 0) -> int:
     """`value` as an int when it is a whole number >= `lo` (a numpy integer too, not a bool), else a UserError
-    naming `name`: the one check of the API's count, seed and thread arguments."""
-    from numbers import Integral
-
+    naming `name`: the one check of the API's count, seed and thread arguments (and CompressConfig's counts)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
         raise UserError(f"{name} must be a whole number >= {lo}, got {value!r}")
     return int(value)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
-from numbers import Integral, Real
+from numbers import Real
 
 from fastdeepiot.compression.importance import CRITERIA
 from fastdeepiot.compression.moves import MOVES
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UserError, check_whole
 from fastdeepiot.tasks.training import check_seed
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
@@ -131,12 +131,12 @@ class CompressConfig:
         for name in ("distill", "measure", "compare_scratch", "train_guard"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        _int(self, "finetune_steps", 0)
-        _int(self, "max_iters", 0)
-        _int(self, "evaluate_top", 1)
-        _int(self, "max_seq_factor", 1)
-        _int(self, "batch_size", 1)
-        _int(self, "importance_batches", 0)
+        check_whole(self.finetune_steps, "finetune_steps", 0)
+        check_whole(self.max_iters, "max_iters", 0)
+        check_whole(self.evaluate_top, "evaluate_top", 1)
+        check_whole(self.max_seq_factor, "max_seq_factor", 1)
+        check_whole(self.batch_size, "batch_size", 1)
+        check_whole(self.importance_batches, "importance_batches", 0)
         check_seed(self.seed)
         _real(self, "final_epochs", lo=0.0)
         _real(self, "lr", lo=0.0, hi=10.0, lo_open=True)  # train caps its --lr there too
@@ -178,12 +178,6 @@ def _real(cfg, name, lo=None, hi=None, lo_open=False, hi_open=False):
 
 def _g(v):
     return "inf" if v is None else f"{v:g}"
-
-
-def _int(cfg, name, lo):
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, Integral) or (lo is not None and v < lo):
-        raise UserError(f"{name} must be a whole number{'' if lo is None else f' >= {lo}'}, got {v!r}")
 
 
 def _name(cfg, name, known):
