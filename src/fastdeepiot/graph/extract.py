@@ -989,17 +989,33 @@ def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True, cop
     return res
 
 
+INPUT_COPY_BYTES = 256 * 2**20  # an extraction keeps a copy of each example input up to this size
+
+
 def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
+    """The extraction on a cache miss. The module runs on the example inputs here (the trace's shape
+    propagation, or hooks): a forward that works on its input in place (x.relu_()) would change the caller's
+    tensor, so each input up to INPUT_COPY_BYTES is put back afterwards (a larger one is left as such a forward
+    leaves it; inference tensors cannot change here)."""
+    kept = [(t, t._version, t.detach().clone()) for t in example_inputs
+            if isinstance(t, torch.Tensor) and not t.is_inference()
+            and t.numel() * t.element_size() <= INPUT_COPY_BYTES]
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
-            res = _extract_fx(module, example_inputs)
-    except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-        res = _extract_hooks(module, example_inputs, reason)
-    if res.module_calls is None or not res.traced:  # the trace could not count them
-        res.module_calls = count_container_calls(module, example_inputs)
-    return res
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                res = _extract_fx(module, example_inputs)
+        except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            res = _extract_hooks(module, example_inputs, reason)
+        if res.module_calls is None or not res.traced:  # the trace could not count them
+            res.module_calls = count_container_calls(module, example_inputs)
+        return res
+    finally:
+        with torch.no_grad():
+            for t, version, copy in kept:
+                if t._version != version:
+                    t.copy_(copy)
 
 
 def _copy(res: ExtractResult) -> ExtractResult:

@@ -445,21 +445,11 @@ class TimeModel:
         if empty:
             raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
                             "to time; give the shape it will run at")
-        # a forward that works on its input in place (x.relu_()) would change the caller's tensor: each input is
-        # put back after the trace (inputs up to INPUT_COPY_BYTES; a larger one is left as such a forward leaves it)
-        kept = [(t, t._version, t.detach().clone()) for t in inputs  # (inference tensors cannot change here)
-                if not t.is_inference() and t.numel() * t.element_size() <= INPUT_COPY_BYTES]
-        try:
-            with untouched(module):  # modes, attributes, parameters and buffers put back (graph.trace.untouched)
-                if any(m.training for m in module.modules()):
-                    module.eval()
-                with torch.no_grad():
-                    return self.extract(module, tuple(inputs))
-        finally:
-            with torch.no_grad():
-                for t, version, copy in kept:
-                    if t._version != version:
-                        t.copy_(copy)
+        with untouched(module):  # modes, attributes, parameters and buffers put back (graph.trace.untouched)
+            if any(m.training for m in module.modules()):
+                module.eval()
+            with torch.no_grad():  # (example inputs a forward changes in place: put back by the extraction)
+                return self.extract(module, tuple(inputs))
 
     # --------------------------------------------------------------------------- explain
     def explain(self, family: str) -> str:
@@ -611,12 +601,8 @@ def load_layer_data(store, device: dict) -> dict[str, tuple[list[LayerConfig], n
 
 
 def load_network_data(store, device: dict) -> list[tuple[dict, float]]:
-    """(spec, measured ms) of every network row; each spec is rebuilt once here, so that a damaged row is refused
-    before any fitting (~15 ms a network; fit rebuilds them to extract their calls)."""
-    rows = [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
-    for spec, _ in rows:
-        rebuild_network(spec, store.path)
-    return rows
+    """(spec, measured ms) of every network row (`extract_networks` rebuilds them, refusing a damaged one)."""
+    return [(m.config, m.median_ms) for m in store.measurements(kind="network", device=device)]
 
 
 def rebuild_network(spec: dict, where: str = "measurement database"):
@@ -693,7 +679,6 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     return comp
 
 
-INPUT_COPY_BYTES = 256 * 2**20  # predict_network keeps a copy of example inputs up to this size
 MIN_SAMPLES = 10  # measurements a family needs before fit_time_model gives it a model
 
 
@@ -724,7 +709,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
-    networks = load_network_data(store, dev)  # a damaged row of either kind is refused before any fitting
+    networks = load_network_data(store, dev)
     if not data:
         raise StoreError(f"{store.path}: no layer measurements for this device")
     if families:
@@ -735,6 +720,11 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         if not data:
             raise StoreError(f"{store.path}: no measurements of {', '.join(map(str, wanted))} for this device "
                              f"(it holds {', '.join(holds)})")
+    # rebuilt and extracted once, before any fitting (extraction needs the backend, not the layer models): a
+    # damaged network row is refused before minutes of work, and before any progress line
+    extracted = extract_networks(TimeModel({}, None, dev), networks, store.path)
+    if extracted and progress:
+        progress(f"read {len(extracted)} measured networks")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
     held: dict[str, tuple[list, list, list]] = {}
@@ -778,10 +768,9 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     if keep_holdout:
         tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
 
-    if networks:
+    if extracted:
         if progress:
-            progress(f"fitting the network composition ({len(networks)} measured networks)")
-        extracted = extract_networks(tm, networks, store.path)
+            progress(f"fitting the network composition ({len(extracted)} measured networks)")
         perm = rng.permutation(len(extracted))
         n_test = int(round(holdout * len(extracted))) if len(extracted) >= 10 else 0
         test = [extracted[i] for i in perm[:n_test]]
