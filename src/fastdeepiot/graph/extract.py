@@ -15,7 +15,7 @@ Every call is one of three kinds:
   * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
                     slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
                     `contiguous` (a copy, small; noted in `note`),
-  * 'unmodelled' -- an op no family covers (PixelShuffle, cumsum, ...; a custom module fx cannot trace
+  * 'unmodelled' -- an op no family covers (ConvTranspose2d, cumsum, ...; a custom module fx cannot trace
                     into). Never dropped silently: the caller decides (error / warn / ignore).
 
 Custom modules (not torch.nn's) are traced into, so the ops their forward runs on their own parameters
@@ -59,6 +59,18 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     mha and nn.TransformerEncoderLayer -> transformer_encoder (whole modules, also leaves of the hook
     fallback); nn.TransformerEncoder -> one transformer_encoder call per layer (`name.layers.i`) and a
     layernorm for its final norm (`name.norm`).
+  * F.linear / F.conv1d / F.conv2d with a weight of known shape (a parameter read through get_attr) ->
+    linear / conv1d / conv2d, as the module of that weight; torch.stack along dim 1 -> concat of the
+    same tensors (the same bytes in the same order); torch.max / min over a dimension -> as amax / amin
+    (approx).
+  * A clamp to numbers (Hardtanh, F.hardtanh, torch.clamp / clip, .clamp_min) -> activation relu6
+    (exact for hardtanh(0, 6), approx otherwise: one compare-and-select pass, ONNX's Clip).
+  * Element-wise ops of one tensor that no family times but whose time matches a profiled activation
+    kind on both CPU backends (bench/standins.py): abs, neg, square, x ** 2, reciprocal -> relu; exp ->
+    silu; sqrt -> sigmoid; rsqrt -> hardswish; erf, log -> gelu (approx, never fused). The rest (ELU,
+    Softplus, Mish, sin, other powers, ...) stay unmodelled.
+  * Pads, pixel (un)shuffle, channel shuffle and embedding lookups are free ops that copy (`note`
+    'copies'), as `.contiguous()` is.
   * Arguments not known at trace time (computed by the network) make that one op of these mappings
     unmodelled rather than sending the whole network to the hook fallback.
   Element-wise families (batchnorm, activation, add, concat) read batch = shape[0], channels =
@@ -67,7 +79,7 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   element count, which these keep exact for square inputs.
 
   ELU (and F.elu) is an activation whose kind is outside the activation family's space: unmodelled
-  until the family profiles it (the vocabulary names it; channel tracing passes it).
+  (the vocabulary names it; channel tracing passes it).
   Which rule prices an op is the op vocabulary's (`fastdeepiot.graph.ops`); tracing and shape
   propagation are `fastdeepiot.graph.trace`'s; the data classes live in `fastdeepiot.graph.calls`.
 
@@ -90,6 +102,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import ACTIVATIONS, LayerConfig
@@ -146,9 +159,10 @@ def _unmodelled(op: str, note: str) -> _Mapped:
     return _Mapped(UNMODELLED, op, note=note)
 
 
-def _map_conv(m: nn.Module, shape: tuple[int, ...]) -> _Mapped:
-    dim = 2 if isinstance(m, nn.Conv2d) else 1
-    op = type(m).__name__
+def _map_conv(m, shape: tuple[int, ...], dim: int | None = None, op: str | None = None) -> _Mapped:
+    """A convolution from its attributes (an nn.Conv1d/2d, or `_ConvArgs` for F.conv1d/2d)."""
+    dim = dim or (2 if isinstance(m, nn.Conv2d) else 1)
+    op = op or type(m).__name__
     notes, approx = [], False
     if len(shape) == dim + 1:  # unbatched
         shape = (1,) + tuple(shape)
@@ -167,9 +181,9 @@ def _map_conv(m: nn.Module, shape: tuple[int, ...]) -> _Mapped:
             approx = True
             notes.append("non-square kernel/stride/input")
     else:
-        k, s, size = int(m.kernel_size[0]), int(m.stride[0]), int(shape[2])
-        dil = (int(m.dilation[0]),)
-        pad = m.padding if isinstance(m.padding, str) else (int(m.padding[0]),)
+        k, s, size = int(_pair(m.kernel_size)[0]), int(_pair(m.stride)[0]), int(shape[2])
+        dil = (int(_pair(m.dilation)[0]),)
+        pad = m.padding if isinstance(m.padding, str) else (int(_pair(m.padding)[0]),)
         expect_pad = (k // 2,)
     if isinstance(pad, str):
         if not (pad == "same" and all(x % 2 == 1 for x in _pair(m.kernel_size)[:dim])):
@@ -189,10 +203,21 @@ def _map_conv(m: nn.Module, shape: tuple[int, ...]) -> _Mapped:
     return _Mapped(LAYER, op, f"conv{dim}d", params, approx, "; ".join(notes) or None)
 
 
-def _map_linear(m: nn.Linear, shape) -> _Mapped:
+def _map_linear(m: nn.Linear, shape, op: str = "Linear") -> _Mapped:
     batch = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
-    return _Mapped(LAYER, "Linear", "linear",
+    return _Mapped(LAYER, op, "linear",
                    {"batch": batch, "in_features": m.in_features, "out_features": m.out_features})
+
+
+class _ConvArgs:
+    """The attributes `_map_conv` / `_map_linear` read, from a functional call's weight shape and arguments."""
+
+    def __init__(self, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+        self.out_channels, cin_per_group = int(weight_shape[0]), int(weight_shape[1])
+        self.kernel_size = tuple(int(k) for k in weight_shape[2:])
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, int(groups)
+        self.in_channels, self.padding_mode = cin_per_group * self.groups, "zeros"
+        self.in_features, self.out_features = cin_per_group, self.out_channels
 
 
 def _map_rnn(m: nn.RNNBase, shape) -> _Mapped:
@@ -288,10 +313,34 @@ def _map_ew(family: str, op: str, shape, extra: dict | None = None) -> _Mapped:
     return _Mapped(LAYER, op, family, {**(extra or {}), **p}, ap)
 
 
+def _map_clamp(lo, hi, op: str, shape) -> _Mapped:
+    """A clamp of one tensor to numbers (hardtanh, torch.clamp / clip, .clamp_min): one pass that compares and
+    selects, as ReLU6 does (it is hardtanh(0, 6)); exact for hardtanh(0, 6), approx otherwise. ONNX exports
+    every one as Clip, which ORT fuses as it fuses ReLU6."""
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi)) \
+            or (lo is None and hi is None):
+        return _unmodelled(op, "a clamp to tensor or missing bounds")
+    mp = _map_ew("activation", op, shape, {"kind": "relu6"})
+    if mp.kind == LAYER and not (op in ("hardtanh", "hardtanh_", "Hardtanh") and (lo, hi) == (0.0, 6.0)):
+        mp.approx = True
+        mp.note = f"{op} to [{lo}, {hi}] priced as ReLU6 (one clamp pass)"
+    return mp
+
+
+def _map_standin(kind: str, op: str, shape) -> _Mapped:
+    """An element-wise op of one tensor that no family times, priced as the activation `kind` of its cost
+    class on the same shape (approx; `graph.fusion` fuses none of them)."""
+    mp = _map_activation(kind, op, shape)
+    if mp.kind == LAYER:
+        mp.approx = True
+        mp.note = f"{op}: no family times it; priced as a {kind} pass over the same elements"
+    return mp
+
+
 def _map_activation(kind: str, op: str, shape) -> _Mapped:
     if kind not in ACTIVATIONS:
         return _unmodelled(op, f"activation {kind!r} is outside the activation family's space "
-                               f"({', '.join(ACTIVATIONS)}); profile it to price it")
+                               f"({', '.join(ACTIVATIONS)}): no family times it")
     return _map_ew("activation", op, shape, {"kind": kind})
 
 
@@ -466,7 +515,11 @@ def _module_activation(m, entry, in_shapes, node) -> _Mapped:
 
 
 def _module_free(m, entry, in_shapes, node) -> _Mapped:
-    return _Mapped(FREE, type(m).__name__)
+    return _Mapped(FREE, type(m).__name__, note="copies" if entry.params.get("copies") else None)
+
+
+def _module_hardtanh(m, entry, in_shapes, node) -> _Mapped:
+    return _map_clamp(float(m.min_val), float(m.max_val), type(m).__name__, _first(in_shapes))
 
 
 def _module_layernorm(m, entry, in_shapes, node) -> _Mapped:
@@ -568,6 +621,7 @@ def _guarded(rule):
 _MODULE_PRICE = {"conv": _module_conv, "linear": _module_linear, "rnn": _module_rnn,
                  "batchnorm": _module_batchnorm, "pool": _module_pool, "adaptive": _module_adaptive,
                  "activation": _module_activation, "free": _module_free,
+                 "hardtanh": _guarded(_module_hardtanh),
                  "layernorm": _guarded(_module_layernorm), "groupnorm": _guarded(_module_groupnorm),
                  "upsample": _guarded(_module_upsample), "mha": _guarded(_module_mha),
                  "transformer_layer": _guarded(_module_transformer_layer),
@@ -600,13 +654,18 @@ def _fn_cat(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     shapes = [arg_shapes.get(x) for x in tensors] if isinstance(tensors, (list, tuple)) else []
     if not shapes or not all(_is_tensor_shape(s) for s in shapes):
         return _unmodelled("cat", "cat of unknown tensors")
-    rank = len(shapes[0])
     if dim < 0:
-        dim += rank
+        dim += len(shapes[0])
+    return _cat_of("cat", shapes, dim)
+
+
+def _cat_of(op: str, shapes: list, dim: int) -> _Mapped:
+    """The concat family's call for joining tensors of `shapes` along `dim` (channels, dim 1, only)."""
+    rank = len(shapes[0])
     if dim != 1 or rank < 2:
-        return _unmodelled("cat", f"cat along dim {dim} (the family concatenates channels)")
+        return _unmodelled(op, f"{op} along dim {dim} (the family concatenates channels)")
     if len(shapes) == 1:
-        return _Mapped(FREE, "cat")
+        return _Mapped(FREE, op, note="copies" if op == "stack" else None)
     # One call, as the backend runs it: a cat of k tensors reads each once and writes the output once, so
     # it is priced as the 2-input concat of the same bytes (all but the last input, then the last). Priced
     # as k-1 chained 2-input concats, it had been charged every growing prefix again: DenseNet-121 (k=8)
@@ -614,11 +673,11 @@ def _fn_cat(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     head = (shapes[0][0], sum(s[1] for s in shapes[:-1])) + tuple(shapes[0][2:])
     ew = _ew_params(head)
     if ew is None:
-        return _unmodelled("cat", f"input rank {rank}")
+        return _unmodelled(op, f"input rank {rank}")
     p, ap = ew
-    mp = _Mapped(LAYER, "cat", "concat", {**p, "channels_b": shapes[-1][1]}, approx=ap or len(shapes) > 2)
+    mp = _Mapped(LAYER, op, "concat", {**p, "channels_b": shapes[-1][1]}, approx=ap or len(shapes) > 2)
     if len(shapes) > 2:
-        mp.note = f"cat of {len(shapes)} tensors priced as one 2-input concat of the same bytes"
+        mp.note = f"{op} of {len(shapes)} tensors priced as one 2-input concat of the same bytes"
     return mp
 
 
@@ -627,10 +686,59 @@ def _fn_activation(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
 
 
 def _fn_hardtanh(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
-    lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
-    if (lo, hi) == (0.0, 6.0):
-        return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
-    return _unmodelled("hardtanh", "hardtanh other than relu6")
+    if name.startswith("hardtanh"):
+        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+        if (lo, hi) == (0.0, 6.0):
+            return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
+    elif name == "clamp_min":
+        lo, hi = _arg(node, 1, "min"), None
+    else:  # torch.clamp / clip and their methods
+        lo, hi = _arg(node, 1, "min"), _arg(node, 2, "max")
+    if len(in_shapes) != 1:
+        return _unmodelled(name, "a clamp to tensor bounds")
+    return _map_clamp(lo, hi, name, in_shapes[0])
+
+
+def _fn_standin(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """`_map_standin` for a function or method of one tensor (another argument may be a number: a power of 2)."""
+    if len(in_shapes) != 1 or not _is_tensor_shape(in_shapes[0]):
+        return _unmodelled(name, "an element-wise op of several tensors")
+    if entry.params.get("square") and _arg(node, 1, "exponent") not in (2, 2.0):
+        return _unmodelled(name, "a power other than 2; no family times it")
+    return _map_standin(entry.params["kind"], name, in_shapes[0])
+
+
+def _fn_flinear(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """F.linear(x, weight[, bias]) with a 2-D weight: the linear family, as an nn.Linear of that weight."""
+    w = arg_shapes.get(_arg(node, 1, "weight"))
+    x = arg_shapes.get(_arg(node, 0, "input"))
+    if not (_is_tensor_shape(w) and _is_tensor_shape(x) and len(w) == 2 and x and x[-1] == w[1]):
+        return _unmodelled(name, "F.linear with a weight of unknown shape")
+    return _map_linear(_ConvArgs(w), x, op=name)
+
+
+def _fn_fconv(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """F.conv1d / F.conv2d(x, weight, bias, stride, padding, dilation, groups): the conv family, as the module."""
+    w = arg_shapes.get(_arg(node, 1, "weight"))
+    x = arg_shapes.get(_arg(node, 0, "input"))
+    dim = int(entry.family[-2])
+    if not (_is_tensor_shape(w) and _is_tensor_shape(x) and len(w) == dim + 2):
+        return _unmodelled(name, f"{name} with a weight of unknown shape")
+    args = _ConvArgs(w, _arg(node, 3, "stride", 1), _arg(node, 4, "padding", 0), _arg(node, 5, "dilation", 1),
+                     _arg(node, 6, "groups", 1))
+    return _map_conv(args, x, dim=dim, op=name)
+
+
+def _fn_stack(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """torch.stack(tensors, dim): in memory the cat of the same tensors along `dim` (both lay out blocks of
+    prod(shape[dim:]) elements input by input), so it is priced as that cat."""
+    tensors = _arg(node, 0, "tensors")
+    shapes = [arg_shapes.get(x) for x in tensors] if isinstance(tensors, (list, tuple)) else []
+    if not shapes or not all(_is_tensor_shape(s) for s in shapes):
+        return _unmodelled(name, "stack of unknown tensors")
+    dim = _arg(node, 1, "dim", 0)
+    dim = dim + len(shapes[0]) + 1 if dim < 0 else dim
+    return _cat_of(name, shapes, dim)
 
 
 def _fn_pool(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
@@ -650,7 +758,7 @@ def _fn_mean(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     """A reduction over the trailing dimensions -- mean (and sum) as a global average pool, amax (and amin)
     as a global max pool: (B, C, H, W) over (2, 3), (B, C, L) over 2, (B, T, F) over time (1) as a pool
     over time on (B, F, T), and channels-last (B, H, W, C) over (1, 2) as a pool on (B, C, H, W). A sum
-    and an amin are priced as the mean / amax of the same elements (approx)."""
+    and an amin (and torch.max / min over a dimension) are priced as the mean / amax of the same elements (approx)."""
     dims = _arg(node, 1, "dim", None)
     shape = in_shapes[0]
     mode, exact = entry.params.get("mode", "avg"), entry.params.get("exact", True)
@@ -774,13 +882,16 @@ def _fn_sdpa(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
                      "scaled_dot_product_attention")
 
 
+_WEIGHTED_FUNCTIONS = frozenset((F.linear, F.conv1d, F.conv2d))
 _BINARY = _guarded(_fn_binary)
 _FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINARY, "cat": _fn_cat,
-                   "activation": _fn_activation, "hardtanh": _fn_hardtanh, "pool": _fn_pool,
+                   "activation": _fn_activation, "pool": _fn_pool,
                    "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free, "layernorm": _guarded(_fn_layernorm),
                    "groupnorm": _guarded(_fn_groupnorm), "upsample": _guarded(_fn_upsample),
                    "sdpa": _guarded(_fn_sdpa), "softmax": _guarded(_fn_softmax),
-                   "matmul": _guarded(_fn_matmul)}
+                   "matmul": _guarded(_fn_matmul), "hardtanh": _guarded(_fn_hardtanh),
+                   "standin": _fn_standin, "flinear": _guarded(_fn_flinear), "fconv": _guarded(_fn_fconv),
+                   "stack": _guarded(_fn_stack)}
 
 
 def _map_function(node, modules, in_shapes, arg_shapes) -> _Mapped:
@@ -820,11 +931,39 @@ def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, 
     return base
 
 
+class _Bare1(nn.Module):
+    """A one-module wrapper traced in place of a bare leaf module (its child is named '0'), called on as many
+    inputs as the module (nn.MultiheadAttention takes query, key and value)."""
+
+    def __init__(self, m: nn.Module):
+        super().__init__()
+        self.add_module("0", m)
+
+    def forward(self, a):
+        return self._modules["0"](a)
+
+
+class _Bare2(_Bare1):
+    def forward(self, a, b):
+        return self._modules["0"](a, b)
+
+
+class _Bare3(_Bare1):
+    def forward(self, a, b, c):
+        return self._modules["0"](a, b, c)
+
+
+_BARE = {1: _Bare1, 2: _Bare2, 3: _Bare3}
+
+
 def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
     if is_leaf(module):
         # a bare leaf module (nn.GRU, nn.Conv2d, ...): trace a one-module wrapper, then rename
         alias = type(module).__name__.lower()
-        res = _extract_fx(nn.Sequential(module), inputs)
+        if len(inputs) not in _BARE or (ops.module_op(module) is None and next(module.children(), None) is not None):
+            # (the hook fallback then prices what it can: the children of a torch.nn container no rule prices)
+            raise TypeError(f"a bare {type(module).__name__} on {len(inputs)} input(s) cannot be traced as one call")
+        res = _extract_fx(_BARE[len(inputs)](module), inputs)
         for c in res:
             if c.name == "0" or c.name.startswith("0#"):
                 c.name = alias + c.name[1:]
@@ -875,6 +1014,8 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             mp = _map_function(node, tg.modules, in_shapes, shapes)
         if mp.kind == LAYER and mp.family == "concat":
             producers = [out_name.get(a) or INPUT for a in _arg(node, 0, "tensors")]
+        elif mp.kind == LAYER and node.op == "call_function" and node.target in _WEIGHTED_FUNCTIONS:
+            producers = [out_name.get(_arg(node, 0, "input")) or INPUT]  # the weight is not a producer
         out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
     _add_notes(calls, warns)
     return ExtractResult(calls, True, warns, tg.container_calls, outputs=outputs)

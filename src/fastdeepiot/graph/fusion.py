@@ -43,7 +43,9 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       LayerNorm, a consumer; rank-2 adds and adds with another consumer, as in pre-norm blocks, stay).
   R7  (issue 17) Nearest Upsample of an NCHWc tensor runs as an NCHWc Upsample (any channel count);
       reading an NCHW tensor, or (bi)linear, it is a plain Resize.
-  hardsigmoid (issue 17) fuses like relu in R2-R5; silu never (one QuickGelu op), gelu never.
+  hardsigmoid (issue 17) fuses like relu in R2-R5; silu never (one QuickGelu op), gelu never. A clamp
+  (hardtanh, torch.clamp: ONNX Clip) fuses as relu6 does; an element-wise op priced as another kind's pass
+  (`ops.STANDIN_OPS`: exp, ELU, Softplus, ...) never fuses.
   Not fused: pools, concat, adds not after a conv, GRU/LSTM, BatchNorm1d after Linear, lone activations,
   mul (squeeze-excitation's scale), GroupNorm (InstanceNormalization + Mul + Add) and the activation
   after it, attention (MatMul/Softmax), mha / transformer_encoder (measured whole).
@@ -55,7 +57,7 @@ from __future__ import annotations
 
 from fastdeepiot.errors import UnknownNameError
 from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
-from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS
+from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS, STANDIN_OPS
 
 _CONV = ("conv1d", "conv2d")
 # hardsigmoid (issue 17) fuses wherever relu does: FusedConv / NCHWc Conv `activation=HardSigmoid`,
@@ -151,7 +153,8 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
                     nchwc_out.add(c.name)
             elif nchwc and c.config.params["dims"] == 2 and is_nchwc(cin[0]):
                 nchwc_out.add(c.name)  # becomes a per-channel NCHWc Conv
-        elif fam == "activation" and len(cin) == 1 and cin[0] in by_name:
+        elif fam == "activation" and len(cin) == 1 and cin[0] in by_name and c.op not in STANDIN_OPS:
+            # (an op priced as another kind's pass is not that kind: ORT fuses none of them)
             p = by_name[cin[0]]
             if not sole_user(p, c) or p.kind != LAYER:
                 continue

@@ -19,7 +19,14 @@ Rules. `price` (extraction, `graph.extract`):
                                    (an output that does not divide the input: adaptive_pool)
   activation                    -- the activation family with `params['kind']`; a kind outside the
                                    family's space (families.ACTIVATIONS) is unmodelled until profiled
-  hardtanh                      -- activation relu6 when (min, max) = (0, 6), else unmodelled
+  hardtanh                      -- activation relu6 when (min, max) = (0, 6); other bounds, torch.clamp / clip:
+                                   relu6 (one clamp pass, approx where the kernel differs)
+  standin                       -- an element-wise op of one tensor that no family times (abs, exp, rsqrt,
+                                   erf, x ** 2, ...): the profiled activation kind (`params` kind) whose time
+                                   it matches on both CPU backends, on the same shape, approx; never fused
+  flinear, fconv                -- F.linear / F.conv1d / F.conv2d with a weight of known shape: the linear /
+                                   conv family, as the module of that weight would be
+  stack                         -- torch.stack as the cat of its inputs unsqueezed at `dim`
   add, cat, mean                -- two-tensor add; concat along channels; global/temporal mean as a pool
   mul, div                      -- mul: same shapes / per-channel broadcast / by a number; div: by a
                                    number as a mul (scalar), a tensor / tensor division is unmodelled
@@ -31,7 +38,8 @@ Rules. `price` (extraction, `graph.extract`):
                                    extraction's hook fallback too
   transformer                   -- nn.TransformerEncoder: one transformer_encoder per layer and a
                                    layernorm for its final norm
-  free                          -- views, reshapes, eval dropout, copies (`params['copies']`)
+  free                          -- views, reshapes, eval dropout, copies (`params['copies']`: pads, pixel and
+                                   channel shuffles, embedding lookups, .contiguous())
   unmodelled                    -- a known op no family prices (x - y, x.sum(...), ...)
 `channels` (channel tracing, `graph.channels`):
   conv, linear, rnn             -- open a space (out channels / features / hidden units), read one
@@ -64,7 +72,8 @@ import torch.nn.functional as F
 
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
                "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
-               "mha", "transformer_layer", "transformer", "softmax", "matmul", "instancenorm")
+               "mha", "transformer_layer", "transformer", "softmax", "matmul", "instancenorm", "standin",
+               "flinear", "fconv", "stack")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
 
@@ -86,6 +95,11 @@ class Op:
 
 def _act(name: str, kind: str, *, exact: bool = False) -> Op:
     return Op(name, "activation", "pass", "activation", {"kind": kind}, exact=exact)
+
+
+def _standin(name: str, kind: str, *, square: bool = False) -> Op:
+    """`square`: priced only as a square (a power of 2); any other exponent is unmodelled."""
+    return Op(name, "standin", "pass", "activation", {"kind": kind, **({"square": True} if square else {})})
 
 
 def _free(name: str, channels: str, *, copies: bool = False, vanishes: bool = False) -> Op:
@@ -136,8 +150,23 @@ MODULES: dict[type, Op] = {
     nn.Tanh: _act("Tanh", "tanh", exact=True),
     nn.GELU: _act("GELU", "gelu", exact=True),
     nn.SiLU: _act("SiLU", "silu", exact=True),
-    nn.ELU: _act("ELU", "elu", exact=True),
     nn.Hardsigmoid: _act("Hardsigmoid", "hardsigmoid", exact=True),
+    nn.Hardtanh: Op("Hardtanh", "hardtanh", "pass", "activation", exact=True),
+    nn.ELU: _act("ELU", "elu", exact=True),  # outside the family's space: unmodelled (bench/standins.py)
+    # copies: a new tensor written from the input's elements (priced as free ops, as .contiguous() is)
+    nn.ZeroPad1d: _free("ZeroPad1d", "fix", copies=True), nn.ZeroPad2d: _free("ZeroPad2d", "fix", copies=True),
+    nn.ConstantPad1d: _free("ConstantPad1d", "fix", copies=True),
+    nn.ConstantPad2d: _free("ConstantPad2d", "fix", copies=True),
+    nn.ReflectionPad1d: _free("ReflectionPad1d", "fix", copies=True),
+    nn.ReflectionPad2d: _free("ReflectionPad2d", "fix", copies=True),
+    nn.ReplicationPad1d: _free("ReplicationPad1d", "fix", copies=True),
+    nn.ReplicationPad2d: _free("ReplicationPad2d", "fix", copies=True),
+    nn.CircularPad1d: _free("CircularPad1d", "fix", copies=True),
+    nn.CircularPad2d: _free("CircularPad2d", "fix", copies=True),
+    nn.PixelShuffle: _free("PixelShuffle", "fix", copies=True),
+    nn.PixelUnshuffle: _free("PixelUnshuffle", "fix", copies=True),
+    nn.ChannelShuffle: _free("ChannelShuffle", "fix", copies=True),
+    nn.Embedding: _free("Embedding", "fix", copies=True),
     nn.Identity: _free("Identity", "pass", vanishes=True),
     nn.Dropout: _free("Dropout", "pass", vanishes=True),
     nn.Dropout1d: _free("Dropout1d", "pass", vanishes=True),
@@ -158,10 +187,30 @@ FUNCTIONS: dict[Callable, Op] = {
     F.hardswish: _act("F.hardswish", "hardswish"),
     F.sigmoid: _act("F.sigmoid", "sigmoid"), torch.sigmoid: _act("torch.sigmoid", "sigmoid"),
     F.tanh: _act("F.tanh", "tanh"), torch.tanh: _act("torch.tanh", "tanh"),
-    F.gelu: _act("F.gelu", "gelu"), F.silu: _act("F.silu", "silu"), F.elu: _act("F.elu", "elu"),
+    F.gelu: _act("F.gelu", "gelu"), F.silu: _act("F.silu", "silu"),
     F.hardsigmoid: _act("F.hardsigmoid", "hardsigmoid"),
     F.hardtanh: Op("F.hardtanh", "hardtanh", "pass", "activation"),
     F.hardtanh_: Op("F.hardtanh_", "hardtanh", "pass", "activation"),
+    torch.clamp: Op("torch.clamp", "hardtanh", "pass", "activation"),
+    torch.clip: Op("torch.clip", "hardtanh", "pass", "activation"),
+    F.elu: _act("F.elu", "elu"),  # outside the family's space: unmodelled
+    # element-wise ops of one tensor no family times, priced as the profiled kind whose time they match on
+    # both CPU backends (within 1.6x over three shapes: docs/results/standins_*.md); those that match none
+    # (ELU, Softplus, Mish, sin, x ** 0.5, ...: 2-13x apart on one backend) stay unmodelled
+    torch.abs: _standin("torch.abs", "relu"), torch.neg: _standin("torch.neg", "relu"),
+    operator.neg: _standin("-x", "relu"), torch.square: _standin("torch.square", "relu"),
+    torch.reciprocal: _standin("torch.reciprocal", "relu"),
+    torch.pow: _standin("torch.pow", "relu", square=True), operator.pow: _standin("**", "relu", square=True),
+    torch.exp: _standin("torch.exp", "silu"), torch.sqrt: _standin("torch.sqrt", "sigmoid"),
+    torch.rsqrt: _standin("torch.rsqrt", "hardswish"), torch.erf: _standin("torch.erf", "gelu"),
+    torch.log: _standin("torch.log", "gelu"),
+    F.linear: Op("F.linear", "flinear", "fix", "linear"),
+    F.conv1d: Op("F.conv1d", "fconv", "fix", "conv1d"), F.conv2d: Op("F.conv2d", "fconv", "fix", "conv2d"),
+    F.pad: _free("F.pad", "fix", copies=True), F.pixel_shuffle: _free("F.pixel_shuffle", "fix", copies=True),
+    F.pixel_unshuffle: _free("F.pixel_unshuffle", "fix", copies=True),
+    F.channel_shuffle: _free("F.channel_shuffle", "fix", copies=True),
+    F.embedding: _free("F.embedding", "fix", copies=True),
+    torch.stack: Op("torch.stack", "stack", "fix", "concat"),
     F.max_pool1d: _pool("F.max_pool1d", "pool", 1, "max"),
     F.max_pool2d: _pool("F.max_pool2d", "pool", 2, "max"),
     F.avg_pool1d: _pool("F.avg_pool1d", "pool", 1, "avg"),
@@ -215,6 +264,10 @@ FUNCTIONS: dict[Callable, Op] = {
     torch.sum: Op("torch.sum", "mean", "reduce", params={"mode": "avg", "exact": False}),
     torch.amax: Op("torch.amax", "mean", "reduce", params={"mode": "max"}),
     torch.amin: Op("torch.amin", "mean", "reduce", params={"mode": "max", "exact": False}),
+    # torch.max(x, dim) / min: (values, indices) over one dimension, priced as the amax / amin (approx);
+    # torch.max(a, b) of two tensors is element-wise and stays unmodelled (channels: fixed, either way)
+    torch.max: Op("torch.max", "mean", "fix", params={"mode": "max", "exact": False}),
+    torch.min: Op("torch.min", "mean", "fix", params={"mode": "max", "exact": False}),
 }
 
 # ---------------------------------------------------------------------------------------- methods
@@ -245,7 +298,15 @@ METHODS: dict[str, Op] = {
     "sum": Op(".sum", "mean", "reduce", params={"mode": "avg", "exact": False}),
     "amax": Op(".amax", "mean", "reduce", params={"mode": "max"}),
     "amin": Op(".amin", "mean", "reduce", params={"mode": "max", "exact": False}),
+    "max": Op(".max", "mean", "fix", params={"mode": "max", "exact": False}),
+    "min": Op(".min", "mean", "fix", params={"mode": "max", "exact": False}),
     "size": Op(".size", "free", "query"), "dim": Op(".dim", "free", "query"),
+    "clamp": Op(".clamp", "hardtanh", "pass", "activation"), "clip": Op(".clip", "hardtanh", "pass", "activation"),
+    "clamp_min": Op(".clamp_min", "hardtanh", "pass", "activation"),
+    "abs": _standin(".abs", "relu"), "neg": _standin(".neg", "relu"), "square": _standin(".square", "relu"),
+    "reciprocal": _standin(".reciprocal", "relu"), "pow": _standin(".pow", "relu", square=True),
+    "exp": _standin(".exp", "silu"), "sqrt": _standin(".sqrt", "sigmoid"), "rsqrt": _standin(".rsqrt", "hardswish"),
+    "erf": _standin(".erf", "gelu"), "log": _standin(".log", "gelu"),
 }
 
 # op names (LayerCall.op) of the calls that vanish from an exported eval-mode graph
@@ -253,6 +314,10 @@ NOOP_OPS = frozenset({op.name for op in MODULES.values() if op.vanishes}
                      | {f.__name__ for f, op in FUNCTIONS.items() if op.vanishes})
 # op names (LayerCall.op) of the reductions priced as global pools (x.mean((2, 3)), torch.amax, ...): ONNX
 # exports them as Reduce* ops, not as the pools they are priced as (graph.fusion: they run on NCHW in ORT)
+# op names (LayerCall.op) priced as another kind's pass (`standin`): a backend fuses none of them
+STANDIN_OPS = frozenset({op.name for op in MODULES.values() if op.price == "standin"}
+                        | {getattr(f, "__name__", op.name) for f, op in FUNCTIONS.items() if op.price == "standin"}
+                        | {name for name, op in METHODS.items() if op.price == "standin"})
 REDUCTION_OPS = frozenset({f.__name__ for f, op in FUNCTIONS.items() if op.price == "mean"}
                           | {name for name, op in METHODS.items() if op.price == "mean"})
 
