@@ -254,6 +254,7 @@ FUNCTION_CASES = {
     F.pixel_unshuffle: lambda x, y: F.pixel_unshuffle(x, 2), F.channel_shuffle: lambda x, y: F.channel_shuffle(x, 2),
     F.embedding: lambda x, y: F.embedding(torch.zeros(2, 3, dtype=torch.long), y.flatten(1)),
     torch.stack: lambda x, y: torch.stack([x, y], 1),
+    torch.einsum: lambda x, y: torch.einsum("bcij,bcjk->bcik", x, y),
 }
 METHOD_CASES = {
     "relu": lambda x, y: x.relu(), "relu_": lambda x, y: x.relu_(), "sigmoid": lambda x, y: x.sigmoid(),

@@ -211,6 +211,47 @@ def test_max_over_a_dimension_is_a_max_pool():
     assert c.kind == "unmodelled"  # the element-wise max of two tensors
 
 
+@pytest.mark.parametrize("eq,a,b,family,params", [
+    ("bhqd,bhkd->bhqk", (2, 4, 16, 8), (2, 4, 16, 8), "matmul", {"batch": 8, "m": 16, "k": 8, "n": 16}),
+    ("bhqk,bhkd->bhqd", (2, 4, 16, 16), (2, 4, 16, 8), "matmul", {"batch": 8, "m": 16, "k": 16, "n": 8}),
+    ("bnd,de->bne", (2, 16, 32), (32, 8), "linear", {"batch": 32, "in_features": 32, "out_features": 8}),
+    ("ij,jk->ik", (5, 6), (6, 7), "linear", {"batch": 5, "in_features": 6, "out_features": 7}),
+    ("bi,bi->b", (4, 8), (4, 8), "matmul", {"batch": 4, "m": 1, "k": 8, "n": 1})])  # batched dot products
+def test_einsum_as_the_matrix_product_it_is(eq, a, b, family, params):
+    class E(nn.Module):
+        def forward(self, x, y):
+            return torch.einsum(eq, x, y)
+
+    (c,) = extract_layers(E().eval(), (torch.randn(a), torch.randn(b))).layers()
+    assert c.family == family and c.config.params == params and c.approx
+    # the same numbers as the matmul it stands for
+    assert c.config.family_obj.check(dict(c.config.params)) == c.config.params
+
+
+@pytest.mark.parametrize("eq,shapes", [
+    ("bi,bj->bij", [(4, 8), (4, 3)]), ("ii->i", [(4, 4)]),
+    ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]), ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]),
+    ("bij->bji", [(2, 3, 4)])], ids=["outer", "diagonal", "ellipsis", "three operands", "transpose"])
+def test_other_einsums_stay_unmodelled(eq, shapes):
+    class E1(nn.Module):
+        def forward(self, a):
+            return torch.einsum(eq, a)
+
+    class E2(nn.Module):
+        def forward(self, a, b):
+            return torch.einsum(eq, a, b)
+
+    class E3(nn.Module):
+        def forward(self, a, b, c):
+            return torch.einsum(eq, a, b, c)
+
+    net = (E1, E2, E3)[len(shapes) - 1]()
+    res = extract_layers(net.eval(), tuple(torch.randn(s) for s in shapes))
+    calls = [c for c in res if c.op == "einsum"]
+    assert res.traced
+    assert calls and calls[0].kind == "unmodelled"
+
+
 def test_bare_modules_on_several_inputs():
     mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
     res = extract_layers(mha, (TOK, TOK, TOK))

@@ -62,7 +62,8 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   * F.linear / F.conv1d / F.conv2d with a weight of known shape (a parameter read through get_attr) ->
     linear / conv1d / conv2d, as the module of that weight; torch.stack along dim 1 -> concat of the
     same tensors (the same bytes in the same order); torch.max / min over a dimension -> as amax / amin
-    (approx).
+    (approx); a two-operand torch.einsum that is a matrix product -> matmul (linear without a batch index;
+    approx).
   * A clamp to numbers (Hardtanh, F.hardtanh, torch.clamp / clip, .clamp_min) -> activation relu6
     (exact for hardtanh(0, 6), approx otherwise: one compare-and-select pass, ONNX's Clip).
   * Element-wise ops of one tensor that no family times but whose time matches a profiled activation
@@ -861,6 +862,45 @@ def _fn_matmul(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _map_matmul(sa, sb, name)
 
 
+def _fn_einsum(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
+    """torch.einsum of two operands that is a matrix product: every index either shared by both operands and the
+    output (batch), one operand's and the output's (m from the first, n from the second), or shared by the operands
+    and summed (k). Priced as the matmul (batch, m, k, n) it computes, or, with no batch index, as the GEMM a Linear
+    runs; approx (the operands may be laid out otherwise: einsum then copies them)."""
+    eq, ops_ = node.args[0] if node.args else None, list(node.args[1:])
+    if len(ops_) == 1 and isinstance(ops_[0], (list, tuple)):
+        ops_ = list(ops_[0])
+    shapes = [arg_shapes.get(x) for x in ops_]
+    if not isinstance(eq, str) or len(shapes) != 2 or not all(_is_tensor_shape(x) for x in shapes):
+        return _unmodelled(name, "einsum of other than two tensors")
+    eq = eq.replace(" ", "")
+    if "..." in eq or eq.count("->") != 1 or eq.count(",") != 1:
+        return _unmodelled(name, f"einsum {eq!r}: only explicit two-operand equations are priced")
+    lhs, out = eq.split("->")
+    ia, ib = lhs.split(",")
+    (sa, sb) = shapes
+    if len(ia) != len(sa) or len(ib) != len(sb) or any(len(set(t)) != len(t) for t in (ia, ib, out)):
+        return _unmodelled(name, f"einsum {eq!r} with repeated indices")
+    size: dict = {}
+    for idx, shp in ((ia, sa), (ib, sb)):
+        for c, n in zip(idx, shp):
+            if size.setdefault(c, int(n)) != int(n):
+                return _unmodelled(name, f"einsum {eq!r} broadcasting index {c}")
+    batch = [c for c in out if c in ia and c in ib]
+    m = [c for c in out if c in ia and c not in ib]
+    n = [c for c in out if c in ib and c not in ia]
+    k = [c for c in ia if c in ib and c not in out]
+    if not k or set(out) - set(ia) - set(ib) or set(ia) | set(ib) != set(batch + m + n + k):
+        return _unmodelled(name, f"einsum {eq!r} is not a matrix product")
+    B, M, K, N = (math.prod(size[c] for c in idx) for idx in (batch, m, k, n))
+    if not batch:
+        mp = _Mapped(LAYER, name, "linear", {"batch": M, "in_features": K, "out_features": N}, True)
+    else:
+        mp = _Mapped(LAYER, name, "matmul", {"batch": B, "m": M, "k": K, "n": N}, True)
+    mp.note = f"einsum {eq!r} priced as the {'GEMM' if not batch else 'batched matrix product'} it computes"
+    return mp
+
+
 def _fn_groupnorm(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     return _map_groupnorm(in_shapes[0], _arg(node, 1, "num_groups"), "group_norm")
 
@@ -891,7 +931,7 @@ _FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINAR
                    "sdpa": _guarded(_fn_sdpa), "softmax": _guarded(_fn_softmax),
                    "matmul": _guarded(_fn_matmul), "hardtanh": _guarded(_fn_hardtanh),
                    "standin": _fn_standin, "flinear": _guarded(_fn_flinear), "fconv": _guarded(_fn_fconv),
-                   "stack": _guarded(_fn_stack)}
+                   "stack": _guarded(_fn_stack), "einsum": _guarded(_fn_einsum)}
 
 
 def _map_function(node, modules, in_shapes, arg_shapes) -> _Mapped:

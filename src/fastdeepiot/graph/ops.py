@@ -26,7 +26,9 @@ Rules. `price` (extraction, `graph.extract`):
                                    it matches on both CPU backends, on the same shape, approx; never fused
   flinear, fconv                -- F.linear / F.conv1d / F.conv2d with a weight of known shape: the linear /
                                    conv family, as the module of that weight would be
-  stack                         -- torch.stack as the cat of its inputs unsqueezed at `dim`
+  stack                         -- torch.stack as the cat of the same tensors along `dim`
+  einsum                        -- a two-operand torch.einsum that is a matrix product: matmul (linear
+                                   without a batch index), approx
   add, cat, mean                -- two-tensor add; concat along channels; global/temporal mean as a pool
   mul, div                      -- mul: same shapes / per-channel broadcast / by a number; div: by a
                                    number as a mul (scalar), a tensor / tensor division is unmodelled
@@ -73,7 +75,7 @@ import torch.nn.functional as F
 PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
                "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
                "mha", "transformer_layer", "transformer", "softmax", "matmul", "instancenorm", "standin",
-               "flinear", "fconv", "stack")
+               "flinear", "fconv", "stack", "einsum")
 CHANNEL_RULES = ("conv", "linear", "rnn", "bn", "pass", "pool", "binary", "cat", "permute", "transpose",
                  "unsqueeze", "flatten", "view", "reduce", "getitem", "query", "fix")
 
@@ -211,6 +213,7 @@ FUNCTIONS: dict[Callable, Op] = {
     F.channel_shuffle: _free("F.channel_shuffle", "fix", copies=True),
     F.embedding: _free("F.embedding", "fix", copies=True),
     torch.stack: Op("torch.stack", "stack", "fix", "concat"),
+    torch.einsum: Op("torch.einsum", "einsum", "fix", "matmul"),
     F.max_pool1d: _pool("F.max_pool1d", "pool", 1, "max"),
     F.max_pool2d: _pool("F.max_pool2d", "pool", 2, "max"),
     F.avg_pool1d: _pool("F.avg_pool1d", "pool", 1, "avg"),
