@@ -70,9 +70,9 @@ def not_a_module():
 def unmodelled():
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))  # conv2d: not in the fixture's model
 
-class Branching(nn.Module):  # fx cannot trace it, and the hook fallback sees no layer module in it
+class Branching(nn.Module):  # fx cannot trace it; one forward runs sum, gt (its condition) and a multiply
     def forward(self, x):
-        return x * 2 if x.sum() > 0 else x
+        return x * 2 if x.sum() > 0 else x * 3
 
 def branching():
     return Branching()
@@ -90,13 +90,13 @@ def constant():
 def identity():
     return nn.Identity()
 
-class BranchingLinear(nn.Module):  # fx cannot trace it; the hook fallback prices the Linear only
+class BranchingLinear(nn.Module):  # fx cannot trace it; the ops one forward runs are recorded and priced
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(8, 8)
 
     def forward(self, x):
-        return self.fc(x) + (x if x.sum() > 0 else -x)
+        return torch.relu(self.fc(x)) if x.sum() > 0 else self.fc(x)
 
 def branching_linear():
     return BranchingLinear()
@@ -539,7 +539,9 @@ CLI_CASES = [
     ("predict-inputs-too-few", ["predict", "tm.json", "usermod_badin:two_inputs", *NET], "missing 1 required"),
     ("predict-second-shape-text", ["predict", "tm.json", "usermod_badin:two_inputs", *NET, "--input-shape", "big"],
      "shape"),
-    ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET], "nothing in the network"),
+    ("predict-untraceable-unpriced", ["predict", "tm.json", "usermod_badin:branching", *NET], "cannot price: mul"),
+    ("predict-untraceable-nothing-priced", ["predict", "tm.json", "usermod_badin:branching", *NET,
+                                            "--allow-unmodelled"], "nothing in the network"),
     ("predict-empty-network", ["predict", "tm.json", "usermod_badin:empty", *NET], "returns the input as it is"),
     ("predict-constant-network", ["predict", "tm.json", "usermod_badin:constant", *NET], "or a constant"),
     ("predict-identity-network", ["predict", "tm.json", "usermod_badin:identity", *NET], "only free operations"),
@@ -771,7 +773,7 @@ def _api_predict_not_a_tensor(w):
 
 class _Branching(nn.Module):
     def forward(self, x):
-        return x * 2 if x.sum() > 0 else x
+        return x * 2 if x.sum() > 0 else x * 3
 
 
 def _api_predict_inputs(model, n):
@@ -806,7 +808,7 @@ _LIN = {"batch": 2, "in_features": 8, "out_features": 4}
 
 
 def _api_predict_untraceable_nothing_priced(w):
-    TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8))
+    TimeModel.load(w / "tm.json").predict_network(_Branching(), torch.ones(2, 8), allow_unmodelled=True)
 
 
 def _api_compress_no_parameters(w):
@@ -920,7 +922,7 @@ API_CASES = [
         torch.jit.script(nn.Linear(8, 4)), torch.zeros(2, 8)), "TorchScript"),
     ("api-timemodel-threads-text", _damaged_threads_model, "device.threads"),
     ("api-compress-no-parameters", _api_compress_no_parameters, "no trainable parameters"),
-    ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "hook"),
+    ("api-predict-untraceable-nothing-priced", _api_predict_untraceable_nothing_priced, "nothing in the network"),
     ("api-predict-wrong-shape", _api_predict_wrong_shape, "does not run"),
     ("api-predict-not-a-module", _api_predict_not_a_module, "nn.Module"),
     ("api-predict-not-a-tensor", _api_predict_not_a_tensor, "tensor"),
@@ -1286,14 +1288,16 @@ def _same(a, b) -> bool:
     return (sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and ta == tb and ga == gb)
 
 
-def test_predict_says_when_it_prices_from_the_hook_fallback(work, capsys):
-    """A network fx cannot trace is priced from its leaf modules; the text output says so on stderr, since
-    its functional ops (here an add and a negation) are not in the total."""
+def test_predict_says_when_it_prices_a_recorded_forward(work, capsys):
+    """A network fx cannot trace is priced from the ops one forward on the example input ran (here the Linear, and
+    the ReLU where that branch is taken); the text output says so on stderr, and that the condition's ops (a sum and a
+    comparison) are priced as free ops."""
     assert main(["predict", "tm.json", "usermod_badin:branching_linear", *NET]) == 0
     out, err = capsys.readouterr()
-    assert "predicted total" in out
+    assert "predicted total" in out and "fc" in out
     warns = [line for line in err.splitlines() if line.startswith("warning: torch.fx tracing failed")]
-    assert len(warns) == 1 and "invisible" in warns[0]
+    assert len(warns) == 1 and "recorded from one forward" in warns[0]
+    assert any("branches on (sum_1, gt)" in line for line in err.splitlines())
 
 
 def test_predict_network_leaves_a_train_mode_model_alone(fixtures):

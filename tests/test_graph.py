@@ -176,7 +176,7 @@ def test_custom_modules_with_parameters_are_traced_into():
     assert [c.family for c in r if c.kind == "layer"] == ["conv2d", "activation"]
 
 
-def test_fx_failure_falls_back_to_hooks():
+def test_fx_failure_records_the_forward():
     class Dyn(nn.Module):
         def __init__(self):
             super().__init__()
@@ -190,10 +190,43 @@ def test_fx_failure_falls_back_to_hooks():
                 y = y + 1
             return self.fc(y.mean((2, 3)))
 
+    torch.manual_seed(0)
+    net, x = Dyn().eval(), torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        taken = net.relu(net.conv(x)).sum() > 0
+    r = extract_layers(net, x)
+    assert r.traced is False and taken  # (the branch this input takes adds 1)
+    # every op of the forward that ran, as a trace lists them; the condition's two ops are free
+    assert [(c.name, c.kind) for c in r] == [("conv", "layer"), ("relu", "layer"), ("sum_1", "free"), ("gt", "free"),
+                                             ("add", "layer"), ("mean", "layer"), ("fc", "layer")]
+    assert [c.inputs for c in r] == [["input"], ["conv"], ["relu"], ["sum_1"], ["relu"], ["add"], ["mean"]]
+    assert r[0].config.params["in_channels"] == 3 and r[-1].config.params["in_features"] == 4
+    assert any("recorded from one forward" in w for w in r.warnings)
+    assert any("branches on (sum_1, gt)" in w for w in r.warnings)
+    assert r.outputs == frozenset({"fc"}) and r.module_calls == 1
+
+
+def test_when_recording_fails_too_leaf_modules_are_hooked(monkeypatch):
+    from fastdeepiot.graph import extract as ex
+
+    def broken(*a):
+        raise RuntimeError("recorder bug")
+
+    monkeypatch.setattr(ex, "record", broken)
+
+    class Dyn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if y.sum() > 0:
+                y = y + 1
+            return self.fc(y.mean((2, 3)))
+
     r = extract_layers(Dyn().eval(), torch.randn(1, 3, 8, 8))
-    assert r.traced is False
-    assert [c.name for c in r] == ["conv", "relu", "fc"]
-    assert r[0].config.params["in_channels"] == 3 and r[2].config.params["in_features"] == 4
+    assert r.traced is False and [c.name for c in r] == ["conv", "fc"]
     assert any("hooks" in w for w in r.warnings)
 
 

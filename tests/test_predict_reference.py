@@ -8,7 +8,10 @@ and every later commit matched them to the bit; 066b997 deliberately prices a ca
 call instead of k-1 chained ones, which moved random_plain_image_3, the one reference network with such a
 cat, by 0.8%; 2de9431 keeps an ONNX Runtime pool on the NCHWc path exactly when its channels are whole
 blocks, ORT's own rule, which moved three onnxruntime-cpu references: mobilenet_v2 -0.06%,
-random_mobile_image_0 +0.11%, bn_on_the_input +2.5%; the torch-cpu ones are unchanged) with the time model tests/data/predict_reference.timemodel.json
+random_mobile_image_0 +0.11%, bn_on_the_input +2.5%; the torch-cpu ones are unchanged; session 20 records the ops
+of a forward fx cannot trace instead of its leaf modules alone (`graph.record`), which moved `untraceable`, the one
+such reference network, by +20% on both backends: its ReLU and mean pool are now priced, and its condition's sum and
+comparison counted as free ops) with the time model tests/data/predict_reference.timemodel.json
 (small trees fitted on the fake device's times, every composition term non-zero), on torch-cpu and on
 onnxruntime-cpu (fusion and NCHWc terms). tests/data/make_predict_reference.py made both files. Each
 layer's name, family, configuration and fusion (a digest), the unmodelled calls and the warnings must be
@@ -61,7 +64,7 @@ class BNNet(nn.Module):
         return self.fc(nn.functional.adaptive_avg_pool1d(h, 1).flatten(1))
 
 
-class Untraceable(nn.Module):  # data-dependent control flow: the forward-hook fallback
+class Untraceable(nn.Module):  # data-dependent control flow: the recorded forward
     def __init__(self):
         super().__init__()
         self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)

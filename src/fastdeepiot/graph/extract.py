@@ -5,8 +5,10 @@ order, with two extra attributes,
 
   * `traced` -- True when torch.fx symbolic tracing succeeded, so every module call AND every
     functional / method op (residual `a + b`, `torch.cat`, `F.relu`, `x.flatten(1)`, ...) is listed;
-    False when tracing failed (data-dependent control flow, ...) and we fell back to forward hooks on
-    leaf modules: functional ops are then invisible (not listed), and `warnings` says so.
+    False when tracing failed (data-dependent control flow, ...): the ops one forward on the example
+    input runs are then recorded instead (`graph.record`: the same calls, on that input's path), and where
+    that fails too, forward hooks on leaf modules list those alone (functional ops invisible); `warnings`
+    says which.
   * `warnings` -- human-readable notes (fallback, approximated configurations, unmodelled ops).
 
 Every call is one of three kinds:
@@ -110,6 +112,7 @@ from fastdeepiot.families import ACTIVATIONS, LayerConfig
 from fastdeepiot.graph import ops
 from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
 from fastdeepiot.graph.fingerprint import fingerprint
+from fastdeepiot.graph.record import record
 from fastdeepiot.graph.trace import arg as _arg
 from fastdeepiot.graph.trace import is_leaf, meta_shape, target_name, tensor_arg_nodes, tensor_shape, trace
 
@@ -1010,8 +1013,12 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             c.inputs = [alias + i[1:] if i == "0" or i.startswith("0#") else i for i in c.inputs]
         res.module_calls = None  # the wrapper's count is not the module's
         return res
-    tg = trace(module, inputs)
+    return _from_graph(trace(module, inputs))
 
+
+def _from_graph(tg) -> ExtractResult:
+    """The calls of a traced (`graph.trace.trace`) or recorded (`graph.record.record`) graph, each node's shape
+    in its meta."""
     outputs: frozenset = frozenset()
     calls: list[LayerCall] = []
     warns: list[str] = []
@@ -1049,6 +1056,9 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             module_uses[node.target] = k + 1
             base = node.target if k == 0 else f"{node.target}#{k}"
             mp = _map_module(m, [s for s in in_shapes if _is_tensor_shape(s)], node)
+        elif node.meta.get("condition"):  # (recorded graphs) a value the forward branches on
+            base = node.name
+            mp = _Mapped(FREE, target_name(node), note="condition")
         else:
             base = node.name
             mp = _map_function(node, tg.modules, in_shapes, shapes)
@@ -1061,7 +1071,27 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
     return ExtractResult(calls, True, warns, tg.container_calls, outputs=outputs)
 
 
-# --------------------------------------------------------------------------- hook fallback
+# --------------------------------------------------------------------------- fallbacks
+
+
+def _extract_recorded(module: nn.Module, inputs: tuple, reason: str) -> ExtractResult:
+    """fx failed: the ops one forward on the example inputs runs (`graph.record`), mapped as a trace's are; where
+    that fails too, forward hooks on the leaf modules."""
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            res = _from_graph(record(module, inputs))
+    except Exception:  # noqa: BLE001 - the forward's own failure is reported by the hooks' run, as the user's
+        return _extract_hooks(module, inputs, reason)
+    res.traced, res.untraced_reason = False, reason
+    res.warnings.insert(0, f"torch.fx tracing failed ({reason}); the ops were recorded from one forward on the "
+                           "example input instead: where control flow depends on values, this is that input's path")
+    cond = [c.name for c in res if c.note == "condition"]
+    if cond:
+        res.warnings.insert(1, f"{len(cond)} op(s) computing only values the forward branches on ("
+                               f"{', '.join(cond[:6])}{' ...' if len(cond) > 6 else ''}) are priced as free ops")
+    return res
+
 
 
 def _is_hook_leaf(m: nn.Module) -> bool:
@@ -1188,7 +1218,7 @@ def _extract(module: nn.Module, example_inputs: tuple) -> ExtractResult:
                 res = _extract_fx(module, example_inputs)
         except Exception as e:  # fx raises TraceError, TypeError, RuntimeError, ... on dynamic code
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            res = _extract_hooks(module, example_inputs, reason)
+            res = _extract_recorded(module, example_inputs, reason)
         if res.module_calls is None or not res.traced:  # the trace could not count them
             res.module_calls = count_container_calls(module, example_inputs)
         return res

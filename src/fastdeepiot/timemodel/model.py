@@ -374,11 +374,11 @@ class TimeModel:
                 "(allow_unmodelled=True) to predict the rest")
         priced = sum(1 for c in calls if c.kind == "layer" and c.family in self.estimators)
         if priced == 0 and not res.traced:
-            # the hook fallback sees leaf modules only: with none it would price nothing as a 0 ms network
+            # the fallbacks found nothing to price: a 0 ms network would be a silent wrong answer
             raise UnmodelledLayerError(
-                f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and the forward-hook "
-                "fallback found no layer module it prices (functional ops are invisible to it); make the forward "
-                "traceable by torch.fx (no branching on tensor values) or run its ops through nn.Modules")
+                f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and of what "
+                "one forward on the example input ran, this time model prices nothing; make the forward traceable by "
+                "torch.fx (no branching on tensor values) or run its ops through nn.Modules")
         if not any(c.kind == "layer" for c in calls):
             # an empty nn.Sequential, nn.Identity, views and reshapes alone: the composition's per-network and
             # free-op terms are fitted on networks that compute, so a number here would be the intercept alone
