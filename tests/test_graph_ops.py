@@ -255,6 +255,8 @@ FUNCTION_CASES = {
     F.embedding: lambda x, y: F.embedding(torch.zeros(2, 3, dtype=torch.long), y.flatten(1)),
     torch.stack: lambda x, y: torch.stack([x, y], 1),
     torch.einsum: lambda x, y: torch.einsum("bcij,bcjk->bcik", x, y),
+    getattr: lambda x, y: x.mT, torch.clamp_min: lambda x, y: torch.clamp_min(x, 0.0),
+    torch.clamp_max: lambda x, y: torch.clamp_max(x, 6.0), torch.special.erf: lambda x, y: torch.special.erf(x),
 }
 METHOD_CASES = {
     "relu": lambda x, y: x.relu(), "relu_": lambda x, y: x.relu_(), "sigmoid": lambda x, y: x.sigmoid(),
@@ -283,6 +285,12 @@ METHOD_CASES = {
     "reciprocal": lambda x, y: x.reciprocal(), "pow": lambda x, y: x.pow(2), "exp": lambda x, y: x.exp(),
     "sqrt": lambda x, y: x.sqrt(), "rsqrt": lambda x, y: x.rsqrt(), "erf": lambda x, y: x.erf(),
     "log": lambda x, y: x.log(), "max": lambda x, y: x.flatten(2).max(2)[0], "min": lambda x, y: x.flatten(2).min(2)[0],
+    "clamp_max": lambda x, y: x.clamp_max(6), "clamp_": lambda x, y: x.clamp_(0, 6), "clip_": lambda x, y: x.clip_(0, 6),
+    "clamp_min_": lambda x, y: x.clamp_min_(0), "clamp_max_": lambda x, y: x.clamp_max_(6),
+    "abs_": lambda x, y: x.abs_(), "neg_": lambda x, y: x.neg_(), "square_": lambda x, y: x.square_(),
+    "reciprocal_": lambda x, y: x.reciprocal_(), "pow_": lambda x, y: x.pow_(2), "exp_": lambda x, y: x.exp_(),
+    "sqrt_": lambda x, y: x.sqrt_(), "rsqrt_": lambda x, y: x.rsqrt_(), "erf_": lambda x, y: x.erf_(),
+    "log_": lambda x, y: x.log_(),
 }
 
 

@@ -337,3 +337,135 @@ def test_real_backend_prices_a_modern_block(tmp_path):
     p = tm.predict_network(ModernBlock().eval(), TOK)
     assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0
     assert {lp.config.get("kind") for lp in p.layers if lp.family == "activation"} == {"relu", "hardswish", "gelu", "relu6"}
+
+
+# ------------------------------------------------------------------------------ probe 5's findings
+
+
+def test_channels_meeting_a_tensor_bound_or_a_read_weight_are_not_pruned():
+    from fastdeepiot.compression.moves.remove import removable_modules
+    from fastdeepiot.graph.channels import trace_channels
+
+    class Bound(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+            self.lo = nn.Parameter(torch.zeros(1, 16, 1, 1))
+
+        def forward(self, x):
+            a = self.c1(x)
+            return self.c3(torch.clamp(a, min=self.c2(a)) + torch.clamp(a, min=self.lo))
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+            self.c3, self.c4, self.c5 = nn.Conv2d(16, 8, 1), nn.Conv2d(16, 8, 1), nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            a = self.c1(x)
+            t = F.conv2d(a, self.c2.weight, self.c2.bias, padding=1)  # c2's weight, read again
+            return self.c5(torch.cat([self.c3(self.c2(a)), self.c4(t)], 1))
+
+    x = torch.randn(1, 3, 8, 8)
+    groups = {g.name for g in trace_channels(Bound().eval(), x).groups()}
+    assert "c1" not in groups and "c2" not in groups
+    cg = trace_channels(Shared().eval(), x)
+    assert {g.name for g in cg.groups()} == {"c3", "c4"}
+    assert any("read outside its call" in w for w in cg.why_fixed.values())
+    assert "c2" not in removable_modules(Shared().eval(), x)
+
+
+def test_named_tuple_fields_and_computed_dims():
+    c = [c for c in extract_layers(Fn(lambda x: torch.max(x.flatten(2), dim=2).values), X4) if c.kind != "free"]
+    assert [(c.op, c.family) for c in c if c.name != "p"] == [("max", "pool1d")]
+
+    class CatDim(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.c(x)
+            return torch.cat([y, y * 2], dim=y.dim() - 3) + 1  # a dim the network computes
+
+    res = extract_layers(CatDim().eval(), X4)
+    assert res.traced and [c.op for c in res.unmodelled()] == ["cat"]  # that op alone, not the whole trace
+
+
+def test_bare_modules_keep_their_names_and_take_masks():
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    res = extract_layers(mha, (TOK, TOK, TOK, mask))
+    assert res.traced and [c.family for c in res.layers()] == ["mha"]
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2,
+                                enable_nested_tensor=False).eval()
+    names = [c.name for c in extract_layers(enc, TOK).layers()]
+    assert names == ["transformerencoder.layers.0", "transformerencoder.layers.1"]
+    conv = nn.Conv2d(8, 8, 3, padding=2, dilation=2).eval()  # approximated: the warning names it
+    res = extract_layers(conv, X4)
+    assert res.layers()[0].name == "conv2d" and any(w.endswith(": conv2d") for w in res.warnings)
+
+
+def test_a_network_of_unmodelled_calls_is_not_called_free(fake_tm):
+    with pytest.raises(UnmodelledLayerError, match="none of the network's layers can be priced"):
+        fake_tm.predict_network(nn.Bilinear(32, 32, 8).eval(), (torch.randn(2, 32), torch.randn(2, 32)),
+                                allow_unmodelled=True)
+
+
+@pytest.mark.parametrize("fn,kind", [
+    (lambda x: x.abs_(), "relu"), (lambda x: x.clamp_(0, 6), "relu6"), (lambda x: x.clamp_max(6), "relu6"),
+    (lambda x: torch.clamp_min(x, 0.0), "relu6"), (lambda x: torch.special.erf(x), "gelu"), (lambda x: x.exp_(), "silu")],
+    ids=["abs_", "clamp_", "clamp_max", "torch.clamp_min", "special.erf", "exp_"])
+def test_in_place_and_other_spellings(fn, kind):
+    c = _only(Fn(fn), X4)
+    assert c.family == "activation" and c.config.params["kind"] == kind
+
+
+def test_a_standin_on_a_number_held_in_a_tensor():
+    class Temp(nn.Module):  # CLIP's logit scale: a learnt number, exponentiated
+        def __init__(self):
+            super().__init__()
+            self.lin, self.t = nn.Linear(8, 8), nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return self.lin(x) * self.t.exp()
+
+    res = extract_layers(Temp().eval(), torch.randn(2, 8))
+    assert not res.unmodelled()
+    assert [c.config.params["channels"] for c in res.layers() if c.op == "exp"] == [1]
+
+
+def test_predict_leaves_an_embedding_with_max_norm_as_it_was(fake_tm):
+    class E(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e, self.l = nn.Embedding(100, 32, max_norm=1.0), nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.l(self.e(x))
+
+    m = E().eval()
+    with torch.no_grad():
+        m.e.weight.mul_(5)  # rows far over max_norm: a forward renormalises them in place
+    before = m.e.weight.detach().clone()
+    fake_tm.predict_network(m, torch.randint(0, 100, (2, 12)))
+    assert torch.equal(before, m.e.weight)
+
+
+def test_cli_predicts_a_network_of_token_ids(fake_tm, tmp_path, monkeypatch, capsys):
+    from fastdeepiot.cli import main
+
+    (tmp_path / "tokens_net.py").write_text(
+        "import torch.nn as nn\n"
+        "def net():\n"
+        "    return nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 4))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake_tm.save(tmp_path / "tm.json")
+    assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12:int64"]) == 0
+    assert "predicted total" in capsys.readouterr().out
+    assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12"]) == 2
+    assert "SHAPE:int64" in capsys.readouterr().err
+    assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12:complex"]) == 2
+    assert "unknown input dtype" in capsys.readouterr().err

@@ -219,6 +219,25 @@ def load_factory(spec: str):
     return net.eval()
 
 
+INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "int64": torch.int64, "long": torch.int64,
+                "int32": torch.int32, "int": torch.int32, "bool": torch.bool}
+
+
+def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
+    """SHAPE[:DTYPE] (1x6x128, 1x40:int64) -> (shape, dtype); float32 by default."""
+    shape_text, _, dtype_text = text.partition(":")
+    dtype = INPUT_DTYPES.get(dtype_text.strip().lower() or "float32")
+    if dtype is None:
+        raise UserError(f"unknown input dtype {dtype_text!r} in {text!r}; one of {', '.join(INPUT_DTYPES)}")
+    return parse_shape(shape_text), dtype
+
+
+def example_input(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A float input is random normal; an integer or bool one (token ids, masks) is all zeros: index 0 is in range
+    for any embedding table."""
+    return torch.randn(*shape) if dtype.is_floating_point else torch.zeros(*shape, dtype=dtype)
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
@@ -235,7 +254,8 @@ def predict(
     network: str = typer.Argument(..., help="package.module:factory returning an nn.Module"),
     input_shape: list[str] = typer.Option(..., "--input-shape", metavar="SHAPE",
                                           help="example input shape, e.g. 1x6x128; repeat it for a network "
-                                               "whose forward takes several inputs, in order"),
+                                               "whose forward takes several inputs, in order; SHAPE:int64 for "
+                                               "token ids (all zeros), also :int32, :bool"),
     measure_it: bool = typer.Option(False, "--measure", help="also measure it on the model's device"),
     as_json: bool = typer.Option(False, "--json"),
     allow_unmodelled: bool = typer.Option(False, "--allow-unmodelled",
@@ -243,12 +263,13 @@ def predict(
 ):
     """Predict a network's execution time per layer and in total on the model's device."""
     tm = TimeModel.load(model)
-    shapes = [parse_shape(s) for s in input_shape]
+    specs = [parse_input(s) for s in input_shape]
+    shapes = [shape for shape, _ in specs]
     if sum(math.prod(s) for s in shapes) > 2**31:
         raise UserError(f"input shape {' '.join(input_shape)!r} has more than 2^31 elements")
     net = load_factory(network)
     try:
-        xs = tuple(torch.randn(*s) for s in shapes)
+        xs = tuple(example_input(shape, dtype) for shape, dtype in specs)
     except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
         raise UserError(f"cannot allocate an input of shape {' '.join(input_shape)}: "
                         f"{str(e).splitlines()[0][:200]}") from None
@@ -258,7 +279,9 @@ def predict(
         with torch.inference_mode():
             net(*xs)
     except (Exception, SystemExit) as e:
-        raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}") from None
+        hint = ("; an input of token ids is given as SHAPE:int64" if "indices" in str(e) and
+                all(x.is_floating_point() for x in xs) else "")
+        raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}{hint}") from None
     x = xs[0] if len(xs) == 1 else xs
     p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
     result = p.to_dict()

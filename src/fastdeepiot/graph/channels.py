@@ -33,7 +33,7 @@ import torch.nn as nn
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph import ops
 from fastdeepiot.graph.trace import arg as _arg
-from fastdeepiot.graph.trace import target_name, tensor_arg_nodes, tensor_shape, trace
+from fastdeepiot.graph.trace import attributes_read, target_name, tensor_arg_nodes, tensor_shape, trace
 
 
 class TraceError(UserError):
@@ -174,6 +174,13 @@ def trace_channels(model: nn.Module, example_input) -> ChannelGraph:
             uses[node.target] = uses.get(node.target, 0) + 1
     for node in tg.nodes:
         labels[node] = _propagate(cg, node, labels, tg.modules, uses)
+    # a module whose parameter another op reads (F.conv2d(x, self.conv.weight)) keeps its widths: pruning it would
+    # change that op's operand too
+    read = attributes_read(tg)
+    for m in cg.members:
+        if any(t.startswith(m.module + ".") for t in read):
+            for s in ([m.space] if m.space is not None else []) + [seg.space for seg in m.segs]:
+                cg.fix(s, f"a parameter of {m.module} is read outside its call")
     return cg
 
 
@@ -229,7 +236,10 @@ def _propagate(cg: ChannelGraph, node, labels, modules, uses):
             return _fix_all(cg, node, labels, f"{t} on fixed input")
     name = target_name(node)
     if rule in _FUNCTION_RULES:
-        return _FUNCTION_RULES[rule](cg, node, labels, x, xl, shp, name)
+        try:
+            return _FUNCTION_RULES[rule](cg, node, labels, x, xl, shp, name)
+        except (TypeError, ValueError, IndexError, ZeroDivisionError):  # a dim the network computes (an fx Node)
+            return _fix_all(cg, node, labels, f"{name} with arguments not known when tracing")
     if rule == "fix":
         return _fix_all(cg, node, labels, f"{name} (channels not followed through it)")
     return _fix_all(cg, node, labels, f"unknown op {name}")
@@ -239,6 +249,8 @@ def _propagate(cg: ChannelGraph, node, labels, modules, uses):
 
 
 def _rule_pass(cg, node, labels, x, xl, shp, name):
+    if any(a is not x for a in tensor_arg_nodes(node)):  # a clamp to tensor bounds, a tensor exponent
+        return _fix_all(cg, node, labels, f"{name} with another tensor operand")
     return xl
 
 

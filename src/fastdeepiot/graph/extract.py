@@ -137,6 +137,8 @@ def _sq(a: int, b: int) -> tuple[int, bool]:
 def _ew_params(shape: tuple[int, ...]) -> tuple[dict, bool] | None:
     """batch/channels/dims/size of an element-wise op on `shape`; None for unsupported ranks."""
     r = len(shape)
+    if r == 0:  # a number held in a tensor (a learnt temperature, a mean): one element
+        return {"batch": 1, "channels": 1, "dims": 1, "size": 1}, True
     if r == 2:
         return {"batch": shape[0], "channels": shape[1], "dims": 1, "size": 1}, False
     if r == 3:
@@ -694,9 +696,11 @@ def _fn_hardtanh(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
         lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
         if (lo, hi) == (0.0, 6.0):
             return _map_ew("activation", "relu6", in_shapes[0], {"kind": "relu6"})
-    elif name == "clamp_min":
+    elif name.startswith("clamp_min"):
         lo, hi = _arg(node, 1, "min"), None
-    else:  # torch.clamp / clip and their methods
+    elif name.startswith("clamp_max"):
+        lo, hi = None, _arg(node, 1, "max")
+    else:  # torch.clamp / clip and their methods (in place too)
         lo, hi = _arg(node, 1, "min"), _arg(node, 2, "max")
     if len(in_shapes) != 1:
         return _unmodelled(name, "a clamp to tensor bounds")
@@ -927,9 +931,9 @@ def _fn_sdpa(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
 
 _WEIGHTED_FUNCTIONS = frozenset((F.linear, F.conv1d, F.conv2d))
 _BINARY = _guarded(_fn_binary)
-_FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINARY, "cat": _fn_cat,
-                   "activation": _fn_activation, "pool": _fn_pool,
-                   "adaptive": _fn_adaptive, "mean": _fn_mean, "free": _fn_free, "layernorm": _guarded(_fn_layernorm),
+_FUNCTION_PRICE = {"add": _BINARY, "sub": _BINARY, "mul": _BINARY, "div": _BINARY, "cat": _guarded(_fn_cat),
+                   "activation": _fn_activation, "pool": _guarded(_fn_pool),
+                   "adaptive": _guarded(_fn_adaptive), "mean": _guarded(_fn_mean), "free": _fn_free, "layernorm": _guarded(_fn_layernorm),
                    "groupnorm": _guarded(_fn_groupnorm), "upsample": _guarded(_fn_upsample),
                    "sdpa": _guarded(_fn_sdpa), "softmax": _guarded(_fn_softmax),
                    "matmul": _guarded(_fn_matmul), "hardtanh": _guarded(_fn_hardtanh),
@@ -996,7 +1000,22 @@ class _Bare3(_Bare1):
         return self._modules["0"](a, b, c)
 
 
-_BARE = {1: _Bare1, 2: _Bare2, 3: _Bare3}
+class _Bare4(_Bare1):
+    def forward(self, a, b, c, d):
+        return self._modules["0"](a, b, c, d)
+
+
+class _Bare5(_Bare1):
+    def forward(self, a, b, c, d, e):
+        return self._modules["0"](a, b, c, d, e)
+
+
+class _Bare6(_Bare1):
+    def forward(self, a, b, c, d, e, f):
+        return self._modules["0"](a, b, c, d, e, f)
+
+
+_BARE = {1: _Bare1, 2: _Bare2, 3: _Bare3, 4: _Bare4, 5: _Bare5, 6: _Bare6}
 
 
 def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
@@ -1007,10 +1026,16 @@ def _extract_fx(module: nn.Module, inputs: tuple) -> ExtractResult:
             # (the hook fallback then prices what it can: the children of a torch.nn container no rule prices)
             raise TypeError(f"a bare {type(module).__name__} on {len(inputs)} input(s) cannot be traced as one call")
         res = _extract_fx(_BARE[len(inputs)](module), inputs)
+
+        def rename(n: str) -> str:
+            return alias + n[1:] if n == "0" or n.startswith(("0#", "0.")) else n
+
         for c in res:
-            if c.name == "0" or c.name.startswith("0#"):
-                c.name = alias + c.name[1:]
-            c.inputs = [alias + i[1:] if i == "0" or i.startswith("0#") else i for i in c.inputs]
+            c.name, c.inputs = rename(c.name), [rename(i) for i in c.inputs]
+            c.fused_into = rename(c.fused_into) if c.fused_into else None
+        res.outputs = frozenset(rename(o) for o in res.outputs) if res.outputs is not None else None
+        res.warnings = []
+        _add_notes(res, res.warnings)  # (written with the wrapper's names)
         res.module_calls = None  # the wrapper's count is not the module's
         return res
     return _from_graph(trace(module, inputs))

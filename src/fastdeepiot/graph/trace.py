@@ -505,12 +505,12 @@ _LEAF_PROBE = Tracer()  # asked is_leaf_module only: it never traces
 def untouched(module: nn.Module):
     """Run a trace (or a forward) of `module` and leave it as it was: every submodule's train/eval mode, and
     for every module `Tracer` traces into (the root, containers, custom modules; torch.nn's layers write
-    nothing in eval mode) its attributes, parameters, buffers and submodules, by reference, and the values
+    nothing in eval mode, except an Embedding with max_norm, kept too) its attributes, parameters, buffers and submodules, by reference, and the values
     of its own parameters and buffers. fx runs the user's `forward` on the real object, so a forward that
     keeps a feature map (`self.feat = y`), re-assigns a buffer (`self.n = self.n + 1`) or clamps a parameter
     in place would otherwise leave a torch.fx Proxy or a changed value on the user's model."""
     modes = [(m, m.training) for m in module.modules()]
-    traced = [m for m in module.modules() if not is_leaf(m)]
+    traced = [m for m in module.modules() if not is_leaf(m) or _writes_in_eval(m)]
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules),
               [(t, t.detach().clone()) for t in (*m._parameters.values(), *m._buffers.values())
                if isinstance(t, torch.Tensor)]) for m in traced]
@@ -532,6 +532,27 @@ def untouched(module: nn.Module):
         for m, was in modes:
             if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
                 m.training = was
+
+
+def attributes_read(graph) -> set[str]:
+    """The attributes (parameters, buffers, constants) a traced graph (or `TracedGraph`) reads through get_attr
+    nodes, by qualified name ('c2.weight'): a module whose parameter is read outside its own call is not its
+    own (pruning or removing it changes that read too)."""
+    return {n.target for n in graph.nodes if n.op == "get_attr"}
+
+
+def attributes_read_by(module: nn.Module) -> set[str]:
+    """`attributes_read` of `module`'s fx graph (structure only, nothing run); empty where fx cannot trace it."""
+    try:
+        return attributes_read(Tracer().trace(module))
+    except Exception:  # noqa: BLE001 - fx raises many kinds; an untraceable forward reads what the forward reads
+        return set()
+
+
+def _writes_in_eval(m: nn.Module) -> bool:
+    """torch.nn leaves that change their own weights in an eval forward: an Embedding with max_norm renormalises
+    the rows it looks up in place."""
+    return isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None
 
 
 def meta_shape(node) -> Any:

@@ -379,6 +379,11 @@ class TimeModel:
                 f"nothing in the network can be priced: torch.fx tracing failed ({res.untraced_reason}), and of what "
                 "one forward on the example input ran, this time model prices nothing; make the forward traceable by "
                 "torch.fx (no branching on tensor values) or run its ops through nn.Modules")
+        if unmodelled and priced == 0:
+            raise UnmodelledLayerError(
+                f"none of the network's layers can be priced by this time model (unmodelled: "
+                f"{', '.join(unmodelled[:8])}{' ...' if len(unmodelled) > 8 else ''}; it models "
+                f"{', '.join(self.families)}); profile those families and fit again")
         if not any(c.kind == "layer" for c in calls):
             # an empty nn.Sequential, nn.Identity, views and reshapes alone: the composition's per-network and
             # free-op terms are fitted on networks that compute, so a number here would be the intercept alone
@@ -387,11 +392,6 @@ class TimeModel:
                 if not calls else
                 "only free operations: " + ", ".join(sorted({c.name for c in calls})[:6])) +
                 "): there is nothing to time")
-        if unmodelled and priced == 0:
-            raise UnmodelledLayerError(
-                f"none of the network's layers can be priced by this time model (unmodelled: "
-                f"{', '.join(unmodelled[:8])}{' ...' if len(unmodelled) > 8 else ''}; it models "
-                f"{', '.join(self.families)}); profile those families and fit again")
         per_call = call_terms(calls, standalone)
         terms = sum_terms(calls, per_call)
         total = self.compose(terms)

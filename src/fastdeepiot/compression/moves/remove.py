@@ -14,6 +14,7 @@ import torch.nn as nn
 from fastdeepiot.compression.moves.base import Candidate, Context
 from fastdeepiot.compression.moves.sequence import SequencePool
 from fastdeepiot.compression.surgery import PlanError, replace_module
+from fastdeepiot.graph.trace import attributes_read_by
 
 
 def remove_module(model: nn.Module, name: str) -> None:
@@ -27,7 +28,8 @@ def remove_module(model: nn.Module, name: str) -> None:
 
 def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
     """Submodules with parameters whose output has the input's shape (one tensor in, one out), outermost
-    first; removing one (-> Identity) keeps every shape in the network."""
+    first; removing one (-> Identity) keeps every shape in the network. A module whose parameters another op
+    reads (through a torch.fx get_attr) is not removable."""
     x = example_input if isinstance(example_input, torch.Tensor) else example_input[0]
     shapes: dict[str, bool] = {}
     hooks = []
@@ -51,7 +53,8 @@ def removable_modules(model: nn.Module, example_input, protect: set[str] = froze
         for h in hooks:
             h.remove()
         model.train(was)
-    names = [n for n, ok in shapes.items() if ok and n not in protect]
+    read = attributes_read_by(model)  # a block whose parameter another op reads cannot go (F.conv2d(x, blk.weight))
+    names = [n for n, ok in shapes.items() if ok and n not in protect and not any(t.startswith(n + ".") for t in read)]
     return [n for n in names if not any(n.startswith(o + ".") for o in names)]
 
 
