@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+import typing
+from pathlib import Path
+from typing import Optional
 
 import typer
+from typer.models import ParameterInfo
 
 from fastdeepiot.commands import baseline as baseline_commands
 from fastdeepiot.commands import compress as compress_commands
@@ -24,6 +29,28 @@ app = typer.Typer(
 # Each commands module collects its verbs on a Typer of its own; the one app takes them in this order.
 for _module in (profile_commands, timemodel_commands, tasks_commands, compress_commands, baseline_commands):
     app.registered_commands.extend(_module.app.registered_commands)
+
+
+def _path_value(value):
+    """typer's parser for every file path of every verb: '' is no file (typer's Path('') is '.', the
+    working directory, which a command then read or wrote as if the user had named it)."""
+    if isinstance(value, str) and value == "":
+        raise typer.BadParameter("an empty path; give a file name")
+    return value if isinstance(value, Path) else Path(value)
+
+
+def _refuse_empty_paths(typer_app: typer.Typer) -> None:
+    """Give every Path argument and option of every verb `_path_value` as its parser (one rule, here, for
+    the verbs written and to come)."""
+    for info in typer_app.registered_commands:
+        hints = typing.get_type_hints(info.callback)
+        for name, param in inspect.signature(info.callback).parameters.items():
+            if (isinstance(param.default, ParameterInfo) and param.default.parser is None
+                    and hints.get(name) in (Path, Optional[Path])):
+                param.default.parser = _path_value
+
+
+_refuse_empty_paths(app)
 
 
 def one_line(text: object) -> str:
