@@ -446,6 +446,7 @@ CLI_CASES = [
     ("export-over-timemodel", ["export", S, "--csv", "tm.json"], "--force"),
     ("export-over-checkpoint", ["export", S, "--csv", "ckpt.pt"], "--force"),
     ("export-parquet-over-store", ["export", "other.db", "--parquet", S], "--force"),
+    ("export-parquet-to-stdout", ["export", S, "--csv", "-", "--parquet", "-"], "not written to standard output"),
     ("export-same-csv-parquet", ["export", S, "--csv", "a.out", "--parquet", "a.out"], "same file"),
     # fit
     ("fit-onto-store", ["fit", S, "-o", S], "input"),
