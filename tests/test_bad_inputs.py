@@ -40,6 +40,7 @@ from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import registry
+from fastdeepiot.timemodel.adaptive import adaptive_workloads
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model
 
 FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
@@ -461,6 +462,7 @@ CLI_CASES = [
     ("fit-device-unknown", ["fit", "two.db", "--device", "torch-cpu", "-o", "new.json"], "0 devices"),
     ("fit-threads-without-device", ["fit", S, "--threads", "2", "-o", "new.json"], "--device"),
     ("fit-seed-negative", ["fit", S, "--seed", "-1", "-o", "new.json"], "--seed"),
+    ("fit-seed-huge", ["fit", S, "--seed", "4294967296", "-o", "new.json"], "--seed"),
     ("fit-holdout-range", ["fit", S, "--holdout", "2", "-o", "new.json"], "--holdout"),
     ("fit-estimator-unknown", ["fit", S, "--estimator", "oracle", "-o", "new.json"], "oracle"),
     ("fit-family-unknown", ["fit", S, "--layers", "conv9d", "-o", "new.json"], "conv9d"),
@@ -1015,6 +1017,12 @@ API_CASES = [
     ("api-fit-min-samples-zero", lambda w: _api_fit_with(w, min_samples=0), "min_samples"),
     ("api-fit-min-samples-negative", lambda w: _api_fit_with(w, min_samples=-1), "min_samples"),
     ("api-fit-min-samples-float", lambda w: _api_fit_with(w, min_samples=2.5), "min_samples"),
+    # a bool is no whole number (True was seed 1): errors.check_seed, the one rule (probe s20, finding 3)
+    ("api-fit-seed-bool", lambda w: _api_fit_with(w, seed=True), "seed must be a whole number in [0, 4294967295]"),
+    ("api-fit-seed-huge", lambda w: _api_fit_with(w, seed=2**40), "seed must be a whole number"),
+    ("api-fit-min-samples-bool", lambda w: _api_fit_with(w, min_samples=True), "min_samples"),
+    ("api-adaptive-seed-bool", lambda w: adaptive_workloads(w / "ad_good.json", None, ["linear"], seed=True),
+     "seed must be a whole number"),
     ("api-fit-one-sample-all-held-out", lambda w: _api_fit_with(w, min_samples=1, db="one.db"), "one to fit beside"),
     ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
     ("api-store-missing", _api_store_missing, "no such"),

@@ -15,10 +15,10 @@ from rich.table import Table
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import MAX_NETWORK_BYTES, estimate_parameters, load_checkpoint, save_checkpoint
 from fastdeepiot.devices import check_threads
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UserError, check_seed
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import fashion, hapt
-from fastdeepiot.tasks.training import check_seed, seed_everything
+from fastdeepiot.tasks.training import seed_everything
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).

@@ -18,8 +18,7 @@ from numbers import Real
 
 from fastdeepiot.compression.importance import CRITERIA
 from fastdeepiot.compression.moves import MOVES
-from fastdeepiot.errors import UserError, check_whole
-from fastdeepiot.tasks.training import check_seed
+from fastdeepiot.errors import UserError, check_seed, check_whole
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
 # the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
