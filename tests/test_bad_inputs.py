@@ -302,6 +302,12 @@ def fixtures(tmp_path_factory, task):
     (d / "steps_float.json").write_text(json.dumps({"run": {"optimizer_steps": 2.7}}))
     (d / "steps_true.json").write_text(json.dumps({"run": {"optimizer_steps": True}}))
     (d / "run_int.json").write_text(json.dumps({"run": 5}))
+    # a compress report and train metrics: JSON both, of two kinds (probe s20, finding 4)
+    (d / "c.report.json").write_text(json.dumps({"base": {}, "final": {}, "history": [], "notes": [], "settings": {},
+                                                 "run": {"optimizer_steps": 3}, "plan": {}}))
+    (d / "m.report.json").write_text(json.dumps({"accuracy": 0.9, "macro_f1": 0.9, "n": 10, "task": "badin",
+                                                 "best_val_accuracy": 0.9, "epochs_run": 1, "history": []}))
+    (d / "u.report.json").write_text(json.dumps({"my": "own settings"}))
     with zipfile.ZipFile(d / "photos.zip", "w") as z:  # a user's archive: a zip, but not torch's
         z.writestr("holiday/1.txt", "sun")
     np.savez(d / "arrays.npz", x=np.zeros(3))
@@ -565,6 +571,15 @@ CLI_CASES = [
     ("train-onto-timemodel", ["train", "badin", "-o", "tm.json", "-q", "--metrics-json", "m.json"], "--force"),
     ("train-metrics-onto-timemodel", ["train", "badin", "-o", "x.pt", "--metrics-json", "tm.json", "-q"], "--force"),
     ("train-onto-store", ["train", "badin", "-o", S, "-q", "--metrics-json", "m.json"], "--force"),
+    # --metrics-json over another JSON document: a compress report, a user's JSON (probe s20, finding 4)
+    ("train-metrics-onto-compress-report", ["train", "badin", "-o", "x.pt", "--metrics-json", "c.report.json", "-q"],
+     "is a fastdeepiot compression report, not a fastdeepiot train metrics file"),
+    ("train-metrics-onto-other-json", ["train", "badin", "-o", "x.pt", "--metrics-json", "list.json", "-q"],
+     "is a JSON file, not a fastdeepiot train metrics file"),
+    ("compress-report-onto-train-metrics", ["compress", "ckpt.pt", *CMP, "-o", "m.pt"],
+     "is a fastdeepiot train metrics file, not a fastdeepiot compression report"),
+    ("baseline-report-onto-other-json", [*BASE, "-o", "u.pt", "--budget-steps", "1"],
+     "is a JSON file, not a fastdeepiot compression report"),
     ("train-metrics-default-onto-timemodel", ["train", "badin", "-o", "tm.pt", "-q"], None),
     ("train-to-directory", ["train", "badin", "-o", "outdir", "-q"], "directory"),
     ("train-missing-folder", ["train", "badin", "-o", "nope/x.pt", "-q"], "does not exist"),
@@ -1410,6 +1425,25 @@ def test_sniff_reads_the_top_level_format(tmp_path):
     check_output(report, kind="json")
     with pytest.raises(UserError, match="--force"):
         check_output(plan_file, kind="json")
+
+
+def test_train_metrics_and_compression_reports_are_kinds_of_their_own(work, capsys):
+    """A JSON document is told by its keys when it has no "format": train's --metrics-json replaces train
+    metrics and nothing else without --force (it replaced any JSON, a compress report too: probe s20, finding 4)."""
+    from fastdeepiot.safeio import sniff
+
+    assert sniff(work / "c.report.json") == "report" and sniff(work / "m.report.json") == "metrics"
+    assert sniff(work / "list.json") == "json"
+    assert main(["train", "badin", "-o", "x.pt", "--epochs", "1", "-q"]) == 0  # metrics at x.json
+    assert sniff(work / "x.json") == "metrics"
+    assert main(["train", "badin", "-o", "x.pt", "--epochs", "1", "-q"]) == 0  # the same kind: replaced
+    before = (work / "c.report.json").read_bytes()
+    assert main(["train", "badin", "-o", "y.pt", "--epochs", "1", "-q", "--metrics-json", "c.report.json"]) == 2
+    assert (work / "c.report.json").read_bytes() == before and not (work / "y.pt").exists()
+    capsys.readouterr()
+    assert main(["train", "badin", "-o", "y.pt", "--epochs", "1", "-q", "--metrics-json", "c.report.json",
+                 "--force"]) == 0
+    assert sniff(work / "c.report.json") == "metrics"
 
 
 def test_a_module_in_the_working_directory_does_not_shadow_an_installed_one(work):

@@ -83,7 +83,7 @@ def baseline(
     # torch-pruning's networks have no plan: they are written as torch.export programs, not checkpoints
     check_output(out, kind="exported" if method in TP_METHODS else "checkpoint", inputs=inputs, force=force,
                  option="-o")
-    check_output(report, kind="json", inputs=inputs, force=force, option="-o (beside it)")
+    check_output(report, kind="report", inputs=inputs, force=force, option="-o (beside it)")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
     model, meta = load_checkpoint(checkpoint, task=t)

@@ -78,7 +78,7 @@ def compress(
                             max_divergence=max_divergence, train_guard=train_guard, seed=seed, compare_uniform=_widths(compare_uniform),
                             compare_scratch=compare_scratch, scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
-    sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
+    sidecars = {"plan": Path(f"{stem}.plan.json"), "report": Path(f"{stem}.report.json"),
                 "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}
     if any(Path(out).resolve() == p.resolve() for p in [*sidecars.values(), Path(f"{stem}.onnx")]):
         raise UserError(f"-o {out} collides with a report written beside it; give the checkpoint a .pt name")
@@ -101,7 +101,7 @@ def compress(
     with staged_folder(out.parent) as tmp:
         plan.save(tmp / "out.plan.json")
         write_report(res, str(tmp / "out"))
-        moves = [(tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
+        moves = [(tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["report"]),
                  (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])]
         if tm.backend == "onnxruntime-cpu":
             moves.append((write_onnx(res.model, torch.zeros(1, *t.input_shape), tmp / "out.onnx"), onnx))

@@ -101,7 +101,7 @@ def train(
     if Path(mpath).resolve() == Path(out).resolve():
         raise UserError(f"--metrics-json {mpath} is the checkpoint path -o; give two different files")
     out = check_output(out, kind="checkpoint", force=force, option="-o")
-    mpath = check_output(mpath, kind="json", force=force, option="--metrics-json")
+    mpath = check_output(mpath, kind="metrics", force=force, option="--metrics-json")
     arch: dict = {"width_mult": width_mult}
     if time_stride is not None:
         arch["time_stride"] = time_stride
