@@ -1427,6 +1427,34 @@ def test_sniff_reads_the_top_level_format(tmp_path):
         check_output(plan_file, kind="json")
 
 
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_is_one_line_and_exit_130_with_no_half_written_output(work, capsys, monkeypatch):
+    """Ctrl-C in a verb exited 130 with nothing said (probe s20, finding 5): now one line, the same code."""
+    import fastdeepiot.profiling.store as store_mod
+
+    rows = store_mod.export_rows
+
+    def some_rows_then_ctrl_c(store):
+        yield next(iter(rows(store)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "export_rows", some_rows_then_ctrl_c)
+    before = _hashes(work)
+    assert main(["export", S, "--csv", "m.csv"]) == 130
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: interrupted; no output was left half-written" and not out
+    assert not (work / "m.csv").exists()  # the CSV half written under a temporary name is gone
+    _assert_inputs_untouched(work, before)
+    monkeypatch.setattr("fastdeepiot.commands.compress.run", _interrupt)
+    assert main(["compress", "ckpt.pt", *CMP, "-o", "out.pt"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted; no output was left half-written"
+    assert not list(work.glob("out.*"))
+    _assert_inputs_untouched(work, before)
+
+
 def test_train_metrics_and_compression_reports_are_kinds_of_their_own(work, capsys):
     """A JSON document is told by its keys when it has no "format": train's --metrics-json replaces train
     metrics and nothing else without --force (it replaced any JSON, a compress report too: probe s20, finding 4)."""

@@ -63,11 +63,18 @@ def _usage_error(e: BaseException) -> bool:
     return hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)
 
 
+INTERRUPTED = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
+INTERRUPTED_MESSAGE = "error: interrupted; no output was left half-written"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Every bad input (a `UserError`, a failure of the user's code, a bad option) prints
-    `error: <one line>` on stderr and exits 2; --help exits 0; bugs exit 1 with their traceback."""
+    `error: <one line>` on stderr and exits 2; --help exits 0; Ctrl-C prints `error: interrupted; ...` and
+    exits 130; bugs exit 1 with their traceback."""
     try:
         rv = app(args=argv, prog_name="fastdeepiot", standalone_mode=False)
+    except KeyboardInterrupt:  # one outside typer's call of the verb (typer turns the others into 130)
+        rv = INTERRUPTED
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -82,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         print(f"error: {one_line(e.format_message())}{where}", file=sys.stderr)
         return 2
+    if rv == INTERRUPTED:  # typer's code for a KeyboardInterrupt in a verb; no verb returns 130 itself
+        # every file is written to a temporary name and renamed whole (safeio), the temporary ones and
+        # compress's staged folder are removed on the way out, a profile keeps the measurements it
+        # committed: nothing is left to clean up here
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return INTERRUPTED
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
