@@ -254,7 +254,6 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
         raise UserError("cost='time' needs a time_model")
     with reporter(progress, config.max_iters) as report:
         run = _Search(model, task_or_loaders, config, time_model, example_input, metric, report)
-        run.check_target()
         stop_reason = run.search()
         return run.finish(stop_reason)
 
@@ -352,6 +351,9 @@ class _Search:
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
         self.snapshots = [(copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost)]
+        # an unreachable target is the run's one line: said before any progress line (it printed 'base: ...'
+        # first, two lines for one error) and before the agreement pool is built
+        self.check_target()
         self.log(f"base: {self.base_cost:.4g} {self.pricer.unit}, val accuracy {self.base_acc:.2f}%")
         # agreement acceptance: the pool every state is judged on, built once (None: judged on labels)
         self.pool = (AgreementPool.build(self.model, self.train_dl, self.val_dl, seed=c.seed)
