@@ -308,6 +308,8 @@ def fixtures(tmp_path_factory, task):
     (d / "m.report.json").write_text(json.dumps({"accuracy": 0.9, "macro_f1": 0.9, "n": 10, "task": "badin",
                                                  "best_val_accuracy": 0.9, "epochs_run": 1, "history": []}))
     (d / "u.report.json").write_text(json.dumps({"my": "own settings"}))
+    (d / "b.report.json").write_text(json.dumps({"method": "netadapt-flops", "base": {}, "final": {}, "settings": {},
+                                                 "notes": [], "plan": None, "arch": None}))
     with zipfile.ZipFile(d / "photos.zip", "w") as z:  # a user's archive: a zip, but not torch's
         z.writestr("holiday/1.txt", "sun")
     np.savez(d / "arrays.npz", x=np.zeros(3))
@@ -644,9 +646,27 @@ CLI_CASES = [
     ("compress-onto-npz", ["compress", "ckpt.pt", *CMP, "-o", "arrays.npz"], "a zip archive"),
     ("compress-onto-pickle", ["compress", "ckpt.pt", *CMP, "-o", "data.pkl"], "a Python pickle"),
     # baseline
-    ("baseline-budget-from-binary", [*BASE, "-o", "b.pt", "--budget-from", "garbage.pt"], "not a readable JSON"),
-    ("baseline-budget-from-list", [*BASE, "-o", "b.pt", "--budget-from", "list.json"], "not a compress report"),
-    ("baseline-budget-from-run-int", [*BASE, "-o", "b.pt", "--budget-from", "run_int.json"], "not a compress report"),
+    # --budget-from names the file and says what it is (it said 'not a readable JSON report ([Errno 21] ...)' or
+    # 'made by an older version' of any JSON object: probe s20, finding 7)
+    ("baseline-budget-from-binary", [*BASE, "-o", "b.pt", "--budget-from", "garbage.pt"],
+     "--budget-from garbage.pt is not valid JSON (Expecting value"),
+    ("baseline-budget-from-list", [*BASE, "-o", "b.pt", "--budget-from", "list.json"],
+     "--budget-from list.json: not a compress report: it is a list, not a JSON object"),
+    ("baseline-budget-from-run-int", [*BASE, "-o", "b.pt", "--budget-from", "run_int.json"],
+     "has a \"run\" entry of type int"),
+    ("baseline-budget-from-missing", [*BASE, "-o", "b.pt", "--budget-from", "nope.report.json"],
+     "--budget-from nope.report.json: no such file; give the .report.json that `fastdeepiot compress` writes"),
+    ("baseline-budget-from-directory", [*BASE, "-o", "b.pt", "--budget-from", "outdir"], "outdir is a directory"),
+    ("baseline-budget-from-checkpoint", [*BASE, "-o", "b.pt", "--budget-from", "ckpt.pt"],
+     "--budget-from ckpt.pt is a PyTorch checkpoint, not a compress report"),
+    ("baseline-budget-from-timemodel", [*BASE, "-o", "b.pt", "--budget-from", "tm.json"],
+     "--budget-from tm.json is a fastdeepiot time model, not a compress report"),
+    ("baseline-budget-from-train-metrics", [*BASE, "-o", "b.pt", "--budget-from", "m.report.json"],
+     "--budget-from m.report.json is a fastdeepiot train metrics file, not a compress report"),
+    ("baseline-budget-from-other-json", [*BASE, "-o", "b.pt", "--budget-from", "u.report.json"],
+     "it has no \"run\" entry"),
+    ("baseline-budget-from-a-baseline-report", [*BASE, "-o", "b.pt", "--budget-from", "b.report.json"],
+     "a baseline's report (method 'netadapt-flops'), not a compress report"),
     ("baseline-budget-from-float", [*BASE, "-o", "b.pt", "--budget-from", "steps_float.json"], "whole number"),
     ("baseline-budget-from-bool", [*BASE, "-o", "b.pt", "--budget-from", "steps_true.json"], "whole number"),
     ("baseline-iterative-steps-zero", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "0"],

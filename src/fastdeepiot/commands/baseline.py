@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -13,9 +12,7 @@ import typer
 
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
-from fastdeepiot.compression.baselines import TP_METHODS
-from fastdeepiot.compression.baselines import budget_from as read_budget
-from fastdeepiot.compression.baselines import run_baseline
+from fastdeepiot.compression.baselines import TP_METHODS, budget_from_file, run_baseline
 from fastdeepiot.compression.config import BASELINES as METHODS
 from fastdeepiot.compression.config import CompressConfig
 from fastdeepiot.compression.export import write_onnx
@@ -61,14 +58,7 @@ def baseline(
     if budget_steps is not None and budget_from is not None:
         raise UserError("give at most one of --budget-steps and --budget-from")
     if budget_from is not None:
-        try:
-            report_json = json.loads(budget_from.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, numbers Python refuses
-            raise UserError(f"--budget-from {budget_from}: not a readable JSON report ({e})") from None
-        try:
-            budget_steps = read_budget(report_json)
-        except UserError as e:
-            raise UserError(f"--budget-from {budget_from}: {e}") from None
+        budget_steps = budget_from_file(budget_from)
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     if method == "netadapt-flops" and ratio is not None:
