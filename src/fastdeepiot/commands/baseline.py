@@ -14,7 +14,7 @@ from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
 from fastdeepiot.compression.baselines import TP_METHODS, budget_from_file, run_baseline
 from fastdeepiot.compression.config import BASELINES as METHODS
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import MAX_BUDGET_STEPS, MAX_EPOCHS, MAX_FINETUNE_STEPS, MAX_ITERS, CompressConfig
 from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.errors import UserError
 from fastdeepiot.jsonutil import dump_json
@@ -38,14 +38,18 @@ def baseline(
                                                       help="netadapt-flops: accuracy budget (validation points)"),
     time_model: Optional[Path] = typer.Option(None, "--time-model",
                                               help="the device's time model: predicted ms, and the backend measured"),
-    budget_steps: Optional[int] = typer.Option(None, "--budget-steps", help="fine-tuning budget in optimizer steps"),
+    budget_steps: Optional[int] = typer.Option(None, "--budget-steps", min=1, max=MAX_BUDGET_STEPS,
+                                               help="fine-tuning budget in optimizer steps"),
     budget_from: Optional[Path] = typer.Option(None, "--budget-from",
                                                help="a compress run's .report.json: use the optimizer steps it took"),
-    iterative_steps: int = typer.Option(4, help="torch-pruning: pruning steps, each followed by fine-tuning"),
+    iterative_steps: int = typer.Option(4, min=1, max=MAX_ITERS,
+                                        help="torch-pruning: pruning steps, each followed by fine-tuning"),
     distill: bool = typer.Option(D("distill"), "--distill/--no-distill", help="distil from the original network"),
-    finetune_steps: int = typer.Option(D("finetune_steps"), help="netadapt-flops: steps per evaluated candidate"),
-    final_epochs: float = typer.Option(D("final_epochs"), help="netadapt-flops: final fine-tune epochs"),
-    max_iters: int = typer.Option(D("max_iters"), help="netadapt-flops: search iterations at most"),
+    finetune_steps: int = typer.Option(D("finetune_steps"), min=0, max=MAX_FINETUNE_STEPS,
+                                       help="netadapt-flops: steps per evaluated candidate"),
+    final_epochs: float = typer.Option(D("final_epochs"), min=0.0, max=MAX_EPOCHS,
+                                       help="netadapt-flops: final fine-tune epochs"),
+    max_iters: int = typer.Option(D("max_iters"), min=0, max=MAX_ITERS, help="netadapt-flops: search iterations at most"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
     seed: int = typer.Option(D("seed")),
     force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),

@@ -12,7 +12,7 @@ import typer
 
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import MAX_EPOCHS, MAX_FINETUNE_STEPS, MAX_ITERS, CompressConfig
 from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.compression.report import history_table, write_report
 from fastdeepiot.compression.search import compress as run
@@ -39,9 +39,11 @@ def compress(
     cost: str = typer.Option(D("cost"), help="cost to minimise: time (the time model) or flops (ablation)"),
     distill: bool = typer.Option(D("distill"), "--distill/--no-distill",
                                  help="fine-tune with knowledge distillation from the original network too"),
-    finetune_steps: int = typer.Option(D("finetune_steps"), help="fine-tuning steps per evaluated candidate"),
-    final_epochs: float = typer.Option(D("final_epochs"), help="fine-tuning epochs at the end"),
-    max_iters: int = typer.Option(D("max_iters"), help="search iterations at most"),
+    finetune_steps: int = typer.Option(D("finetune_steps"), min=0, max=MAX_FINETUNE_STEPS,
+                                       help="fine-tuning steps per evaluated candidate"),
+    final_epochs: float = typer.Option(D("final_epochs"), min=0.0, max=MAX_EPOCHS,
+                                       help="fine-tuning epochs at the end"),
+    max_iters: int = typer.Option(D("max_iters"), min=0, max=MAX_ITERS, help="search iterations at most"),
     measure: bool = typer.Option(D("measure"), "--measure/--no-measure", help="measure base and result on the device"),
     confidence: float = typer.Option(D("confidence"), help="accept a state only if this one-sided upper confidence bound "
                                                "on its validation accuracy drop is within the budget "
@@ -64,8 +66,9 @@ def compress(
     compare_scratch: bool = typer.Option(D("compare_scratch"), "--compare-scratch/--no-compare-scratch",
                                          help="also train the result's architecture (and the faster ones given up, "
                                               "and the uniform widths) from scratch, and keep the best"),
-    scratch_epochs: Optional[float] = typer.Option(None, "--scratch-epochs",
-                                                   help="epochs of training from scratch (default: the task's recipe)"),
+    scratch_epochs: Optional[float] = typer.Option(None, "--scratch-epochs", max=MAX_EPOCHS,
+                                                   help="epochs of training from scratch (default: the task's recipe; "
+                                                        f"> 0, at most {MAX_EPOCHS})"),
     seed: int = typer.Option(D("seed")),
     force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
 ) -> None:

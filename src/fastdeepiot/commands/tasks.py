@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import MAX_NETWORK_BYTES, estimate_parameters, load_checkpoint, save_checkpoint
+from fastdeepiot.compression.config import MAX_EPOCHS
 from fastdeepiot.devices import check_threads
 from fastdeepiot.errors import UserError, check_seed
 from fastdeepiot.safeio import atomic_write_text, check_output
@@ -73,11 +74,13 @@ def _parse_channels(text: Optional[str]) -> Optional[list[int]]:
 def train(
     task: str = typer.Argument(..., help="task name (see `fastdeepiot tasks`)"),
     out: Path = typer.Option(..., "--out", "-o", help="checkpoint to write (.pt)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: per task)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, max=MAX_EPOCHS,
+                                         help="maximum epochs (default: per task)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     width_mult: float = typer.Option(1.0, "--width-mult", min=0.01, help="scale every layer's width"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate (default: per task)"),
-    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="early-stopping patience in epochs"),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, max=MAX_EPOCHS,
+                                           help="early-stopping patience in epochs"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for training "
                                           "(default: 2, or the number of cores if fewer)"),
     time_stride: Optional[int] = typer.Option(None, "--time-stride", help="DeepSense: time downsampling before the GRU"),
