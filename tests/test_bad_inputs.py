@@ -972,6 +972,18 @@ def _damaged_threads_model(w):
 API_CASES = [
     ("api-compress-both-budgets", lambda w: _api_compress_with(w, max_accuracy_drop=0.0, target_ms=0.9), "exactly one"),
     ("api-compress-seed-huge", lambda w: _api_compress_with(w, seed=2**70), "seed"),
+    # a custom metric returns a fraction in [0, 1]: one on a 0-100 scale showed 5000% and met any budget (probe
+    # s20, finding 9)
+    ("api-compress-metric-percent", lambda w: _api_compress_with(w, metric=lambda m, dl: 50.0),
+     "the metric returned 50; it must return a fraction in [0, 1] (on a 0-100 scale? return 0.5 for 50%)"),
+    ("api-compress-metric-negative", lambda w: _api_compress_with(w, metric=lambda m, dl: -0.1), "fraction in [0, 1]"),
+    ("api-compress-metric-nan", lambda w: _api_compress_with(w, metric=lambda m, dl: float("nan")),
+     "the metric returned nan"),
+    ("api-compress-metric-text", lambda w: _api_compress_with(w, metric=lambda m, dl: "good"), "returned 'good' (str)"),
+    ("api-baseline-metric-percent", lambda w: run_baseline(
+        "torch-pruning-l1-uniform", BNNet(), "badin", ratio=0.5, budget_steps=1, metric=lambda m, dl: 93.0,
+        measure=False),
+     "return 0.93 for 93%"),
     # run lengths have an upper bound (a typo ran for days: probe s20, finding 8)
     ("api-compress-final-epochs-huge", lambda w: _api_compress_with(w, final_epochs=1e6),
      "final_epochs must be in [0, 1000]"),
