@@ -1220,6 +1220,26 @@ def test_same_kind_outputs_are_replaced_and_force_overwrites(work, capsys):
     assert not [p for p in work.iterdir() if ".tmp" in p.name]
 
 
+def test_summary_of_a_store_of_two_devices_has_a_table_each(work, capsys):
+    """Two devices' times were pooled into one row per family (probe s20, finding 10)."""
+    assert main(["summary", "two.db", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    threads = [d["threads"] for d in got["devices"]]
+    assert sorted(threads) == [1, 2]
+    linear = {got["devices"][r["device"]]["threads"]: r["measurements"] for r in got["families"]
+              if r["family"] == "linear"}
+    with Store.open(work / "two.db") as store:
+        by_threads = {}
+        for m in store.measurements(family="linear"):
+            by_threads[m.device["threads"]] = by_threads.get(m.device["threads"], 0) + 1
+    assert linear == by_threads and linear[2] == 12
+    assert {r["family"] for r in got["families"] if got["devices"][r["device"]]["threads"] == 2} == {"linear"}
+    assert main(["summary", "two.db"]) == 0
+    out = capsys.readouterr().out
+    assert "holds measurements of 2 devices; one table each" in out
+    assert "device 1: fake" in out and "device 2: fake" in out and "device 2" in out.split("device 2: fake")[1]
+
+
 def test_fit_device_option_picks_one_of_two(work, capsys):
     assert main(["fit", "two.db", "--device", "fake", "--threads", "2", "-o", "t2.json", "--layers", "linear"]) == 0
     assert TimeModel.load(work / "t2.json").device["threads"] == 2

@@ -187,13 +187,17 @@ def export(
 @app.command()
 def summary(db: Path = typer.Argument(..., help="measurement database"),
             as_json: bool = typer.Option(False, "--json")):
-    """Per family: how many measurements, their time range and their noise."""
+    """Per device and family: how many measurements, their time range and their noise."""
     with Store.open(db) as store:
         rows = measurement_summary(store)
         devs = store.devices()
-    if as_json:
+    if as_json:  # each family row's "device" indexes "devices"
         print(json.dumps({"devices": devs, "families": rows}, indent=2))
         return
-    for d in devs:
-        print(f"device: {d['backend']} on {d['processor']}, {d['threads']} thread(s), {d['dtype']}")
-    print_table(rows, title=f"measurements in {db}")
+    if len(devs) > 1:
+        print(f"{db} holds measurements of {len(devs)} devices; one table each")
+    for i, d in enumerate(devs):
+        which = f"device {i + 1}" if len(devs) > 1 else "device"
+        print(f"{which}: {d['backend']} on {d['processor']}, {d['threads']} thread(s), {d['dtype']}")
+        title = f"measurements in {db}" + (f", {which}" if len(devs) > 1 else "")
+        print_table([{k: v for k, v in r.items() if k != "device"} for r in rows if r["device"] == i], title=title)
