@@ -34,7 +34,7 @@ from fastdeepiot.cli import main
 from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import UnknownNameError, UserError
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
@@ -1076,6 +1076,12 @@ API_CASES = [
     ("api-predict-config-bool", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": True})), "whole number"),
     ("api-predict-config-kind", _api_predict_config(LayerConfig("activation", {
         "kind": "swish", "batch": 1, "channels": 4, "dims": 1, "size": 8})), "one of relu"),
+    # the family's own joint rule (Family.valid) is applied: it was not (probe s20, finding 11)
+    ("api-predict-config-groups", _api_predict_config(LayerConfig("conv1d", {
+        "batch": 1, "in_channels": 6, "out_channels": 8, "kernel": 3, "stride": 1, "groups": 4, "size": 32})),
+     "no conv1d layer has this configuration: in_channels and out_channels are multiples of groups"),
+    ("api-predict-config-pool-kernel", _api_predict_config(LayerConfig("pool1d", {
+        "batch": 1, "mode": "max", "channels": 4, "kernel": 3, "stride": 1, "size": 2})), "size >= kernel"),
     ("api-timemodel-none", _api_from_dict_none, "NoneType"),
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
@@ -1139,10 +1145,25 @@ def test_bad_api_input(name, fn, expect, work):
     _assert_inputs_untouched(work, before)
 
 
+def test_every_family_rule_is_stated_and_every_profiled_configuration_keeps_it():
+    """check_config applies Family.valid and names it by valid_rule; whatever the profiler samples keeps it."""
+    from fastdeepiot.families import Family, check_config
+    from fastdeepiot.profiling.space import random_configs
+
+    default_valid = Family.__dataclass_fields__["valid"].default
+    for name, fam in FAMILIES.items():
+        assert (fam.valid is default_valid) == (fam.valid_rule == ""), name
+        for c in random_configs(name, 3, seed=1):
+            check_config(c)
+
+
 def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_unknown_names(work):
     tm = TimeModel.load(work / "tm.json")
     ms = tm.predict_configs([LayerConfig("linear", _LIN), LayerConfig("linear", {**_LIN, "batch": 1000})])
     assert np.all(ms > 0)  # batch 1000 is outside the profiled batches: extrapolated, as for a network's layer
+    # the profiler's cap on 2-D tensors (Family.bounded) is no rule of the layer: a 112x112 BatchNorm is priced
+    big_bn = LayerConfig("batchnorm", {"batch": 1, "channels": 16, "dims": 2, "size": 112})
+    assert not FAMILIES["batchnorm"].bounded(big_bn.params) and tm.predict_config(big_bn) > 0
     with pytest.raises(UnknownNameError):
         LayerConfig("nope", {})
     with pytest.raises(UnknownNameError):
