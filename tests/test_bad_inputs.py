@@ -34,12 +34,13 @@ from fastdeepiot.cli import main
 from fastdeepiot.compression.baselines import run_baseline
 from fastdeepiot.devices.fake import FakeBackend
 from fastdeepiot.errors import UnknownNameError, UserError
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.graph.randomnets import random_network
 from fastdeepiot.profiling.runner import layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import registry
+from fastdeepiot.timemodel.adaptive import adaptive_workloads
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model
 
 FAMS = ["conv1d", "linear", "activation", "batchnorm", "pool1d"]
@@ -301,6 +302,14 @@ def fixtures(tmp_path_factory, task):
     (d / "steps_float.json").write_text(json.dumps({"run": {"optimizer_steps": 2.7}}))
     (d / "steps_true.json").write_text(json.dumps({"run": {"optimizer_steps": True}}))
     (d / "run_int.json").write_text(json.dumps({"run": 5}))
+    # a compress report and train metrics: JSON both, of two kinds (probe s20, finding 4)
+    (d / "c.report.json").write_text(json.dumps({"base": {}, "final": {}, "history": [], "notes": [], "settings": {},
+                                                 "run": {"optimizer_steps": 3}, "plan": {}}))
+    (d / "m.report.json").write_text(json.dumps({"accuracy": 0.9, "macro_f1": 0.9, "n": 10, "task": "badin",
+                                                 "best_val_accuracy": 0.9, "epochs_run": 1, "history": []}))
+    (d / "u.report.json").write_text(json.dumps({"my": "own settings"}))
+    (d / "b.report.json").write_text(json.dumps({"method": "netadapt-flops", "base": {}, "final": {}, "settings": {},
+                                                 "notes": [], "plan": None, "arch": None}))
     with zipfile.ZipFile(d / "photos.zip", "w") as z:  # a user's archive: a zip, but not torch's
         z.writestr("holiday/1.txt", "sun")
     np.savez(d / "arrays.npz", x=np.zeros(3))
@@ -446,6 +455,7 @@ CLI_CASES = [
     ("export-over-timemodel", ["export", S, "--csv", "tm.json"], "--force"),
     ("export-over-checkpoint", ["export", S, "--csv", "ckpt.pt"], "--force"),
     ("export-parquet-over-store", ["export", "other.db", "--parquet", S], "--force"),
+    ("export-parquet-to-stdout", ["export", S, "--csv", "-", "--parquet", "-"], "not written to standard output"),
     ("export-same-csv-parquet", ["export", S, "--csv", "a.out", "--parquet", "a.out"], "same file"),
     # fit
     ("fit-onto-store", ["fit", S, "-o", S], "input"),
@@ -460,6 +470,7 @@ CLI_CASES = [
     ("fit-device-unknown", ["fit", "two.db", "--device", "torch-cpu", "-o", "new.json"], "0 devices"),
     ("fit-threads-without-device", ["fit", S, "--threads", "2", "-o", "new.json"], "--device"),
     ("fit-seed-negative", ["fit", S, "--seed", "-1", "-o", "new.json"], "--seed"),
+    ("fit-seed-huge", ["fit", S, "--seed", "4294967296", "-o", "new.json"], "--seed"),
     ("fit-holdout-range", ["fit", S, "--holdout", "2", "-o", "new.json"], "--holdout"),
     ("fit-estimator-unknown", ["fit", S, "--estimator", "oracle", "-o", "new.json"], "oracle"),
     ("fit-family-unknown", ["fit", S, "--layers", "conv9d", "-o", "new.json"], "conv9d"),
@@ -506,6 +517,16 @@ CLI_CASES = [
      "--force"),
     # predict
     ("predict-model-list", ["predict", "list.json", "usermod_badin:net", *NET], "list"),
+    # an empty path is no file: typer made it Path('') == '.', the working directory (probe s20, finding 1)
+    ("predict-model-empty-path", ["predict", "", "usermod_badin:net", *NET], "'model': an empty path"),
+    ("predict-network-empty", ["predict", "tm.json", "", *NET], "module:factory"),
+    ("summary-empty-path", ["summary", ""], "empty path"),
+    ("export-csv-empty-path", ["export", S, "--csv", ""], "'--csv': an empty path"),
+    ("profile-db-empty-path", ["profile", "-d", "fake", "--db", "", "--max-new", "1", "-q"], "'--db': an empty path"),
+    ("train-out-empty-path", ["train", "badin", "-o", "", "-q"], "empty path"),
+    ("baseline-budget-from-empty-path", ["baseline", "ckpt.pt", "--task", "badin", "--method",
+                                          "torch-pruning-l1-uniform", "--ratio", "0.5", "--budget-from", "",
+                                          "-o", "b.pt"], "'--budget-from': an empty path"),
     ("predict-model-negative", ["predict", "negcomp.json", "usermod_badin:net", *NET], "negative"),
     ("predict-huge-integer-coefficient", ["predict", "bigcoef.json", "usermod_badin:net", *NET], "not a finite"),
     ("predict-huge-integer-range", ["predict", "bigrange.json", "usermod_badin:net", *NET], "range"),
@@ -554,6 +575,15 @@ CLI_CASES = [
     ("train-onto-timemodel", ["train", "badin", "-o", "tm.json", "-q", "--metrics-json", "m.json"], "--force"),
     ("train-metrics-onto-timemodel", ["train", "badin", "-o", "x.pt", "--metrics-json", "tm.json", "-q"], "--force"),
     ("train-onto-store", ["train", "badin", "-o", S, "-q", "--metrics-json", "m.json"], "--force"),
+    # --metrics-json over another JSON document: a compress report, a user's JSON (probe s20, finding 4)
+    ("train-metrics-onto-compress-report", ["train", "badin", "-o", "x.pt", "--metrics-json", "c.report.json", "-q"],
+     "is a fastdeepiot compression report, not a fastdeepiot train metrics file"),
+    ("train-metrics-onto-other-json", ["train", "badin", "-o", "x.pt", "--metrics-json", "list.json", "-q"],
+     "is a JSON file, not a fastdeepiot train metrics file"),
+    ("compress-report-onto-train-metrics", ["compress", "ckpt.pt", *CMP, "-o", "m.pt"],
+     "is a fastdeepiot train metrics file, not a fastdeepiot compression report"),
+    ("baseline-report-onto-other-json", [*BASE, "-o", "u.pt", "--budget-steps", "1"],
+     "is a JSON file, not a fastdeepiot compression report"),
     ("train-metrics-default-onto-timemodel", ["train", "badin", "-o", "tm.pt", "-q"], None),
     ("train-to-directory", ["train", "badin", "-o", "outdir", "-q"], "directory"),
     ("train-missing-folder", ["train", "badin", "-o", "nope/x.pt", "-q"], "does not exist"),
@@ -610,6 +640,21 @@ CLI_CASES = [
      "comma-separated numbers"),
     ("compress-uniform-out-of-range", ["compress", "ckpt.pt", *CMP, "--compare-uniform", "0.5,1.5", "-o", "out.pt"],
      "compare_uniform"),
+    ("compress-final-epochs-huge", ["compress", "ckpt.pt", *CMP, "--final-epochs", "1000000", "-o", "out.pt"],
+     "'--final-epochs': Input should be less than or equal to 1000"),
+    ("compress-finetune-steps-huge", ["compress", "ckpt.pt", *CMP, "--finetune-steps", "1000000", "-o", "out.pt"],
+     "'--finetune-steps'"),
+    ("compress-max-iters-huge", ["compress", "ckpt.pt", *CMP, "--max-iters", "1000000", "-o", "out.pt"],
+     "'--max-iters'"),
+    ("compress-scratch-epochs-huge", ["compress", "ckpt.pt", *CMP, "--scratch-epochs", "1e6", "-o", "out.pt"],
+     "'--scratch-epochs'"),
+    ("baseline-budget-steps-huge", [*BASE, "-o", "b.pt", "--budget-steps", "1000000"],
+     "'--budget-steps': Input should be less than or equal to 200000"),
+    ("baseline-iterative-steps-huge", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "100000"],
+     "'--iterative-steps'"),
+    ("baseline-final-epochs-huge", [*BASE, "-o", "b.pt", "--final-epochs", "1000000"], "'--final-epochs'"),
+    ("train-epochs-huge", ["train", "badin", "-o", "x.pt", "--epochs", "1000000", "-q"], "'--epochs'"),
+    ("train-patience-huge", ["train", "badin", "-o", "x.pt", "--patience", "1000000", "-q"], "'--patience'"),
     ("compress-scratch-epochs-zero", ["compress", "ckpt.pt", *CMP, "--scratch-epochs", "0", "-o", "out.pt"],
      "scratch_epochs"),
     ("compress-onto-zip", ["compress", "ckpt.pt", *CMP, "-o", "photos.zip"], "a zip archive"),
@@ -618,15 +663,33 @@ CLI_CASES = [
     ("compress-onto-npz", ["compress", "ckpt.pt", *CMP, "-o", "arrays.npz"], "a zip archive"),
     ("compress-onto-pickle", ["compress", "ckpt.pt", *CMP, "-o", "data.pkl"], "a Python pickle"),
     # baseline
-    ("baseline-budget-from-binary", [*BASE, "-o", "b.pt", "--budget-from", "garbage.pt"], "not a readable JSON"),
-    ("baseline-budget-from-list", [*BASE, "-o", "b.pt", "--budget-from", "list.json"], "not a compress report"),
-    ("baseline-budget-from-run-int", [*BASE, "-o", "b.pt", "--budget-from", "run_int.json"], "not a compress report"),
+    # --budget-from names the file and says what it is (it said 'not a readable JSON report ([Errno 21] ...)' or
+    # 'made by an older version' of any JSON object: probe s20, finding 7)
+    ("baseline-budget-from-binary", [*BASE, "-o", "b.pt", "--budget-from", "garbage.pt"],
+     "--budget-from garbage.pt is not valid JSON (Expecting value"),
+    ("baseline-budget-from-list", [*BASE, "-o", "b.pt", "--budget-from", "list.json"],
+     "--budget-from list.json: not a compress report: it is a list, not a JSON object"),
+    ("baseline-budget-from-run-int", [*BASE, "-o", "b.pt", "--budget-from", "run_int.json"],
+     "has a \"run\" entry of type int"),
+    ("baseline-budget-from-missing", [*BASE, "-o", "b.pt", "--budget-from", "nope.report.json"],
+     "--budget-from nope.report.json: no such file; give the .report.json that `fastdeepiot compress` writes"),
+    ("baseline-budget-from-directory", [*BASE, "-o", "b.pt", "--budget-from", "outdir"], "outdir is a directory"),
+    ("baseline-budget-from-checkpoint", [*BASE, "-o", "b.pt", "--budget-from", "ckpt.pt"],
+     "--budget-from ckpt.pt is a PyTorch checkpoint, not a compress report"),
+    ("baseline-budget-from-timemodel", [*BASE, "-o", "b.pt", "--budget-from", "tm.json"],
+     "--budget-from tm.json is a fastdeepiot time model, not a compress report"),
+    ("baseline-budget-from-train-metrics", [*BASE, "-o", "b.pt", "--budget-from", "m.report.json"],
+     "--budget-from m.report.json is a fastdeepiot train metrics file, not a compress report"),
+    ("baseline-budget-from-other-json", [*BASE, "-o", "b.pt", "--budget-from", "u.report.json"],
+     "it has no \"run\" entry"),
+    ("baseline-budget-from-a-baseline-report", [*BASE, "-o", "b.pt", "--budget-from", "b.report.json"],
+     "a baseline's report (method 'netadapt-flops'), not a compress report"),
     ("baseline-budget-from-float", [*BASE, "-o", "b.pt", "--budget-from", "steps_float.json"], "whole number"),
     ("baseline-budget-from-bool", [*BASE, "-o", "b.pt", "--budget-from", "steps_true.json"], "whole number"),
     ("baseline-iterative-steps-zero", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "0"],
-     "iterative_steps"),
+     "--iterative-steps"),
     ("baseline-iterative-steps-negative", [*BASE, "-o", "b.pt", "--budget-steps", "1", "--iterative-steps", "-1"],
-     "iterative_steps"),
+     "--iterative-steps"),
     ("baseline-drop-for-torch-pruning", [*BASE, "-o", "b.pt", "--max-accuracy-drop", "1"], "netadapt-flops only"),
     ("baseline-ratio-for-netadapt", ["baseline", "ckpt.pt", "--task", "badin", "--method", "netadapt-flops", "--ratio",
                                      "0.5", "--max-accuracy-drop", "1", "-o", "b.pt"], "does not apply"),
@@ -642,6 +705,25 @@ def test_the_table_is_large_and_names_are_unique():
     commands = {c[1][0] for c in CLI_CASES}
     assert {"devices", "profile", "summary", "export", "fit", "explain", "predict", "tasks", "train", "evaluate",
             "compress"} <= commands
+
+
+def test_every_path_of_every_verb_refuses_an_empty_path():
+    """The rule is cli.py's, for every Path argument and option, not one verb's (probe s20, finding 1)."""
+    import typing
+    from typing import Optional
+
+    from typer.models import ParameterInfo
+
+    from fastdeepiot.cli import _path_value, app
+
+    seen = 0
+    for info in app.registered_commands:
+        hints = typing.get_type_hints(info.callback)
+        for name, param in __import__("inspect").signature(info.callback).parameters.items():
+            if isinstance(param.default, ParameterInfo) and hints.get(name) in (Path, Optional[Path]):
+                assert param.default.parser is _path_value, f"{info.callback.__name__} {name}"
+                seen += 1
+    assert seen >= 15
 
 
 @pytest.mark.parametrize("name,argv,expect", CLI_CASES, ids=[c[0] for c in CLI_CASES])
@@ -892,6 +974,25 @@ def _damaged_threads_model(w):
 API_CASES = [
     ("api-compress-both-budgets", lambda w: _api_compress_with(w, max_accuracy_drop=0.0, target_ms=0.9), "exactly one"),
     ("api-compress-seed-huge", lambda w: _api_compress_with(w, seed=2**70), "seed"),
+    # a custom metric returns a fraction in [0, 1]: one on a 0-100 scale showed 5000% and met any budget (probe
+    # s20, finding 9)
+    ("api-compress-metric-percent", lambda w: _api_compress_with(w, metric=lambda m, dl: 50.0),
+     "the metric returned 50; it must return a fraction in [0, 1] (on a 0-100 scale? return 0.5 for 50%)"),
+    ("api-compress-metric-negative", lambda w: _api_compress_with(w, metric=lambda m, dl: -0.1), "fraction in [0, 1]"),
+    ("api-compress-metric-nan", lambda w: _api_compress_with(w, metric=lambda m, dl: float("nan")),
+     "the metric returned nan"),
+    ("api-compress-metric-text", lambda w: _api_compress_with(w, metric=lambda m, dl: "good"), "returned 'good' (str)"),
+    ("api-baseline-metric-percent", lambda w: run_baseline(
+        "torch-pruning-l1-uniform", BNNet(), "badin", ratio=0.5, budget_steps=1, metric=lambda m, dl: 93.0,
+        measure=False),
+     "return 0.93 for 93%"),
+    # run lengths have an upper bound (a typo ran for days: probe s20, finding 8)
+    ("api-compress-final-epochs-huge", lambda w: _api_compress_with(w, final_epochs=1e6),
+     "final_epochs must be in [0, 1000]"),
+    ("api-compress-finetune-steps-huge", lambda w: _api_compress_with(w, finetune_steps=10**6),
+     "finetune_steps must be a whole number in [0, 10000]"),
+    ("api-compress-max-iters-huge", lambda w: _api_compress_with(w, max_iters=10**6), "max_iters"),
+    ("api-compress-scratch-epochs-huge", lambda w: _api_compress_with(w, scratch_epochs=1e6), "scratch_epochs"),
     ("api-compress-wrong-classes", lambda w: _api_compress_with(w, nn.Sequential(nn.Flatten(), nn.Linear(192, 2))),
      "outputs 2 classes"),
     ("api-compress-tuple-output", lambda w: _api_compress_with(w, _TwoOutputs()), "one tensor"),
@@ -977,6 +1078,12 @@ API_CASES = [
     ("api-predict-config-bool", _api_predict_config(LayerConfig("linear", {**_LIN, "batch": True})), "whole number"),
     ("api-predict-config-kind", _api_predict_config(LayerConfig("activation", {
         "kind": "swish", "batch": 1, "channels": 4, "dims": 1, "size": 8})), "one of relu"),
+    # the family's own joint rule (Family.valid) is applied: it was not (probe s20, finding 11)
+    ("api-predict-config-groups", _api_predict_config(LayerConfig("conv1d", {
+        "batch": 1, "in_channels": 6, "out_channels": 8, "kernel": 3, "stride": 1, "groups": 4, "size": 32})),
+     "no conv1d layer has this configuration: in_channels and out_channels are multiples of groups"),
+    ("api-predict-config-pool-kernel", _api_predict_config(LayerConfig("pool1d", {
+        "batch": 1, "mode": "max", "channels": 4, "kernel": 3, "stride": 1, "size": 2})), "size >= kernel"),
     ("api-timemodel-none", _api_from_dict_none, "NoneType"),
     ("api-checkpoint-evil", _api_evil, "refused"),
     ("api-checkpoint-huge", _api_huge, "refusing to build"),
@@ -987,6 +1094,12 @@ API_CASES = [
     ("api-fit-min-samples-zero", lambda w: _api_fit_with(w, min_samples=0), "min_samples"),
     ("api-fit-min-samples-negative", lambda w: _api_fit_with(w, min_samples=-1), "min_samples"),
     ("api-fit-min-samples-float", lambda w: _api_fit_with(w, min_samples=2.5), "min_samples"),
+    # a bool is no whole number (True was seed 1): errors.check_seed, the one rule (probe s20, finding 3)
+    ("api-fit-seed-bool", lambda w: _api_fit_with(w, seed=True), "seed must be a whole number in [0, 4294967295]"),
+    ("api-fit-seed-huge", lambda w: _api_fit_with(w, seed=2**40), "seed must be a whole number"),
+    ("api-fit-min-samples-bool", lambda w: _api_fit_with(w, min_samples=True), "min_samples"),
+    ("api-adaptive-seed-bool", lambda w: adaptive_workloads(w / "ad_good.json", None, ["linear"], seed=True),
+     "seed must be a whole number"),
     ("api-fit-one-sample-all-held-out", lambda w: _api_fit_with(w, min_samples=1, db="one.db"), "one to fit beside"),
     ("api-predict-all-unmodelled", _api_all_unmodelled, "none of the network"),
     ("api-store-missing", _api_store_missing, "no such"),
@@ -1034,10 +1147,25 @@ def test_bad_api_input(name, fn, expect, work):
     _assert_inputs_untouched(work, before)
 
 
+def test_every_family_rule_is_stated_and_every_profiled_configuration_keeps_it():
+    """check_config applies Family.valid and names it by valid_rule; whatever the profiler samples keeps it."""
+    from fastdeepiot.families import Family, check_config
+    from fastdeepiot.profiling.space import random_configs
+
+    default_valid = Family.__dataclass_fields__["valid"].default
+    for name, fam in FAMILIES.items():
+        assert (fam.valid is default_valid) == (fam.valid_rule == ""), name
+        for c in random_configs(name, 3, seed=1):
+            check_config(c)
+
+
 def test_configs_beyond_the_profiled_ranges_are_priced_and_unknown_families_are_unknown_names(work):
     tm = TimeModel.load(work / "tm.json")
     ms = tm.predict_configs([LayerConfig("linear", _LIN), LayerConfig("linear", {**_LIN, "batch": 1000})])
     assert np.all(ms > 0)  # batch 1000 is outside the profiled batches: extrapolated, as for a network's layer
+    # the profiler's cap on 2-D tensors (Family.bounded) is no rule of the layer: a 112x112 BatchNorm is priced
+    big_bn = LayerConfig("batchnorm", {"batch": 1, "channels": 16, "dims": 2, "size": 112})
+    assert not FAMILIES["batchnorm"].bounded(big_bn.params) and tm.predict_config(big_bn) > 0
     with pytest.raises(UnknownNameError):
         LayerConfig("nope", {})
     with pytest.raises(UnknownNameError):
@@ -1113,6 +1241,26 @@ def test_same_kind_outputs_are_replaced_and_force_overwrites(work, capsys):
     assert (work / "notes.txt").read_text().startswith("kind,family")
     assert main(["export", S, "--csv", "m.csv"]) == 0 and main(["export", S, "--csv", "m.csv"]) == 0
     assert not [p for p in work.iterdir() if ".tmp" in p.name]
+
+
+def test_summary_of_a_store_of_two_devices_has_a_table_each(work, capsys):
+    """Two devices' times were pooled into one row per family (probe s20, finding 10)."""
+    assert main(["summary", "two.db", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    threads = [d["threads"] for d in got["devices"]]
+    assert sorted(threads) == [1, 2]
+    linear = {got["devices"][r["device"]]["threads"]: r["measurements"] for r in got["families"]
+              if r["family"] == "linear"}
+    with Store.open(work / "two.db") as store:
+        by_threads = {}
+        for m in store.measurements(family="linear"):
+            by_threads[m.device["threads"]] = by_threads.get(m.device["threads"], 0) + 1
+    assert linear == by_threads and linear[2] == 12
+    assert {r["family"] for r in got["families"] if got["devices"][r["device"]]["threads"] == 2} == {"linear"}
+    assert main(["summary", "two.db"]) == 0
+    out = capsys.readouterr().out
+    assert "holds measurements of 2 devices; one table each" in out
+    assert "device 1: fake" in out and "device 2: fake" in out and "device 2" in out.split("device 2: fake")[1]
 
 
 def test_fit_device_option_picks_one_of_two(work, capsys):
@@ -1376,6 +1524,53 @@ def test_sniff_reads_the_top_level_format(tmp_path):
     check_output(report, kind="json")
     with pytest.raises(UserError, match="--force"):
         check_output(plan_file, kind="json")
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_is_one_line_and_exit_130_with_no_half_written_output(work, capsys, monkeypatch):
+    """Ctrl-C in a verb exited 130 with nothing said (probe s20, finding 5): now one line, the same code."""
+    import fastdeepiot.profiling.store as store_mod
+
+    rows = store_mod.export_rows
+
+    def some_rows_then_ctrl_c(store):
+        yield next(iter(rows(store)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "export_rows", some_rows_then_ctrl_c)
+    before = _hashes(work)
+    assert main(["export", S, "--csv", "m.csv"]) == 130
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: interrupted; no output was left half-written" and not out
+    assert not (work / "m.csv").exists()  # the CSV half written under a temporary name is gone
+    _assert_inputs_untouched(work, before)
+    monkeypatch.setattr("fastdeepiot.commands.compress.run", _interrupt)
+    assert main(["compress", "ckpt.pt", *CMP, "-o", "out.pt"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted; no output was left half-written"
+    assert not list(work.glob("out.*"))
+    _assert_inputs_untouched(work, before)
+
+
+def test_train_metrics_and_compression_reports_are_kinds_of_their_own(work, capsys):
+    """A JSON document is told by its keys when it has no "format": train's --metrics-json replaces train
+    metrics and nothing else without --force (it replaced any JSON, a compress report too: probe s20, finding 4)."""
+    from fastdeepiot.safeio import sniff
+
+    assert sniff(work / "c.report.json") == "report" and sniff(work / "m.report.json") == "metrics"
+    assert sniff(work / "list.json") == "json"
+    assert main(["train", "badin", "-o", "x.pt", "--epochs", "1", "-q"]) == 0  # metrics at x.json
+    assert sniff(work / "x.json") == "metrics"
+    assert main(["train", "badin", "-o", "x.pt", "--epochs", "1", "-q"]) == 0  # the same kind: replaced
+    before = (work / "c.report.json").read_bytes()
+    assert main(["train", "badin", "-o", "y.pt", "--epochs", "1", "-q", "--metrics-json", "c.report.json"]) == 2
+    assert (work / "c.report.json").read_bytes() == before and not (work / "y.pt").exists()
+    capsys.readouterr()
+    assert main(["train", "badin", "-o", "y.pt", "--epochs", "1", "-q", "--metrics-json", "c.report.json",
+                 "--force"]) == 0
+    assert sniff(work / "c.report.json") == "metrics"
 
 
 def test_a_module_in_the_working_directory_does_not_shadow_an_installed_one(work):

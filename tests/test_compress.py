@@ -437,8 +437,11 @@ def test_a_structural_step_far_over_the_limit_is_not_tried_again(fake_tm, monkey
 
 
 def test_unreachable_time_target_is_an_error(fake_tm):
-    with pytest.raises(TargetUnreachableError, match="cannot be met"):
-        compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False)
+    lines = []
+    with pytest.raises(TargetUnreachableError, match="cannot be met.*the network starts at"):
+        compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False,
+                 progress=lines.append)
+    assert lines == []  # said before any progress: the CLI's one line (it logged 'base: ...' first, probe s20)
 
 
 def _gru_data(n):
@@ -493,7 +496,8 @@ def test_cli_unreachable_target_exits_2(fake_tm, tmp_path, capsys):
     code = main(["compress", str(ckpt), "--task", "har", "--time-model", str(tmp_path / "tm.json"),
                  "--target-ms", "0.0001", "-o", str(tmp_path / "out.pt"), "--no-measure"])
     assert code == 2
-    assert "cannot be met" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot be met" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out.pt").exists()
 
 

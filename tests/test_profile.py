@@ -195,6 +195,23 @@ def test_profile_store_export_exact_values(tmp_path):
         assert '"fake_step": 16' in r["conditions_json"]
 
 
+def test_export_csv_dash_is_standard_output(tmp_path, capsys, monkeypatch):
+    """'-' is standard output (it wrote a file named '-'); Parquet is not written there (probe s20, finding 2)."""
+    db = tmp_path / "p.db"
+    _profile_fake(db, 7)
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(db), "--csv", "-"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(out.splitlines()))
+    assert len(rows) == 7 and rows[0]["backend"] == "fake"
+    assert err.strip() == "wrote 7 measurements to standard output"
+    assert not (tmp_path / "-").exists()
+    assert main(["export", str(db), "--csv", "-", "--parquet", "-"]) == 2
+    assert "standard output" in capsys.readouterr().err
+    assert main(["export", str(db), "--csv", str(tmp_path / "-")]) == 0  # a file named '-' by its full path
+    assert (tmp_path / "-").is_file()
+
+
 def test_resume_does_not_remeasure(tmp_path):
     db = tmp_path / "p.db"
     assert _profile_fake(db, 20).new == 20

@@ -235,6 +235,9 @@ def test_bagged_trees_are_the_geometric_mean_of_readable_trees_on_disjoint_draws
     assert med_pct(y, bag.predict(X)) < 5
     with pytest.raises(ValueError, match="subsample"):
         BaggedModelTrees(subsample=0).fit(X, y)
+    for bad in (dict(n_estimators=True), dict(subsample=True), dict(random_state=True)):  # a bool is no number
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            BaggedModelTrees(**bad).fit(X, y)
     with pytest.raises(ValueError, match="BaggedModelTrees"):
         BaggedModelTrees.from_dict(ModelTree().fit(X, y).to_dict())
 

@@ -97,7 +97,13 @@ class Family:
     build: Callable[[dict], Any]  # params -> nn.Module
     input_shapes: Callable[[dict], list[tuple[int, ...]]]
     raw_features: Callable[[dict], dict[str, float]]
+    # `valid`: a joint rule every layer of the family keeps (groups divide the channels, ...), stated in
+    # `valid_rule`; `check_config` applies it to every configuration it is given. `bounded`: the profiler's
+    # cap on what it measures (tensor sizes), not a rule of the layer: a real network's larger layers are
+    # priced all the same (the models extrapolate). `check` (the profiler's) applies both.
     valid: Callable[[dict], bool] = lambda p: True
+    valid_rule: str = ""
+    bounded: Callable[[dict], bool] = lambda p: True
     # Parameters that may be fixed by `normalize` from others (e.g. depthwise groups = channels).
     normalize: Callable[[dict], dict] = lambda p: p
 
@@ -119,7 +125,9 @@ class Family:
             raise ValueError(f"{self.name}: missing parameters {missing}, unknown parameters {extra}")
         p = self.normalize(dict(params))
         if not self.valid(p):
-            raise ValueError(f"{self.name}: invalid configuration {p}")
+            raise ValueError(f"{self.name}: invalid configuration {p} ({self.valid_rule})")
+        if not self.bounded(p):
+            raise ValueError(f"{self.name}: configuration {p} is beyond what the profiler measures")
         return p
 
 
@@ -515,7 +523,7 @@ for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
         build=_conv_build(_dim),
         input_shapes=(lambda d: lambda p: [(p["batch"], p["in_channels"]) + (p["size"],) * d])(_dim),
         raw_features=_conv_features(_dim),
-        valid=_conv_valid,
+        valid=_conv_valid, valid_rule="in_channels and out_channels are multiples of groups",
     ))
 
 register(Family(
@@ -551,11 +559,11 @@ for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
         build=_pool_build(_dim),
         input_shapes=(lambda d: lambda p: [(p["batch"], p["channels"]) + (p["size"],) * d])(_dim),
         raw_features=_pool_features(_dim),
-        valid=lambda p: p["size"] >= p["kernel"],
+        valid=lambda p: p["size"] >= p["kernel"], valid_rule="size >= kernel (no padding)",
     ))
 
 _EW_SPACE = {"batch": _BATCH, "channels": _CH, "dims": [1, 2], "size": sorted(set(_SIZES2D + _LEN1D))}
-_EW_VALID = lambda p: p["dims"] == 1 or p["size"] <= 56  # noqa: E731  (bounded 2-D tensors)
+_EW_BOUNDED = lambda p: p["dims"] == 1 or p["size"] <= 56  # noqa: E731  (the profiler's 2-D tensors are bounded)
 
 register(Family(
     name="batchnorm",
@@ -563,7 +571,7 @@ register(Family(
     space=dict(_EW_SPACE), width_params=["channels"], build=_bn_build,
     input_shapes=lambda p: [_spatial_shape(p)],
     raw_features=_elementwise_features(reads=1, flops_per_element=2, weights_per_channel=4),
-    valid=_EW_VALID,
+    bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="activation",
@@ -571,7 +579,7 @@ register(Family(
     space={"kind": ACTIVATIONS, **_EW_SPACE}, width_params=["channels"], build=_act_build,
     input_shapes=lambda p: [_spatial_shape(p)],
     raw_features=_elementwise_features(reads=1, flops_per_element=1),
-    valid=_EW_VALID,
+    bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="add",
@@ -579,7 +587,7 @@ register(Family(
     space=dict(_EW_SPACE), width_params=["channels"], build=lambda p: Add(),
     input_shapes=lambda p: [_spatial_shape(p), _spatial_shape(p)],
     raw_features=_elementwise_features(reads=2, flops_per_element=1),
-    valid=_EW_VALID,
+    bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="concat",
@@ -588,7 +596,7 @@ register(Family(
     build=lambda p: Concat(),
     input_shapes=lambda p: [_spatial_shape(p), _spatial_shape({**p, "channels": p["channels_b"]})],
     raw_features=_concat_features,
-    valid=_EW_VALID,
+    bounded=_EW_BOUNDED,
 ))
 
 
@@ -599,7 +607,7 @@ register(Family(
                 "(batch, channels, 1, ...) tensor (mode channel: squeeze-excitation's scaling), or by a "
                 "number (mode scalar)",
     space={"mode": ["same", "channel", "scalar"], **_EW_SPACE}, width_params=["channels"],
-    build=_mul_build, input_shapes=_mul_shapes, raw_features=_mul_features, valid=_EW_VALID,
+    build=_mul_build, input_shapes=_mul_shapes, raw_features=_mul_features, bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="adaptive_pool",
@@ -609,7 +617,7 @@ register(Family(
            "size": sorted(set(_SIZES2D + _LEN1D)), "out_size": [1, 2, 3, 4, 5, 6, 7, 8, 14]},
     width_params=["channels"], build=_adaptive_build,
     input_shapes=lambda p: [_spatial_shape(p)], raw_features=_adaptive_features,
-    valid=_EW_VALID,
+    bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="layernorm",
@@ -627,14 +635,15 @@ register(Family(
     space={"groups": [1, 2, 4, 8, 16, 32], **_EW_SPACE}, width_params=["channels"],
     build=_groupnorm_build, input_shapes=lambda p: [_spatial_shape(p)],
     raw_features=_groupnorm_features,
-    valid=lambda p: _EW_VALID(p) and p["channels"] % p["groups"] == 0,
+    valid=lambda p: p["channels"] % p["groups"] == 0, valid_rule="channels is a multiple of groups",
+    bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="upsample",
     description="nn.Upsample / F.interpolate by an integer scale: nearest, or (bi)linear (mode linear)",
     space={"mode": ["nearest", "linear"], "scale": [2, 3, 4], **_EW_SPACE}, width_params=["channels"],
     build=_upsample_build, input_shapes=lambda p: [_spatial_shape(p)],
-    raw_features=_upsample_features, valid=_EW_VALID,
+    raw_features=_upsample_features, bounded=_EW_BOUNDED,
 ))
 register(Family(
     name="attention",
@@ -655,6 +664,7 @@ register(Family(
     width_params=["embed_dim"], build=_mha_build,
     input_shapes=lambda p: [(p["batch"], p["seq_len"], p["embed_dim"])],
     raw_features=_mha_features, valid=_multiple_of("embed_dim", "heads"),
+    valid_rule="embed_dim is a multiple of heads",
 ))
 register(Family(
     name="transformer_encoder",
@@ -666,6 +676,7 @@ register(Family(
     width_params=["d_model", "ffn"], build=_tel_build,
     input_shapes=lambda p: [(p["batch"], p["seq_len"], p["d_model"])],
     raw_features=_tel_features, valid=_multiple_of("d_model", "heads"),
+    valid_rule="d_model is a multiple of heads",
 ))
 
 
@@ -679,7 +690,7 @@ register(Family(
     build=lambda p: Softmax(p["kind"] == "log_softmax"),
     input_shapes=lambda p: [(p["batch"], p["seq_len"], p["features"])],
     raw_features=_softmax_features,
-    valid=lambda p: p["batch"] * p["seq_len"] * p["features"] <= 1 << 22,  # <= 16 MB a tensor
+    bounded=lambda p: p["batch"] * p["seq_len"] * p["features"] <= 1 << 22,  # <= 16 MB a tensor
 ))
 register(Family(
     name="matmul",
@@ -697,7 +708,8 @@ register(Family(
 def check_config(config: LayerConfig) -> None:
     """Raise UserError unless `config` is a configuration a time model can price: every parameter of its
     family's space and no other, each a whole number >= 1 (0 or 1 for a flag such as causal) or one of the
-    family's strings. Sizes outside the profiled ranges are accepted (the models extrapolate, as they do for
+    family's strings, and together keeping the family's `valid` rule (groups dividing the channels, ...).
+    Sizes outside the profiled ranges are accepted (the models extrapolate, as they do for
     the layers of real networks: batch 1000, 2048 channels); `Family.check` is the profiler's stricter test."""
     space = get_family(config.family).space
     params = config.params
@@ -717,6 +729,9 @@ def check_config(config: LayerConfig) -> None:
                 raise UserError(f"{config.family} parameter {k} must be 0 or 1, got {v!r}")
         elif type(v) is not int or v < 1:
             raise UserError(f"{config.family} parameter {k} must be a whole number >= 1, got {v!r}")
+    fam = get_family(config.family)
+    if not fam.valid(dict(params)):  # the family's own joint rule (its `bounded` cap is the profiler's only)
+        raise UserError(f"{config.key}: no {config.family} layer has this configuration: {fam.valid_rule}")
 
 
 def get_family(name: str) -> Family:

@@ -39,6 +39,8 @@ KIND_NAMES = {
     "zip": "a zip archive",
     "pickle": "a Python pickle",
     "plan": "a fastdeepiot compression plan",
+    "metrics": "a fastdeepiot train metrics file",
+    "report": "a fastdeepiot compression report",
     "json": "a JSON file",
     "csv": "a CSV file",
     "parquet": "a Parquet file",
@@ -86,8 +88,7 @@ def sniff(path: str | os.PathLike) -> str:
             return "binary"
     s = text.lstrip()
     if s.startswith("{") or s.startswith("["):
-        fmt = _json_format(path, text)
-        return {"fastdeepiot.timemodel": "timemodel", "fastdeepiot.compression.plan": "plan"}.get(fmt, "json")
+        return _json_kind(path, text)
     if (s.startswith("<?xml") or s.startswith("<svg")) and "<svg" in s:
         return "svg"
     first = s.splitlines()[0] if s else ""
@@ -116,19 +117,33 @@ def _zip_kind(path) -> str:
     return "zip"
 
 
-def _json_format(path, head: str) -> str | None:
-    """The top-level "format" of a JSON document (a whole small file is parsed; a large one is judged by
-    its first "format" key, which our writers put first)."""
+_JSON_FORMATS = {"fastdeepiot.timemodel": "timemodel", "fastdeepiot.compression.plan": "plan"}
+# Our JSON documents without a "format" key, told by the top-level keys their writers always put there:
+# `train`'s metrics (--metrics-json) and the .report.json of `compress` and `baseline` (one kind: both are a
+# compression's report, and either replaces the other at the same -o)
+_JSON_KEYS = {"metrics": {"accuracy", "macro_f1", "best_val_accuracy"},
+              "report": {"base", "final", "settings", "plan"}}
+
+
+def _json_kind(path, head: str) -> str:
+    """The kind of a JSON document: by its top-level "format" (a whole small file is parsed; a large one is
+    judged by its first "format" key, which our writers put first), else by its keys (`_JSON_KEYS`), else
+    "json"."""
     if os.path.getsize(path) <= _PARSE_LIMIT:
         try:
             with open(path, "rb") as f:
                 obj = json.loads(f.read())
         except (ValueError, RecursionError):
-            obj = None
-        if obj is not None:
-            return obj.get("format") if isinstance(obj, dict) and isinstance(obj.get("format"), str) else None
+            obj = None  # damaged: judged by its first bytes, as a large one
+        else:
+            if not isinstance(obj, dict):
+                return "json"
+            fmt = obj.get("format")
+            if isinstance(fmt, str):
+                return _JSON_FORMATS.get(fmt, "json")
+            return next((kind for kind, keys in _JSON_KEYS.items() if keys <= obj.keys()), "json")
     m = re.match(r'\s*\{\s*"format"\s*:\s*"([^"]*)"', head)
-    return m.group(1) if m else None
+    return _JSON_FORMATS.get(m.group(1), "json") if m else "json"
 
 
 _PARSE_LIMIT = 64 * 1024**2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -13,11 +12,9 @@ import typer
 
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
-from fastdeepiot.compression.baselines import TP_METHODS
-from fastdeepiot.compression.baselines import budget_from as read_budget
-from fastdeepiot.compression.baselines import run_baseline
+from fastdeepiot.compression.baselines import TP_METHODS, budget_from_file, run_baseline
 from fastdeepiot.compression.config import BASELINES as METHODS
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import MAX_BUDGET_STEPS, MAX_EPOCHS, MAX_FINETUNE_STEPS, MAX_ITERS, CompressConfig
 from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.errors import UserError
 from fastdeepiot.jsonutil import dump_json
@@ -41,14 +38,18 @@ def baseline(
                                                       help="netadapt-flops: accuracy budget (validation points)"),
     time_model: Optional[Path] = typer.Option(None, "--time-model",
                                               help="the device's time model: predicted ms, and the backend measured"),
-    budget_steps: Optional[int] = typer.Option(None, "--budget-steps", help="fine-tuning budget in optimizer steps"),
+    budget_steps: Optional[int] = typer.Option(None, "--budget-steps", min=1, max=MAX_BUDGET_STEPS,
+                                               help="fine-tuning budget in optimizer steps"),
     budget_from: Optional[Path] = typer.Option(None, "--budget-from",
                                                help="a compress run's .report.json: use the optimizer steps it took"),
-    iterative_steps: int = typer.Option(4, help="torch-pruning: pruning steps, each followed by fine-tuning"),
+    iterative_steps: int = typer.Option(4, min=1, max=MAX_ITERS,
+                                        help="torch-pruning: pruning steps, each followed by fine-tuning"),
     distill: bool = typer.Option(D("distill"), "--distill/--no-distill", help="distil from the original network"),
-    finetune_steps: int = typer.Option(D("finetune_steps"), help="netadapt-flops: steps per evaluated candidate"),
-    final_epochs: float = typer.Option(D("final_epochs"), help="netadapt-flops: final fine-tune epochs"),
-    max_iters: int = typer.Option(D("max_iters"), help="netadapt-flops: search iterations at most"),
+    finetune_steps: int = typer.Option(D("finetune_steps"), min=0, max=MAX_FINETUNE_STEPS,
+                                       help="netadapt-flops: steps per evaluated candidate"),
+    final_epochs: float = typer.Option(D("final_epochs"), min=0.0, max=MAX_EPOCHS,
+                                       help="netadapt-flops: final fine-tune epochs"),
+    max_iters: int = typer.Option(D("max_iters"), min=0, max=MAX_ITERS, help="netadapt-flops: search iterations at most"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="measure base and result on the device"),
     seed: int = typer.Option(D("seed")),
     force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
@@ -61,14 +62,7 @@ def baseline(
     if budget_steps is not None and budget_from is not None:
         raise UserError("give at most one of --budget-steps and --budget-from")
     if budget_from is not None:
-        try:
-            report_json = json.loads(budget_from.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, numbers Python refuses
-            raise UserError(f"--budget-from {budget_from}: not a readable JSON report ({e})") from None
-        try:
-            budget_steps = read_budget(report_json)
-        except UserError as e:
-            raise UserError(f"--budget-from {budget_from}: {e}") from None
+        budget_steps = budget_from_file(budget_from)
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     if method == "netadapt-flops" and ratio is not None:
@@ -83,7 +77,7 @@ def baseline(
     # torch-pruning's networks have no plan: they are written as torch.export programs, not checkpoints
     check_output(out, kind="exported" if method in TP_METHODS else "checkpoint", inputs=inputs, force=force,
                  option="-o")
-    check_output(report, kind="json", inputs=inputs, force=force, option="-o (beside it)")
+    check_output(report, kind="report", inputs=inputs, force=force, option="-o (beside it)")
     torch.set_num_threads(1)
     t = tasks_mod.get(task)
     model, meta = load_checkpoint(checkpoint, task=t)

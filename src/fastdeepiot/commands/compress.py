@@ -12,7 +12,7 @@ import typer
 
 from fastdeepiot import tasks as tasks_mod
 from fastdeepiot.checkpoints import continued_plan, load_checkpoint, save_compressed
-from fastdeepiot.compression.config import CompressConfig
+from fastdeepiot.compression.config import MAX_EPOCHS, MAX_FINETUNE_STEPS, MAX_ITERS, CompressConfig
 from fastdeepiot.compression.export import write_onnx
 from fastdeepiot.compression.report import history_table, write_report
 from fastdeepiot.compression.search import compress as run
@@ -39,9 +39,11 @@ def compress(
     cost: str = typer.Option(D("cost"), help="cost to minimise: time (the time model) or flops (ablation)"),
     distill: bool = typer.Option(D("distill"), "--distill/--no-distill",
                                  help="fine-tune with knowledge distillation from the original network too"),
-    finetune_steps: int = typer.Option(D("finetune_steps"), help="fine-tuning steps per evaluated candidate"),
-    final_epochs: float = typer.Option(D("final_epochs"), help="fine-tuning epochs at the end"),
-    max_iters: int = typer.Option(D("max_iters"), help="search iterations at most"),
+    finetune_steps: int = typer.Option(D("finetune_steps"), min=0, max=MAX_FINETUNE_STEPS,
+                                       help="fine-tuning steps per evaluated candidate"),
+    final_epochs: float = typer.Option(D("final_epochs"), min=0.0, max=MAX_EPOCHS,
+                                       help="fine-tuning epochs at the end"),
+    max_iters: int = typer.Option(D("max_iters"), min=0, max=MAX_ITERS, help="search iterations at most"),
     measure: bool = typer.Option(D("measure"), "--measure/--no-measure", help="measure base and result on the device"),
     confidence: float = typer.Option(D("confidence"), help="accept a state only if this one-sided upper confidence bound "
                                                "on its validation accuracy drop is within the budget "
@@ -64,8 +66,9 @@ def compress(
     compare_scratch: bool = typer.Option(D("compare_scratch"), "--compare-scratch/--no-compare-scratch",
                                          help="also train the result's architecture (and the faster ones given up, "
                                               "and the uniform widths) from scratch, and keep the best"),
-    scratch_epochs: Optional[float] = typer.Option(None, "--scratch-epochs",
-                                                   help="epochs of training from scratch (default: the task's recipe)"),
+    scratch_epochs: Optional[float] = typer.Option(None, "--scratch-epochs", max=MAX_EPOCHS,
+                                                   help="epochs of training from scratch (default: the task's recipe; "
+                                                        f"> 0, at most {MAX_EPOCHS})"),
     seed: int = typer.Option(D("seed")),
     force: bool = typer.Option(False, "--force", help="overwrite output files of another kind"),
 ) -> None:
@@ -78,7 +81,7 @@ def compress(
                             max_divergence=max_divergence, train_guard=train_guard, seed=seed, compare_uniform=_widths(compare_uniform),
                             compare_scratch=compare_scratch, scratch_epochs=scratch_epochs)
     stem = out.with_suffix("")
-    sidecars = {"plan": Path(f"{stem}.plan.json"), "json": Path(f"{stem}.report.json"),
+    sidecars = {"plan": Path(f"{stem}.plan.json"), "report": Path(f"{stem}.report.json"),
                 "text": Path(f"{stem}.report.md"), "png": Path(f"{stem}.png")}
     if any(Path(out).resolve() == p.resolve() for p in [*sidecars.values(), Path(f"{stem}.onnx")]):
         raise UserError(f"-o {out} collides with a report written beside it; give the checkpoint a .pt name")
@@ -101,7 +104,7 @@ def compress(
     with staged_folder(out.parent) as tmp:
         plan.save(tmp / "out.plan.json")
         write_report(res, str(tmp / "out"))
-        moves = [(tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["json"]),
+        moves = [(tmp / "out.plan.json", sidecars["plan"]), (tmp / "out.report.json", sidecars["report"]),
                  (tmp / "out.report.md", sidecars["text"]), (tmp / "out.png", sidecars["png"])]
         if tm.backend == "onnxruntime-cpu":
             moves.append((write_onnx(res.model, torch.zeros(1, *t.input_shape), tmp / "out.onnx"), onnx))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +22,7 @@ from fastdeepiot.families import parse_families
 from fastdeepiot.profiling.harness import TimingPolicy
 from fastdeepiot.profiling.runner import plan
 from fastdeepiot.profiling.runner import profile as run_profile
-from fastdeepiot.profiling.store import Store, export_csv, export_parquet, parquet_modules
+from fastdeepiot.profiling.store import Store, export_csv, export_parquet, parquet_modules, write_csv
 from fastdeepiot.report.tables import measurement_summary, print_table
 from fastdeepiot.safeio import check_output
 from fastdeepiot.timemodel.adaptive import adaptive_workloads
@@ -150,39 +152,52 @@ def _run_with_progress(backend, store, workloads, budget_s, max_new, policy, qui
 @app.command()
 def export(
     db: Path = typer.Argument(..., help="measurement database"),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="write CSV here"),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="write CSV here ('-': to standard output)"),
     parquet: Optional[Path] = typer.Option(None, "--parquet", help="write Parquet here (needs pyarrow)"),
     force: bool = typer.Option(False, "--force", help="overwrite an output file of another kind"),
 ):
     """Export every measurement, with its conditions, to CSV (and/or Parquet)."""
     if csv is None and parquet is None:
         raise UserError("nothing to do: give --csv PATH and/or --parquet PATH")
+    if parquet is not None and str(parquet) == "-":
+        raise UserError("--parquet -: Parquet is binary and is not written to standard output; give a file "
+                        "path (--csv - writes CSV to standard output)")
+    to_stdout = csv is not None and str(csv) == "-"  # a file named '-' by its full path (Path('./-') is '-')
     if csv is not None and parquet is not None and Path(csv).resolve() == Path(parquet).resolve():
         raise UserError("--csv and --parquet name the same file; give two paths")
-    if csv is not None:
+    if csv is not None and not to_stdout:
         check_output(csv, kind="csv", inputs=[db], force=force, option="--csv")
     if parquet is not None:
         check_output(parquet, kind="parquet", inputs=[db], force=force, option="--parquet")
         parquet_modules()  # pyarrow missing: an error before the CSV is written
+    say = functools.partial(print, file=sys.stderr) if to_stdout else print  # stdout holds the CSV alone
     with Store.open(db) as store:
-        if csv is not None:
+        if to_stdout:
+            n = write_csv(store, sys.stdout)
+            sys.stdout.flush()
+            say(f"wrote {n} measurements to standard output")
+        elif csv is not None:
             n = export_csv(store, str(csv))
-            print(f"wrote {n} measurements to {csv}")
+            say(f"wrote {n} measurements to {csv}")
         if parquet is not None:
             n = export_parquet(store, str(parquet))
-            print(f"wrote {n} measurements to {parquet}")
+            say(f"wrote {n} measurements to {parquet}")
 
 
 @app.command()
 def summary(db: Path = typer.Argument(..., help="measurement database"),
             as_json: bool = typer.Option(False, "--json")):
-    """Per family: how many measurements, their time range and their noise."""
+    """Per device and family: how many measurements, their time range and their noise."""
     with Store.open(db) as store:
         rows = measurement_summary(store)
         devs = store.devices()
-    if as_json:
+    if as_json:  # each family row's "device" indexes "devices"
         print(json.dumps({"devices": devs, "families": rows}, indent=2))
         return
-    for d in devs:
-        print(f"device: {d['backend']} on {d['processor']}, {d['threads']} thread(s), {d['dtype']}")
-    print_table(rows, title=f"measurements in {db}")
+    if len(devs) > 1:
+        print(f"{db} holds measurements of {len(devs)} devices; one table each")
+    for i, d in enumerate(devs):
+        which = f"device {i + 1}" if len(devs) > 1 else "device"
+        print(f"{which}: {d['backend']} on {d['processor']}, {d['threads']} thread(s), {d['dtype']}")
+        title = f"measurements in {db}" + (f", {which}" if len(devs) > 1 else "")
+        print_table([{k: v for k, v in r.items() if k != "device"} for r in rows if r["device"] == i], title=title)

@@ -14,11 +14,12 @@ from rich.table import Table
 
 from fastdeepiot import tasks
 from fastdeepiot.checkpoints import MAX_NETWORK_BYTES, estimate_parameters, load_checkpoint, save_checkpoint
+from fastdeepiot.compression.config import MAX_EPOCHS
 from fastdeepiot.devices import check_threads
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UserError, check_seed
 from fastdeepiot.safeio import atomic_write_text, check_output
 from fastdeepiot.tasks import fashion, hapt
-from fastdeepiot.tasks.training import check_seed, seed_everything
+from fastdeepiot.tasks.training import seed_everything
 
 
 # This module's verbs; cli.py merges them into the one app (commands never import cli).
@@ -73,11 +74,13 @@ def _parse_channels(text: Optional[str]) -> Optional[list[int]]:
 def train(
     task: str = typer.Argument(..., help="task name (see `fastdeepiot tasks`)"),
     out: Path = typer.Option(..., "--out", "-o", help="checkpoint to write (.pt)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: per task)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, max=MAX_EPOCHS,
+                                         help="maximum epochs (default: per task)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     width_mult: float = typer.Option(1.0, "--width-mult", min=0.01, help="scale every layer's width"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate (default: per task)"),
-    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="early-stopping patience in epochs"),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, max=MAX_EPOCHS,
+                                           help="early-stopping patience in epochs"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for training "
                                           "(default: 2, or the number of cores if fewer)"),
     time_stride: Optional[int] = typer.Option(None, "--time-stride", help="DeepSense: time downsampling before the GRU"),
@@ -101,7 +104,7 @@ def train(
     if Path(mpath).resolve() == Path(out).resolve():
         raise UserError(f"--metrics-json {mpath} is the checkpoint path -o; give two different files")
     out = check_output(out, kind="checkpoint", force=force, option="-o")
-    mpath = check_output(mpath, kind="json", force=force, option="--metrics-json")
+    mpath = check_output(mpath, kind="metrics", force=force, option="--metrics-json")
     arch: dict = {"width_mult": width_mult}
     if time_stride is not None:
         arch["time_stride"] = time_stride

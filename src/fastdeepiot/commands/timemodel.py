@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import typer
 
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import MAX_SEED, UserError
 from fastdeepiot.families import get_family, parse_families
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.profiling.timer import time_network
@@ -41,7 +41,9 @@ def fit(
     compare: bool = typer.Option(False, "--compare", help="also score the other estimators on the held-out data"),
     holdout: float = typer.Option(0.2, "--holdout", min=0.0, max=0.9, help="share held out for scoring"),
     layers: Optional[str] = typer.Option(None, "--layers", help="only these families"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seed of the held-out split and of the estimator (a tree's cross-validation folds; >= 0)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED,
+                             help="seed of the held-out split and of the estimator (a tree's cross-validation "
+                                  f"folds; 0 to {MAX_SEED})"),
     device: Optional[str] = typer.Option(None, "--device", "-d",
                                          help="the backend to fit, when the database holds several"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,

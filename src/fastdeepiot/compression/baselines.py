@@ -33,9 +33,11 @@ the one network timer (`search.measure_models`) when `measure` and a backend are
 from __future__ import annotations
 
 import copy
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -51,6 +53,7 @@ from fastdeepiot.compression.search import (_resolve_data, _task_of, check_argum
                                             label_checked, measure_models)
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
+from fastdeepiot.safeio import KIND_NAMES, sniff
 from fastdeepiot.tasks.nets import build
 
 METHODS = BASELINES
@@ -77,17 +80,57 @@ class BaselineResult:
                 "arch": self.arch}
 
 
+_WHICH_REPORT = "the .report.json that `fastdeepiot compress` writes beside its -o"
+
+
 def budget_from(result) -> int:
     """The optimizer steps our search took (`CompressResult` or its JSON report): the baselines' budget."""
-    run = result.run if hasattr(result, "run") else (result.get("run", {}) if isinstance(result, dict) else None)
+    if isinstance(result, dict) and "run" not in result and "method" in result:
+        raise UserError(f"a baseline's report (method {result['method']!r}), not a compress report; give "
+                        + _WHICH_REPORT)
+    run = result.run if hasattr(result, "run") else (result.get("run") if isinstance(result, dict) else None)
     if not isinstance(run, dict):
-        raise UserError("not a compress report (a JSON object whose \"run\" records optimizer_steps)")
+        what = ("has no \"run\" entry" if isinstance(result, dict) and "run" not in result
+                else f"is a {type(result).__name__}, not a JSON object" if not isinstance(result, dict)
+                else f"has a \"run\" entry of type {type(run).__name__}, not an object")
+        raise UserError(f"not a compress report: it {what} (a compress report is a JSON object whose \"run\" "
+                        f"records optimizer_steps); give {_WHICH_REPORT}")
     if "optimizer_steps" not in run:
         raise UserError("this compress result does not record optimizer_steps (made by an older version)")
     steps = run["optimizer_steps"]
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UserError(f"the compress report's optimizer_steps must be a whole number >= 1, got {steps!r}")
     return steps
+
+
+def budget_from_file(path, option: str = "--budget-from") -> int:
+    """`budget_from` of the compress report at `path`; a UserError naming the file and what it is (missing,
+    a folder, a file of another kind, not JSON, another JSON document) otherwise."""
+    label = f"{option} {path}"
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{label}: no such file; give {_WHICH_REPORT}")
+    if p.is_dir():
+        raise UserError(f"{label} is a directory; give {_WHICH_REPORT}")
+    try:
+        kind = sniff(p)
+        text = p.read_text(encoding="utf-8") if kind in ("report", "json", "text") else None
+    except OSError as e:
+        raise UserError(f"{label}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        kind, text = "binary", None
+    if text is None:
+        raise UserError(f"{label} is {KIND_NAMES.get(kind, kind)}, not a compress report; give {_WHICH_REPORT}")
+    try:
+        report = json.loads(text)
+    except ValueError as e:  # JSONDecodeError; numbers Python refuses
+        raise UserError(f"{label} is not valid JSON ({str(e).splitlines()[0][:200]}); give {_WHICH_REPORT}") from None
+    except RecursionError:
+        raise UserError(f"{label}: JSON nested too deeply to read; give {_WHICH_REPORT}") from None
+    try:
+        return budget_from(report)
+    except UserError as e:
+        raise UserError(f"{label}: {e}") from None
 
 
 def nominal_budget(config: CompressConfig, steps_per_epoch: int, candidates: int) -> int:

@@ -18,8 +18,7 @@ from numbers import Real
 
 from fastdeepiot.compression.importance import CRITERIA
 from fastdeepiot.compression.moves import MOVES
-from fastdeepiot.errors import UserError, check_whole
-from fastdeepiot.tasks.training import check_seed
+from fastdeepiot.errors import UserError, check_seed, check_whole
 
 COSTS = ("time", "flops")  # the time model's predicted ms, or FLOPs (the ablation)
 # the external baselines (`compression.baselines`; named here so that the CLI lists them without importing it)
@@ -27,6 +26,13 @@ BASELINES = tuple(f"torch-pruning-{imp}-{scope}" for imp in ("l1", "taylor") for
     "netadapt-flops", "width-scratch")
 DIVERGENCE_SLACK = 2.0  # a candidate's divergence after its short fine-tune may reach this x max_divergence
 ACCEPTANCES = ("labels", "agreement")  # what a state's accuracy drop is judged on (`compression.agreement`)
+# Upper bounds of the settings that say how long a run is: far beyond any run the benches or the README make,
+# so that a typo (1000000 for 100) is refused in a line rather than running for days. The CLI's options
+# (compress, baseline, train) show them as their ranges.
+MAX_EPOCHS = 1000  # final_epochs, scratch_epochs; train's --epochs and --patience
+MAX_FINETUNE_STEPS = 10_000  # finetune_steps (per candidate; the default is 100)
+MAX_ITERS = 1000  # max_iters (default 25); baseline's --iterative-steps (default 4)
+MAX_BUDGET_STEPS = 200_000  # baseline's --budget-steps (the compress runs in docs/results took up to ~12,000)
 
 
 @dataclass(frozen=True)
@@ -131,20 +137,20 @@ class CompressConfig:
         for name in ("distill", "measure", "compare_scratch", "train_guard"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_whole(self.finetune_steps, "finetune_steps", 0)
-        check_whole(self.max_iters, "max_iters", 0)
+        check_whole(self.finetune_steps, "finetune_steps", 0, MAX_FINETUNE_STEPS)
+        check_whole(self.max_iters, "max_iters", 0, MAX_ITERS)
         check_whole(self.evaluate_top, "evaluate_top", 1)
         check_whole(self.max_seq_factor, "max_seq_factor", 1)
         check_whole(self.batch_size, "batch_size", 1)
         check_whole(self.importance_batches, "importance_batches", 0)
         check_seed(self.seed)
-        _real(self, "final_epochs", lo=0.0)
+        _real(self, "final_epochs", lo=0.0, hi=MAX_EPOCHS)
         _real(self, "lr", lo=0.0, hi=10.0, lo_open=True)  # train caps its --lr there too
         _real(self, "step_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         _real(self, "search_slack", lo=0.0)
         _real(self, "confidence", lo=0.5, hi=1.0, hi_open=True)
         if self.scratch_epochs is not None:
-            _real(self, "scratch_epochs", lo=0.0, lo_open=True)
+            _real(self, "scratch_epochs", lo=0.0, hi=MAX_EPOCHS, lo_open=True)
         if self.backend is not None and not isinstance(self.backend, str):
             raise UserError(f"backend must be a backend name, got {self.backend!r}")
 

@@ -19,6 +19,28 @@ def accuracy(model: nn.Module, loader) -> float:
     return mask_accuracy(correct_mask(model, loader))
 
 
+def fraction_metric(metric: Callable) -> Callable:
+    """A user's `metric(model, loader)` whose every value is checked: a finite number in [0, 1], the
+    fraction the default metric (top-1 accuracy) gives. Drops, budgets and the reports' percentages are 100x
+    it, so a metric on a 0-100 scale read 93 as 9300% (and any budget as met); it is a UserError instead."""
+    def checked(model, loader) -> float:
+        v = metric(model, loader)
+        if torch.is_tensor(v) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+            raise UserError(f"the metric returned {v!r} ({type(v).__name__}); it must return a number in [0, 1] "
+                            "(the fraction correct, as top-1 accuracy does)")
+        f = float(v)
+        if not math.isfinite(f) or not 0.0 <= f <= 1.0:
+            hint = f" (on a 0-100 scale? return {f / 100:g} for {f:g}%)" if 1.0 < f <= 100.0 else ""
+            raise UserError(f"the metric returned {f:g}; it must return a fraction in [0, 1]{hint}: accuracy "
+                            "drops and budgets are percentage points of 100 x the metric")
+        return f
+
+    checked.__wrapped__ = metric
+    return checked
+
+
 def mask_accuracy(mask: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] from per-sample correctness."""
     return int(mask.sum()) / max(len(mask), 1)

@@ -45,7 +45,8 @@ cost moves with its input width too) and accuracy after fine-tuning is not addit
 so re-pricing and re-scoring after every step is worth its cost on the small networks this targets; the
 knapsack-style ratio keeps the number of fine-tuned candidates per step small.
 
-Accuracy drops are in percentage points; `metric(model, loader)` returns a fraction in [0, 1]. With the
+Accuracy drops are in percentage points; `metric(model, loader)` returns a fraction in [0, 1] (checked on
+every call: `finetune.fraction_metric`; a value outside it, e.g. a metric on a 0-100 scale, is a UserError). With the
 default metric (top-1 accuracy), the final acceptance is statistical: a state is kept only if the
 `confidence` (default 90%) one-sided upper bound on its validation accuracy drop, paired on the same
 samples, is within `max_accuracy_drop` -- a near-saturated validation split (99% on a few people)
@@ -92,6 +93,7 @@ from fastdeepiot.compression.agreement import AgreementPool, labelled_confirms, 
 from fastdeepiot.compression.config import DIVERGENCE_SLACK, CompressConfig
 from fastdeepiot.compression.cost import FlopsCost, TimeCost, unmodelled_ops
 from fastdeepiot.compression.finetune import (LabelChecked, accuracy, correctness, divergence, finetune, forward_all,
+                                              fraction_metric,
                                               logits_of, mask_accuracy, outputs, paired_drop_upper, recipe,
                                               reinitialise, take_samples, train_recipe)
 from fastdeepiot.compression.importance import l1_importance
@@ -150,6 +152,9 @@ def _task_of(task_or_loaders):
 
 
 def _resolve_data(task_or_loaders, metric, batch_size, seed):
+    """(train, val, test loaders, metric): a user's metric checked on every call (`fraction_metric`)."""
+    if metric is not None:
+        metric = fraction_metric(metric)
     task = _task_of(task_or_loaders)
     if task is not None:
         tr, va, te = task.loaders(batch_size=batch_size, seed=seed)
@@ -254,7 +259,6 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
         raise UserError("cost='time' needs a time_model")
     with reporter(progress, config.max_iters) as report:
         run = _Search(model, task_or_loaders, config, time_model, example_input, metric, report)
-        run.check_target()
         stop_reason = run.search()
         return run.finish(stop_reason)
 
@@ -352,6 +356,9 @@ class _Search:
         self.cur_acc, self.cur_cost = self.base_acc, self.base_cost
         # (model, plan steps, validation accuracy, cost) of every accepted state, the original first
         self.snapshots = [(copy.deepcopy(self.model), list(self.plan.steps), self.cur_acc, self.cur_cost)]
+        # an unreachable target is the run's one line: said before any progress line (it printed 'base: ...'
+        # first, two lines for one error) and before the agreement pool is built
+        self.check_target()
         self.log(f"base: {self.base_cost:.4g} {self.pricer.unit}, val accuracy {self.base_acc:.2f}%")
         # agreement acceptance: the pool every state is judged on, built once (None: judged on labels)
         self.pool = (AgreementPool.build(self.model, self.train_dl, self.val_dl, seed=c.seed)

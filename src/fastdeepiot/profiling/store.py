@@ -18,7 +18,7 @@ import math
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from fastdeepiot.errors import StoreError, UserError
 from fastdeepiot.safeio import atomic_path, refuse_sidecar_name
@@ -369,16 +369,21 @@ def export_rows(store: Store) -> Iterable[dict]:
                "config_json": json.dumps(m.config, sort_keys=True)}
 
 
+def write_csv(store: Store, f: IO[str]) -> int:
+    """Write every measurement as CSV to an open text stream (standard output for `export --csv -`)."""
+    n = 0
+    w = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
+    w.writeheader()
+    for row in export_rows(store):
+        w.writerow(row)
+        n += 1
+    return n
+
+
 def export_csv(store: Store, path: str) -> int:
     """Write every measurement to CSV (atomically: a temporary file in the same folder, then a rename)."""
-    n = 0
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
-        w.writeheader()
-        for row in export_rows(store):
-            w.writerow(row)
-            n += 1
-    return n
+        return write_csv(store, f)
 
 
 def parquet_modules():

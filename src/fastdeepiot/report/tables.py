@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Sequence
 
@@ -11,15 +12,21 @@ from rich.table import Table
 
 
 def measurement_summary(store) -> list[dict]:
-    """Per family: count, median / min / max time, median relative IQR (the noise floor)."""
-    by: dict[str, list] = defaultdict(list)
+    """Per device and family: count, median / min / max time, median relative IQR (the noise floor). Each
+    row's "device" is the index of its device in `store.devices()`: the times of two devices are never
+    pooled into one row."""
+    order = [json.dumps(d, sort_keys=True) for d in store.devices()]
+    by: dict[tuple[int, str], list] = defaultdict(list)
     for m in store.measurements():
-        by[m.family].append((m.median_ms, m.rel_iqr))
+        key = json.dumps(m.device, sort_keys=True)
+        if key not in order:  # cannot happen (a measurement joins its device); kept apart all the same
+            order.append(key)
+        by[(order.index(key), m.family)].append((m.median_ms, m.rel_iqr))
     rows = []
-    for fam, v in sorted(by.items()):
+    for (dev, fam), v in sorted(by.items()):
         t = np.array([a for a, _ in v])
         r = np.array([b for _, b in v])
-        rows.append({"family": fam, "measurements": len(v), "median_ms": float(np.median(t)),
+        rows.append({"device": dev, "family": fam, "measurements": len(v), "median_ms": float(np.median(t)),
                      "min_ms": float(t.min()), "max_ms": float(t.max()),
                      "median_rel_iqr_pct": float(100 * np.median(r))})
     return rows

@@ -16,7 +16,7 @@ from torch import nn
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UserError, check_seed
 from fastdeepiot.tasks.registry import get
 
 
@@ -26,17 +26,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_accuracy: float = 0.0
     best_epoch: int = -1
-
-
-MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds up to this; beyond, torch overflows
-
-
-def check_seed(seed, name: str = "seed") -> int:
-    """A seed every generator here takes as it is: a whole number in [0, MAX_SEED] (numpy would fold a
-    larger one modulo 2**32 into another run's seed, and torch overflows)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise UserError(f"{name} must be a whole number in [0, {MAX_SEED}], got {seed!r}")
-    return int(seed)
 
 
 def seed_everything(seed: int) -> None:

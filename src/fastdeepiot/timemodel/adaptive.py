@@ -12,7 +12,7 @@ import math
 from numbers import Real
 from typing import Iterator
 
-from fastdeepiot.errors import UserError
+from fastdeepiot.errors import UserError, check_whole
 from fastdeepiot.families import LayerConfig, check_config
 from fastdeepiot.profiling.runner import Workload, layer_workload
 from fastdeepiot.profiling.space import region_configs
@@ -26,6 +26,8 @@ def adaptive_workloads(model, store, families: list[str], *, seed: int = 0, per_
     `model`: a TimeModel or the path of its JSON. The whole list is drawn here, before the first workload is
     handed out, so a damaged report (`report.families[f].worst` not a list of {"key": a configuration key of
     family f, "rel_error": a number}) is one UserError before anything is measured. `store` is not read."""
+    seed = check_whole(seed, "seed")
+    per_point = check_whole(per_point, "per_point", 1)
     tm = model if isinstance(model, TimeModel) else TimeModel.load(model)
     out: list[Workload] = []
     try:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from scipy.optimize import lsq_linear
 
-from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError, check_whole
+from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError, check_seed, check_whole
 from fastdeepiot.families import FAMILIES, LayerConfig, check_config, get_family
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
@@ -705,8 +705,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     min_samples = check_whole(min_samples, "min_samples", 1)
     if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
         raise UserError(f"holdout must be a share in [0, 1), got {holdout!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)  # a bool is no seed (True was seed 1)
     dev = _select_device(store, device)
     data = load_layer_data(store, dev)
     networks = load_network_data(store, dev)

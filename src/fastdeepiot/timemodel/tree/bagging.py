@@ -42,10 +42,12 @@ class BaggedModelTrees(RegressorMixin, BaseEstimator):
         df = as_frame(X)
         y = check_y(y_ms, len(df))
         w = check_weights(sample_weight, len(df))
-        if not (isinstance(self.n_estimators, int) and self.n_estimators >= 1):
+        if isinstance(self.n_estimators, bool) or not (isinstance(self.n_estimators, int) and self.n_estimators >= 1):
             raise ValueError(f"n_estimators must be a positive integer, got {self.n_estimators!r}")
-        if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
+        if isinstance(self.subsample, bool) or not (isinstance(self.subsample, (int, float)) and 0 < self.subsample <= 1):
             raise ValueError(f"subsample must be in (0, 1], got {self.subsample!r}")
+        if isinstance(self.random_state, bool) or not (isinstance(self.random_state, int) and self.random_state >= 0):
+            raise ValueError(f"random_state must be a whole number >= 0, got {self.random_state!r}")
         n = len(df)
         m = max(1, int(round(self.subsample * n)))
         self.trees_ = []
