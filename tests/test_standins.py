@@ -469,3 +469,16 @@ def test_cli_predicts_a_network_of_token_ids(fake_tm, tmp_path, monkeypatch, cap
     assert "SHAPE:int64" in capsys.readouterr().err
     assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12:complex"]) == 2
     assert "unknown input dtype" in capsys.readouterr().err
+
+
+def test_ort_fuses_an_activation_into_a_linear_only_with_a_bias():
+    def fused(net, x):
+        calls = fusion_for_backend(extract_layers(net.eval(), x), "onnxruntime-cpu", nchwc_block=16)
+        return [c.fused_into for c in calls if c.family == "activation"]
+
+    x = torch.randn(4, 32)
+    w = torch.randn(16, 32)
+    assert fused(nn.Sequential(nn.Linear(32, 16), nn.ReLU()), x) == ["0"]  # Gemm + Relu: FusedGemm
+    assert fused(nn.Sequential(nn.Linear(32, 16, bias=False), nn.ReLU()), x) == [None]  # MatMul + Relu
+    assert fused(Fn(lambda y: torch.relu(F.linear(y, w)), nn.Identity()), x) == [None]
+    assert fused(Fn(lambda y: torch.relu(F.linear(y, w, torch.zeros(16))), nn.Identity()), x) == ["linear"]

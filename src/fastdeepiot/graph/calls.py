@@ -12,6 +12,7 @@ from fastdeepiot.families import LayerConfig
 
 LAYER, FREE, UNMODELLED = "layer", "free", "unmodelled"
 INPUT = "input"  # producer name of the network's inputs
+NO_BIAS = "without a bias"  # in the note of a linear call that adds none (ONNX: MatMul, not Gemm; graph.fusion R4)
 
 
 @dataclass

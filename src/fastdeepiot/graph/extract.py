@@ -110,7 +110,7 @@ import torch.nn.functional as F
 from fastdeepiot.errors import UserError
 from fastdeepiot.families import ACTIVATIONS, LayerConfig
 from fastdeepiot.graph import ops
-from fastdeepiot.graph.calls import FREE, INPUT, LAYER, UNMODELLED, ExtractResult, LayerCall
+from fastdeepiot.graph.calls import FREE, INPUT, LAYER, NO_BIAS, UNMODELLED, ExtractResult, LayerCall
 from fastdeepiot.graph.fingerprint import fingerprint
 from fastdeepiot.graph.record import record
 from fastdeepiot.graph.trace import arg as _arg
@@ -209,10 +209,11 @@ def _map_conv(m, shape: tuple[int, ...], dim: int | None = None, op: str | None 
     return _Mapped(LAYER, op, f"conv{dim}d", params, approx, "; ".join(notes) or None)
 
 
-def _map_linear(m: nn.Linear, shape, op: str = "Linear") -> _Mapped:
+def _map_linear(m: nn.Linear, shape, op: str = "Linear", bias: bool | None = None) -> _Mapped:
     batch = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
-    return _Mapped(LAYER, op, "linear",
-                   {"batch": batch, "in_features": m.in_features, "out_features": m.out_features})
+    bias = getattr(m, "bias", None) is not None if bias is None else bias
+    return _Mapped(LAYER, op, "linear", {"batch": batch, "in_features": m.in_features, "out_features": m.out_features},
+                   note=None if bias else NO_BIAS)
 
 
 class _ConvArgs:
@@ -433,7 +434,7 @@ def _map_matmul(sa, sb, op: str) -> _Mapped:
     if len(sb) == 2:
         return _Mapped(LAYER, op, "linear", {"batch": math.prod(sa[:-1]), "in_features": int(sa[-1]),
                                              "out_features": int(sb[-1])}, False,
-                       "a matmul by a 2-D tensor priced as a Linear")
+                       f"a matmul by a 2-D tensor priced as a Linear {NO_BIAS}")
     lead = torch.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
     return _Mapped(LAYER, op, "matmul", {"batch": math.prod(lead), "m": int(sa[-2]), "k": int(sa[-1]),
                                          "n": int(sb[-1])})
@@ -722,7 +723,7 @@ def _fn_flinear(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     x = arg_shapes.get(_arg(node, 0, "input"))
     if not (_is_tensor_shape(w) and _is_tensor_shape(x) and len(w) == 2 and x and x[-1] == w[1]):
         return _unmodelled(name, "F.linear with a weight of unknown shape")
-    return _map_linear(_ConvArgs(w), x, op=name)
+    return _map_linear(_ConvArgs(w), x, op=name, bias=_arg(node, 2, "bias") is not None)
 
 
 def _fn_fconv(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
@@ -904,7 +905,8 @@ def _fn_einsum(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
         mp = _Mapped(LAYER, name, "linear", {"batch": M, "in_features": K, "out_features": N}, True)
     else:
         mp = _Mapped(LAYER, name, "matmul", {"batch": B, "m": M, "k": K, "n": N}, True)
-    mp.note = f"einsum {eq!r} priced as the {'GEMM' if not batch else 'batched matrix product'} it computes"
+    mp.note = f"einsum {eq!r} priced as the {'GEMM' if not batch else 'batched matrix product'} it computes" + (
+        f", {NO_BIAS}" if not batch else "")
     return mp
 
 

@@ -34,8 +34,8 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       an activation of R2's list right after that Add is fused too. Never for Conv1d. When both
       operands qualify, the later-computed conv takes it. After an NCHWc conv's Sum only relu, sigmoid
       and tanh are fused (not relu6, leaky_relu, hardswish); after a FusedConv's Z input, R2's list.
-  R4  Linear on a 2-D input followed by relu/leaky_relu/sigmoid/tanh: FusedGemm (not relu6/hardswish/
-      gelu, not BatchNorm).
+  R4  Linear with a bias on a 2-D input followed by relu/leaky_relu/sigmoid/tanh: FusedGemm (not relu6/
+      hardswish/gelu, not BatchNorm; without a bias ONNX has a MatMul, which fuses nothing).
   R5  A standalone BatchNorm2d on the NCHWc path (not reading the network input) becomes a per-channel
       NCHWc Conv, and a following relu/relu6/leaky_relu/sigmoid/tanh is fused into it.
   R6  (issue 17) An add of two (batch, seq, features) tensors whose only consumer is a LayerNorm over
@@ -56,7 +56,7 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 from __future__ import annotations
 
 from fastdeepiot.errors import UnknownNameError
-from fastdeepiot.graph.calls import INPUT, LAYER, ExtractResult, LayerCall
+from fastdeepiot.graph.calls import INPUT, LAYER, NO_BIAS, ExtractResult, LayerCall
 from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS, STANDIN_OPS
 
 _CONV = ("conv1d", "conv2d")
@@ -168,7 +168,8 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
             elif r.family in _CONV:
                 ok = k in _CONV_ACTS or (k == "hardswish" and nchwc_conv(r))
             elif r is p and p.family == "linear":
-                ok = k in _GEMM_ACTS and len(p.input_shapes[0] if p.input_shapes else ()) == 2
+                ok = (k in _GEMM_ACTS and len(p.input_shapes[0] if p.input_shapes else ()) == 2
+                      and NO_BIAS not in (p.note or ""))  # without a bias ONNX has a MatMul, not a Gemm
             elif r is p and p.family == "batchnorm" and p.name in nchwc_out:
                 ok = k in _CONV_ACTS or k == "hardswish"
             else:
