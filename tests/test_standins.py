@@ -6,6 +6,8 @@ predict on the fake backend, and a real-backend smoke test."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -285,7 +287,7 @@ def test_ort_fuses_a_clamp_like_relu6_and_never_a_standin():
 def fake_tm(tmp_path_factory):
     db = tmp_path_factory.mktemp("standins") / "fake.db"
     backend = FakeBackend(step=16)
-    fams = ["conv2d", "linear", "activation", "add", "mul", "pool1d", "pool2d", "concat", "batchnorm"]
+    fams = ["conv2d", "linear", "activation", "add", "mul", "pool1d", "pool2d", "concat", "batchnorm", "layernorm"]
     work = list(plan(fams, seed=0, network_every=0))[:30 * len(fams)]
     work += [layer_workload(LayerConfig("activation", {"kind": k, "batch": b, "channels": c, "dims": 1, "size": n}),
                             "sweep") for k in ACTIVATIONS for b, c, n in ((1, 8, 64), (2, 16, 32), (4, 32, 16))]
@@ -482,3 +484,99 @@ def test_ort_fuses_an_activation_into_a_linear_only_with_a_bias():
     assert fused(nn.Sequential(nn.Linear(32, 16, bias=False), nn.ReLU()), x) == [None]  # MatMul + Relu
     assert fused(Fn(lambda y: torch.relu(F.linear(y, w)), nn.Identity()), x) == [None]
     assert fused(Fn(lambda y: torch.relu(F.linear(y, w, torch.zeros(16))), nn.Identity()), x) == ["linear"]
+
+
+# ------------------------------------------------- ORT's fusions of hand-written GELU, RMSNorm and LayerNorm
+
+
+class _W(nn.Module):
+    def __init__(self, fn, scale=False, bias=False):
+        super().__init__()
+        self.fn = fn
+        self.w = nn.Parameter(torch.ones(64)) if scale else None
+        self.b = nn.Parameter(torch.zeros(64)) if bias else None
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _rms(s, x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * s.w
+
+
+def _bert_ln(s, h):
+    u = h.mean(-1, keepdim=True)
+    v = (h - u).pow(2).mean(-1, keepdim=True)
+    return s.w * ((h - u) / torch.sqrt(v + 1e-12)) + s.b
+
+
+def _ln_one_sub(s, h):
+    u = h.mean(-1, keepdim=True)
+    d = h - u
+    return (d / torch.sqrt(d.pow(2).mean(-1, keepdim=True) + 1e-5)) * s.w + s.b
+
+
+# (name, module, the one call left: its op and family) where ORT fuses the chain (checked with graph.ort_check on
+# onnxruntime 1.2x: Gelu, SimplifiedLayerNormalization, LayerNormalization), None where ORT leaves it apart
+ORT_PATTERNS = [
+    ("gelu x/sqrt2", _W(lambda s, h: h * 0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))), ("Gelu", "activation")),
+    ("gelu 0.5*h first", _W(lambda s, h: 0.5 * h * (1.0 + torch.erf(h / 1.41421))), ("Gelu", "activation")),
+    ("gelu *0.5 last", _W(lambda s, h: h * (1.0 + torch.erf(h / math.sqrt(2.0))) * 0.5), ("Gelu", "activation")),
+    ("gelu x*0.7071", _W(lambda s, h: h * 0.5 * (1.0 + torch.erf(h * 0.7071067811865476))), None),
+    ("rmsnorm rsqrt", _W(_rms, scale=True), ("SimplifiedLayerNormalization", "layernorm")),
+    ("rmsnorm sqrt/div", _W(lambda s, x: s.w * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)), scale=True),
+     ("SimplifiedLayerNormalization", "layernorm")),
+    ("rmsnorm without a scale", _W(lambda s, x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)), None),
+    ("rmsnorm x*x", _W(lambda s, x: x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * s.w, scale=True), None),
+    ("bert layernorm", _W(_bert_ln, scale=True, bias=True), ("LayerNormalization", "layernorm")),
+    ("layernorm one sub", _W(_ln_one_sub, scale=True, bias=True), ("LayerNormalization", "layernorm")),
+    ("layernorm d*d", _W(lambda s, h: (lambda u: (h - u) / torch.sqrt(((h - u) * (h - u)).mean(-1, keepdim=True)
+                                                                      + 1e-5) * s.w + s.b)(h.mean(-1, keepdim=True)),
+                        scale=True, bias=True), None),
+]
+
+
+def _pattern_net(m):
+    return nn.Sequential(nn.Linear(64, 64), m, nn.Linear(64, 64)).eval()
+
+
+@pytest.mark.parametrize("name,m,left", ORT_PATTERNS, ids=[p[0] for p in ORT_PATTERNS])
+def test_ort_runs_hand_written_gelu_and_norms_as_one_op(name, m, left):
+    x = torch.randn(2, 16, 64)
+    res = extract_layers(_pattern_net(m), x)
+    ort = [c for c in fusion_for_backend(res, "onnxruntime-cpu", nchwc_block=8)
+           if c.kind == "layer" and c.fused_into is None and c.family != "linear"]
+    torch_calls = [c for c in fusion_for_backend(res, "torch-cpu") if c.kind == "layer" and c.family != "linear"]
+    assert len(torch_calls) >= 5 and all(c.fused_into is None for c in torch_calls)  # eager torch runs every op
+    if left is None:
+        assert len(ort) == len(torch_calls)
+    else:  # one call in place of the chain, reading what the chain read, read by what read the chain
+        (c,) = ort
+        assert (c.op, c.family) == left and c.approx and c.inputs == ["0"]
+        assert [l.inputs for l in fusion_for_backend(res, "onnxruntime-cpu") if l.name == "2"] == [[c.name]]
+        if left[1] == "layernorm":
+            assert c.config.params == {"batch": 2, "seq_len": 16, "features": 64}
+        else:
+            assert c.config.params["kind"] == "gelu"
+    basic = fusion_for_backend(res, "onnxruntime-cpu", level="basic", nchwc_block=8)
+    assert all(c.fused_into is None for c in basic if c.family != "linear")  # extended-level fusions in ORT
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("onnxruntime"), reason="onnxruntime not installed")
+@pytest.mark.parametrize("name,m,left", ORT_PATTERNS, ids=[p[0] for p in ORT_PATTERNS])
+def test_the_patterns_are_onnx_runtimes(name, m, left):
+    from fastdeepiot.graph.ort_check import ort_optimized_nodes
+
+    ops = {n.op_type for n in ort_optimized_nodes(_pattern_net(m), torch.randn(2, 16, 64))}
+    fused = ops & {"Gelu", "SimplifiedLayerNormalization", "LayerNormalization"}
+    assert bool(fused) == (left is not None), ops
+
+
+def test_a_written_out_layernorm_is_priced_as_nn_layernorm_on_ort(fake_tm):
+    from fastdeepiot.timemodel.model import TimeModel
+
+    tm = TimeModel(fake_tm.estimators, fake_tm.composition, {**fake_tm.device, "backend": "onnxruntime-cpu"})
+    x = torch.randn(2, 16, 64)
+    hand = tm.predict_network(_pattern_net(_W(_ln_one_sub, scale=True, bias=True)), x)
+    module = tm.predict_network(_pattern_net(nn.LayerNorm(64)), x)
+    assert hand.total_ms == pytest.approx(module.total_ms, rel=1e-9)

@@ -43,19 +43,25 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       LayerNorm, a consumer; rank-2 adds and adds with another consumer, as in pre-norm blocks, stay).
   R7  (issue 17) Nearest Upsample of an NCHWc tensor runs as an NCHWc Upsample (any channel count);
       reading an NCHW tensor, or (bi)linear, it is a plain Resize.
+  R8-R10 (session 20) A GELU (erf), an RMSNorm or a LayerNorm written out element by element in the forms
+      ORT's GeluFusion, SimplifiedLayerNormFusion and LayerNormFusion match become one call, priced as
+      nn.GELU / nn.LayerNorm (`_ort_patterns`; the other calls of the chain leave the result).
   hardsigmoid (issue 17) fuses like relu in R2-R5; silu never (one QuickGelu op), gelu never. A clamp
   (hardtanh, torch.clamp: ONNX Clip) fuses as relu6 does; an element-wise op priced as another kind's pass
-  (`ops.STANDIN_OPS`: exp, ELU, Softplus, ...) never fuses.
+  (`ops.STANDIN_OPS`: abs, exp, rsqrt, ...) never fuses.
   Not fused: pools, concat, adds not after a conv, GRU/LSTM, BatchNorm1d after Linear, lone activations,
   mul (squeeze-excitation's scale), GroupNorm (InstanceNormalization + Mul + Add) and the activation
   after it, attention (MatMul/Softmax), mha / transformer_encoder (measured whole).
-  `level='extended'` (ORT_ENABLE_EXTENDED, no NCHWc) keeps R1, R2 (without hardswish), R4, R6, drops
-  R3, R5, R7.
+  `level='extended'` (ORT_ENABLE_EXTENDED, no NCHWc) keeps R1, R2 (without hardswish), R4, R6, R8-R10,
+  drops R3, R5, R7; `level='basic'` keeps R1 alone.
 """
 
 from __future__ import annotations
 
+import math
+
 from fastdeepiot.errors import UnknownNameError
+from fastdeepiot.families import LayerConfig
 from fastdeepiot.graph.calls import INPUT, LAYER, NO_BIAS, ExtractResult, LayerCall
 from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS, STANDIN_OPS
 
@@ -85,11 +91,11 @@ def nchwc_block_size() -> int:
 _NETWORK_OUTPUT = "<network output>"  # the user `_ort_rules` gives a call whose tensor the network returns
 
 
-def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> None:
+def _dataflow(calls: list[LayerCall], outputs=()):
+    """(by_name, src, ins, users) of `calls` as the exported graph has them: no-op calls (Identity, eval Dropout:
+    the vocabulary's `vanishes`) vanish, so `src` sees through them; `users` of a call the network returns include
+    `_NETWORK_OUTPUT`."""
     by_name = {c.name: c for c in calls}
-    position = {c.name: i for i, c in enumerate(calls)}
-    # no-op calls (Identity, eval Dropout: the vocabulary's `vanishes`) vanish from the exported graph:
-    # see through them
     alias: dict[str, str] = {}
     for c in calls:
         if c.kind != LAYER and c.op in NOOP_OPS and len(c.inputs) == 1:
@@ -107,6 +113,12 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
             users.setdefault(i, []).append(c.name)
     for o in outputs:  # a tensor the network returns has a user outside it: its producer fuses nothing away
         users.setdefault(src(o), []).append(_NETWORK_OUTPUT)
+    return by_name, src, ins, users
+
+
+def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> None:
+    by_name, src, ins, users = _dataflow(calls, outputs)
+    position = {c.name: i for i, c in enumerate(calls)}
     state: dict[str, set] = {}  # root name -> {'bn', 'act', 'sum'}
     nchwc_out: set[str] = set()  # calls whose output stays in ORT's blocked NCHWc layout
 
@@ -213,6 +225,136 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
             c.layout = "nchwc"
 
 
+def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
+    """R8-R10 (ORT's GeluFusion, SimplifiedLayerNormFusion and LayerNormFusion, extended level): element-wise chains written
+    out by hand that ONNX Runtime runs as one op. Checked against ORT's optimized graphs (docs/ort_fusion.md); the
+    forms ORT leaves alone (erf of x * 0.7071, an RMSNorm without its scale, x * x for the square) are left too.
+
+    R8  x / c -> erf -> + 1 -> * x and * 0.5 (either order): one Gelu, priced as the GELU activation of x.
+    R9  x ** 2 -> mean over the last axis -> + eps -> rsqrt, * x (or sqrt, x / it) -> * a weight: one
+        SimplifiedLayerNormalization, priced as the LayerNorm of x.
+    R10 mean of x -> x - mean (once or twice) -> ** 2 -> mean -> + eps -> sqrt -> (x - mean) / it -> * a weight
+        -> + a bias: one LayerNormalization. Matched first, as ORT does: its inner part looks like R9's.
+    A matched chain is one call in the result: its last call (the one the rest of the network reads) becomes the
+    fused op reading x, and the others are gone (the fused kernel does their work: charging them as fused calls
+    priced a hand-written LayerNorm 36% over nn.LayerNorm, which runs the same kernel)."""
+    by_name, src, _, users = _dataflow(calls, outputs)
+    gone: set[str] = set()  # calls a fused op does the work of: not in the result
+    taken: set[str] = set()  # every call of a matched chain
+
+    def replace(chain: list[LayerCall], x: str, family: str, config: LayerConfig, op: str, note: str) -> None:
+        last = chain[-1]
+        shape = by_name[x].output_shape if x in by_name else chain[0].input_shapes[0]
+        last.family, last.config, last.op, last.approx, last.note = family, config, op, True, note
+        last.inputs, last.input_shapes = [x], [tuple(shape)] if shape else []
+        gone.update(c.name for c in chain[:-1])
+        taken.update(c.name for c in chain)
+
+    def one_user(c: LayerCall) -> LayerCall | None:
+        u = users.get(c.name, [])
+        return by_name.get(u[0]) if len(u) == 1 else None
+
+    def prod(name: str) -> LayerCall | None:
+        return by_name.get(src(name))
+
+    def is_ew(c, op: str, mode: str | None = None) -> bool:
+        return (c is not None and c.kind == LAYER and c.name not in taken and c.op == op and c.family == "mul"
+                and (mode is None or c.config.params.get("mode") == mode))
+
+    def other_input(c: LayerCall, name: str) -> str | None:
+        ins = [src(i) for i in c.inputs]
+        return next((i for i in ins if i != name), None) if name in ins and len(ins) == 2 else None
+
+    for m in calls:  # R10
+        if m.op != "mean" or m.kind != LAYER or m.name in taken or len(m.inputs) != 1:
+            continue
+        x = src(m.inputs[0])
+        subs = [by_name[u] for u in users.get(m.name, []) if u in by_name]
+        if not subs or len(subs) > 2 or not all(is_ew(c, "sub") and [src(i) for i in c.inputs] == [x, m.name]
+                                                for c in subs):
+            continue
+        sq = [u for c in subs for u in map(by_name.get, users.get(c.name, [])) if u is not None and u.op == "pow"]
+        if len(sq) != 1 or sq[0].name in taken:
+            continue
+        p = sq[0]
+        var = one_user(p)
+        eps = one_user(var) if var is not None and var.op == "mean" and var.kind == LAYER else None
+        r = one_user(eps) if is_ew(eps, "add", "scalar") else None
+        dv = one_user(r) if r is not None and r.op == "sqrt" else None
+        if not is_ew(dv, "div") or [src(i) for i in dv.inputs][1] != r.name or \
+                src(dv.inputs[0]) not in {c.name for c in subs}:
+            continue
+        scale = one_user(dv)
+        bias = one_user(scale) if is_ew(scale, "mul") and other_input(scale, dv.name) == INPUT else None
+        if not is_ew(bias, "add") or other_input(bias, scale.name) != INPUT:
+            continue
+        chain = [*subs, p, var, eps, r, dv, scale, bias]
+        names = {c.name for c in chain}
+        if any(u not in names for c in chain[:-1] for u in users.get(c.name, [])):
+            continue  # an intermediate is read outside the norm: ORT keeps it
+        shape = m.input_shapes[0] if m.input_shapes else ()
+        if len(shape) < 2:
+            continue
+        params = {"batch": int(shape[0]), "seq_len": int(math.prod(shape[1:-1])), "features": int(shape[-1])}
+        replace([m, *chain], x, "layernorm", LayerConfig("layernorm", params), "LayerNormalization",
+                "a LayerNorm written out: ONNX Runtime runs it as one LayerNormalization")
+    for e in calls:
+        if e.op != "erf" or e.family != "activation" or e.name in taken or len(e.inputs) != 1:  # R8
+            continue
+        d = prod(e.inputs[0])
+        if not is_ew(d, "div", "scalar") or one_user(d) is not e or len(d.inputs) != 1:
+            continue
+        x = src(d.inputs[0])
+        a = one_user(e)
+        if not is_ew(a, "add", "scalar"):
+            continue
+        m = one_user(a)
+        if not is_ew(m, "mul", "same"):
+            continue
+        y = other_input(m, a.name)
+        half = prod(y) if y is not None else None
+        if is_ew(half, "mul", "scalar") and [src(i) for i in half.inputs] == [x] and one_user(half) is m:
+            chain = [d, a, half, m]  # (0.5 * x) * (1 + erf(..))
+        elif y == x and is_ew(one_user(m), "mul", "scalar"):
+            chain = [d, a, m, one_user(m)]  # x * (1 + erf(..)) * 0.5
+        else:
+            continue
+        replace([e, *chain], x, "activation", e.config, "Gelu",
+                "a GELU written out (erf): ONNX Runtime runs it as one Gelu")
+    for p in calls:
+        if p.op != "pow" or p.family != "activation" or p.name in taken or len(p.inputs) != 1:  # R9
+            continue
+        x = src(p.inputs[0])
+        mean = one_user(p)
+        if mean is None or mean.op != "mean" or mean.kind != LAYER:
+            continue
+        eps = one_user(mean)
+        if not is_ew(eps, "add", "scalar"):
+            continue
+        r = one_user(eps)
+        if r is not None and r.op == "rsqrt":
+            norm = one_user(r)
+            if not is_ew(norm, "mul") or other_input(norm, r.name) != x:
+                continue
+        elif r is not None and r.op == "sqrt":
+            norm = one_user(r)
+            if not is_ew(norm, "div") or [src(i) for i in norm.inputs] != [x, r.name]:
+                continue
+        else:
+            continue
+        scale = one_user(norm)
+        if not is_ew(scale, "mul") or other_input(scale, norm.name) != INPUT:  # the weight: a parameter
+            continue
+        shape = p.input_shapes[0] if p.input_shapes else ()
+        if len(shape) < 2:
+            continue
+        params = {"batch": int(shape[0]), "seq_len": int(math.prod(shape[1:-1])), "features": int(shape[-1])}
+        replace([p, mean, eps, r, norm, scale], x, "layernorm", LayerConfig("layernorm", params),
+                "SimplifiedLayerNormalization", "an RMSNorm written out: ONNX Runtime runs it as one "
+                "SimplifiedLayerNormalization, priced as a LayerNorm")
+    return [c for c in calls if c.name not in gone]
+
+
 def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str = "all",
                        nchwc_block: int | None = None) -> list[LayerCall]:
     """Copy of `calls` with `fused_into` set per `backend_name`'s fusion rules (see module doc).
@@ -228,8 +370,10 @@ def fusion_for_backend(calls: list[LayerCall], backend_name: str, *, level: str 
     elif name.startswith("onnxruntime") or name.startswith("ort"):
         if level not in ("all", "extended", "basic"):
             raise ValueError(f"unknown ORT optimisation level {level!r}")
-        _ort_rules(out, nchwc=(level == "all"), block=nchwc_block or nchwc_block_size(),
-                   outputs=getattr(calls, "outputs", None) or ())
+        outputs = getattr(calls, "outputs", None) or ()
+        if level != "basic":  # (extended-level fusions in ORT)
+            out = _ort_patterns(out, outputs)
+        _ort_rules(out, nchwc=(level == "all"), block=nchwc_block or nchwc_block_size(), outputs=outputs)
         if level == "basic":  # only Conv+BN folding survives
             for c in out:
                 if c.fused_into is not None and c.family != "batchnorm":
