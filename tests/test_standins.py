@@ -202,8 +202,12 @@ def test_stack_is_the_cat_of_the_same_tensors():
     st, cat = [c for c in res if c.op in ("stack", "cat")]
     assert st.family == cat.family == "concat" and st.config.params == cat.config.params
     assert len(st.inputs) == 2 and all(i.startswith("a") for i in st.inputs)
-    c = _only(Fn(lambda x: torch.stack([x, x], 0)), X4)
-    assert c.kind == "unmodelled"  # along the batch: the family joins channels
+    # along another axis: the channel concat that copies the same blocks (approx)
+    c = _only(Fn(lambda x: torch.stack([x, x], 0)), X4)  # (1, 8, 8, 8) twice: 1 block of 512 each
+    assert c.family == "concat" and c.approx and c.config.params == {
+        "batch": 1, "channels": 1, "dims": 1, "size": 512, "channels_b": 1}
+    c = _only(Fn(lambda y: torch.cat([y, y], -1), nn.Linear(8, 8)), torch.randn(2, 5, 8))  # features of tokens
+    assert c.config.params == {"batch": 10, "channels": 8, "dims": 1, "size": 1, "channels_b": 8} and c.approx
 
 
 def test_max_over_a_dimension_is_a_max_pool():

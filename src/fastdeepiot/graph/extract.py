@@ -667,10 +667,21 @@ def _fn_cat(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
 
 
 def _cat_of(op: str, shapes: list, dim: int) -> _Mapped:
-    """The concat family's call for joining tensors of `shapes` along `dim` (channels, dim 1, only)."""
+    """The concat family's call for joining tensors of `shapes` along `dim`. Along channels (dim 1) as the family
+    does; along another axis as the channel concat that copies the same blocks (a cat along `dim` copies, for each
+    of the prod(shape[:dim]) leading positions, each input's shape[dim:] elements in turn: a concat of batch
+    prod(shape[:dim]), channels shape[dim] and a length of the rest; approx)."""
     rank = len(shapes[0])
+    if not 0 <= dim < rank or any(len(s) != rank for s in shapes):
+        return _unmodelled(op, f"{op} along dim {dim} of rank {rank}")
     if dim != 1 or rank < 2:
-        return _unmodelled(op, f"{op} along dim {dim} (the family concatenates channels)")
+        if len(shapes) == 1:
+            return _Mapped(FREE, op, note="copies" if op == "stack" else None)
+        mp = _cat_of(op, [(math.prod(s[:dim]), s[dim], math.prod(s[dim + 1:])) for s in shapes], 1)
+        if mp.kind == LAYER:
+            mp.approx = True
+            mp.note = f"{op} along dim {dim} priced as the channel concat that copies the same blocks"
+        return mp
     if len(shapes) == 1:
         return _Mapped(FREE, op, note="copies" if op == "stack" else None)
     # One call, as the backend runs it: a cat of k tensors reads each once and writes the output once, so
