@@ -324,9 +324,11 @@ def _map_clamp(lo, hi, op: str, shape) -> _Mapped:
     """A clamp of one tensor to numbers (hardtanh, torch.clamp / clip, .clamp_min): one pass that compares and
     selects, as ReLU6 does (it is hardtanh(0, 6)); exact for hardtanh(0, 6), approx otherwise. ONNX exports
     every one as Clip, which ORT fuses as it fuses ReLU6."""
-    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi)) \
-            or (lo is None and hi is None):
-        return _unmodelled(op, "a clamp to tensor or missing bounds")
+    if lo is None and hi is None:
+        return _unmodelled(op, "a clamp without bounds")
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in (lo, hi)):
+        return _unmodelled(op, "a clamp to bounds that are not numbers (tensors, bools, values computed when "
+                               "the network runs)")
     mp = _map_ew("activation", op, shape, {"kind": "relu6"})
     if mp.kind == LAYER and not (op in ("hardtanh", "hardtanh_", "Hardtanh") and (lo, hi) == (0.0, 6.0)):
         mp.approx = True
@@ -782,6 +784,8 @@ def _fn_mean(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
     dims = _arg(node, 1, "dim", None)
     shape = in_shapes[0]
     mode, exact = entry.params.get("mode", "avg"), entry.params.get("exact", True)
+    if isinstance(dims, torch.fx.Node) and _is_tensor_shape(arg_shapes.get(dims)):
+        return _unmodelled(name, f"an element-wise {name} of two tensors")
     if isinstance(dims, int):
         dims = (dims,)
     mp = None
