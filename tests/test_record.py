@@ -156,3 +156,64 @@ def test_trace_and_record_agree_on_shapes():
                 if n.op in ("call_module", "call_function", "call_method") and n.meta.get("shape") is not None]
 
     assert shapes(a) == shapes(b)
+
+
+def test_an_rnn_on_a_packed_sequence_is_priced():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    class Packed(nn.Module):  # fx cannot trace packing; its (PackedSequence, (h, c)) output holds no tensor directly
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.LSTM(16, 32, batch_first=True), nn.Linear(32, 4)
+
+        def forward(self, x, lens):
+            o, _ = self.rnn(pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False))
+            return self.fc(pad_packed_sequence(o, batch_first=True)[0][:, -1])
+
+    res = extract_layers(Packed().eval(), (torch.randn(3, 20, 16), torch.tensor([20, 15, 10])))
+    assert not res.traced
+    assert [(c.name, c.family) for c in res.layers()] == [("rnn", "lstm"), ("fc", "linear")]
+
+
+def test_the_children_of_a_module_list_are_calls_of_their_own():
+    class Listed(nn.Module):
+        def __init__(self, branch):
+            super().__init__()
+            self.branch = branch
+            self.rnns = nn.ModuleList([nn.GRU(16, 32, batch_first=True)])
+            self.blocks = nn.ModuleDict({"enc": nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)})
+
+        def forward(self, x):
+            if self.branch and x.sum() < -1e9:
+                return x
+            return self.blocks["enc"](self.rnns[0](x)[0])
+
+    x = torch.randn(2, 10, 16)
+    traced, recorded = extract_layers(Listed(False).eval(), x), extract_layers(Listed(True).eval(), x)
+    assert traced.traced and not recorded.traced
+    assert [(c.name, c.family) for c in recorded.layers()] == [(c.name, c.family) for c in traced.layers()] == [
+        ("rnns.0", "gru"), ("blocks.enc", "transformer_encoder")]
+
+
+def test_what_a_forward_registers_or_appends_is_taken_back():
+    from fastdeepiot.timemodel.model import TimeModel
+
+    class Busy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.history, self.seen = nn.Conv2d(3, 8, 3), [], {}
+
+        def forward(self, x):
+            self.c.register_forward_hook(lambda *a: None)  # a hook a call, and a log
+            self.history.append(x.shape[0])
+            self.seen[len(self.seen)] = x
+            y = self.c(x)
+            return y.relu() if y.sum() > -1e9 else y
+
+    d = {"families": {}, "composition": None, "device": {"backend": "fake"}}
+    net = Busy().eval()
+    try:
+        TimeModel.from_dict(d).predict_network(net, torch.randn(1, 3, 8, 8))
+    except Exception:  # noqa: BLE001 - a model without families prices nothing: what matters is the module after
+        pass
+    assert not net.c._forward_hooks and net.history == [] and net.seen == {}

@@ -475,6 +475,8 @@ def test_cli_predicts_a_network_of_token_ids(fake_tm, tmp_path, monkeypatch, cap
     assert "SHAPE:int64" in capsys.readouterr().err
     assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12:complex"]) == 2
     assert "unknown input dtype" in capsys.readouterr().err
+    assert main(["predict", "tm.json", "tokens_net:net", "--input-shape", "2x12:"]) == 2
+    assert "no dtype after ':'" in capsys.readouterr().err
 
 
 def test_ort_fuses_an_activation_into_a_linear_only_with_a_bias():
@@ -534,6 +536,13 @@ ORT_PATTERNS = [
     ("rmsnorm x*x", _W(lambda s, x: x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * s.w, scale=True), None),
     ("bert layernorm", _W(_bert_ln, scale=True, bias=True), ("LayerNormalization", "layernorm")),
     ("layernorm one sub", _W(_ln_one_sub, scale=True, bias=True), ("LayerNormalization", "layernorm")),
+    ("gelu x/1.5", _W(lambda s, h: h * 0.5 * (1.0 + torch.erf(h / 1.5))), None),  # ORT checks the numbers
+    ("gelu *0.3", _W(lambda s, h: h * 0.3 * (1.0 + torch.erf(h / math.sqrt(2.0)))), None),
+    ("gelu 2+erf", _W(lambda s, h: h * 0.5 * (2.0 + torch.erf(h / math.sqrt(2.0)))), None),
+    ("rmsnorm over dim 1", _W(lambda s, x: x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-6) * s.w, scale=True),
+     None),  # ORT's fusions reduce over the last axis only
+    ("layernorm over dim 1", _W(lambda s, h: (lambda d: d / torch.sqrt(d.pow(2).mean(1, keepdim=True) + 1e-5) * s.w
+                                              + s.b)(h - h.mean(1, keepdim=True)), scale=True, bias=True), None),
     ("layernorm d*d", _W(lambda s, h: (lambda u: (h - u) / torch.sqrt(((h - u) * (h - u)).mean(-1, keepdim=True)
                                                                       + 1e-5) * s.w + s.b)(h.mean(-1, keepdim=True)),
                         scale=True, bias=True), None),

@@ -227,7 +227,9 @@ INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "int64": torch
 
 def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
     """SHAPE[:DTYPE] (1x6x128, 1x40:int64) -> (shape, dtype); float32 by default."""
-    shape_text, _, dtype_text = text.partition(":")
+    shape_text, colon, dtype_text = text.partition(":")
+    if colon and not dtype_text.strip():
+        raise UserError(f"no dtype after ':' in input shape {text!r}; one of {', '.join(INPUT_DTYPES)}, or no ':'")
     dtype = INPUT_DTYPES.get(dtype_text.strip().lower() or "float32")
     if dtype is None:
         raise UserError(f"unknown input dtype {dtype_text!r} in {text!r}; one of {', '.join(INPUT_DTYPES)}")

@@ -31,6 +31,7 @@ class LayerCall:
     # in hook mode (traced False) simply the previous call
     inputs: list[str] = field(default_factory=list)
     layout: str | None = None  # set by fusion_for_backend: 'nchwc' where ORT keeps the output blocked
+    scalar: float | None = None  # an element-wise op's number operand, where written in the code (x / 2.0)
 
     def copy(self, **changes) -> "LayerCall":
         """A shallow copy with `changes` (dataclasses.replace without its __init__: a network's worth of
@@ -46,7 +47,7 @@ class LayerCall:
             "kind": self.kind, "fused_into": self.fused_into, "layout": self.layout,
             "input_shapes": [list(s) for s in self.input_shapes],
             "output_shape": list(self.output_shape) if self.output_shape is not None else None,
-            "approx": self.approx, "note": self.note, "inputs": list(self.inputs),
+            "approx": self.approx, "note": self.note, "inputs": list(self.inputs), "scalar": self.scalar,
         }
 
 

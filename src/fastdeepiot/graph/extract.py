@@ -159,6 +159,7 @@ class _Mapped:
         self.kind, self.op, self.family, self.params = kind, op, family, params
         self.approx, self.note = approx, note
         self.parts: list[dict] | None = None  # several calls for one op (bidirectional RNN, encoder stack)
+        self.scalar: float | None = None  # an element-wise op's number operand, where written in the code
 
 
 def _unmodelled(op: str, note: str) -> _Mapped:
@@ -844,6 +845,8 @@ def _fn_binary(node, entry, name, in_shapes, arg_shapes) -> _Mapped:
         return _unmodelled(op, "division with rounding")
     if sa == _NUMBER or sb == _NUMBER:
         mp = _map_ew("mul", op, sa if sb == _NUMBER else sb, {"mode": "scalar"})
+        number = b if sb == _NUMBER else a
+        mp.scalar = float(number) if isinstance(number, (int, float)) else None  # (not one traced from shapes)
         exact = op == "mul" or (op == "div" and sb == _NUMBER)
     elif sa == sb:
         if op == "add" and node.kwargs.get("alpha", 1) == 1:
@@ -991,7 +994,7 @@ def _emit(calls: list[LayerCall], base: str, mp: _Mapped, in_shapes, out_shape, 
     calls.append(LayerCall(base, mp.family if mp.kind == LAYER else None, config, mp.op, mp.kind, None,
                            [tuple(s) for s in in_shapes if _is_tensor_shape(s)],
                            out_shape if _is_tensor_shape(out_shape) else None, mp.approx, mp.note,
-                           list(inputs)))
+                           list(inputs), scalar=mp.scalar))
     return base
 
 

@@ -230,7 +230,8 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
     out by hand that ONNX Runtime runs as one op. Checked against ORT's optimized graphs (docs/ort_fusion.md); the
     forms ORT leaves alone (erf of x * 0.7071, an RMSNorm without its scale, x * x for the square) are left too.
 
-    R8  x / c -> erf -> + 1 -> * x and * 0.5 (either order): one Gelu, priced as the GELU activation of x.
+    R8  x / sqrt(2) -> erf -> + 1 -> * x and * 0.5 (either order; the numbers as ORT checks them): one Gelu, priced
+        as the GELU activation of x.
     R9  x ** 2 -> mean over the last axis -> + eps -> rsqrt, * x (or sqrt, x / it) -> * a weight: one
         SimplifiedLayerNormalization, priced as the LayerNorm of x.
     R10 mean of x -> x - mean (once or twice) -> ** 2 -> mean -> + eps -> sqrt -> (x - mean) / it -> * a weight
@@ -261,6 +262,13 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
         return (c is not None and c.kind == LAYER and c.name not in taken and c.op == op and c.family == "mul"
                 and (mode is None or c.config.params.get("mode") == mode))
 
+    def number(c: LayerCall, value: float, rel: float = 1e-3) -> bool:  # its number operand is `value`
+        return c.scalar is not None and abs(c.scalar - value) <= rel * abs(value)
+
+    def last_axis_mean(mean: LayerCall, x_shape) -> bool:  # a mean over x's last axis alone (as ORT requires)
+        out = tuple(mean.output_shape or ())
+        return bool(x_shape) and out in (tuple(x_shape[:-1]) + (1,), tuple(x_shape[:-1]))
+
     def other_input(c: LayerCall, name: str) -> str | None:
         ins = [src(i) for i in c.inputs]
         return next((i for i in ins if i != name), None) if name in ins and len(ins) == 2 else None
@@ -269,6 +277,8 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
         if m.op != "mean" or m.kind != LAYER or m.name in taken or len(m.inputs) != 1:
             continue
         x = src(m.inputs[0])
+        if not last_axis_mean(m, m.input_shapes[0] if m.input_shapes else ()):
+            continue
         subs = [by_name[u] for u in users.get(m.name, []) if u in by_name]
         if not subs or len(subs) > 2 or not all(is_ew(c, "sub") and [src(i) for i in c.inputs] == [x, m.name]
                                                 for c in subs):
@@ -278,7 +288,8 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
             continue
         p = sq[0]
         var = one_user(p)
-        eps = one_user(var) if var is not None and var.op == "mean" and var.kind == LAYER else None
+        eps = one_user(var) if (var is not None and var.op == "mean" and var.kind == LAYER
+                                and last_axis_mean(var, p.output_shape)) else None
         r = one_user(eps) if is_ew(eps, "add", "scalar") else None
         dv = one_user(r) if r is not None and r.op == "sqrt" else None
         if not is_ew(dv, "div") or [src(i) for i in dv.inputs][1] != r.name or \
@@ -302,20 +313,21 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
         if e.op != "erf" or e.family != "activation" or e.name in taken or len(e.inputs) != 1:  # R8
             continue
         d = prod(e.inputs[0])
-        if not is_ew(d, "div", "scalar") or one_user(d) is not e or len(d.inputs) != 1:
+        if not is_ew(d, "div", "scalar") or not number(d, math.sqrt(2.0)) or one_user(d) is not e or len(d.inputs) != 1:
             continue
         x = src(d.inputs[0])
         a = one_user(e)
-        if not is_ew(a, "add", "scalar"):
+        if not is_ew(a, "add", "scalar") or not number(a, 1.0):
             continue
         m = one_user(a)
         if not is_ew(m, "mul", "same"):
             continue
         y = other_input(m, a.name)
         half = prod(y) if y is not None else None
-        if is_ew(half, "mul", "scalar") and [src(i) for i in half.inputs] == [x] and one_user(half) is m:
+        if is_ew(half, "mul", "scalar") and number(half, 0.5) and [src(i) for i in half.inputs] == [x] \
+                and one_user(half) is m:
             chain = [d, a, half, m]  # (0.5 * x) * (1 + erf(..))
-        elif y == x and is_ew(one_user(m), "mul", "scalar"):
+        elif y == x and is_ew(one_user(m), "mul", "scalar") and number(one_user(m), 0.5):
             chain = [d, a, m, one_user(m)]  # x * (1 + erf(..)) * 0.5
         else:
             continue
@@ -326,7 +338,7 @@ def _ort_patterns(calls: list[LayerCall], outputs=()) -> list[LayerCall]:
             continue
         x = src(p.inputs[0])
         mean = one_user(p)
-        if mean is None or mean.op != "mean" or mean.kind != LAYER:
+        if mean is None or mean.op != "mean" or mean.kind != LAYER or not last_axis_mean(mean, p.output_shape):
             continue
         eps = one_user(mean)
         if not is_ew(eps, "add", "scalar"):

@@ -54,6 +54,9 @@ def _is_tensor_method(func) -> bool:
     return qual.startswith("Tensor.") or qual.startswith("TensorBase.")
 
 
+_NEVER_CALLED = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+
+
 def _has_tensor(x) -> bool:
     if isinstance(x, torch.Tensor):
         return True
@@ -65,9 +68,11 @@ def _has_tensor(x) -> bool:
 
 
 def _shape_of(x):
+    """A tensor's shape; for a tuple or list holding tensors anywhere inside (an LSTM's (PackedSequence, (h, c))),
+    the nested list of its elements' shapes; None when no tensor is in it."""
     if isinstance(x, torch.Tensor):
         return tuple(x.shape)
-    if isinstance(x, (tuple, list)) and any(isinstance(y, torch.Tensor) for y in x):
+    if isinstance(x, (tuple, list)) and _has_tensor(x):
         return [_shape_of(y) for y in x]
     return None
 
@@ -90,7 +95,7 @@ class _Recorder(TorchFunctionMode):
             self.node_of[id(value)] = node
         elif isinstance(value, (tuple, list)):
             for i, v in enumerate(value):
-                if isinstance(v, torch.Tensor):
+                if _has_tensor(v):  # (nested tuples too: each tensor inside is read through getitem nodes)
                     item = self.graph.call_function(operator.getitem, (node, i))
                     self._set(v, item)
 
@@ -143,8 +148,9 @@ class _Recorder(TorchFunctionMode):
         bare torch.nn container that fx could not trace is priced by its parts)."""
         handles, leaves = [], []
         for qualname, m in root.named_modules():
-            if m is root or not is_leaf(m) or any(qualname.startswith(p + ".") for p in leaves):
-                continue
+            if m is root or isinstance(m, _NEVER_CALLED) or not is_leaf(m) or any(
+                    qualname.startswith(p + ".") for p in leaves):
+                continue  # (a ModuleList / ModuleDict is no call: its children are hooked, as fx sees them)
             leaves.append(qualname)
             handles.append(m.register_forward_pre_hook(self._enter))
             handles.append(m.register_forward_hook(self._leave(qualname), with_kwargs=True))

@@ -514,9 +514,18 @@ def untouched(module: nn.Module):
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules),
               [(t, t.detach().clone()) for t in (*m._parameters.values(), *m._buffers.values())
                if isinstance(t, torch.Tensor)]) for m in traced]
+    # what a forward may change in place: the hook registries of every module (a forward that registers a hook
+    # each call), and the lists, dicts and sets a traced module holds (`self.history.append(..)`)
+    contents = [(d, _contents(d)) for m in module.modules() for k, d in m.__dict__.items() if k.endswith("hooks")
+                and isinstance(d, dict)]
+    contents += [(v, _contents(v)) for m in traced for v in m.__dict__.values()
+                 if type(v) in (list, dict, set) and not isinstance(v, nn.Module)]
     try:
         yield
     finally:
+        for obj, old in contents:
+            if _identity(_contents(obj)) != _identity(old):
+                _restore(obj, old)
         for m, attrs, params, bufs, mods, values in saved:
             for k in [k for k in m.__dict__ if k not in attrs]:
                 del m.__dict__[k]
@@ -547,6 +556,27 @@ def attributes_read_by(module: nn.Module) -> set[str]:
         return attributes_read(Tracer().trace(module))
     except Exception:  # noqa: BLE001 - fx raises many kinds; an untraceable forward reads what the forward reads
         return set()
+
+
+def _contents(obj) -> list:
+    """A shallow copy of a list, dict or set: its items, or its elements."""
+    return list(obj.items()) if isinstance(obj, dict) else list(obj)
+
+
+def _identity(items: list) -> list:
+    """What `untouched` compares: the elements by identity (a forward's tensors are not compared by value; a dict's
+    items as (key, value) pairs)."""
+    return [tuple(id(x) for x in i) if isinstance(i, tuple) else id(i) for i in items]
+
+
+def _restore(obj, items: list) -> None:
+    obj.clear()
+    if isinstance(obj, dict):
+        obj.update(items)
+    elif isinstance(obj, list):
+        obj.extend(items)
+    else:
+        obj.update(items)
 
 
 def _writes_in_eval(m: nn.Module) -> bool:
