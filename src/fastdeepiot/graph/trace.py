@@ -514,15 +514,16 @@ def untouched(module: nn.Module):
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules),
               [(t, t.detach().clone()) for t in (*m._parameters.values(), *m._buffers.values())
                if isinstance(t, torch.Tensor)]) for m in traced]
-    # what a forward may change in place: the hook registries of every module (a forward that registers a hook
-    # each call), and the lists, dicts and sets a traced module holds (`self.history.append(..)`)
-    contents = [(d, _contents(d)) for m in module.modules() for k, d in m.__dict__.items() if k.endswith("hooks")
-                and isinstance(d, dict)]
-    contents += [(v, _contents(v)) for m in traced for v in m.__dict__.values()
-                 if type(v) in (list, dict, set) and not isinstance(v, nn.Module)]
+    # what a forward may change in place: the forward hooks of every module (a forward that registers a hook each
+    # call), and the lists, dicts and sets a traced module holds (`self.history.append(..)`)
+    hooks = [(m, tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in module.modules()]
+    contents = [(v, _contents(v)) for m in traced for v in m.__dict__.values() if type(v) in (list, dict, set)]
     try:
         yield
     finally:
+        for m, post, pre in hooks:
+            if len(m._forward_hooks) != len(post) or len(m._forward_pre_hooks) != len(pre):
+                _drop_hooks_but(m, post, pre)
         for obj, old in contents:
             if _identity(_contents(obj)) != _identity(old):
                 _restore(obj, old)
@@ -567,6 +568,16 @@ def _identity(items: list) -> list:
     """What `untouched` compares: the elements by identity (a forward's tensors are not compared by value; a dict's
     items as (key, value) pairs)."""
     return [tuple(id(x) for x in i) if isinstance(i, tuple) else id(i) for i in items]
+
+
+def _drop_hooks_but(m: nn.Module, post: tuple, pre: tuple) -> None:
+    """Remove the forward (pre-)hooks of `m` whose handles are not in `post` / `pre` (and their entries in the
+    registries that go with them)."""
+    for registry, keep in ((m._forward_hooks, post), (m._forward_hooks_with_kwargs, post),
+                           (m._forward_hooks_always_called, post), (m._forward_pre_hooks, pre),
+                           (m._forward_pre_hooks_with_kwargs, pre)):
+        for k in [k for k in registry if k not in keep]:
+            del registry[k]
 
 
 def _restore(obj, items: list) -> None:
