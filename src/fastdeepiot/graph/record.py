@@ -29,7 +29,7 @@ import torch.fx
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from fastdeepiot.graph.trace import TracedGraph, is_leaf
+from fastdeepiot.graph.trace import TracedGraph, has_tensor, is_leaf
 
 __all__ = ["record"]
 
@@ -57,22 +57,12 @@ def _is_tensor_method(func) -> bool:
 _NEVER_CALLED = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 
 
-def _has_tensor(x) -> bool:
-    if isinstance(x, torch.Tensor):
-        return True
-    if isinstance(x, (tuple, list)):
-        return any(_has_tensor(y) for y in x)
-    if isinstance(x, dict):
-        return any(_has_tensor(y) for y in x.values())
-    return False
-
-
 def _shape_of(x):
     """A tensor's shape; for a tuple or list holding tensors anywhere inside (an LSTM's (PackedSequence, (h, c))),
     the nested list of its elements' shapes; None when no tensor is in it."""
     if isinstance(x, torch.Tensor):
         return tuple(x.shape)
-    if isinstance(x, (tuple, list)) and _has_tensor(x):
+    if isinstance(x, (tuple, list)) and has_tensor(x):
         return [_shape_of(y) for y in x]
     return None
 
@@ -95,7 +85,7 @@ class _Recorder(TorchFunctionMode):
             self.node_of[id(value)] = node
         elif isinstance(value, (tuple, list)):
             for i, v in enumerate(value):
-                if _has_tensor(v):  # (nested tuples too: each tensor inside is read through getitem nodes)
+                if has_tensor(v):  # (nested tuples too: each tensor inside is read through getitem nodes)
                     item = self.graph.call_function(operator.getitem, (node, i))
                     self._set(v, item)
 
@@ -125,7 +115,7 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)  # (the mode is off while its handler runs: nothing inside is seen)
-        if self.depth > 0 or _shape_of(out) is None or not _has_tensor((args, kwargs)):
+        if self.depth > 0 or _shape_of(out) is None or not has_tensor((args, kwargs)):
             # inside a leaf module; no tensor out (x.size(), x.dim(), x.shape); or a constant made from numbers
             # (torch.zeros(2, 3): fx runs it while tracing too, and reads it as a constant)
             return out

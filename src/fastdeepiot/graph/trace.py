@@ -279,7 +279,7 @@ def propagate_shapes(root: nn.Module, graph: torch.fx.Graph, inputs: tuple,
         except KeyError as e:  # as fx's Interpreter reports it
             raise RuntimeError(*e.args) from e
         env[node] = value
-        node.meta["shape"] = _shape_of(value) if _has_tensor(value) else None
+        node.meta["shape"] = _shape_of(value) if has_tensor(value) else None
         for n in last_uses.get(node, ()):
             del env[n]
 
@@ -473,15 +473,16 @@ _SHAPED_FUNCTIONS = {operator.add: _add_shape, torch.add: _add_shape, operator.i
 _SHAPED_METHODS = {"add": _add_shape, "add_": _iadd_shape}
 
 
-def _has_tensor(x) -> bool:
+def has_tensor(x) -> bool:
+    """Whether a value holds a tensor anywhere inside (tuples, lists, dicts, slices)."""
     if isinstance(x, torch.Tensor):
         return True
     if isinstance(x, (tuple, list)):
-        return any(_has_tensor(y) for y in x)
+        return any(has_tensor(y) for y in x)
     if isinstance(x, dict):
-        return any(_has_tensor(y) for y in x.values())
+        return any(has_tensor(y) for y in x.values())
     if isinstance(x, slice):
-        return any(_has_tensor(y) for y in (x.start, x.stop, x.step))
+        return any(has_tensor(y) for y in (x.start, x.stop, x.step))
     return False
 
 
