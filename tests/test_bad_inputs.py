@@ -113,6 +113,20 @@ class TwoInputs(nn.Module):  # forward(a, b): two example inputs, as predict tak
 def two_inputs():
     return TwoInputs()
 
+class LazyCounter(nn.Module):  # registers its call counter on its first forward, then counts in place
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 4)
+
+    def forward(self, x):
+        if not hasattr(self, "n"):
+            self.register_buffer("n", torch.zeros(()))
+        self.n += 1
+        return self.lin(x)
+
+def lazy_counter():
+    return LazyCounter()
+
 NUMBER = 7
 '''
 
@@ -1631,6 +1645,37 @@ def test_predict_network_puts_back_buffers_its_forward_writes(fixtures):
     for _ in range(2):
         assert tm.predict_network(m, torch.zeros(2, 8)).total_ms > 0
     assert m.n.item() == 0 and m.training and m.lin.training
+
+
+def test_predict_prices_a_forward_that_makes_its_state_on_the_first_call(work, capsys):
+    """predict's check that the network runs made the counter under inference mode: an inference tensor, which the
+    priced forward (no_grad) may not update in place; that was a traceback (exit 1)."""
+    assert main(["predict", "tm.json", "usermod_badin:lazy_counter", *NET]) == 0
+    assert "predicted total" in capsys.readouterr().out
+
+
+def test_a_buffer_made_under_inference_mode_is_put_back_when_the_forward_fails(work):
+    """torch changes an inference tensor in place and then raises; putting it back raised the same error again, a
+    RuntimeError (a traceback) in place of the one-line error, with the user's buffer left changed."""
+    tm = TimeModel.load(work / "tm.json")
+    m = _LazyCounter()
+    with torch.inference_mode():
+        m(torch.zeros(2, 8))
+    with pytest.raises(UserError, match="does not run on its example input"):
+        tm.predict_network(m, torch.zeros(2, 8))
+    assert float(m.n) == 1.0 and m.n.is_inference()
+
+
+class _LazyCounter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 4)
+
+    def forward(self, x):
+        if not hasattr(self, "n"):
+            self.register_buffer("n", torch.zeros(()))
+        self.n += 1
+        return self.lin(x)
 
 
 class _KeepsState(nn.Module):

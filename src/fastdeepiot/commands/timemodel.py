@@ -280,8 +280,8 @@ def predict(
     what = (f"an input of shape {tuple(xs[0].shape)}" if len(xs) == 1 else
             f"{len(xs)} inputs of shapes {', '.join(str(tuple(x.shape)) for x in xs)}")
     try:
-        with torch.inference_mode():
-            net(*xs)
+        with torch.no_grad():  # as predict_network runs it: under inference mode, state a forward makes on its
+            net(*xs)           # first call (a counter) would be an inference tensor it may not update later
     except (Exception, SystemExit) as e:
         hint = ("; an input of token ids is given as SHAPE:int64" if "indices" in str(e) and
                 all(x.is_floating_point() for x in xs) else "")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -539,7 +539,10 @@ def untouched(module: nn.Module):
             with torch.no_grad():
                 for t, v in values:
                     if t.shape == v.shape and not torch.equal(t, v):
-                        t.copy_(v)
+                        # a tensor made under inference mode is written back only there (torch writes it in
+                        # place outside, then raises)
+                        with torch.inference_mode() if t.is_inference() else nullcontext():
+                            t.copy_(v)
         for m, was in modes:
             if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
                 m.training = was
