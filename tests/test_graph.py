@@ -206,6 +206,33 @@ def test_fx_failure_records_the_forward():
     assert r.outputs == frozenset({"fc"}) and r.module_calls == 1
 
 
+class _OptionalInputs(nn.Module):
+    """A forward with optional inputs the call leaves at their defaults (a mask, a flag)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l, self.big, self.other = nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(8, 32)
+
+    def forward(self, x, mask=None, scale=2, *, wide: bool = False):
+        y = self.l(x)
+        if mask is not None:
+            y = self.big(y)
+        if wide:
+            y = self.other(y)
+        return y * scale
+
+
+def test_inputs_left_at_their_defaults_are_traced_with_their_defaults():
+    """fx made `mask` an input of the graph, a Proxy that `is not None`: the branch a call on x alone never runs was
+    priced (a Linear the network did not run), silently; a bool flag made fx fail (priced from a recording)."""
+    r = extract_layers(_OptionalInputs().eval(), torch.rand(4, 8))
+    assert r.traced and [(c.name, c.family) for c in r if c.kind == "layer"] == [("l", "linear"), ("mul", "mul")]
+    assert not r.warnings and not any(c.kind == "unmodelled" for c in r)
+    mask = torch.ones(4, 8)
+    given = extract_layers(_OptionalInputs().eval(), (torch.rand(4, 8), mask))
+    assert [c.name for c in given if c.kind == "layer"] == ["l", "big", "mul"]
+
+
 def test_when_recording_fails_too_leaf_modules_are_hooked(monkeypatch):
     from fastdeepiot.graph import extract as ex
 

@@ -18,6 +18,7 @@ decide (extraction falls back to forward hooks, channel tracing refuses).
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import weakref
@@ -156,14 +157,18 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
     `eval_mode` runs the shape propagation in eval mode (restoring the module's mode afterwards), so
     that it updates no BatchNorm statistics; otherwise the module runs in the mode it is in.
     """
+    defaults = _defaults_left(module, len(inputs))
     try:
         tracer = Tracer()
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=defaults)
     except Exception:  # noqa: BLE001 - fx raises many kinds; a custom module it cannot trace into stays whole
         if not _has_custom_state(module):
             raise
         tracer = Tracer(opaque_custom=True)
-        graph = tracer.trace(module)  # a second failure is the caller's (extraction falls back to hooks)
+        graph = tracer.trace(module, concrete_args=defaults)  # a second failure is the caller's (extraction
+        # falls back to hooks)
+    if defaults:
+        _drop_default_guards(graph, defaults)
     was = module.training
     if eval_mode:
         module.eval()
@@ -175,6 +180,44 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
         if eval_mode:
             module.train(was)
     return TracedGraph(graph, module, modules, _container_calls(module, tracer), tracer.constants)
+
+
+def _defaults_left(module: nn.Module, n_inputs: int) -> dict | None:
+    """The forward's parameters a call on `n_inputs` inputs leaves at their defaults (plain values: None, numbers,
+    strings), by name. fx would make each an input of the graph, a Proxy that `is not None` and cannot be branched
+    on, and trace a branch (`if mask is not None:`) that a call on the given inputs never runs: they are traced
+    with their default values."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    out, given = {}, 0
+    for p in params:
+        if p.kind is p.POSITIONAL_OR_KEYWORD and given < n_inputs:
+            given += 1
+        elif (p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
+              and type(p.default) in _PLAIN_ARGS):
+            out[p.name] = p.default
+        elif p.kind is p.POSITIONAL_ONLY:
+            given += 1
+    return out or None
+
+
+def _drop_default_guards(graph: torch.fx.Graph, defaults: dict) -> None:
+    """Remove what fx's concrete_args add for each value traced as a default: an input it is never given (the
+    forward read the value itself) and the checks on it (`torch._assert(x == 3)`, `_assert_is_none(x)`), which are
+    no op of the network."""
+    for ph in [n for n in graph.nodes if n.op == "placeholder" and n.target.rsplit("_", 1)[0] in defaults]:
+        below, todo = [], [ph]
+        while todo:
+            n = todo.pop()
+            below.append(n)
+            todo.extend(n.users)
+        if any(n.op == "output" for n in below):
+            continue  # (the value is returned: fx would have passed the default through, keep it)
+        drop = set(below)
+        for n in [n for n in reversed(graph.nodes) if n in drop]:  # users first
+            graph.erase_node(n)
 
 
 def _has_custom_state(root: nn.Module) -> bool:
