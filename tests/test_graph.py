@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 import torch
@@ -231,6 +232,28 @@ def test_inputs_left_at_their_defaults_are_traced_with_their_defaults():
     mask = torch.ones(4, 8)
     given = extract_layers(_OptionalInputs().eval(), (torch.rand(4, 8), mask))
     assert [c.name for c in given if c.kind == "layer"] == ["l", "big", "mul"]
+
+
+class _Outputs(typing.NamedTuple):
+    logits: torch.Tensor
+    aux: torch.Tensor
+
+
+class _ReturnsNamedTuple(nn.Module):  # as torchvision's Inception / GoogLeNet return InceptionOutputs
+    def __init__(self):
+        super().__init__()
+        self.l, self.aux = nn.Linear(8, 4), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return _Outputs(self.l(x), self.aux(x))
+
+
+def test_a_named_tuple_of_outputs_is_free_not_unmodelled():
+    """fx records building the NamedTuple as a call of its class: it was an unmodelled op (`_outputs (_Outputs)`),
+    so predict refused a network that returns one unless --allow-unmodelled."""
+    r = extract_layers(_ReturnsNamedTuple().eval(), torch.rand(4, 8))
+    assert r.traced and not any(c.kind == "unmodelled" for c in r)
+    assert [c.name for c in r if c.kind == "layer"] == ["l", "aux"]
 
 
 def test_when_recording_fails_too_leaf_modules_are_hooked(monkeypatch):

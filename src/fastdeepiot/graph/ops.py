@@ -337,6 +337,9 @@ REDUCTION_OPS = frozenset({f.__name__ for f, op in FUNCTIONS.items() if op.price
                           | {name for name, op in METHODS.items() if op.price == "mean"})
 
 
+_PACK = _free("NamedTuple", "fix")  # what fx records when a forward builds a NamedTuple: no work
+
+
 def module_op(m: nn.Module) -> Op | None:
     """The vocabulary entry of a module (its class or nearest registered base); None when unknown."""
     for cls in type(m).__mro__:
@@ -351,6 +354,8 @@ def node_op(node, modules: dict[str, nn.Module]) -> Op | None:
     if node.op == "call_module":
         return module_op(modules[node.target])
     if node.op == "call_function":
+        if isinstance(node.target, type) and issubclass(node.target, tuple) and hasattr(node.target, "_fields"):
+            return _PACK  # a NamedTuple of the forward's values (torchvision's InceptionOutputs), a call of its class
         try:
             return FUNCTIONS.get(node.target)
         except TypeError:  # an unhashable target
