@@ -127,6 +127,15 @@ class LazyCounter(nn.Module):  # registers its call counter on its first forward
 def lazy_counter():
     return LazyCounter()
 
+def double_net():
+    return net().double()
+
+def half_net():
+    return net().half()
+
+def bf16_net():
+    return net().bfloat16()
+
 NUMBER = 7
 '''
 
@@ -1652,6 +1661,16 @@ def test_predict_prices_a_forward_that_makes_its_state_on_the_first_call(work, c
     priced forward (no_grad) may not update in place; that was a traceback (exit 1)."""
     assert main(["predict", "tm.json", "usermod_badin:lazy_counter", *NET]) == 0
     assert "predicted total" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype,factory", [("float64", "double_net"), ("double", "double_net"),
+                                           ("float16", "half_net"), ("half", "half_net"), ("bfloat16", "bf16_net")])
+def test_predict_takes_a_network_in_another_float_precision(work, capsys, dtype, factory):
+    """--input-shape had no float dtype but float32: a network in float64 or half could not be predicted from the
+    command line at all ('Input type (float) and bias type (double) should be the same')."""
+    assert main(["predict", "tm.json", f"usermod_badin:{factory}", "--input-shape", f"2x8:{dtype}"]) == 0
+    out, err = capsys.readouterr()
+    assert "predicted total" in out and "the network computes in" in err
 
 
 def test_a_buffer_made_under_inference_mode_is_put_back_when_the_forward_fails(work):

@@ -221,8 +221,9 @@ def load_factory(spec: str):
     return net.eval()
 
 
-INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "int64": torch.int64, "long": torch.int64,
-                "int32": torch.int32, "int": torch.int32, "bool": torch.bool}
+INPUT_DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+                "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+                "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32, "bool": torch.bool}
 
 
 def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
@@ -239,7 +240,7 @@ def parse_input(text: str) -> tuple[tuple[int, ...], torch.dtype]:
 def example_input(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A float input is random normal; an integer or bool one (token ids, masks) is all zeros: index 0 is in range
     for any embedding table."""
-    return torch.randn(*shape) if dtype.is_floating_point else torch.zeros(*shape, dtype=dtype)
+    return torch.randn(*shape, dtype=dtype) if dtype.is_floating_point else torch.zeros(*shape, dtype=dtype)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -259,7 +260,8 @@ def predict(
     input_shape: list[str] = typer.Option(..., "--input-shape", metavar="SHAPE",
                                           help="example input shape, e.g. 1x6x128; repeat it for a network "
                                                "whose forward takes several inputs, in order; SHAPE:int64 for "
-                                               "token ids (all zeros), also :int32, :bool"),
+                                               "token ids (all zeros), also :int32, :bool; :float64, :float16, "
+                                               ":bfloat16 for a network in that precision"),
     measure_it: bool = typer.Option(False, "--measure", help="also measure it on the model's device"),
     as_json: bool = typer.Option(False, "--json"),
     allow_unmodelled: bool = typer.Option(False, "--allow-unmodelled",
