@@ -256,6 +256,15 @@ def test_a_named_tuple_of_outputs_is_free_not_unmodelled():
     assert [c.name for c in r if c.kind == "layer"] == ["l", "aux"]
 
 
+def test_a_bare_module_without_children_runs_no_forward_to_count_container_calls():
+    """Its container calls are 0 without running it: a bare LSTM ran one more real forward for nothing (a cold
+    predict of nn.LSTM ran it twice)."""
+    lstm, runs = nn.LSTM(8, 16).eval(), []
+    lstm.register_forward_pre_hook(lambda *a: runs.append(1))
+    r = extract_layers(lstm, torch.rand(5, 2, 8))
+    assert r.module_calls == 0 and len(runs) == 1 and [c.family for c in r] == ["lstm"]
+
+
 def test_when_recording_fails_too_leaf_modules_are_hooked(monkeypatch):
     from fastdeepiot.graph import extract as ex
 

@@ -1287,8 +1287,10 @@ def count_container_calls(module: nn.Module, example_inputs: tuple) -> int:
         nonlocal n
         n += 1
 
-    _forward_with_hooks(module, example_inputs, [m.register_forward_pre_hook(hook) for m in module.modules()
-                                                 if next(m.children(), None) is not None])
+    containers = [m for m in module.modules() if next(m.children(), None) is not None]
+    if not containers:  # (a bare nn.LSTM: nothing to count, and no forward to run for it)
+        return 0
+    _forward_with_hooks(module, example_inputs, [m.register_forward_pre_hook(hook) for m in containers])
     return n
 
 
