@@ -130,6 +130,19 @@ def lazy_counter():
 def double_net():
     return net().double()
 
+class Chatty(nn.Module):  # prints in its forward, as code being debugged does
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 4)
+
+    def forward(self, x):
+        print("forward", tuple(x.shape))
+        return self.l(x)
+
+def chatty():
+    print("building the network")
+    return Chatty()
+
 def half_net():
     return net().half()
 
@@ -1661,6 +1674,14 @@ def test_predict_prices_a_forward_that_makes_its_state_on_the_first_call(work, c
     priced forward (no_grad) may not update in place; that was a traceback (exit 1)."""
     assert main(["predict", "tm.json", "usermod_badin:lazy_counter", *NET]) == 0
     assert "predicted total" in capsys.readouterr().out
+
+
+def test_predict_json_is_json_when_the_users_code_prints(work, capsys):
+    """What the factory and the forward print went to standard output before the JSON: `predict --json | jq` read
+    'building the network' and failed. It goes to standard error."""
+    assert main(["predict", "tm.json", "usermod_badin:chatty", *NET, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["total_ms"] > 0 and "building the network" in err and "forward (2, 8)" in err
 
 
 @pytest.mark.parametrize("dtype,factory", [("float64", "double_net"), ("double", "double_net"),

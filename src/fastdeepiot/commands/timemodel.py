@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -273,30 +274,33 @@ def predict(
     shapes = [shape for shape, _ in specs]
     if sum(math.prod(s) for s in shapes) > 2**31:
         raise UserError(f"input shape {' '.join(input_shape)!r} has more than 2^31 elements")
-    net = load_factory(network)
-    try:
-        xs = tuple(example_input(shape, dtype) for shape, dtype in specs)
-    except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
-        raise UserError(f"cannot allocate an input of shape {' '.join(input_shape)}: "
-                        f"{str(e).splitlines()[0][:200]}") from None
-    what = (f"an input of shape {tuple(xs[0].shape)}" if len(xs) == 1 else
-            f"{len(xs)} inputs of shapes {', '.join(str(tuple(x.shape)) for x in xs)}")
-    try:
-        with torch.no_grad():  # as predict_network runs it: under inference mode, state a forward makes on its
-            net(*xs)           # first call (a counter) would be an inference tensor it may not update later
-    except (Exception, SystemExit) as e:
-        hint = ("; an input of token ids is given as SHAPE:int64" if "indices" in str(e) and
-                all(x.is_floating_point() for x in xs) else "")
-        raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}{hint}") from None
-    x = xs[0] if len(xs) == 1 else xs
-    p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
-    result = p.to_dict()
-    if measure_it:
+    # with --json, what the user's code prints (its import, factory, forward) goes to stderr: stdout is the JSON
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        net = load_factory(network)
         try:
-            result["measured_ms"] = time_network(net, x, tm.backend, threads=int(tm.device.get("threads", 1))).median_ms
-        except RuntimeError as e:  # the timer's report of a network it could not ship, load or run
-            raise UserError(f"cannot measure {network} on {tm.backend}: {str(e).splitlines()[0][:300]}") from None
-        result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
+            xs = tuple(example_input(shape, dtype) for shape, dtype in specs)
+        except RuntimeError as e:  # more than this machine's memory holds (the element cap allows 8 GB)
+            raise UserError(f"cannot allocate an input of shape {' '.join(input_shape)}: "
+                            f"{str(e).splitlines()[0][:200]}") from None
+        what = (f"an input of shape {tuple(xs[0].shape)}" if len(xs) == 1 else
+                f"{len(xs)} inputs of shapes {', '.join(str(tuple(x.shape)) for x in xs)}")
+        try:
+            with torch.no_grad():  # as predict_network runs it: under inference mode, state a forward makes on its
+                net(*xs)           # first call (a counter) would be an inference tensor it may not update later
+        except (Exception, SystemExit) as e:
+            hint = ("; an input of token ids is given as SHAPE:int64" if "indices" in str(e) and
+                    all(x.is_floating_point() for x in xs) else "")
+            raise UserError(f"{network} does not run on {what}: {type(e).__name__}: {e}{hint}") from None
+        x = xs[0] if len(xs) == 1 else xs
+        p = tm.predict_network(net, x, allow_unmodelled=allow_unmodelled)
+        result = p.to_dict()
+        if measure_it:
+            try:
+                result["measured_ms"] = time_network(net, x, tm.backend,
+                                                     threads=int(tm.device.get("threads", 1))).median_ms
+            except RuntimeError as e:  # the timer's report of a network it could not ship, load or run
+                raise UserError(f"cannot measure {network} on {tm.backend}: {str(e).splitlines()[0][:300]}") from None
+            result["error_pct"] = 100 * (p.total_ms - result["measured_ms"]) / result["measured_ms"]
     if as_json:
         print(json.dumps(result, indent=2))
         return
