@@ -1676,6 +1676,22 @@ def test_predict_prices_a_forward_that_makes_its_state_on_the_first_call(work, c
     assert "predicted total" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_given_as_the_time_model_is_refused_not_read_forever(work, capsys):
+    """`predict /dev/zero ...` read the endless device into memory (it hung, then ran out of memory); a pipe
+    (`predict <(cat tm.json)`) is still read."""
+    with pytest.raises(UserError, match="a device, not a time model file"):
+        TimeModel.load("/dev/zero")
+    assert main(["explain", "/dev/zero"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "a device")
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as f:
+        f.write((work / "tm.json").read_text()[:0])  # (an empty pipe: read, then refused as JSON)
+    with pytest.raises(UserError, match="not a time model JSON file"):
+        TimeModel.load(f"/dev/fd/{r}")
+    os.close(r)
+
+
 def test_predict_json_is_json_when_the_users_code_prints(work, capsys):
     """What the factory and the forward print went to standard output before the JSON: `predict --json | jq` read
     'building the network' and failed. It goes to standard error."""

@@ -493,6 +493,8 @@ class TimeModel:
         p = Path(name)
         if p.is_dir():
             raise UserError(f"{path}: is a directory, not a time model file")
+        if p.is_char_device() or p.is_block_device() or p.is_socket():  # (/dev/zero would be read forever; a
+            raise UserError(f"{path}: is a device, not a time model file")  # pipe, <(cat tm.json), is read)
         try:
             d = json.loads(p.read_text())
         except FileNotFoundError:
