@@ -444,6 +444,19 @@ def test_unreachable_time_target_is_an_error(fake_tm):
     assert lines == []  # said before any progress: the CLI's one line (it logged 'base: ...' first, probe s20)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_integer_labels_of_any_width_are_class_indices(fake_tm, dtype):
+    """Labels as int32 or uint8 class indices (numpy's default int on some platforms, a byte-encoded data set)
+    are read as int64: cross-entropy in fine-tuning and Taylor importance took only int64 (probe h1: a
+    RuntimeError from torch for int32 labels)."""
+    tr, va = _toy_data()
+    tr = DataLoader(TensorDataset(tr.dataset.tensors[0], tr.dataset.tensors[1].to(dtype)), batch_size=32)
+    va = DataLoader(TensorDataset(va.dataset.tensors[0], va.dataset.tensors[1].to(dtype)), batch_size=64)
+    res = compress(Wide().eval(), (tr, va), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+                   final_epochs=0.1, max_iters=1, criterion="taylor", measure=False, progress=False)
+    assert res.model(torch.randn(1, 6, 32)).shape == (1, 3)
+
+
 def _gru_data(n):
     """(train, val) loaders of (B, 4, 16) sequences for GRUNet: 96 training samples, the rest validation."""
     g = torch.Generator().manual_seed(1)
