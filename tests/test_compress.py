@@ -457,6 +457,33 @@ def test_integer_labels_of_any_width_are_class_indices(fake_tm, dtype):
     assert res.model(torch.randn(1, 6, 32)).shape == (1, 3)
 
 
+@pytest.mark.parametrize("how", ["unavailable", "unknown"])
+def test_a_device_that_cannot_measure_is_an_error_before_any_work(fake_tm, monkeypatch, how):
+    """compress (and run_baseline) measures on the time model's device (or `backend`) at the very end: a device
+    that is not available here (a torch-cuda model on a CPU machine) or unknown must be refused before the
+    search, not after it (probe h1: the whole search ran, then the UserError threw its result away)."""
+    from fastdeepiot.compression.baselines import run_baseline
+    kw = {}
+    if how == "unavailable":
+        monkeypatch.setattr(FakeBackend, "availability", classmethod(lambda cls: (False, "switched off")))
+        expect = "not available here: switched off"
+    else:
+        kw["backend"] = "no-such-device"
+        expect = "unknown device 'no-such-device'"
+    lines = []
+    with pytest.raises(UserError, match=expect):
+        compress(Wide().eval(), _toy_data(), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+                 final_epochs=0.1, max_iters=1, progress=lines.append, **kw)
+    assert lines == []
+    with pytest.raises(UserError, match=expect):
+        run_baseline("torch-pruning-l1-uniform", Wide().eval(), _toy_data(), ratio=0.5, time_model=fake_tm,
+                     budget_steps=1, iterative_steps=1, progress=lines.append, **kw)
+    assert lines == []
+    # without measuring, the device is never asked for
+    compress(Wide().eval(), _toy_data(), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+             final_epochs=0.1, max_iters=1, measure=False, progress=False, **kw)
+
+
 def _gru_data(n):
     """(train, val) loaders of (B, 4, 16) sequences for GRUNet: 96 training samples, the rest validation."""
     g = torch.Generator().manual_seed(1)

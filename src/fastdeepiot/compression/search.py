@@ -101,6 +101,7 @@ from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.progress import reporter
 from fastdeepiot.compression.surgery import prune_channels
+from fastdeepiot.devices import check_available
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.jsonutil import to_jsonable
@@ -257,6 +258,8 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     check_arguments(model, time_model, example_input)
     if config.cost == "time" and time_model is None:
         raise UserError("cost='time' needs a time_model")
+    if config.measure:
+        check_measurable(config.backend, time_model)
     with reporter(progress, config.max_iters) as report:
         run = _Search(model, task_or_loaders, config, time_model, example_input, metric, report)
         stop_reason = run.search()
@@ -274,6 +277,15 @@ def check_arguments(model, time_model, example_input) -> None:
     if example_input is not None and not torch.is_tensor(example_input):
         raise UserError(f"example_input must be one input tensor with its batch dimension, got "
                         f"{type(example_input).__name__}")
+
+
+def check_measurable(backend: str | None, time_model) -> None:
+    """The device a run measures on at its end (`backend`, else the time model's) known and available here,
+    asked before any work: a torch-cuda time model on a CPU machine was refused only after the whole search,
+    its result thrown away. Nothing to ask when there is no device to measure on."""
+    name = backend or (time_model.backend if time_model is not None else None)
+    if name is not None:
+        check_available(name)
 
 
 def example_and_output(model: nn.Module, example_input: torch.Tensor | None, val_dl, task,
