@@ -111,6 +111,26 @@ def test_every_move_proposes_applies_describes_and_replays(name):
     assert pricer.price(small, X) <= before
 
 
+def test_a_block_removed_between_in_place_activations_still_trains_and_computes_the_same():
+    """VGG-style: Conv, ReLU(inplace), Conv, ReLU(inplace). Removing the second conv put two in-place ReLUs
+    on one tensor, and fine-tuning the candidate failed inside autograd ("modified by an inplace operation";
+    probe h1, compress on an nn.Sequential). The removed network computes what the block's absence means, and
+    trains."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv1d(8, 8, 3, padding=1),
+                          nn.ReLU(inplace=True), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    assert {"op": "remove", "module": "2"} in [c.step for c in MOVES["remove"].propose(model, _ctx(model))]
+    plan = Plan(list(X.shape[1:]), [{"op": "remove", "module": "2"}])
+    for m in (MOVES["remove"].apply(copy.deepcopy(model), plan.steps[0], X), plan.apply(model, copy_model=True)):
+        m.train()
+        xb = torch.randn(5, 4, 16)
+        m(xb).sum().backward()
+        m.eval()
+        with torch.no_grad():
+            want = model[6](torch.relu(model[0](xb)).mean(2))
+            torch.testing.assert_close(m(xb), want)
+
+
 def test_lower_bound_shrinks_with_every_move():
     model, pricer = _net(), FlopsCost()
     alone = {name: lower_bound(model, X, pricer, (name,)) for name in MOVES}

@@ -18,12 +18,22 @@ from fastdeepiot.graph.trace import attributes_read_by
 
 
 def remove_module(model: nn.Module, name: str) -> None:
-    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity."""
+    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity.
+
+    nn.Identity hands on its input itself where the block made a new tensor, so an in-place module after it
+    would write into what came before it: two ReLU(inplace=True) around a removed conv (VGG-style
+    Sequential) act on one tensor, which autograd refuses when the candidate is fine-tuned. So the network's
+    in-place modules (`inplace=True`: ReLU, ReLU6, Hardswish, Dropout, ...) are made out-of-place: the same
+    outputs, the time model prices them alike. In-place calls written in a forward (x.relu_()) are not
+    reached."""
     try:
         model.get_submodule(name)
     except AttributeError:
         raise PlanError(f"no module {name!r} to remove") from None
     replace_module(model, name, nn.Identity())
+    for m in model.modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
 
 
 def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
