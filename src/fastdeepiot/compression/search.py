@@ -290,11 +290,12 @@ def check_measurable(backend: str | None, time_model) -> None:
 
 def example_and_output(model: nn.Module, example_input: torch.Tensor | None, val_dl, task,
                        paired: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """(x, output shape): the network's example input at batch 1 (the first validation input when none is
-    given), checked against the validation inputs, and its output checked against what the default metric
-    (top-1 accuracy over classes) and the task need."""
+    """(x, output shape): the network's example input (`example_input` at its own batch, as predict_network
+    prices it; the first validation input, batch 1, when none is given), checked against the validation
+    inputs, and its output checked against what the default metric (top-1 accuracy over classes) and the task
+    need."""
     xb, _ = next(iter(val_dl))
-    x = (xb if example_input is None else example_input)[:1].detach().cpu()
+    x = (xb[:1] if example_input is None else example_input).detach().cpu()
     if x.numel() == 0 or not x.is_floating_point():
         raise UserError(f"example_input must be a non-empty floating-point tensor, got shape {tuple(x.shape)} "
                         f"of {x.dtype}")
