@@ -131,6 +131,36 @@ def test_a_block_removed_between_in_place_activations_still_trains_and_computes_
             torch.testing.assert_close(m(xb), want)
 
 
+class _Transposed(nn.Module):
+    """A conv whose input is a transposed (non-contiguous) LayerNorm output and whose consumer is a .view."""
+
+    def __init__(self, contiguous: bool):
+        super().__init__()
+        self.contiguous = contiguous
+        self.c1, self.ln, self.c2 = nn.Conv1d(4, 8, 3, padding=1), nn.LayerNorm(8), nn.Conv1d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 3)
+
+    def forward(self, x):
+        h = self.ln(self.c1(x).transpose(1, 2)).transpose(1, 2)
+        if self.contiguous:
+            h = h.contiguous()
+        h = torch.relu(self.c2(torch.relu(h)))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_a_block_is_removable_only_where_its_input_has_its_outputs_layout():
+    """nn.Identity hands on its input: a conv fed a transposed tensor made a contiguous one, which the network
+    then .view()ed; with the conv removed the view failed, and compress stopped with "the network does not run
+    on its example input" (probe h1). Such a block is not removable; the same block on a contiguous input is."""
+    from fastdeepiot.compression.moves.remove import removable_modules
+    x = torch.randn(2, 4, 16)
+    assert "c2" not in removable_modules(_Transposed(False).eval(), x)
+    assert "c2" in removable_modules(_Transposed(True).eval(), x)
+    assert "c2" not in [c.step.get("module") for c in MOVES["remove"].propose(_Transposed(False).eval(),
+                                                                            _ctx(_Transposed(False).eval()))]
+    lower_bound(_Transposed(False).eval(), x, FlopsCost())  # every removable block removed: still runs
+
+
 def test_lower_bound_shrinks_with_every_move():
     model, pricer = _net(), FlopsCost()
     alone = {name: lower_bound(model, X, pricer, (name,)) for name in MOVES}
