@@ -80,6 +80,21 @@ class LSTMNet(nn.Module):
         return self.fc(out.mean(1))
 
 
+class DeepGRUNet(nn.Module):
+    """Conv1d -> a 2-layer bidirectional GRU over (T, B, C): the conv's channels are layer 0's input only
+    (probe h1: pruning them selected weight_ih_l0's columns once per layer and direction, an index error)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 10, 3, padding=1)
+        self.gru = nn.GRU(10, 6, num_layers=2, bidirectional=True)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):  # (B, 4, T)
+        out, _ = self.gru(torch.relu(self.conv(x)).permute(2, 0, 1))
+        return self.fc(out[-1])
+
+
 class ResNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -111,7 +126,7 @@ class ConcatNet(nn.Module):
 
 NETS = {
     "conv1d": (Conv1dNet, (2, 3, 16)), "conv2d": (Conv2dNet, (2, 2, 8, 8)), "gru": (GRUNet, (2, 4, 10)),
-    "lstm": (LSTMNet, (2, 7, 4)), "residual": (ResNet, (2, 3, 6, 6)), "concat": (ConcatNet, (2, 3, 12)),
+    "lstm": (LSTMNet, (2, 7, 4)), "deep-gru": (DeepGRUNet, (2, 4, 10)), "residual": (ResNet, (2, 3, 6, 6)), "concat": (ConcatNet, (2, 3, 12)),
 }
 
 
