@@ -518,6 +518,29 @@ def test_the_network_is_priced_and_measured_at_the_example_inputs_batch(fake_tm)
     assert res.base["predicted_ms"] > res1.base["predicted_ms"]
 
 
+def test_the_result_is_measured_at_the_time_models_thread_count(fake_tm, monkeypatch):
+    """A time model fitted at 4 threads predicts 4-thread times; compress and run_baseline measured at 1 thread
+    whatever the model (predict --measure and the main job time at the model's count), so the predicted and
+    measured figures of one report were of two settings (probe h1)."""
+    import fastdeepiot.compression.search as search
+    from fastdeepiot.compression.baselines import run_baseline
+    seen = []
+    real = search.time_networks
+
+    def spy(models, x, backend, threads=1, rounds=5):
+        seen.append(threads)
+        return real(models, x, backend, threads=threads, rounds=rounds)
+
+    monkeypatch.setattr(search, "time_networks", spy)
+    tm4 = copy.deepcopy(fake_tm)
+    tm4.device = {**fake_tm.device, "threads": 4}
+    compress(Wide().eval(), _toy_data(), time_model=tm4, max_accuracy_drop=50.0, finetune_steps=1,
+             final_epochs=0.1, max_iters=1, progress=False)
+    run_baseline("torch-pruning-l1-uniform", Wide().eval(), _toy_data(), ratio=0.5, time_model=tm4,
+                 budget_steps=1, iterative_steps=1)
+    assert seen == [4, 4]
+
+
 def _gru_data(n):
     """(train, val) loaders of (B, 4, 16) sequences for GRUNet: 96 training samples, the rest validation."""
     g = torch.Generator().manual_seed(1)

@@ -50,7 +50,7 @@ from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, t
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.search import (_resolve_data, _task_of, check_arguments, check_measurable, compress,
-                                            example_and_output, label_checked, measure_models)
+                                            example_and_output, label_checked, measure_models, measure_threads)
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.safeio import KIND_NAMES, sniff
@@ -358,7 +358,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
     bk = backend or (time_model.backend if time_model is not None else None)
     if measure and bk:
         try:
-            base["measured_ms"], final["measured_ms"] = measure_models([base_model, m], x, bk)
+            base["measured_ms"], final["measured_ms"] = measure_models([base_model, m], x, bk,
+                                                                       threads=measure_threads(bk, time_model))
             base["backend"] = final["backend"] = bk
         except UserError:
             raise

@@ -216,6 +216,14 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     return [t.median_ms for t in time_networks(models, x, backend, threads=threads, rounds=rounds)]
 
 
+def measure_threads(backend: str, time_model) -> int:
+    """The thread count a result is measured at on `backend`: the time model's when `backend` is its device
+    (its predictions are for that count; predict --measure and the main job time at it too), else 1."""
+    if time_model is not None and backend == time_model.backend:
+        return int(time_model.device.get("threads", 1))
+    return 1
+
+
 def lower_bound(model: nn.Module, x: torch.Tensor, cost, moves=tuple(MOVES), max_seq_factor: int = 8) -> float:
     """Predicted cost of the smallest network the search could reach: each move in `moves` takes a copy
     as far as it can (`Move.smallest`: every removable block removed, every group at width 1, every RNN
@@ -776,7 +784,8 @@ class _Search:
         bk = c.backend or self.time_model.backend
         self.base["backend"] = final["backend"] = bk
         try:
-            self.base["measured_ms"], final["measured_ms"] = measure_models([self.snapshots[0][0], model], self.x, bk)
+            self.base["measured_ms"], final["measured_ms"] = measure_models(
+                [self.snapshots[0][0], model], self.x, bk, threads=measure_threads(bk, self.time_model))
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - a backend that cannot run the network: say so, keep the result
