@@ -934,6 +934,11 @@ def test_training_guard_sample_is_fixed_and_leaves_the_shuffle_alone():
     before = g.get_state()
     tx, ty = take_samples(dl, 100)
     assert tx.shape == (100, 4, 8) and ty.shape == (100,) and torch.equal(g.get_state(), before)
+    # ... also through the label check every user's loader is wrapped in (probe h1: the wrapper hid the
+    # generator, and the guard's sample moved the shuffle of every run on a user's loaders)
+    from fastdeepiot.compression.finetune import LabelChecked
+    assert torch.equal(take_samples(LabelChecked(dl, 3, "training"), 100)[0], tx)
+    assert torch.equal(g.get_state(), before)
     assert all(any(torch.equal(a, b) for b in x) for a in tx[:5])  # real samples, labels beside them
     assert take_samples(dl, None, max_bytes=1)[0].shape[0] == 32  # one batch once the byte cap is reached
     bare = DataLoader(x, batch_size=50)

@@ -126,6 +126,11 @@ class LabelChecked:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def generator(self):
+        """The wrapped loader's shuffling generator (or None): `take_samples` puts it back after a sample."""
+        return getattr(self.loader, "generator", None)
+
     def __iter__(self):
         for xb, yb in self.loader:
             self._check(xb, yb)
