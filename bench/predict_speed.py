@@ -187,7 +187,9 @@ def _stage_timers():
     wrap(tr, "propagate_shapes", "shape propagation")
     wrap(ex, "_extract_fx", "extraction")
     wrap(mo, "fusion_for_backend", "fusion")
-    wrap(mo.TimeModel, "predict_configs", "tree prediction")
+    # (predict_network calls the unchecked _predict_configs where a version has it)
+    wrap(mo.TimeModel, "_predict_configs" if hasattr(mo.TimeModel, "_predict_configs") else "predict_configs",
+         "tree prediction")
     return acc
 
 

@@ -439,6 +439,7 @@ CLI_CASES = [
     ("profile-budget-nan", ["profile", "-d", "fake", "--db", "new.db", "--budget", "nan", "-q"], "duration"),
     ("profile-unknown-device", ["profile", "-d", "abacus", "--db", "new.db", "-q"], "abacus"),
     ("profile-unknown-family", ["profile", "-d", "fake", "--layers", "conv9d", "--db", "new.db", "-q"], "conv9d"),
+    ("profile-layers-empty", ["profile", "-d", "fake", "--layers", "", "--db", "new.db", "-q"], "no layer family"),
     ("profile-db-is-timemodel", ["profile", "-d", "fake", "--db", "tm.json", "--max-new", "1", "-q"], None),
     ("profile-db-is-directory", ["profile", "-d", "fake", "--db", "outdir", "--max-new", "1", "-q"], "directory"),
     ("profile-db-missing-folder", ["profile", "-d", "fake", "--db", "nope/x.db", "--max-new", "1", "-q"], "does not exist"),
@@ -511,6 +512,7 @@ CLI_CASES = [
     ("fit-estimator-unknown", ["fit", S, "--estimator", "oracle", "-o", "new.json"], "oracle"),
     ("fit-family-unknown", ["fit", S, "--layers", "conv9d", "-o", "new.json"], "conv9d"),
     ("fit-layers-none", ["fit", S, "-o", "new.json", "--layers", ","], "no layer family"),
+    ("fit-layers-empty", ["fit", S, "-o", "new.json", "--layers", ""], "no layer family"),
     ("fit-not-a-store", ["fit", "tm.json", "-o", "new.json"], None),
     ("fit-missing-store", ["fit", "missing.db", "-o", "new.json"], "no such"),
     # explain

@@ -80,6 +80,21 @@ class LSTMNet(nn.Module):
         return self.fc(out.mean(1))
 
 
+class DeepGRUNet(nn.Module):
+    """Conv1d -> a 2-layer bidirectional GRU over (T, B, C): the conv's channels are layer 0's input only
+    (probe h1: pruning them selected weight_ih_l0's columns once per layer and direction, an index error)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 10, 3, padding=1)
+        self.gru = nn.GRU(10, 6, num_layers=2, bidirectional=True)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):  # (B, 4, T)
+        out, _ = self.gru(torch.relu(self.conv(x)).permute(2, 0, 1))
+        return self.fc(out[-1])
+
+
 class ResNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -111,7 +126,7 @@ class ConcatNet(nn.Module):
 
 NETS = {
     "conv1d": (Conv1dNet, (2, 3, 16)), "conv2d": (Conv2dNet, (2, 2, 8, 8)), "gru": (GRUNet, (2, 4, 10)),
-    "lstm": (LSTMNet, (2, 7, 4)), "residual": (ResNet, (2, 3, 6, 6)), "concat": (ConcatNet, (2, 3, 12)),
+    "lstm": (LSTMNet, (2, 7, 4)), "deep-gru": (DeepGRUNet, (2, 4, 10)), "residual": (ResNet, (2, 3, 6, 6)), "concat": (ConcatNet, (2, 3, 12)),
 }
 
 
@@ -442,6 +457,88 @@ def test_unreachable_time_target_is_an_error(fake_tm):
         compress(Wide().eval(), _toy_data(), time_model=fake_tm, target_ms=1e-4, measure=False,
                  progress=lines.append)
     assert lines == []  # said before any progress: the CLI's one line (it logged 'base: ...' first, probe s20)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_integer_labels_of_any_width_are_class_indices(fake_tm, dtype):
+    """Labels as int32 or uint8 class indices (numpy's default int on some platforms, a byte-encoded data set)
+    are read as int64: cross-entropy in fine-tuning and Taylor importance took only int64 (probe h1: a
+    RuntimeError from torch for int32 labels)."""
+    tr, va = _toy_data()
+    tr = DataLoader(TensorDataset(tr.dataset.tensors[0], tr.dataset.tensors[1].to(dtype)), batch_size=32)
+    va = DataLoader(TensorDataset(va.dataset.tensors[0], va.dataset.tensors[1].to(dtype)), batch_size=64)
+    res = compress(Wide().eval(), (tr, va), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+                   final_epochs=0.1, max_iters=1, criterion="taylor", measure=False, progress=False)
+    assert res.model(torch.randn(1, 6, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("how", ["unavailable", "unknown"])
+def test_a_device_that_cannot_measure_is_an_error_before_any_work(fake_tm, monkeypatch, how):
+    """compress (and run_baseline) measures on the time model's device (or `backend`) at the very end: a device
+    that is not available here (a torch-cuda model on a CPU machine) or unknown must be refused before the
+    search, not after it (probe h1: the whole search ran, then the UserError threw its result away)."""
+    from fastdeepiot.compression.baselines import run_baseline
+    kw = {}
+    if how == "unavailable":
+        monkeypatch.setattr(FakeBackend, "availability", classmethod(lambda cls: (False, "switched off")))
+        expect = "not available here: switched off"
+    else:
+        kw["backend"] = "no-such-device"
+        expect = "unknown device 'no-such-device'"
+    lines = []
+    with pytest.raises(UserError, match=expect):
+        compress(Wide().eval(), _toy_data(), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+                 final_epochs=0.1, max_iters=1, progress=lines.append, **kw)
+    assert lines == []
+    with pytest.raises(UserError, match=expect):
+        run_baseline("torch-pruning-l1-uniform", Wide().eval(), _toy_data(), ratio=0.5, time_model=fake_tm,
+                     budget_steps=1, iterative_steps=1, progress=lines.append, **kw)
+    assert lines == []
+    # without measuring, the device is never asked for
+    compress(Wide().eval(), _toy_data(), time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1,
+             final_epochs=0.1, max_iters=1, measure=False, progress=False, **kw)
+
+
+def test_the_network_is_priced_and_measured_at_the_example_inputs_batch(fake_tm):
+    """example_input (with its batch dimension) is what predict_network prices; compress cut it to batch 1,
+    so a network served at batch 8 was searched and measured at batch 1 without a word (probe h1: an MLP's
+    example at batch 64 reported 0.056 ms, predict_network 0.192). Without one, the first validation input
+    (batch 1)."""
+    torch.manual_seed(0)
+    model = Wide().eval()
+    x8 = torch.randn(8, 6, 32)
+    kw = dict(time_model=fake_tm, max_accuracy_drop=50.0, finetune_steps=1, final_epochs=0.1, max_iters=1,
+              progress=False)
+    res = compress(model, _toy_data(), example_input=x8, **kw)
+    assert res.base["predicted_ms"] == pytest.approx(fake_tm.predict_network(model, x8).total_ms)
+    assert res.final["predicted_ms"] == pytest.approx(fake_tm.predict_network(res.model, x8).total_ms)
+    assert res.final["measured_ms"] == pytest.approx(FakeBackend().network_ms(res.model, x8))
+    res1 = compress(model, _toy_data(), measure=False, **kw)
+    assert res1.base["predicted_ms"] == pytest.approx(fake_tm.predict_network(model, x8[:1]).total_ms)
+    assert res.base["predicted_ms"] > res1.base["predicted_ms"]
+
+
+def test_the_result_is_measured_at_the_time_models_thread_count(fake_tm, monkeypatch):
+    """A time model fitted at 4 threads predicts 4-thread times; compress and run_baseline measured at 1 thread
+    whatever the model (predict --measure and the main job time at the model's count), so the predicted and
+    measured figures of one report were of two settings (probe h1)."""
+    import fastdeepiot.compression.search as search
+    from fastdeepiot.compression.baselines import run_baseline
+    seen = []
+    real = search.time_networks
+
+    def spy(models, x, backend, threads=1, rounds=5):
+        seen.append(threads)
+        return real(models, x, backend, threads=threads, rounds=rounds)
+
+    monkeypatch.setattr(search, "time_networks", spy)
+    tm4 = copy.deepcopy(fake_tm)
+    tm4.device = {**fake_tm.device, "threads": 4}
+    compress(Wide().eval(), _toy_data(), time_model=tm4, max_accuracy_drop=50.0, finetune_steps=1,
+             final_epochs=0.1, max_iters=1, progress=False)
+    run_baseline("torch-pruning-l1-uniform", Wide().eval(), _toy_data(), ratio=0.5, time_model=tm4,
+                 budget_steps=1, iterative_steps=1)
+    assert seen == [4, 4]
 
 
 def _gru_data(n):
@@ -837,6 +934,11 @@ def test_training_guard_sample_is_fixed_and_leaves_the_shuffle_alone():
     before = g.get_state()
     tx, ty = take_samples(dl, 100)
     assert tx.shape == (100, 4, 8) and ty.shape == (100,) and torch.equal(g.get_state(), before)
+    # ... also through the label check every user's loader is wrapped in (probe h1: the wrapper hid the
+    # generator, and the guard's sample moved the shuffle of every run on a user's loaders)
+    from fastdeepiot.compression.finetune import LabelChecked
+    assert torch.equal(take_samples(LabelChecked(dl, 3, "training"), 100)[0], tx)
+    assert torch.equal(g.get_state(), before)
     assert all(any(torch.equal(a, b) for b in x) for a in tx[:5])  # real samples, labels beside them
     assert take_samples(dl, None, max_bytes=1)[0].shape[0] == 32  # one batch once the byte cap is reached
     bare = DataLoader(x, batch_size=50)

@@ -115,6 +115,21 @@ def test_structure_changes_miss_the_cache():
     assert fingerprint(m, (x,)) in keys
 
 
+def test_fingerprints_of_two_instances_of_one_structure_are_one_key():
+    """The key hashes once and compares by value: a second build of a network finds the first's entry."""
+    torch.manual_seed(0)
+    a, x = Net().eval(), torch.randn(1, 3, 16, 16)
+    b = copy.deepcopy(a)
+    ka, kb = fingerprint(a, (x,)), fingerprint(b, (x,))
+    assert ka is not kb and ka.value is not kb.value
+    assert hash(ka) == hash(kb) and ka == kb and {ka: 1}[kb] == 1
+    b.b1.residual = False
+    assert fingerprint(b, (x,)) != ka
+    clear_cache()
+    first = extract_layers(a, (x,), copy=False)
+    assert extract_layers(copy.deepcopy(a), (x,), copy=False) is first  # a hit, not a second trace
+
+
 def test_attribute_change_gives_the_new_extraction():
     torch.manual_seed(0)
     m, x = Net().eval(), torch.randn(1, 3, 16, 16)

@@ -111,6 +111,56 @@ def test_every_move_proposes_applies_describes_and_replays(name):
     assert pricer.price(small, X) <= before
 
 
+def test_a_block_removed_between_in_place_activations_still_trains_and_computes_the_same():
+    """VGG-style: Conv, ReLU(inplace), Conv, ReLU(inplace). Removing the second conv put two in-place ReLUs
+    on one tensor, and fine-tuning the candidate failed inside autograd ("modified by an inplace operation";
+    probe h1, compress on an nn.Sequential). The removed network computes what the block's absence means, and
+    trains."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv1d(8, 8, 3, padding=1),
+                          nn.ReLU(inplace=True), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    assert {"op": "remove", "module": "2"} in [c.step for c in MOVES["remove"].propose(model, _ctx(model))]
+    plan = Plan(list(X.shape[1:]), [{"op": "remove", "module": "2"}])
+    for m in (MOVES["remove"].apply(copy.deepcopy(model), plan.steps[0], X), plan.apply(model, copy_model=True)):
+        m.train()
+        xb = torch.randn(5, 4, 16)
+        m(xb).sum().backward()
+        m.eval()
+        with torch.no_grad():
+            want = model[6](torch.relu(model[0](xb)).mean(2))
+            torch.testing.assert_close(m(xb), want)
+
+
+class _Transposed(nn.Module):
+    """A conv whose input is a transposed (non-contiguous) LayerNorm output and whose consumer is a .view."""
+
+    def __init__(self, contiguous: bool):
+        super().__init__()
+        self.contiguous = contiguous
+        self.c1, self.ln, self.c2 = nn.Conv1d(4, 8, 3, padding=1), nn.LayerNorm(8), nn.Conv1d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 3)
+
+    def forward(self, x):
+        h = self.ln(self.c1(x).transpose(1, 2)).transpose(1, 2)
+        if self.contiguous:
+            h = h.contiguous()
+        h = torch.relu(self.c2(torch.relu(h)))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_a_block_is_removable_only_where_its_input_has_its_outputs_layout():
+    """nn.Identity hands on its input: a conv fed a transposed tensor made a contiguous one, which the network
+    then .view()ed; with the conv removed the view failed, and compress stopped with "the network does not run
+    on its example input" (probe h1). Such a block is not removable; the same block on a contiguous input is."""
+    from fastdeepiot.compression.moves.remove import removable_modules
+    x = torch.randn(2, 4, 16)
+    assert "c2" not in removable_modules(_Transposed(False).eval(), x)
+    assert "c2" in removable_modules(_Transposed(True).eval(), x)
+    assert "c2" not in [c.step.get("module") for c in MOVES["remove"].propose(_Transposed(False).eval(),
+                                                                            _ctx(_Transposed(False).eval()))]
+    lower_bound(_Transposed(False).eval(), x, FlopsCost())  # every removable block removed: still runs
+
+
 def test_lower_bound_shrinks_with_every_move():
     model, pricer = _net(), FlopsCost()
     alone = {name: lower_bound(model, X, pricer, (name,)) for name in MOVES}

@@ -743,8 +743,9 @@ def get_family(name: str) -> Family:
 
 
 def parse_families(spec: str | None) -> list[str]:
-    """'conv2d,gru' -> ['conv2d', 'gru']; None or 'all' -> every family. Unknown names raise."""
-    if spec is None or spec.strip() in ("", "all"):
+    """'conv2d,gru' -> ['conv2d', 'gru']; None or 'all' -> every family. Unknown names raise, and so does a
+    spec naming none ('', ','): an empty variable in a script is not a request for every family."""
+    if spec is None or spec.strip() == "all":
         return list(FAMILIES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:

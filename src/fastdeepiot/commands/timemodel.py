@@ -57,7 +57,7 @@ def fit(
     if threads is not None and device is None:
         raise UserError("--threads selects among the runs of one --device; give --device too")
     out = check_output(out, kind="timemodel", inputs=[db], force=force, option="-o")
-    fams = parse_families(layers) if layers else None
+    fams = parse_families(layers) if layers is not None else None
     cmp = tuple(e for e in ESTIMATORS if e != estimator) if compare else ()
     want = None
     if device is not None:

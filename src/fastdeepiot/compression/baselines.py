@@ -49,8 +49,8 @@ from fastdeepiot.compression.cost import FlopsCost, TimeCost
 from fastdeepiot.compression.finetune import distilled_loss, finetune, recipe, train_recipe
 from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
 from fastdeepiot.compression.plan import Plan
-from fastdeepiot.compression.search import (_resolve_data, _task_of, check_arguments, compress, example_and_output,
-                                            label_checked, measure_models)
+from fastdeepiot.compression.search import (_resolve_data, _task_of, check_arguments, check_measurable, compress,
+                                            example_and_output, label_checked, measure_models, measure_threads)
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph.trace import Tracer
 from fastdeepiot.safeio import KIND_NAMES, sniff
@@ -288,6 +288,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
         cfg = CompressConfig.build(cfg, max_accuracy_drop=max_accuracy_drop)
     log = progress if callable(progress) else ((lambda s: print(s, flush=True)) if progress else (lambda s: None))
     check_arguments(model, time_model, example_input)
+    if measure:
+        check_measurable(backend, time_model)
     t0 = time.time()
     task = _task_of(task_or_loaders)
     train_dl, val_dl, test_dl, metric_fn = _resolve_data(task if task is not None else task_or_loaders, metric,
@@ -356,7 +358,8 @@ def run_baseline(method: str, model: nn.Module, task_or_loaders, *, ratio: float
     bk = backend or (time_model.backend if time_model is not None else None)
     if measure and bk:
         try:
-            base["measured_ms"], final["measured_ms"] = measure_models([base_model, m], x, bk)
+            base["measured_ms"], final["measured_ms"] = measure_models([base_model, m], x, bk,
+                                                                       threads=measure_threads(bk, time_model))
             base["backend"] = final["backend"] = bk
         except UserError:
             raise

@@ -115,8 +115,9 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch
 class LabelChecked:
     """A user's loader whose labels are checked as they are read: integer class indices in [0, n_classes) for
     a network with n_classes outputs. A label outside would make top-1 accuracy silently 0 for it, or
-    cross-entropy fail deep inside torch; here it is a UserError naming the loader. Iterates and measures
-    (len) like the loader it wraps."""
+    cross-entropy fail deep inside torch; here it is a UserError naming the loader. Labels of any integer dtype
+    are yielded as int64, the one dtype cross-entropy takes (int32 labels failed inside torch). Iterates and
+    measures (len) like the loader it wraps."""
 
     def __init__(self, loader, n_classes: int, name: str, label_dims: int = 1):
         # label_dims: the axes of one batch of labels, the network's output axes less the class axis
@@ -125,10 +126,15 @@ class LabelChecked:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def generator(self):
+        """The wrapped loader's shuffling generator (or None): `take_samples` puts it back after a sample."""
+        return getattr(self.loader, "generator", None)
+
     def __iter__(self):
         for xb, yb in self.loader:
             self._check(xb, yb)
-            yield xb, yb
+            yield xb, yb.long()
 
     def _check(self, xb, yb) -> None:
         where = f"the {self.name} loader"

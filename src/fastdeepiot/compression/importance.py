@@ -55,8 +55,9 @@ def channel_slices(model: nn.Module, cg: ChannelGraph, group: Group):
         if mem.kind in ("conv_in", "linear_in"):
             out.append((mod.weight, 1, pos))
         elif mem.kind == "rnn_in":
-            for _, sfx, _ in _rnn_layers(mod):
-                out.append((getattr(mod, f"weight_ih_l0{sfx}"), 1, pos))
+            for layer, sfx, _ in _rnn_layers(mod):  # the first layer reads the input (each direction)
+                if layer == 0:
+                    out.append((getattr(mod, f"weight_ih_l0{sfx}"), 1, pos))
         elif mem.kind == "bn":
             if mod.weight is not None:
                 out.append((mod.weight, 0, pos))

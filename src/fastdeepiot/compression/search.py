@@ -101,6 +101,7 @@ from fastdeepiot.compression.moves import MOVES, Candidate, Context, Move, apply
 from fastdeepiot.compression.plan import Plan
 from fastdeepiot.compression.progress import reporter
 from fastdeepiot.compression.surgery import prune_channels
+from fastdeepiot.devices import check_available
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.errors import TargetUnreachableError, UserError
 from fastdeepiot.jsonutil import to_jsonable
@@ -215,6 +216,14 @@ def measure_models(models: list[nn.Module], x: torch.Tensor, backend: str, threa
     return [t.median_ms for t in time_networks(models, x, backend, threads=threads, rounds=rounds)]
 
 
+def measure_threads(backend: str, time_model) -> int:
+    """The thread count a result is measured at on `backend`: the time model's when `backend` is its device
+    (its predictions are for that count; predict --measure and the main job time at it too), else 1."""
+    if time_model is not None and backend == time_model.backend:
+        return int(time_model.device.get("threads", 1))
+    return 1
+
+
 def lower_bound(model: nn.Module, x: torch.Tensor, cost, moves=tuple(MOVES), max_seq_factor: int = 8) -> float:
     """Predicted cost of the smallest network the search could reach: each move in `moves` takes a copy
     as far as it can (`Move.smallest`: every removable block removed, every group at width 1, every RNN
@@ -257,6 +266,8 @@ def compress(model: nn.Module, task_or_loaders, config: CompressConfig | None = 
     check_arguments(model, time_model, example_input)
     if config.cost == "time" and time_model is None:
         raise UserError("cost='time' needs a time_model")
+    if config.measure:
+        check_measurable(config.backend, time_model)
     with reporter(progress, config.max_iters) as report:
         run = _Search(model, task_or_loaders, config, time_model, example_input, metric, report)
         stop_reason = run.search()
@@ -276,13 +287,23 @@ def check_arguments(model, time_model, example_input) -> None:
                         f"{type(example_input).__name__}")
 
 
+def check_measurable(backend: str | None, time_model) -> None:
+    """The device a run measures on at its end (`backend`, else the time model's) known and available here,
+    asked before any work: a torch-cuda time model on a CPU machine was refused only after the whole search,
+    its result thrown away. Nothing to ask when there is no device to measure on."""
+    name = backend or (time_model.backend if time_model is not None else None)
+    if name is not None:
+        check_available(name)
+
+
 def example_and_output(model: nn.Module, example_input: torch.Tensor | None, val_dl, task,
                        paired: bool) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """(x, output shape): the network's example input at batch 1 (the first validation input when none is
-    given), checked against the validation inputs, and its output checked against what the default metric
-    (top-1 accuracy over classes) and the task need."""
+    """(x, output shape): the network's example input (`example_input` at its own batch, as predict_network
+    prices it; the first validation input, batch 1, when none is given), checked against the validation
+    inputs, and its output checked against what the default metric (top-1 accuracy over classes) and the task
+    need."""
     xb, _ = next(iter(val_dl))
-    x = (xb if example_input is None else example_input)[:1].detach().cpu()
+    x = (xb[:1] if example_input is None else example_input).detach().cpu()
     if x.numel() == 0 or not x.is_floating_point():
         raise UserError(f"example_input must be a non-empty floating-point tensor, got shape {tuple(x.shape)} "
                         f"of {x.dtype}")
@@ -763,7 +784,8 @@ class _Search:
         bk = c.backend or self.time_model.backend
         self.base["backend"] = final["backend"] = bk
         try:
-            self.base["measured_ms"], final["measured_ms"] = measure_models([self.snapshots[0][0], model], self.x, bk)
+            self.base["measured_ms"], final["measured_ms"] = measure_models(
+                [self.snapshots[0][0], model], self.x, bk, threads=measure_threads(bk, self.time_model))
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - a backend that cannot run the network: say so, keep the result

@@ -80,8 +80,11 @@ def prune_rnn_hidden(m: nn.RNNBase, idx: list[int]) -> None:
 
 
 def prune_rnn_input(m: nn.RNNBase, idx: list[int]) -> None:
-    for _, sfx, _ in _rnn_layers(m):
-        _select(m, f"weight_ih_l0{sfx}", idx, 1)
+    """Keep input features `idx` of a GRU/LSTM: the columns of its first layer's weight_ih (each direction);
+    later layers read the hidden units below them."""
+    for layer, sfx, _ in _rnn_layers(m):
+        if layer == 0:
+            _select(m, f"weight_ih_l0{sfx}", idx, 1)
     m.input_size = len(idx)
     _refresh_rnn(m)
 

@@ -26,6 +26,18 @@ def get_backend(name: str, **kwargs) -> Backend:
 def make_backend(name: str, **kwargs) -> Backend:
     """`get_backend` without the cores limit on `threads`: to time at a thread count another machine ran with
     (a time model's, `profiling.timer`)."""
+    cls = check_available(name)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        known = ", ".join(inspect.signature(cls).parameters)
+        raise UserError(f"device {name!r}: {e} (it takes {known})") from None
+    return cls(**kwargs)
+
+
+def check_available(name: str) -> type[Backend]:
+    """The backend class called `name`; an unknown name or a backend not available here (no CUDA device, no
+    onnxruntime) is a UserError. Cheap: a run that times on a device at its end asks this before any work."""
     try:
         cls = BACKENDS[name]
     except (KeyError, TypeError):
@@ -33,12 +45,7 @@ def make_backend(name: str, **kwargs) -> Backend:
     ok, why = cls.availability()
     if not ok:
         raise UserError(f"device {name!r} is not available here: {why}")
-    try:
-        inspect.signature(cls).bind(**kwargs)
-    except TypeError as e:
-        known = ", ".join(inspect.signature(cls).parameters)
-        raise UserError(f"device {name!r}: {e} (it takes {known})") from None
-    return cls(**kwargs)
+    return cls
 
 
 def list_backends() -> list[dict]:
@@ -51,5 +58,5 @@ def list_backends() -> list[dict]:
     return rows
 
 
-__all__ = ["Backend", "Runner", "BACKENDS", "check_threads", "get_backend", "list_backends", "make_backend",
+__all__ = ["Backend", "Runner", "BACKENDS", "check_available", "check_threads", "get_backend", "list_backends", "make_backend",
            "cpu_model"]

@@ -1233,9 +1233,10 @@ def extract_layers(module: nn.Module, example_inputs, *, cache: bool = True, cop
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
     key = fingerprint(module, example_inputs) if cache else None
-    if key is not None and key in _CACHE:
+    hit = _CACHE.get(key) if key is not None else None
+    if hit is not None:
         _CACHE.move_to_end(key)
-        return _copy(_CACHE[key]) if copy else _CACHE[key]
+        return _copy(hit) if copy else hit
     res = _extract(module, example_inputs)
     if key is not None and res.traced:
         _CACHE[key] = res

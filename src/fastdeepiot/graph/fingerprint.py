@@ -1,6 +1,8 @@
 """A structural fingerprint of a module and its example inputs: the key of the extraction cache.
 
-`fingerprint(module, inputs)` is a hashable value that changes whenever anything a layer extraction
+`fingerprint(module, inputs)` is a hashable value (a `Fingerprint`: the structure as nested tuples, hashed once, since
+hashing ResNet-50's structure costs about as much as reading it and a cache look-up would otherwise hash it on every
+probe) that changes whenever anything a layer extraction
 reads could change: every submodule's qualified name, class, train/eval mode and plain attributes
 (widths, kernel sizes, strides, flags such as `residual`, ...), the shapes and dtypes of its parameters
 and buffers, and the shapes and dtypes of the inputs. Weight *values* are left out: extraction reads
@@ -27,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _torch_module  # its global hook registries
 
-__all__ = ["fingerprint"]
+__all__ = ["Fingerprint", "fingerprint"]
 
 # nn.Module's own bookkeeping (parameters, buffers and children are read apart; hooks: see below)
 _SKIP = frozenset(nn.Module().__dict__)
@@ -90,14 +92,38 @@ def _input_key(x):
     return _freeze(x)
 
 
-def fingerprint(module: nn.Module, inputs: tuple):
+class Fingerprint:
+    """A structure (`value`, nested tuples) with its hash computed once."""
+
+    __slots__ = ("value", "_hash")
+
+    def __init__(self, value: tuple):
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Fingerprint) or self._hash != other._hash:
+            return False
+        if self.value is other.value or self.value == other.value:
+            other.value = self.value  # (equal: share one value, so the next comparison is by identity)
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"Fingerprint({self._hash:#x})"
+
+
+def fingerprint(module: nn.Module, inputs: tuple) -> Fingerprint | None:
     """Hashable structure of `module` on `inputs` (see the module doc), or None: not cacheable."""
     if _has_global_hooks():
         return None
     try:
-        return (tuple(_module_key(name, m) for name, m in module.named_modules()),
-                tuple(_input_key(x) for x in inputs))
-    except _Unfreezable:
+        return Fingerprint((tuple(_module_key(name, m) for name, m in module.named_modules()),
+                            tuple(_input_key(x) for x in inputs)))
+    except (_Unfreezable, TypeError):  # (TypeError: a frozen value that is still unhashable)
         return None
 
 

@@ -553,19 +553,19 @@ def untouched(module: nn.Module):
     of its own parameters and buffers. fx runs the user's `forward` on the real object, so a forward that
     keeps a feature map (`self.feat = y`), re-assigns a buffer (`self.n = self.n + 1`) or clamps a parameter
     in place would otherwise leave a torch.fx Proxy or a changed value on the user's model."""
-    modes = [(m, m.training) for m in module.modules()]
-    traced = [m for m in module.modules() if not is_leaf(m) or _writes_in_eval(m)]
+    # every module's mode, and its forward hooks (a forward that registers a hook each call changes them in place)
+    every = [(m, m.training, tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in module.modules()]
+    traced = [m for m, *_ in every if not is_leaf(m) or _writes_in_eval(m)]
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules),
               [(t, t.detach().clone()) for t in (*m._parameters.values(), *m._buffers.values())
                if isinstance(t, torch.Tensor)]) for m in traced]
-    # what a forward may change in place: the forward hooks of every module (a forward that registers a hook each
-    # call), and the lists, dicts and sets a traced module holds (`self.history.append(..)`)
-    hooks = [(m, tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in module.modules()]
-    contents = [(v, _contents(v)) for m in traced for v in m.__dict__.values() if type(v) in (list, dict, set)]
+    # the lists, dicts and sets a traced module holds (`self.history.append(..)`), nn.Module's own registries aside
+    contents = [(v, _contents(v)) for m in traced for k, v in m.__dict__.items()
+                if type(v) in (list, dict, set) and k not in _MODULE_OWN]
     try:
         yield
     finally:
-        for m, post, pre in hooks:
+        for m, _, post, pre in every:
             if len(m._forward_hooks) != len(post) or len(m._forward_pre_hooks) != len(pre):
                 _drop_hooks_but(m, post, pre)
         for obj, old in contents:
@@ -586,9 +586,12 @@ def untouched(module: nn.Module):
                         # place outside, then raises)
                         with torch.inference_mode() if t.is_inference() else nullcontext():
                             t.copy_(v)
-        for m, was in modes:
+        for m, was, *_ in every:
             if m.training != was:  # (nn.Module.__setattr__ is slow: only where it changed)
                 m.training = was
+
+
+_MODULE_OWN = frozenset(nn.Module().__dict__)  # nn.Module's bookkeeping (parameters, buffers, children, hooks)
 
 
 def attributes_read(graph) -> set[str]:

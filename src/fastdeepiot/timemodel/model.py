@@ -422,7 +422,9 @@ class TimeModel:
                             "and likely well under the real time: such networks lie outside what the composition "
                             "was fitted on")
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        dtypes = {t.dtype for t in (*module.parameters(), *module.buffers(), *inputs) if t.is_floating_point()}
+        dtypes = {t.dtype for m in module.modules() for d in (m._parameters, m._buffers) for t in d.values()
+                  if t is not None} | {t.dtype for t in inputs}
+        dtypes = {d for d in dtypes if d.is_floating_point}
         if dtypes - {torch.float32}:
             warnings.append(f"the network computes in {', '.join(sorted(str(d).replace('torch.', '') for d in dtypes))}; "
                             "the profiler times float32 layers, so these are float32 times")

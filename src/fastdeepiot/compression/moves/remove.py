@@ -18,18 +18,34 @@ from fastdeepiot.graph.trace import attributes_read_by
 
 
 def remove_module(model: nn.Module, name: str) -> None:
-    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity."""
+    """Replace a shape-preserving module (a block, a conv-bn-relu) by nn.Identity.
+
+    nn.Identity hands on its input itself where the block made a new tensor, so an in-place module after it
+    would write into what came before it: two ReLU(inplace=True) around a removed conv (VGG-style
+    Sequential) act on one tensor, which autograd refuses when the candidate is fine-tuned. So the network's
+    in-place modules (`inplace=True`: ReLU, ReLU6, Hardswish, Dropout, ...) are made out-of-place: the same
+    outputs, the time model prices them alike. In-place calls written in a forward (x.relu_()) are not
+    reached."""
     try:
         model.get_submodule(name)
     except AttributeError:
         raise PlanError(f"no module {name!r} to remove") from None
     replace_module(model, name, nn.Identity())
+    for m in model.modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """`a` and `b` lie in memory alike (equal strides over every axis longer than 1)."""
+    return all(sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()) if n > 1)
 
 
 def removable_modules(model: nn.Module, example_input, protect: set[str] = frozenset()) -> list[str]:
-    """Submodules with parameters whose output has the input's shape (one tensor in, one out), outermost
-    first; removing one (-> Identity) keeps every shape in the network. A module whose parameters another op
-    reads (through a torch.fx get_attr) is not removable."""
+    """Submodules with parameters whose output has the input's shape and memory layout (one tensor in, one
+    out), outermost first; removing one (-> Identity) keeps every shape and layout in the network (a conv fed a
+    transposed tensor makes a contiguous one, which a later .view() may need). A module whose parameters
+    another op reads (through a torch.fx get_attr) is not removable."""
     x = example_input if isinstance(example_input, torch.Tensor) else example_input[0]
     shapes: dict[str, bool] = {}
     hooks = []
@@ -40,7 +56,7 @@ def removable_modules(model: nn.Module, example_input, protect: set[str] = froze
 
         def hook(mod, inp, out, name=name):
             ok = (len(inp) == 1 and isinstance(inp[0], torch.Tensor) and isinstance(out, torch.Tensor)
-                  and tuple(inp[0].shape) == tuple(out.shape))
+                  and tuple(inp[0].shape) == tuple(out.shape) and _same_layout(inp[0], out))
             shapes[name] = shapes.get(name, True) and ok
 
         hooks.append(m.register_forward_hook(hook))
