@@ -12,11 +12,14 @@ it is fitted on could not teach one: their parameters stay under about 2 MB.
 Part 1, measured here (torch-cpu, 1 thread, nothing fitted): each configuration is timed
 
   * alone: one instance, `torch.utils.benchmark.Timer.blocked_autorange()` median under inference_mode;
-  * in a stream: K distinct instances of the same configuration (their own weights and their own inputs), called
-    in turn, with K such that the stream's bytes are at least 4x the last-level cache; the time per call;
+  * in a warm stream: 2-16 distinct instances of the same configuration (their own weights and inputs) called in
+    turn, their bytes within a quarter of the last-level cache: what calling distinct objects costs by itself
+    (torch's per-call work on objects that are not the last one called), the data still cached;
+  * in a cold stream: K distinct instances, K such that the stream's bytes are at least 4x the last-level cache;
+    the time per call;
 
-in interleaved rounds (alone, stream, alone, ...), best of `--rounds` each; the ratio stream / alone is what a
-call costs when nothing of it is cached against what the profile stored.
+in interleaved rounds (alone, warm, cold, alone, ...), best of `--rounds` each. cold / warm is what a call costs
+when its weights and input come from memory rather than the cache, against the same call with them cached.
 
 Part 2, read from committed records (nothing measured or fitted): the held-out architectures of
 `bench/heldout_archs.py` with their working set (parameter bytes; bytes of the leaf modules' outputs in one forward)
@@ -101,19 +104,21 @@ def measure(configs, rounds: int, llc: int, min_run_time: float = 0.2, max_copie
         x = torch.randn(shape)
         w, io = _bytes(one, x)
         k = min(max_copies, max(2, -(-4 * llc // max(1, w + io))))  # ceil: the stream's bytes >= 4x the cache
+        k_warm = max(2, min(16, llc // (4 * max(1, w + io))))  # a stream that stays in the cache (<= 1/4 of it)
         stream = [(make().eval(), torch.randn(shape)) for _ in range(k)]
-        alone, streamed = [], []
+        times: dict[str, list[float]] = {"alone": [], "warm": [], "cold": []}
         for _ in range(rounds):
-            alone.append(_median_ms("f(x)", {"f": one, "x": x}, min_run_time))
-            streamed.append(_median_ms("for f, x in s: f(x)", {"s": stream}, min_run_time) / k)
+            times["alone"].append(_median_ms("f(x)", {"f": one, "x": x}, min_run_time))
+            times["warm"].append(_median_ms("for f, x in s: f(x)", {"s": stream[:k_warm]}, min_run_time) / k_warm)
+            times["cold"].append(_median_ms("for f, x in s: f(x)", {"s": stream}, min_run_time) / k)
+        best = {key: min(v) for key, v in times.items()}
         rows.append({"layer": name, "weight_kib": round(w / 2**10, 1), "io_kib": round(io / 2**10, 1),
-                     "copies": k, "stream_mib": round(k * (w + io) / MB, 1),
-                     "alone_ms": min(alone), "stream_ms": min(streamed),
-                     "stream_over_alone": min(streamed) / min(alone),
-                     "alone_spread": (max(alone) - min(alone)) / statistics.median(alone),
-                     "stream_spread": (max(streamed) - min(streamed)) / statistics.median(streamed)})
-        print(f"{name}: alone {min(alone):.4f} ms, in a stream of {k} {min(streamed):.4f} ms "
-              f"({min(streamed) / min(alone):.2f}x)", file=sys.stderr)
+                     "warm_copies": k_warm, "cold_copies": k, "cold_mib": round(k * (w + io) / MB, 1),
+                     "alone_ms": best["alone"], "warm_stream_ms": best["warm"], "cold_stream_ms": best["cold"],
+                     "warm_over_alone": best["warm"] / best["alone"], "cold_over_warm": best["cold"] / best["warm"],
+                     "spread_max": max((max(v) - min(v)) / statistics.median(v) for v in times.values())})
+        print(f"{name}: alone {best['alone']:.4f} ms, warm stream of {k_warm} {best['warm']:.4f} ms, cold stream "
+              f"of {k} {best['cold']:.4f} ms (cold / warm {best['cold'] / best['warm']:.2f}x)", file=sys.stderr)
     return rows
 
 
@@ -216,9 +221,10 @@ def _markdown(rec: dict) -> str:
              "doc for what is measured.\n"]
     if rec["layers"]:
         lines += ["## Part 1: measured\n",
-                  "alone: one instance in a `blocked_autorange` loop (what the profile stores); stream: `copies` distinct "
-                  "instances with their own inputs called in turn (`stream_mib` in all, >= 4x the cache), per call. "
-                  "Best of the rounds; spread = (max - min) / median over the rounds.\n",
+                  "alone: one instance in a `blocked_autorange` loop (what the profile stores); warm / cold stream: "
+                  "`warm_copies` / `cold_copies` distinct instances with their own inputs called in turn (the warm "
+                  "within a quarter of the cache, the cold `cold_mib` in all, >= 4x it), per call. Best of the rounds; "
+                  "spread_max = the largest (max - min) / median over the rounds of the three.\n",
                   markdown_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                   for r in rec["layers"]]), ""]
     if rec.get("random_networks"):
