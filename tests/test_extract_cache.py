@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.devices.fake import fake_layer_ms
+from fastdeepiot.errors import UserError
 from fastdeepiot.graph import extract as extract_mod
 from fastdeepiot.graph.channels import trace_channels
 from fastdeepiot.graph.extract import clear_cache, count_container_calls, extract_layers
@@ -295,3 +296,36 @@ def test_the_garbage_collector_is_paused_for_a_prediction_and_resumed_after_it(t
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_network_with_lazy_modules_not_yet_run_is_refused_and_left_lazy(tm):
+    """predict_network would materialise a LazyLinear (its class and weights change on its first forward): the
+    user's network is left as it was and the error says what to do."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(4)).eval()
+    with pytest.raises(UserError, match="lazy modules .*2: LazyLinear.*run one forward"):
+        tm.predict_network(m, torch.randn(1, 3, 8, 8))
+    assert type(m[2]) is nn.LazyLinear and torch.nn.parameter.is_lazy(m[2].weight)
+    m(torch.randn(1, 3, 8, 8))  # materialised by the user: priced
+    assert tm.predict_network(m, torch.randn(1, 3, 8, 8)).total_ms > 0
+
+
+class _PosEnc(nn.Module):
+    """A position encoding rebuilt on every call from constants (arange, sin), added to the input."""
+
+    def __init__(self, n=256):
+        super().__init__()
+        self.n = n
+        self.lin = nn.Linear(n, n)
+
+    def forward(self, x):
+        pos = torch.arange(self.n, dtype=torch.float32)
+        pe = torch.sin(pos[:, None] * pos[None, :] / self.n)  # (n, n): 256 KiB, the same on every call
+        return self.lin(x + pe)
+
+
+def test_work_on_constants_is_named_in_a_warning_not_priced_silently(tm):
+    """fx runs what does not depend on the inputs once while tracing; the prediction says so."""
+    p = tm.predict_network(_PosEnc().eval(), torch.randn(256, 256), allow_unmodelled=True)
+    assert any("do not depend on its inputs" in w and "256 KiB" in w for w in p.warnings)
+    small = tm.predict_network(_PosEnc(16).eval(), torch.randn(16, 16), allow_unmodelled=True)
+    assert not any("do not depend" in w for w in small.warnings)

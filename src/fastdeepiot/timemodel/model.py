@@ -466,6 +466,12 @@ class TimeModel:
         if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
             raise UserError("predict_network needs example inputs as a tensor or a tuple of tensors, got "
                             f"{type(example_inputs).__name__}")
+        lazy = [name for name, m in module.named_modules()
+                if any(torch.nn.parameter.is_lazy(t) for t in (*m._parameters.values(), *m._buffers.values()))]
+        if lazy:  # its first forward would give it shapes and weights: the user's network would not be left as it was
+            raise UserError(f"the network has lazy modules that have not run yet ({', '.join(lazy[:4])}"
+                            f"{' ...' if len(lazy) > 4 else ''}: {type(module.get_submodule(lazy[0])).__name__}); run "
+                            "one forward on an input first, which sets their shapes, then predict")
         empty = [tuple(t.shape) for t in inputs if t.numel() == 0]
         if empty:
             raise UserError(f"an example input has no elements (shape {empty[0]}): a network on it does no work "
