@@ -747,3 +747,14 @@ def test_ort_fusion_keeps_an_activation_whose_producer_the_network_returns():
     assert fused.outputs == res.outputs
     plain = fusion_for_backend(extract_layers(_ConvActivated(), x), "onnxruntime-cpu")
     assert [c.fused_into for c in plain if c.op == "relu"] == ["c"]  # returned only through a view: fused
+
+
+def test_a_traced_graph_that_fails_on_its_input_is_not_called_untraceable():
+    """Channel tracing tells a forward fx cannot trace from a traced graph that fails when run on the example
+    input (here a Linear of 8 features given 5): the message names the failure, not torch.fx."""
+    from fastdeepiot.graph.channels import TraceError, trace_channels
+
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    with pytest.raises(TraceError, match=r"fails on the example input \(RuntimeError: mat1 and mat2") as e:
+        trace_channels(m, torch.randn(1, 5))
+    assert "cannot trace" not in str(e.value)

@@ -33,7 +33,8 @@ import torch.nn as nn
 from fastdeepiot.errors import UserError
 from fastdeepiot.graph import ops
 from fastdeepiot.graph.trace import arg as _arg
-from fastdeepiot.graph.trace import attributes_read, target_name, tensor_arg_nodes, tensor_shape, trace
+from fastdeepiot.graph.trace import (ShapePropagationError, attributes_read, target_name, tensor_arg_nodes,
+                                     tensor_shape, trace)
 
 
 class TraceError(UserError):
@@ -162,6 +163,11 @@ def trace_channels(model: nn.Module, example_input) -> ChannelGraph:
     inputs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
     try:
         tg = trace(model, inputs, eval_mode=True)
+    except ShapePropagationError as e:  # traced, but its graph failed on the example input
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise TraceError(f"the network's traced graph fails on the example input ({type(e.__cause__).__name__}: "
+                         f"{first}); the network does not run on it, or its forward runs differently from one call "
+                         "to the next") from None
     except Exception as e:  # noqa: BLE001 - fx raises many types on dynamic code
         raise TraceError(f"cannot trace the model with torch.fx ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); compression needs a traceable "

@@ -176,10 +176,17 @@ def trace(module: nn.Module, inputs: tuple, *, eval_mode: bool = False) -> Trace
     try:
         with torch.no_grad():
             propagate_shapes(module, graph, inputs, modules, tracer.constants)
+    except Exception as e:  # noqa: BLE001 - the traced graph ran on the real inputs and failed
+        raise ShapePropagationError(str(e)) from e
     finally:
         if eval_mode:
             module.train(was)
     return TracedGraph(graph, module, modules, _container_calls(module, tracer), tracer.constants)
+
+
+class ShapePropagationError(RuntimeError):
+    """`trace` traced the module but its graph failed when run on the inputs (the forward does not run on them, or
+    runs differently from the trace); the message is the original error's, which is its `__cause__`."""
 
 
 def _defaults_left(module: nn.Module, n_inputs: int) -> dict | None:
