@@ -319,3 +319,22 @@ def test_the_child_runs_with_a_fixed_address_layout_and_ours_is_left_randomised(
         assert len(free) == 3
     with NetworkTimer("torch-cpu", TimerPolicy.quick()) as t:
         assert t.conditions["address_layout"] == address_layout_condition()
+
+
+@pytest.mark.real
+def test_onnx_runner_feeds_the_right_input_when_the_export_drops_an_unused_one():
+    # the TorchScript exporter drops a forward argument the graph never reads; feeding the session's
+    # inputs by position then gave the used input's name the unused tensor (a shape error, or a silent
+    # timing of the wrong input)
+    from fastdeepiot.devices.onnxrt import OnnxRuntimeCPU
+
+    class SecondOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x, y):
+            return self.fc(y)
+
+    runner = OnnxRuntimeCPU(threads=1).network_runner(SecondOnly(), (torch.randn(3, 5), torch.randn(2, 16)))
+    runner.run_once()

@@ -24,14 +24,18 @@ def export_onnx(module, example_inputs: tuple) -> bytes:
     A module whose forward takes more arguments than the example inputs (nn.TransformerEncoderLayer's
     `src_mask`, `is_causal=False`, ...) is exported through a wrapper that passes only the inputs: the
     exporter otherwise turns the defaults into traced values (`is_causal` a Tensor, which
-    scaled_dot_product_attention refuses). The wrapper adds no node to the graph."""
+    scaled_dot_product_attention refuses). The wrapper adds no node to the graph.
+
+    The graph's inputs are named `input_0`, `input_1`, ... after their position among the example inputs:
+    the exporter drops an input the graph never reads, and `onnx_runner` feeds the rest by these names."""
     module = module.eval()
     if _takes_more_than(module, len(example_inputs)):
         module = _Positional(module).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET)
+        torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET,
+                          input_names=[f"input_{i}" for i in range(len(example_inputs))])
     return buf.getvalue()
 
 
@@ -97,7 +101,12 @@ class OnnxRuntimeCPU(Backend):
         process that holds the module, and ships these bytes to its child)."""
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         sess = self.session(onnx_bytes)
-        feed = {i.name: x.detach().cpu().numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        names = [i.name for i in sess.get_inputs()]
+        by_name = {f"input_{k}": x for k, x in enumerate(inputs)}
+        if all(n in by_name for n in names):  # exported by export_onnx: an unused input was dropped
+            feed = {n: by_name[n].detach().cpu().numpy() for n in names}
+        else:
+            feed = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs)}
         return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns, shared_guard())
 
     def conditions(self) -> dict:
