@@ -338,3 +338,20 @@ def test_onnx_runner_feeds_the_right_input_when_the_export_drops_an_unused_one()
 
     runner = OnnxRuntimeCPU(threads=1).network_runner(SecondOnly(), (torch.randn(3, 5), torch.randn(2, 16)))
     runner.run_once()
+
+
+@pytest.mark.real
+def test_an_onnx_export_that_fails_prints_no_torch_ir_graph(capfd):
+    # torch's TorchScript exporter always turns its ONNX log on (it tests the function, not its result) and
+    # dumps the whole Torch IR graph when an operator has no ONNX form: `predict --measure`
+    # printed that dump above its one-line error
+    from fastdeepiot.devices.onnxrt import export_onnx
+
+    class Special(nn.Module):
+        def forward(self, x):
+            return torch.special.i0e(x)
+
+    with pytest.raises(Exception, match="special_i0e"):
+        export_onnx(Special(), (torch.randn(2, 4),))
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err and "aten::" not in out + err

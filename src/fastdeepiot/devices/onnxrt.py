@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
+import os
+import sys
+import tempfile
 import time
 import warnings
 
@@ -32,11 +36,47 @@ def export_onnx(module, example_inputs: tuple) -> bytes:
     if _takes_more_than(module, len(example_inputs)):
         module = _Positional(module).eval()
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_graph_dump():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET,
                           input_names=[f"input_{i}" for i in range(len(example_inputs))])
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _no_graph_dump():
+    """Hold back what the exporter writes to file descriptors 1 and 2 while it runs; drop it if the export
+    fails. torch's TorchScript exporter always turns its ONNX log on (`setup_onnx_logging` tests the
+    function `_jit_is_onnx_log_enabled`, not its result) and, when an operator has no ONNX form, prints the
+    whole Torch IR graph to standard output before raising; the exception says what failed. Output of a
+    successful export (none, normally) is written back."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001 - a closed or odd stream: nothing to flush
+            pass
+    saved = []
+    try:
+        for fd in (1, 2):
+            tmp = tempfile.TemporaryFile()
+            saved.append((fd, os.dup(fd), tmp))
+            os.dup2(tmp.fileno(), fd)
+    except OSError:  # no such descriptor (an embedding host): export as is
+        pass
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for fd, orig, tmp in reversed(saved):
+            os.dup2(orig, fd)
+            os.close(orig)
+            if ok:
+                tmp.seek(0)
+                data = tmp.read()
+                if data:
+                    os.write(fd, data)
+            tmp.close()
 
 
 def _takes_more_than(module, n: int) -> bool:
