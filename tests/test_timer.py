@@ -355,3 +355,14 @@ def test_an_onnx_export_that_fails_prints_no_torch_ir_graph(capfd):
         export_onnx(Special(), (torch.randn(2, 4),))
     out, err = capfd.readouterr()
     assert "Torch IR graph" not in out + err and "aten::" not in out + err
+
+
+@pytest.mark.real
+def test_export_onnx_leaves_the_callers_module_in_its_training_mode():
+    # export_onnx exports in eval mode; it used to leave the caller's module there (backend.network_runner
+    # on a training model switched its dropout and batch norm statistics off for good)
+    from fastdeepiot.devices.onnxrt import export_onnx
+
+    m = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    export_onnx(m, (torch.randn(2, 4),))
+    assert m.training and m[1].training

@@ -32,14 +32,19 @@ def export_onnx(module, example_inputs: tuple) -> bytes:
 
     The graph's inputs are named `input_0`, `input_1`, ... after their position among the example inputs:
     the exporter drops an input the graph never reads, and `onnx_runner` feeds the rest by these names."""
+    modes = [(m, m.training) for m in module.modules()]  # the caller's module is left in its own mode
     module = module.eval()
     if _takes_more_than(module, len(example_inputs)):
         module = _Positional(module).eval()
     buf = io.BytesIO()
-    with warnings.catch_warnings(), _no_graph_dump():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET,
-                          input_names=[f"input_{i}" for i in range(len(example_inputs))])
+    try:
+        with warnings.catch_warnings(), _no_graph_dump():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET,
+                              input_names=[f"input_{i}" for i in range(len(example_inputs))])
+    finally:
+        for m, training in modes:
+            m.training = training
     return buf.getvalue()
 
 
