@@ -319,3 +319,50 @@ def test_the_child_runs_with_a_fixed_address_layout_and_ours_is_left_randomised(
         assert len(free) == 3
     with NetworkTimer("torch-cpu", TimerPolicy.quick()) as t:
         assert t.conditions["address_layout"] == address_layout_condition()
+
+
+@pytest.mark.real
+def test_onnx_runner_feeds_the_right_input_when_the_export_drops_an_unused_one():
+    # the TorchScript exporter drops a forward argument the graph never reads; feeding the session's
+    # inputs by position then gave the used input's name the unused tensor (a shape error, or a silent
+    # timing of the wrong input)
+    from fastdeepiot.devices.onnxrt import OnnxRuntimeCPU
+
+    class SecondOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x, y):
+            return self.fc(y)
+
+    runner = OnnxRuntimeCPU(threads=1).network_runner(SecondOnly(), (torch.randn(3, 5), torch.randn(2, 16)))
+    runner.run_once()
+
+
+@pytest.mark.real
+def test_an_onnx_export_that_fails_prints_no_torch_ir_graph(capfd):
+    # torch's TorchScript exporter always turns its ONNX log on (it tests the function, not its result) and
+    # dumps the whole Torch IR graph when an operator has no ONNX form: `predict --measure`
+    # printed that dump above its one-line error
+    from fastdeepiot.devices.onnxrt import export_onnx
+
+    class Special(nn.Module):
+        def forward(self, x):
+            return torch.special.i0e(x)
+
+    with pytest.raises(Exception, match="special_i0e"):
+        export_onnx(Special(), (torch.randn(2, 4),))
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err and "aten::" not in out + err
+
+
+@pytest.mark.real
+def test_export_onnx_leaves_the_callers_module_in_its_training_mode():
+    # export_onnx exports in eval mode; it used to leave the caller's module there (backend.network_runner
+    # on a training model switched its dropout and batch norm statistics off for good)
+    from fastdeepiot.devices.onnxrt import export_onnx
+
+    m = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    export_onnx(m, (torch.randn(2, 4),))
+    assert m.training and m[1].training

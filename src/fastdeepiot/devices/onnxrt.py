@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
+import os
+import sys
+import tempfile
 import time
 import warnings
 
@@ -24,15 +28,60 @@ def export_onnx(module, example_inputs: tuple) -> bytes:
     A module whose forward takes more arguments than the example inputs (nn.TransformerEncoderLayer's
     `src_mask`, `is_causal=False`, ...) is exported through a wrapper that passes only the inputs: the
     exporter otherwise turns the defaults into traced values (`is_causal` a Tensor, which
-    scaled_dot_product_attention refuses). The wrapper adds no node to the graph."""
+    scaled_dot_product_attention refuses). The wrapper adds no node to the graph.
+
+    The graph's inputs are named `input_0`, `input_1`, ... after their position among the example inputs:
+    the exporter drops an input the graph never reads, and `onnx_runner` feeds the rest by these names."""
+    modes = [(m, m.training) for m in module.modules()]  # the caller's module is left in its own mode
     module = module.eval()
     if _takes_more_than(module, len(example_inputs)):
         module = _Positional(module).eval()
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET)
+    try:
+        with warnings.catch_warnings(), _no_graph_dump():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, tuple(example_inputs), buf, dynamo=False, opset_version=OPSET,
+                              input_names=[f"input_{i}" for i in range(len(example_inputs))])
+    finally:
+        for m, training in modes:
+            m.training = training
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _no_graph_dump():
+    """Hold back what the exporter writes to file descriptors 1 and 2 while it runs; drop it if the export
+    fails. torch's TorchScript exporter always turns its ONNX log on (`setup_onnx_logging` tests the
+    function `_jit_is_onnx_log_enabled`, not its result) and, when an operator has no ONNX form, prints the
+    whole Torch IR graph to standard output before raising; the exception says what failed. Output of a
+    successful export (none, normally) is written back."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001 - a closed or odd stream: nothing to flush
+            pass
+    saved = []
+    try:
+        for fd in (1, 2):
+            tmp = tempfile.TemporaryFile()
+            saved.append((fd, os.dup(fd), tmp))
+            os.dup2(tmp.fileno(), fd)
+    except OSError:  # no such descriptor (an embedding host): export as is
+        pass
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for fd, orig, tmp in reversed(saved):
+            os.dup2(orig, fd)
+            os.close(orig)
+            if ok:
+                tmp.seek(0)
+                data = tmp.read()
+                if data:
+                    os.write(fd, data)
+            tmp.close()
 
 
 def _takes_more_than(module, n: int) -> bool:
@@ -97,7 +146,12 @@ class OnnxRuntimeCPU(Backend):
         process that holds the module, and ships these bytes to its child)."""
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         sess = self.session(onnx_bytes)
-        feed = {i.name: x.detach().cpu().numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        names = [i.name for i in sess.get_inputs()]
+        by_name = {f"input_{k}": x for k, x in enumerate(inputs)}
+        if all(n in by_name for n in names):  # exported by export_onnx: an unused input was dropped
+            feed = {n: by_name[n].detach().cpu().numpy() for n in names}
+        else:
+            feed = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs)}
         return CallableRunner(lambda: sess.run(None, feed), time.perf_counter_ns, shared_guard())
 
     def conditions(self) -> dict:
