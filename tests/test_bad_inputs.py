@@ -1716,7 +1716,7 @@ def test_a_buffer_made_under_inference_mode_is_put_back_when_the_forward_fails(w
     """torch changes an inference tensor in place and then raises; putting it back raised the same error again, a
     RuntimeError (a traceback) in place of the one-line error, with the user's buffer left changed."""
     tm = TimeModel.load(work / "tm.json")
-    m = _LazyCounter()
+    m = _usermod()["LazyCounter"]()
     with torch.inference_mode():
         m(torch.zeros(2, 8))
     with pytest.raises(UserError, match="does not run on its example input"):
@@ -1724,16 +1724,11 @@ def test_a_buffer_made_under_inference_mode_is_put_back_when_the_forward_fails(w
     assert float(m.n) == 1.0 and m.n.is_inference()
 
 
-class _LazyCounter(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(8, 4)
-
-    def forward(self, x):
-        if not hasattr(self, "n"):
-            self.register_buffer("n", torch.zeros(()))
-        self.n += 1
-        return self.lin(x)
+def _usermod() -> dict:
+    """The names USERMOD (the networks the CLI cases import) defines, for a test that builds one in process."""
+    names: dict = {}
+    exec(compile(USERMOD, "usermod_badin.py", "exec"), names)
+    return names
 
 
 class _KeepsState(nn.Module):

@@ -1113,7 +1113,7 @@ def _from_graph(tg) -> ExtractResult:
             producers = [out_name.get(_arg(node, 0, "input")) or INPUT]  # the weight is not a producer
         out_name[node] = _emit(calls, base, mp, in_shapes, shp, producers)
     _add_notes(calls, warns)
-    made = [t for t in getattr(tg, "constants", {}).values() if isinstance(t, torch.Tensor)]
+    made = [t for t in tg.constants.values() if isinstance(t, torch.Tensor)]
     made_bytes = sum(t.numel() * t.element_size() for t in made)
     if made_bytes >= CONSTANT_NOTE_BYTES:
         warns.append(f"the forward builds {len(made)} tensor{'s' if len(made) > 1 else ''} that do not depend on its "
