@@ -133,7 +133,8 @@ class Backend(ABC):
     def conditions(self) -> dict:
         """Everything recorded with every measurement: fingerprint + library versions + platform."""
         return {**self.fingerprint(), "torch": torch.__version__, "python": sys.version.split()[0],
-                "platform": platform.platform(), "logical_cpus": os.cpu_count()}
+                "platform": platform.platform(), "logical_cpus": os.cpu_count(),
+                "cache_bytes": last_level_cache_bytes()}
 
 
 def check_threads(threads, option: str = "threads", *, cores: bool = True) -> int:
@@ -144,6 +145,33 @@ def check_threads(threads, option: str = "threads", *, cores: bool = True) -> in
     if cores and threads > n:
         raise UserError(f"{option} {threads}: this machine has {n} core(s); give 1 to {n}")
     return threads
+
+
+@lru_cache(maxsize=1)
+def last_level_cache_bytes() -> int:
+    """The size of the CPU's largest cache (its last level, shared by the cores) in bytes, from Linux's
+    sysfs; 0 where the system does not say. The time model's composition prices what a network larger
+    than its cache reads from memory (`timemodel.model.call_terms`), so the profile records it."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return 0
+    for e in entries:
+        try:
+            with open(os.path.join(base, e, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(base, e, "size")) as f:
+                text = f.read().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, int(digits) * unit)
+    return best
 
 
 @lru_cache(maxsize=1)

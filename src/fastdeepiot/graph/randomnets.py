@@ -556,8 +556,15 @@ def _stem(rng, acc: _Acc, c: int, size: int, act: str, lo=8, hi=32) -> tuple[dic
              "preact": False}, cout, _conv_out(size, k, s))
 
 
-def _head(rng, c: int, pool: str, act: str, wide: bool = False) -> dict:
-    hidden = [_width(rng, 64, 1024) if wide else _width(rng, 16, 256) for _ in range(rng.choice([0, 1, 1, 2]))]
+def _head(rng, c: int, pool: str, act: str) -> dict:
+    """The classifier: [pool], 0-2 hidden Linear layers, the output Linear. Three heads in ten are wide (hidden
+    layers of 256-3072 features, up to 36 MiB of weights, like VGG's or AlexNet's): the networks the
+    composition is fitted on must reach past the CPU's last-level cache, where a layer reads its weights
+    from memory inside the network and from cache when it is timed alone."""
+    if rng.random() < 0.3:
+        hidden = [_width(rng, 256, 3072) for _ in range(rng.choice([1, 2]))]
+    else:
+        hidden = [_width(rng, 16, 256) for _ in range(rng.choice([0, 1, 1, 2]))]
     return {"pool": pool, "in_features": c, "hidden": hidden, "act": act, "classes": rng.choice([2, 6, 10, 12, 100])}
 
 
@@ -687,16 +694,21 @@ def _gen_mlp(rng, kind):
     if kind == "image":
         inp = [rng.choice([1, 1, 3]), rng.choice([8, 14, 16, 28])] * 1
         inp = [inp[0], inp[1], inp[1]]
-    batch = _batch(rng, (1, 8, 16, 32, 64))
+    big = rng.random() < 0.5  # weights of 10-80 MiB: past the last-level cache (see `_head`)
+    batch = _batch(rng, (1, 1, 4, 8, 16) if big else (1, 8, 16, 32, 64))
     f = math.prod(inp)
     act = rng.choice(["relu", "relu", "gelu", "silu", "tanh", "leaky_relu"])
     ln, drop = rng.random() < 0.3, rng.random() < 0.4
     blocks = [{"type": "flatten"}]
-    budget = _budget(rng, batch)
+    budget = math.exp(rng.uniform(math.log(2.5e6), math.log(2e7))) if big else _budget(rng, batch)
     macs = 0.0
-    for _ in range(rng.randint(1, 4)):
-        out = _width(rng, 32, 1024)
-        if macs + f * out > budget and blocks[1:]:
+    for _ in range(rng.randint(2, 4) if big else rng.randint(1, 4)):
+        out = _width(rng, 1024, 6144) if big else _width(rng, 32, 1024)
+        if big and blocks[1:]:  # as wide as the budget lets it, at least 256
+            out = min(out, int((budget - macs) / f) // 8 * 8)
+            if out < 256:
+                break
+        elif macs + f * out > budget and blocks[1:]:
             break
         blocks.append({"type": "fc", "out": out, "act": act, "ln": ln, "dropout": drop})
         macs += f * out
