@@ -51,7 +51,7 @@ from fastdeepiot.profiling.runner import time_layer  # noqa: E402
 from fastdeepiot.profiling.store import Store  # noqa: E402
 from fastdeepiot.profiling.timer import NetworkTimer  # noqa: E402
 from fastdeepiot.report.tables import markdown_table  # noqa: E402
-from fastdeepiot.timemodel.model import composition_terms, fit_time_model, load_network_data  # noqa: E402
+from fastdeepiot.timemodel.model import fit_time_model, load_network_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results"
@@ -100,7 +100,7 @@ def price_both(tm, calls, rows) -> tuple[float, float]:
     pred = [None if r is None else r["predicted_ms"] for r in rows]
     meas = [None if r is None else (r["measured_ms"] if r["measured_ms"] is not None else r["predicted_ms"])
             for r in rows]
-    return tm.compose(composition_terms(calls, pred)), tm.compose(composition_terms(calls, meas))
+    return tm.compose(tm.network_terms(calls, pred)), tm.compose(tm.network_terms(calls, meas))
 
 
 def label_noise(store, backend, n: int, seed: int, policy: TimingPolicy) -> list[dict]:

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from fastdeepiot.cli import main
 from fastdeepiot.devices.fake import FakeBackend, fake_layer_ms
-from fastdeepiot.errors import UnmodelledLayerError
+from fastdeepiot.errors import UnmodelledLayerError, UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
@@ -216,6 +216,63 @@ def test_composition_learns_the_kernel_mix_slowdown(tmp_path):
     mixed = Residual().eval()
     x = torch.randn(1, 3, 16, 16)
     assert plain.predict_network(mixed, x).total_ms < 0.9 * backend.network_ms(mixed, x)
+
+
+class WideMLP(nn.Module):
+    """Eight Linear(512, 512) layers: 1 MiB of weights each, 8 MiB together."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(512, 512), nn.ReLU())])
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_composition_learns_what_weights_past_the_cache_cost(tmp_path):
+    """A device whose cache holds one layer's weights but not a whole network's: inside a network larger than
+    the cache each layer reads part of its weights from memory. The profile records the cache size, the
+    composition finds the capacity and the cost per cold MB from random networks, and prices a network past
+    the cache (where a model without the term is well under) and one inside it."""
+    cache = 4 << 20
+    backend = FakeBackend(step=16, cache_bytes=cache, cold_ms_per_mb=0.2)
+    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS + ["layernorm"], seed=2, network_every=10), max_new=1500)
+        tm = fit_time_model(store)
+    assert tm.conditions["cache_bytes"] == cache
+    assert tm.composition["cache_bytes"] == cache
+    assert tm.composition["cold_weights"] == pytest.approx(0.2, rel=0.2)
+    uncached = TimeModel(tm.estimators, {**tm.composition, "cache_bytes": 0.0}, tm.device)
+    wide, x = WideMLP().eval(), torch.randn(1, 512)
+    true = backend.network_ms(wide, x)
+    assert tm.predict_network(wide, x).total_ms == pytest.approx(true, rel=0.03)
+    assert uncached.predict_network(wide, x).total_ms < 0.85 * true
+    small, x = Plain().eval(), torch.randn(1, 8, 16, 16)  # 60 KiB: no layer's weights go cold
+    assert call_terms(*_calls_and_standalone(tm, small, x), cache_bytes=cache) == \
+        call_terms(*_calls_and_standalone(tm, small, x))
+    assert tm.predict_network(small, x).total_ms == pytest.approx(backend.network_ms(small, x), rel=0.03)
+    layer = max(tm.predict_network(wide, x := torch.randn(1, 512)).layers, key=lambda lp: lp.ms)
+    assert layer.ms > layer.standalone_ms  # the cold reads are the layer's own, in `explain` and per layer
+
+
+def _calls_and_standalone(tm, net, x):
+    calls = tm.extract(net, (x,))[1]
+    return calls, tm._standalone_many([calls])[0]
+
+
+def test_a_profile_without_a_cache_size_fits_no_cold_weight_term(fake_tm):
+    """The fake backend of the shared fixture records cache_bytes 0: the term stays 0 and so does its capacity."""
+    assert fake_tm.composition["cold_weights"] == 0.0 and fake_tm.composition["cache_bytes"] == 0.0
+
+
+def test_cache_capacity_round_trips_and_a_negative_one_is_refused(fake_tm, tmp_path):
+    d = fake_tm.to_dict()
+    d["composition"] = {**d["composition"], "cache_bytes": 8e6, "cold_weights": 0.1}
+    assert TimeModel.from_dict(d).composition["cache_bytes"] == 8e6
+    old = {k: v for k, v in d["composition"].items() if k not in ("cache_bytes", "cold_weights")}
+    assert TimeModel.from_dict({**d, "composition": old}).composition["cache_bytes"] == 0.0  # saved before the term
+    with pytest.raises(UserError, match="cache_bytes is negative.*a size"):
+        TimeModel.from_dict({**d, "composition": {**d["composition"], "cache_bytes": -1}})
 
 
 def test_json_round_trip_gives_identical_predictions(fake_tm, tmp_path):

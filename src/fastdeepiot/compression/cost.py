@@ -22,7 +22,6 @@ from fastdeepiot.graph.channels import ChannelGraph, Group
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.compression.surgery import prune_channels
 from fastdeepiot.families import LayerConfig
-from fastdeepiot.timemodel.model import composition_terms
 
 
 class TimeCost:
@@ -39,8 +38,8 @@ class TimeCost:
         return self.tm.predict_configs(configs) if configs else np.zeros(0)
 
     def compose(self, calls, costs: dict[str, float]) -> float:
-        return self.tm.compose(composition_terms(calls, [costs.get(c.name) if c.kind == "layer" else None
-                                                        for c in calls]))
+        return self.tm.compose(self.tm.network_terms(calls, [costs.get(c.name) if c.kind == "layer" else None
+                                                             for c in calls]))
 
     def price(self, model, x) -> float:
         calls = self.extract(model, x)

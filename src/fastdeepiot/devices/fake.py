@@ -73,18 +73,25 @@ class FakeBackend(Backend):
     description = "deterministic formula with a width staircase and a fake clock (for tests)"
 
     def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0,
-                 run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0):
+                 run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0,
+                 cache_bytes: int = 0, cold_ms_per_mb: float = 0.0):
         """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
         session run); `module_call_ms`: the cost of each container-module call inside a network (like
         eager PyTorch's nn.Module.__call__); `kernel_mix` (ms): inside a network that runs D distinct kernel
         kinds, every layer call takes kernel_mix * ln D longer than alone (like a CPU whose caches keep
-        one kernel's code hot in a loop, not many kernels'). All 0 by default."""
+        one kernel's code hot in a loop, not many kernels'); `cache_bytes`, `cold_ms_per_mb`: a cache that
+        holds a layer's weights in a loop of that layer alone, but not inside a network that touches more
+        than it holds (every layer's weights + the largest layer input and output), where each layer pays
+        `cold_ms_per_mb` for the share 1 - cache / touched of its weights (less the share it misses alone).
+        All 0 by default."""
         super().__init__(threads, dtype)
         self.step = step
         self.jitter = jitter
         self.run_ms = run_ms
         self.module_call_ms = module_call_ms
         self.kernel_mix = kernel_mix
+        self.cache_bytes = cache_bytes
+        self.cold_ms_per_mb = cold_ms_per_mb
 
     def processor(self) -> str:
         return f"fake-step{self.step}"
@@ -106,7 +113,17 @@ class FakeBackend(Backend):
                 raise ValueError(f"fake backend cannot time {c.op} ({c.name})")
         calls = [c for c in res if c.kind == "layer"]
         layers += self.kernel_mix * math.log(max(1, len({c.config.kernel_kind for c in calls}))) * len(calls)
+        if self.cache_bytes and self.cold_ms_per_mb:
+            feats = [c.config.features() for c in calls]
+            missed = self._missed(sum(f["weight_bytes"] for f in feats)
+                                  + max(f["input_bytes"] + f["output_bytes"] for f in feats))
+            for f in feats:
+                alone = self._missed(f["weight_bytes"] + f["input_bytes"] + f["output_bytes"])
+                layers += self.cold_ms_per_mb * f["weight_bytes"] / 1e6 * max(0.0, missed - alone)
         return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers
+
+    def _missed(self, touched: float) -> float:
+        return max(0.0, 1.0 - self.cache_bytes / touched) if touched > 0 else 0.0
 
     def layer_runner(self, config: LayerConfig) -> Runner:
         return _FakeRunner(self.layer_ms(config) + self.run_ms, self.jitter, config.key)
@@ -117,4 +134,5 @@ class FakeBackend(Backend):
 
     def conditions(self) -> dict:
         return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter, "run_ms": self.run_ms,
-                "module_call_ms": self.module_call_ms, "kernel_mix": self.kernel_mix}
+                "module_call_ms": self.module_call_ms, "kernel_mix": self.kernel_mix, "cache_bytes": self.cache_bytes,
+                "cold_ms_per_mb": self.cold_ms_per_mb}

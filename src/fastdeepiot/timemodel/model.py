@@ -121,7 +121,7 @@ class NetworkPrediction:
 # network-level terms, then per-call terms (a call's share of the total is the sum of its own terms)
 NETWORK_TERMS = ("network_call", "free_ops", "module_calls")
 CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_calls", "mixed_layers", "fused_layers", "fused_count",
-              "nchwc_layers", "nchwc_count", "nchwc_elements", "reorder_elements")
+              "nchwc_layers", "nchwc_count", "nchwc_elements", "reorder_elements", "cold_weights")
 COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
 # kept so that a model saved before prices as it did, never fitted again: the kernel-mix slowdown as a
 # share of each layer's standalone time (replaced by mixed_calls, a cost per call: on torch-cpu's 30-minute
@@ -135,7 +135,11 @@ FITTED_FREE_SIGN = ("nchwc_elements", "reorder_elements")
 # not a composition term: the standalone ms of a network's slowest running (not fused-away) layer, the
 # floor of `TimeModel.compose`
 SLOWEST_LAYER = "slowest_layer"
-IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0}
+# not a term either: the cache capacity (bytes) `call_terms` prices cold weights against (0: no cold-weight term).
+# `fit_composition` chooses it among shares of the profiled CPU's last-level cache (`CACHE_SHARES`)
+CACHE_BYTES = "cache_bytes"
+IDENTITY_COMPOSITION = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "unfused_layers": 1.0, "nchwc_layers": 1.0,
+                        CACHE_BYTES: 0.0}
 
 
 @contextmanager
@@ -156,17 +160,43 @@ def complete_composition(comp: dict | None) -> dict:
     priced as unfused layers then)."""
     if not comp:
         return dict(IDENTITY_COMPOSITION)
-    out = dict.fromkeys(COMPOSITION_TERMS, 0.0)
+    out = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), CACHE_BYTES: 0.0}
     out.update({k: float(v) for k, v in comp.items() if k in out})
     if "nchwc_layers" not in comp:
         out["nchwc_layers"] = out["unfused_layers"]
     return out
 
 
-def call_terms(calls, standalone: list[float]) -> list[dict]:
+def cold_share(working_set: float, cache_bytes: float) -> float:
+    """The share of what a loop over `working_set` bytes reads that no longer comes from a cache of
+    `cache_bytes`: 0 while it fits, then 1 - cache / working set (0 without a cache size)."""
+    return max(0.0, 1.0 - cache_bytes / working_set) if cache_bytes > 0 and working_set > 0 else 0.0
+
+
+def working_set(calls) -> float:
+    """The bytes one forward of an extracted network keeps touching: every layer call's weights, and the
+    largest input + output any one call holds (both eager PyTorch's caching allocator and ONNX Runtime's
+    arena hand a freed feature map's memory to the next, so the maps of a forward reuse a few buffers;
+    for a network of one layer this is that layer's own working set)."""
+    weights, maps = 0.0, 0.0
+    for c in calls:
+        if c.kind == "layer":
+            f = c.config.features()
+            weights += f["weight_bytes"]
+            maps = max(maps, f["input_bytes"] + f["output_bytes"])
+    return weights + maps
+
+
+def call_terms(calls, standalone: list[float], cache_bytes: float = 0.0) -> list[dict]:
     """Per-call composition terms of an extracted, fusion-annotated network: for each call a dict of
-    its CALL_TERMS (empty for calls that are not priced layers: standalone None)."""
+    its CALL_TERMS (empty for calls that are not priced layers: standalone None).
+
+    `cold_weights` (MB): a layer timed alone loops over its own weights and reads them from cache; inside
+    a network whose working set exceeds the cache, the rest of the network evicts them between two
+    forwards, and the layer reads the share `cold_share(network) - cold_share(layer alone)` of them from
+    memory (measured on torch-cpu, bench/cache_residency.py: Linear 2-3.8x slower with cold weights)."""
     layout = {c.name: c.layout for c in calls}
+    network_cold = cold_share(working_set(calls), cache_bytes) if cache_bytes > 0 else 0.0
     running = {c.config.kernel_kind for c, s in zip(calls, standalone)
                if c.kind == "layer" and s is not None and c.fused_into is None}
     log_kinds = float(np.log(max(1, len(running))))
@@ -175,9 +205,10 @@ def call_terms(calls, standalone: list[float]) -> list[dict]:
         if c.kind != "layer" or s is None:
             out.append({})
             continue
-        if c.fused_into is not None:
-            t = {"fused_layers": s, "fused_count": 1.0}
-        elif c.layout == "nchwc" and c.family == "conv2d":
+        if c.fused_into is not None:  # (its weights are folded into its producer's)
+            out.append({"fused_layers": s, "fused_count": 1.0})
+            continue
+        if c.layout == "nchwc" and c.family == "conv2d":
             f = c.config.features()  # from the configuration, so a width change moves it
             t = {"nchwc_layers": s, "nchwc_count": 1.0,
                  "nchwc_elements": (f["input_bytes"] + f["output_bytes"]) / 4e6}
@@ -185,14 +216,20 @@ def call_terms(calls, standalone: list[float]) -> list[dict]:
             t = {"unfused_layers": s, "unfused_count": 1.0, "mixed_calls": log_kinds, "mixed_layers": s * log_kinds}
             if c.layout != "nchwc" and any(layout.get(i) == "nchwc" for i in c.inputs):
                 t["reorder_elements"] = c.config.features()["input_bytes"] / 4e6
+        if network_cold > 0:
+            f = c.config.features()
+            alone = cold_share(f["weight_bytes"] + f["input_bytes"] + f["output_bytes"], cache_bytes)
+            if f["weight_bytes"] and network_cold > alone:
+                t["cold_weights"] = f["weight_bytes"] / 1e6 * (network_cold - alone)
         out.append(t)
     return out
 
 
-def composition_terms(calls, standalone: list[float]) -> dict:
+def composition_terms(calls, standalone: list[float], cache_bytes: float = 0.0) -> dict:
     """The composition terms of one network (`standalone`: each call's standalone ms, None where the
-    call is not a priced layer); `module_calls` comes from the extraction (`ExtractResult`)."""
-    return sum_terms(calls, call_terms(calls, standalone))
+    call is not a priced layer; `cache_bytes`: the composition's CACHE_BYTES); `module_calls` comes from
+    the extraction (`ExtractResult`)."""
+    return sum_terms(calls, call_terms(calls, standalone, cache_bytes))
 
 
 def sum_terms(calls, per_call: list[dict]) -> dict:
@@ -339,8 +376,12 @@ class TimeModel:
         """For each extracted, fusion-annotated network: its composition terms, each call's standalone
         ms (0 for calls that are not priced layers) and its unmodelled calls; one prediction call per
         family over all the networks."""
-        return [(composition_terms(calls, sa), [x or 0.0 for x in sa], _unmodelled(calls, sa))
+        return [(self.network_terms(calls, sa), [x or 0.0 for x in sa], _unmodelled(calls, sa))
                 for calls, sa in zip(networks, self._standalone_many(networks))]
+
+    def network_terms(self, calls, standalone: list) -> dict:
+        """`composition_terms` of one extracted network at this model's cache capacity."""
+        return composition_terms(calls, standalone, self.composition[CACHE_BYTES])
 
     def _standalone_many(self, networks: list[list]) -> list[list[float | None]]:
         """Each call's standalone ms, None where the call is not a layer this model prices (`covers`);
@@ -415,7 +456,7 @@ class TimeModel:
                 if not calls else
                 "only free operations: " + ", ".join(sorted({c.name for c in calls})[:6])) +
                 "): there is nothing to time")
-        per_call = call_terms(calls, standalone)
+        per_call = call_terms(calls, standalone, self.composition[CACHE_BYTES])
         terms = sum_terms(calls, per_call)
         total = self.compose(terms)
         if not math.isfinite(total) or total < 0:
@@ -573,12 +614,13 @@ def validate_dict(d) -> None:
         if comp and "unfused_layers" not in comp:  # every fitted composition has had it; 0 would price layers at 0
             raise UserError("damaged time model: composition.unfused_layers is missing")
         for k, v in comp.items():
-            if k not in COMPOSITION_TERMS:
+            if k not in COMPOSITION_TERMS and k != CACHE_BYTES:
                 continue
             if not number(v) or not finite(v):
                 raise UserError(f"damaged time model: composition.{k} is not a finite number ({shown(v)})")
             if v < 0 and k not in FREE_SIGN_TERMS:
-                raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is a cost")
+                raise UserError(f"damaged time model: composition.{k} is negative ({v}); it is "
+                                + ("a size" if k == CACHE_BYTES else "a cost"))
     for key in ("device", "conditions"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise UserError(f"damaged time model: '{key}' must be an object")
@@ -670,10 +712,17 @@ def extract_networks(tm: TimeModel, networks: list[tuple[dict, float]], where: s
 CALL_GROUPS = (("unfused_layers", "unfused_count"), ("fused_layers", "fused_count"), ("nchwc_layers", "nchwc_count"))
 
 
+# the cache capacities `fit_composition` tries, as shares of the profiled CPU's last-level cache: what a
+# network can keep cached is less than the whole cache (other tenants, the victim L3 of AMD CPUs, the
+# writes of every layer); measured here (bench/cache_residency.py), two 16 MiB weight copies already missed
+# a 32 MiB cache
+CACHE_SHARES = (1.0, 0.5, 0.25)
+
+
 def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     """Relative least squares of measured network time on the composition terms: costs (the
-    standalone-time factors, per-call and per-module overheads) non-negative, the NCHWc reorder terms free
-    in sign (see the module doc). Terms no network exercises stay 0.
+    standalone-time factors, per-call and per-module overheads, the cold-weight cost) non-negative, the
+    NCHWc reorder terms free in sign (see the module doc). Terms no network exercises stay 0.
 
     A call's share a_g * s + b_g must not go below 0 (no layer makes a network faster) for any layer the
     fit has seen: b_g is negative (a layer timed alone pays a per-run cost a network pays once), and with
@@ -681,23 +730,41 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     on the main job's torch-cpu model), so that a network of one kernel kind (ln D = 0; 50 x Linear(8, 8))
     came out below zero and was priced as its slowest layer alone, 98% under. So b_g is fitted as
     b'_g - a_g * s_min_g with b'_g >= 0, s_min_g the smallest standalone time of a group-g call in the
-    fitted networks: a constraint the fit can hold with bounds alone."""
+    fitted networks: a constraint the fit can hold with bounds alone.
+
+    The cache capacity of the `cold_weights` term (CACHE_BYTES) is the share of the profile's last-level
+    cache (its conditions' cache_bytes; `CACHE_SHARES`) whose fit leaves the smallest relative error; 0, and
+    no cold-weight cost, where the profile does not say or no fitted network reaches past it."""
+    networks = [calls for calls, _ in extracted]
+    standalone = tm._standalone_many(networks)
+    llc = tm.conditions.get(CACHE_BYTES)
+    caches = [llc * share for share in CACHE_SHARES] if number(llc) and finite(llc) and llc > 0 else []
+    best = _fit_linear(networks, standalone, [ms for _, ms in extracted], 0.0)
+    for cache in caches:
+        fit = _fit_linear(networks, standalone, [ms for _, ms in extracted], cache)
+        if fit[0]["cold_weights"] > 0 and fit[1] < best[1] * (1 - 1e-9):
+            best = fit
+    return best[0]
+
+
+def _fit_linear(networks: list, standalone: list, measured: list[float], cache: float) -> tuple[dict, float]:
+    """`fit_composition` at one cache capacity: (composition, its cost: half the sum of squared relative
+    errors)."""
     fitted = [k for k in COMPOSITION_TERMS if k not in LEGACY_TERMS]
     rows, y, s_min = [], [], {}
-    networks = [calls for calls, _ in extracted]
-    for calls, standalone, (_, ms) in zip(networks, tm._standalone_many(networks), extracted):
-        per_call = call_terms(calls, standalone)
+    for calls, sa, ms in zip(networks, standalone, measured):
+        per_call = call_terms(calls, sa, cache)
         for t in per_call:
             for layers, _ in CALL_GROUPS:
                 if layers in t:
                     s_min[layers] = min(s_min.get(layers, math.inf), t[layers])
-        if _unmodelled(calls, standalone):
+        if _unmodelled(calls, sa):
             continue
         terms = sum_terms(calls, per_call)
         rows.append([terms[k] for k in fitted])
         y.append(ms)
     if len(y) < 5:
-        return dict(IDENTITY_COMPOSITION)
+        return dict(IDENTITY_COMPOSITION), math.inf
     A, y = np.asarray(rows, dtype=float), np.asarray(y, dtype=float)
     col = {k: j for j, k in enumerate(fitted)}
     for layers, count in CALL_GROUPS:  # a_g's column becomes sum(s - s_min): the fitted offset is then b'_g
@@ -705,11 +772,13 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]]) -> dict:
     used = np.flatnonzero(np.abs(A).sum(axis=0) > 0)
     lower = np.array([-np.inf if fitted[j] in FITTED_FREE_SIGN else 0.0 for j in used])
     fit = lsq_linear(A[:, used] / y[:, None], np.ones(len(y)), bounds=(lower, np.inf))  # min sum((pred-y)/y)^2
-    comp = dict.fromkeys(COMPOSITION_TERMS, 0.0)
+    comp = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), CACHE_BYTES: cache}
     comp.update({fitted[j]: float(v) for j, v in zip(used, fit.x)})
     for layers, count in CALL_GROUPS:
         comp[count] -= comp[layers] * s_min.get(layers, 0.0)
-    return comp
+    if comp["cold_weights"] == 0:
+        comp[CACHE_BYTES] = 0.0
+    return comp, float(fit.cost)
 
 
 MIN_SAMPLES = 10  # measurements a family needs before fit_time_model gives it a model
