@@ -402,6 +402,20 @@ def test_profile_stream_covers_every_style():
     assert styles == set(STYLES)
 
 
+def test_profiled_networks_reach_past_the_last_level_cache():
+    """The composition's cold-weight term is fitted on the profiled random networks: they must span networks
+    that fit a CPU's last-level cache and networks of several times its size, in more styles than the MLP."""
+    sizes = []
+    for i in range(150):
+        style, kind = STREAM[i % len(STREAM)]
+        net, _, spec = random_network(i, kind, style)
+        sizes.append((sum(p.numel() * 4 for p in net.parameters()) / 2**20, spec["style"]))
+    mib = sorted(s for s, _ in sizes)
+    assert mib[len(mib) // 2] < 1  # most are small: the networks most users run
+    assert sum(s > 16 for s in mib) >= 3 and mib[-1] > 24
+    assert len({style for s, style in sizes if s > 4}) >= 3
+
+
 def test_random_spec_round_trip():
     for kind in ("image", "sensor"):
         m, x, spec = random_network(3, kind)

@@ -529,8 +529,11 @@ for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
 register(Family(
     name="linear",
     description="Linear on a (batch, in_features) input",
-    space={"batch": _BATCH + [64, 128], "in_features": list(range(1, 1025)),
-           "out_features": list(range(1, 1025))},
+    # widths to 4096: the wide heads of VGG-, AlexNet- and ViT-style networks and wide MLPs (up to 64 MiB of
+    # weights, past any CPU's last-level cache; at batch > 1 the GEMM then runs ~3x slower per weight byte
+    # than at batch 1, which no narrower configuration shows)
+    space={"batch": _BATCH + [64, 128], "in_features": list(range(1, 4097)),
+           "out_features": list(range(1, 4097))},
     width_params=["out_features", "in_features"],
     build=_linear_build,
     input_shapes=lambda p: [(p["batch"], p["in_features"])],

@@ -20,7 +20,10 @@ ResNet), so the fitted networks must span both homogeneous and mixed networks.
 
 `spec` is plain JSON (ints, strings, lists, dicts). Weights are drawn from spec['seed'], so
 `build_network(spec)` twice gives the same outputs on the same input. The architecture is sized by a
-MAC budget (log-uniform 0.3M-25M multiply-accumulates) so a forward takes ~0.2-20 ms on one thread.
+MAC budget (log-uniform 0.3M-25M multiply-accumulates) so a forward takes ~0.2-20 ms on one thread. Half
+the MLPs have a weight budget instead (2.5M-20M weights, 10-80 MB) and three heads in ten are wide (up to
+36 MiB): networks larger than a CPU's last-level cache, whose layers read their weights from memory inside
+the network but from cache when timed alone (the composition's `cold_weights` term).
 """
 
 from __future__ import annotations
