@@ -242,9 +242,19 @@ def main(argv=None) -> int:
     ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot", action="store_true", help="only draw the learning curve from the JSON files")
+    ap.add_argument("--compare", nargs="+", metavar="LABEL=JSON", default=None,
+                    help="only write an A/B table (to stdout) of runs of this bench on one store and one ground "
+                         "truth, e.g. before=a/generalisation_torch-cpu.json after=b/generalisation_torch-cpu.json")
     a = ap.parse_args(argv)
     if a.plot:
         plot(a.out)
+        return 0
+    if a.compare:
+        try:
+            print(compare([tuple(v.split("=", 1)) for v in a.compare]))
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+            print(f"error: --compare takes LABEL=path of this bench's JSON: {e}", file=sys.stderr)
+            return 2
         return 0
     # every list option is read before the ground truth is measured (minutes of timing a typo would waste)
     try:
@@ -309,6 +319,29 @@ def main(argv=None) -> int:
     stem.with_suffix(".md").write_text(report(meta, results))
     print(stem.with_suffix(".md").read_text())
     return 0
+
+
+def compare(runs: list[tuple[str, str]]) -> str:
+    """An A/B table of runs of this bench (label, JSON path) at each cut they share: every figure as the mean
+    [min, max] over the fit seeds, with the commit each ran at. Runs on different stores or ground truths are
+    refused: their difference would be the profile's, not the code's."""
+    docs = [(label, json.loads(Path(path).read_text())) for label, path in runs]
+    truths = {json.dumps({k: v for k, v in d["truth"].items() if not k.startswith("_")}, sort_keys=True)
+              for _, d in docs}
+    if len(truths) > 1 or len({d["meta"]["store_minutes"] for _, d in docs}) > 1:
+        raise ValueError("the runs were not made on one store with one ground truth")
+    rows = []
+    for cut in sorted(set.intersection(*[set(d["cuts"]) for _, d in docs]), key=float):
+        for label, d in docs:
+            r = d["cuts"][cut]
+            row = {"cut_min": cut, "run": label, "commit": d["meta"]["commit"]}
+            for fig in FIGURES:
+                v = [x[fig]["within_10pct"] for x in r["seeds"] if x[fig].get("within_10pct") is not None]
+                row[f"{fig}_within10"] = f"{np.mean(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "-"
+            med = [x["heldout_loso"]["median_abs_pct"] for x in r["seeds"] if "median_abs_pct" in x["heldout_loso"]]
+            row["heldout_loso_median_pct"] = f"{np.mean(med):.2f}" if med else "-"
+            rows.append(row)
+    return markdown_table(rows)
 
 
 def report(meta: dict, results: dict) -> str:

@@ -746,23 +746,38 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     over the networks: leave-one-style-out where `styles` (each network's architecture style) has several,
     else `CV_FOLDS` random folds. On a noisy 10-minute torch-cpu store the term chosen by in-sample error or
     by random folds priced held-out architectures of a style left out a little worse (docs/results/session22),
-    so it must price styles it was not fitted on better."""
+    so it must price styles it was not fitted on better. Its cost per cold MB is at most what the device's own
+    profile says streaming a MB of weights from memory costs (`cold_rate`): fitted on a few wide networks of a
+    noisy store, it had reached 3 ms/MB (0.3 GB/s) and priced a held-out wide MLP at twice its time."""
     networks = [calls for calls, _ in extracted]
     standalone = tm._standalone_many(networks)
     measured = [ms for _, ms in extracted]
     llc = tm.conditions.get(CACHE_BYTES)
-    caches = [0.0] + ([llc * share for share in CACHE_SHARES] if number(llc) and finite(llc) and llc > 0 else [])
+    rate = cold_rate(tm, llc) if number(llc) and finite(llc) and llc > 0 else None
+    caches = [0.0] + ([llc * share for share in CACHE_SHARES] if rate else [])
     designs = {cache: _design(networks, standalone, measured, cache) for cache in caches}
     folds = _folds(networks, standalone, styles)
     if len(caches) > 1 and folds is not None:
-        cv = {cache: _cv_error(*designs[cache][:2], folds) for cache in caches}
+        cv = {cache: _cv_error(*designs[cache][:2], folds, rate) for cache in caches}
         cache = min(caches, key=lambda c: (cv[c], c))  # a tie keeps no term (0.0 first)
     else:
         cache = 0.0
-    return _solve(*designs[cache], cache)
+    return _solve(*designs[cache], cache, rate)
 
 
 CV_FOLDS = 5
+
+
+def cold_rate(tm: TimeModel, cache_bytes: float) -> float | None:
+    """ms per MB of weights read from memory on the device, as its profile measured it: the model's standalone
+    time of a batch-1 Linear (memory-bound) whose weights are twice the cache, per MB of weights (at most 4096
+    features a side, the Linear grid's edge); None where the model does not price such a Linear."""
+    side = max(1, min(4096, int(math.sqrt(2 * cache_bytes / 4))))
+    config = LayerConfig("linear", {"batch": 1, "in_features": side, "out_features": side})
+    if not tm.covers(config):
+        return None
+    ms = float(tm._predict_configs([config])[0])
+    return ms / (side * side * 4 / 1e6) if ms > 0 and math.isfinite(ms) else None
 
 
 def _folds(networks: list, standalone: list, styles: list[str] | None) -> np.ndarray | None:
@@ -799,26 +814,28 @@ def _design(networks: list, standalone: list, measured: list[float], cache: floa
     return A, y, s_min
 
 
-def _lsq(A, y) -> np.ndarray:
-    """Coefficients of every column (0 for columns no row uses): min sum((A x - y) / y)^2, costs >= 0."""
+def _lsq(A, y, cold_max: float | None) -> np.ndarray:
+    """Coefficients of every column (0 for columns no row uses): min sum((A x - y) / y)^2, costs >= 0, the
+    cold-weight cost at most `cold_max`."""
     x = np.zeros(A.shape[1])
     used = np.flatnonzero(np.abs(A).sum(axis=0) > 0)
     lower = np.array([-np.inf if FITTED[j] in FITTED_FREE_SIGN else 0.0 for j in used])
-    x[used] = lsq_linear(A[:, used] / y[:, None], np.ones(len(y)), bounds=(lower, np.inf)).x
+    upper = np.array([cold_max if FITTED[j] == "cold_weights" and cold_max else np.inf for j in used])
+    x[used] = lsq_linear(A[:, used] / y[:, None], np.ones(len(y)), bounds=(lower, upper)).x
     return x
 
 
-def _cv_error(A, y, folds) -> float:
-    errs = [np.abs(A[folds == k] @ _lsq(A[folds != k], y[folds != k]) / y[folds == k] - 1)
+def _cv_error(A, y, folds, cold_max: float | None) -> float:
+    errs = [np.abs(A[folds == k] @ _lsq(A[folds != k], y[folds != k], cold_max) / y[folds == k] - 1)
             for k in np.unique(folds)]
     return float(np.mean(np.concatenate(errs)))
 
 
-def _solve(A, y, s_min, cache: float) -> dict:
+def _solve(A, y, s_min, cache: float, cold_max: float | None) -> dict:
     if len(y) < 5:
         return dict(IDENTITY_COMPOSITION)
     comp = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), CACHE_BYTES: cache}
-    comp.update({k: float(v) for k, v in zip(FITTED, _lsq(A, y))})
+    comp.update({k: float(v) for k, v in zip(FITTED, _lsq(A, y, cold_max))})
     for layers, count in CALL_GROUPS:
         comp[count] -= comp[layers] * s_min.get(layers, 0.0)
     if comp["cold_weights"] == 0:
