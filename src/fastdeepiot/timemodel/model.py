@@ -33,8 +33,9 @@ Weights past the cache: a layer timed alone loops over its own weights, which st
 inside a network whose working set (all weights + the largest feature maps) exceeds the cache, the other
 layers evict them between two forwards and a memory-bound layer runs 2-4x longer (bench/cache_residency.py).
 `cold_weights` is each layer's weight MB times the share of them it misses inside the network and not alone
-(`cold_share`), against a cache capacity (CACHE_BYTES) the fit chooses among shares of the last-level cache
-the profile recorded.
+(`cold_share`), against a cache capacity (CACHE_BYTES) chosen among shares of the last-level cache the profile
+recorded; the term is kept only where leave-one-style-out cross-validation over the profiled networks prefers it,
+and its cost per MB is capped by the device's own memory stream (`cold_rate`).
 The NCHWc terms price the reorders alone-vs-inside (M elements of the conv's input+output) and the
 reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are
 fitted (relative least squares, costs non-negative) on random networks measured during profiling
@@ -485,6 +486,7 @@ class TimeModel:
             network_level = sum(self.composition[k] * terms[k] for k in NETWORK_TERMS)
             slowest.ms = max(0.0, total - network_level - sum(lp.ms for lp in layers if lp is not slowest))
         overhead = total - sum(lp.ms for lp in layers)
+        overhead = 0.0 if abs(overhead) < 1e-9 else overhead  # rounding: never print -0.0000 ms
         warnings = list(getattr(res, "warnings", []))
         if priced > 1 and linear < total:
             # the floor binds on a network of many layers: the per-layer offsets exceed what its layers cost
