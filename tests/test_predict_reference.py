@@ -13,7 +13,9 @@ of a forward fx cannot trace instead of its leaf modules alone (`graph.record`),
 such reference network, by +20% on both backends: its ReLU and mean pool are now priced, and its condition's sum and
 comparison counted as free ops) with the time model tests/data/predict_reference.timemodel.json
 (small trees fitted on the fake device's times, every composition term non-zero), on torch-cpu and on
-onnxruntime-cpu (fusion and NCHWc terms). tests/data/make_predict_reference.py made both files. Each
+onnxruntime-cpu (fusion and NCHWc terms). tests/data/make_predict_reference.py made both files. The random networks
+are built from the specs the generator drew then (tests/data/predict_reference_specs.json, written at 1b5fbc7:
+session 22 widened the generator's heads and MLPs, which changed what `random_network` draws for a seed). Each
 layer's name, family, configuration and fusion (a digest), the unmodelled calls and the warnings must be
 equal, and every number equal within 1e-12 relative (it is bit-identical where this was written).
 
@@ -35,7 +37,7 @@ import torch.nn as nn
 
 from fastdeepiot.graph import fusion
 from fastdeepiot.graph.extract import clear_cache
-from fastdeepiot.graph.randomnets import random_network
+from fastdeepiot.graph.randomnets import build_network, example_input
 from fastdeepiot.timemodel.model import TimeModel
 from fastdeepiot.zoo import build_zoo_network
 
@@ -93,8 +95,10 @@ def reference_networks() -> dict:
     nets = {name: (lambda n=name: _bench_network(n)) for name in ("mobilenet_v2", "resnet50")}
     for style, w in (("deepsense", 1.0), ("shufflenet", 0.5), ("resnet", 0.5), ("vgg", 0.5), ("mobilenet", 1.0)):
         nets[f"{style}_w{w:g}"] = lambda s=style, w=w: build_zoo_network(s, w)
+    specs = json.loads((DATA / "predict_reference_specs.json").read_text())
     for style, kind, seed in RANDOM:
-        nets[f"random_{style}_{kind}_{seed}"] = lambda s=style, k=kind, i=seed: random_network(i, k, s)[:2]
+        spec = specs[f"random_{style}_{kind}_{seed}"]  # the generator's draws move; the references' networks do not
+        nets[f"random_{style}_{kind}_{seed}"] = lambda spec=spec: (build_network(spec), example_input(spec))
     nets["bn_on_the_input"] = _seeded(lambda: (  # BatchNorm, then an in-place ReLU, on the caller's input
         nn.Sequential(nn.BatchNorm2d(3), nn.ReLU(inplace=True), nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
                       nn.ReLU(inplace=True), nn.MaxPool2d(2)).eval(), torch.randn(2, 3, 128, 128)))
