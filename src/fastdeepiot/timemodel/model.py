@@ -181,15 +181,16 @@ def cold_share(working_set: float, cache_bytes: float) -> float:
     return max(0.0, 1.0 - cache_bytes / working_set) if cache_bytes > 0 and working_set > 0 else 0.0
 
 
-def working_set(calls) -> float:
+def working_set(calls, features: dict | None = None) -> float:
     """The bytes one forward of an extracted network keeps touching: every layer call's weights, and the
     largest input + output any one call holds (both eager PyTorch's caching allocator and ONNX Runtime's
     arena hand a freed feature map's memory to the next, so the maps of a forward reuse a few buffers;
-    for a network of one layer this is that layer's own working set)."""
+    for a network of one layer this is that layer's own working set). `features`: each layer call's
+    `config.features()` by position, where the caller has them."""
     weights, maps = 0.0, 0.0
-    for c in calls:
+    for i, c in enumerate(calls):
         if c.kind == "layer":
-            f = c.config.features()
+            f = features[i] if features is not None else c.config.features()
             weights += f["weight_bytes"]
             maps = max(maps, f["input_bytes"] + f["output_bytes"])
     return weights + maps
@@ -204,12 +205,13 @@ def call_terms(calls, standalone: list[float], cache_bytes: float = 0.0) -> list
     forwards, and the layer reads the share `cold_share(network) - cold_share(layer alone)` of them from
     memory (measured on torch-cpu, bench/cache_residency.py: Linear 2-3.8x slower with cold weights)."""
     layout = {c.name: c.layout for c in calls}
-    network_cold = cold_share(working_set(calls), cache_bytes) if cache_bytes > 0 else 0.0
+    feats = {i: c.config.features() for i, c in enumerate(calls) if c.kind == "layer"} if cache_bytes > 0 else {}
+    network_cold = cold_share(working_set(calls, feats), cache_bytes) if cache_bytes > 0 else 0.0
     running = {c.config.kernel_kind for c, s in zip(calls, standalone)
                if c.kind == "layer" and s is not None and c.fused_into is None}
     log_kinds = float(np.log(max(1, len(running))))
     out = []
-    for c, s in zip(calls, standalone):
+    for i, (c, s) in enumerate(zip(calls, standalone)):
         if c.kind != "layer" or s is None:
             out.append({})
             continue
@@ -225,7 +227,7 @@ def call_terms(calls, standalone: list[float], cache_bytes: float = 0.0) -> list
             if c.layout != "nchwc" and any(layout.get(i) == "nchwc" for i in c.inputs):
                 t["reorder_elements"] = c.config.features()["input_bytes"] / 4e6
         if network_cold > 0:
-            f = c.config.features()
+            f = feats[i]
             alone = cold_share(f["weight_bytes"] + f["input_bytes"] + f["output_bytes"], cache_bytes)
             if f["weight_bytes"] and network_cold > alone:
                 t["cold_weights"] = f["weight_bytes"] / 1e6 * (network_cold - alone)
