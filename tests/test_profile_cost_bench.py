@@ -23,7 +23,8 @@ def test_a_family_with_no_measurement_is_a_row_of_zero(pc):
 
 def test_report_goes_to_out(pc, tmp_path, monkeypatch):
     monkeypatch.setattr(pc, "FAMILIES", ["linear", "add"])
-    pc.main(["--seconds", "0.3", "--repeat", "2", "--backends", "fake", "--out", str(tmp_path)])
+    # 2 s: the Linear plan's sweeps over its 4096 widths take ~0.8 s of the budget before the first measurement
+    pc.main(["--seconds", "2", "--repeat", "2", "--backends", "fake", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "profile_cost.json").read_text())["rows"]
     assert [r["family"] for r in rows] == ["linear", "add"]
     assert all(r["measurements"] > 0 and r["median_ms"] > 0 for r in rows)
