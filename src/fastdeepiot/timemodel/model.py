@@ -181,18 +181,15 @@ def cold_share(working_set: float, cache_bytes: float) -> float:
     return max(0.0, 1.0 - cache_bytes / working_set) if cache_bytes > 0 and working_set > 0 else 0.0
 
 
-def working_set(calls, features: dict | None = None) -> float:
-    """The bytes one forward of an extracted network keeps touching: every layer call's weights, and the
-    largest input + output any one call holds (both eager PyTorch's caching allocator and ONNX Runtime's
-    arena hand a freed feature map's memory to the next, so the maps of a forward reuse a few buffers;
-    for a network of one layer this is that layer's own working set). `features`: each layer call's
-    `config.features()` by position, where the caller has them."""
+def working_set(layer_features) -> float:
+    """The bytes one forward of a network keeps touching, from the `config.features()` of each of its layer
+    calls: every call's weights, and the largest input + output any one call holds (both eager PyTorch's
+    caching allocator and ONNX Runtime's arena hand a freed feature map's memory to the next, so the maps of
+    a forward reuse a few buffers; for a network of one layer this is that layer's own working set)."""
     weights, maps = 0.0, 0.0
-    for i, c in enumerate(calls):
-        if c.kind == "layer":
-            f = features[i] if features is not None else c.config.features()
-            weights += f["weight_bytes"]
-            maps = max(maps, f["input_bytes"] + f["output_bytes"])
+    for f in layer_features:
+        weights += f["weight_bytes"]
+        maps = max(maps, f["input_bytes"] + f["output_bytes"])
     return weights + maps
 
 
@@ -206,7 +203,7 @@ def call_terms(calls, standalone: list[float], cache_bytes: float = 0.0) -> list
     memory (measured on torch-cpu, bench/cache_residency.py: Linear 2-3.8x slower with cold weights)."""
     layout = {c.name: c.layout for c in calls}
     feats = {i: c.config.features() for i, c in enumerate(calls) if c.kind == "layer"} if cache_bytes > 0 else {}
-    network_cold = cold_share(working_set(calls, feats), cache_bytes) if cache_bytes > 0 else 0.0
+    network_cold = cold_share(working_set(feats.values()), cache_bytes) if cache_bytes > 0 else 0.0
     running = {c.config.kernel_kind for c, s in zip(calls, standalone)
                if c.kind == "layer" and s is not None and c.fused_into is None}
     log_kinds = float(np.log(max(1, len(running))))
@@ -760,13 +757,13 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     rate = cold_rate(tm, llc) if number(llc) and finite(llc) and llc > 0 else None
     caches = [0.0] + ([llc * share for share in CACHE_SHARES] if rate else [])
     designs = {cache: _design(networks, standalone, measured, cache) for cache in caches}
-    folds = _folds(networks, standalone, styles)
+    folds = _folds(designs[0.0][3], styles)
     if len(caches) > 1 and folds is not None:
         cv = {cache: _cv_error(*designs[cache][:2], folds, rate) for cache in caches}
         cache = min(caches, key=lambda c: (cv[c], c))  # a tie keeps no term (0.0 first)
     else:
         cache = 0.0
-    return _solve(*designs[cache], cache, rate)
+    return _solve(*designs[cache][:3], cache, rate)
 
 
 CV_FOLDS = 5
@@ -774,9 +771,10 @@ CV_FOLDS = 5
 
 def cold_rate(tm: TimeModel, cache_bytes: float) -> float | None:
     """ms per MB of weights read from memory on the device, as its profile measured it: the model's standalone
-    time of a batch-1 Linear (memory-bound) whose weights are twice the cache, per MB of weights (at most 4096
-    features a side, the Linear grid's edge); None where the model does not price such a Linear."""
-    side = max(1, min(4096, int(math.sqrt(2 * cache_bytes / 4))))
+    time of a batch-1 Linear (memory-bound) whose weights are twice the cache, per MB of weights (at most the
+    Linear grid's widest side); None where the model does not price such a Linear."""
+    edge = max(get_family("linear").space["in_features"])
+    side = max(1, min(edge, int(math.sqrt(2 * cache_bytes / 4))))
     config = LayerConfig("linear", {"batch": 1, "in_features": side, "out_features": side})
     if not tm.covers(config):
         return None
@@ -784,10 +782,9 @@ def cold_rate(tm: TimeModel, cache_bytes: float) -> float | None:
     return ms / (side * side * 4 / 1e6) if ms > 0 and math.isfinite(ms) else None
 
 
-def _folds(networks: list, standalone: list, styles: list[str] | None) -> np.ndarray | None:
-    """The cross-validation fold of each network `_design` keeps (those with no unmodelled call): its style's
-    index where there are 3 styles or more, else one of CV_FOLDS random folds; None when too few networks."""
-    kept = [i for i, (calls, sa) in enumerate(zip(networks, standalone)) if not _unmodelled(calls, sa)]
+def _folds(kept: list[int], styles: list[str] | None) -> np.ndarray | None:
+    """The cross-validation fold of each network `_design` kept (`kept`: their indices): its style's index where
+    there are 3 styles or more, else one of CV_FOLDS random folds; None when too few networks."""
     if len(kept) < 4 * CV_FOLDS:
         return None
     if styles is not None and len(set(styles[i] for i in kept)) >= 3:
@@ -797,10 +794,11 @@ def _folds(networks: list, standalone: list, styles: list[str] | None) -> np.nda
 
 
 def _design(networks: list, standalone: list, measured: list[float], cache: float):
-    """The relative least-squares problem of `fit_composition` at one cache capacity: (A, y, s_min), A's
-    columns the fitted terms (FITTED), its layer columns shifted by s_min (see `fit_composition`)."""
-    rows, y, s_min = [], [], {}
-    for calls, sa, ms in zip(networks, standalone, measured):
+    """The relative least-squares problem of `fit_composition` at one cache capacity: (A, y, s_min, kept), A's
+    columns the fitted terms (FITTED), its layer columns shifted by s_min (see `fit_composition`), one row per
+    network with no unmodelled call (`kept`: their indices)."""
+    rows, y, s_min, kept = [], [], {}, []
+    for i, (calls, sa, ms) in enumerate(zip(networks, standalone, measured)):
         per_call = call_terms(calls, sa, cache)
         for t in per_call:
             for layers, _ in CALL_GROUPS:
@@ -811,11 +809,12 @@ def _design(networks: list, standalone: list, measured: list[float], cache: floa
         terms = sum_terms(calls, per_call)
         rows.append([terms[k] for k in FITTED])
         y.append(ms)
+        kept.append(i)
     A, y = np.asarray(rows, dtype=float).reshape(len(rows), len(FITTED)), np.asarray(y, dtype=float)
     col = {k: j for j, k in enumerate(FITTED)}
     for layers, count in CALL_GROUPS:  # a_g's column becomes sum(s - s_min): the fitted offset is then b'_g
         A[:, col[layers]] -= s_min.get(layers, 0.0) * A[:, col[count]]
-    return A, y, s_min
+    return A, y, s_min, kept
 
 
 def _lsq(A, y, cold_max: float | None) -> np.ndarray:
