@@ -316,6 +316,18 @@ def test_a_network_in_another_precision_is_priced_with_a_warning(fake_tm):
     assert p.total_ms > 0 and any("float64" in w and "float32" in w for w in p.warnings)
 
 
+def test_a_layer_larger_than_anything_profiled_is_priced_with_a_warning(fake_tm):
+    """A layer beyond every configuration its family was fitted on is priced by extrapolation, and predict
+    says which layer and how far; a network inside the profile gets no such warning."""
+    small = nn.Sequential(nn.Linear(256, 16), nn.Linear(16, 256)).eval()
+    assert not any("larger than anything" in w for w in fake_tm.predict_network(small, torch.randn(8, 256)).warnings)
+    p = fake_tm.predict_network(small, torch.randn(8192, 256))  # 8192 rows: far beyond the profiled batches
+    far = [w for w in p.warnings if "larger than anything" in w]
+    assert p.total_ms > 0 and len(far) == 1
+    assert far[0].startswith("2 layer(s)") and "0 (linear: " in far[0] and "1 (linear: " in far[0]
+    assert "profiled up to" in far[0]
+
+
 def test_family_without_a_model_is_unmodelled(fake_tm):
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
     tm = TimeModel({k: v for k, v in fake_tm.estimators.items() if k != "linear"}, fake_tm.composition,

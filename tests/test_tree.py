@@ -179,6 +179,22 @@ def test_leaf_does_not_extrapolate_far_beyond_its_samples():
     np.testing.assert_array_equal(back.predict(q), m.predict(q))
 
 
+def test_rows_beyond_everything_fitted_are_reported():
+    """`beyond_profile` names the feature of a row that lies above the whole tree's fitted range (beyond the
+    guard's slack): those prices extrapolate. Inside the range, or within the slack, a row is None."""
+    rng = np.random.default_rng(6)
+    flops = rng.uniform(1e3, 1e5, 200)
+    X = pd.DataFrame({"kind": ["a"] * 200, "flops": flops})
+    m = ModelTree().fit(X, 0.002 + 3e-8 * flops)
+    top = m.nodes_[0]["range"]["flops"][1]
+    q = pd.DataFrame({"kind": ["a", "a", "a", "a"], "flops": [5e4, top * 1.4, top * 2, 10.0]})
+    inside, within_slack, far, small = m.beyond_profile(q)
+    assert inside is None and within_slack is None and small is None  # (below the range: not reported)
+    assert far == ("flops", pytest.approx(top * 2), pytest.approx(top))
+    back = ModelTree.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back.beyond_profile(q) == m.beyond_profile(q)
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

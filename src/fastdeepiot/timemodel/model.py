@@ -265,6 +265,19 @@ def _config_id(c: LayerConfig):
     return ident
 
 
+def _beyond_warning(far_calls: list) -> str:
+    """The warning for calls larger than anything their family's model was fitted on: [(call, (feature,
+    value, largest fitted value))]."""
+    def amount(feature: str, v: float) -> str:
+        return f"{v / 2 ** 20:.3g} MiB" if feature.endswith("_bytes") else f"{v:.3g}"
+
+    shown = [f"{c.name} ({c.family}: {f} {amount(f, v)}, profiled up to {amount(f, hi)})"
+             for c, (f, v, hi) in far_calls[:4]]
+    return (f"{len(far_calls)} layer(s) are larger than anything their family was profiled at, so their price "
+            f"extrapolates the fitted costs: {', '.join(shown)}{' ...' if len(far_calls) > 4 else ''}; profile "
+            "larger configurations of those families to price them from measurements")
+
+
 def _unmodelled(calls, standalone: list) -> list[str]:
     """'name (op)' of each call that is an op no family covers or a layer the model does not price."""
     return [f"{c.name} ({c.op})" for c, s in zip(calls, standalone)
@@ -336,9 +349,12 @@ class TimeModel:
                 f"a {type(next(c for c in configs if not isinstance(c, LayerConfig))).__name__} in the list"))
         return self._predict_configs(configs, check=True)
 
-    def _predict_configs(self, configs: list[LayerConfig], check: bool = False) -> np.ndarray:
+    def _predict_configs(self, configs: list[LayerConfig], check: bool = False,
+                         beyond: dict | None = None) -> np.ndarray:
         """`predict_configs`; `check` validates each distinct configuration (those an extraction made are
-        layers of a network that ran)."""
+        layers of a network that ran). `beyond`, when given, receives {index: (feature, value, largest
+        fitted value)} for each configuration larger than anything its family's model was fitted on
+        (`ModelTree.beyond_profile`; models without ranges report none)."""
         out = np.zeros(len(configs))
         by: dict[str, dict] = {}  # family -> configuration -> indices of its occurrences
         for i, c in enumerate(configs):
@@ -369,6 +385,10 @@ class TimeModel:
                                 f"fit it again")
             for idx, ms in zip(groups.values(), pred):
                 out[idx] = ms
+            if beyond is not None and hasattr(self.estimators[fam], "beyond_profile"):
+                for idx, far in zip(groups.values(), self.estimators[fam].beyond_profile(X)):
+                    if far is not None:
+                        beyond.update(dict.fromkeys(idx, far))
         return out
 
     def predict_config(self, config: LayerConfig) -> float:
@@ -390,12 +410,17 @@ class TimeModel:
         """`composition_terms` of one extracted network at this model's cache capacity."""
         return composition_terms(calls, standalone, self.composition[CACHE_BYTES])
 
-    def _standalone_many(self, networks: list[list]) -> list[list[float | None]]:
+    def _standalone_many(self, networks: list[list], beyond: dict | None = None) -> list[list[float | None]]:
         """Each call's standalone ms, None where the call is not a layer this model prices (`covers`);
-        one prediction call per family over all the networks."""
+        one prediction call per family over all the networks. `beyond`, when given, receives
+        {(network, call): (feature, value, largest fitted value)} for the calls larger than anything their
+        family's model was fitted on."""
         priced = [(i, j, c) for i, calls in enumerate(networks) for j, c in enumerate(calls)
                   if c.kind == "layer" and self.covers(c.config)]
-        ms = self._predict_configs([c.config for _, _, c in priced]) if priced else np.zeros(0)
+        far: dict | None = None if beyond is None else {}
+        ms = self._predict_configs([c.config for _, _, c in priced], beyond=far) if priced else np.zeros(0)
+        if far:
+            beyond.update({priced[k][:2]: v for k, v in far.items()})
         standalone: list[list] = [[None] * len(calls) for calls in networks]
         for (i, j, _), m in zip(priced, ms):
             standalone[i][j] = float(m)
@@ -436,7 +461,8 @@ class TimeModel:
 
     def _predict_network(self, module, example_inputs, allow_unmodelled: bool) -> NetworkPrediction:
         res, calls = self._extract_untouched(module, example_inputs)
-        standalone = self._standalone_many([calls])[0]  # None where not priced: no share of the total
+        beyond: dict = {}  # (0, call index) -> (feature, value, largest fitted value)
+        standalone = self._standalone_many([calls], beyond)[0]  # None where not priced: no share of the total
         unmodelled = _unmodelled(calls, standalone)
         if unmodelled and not allow_unmodelled:
             raise UnmodelledLayerError(
@@ -493,6 +519,8 @@ class TimeModel:
                             f"its slowest layer alone ({linear:.4g} ms against {total:.4g} ms); the total is that floor "
                             "and likely well under the real time: such networks lie outside what the composition "
                             "was fitted on")
+        if beyond:
+            warnings.append(_beyond_warning([(calls[j], far) for (_, j), far in sorted(beyond.items())]))
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         dtypes = {t.dtype for m in module.modules() for d in (m._parameters, m._buffers) for t in d.values()
                   if t is not None} | {t.dtype for t in inputs}

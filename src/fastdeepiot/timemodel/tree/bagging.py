@@ -66,6 +66,13 @@ class BaggedModelTrees(RegressorMixin, BaseEstimator):
         logs = [np.log(np.asarray(t.predict(X), dtype=float)) for t in self.trees_]
         return np.exp(np.mean(logs, axis=0))
 
+    def beyond_profile(self, X) -> list:
+        """Per row: None, or the first tree's (feature, value, largest fitted value) where the row lies beyond
+        what every tree was fitted on (`ModelTree.beyond_profile`)."""
+        check_is_fitted(self, "trees_")
+        per_tree = [t.beyond_profile(X) for t in self.trees_]
+        return [rows[0] if all(r is not None for r in rows) else None for rows in zip(*per_tree)]
+
     def score(self, X, y, sample_weight=None) -> float:
         df = check_columns(as_frame(X), self.columns_)
         return neg_median_abs_relative_error(check_y(y, len(df), "y"), self.predict(df))

@@ -16,7 +16,7 @@ from fastdeepiot.timemodel.tree._validation import (as_frame, check_column_array
 from fastdeepiot.timemodel.tree.features import DEFAULT_LEAF_FEATURES, PAD_RE, WORK_FEATURE
 from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.prune import PRUNINGS, grow_and_prune
-from fastdeepiot.timemodel.tree.route import predict_nodes, route, split_columns
+from fastdeepiot.timemodel.tree.route import beyond_profile, predict_nodes, route, split_columns
 
 # the deepest tree fit grows (the default is 8): a tree is read as rules, one per leaf with a test per
 # level, and the loader refuses a deeper tree (timemodel.schema), whose rules would take time and memory
@@ -195,6 +195,14 @@ class ModelTree(RegressorMixin, BaseEstimator):
             return predict_nodes(self.nodes_, X, self.categorical_, self.floor_ms_)
         df = self._check_X(X)
         return predict_nodes(self.nodes_, df, self.categorical_, self.floor_ms_)
+
+    def beyond_profile(self, X) -> list:
+        """Per row: None, or (feature, value, largest fitted value) where the row lies beyond every
+        configuration the tree was fitted on (`route.beyond_profile`): its price is an extrapolation."""
+        if isinstance(X, dict) and all(isinstance(v, np.ndarray) for v in X.values()):
+            check_is_fitted(self, "nodes_")
+            return beyond_profile(self.nodes_, X)
+        return beyond_profile(self.nodes_, self._check_X(X))
 
     def apply(self, X) -> np.ndarray:
         """Index (into nodes_) of the leaf each row falls into."""

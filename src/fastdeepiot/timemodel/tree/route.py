@@ -79,6 +79,27 @@ def outside(node, cols, rows) -> np.ndarray:
     return out
 
 
+def beyond_profile(nodes, df) -> list:
+    """Per row of df: None, or (feature, value, largest fitted value) for the equation feature that lies
+    furthest above the range the whole tree was fitted on (the root's, times EXTRAPOLATION_SLACK): no leaf
+    saw a configuration that large, so the row's price extrapolates a fitted equation. (Rows below the
+    range are left alone: the floor and the composition's per-call costs bound what a tiny layer can
+    cost.) Trees saved before the guard have no ranges: every row is None."""
+    n = n_rows(df)
+    rng = nodes[0].get("range") if nodes else None
+    if not rng:
+        return [None] * n
+    worst = np.ones(n)  # the largest value / (largest fitted value x slack) among the features; 1: inside
+    which: list = [None] * n
+    for c, (_, hi) in rng.items():
+        v = column(df, c)
+        far = v / (hi * EXTRAPOLATION_SLACK) if hi > 0 else np.where(v > 0, np.inf, 0.0)
+        for i in np.flatnonzero(far > worst):
+            worst[i] = far[i]
+            which[i] = (c, float(v[i]), float(hi))
+    return which
+
+
 def predict_nodes(nodes, df, categorical, floor_ms: float) -> np.ndarray:
     """Predicted ms of each row of df (a DataFrame or a dict of column arrays): routed, guarded,
     priced by its node's equation, floored."""
