@@ -29,7 +29,7 @@ from fastdeepiot.timemodel.model import TimeModel, fit_time_model, load_layer_da
 from fastdeepiot.timemodel.tree import ModelTree, featurize
 
 NEW_FAMILIES = ["mul", "adaptive_pool", "layernorm", "groupnorm", "upsample", "attention", "mha",
-                "transformer_encoder"]
+                "transformer_encoder", "conv_transpose2d"]
 OLD_FAMILIES = ["conv2d", "batchnorm", "activation", "add", "linear", "pool2d", "pool1d"]
 
 
@@ -135,6 +135,22 @@ class Decoderish(nn.Module):
         return self.id(self.amp(F.interpolate(x, scale_factor=2)))
 
 
+class UNetish(nn.Module):
+    """An encoder-decoder: strided convs down, ConvTranspose2d (+ BatchNorm, activation) up, a residual skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.SiLU())
+        self.down2 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.SiLU())
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(32, 16, 2, stride=2), nn.BatchNorm2d(16), nn.SiLU())
+        self.up1 = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        d1 = self.down1(x)
+        return self.out(self.up1(d1 + self.up2(self.down2(d1))))
+
+
 def _seq(*mods):
     return nn.Sequential(*mods).eval()
 
@@ -167,6 +183,10 @@ SINGLE = [
      {"batch": 2, "seq_len": 16, "embed_dim": 32, "heads": 4, "need_weights": 1}),
     ("transformer encoder layer", nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval(), TOK,
      "transformer_encoder", {"d_model": 32, "heads": 4, "ffn": 64, "activation": "relu", "norm_first": 0}),
+    ("conv transpose 2x2", _seq(nn.ConvTranspose2d(8, 16, 2, stride=2)), X4, "conv_transpose2d",
+     {"in_channels": 8, "out_channels": 16, "kernel": 2, "stride": 2, "size": 8}),
+    ("conv transpose 3x3 s1", _seq(nn.ConvTranspose2d(8, 4, 3, padding=1)), X4, "conv_transpose2d",
+     {"kernel": 3, "stride": 1}),
 ]
 
 
@@ -245,6 +265,36 @@ class Uncovered(nn.Module):
         return self.ps(self.c(x)).cumsum(1)
 
 
+@pytest.mark.parametrize("module,kernel,approx", [
+    (nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), 4, False),  # the family's padding: exact
+    (nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), 3, False),
+    (nn.ConvTranspose2d(8, 4, 4, stride=2), 4, True),  # output 2 x 8 + 2: another padding
+    (nn.ConvTranspose2d(8, 4, 2), 3, True),  # an even kernel at stride 1: no family configuration
+    (nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, dilation=2), 3, True),
+])
+def test_conv_transpose_maps_to_its_family(module, kernel, approx):
+    c = extract_layers(_seq(module), X4).layers()[0]
+    assert c.family == "conv_transpose2d" and c.config.params["kernel"] == kernel and c.approx == approx
+    assert c.config.family_obj.check(dict(c.config.params)) == c.config.params
+    out = module(X4)  # the family's output is stride x the input: exact configurations compute that shape
+    if not approx:
+        assert out.shape[-1] == c.config.params["stride"] * 8 == c.config.features()["out_size"]
+
+
+def test_grouped_conv_transpose_stays_unmodelled():
+    res = extract_layers(_seq(nn.ConvTranspose2d(8, 8, 2, stride=2, groups=2)), X4)
+    assert [c.op for c in res.unmodelled()] == ["ConvTranspose2d"]
+    assert not extract_layers(_seq(nn.ConvTranspose1d(8, 8, 2, stride=2)), torch.randn(1, 8, 16)).layers()
+
+
+def test_ort_folds_batchnorm_into_a_conv_transpose_and_nothing_else():
+    """Probed on ORT 1.32: ConvTranspose, BatchNormalization, Relu -> ConvTranspose, Relu (plain layout)."""
+    net = _seq(nn.Conv2d(8, 16, 3, padding=1), nn.ConvTranspose2d(16, 8, 2, stride=2), nn.BatchNorm2d(8), nn.ReLU())
+    c = _ort(net, X4)
+    assert c["2"].fused_into == "1" and c["3"].fused_into is None and c["1"].layout is None
+    assert all(x.fused_into is None for x in fusion_for_backend(extract_layers(net, X4), "torch-cpu"))
+
+
 def test_an_uncovered_layer_stays_unmodelled():
     res = extract_layers(Uncovered(), X4)
     assert [c.op for c in res.unmodelled()] == ["Softplus", "cumsum"]
@@ -297,6 +347,7 @@ BLOCKS = [
     ("sdpa transformer", TinyTransformer().eval(), torch.randn(2, 32, 16)),
     ("torch transformer", TorchTransformer().eval(), torch.randn(2, 16, 64)),
     ("decoder-ish", Decoderish().eval(), X4),
+    ("unet-ish", UNetish().eval(), torch.randn(1, 8, 16, 16)),
 ]
 
 
@@ -461,7 +512,8 @@ def test_channel_tracing_survives_the_new_layers():
     """Compression's dependency tracer leaves what it does not understand unprunable, without failing."""
     for net, x in [(MobileNetV3ish().eval(), torch.randn(1, 3, 32, 32)),
                    (TinyTransformer().eval(), torch.randn(2, 32, 16)),
-                   (TorchTransformer().eval(), torch.randn(2, 16, 64)), (Decoderish().eval(), X4)]:
+                   (TorchTransformer().eval(), torch.randn(2, 16, 64)), (Decoderish().eval(), X4),
+                   (UNetish().eval(), torch.randn(1, 8, 16, 16))]:
         cg = trace_channels(net, x)
         assert cg.groups() is not None
 
@@ -510,3 +562,25 @@ def test_a_transformer_encoder_layer_exports_to_onnx_and_runs_the_same(norm_firs
         LayerConfig("transformer_encoder", {"batch": 1, "seq_len": 8, "d_model": 16, "heads": 2, "ffn": 32,
                                             "activation": "relu", "norm_first": int(norm_first)}))
     assert all(t > 0 for t in runner.time_calls(3))  # the profiler can time the family on ONNX Runtime
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("backend_name", ["torch-cpu", "onnxruntime-cpu"])
+def test_real_backend_profiles_conv_transpose_and_prices_a_unet(backend_name, tmp_path):
+    """The conv_transpose2d family on the real CPU backends: profiled (exported to ONNX on ORT), fitted,
+    and a small encoder-decoder priced whole, its upsampling layers included."""
+    if backend_name not in _available():
+        pytest.skip(f"{backend_name} not available")
+    backend = get_backend(backend_name, threads=1)
+    fams = ["conv2d", "conv_transpose2d", "batchnorm", "activation", "add"]
+    work = list(itertools.islice(plan(fams, seed=0, network_every=0), 3 * len(fams) + 6))
+    work += [layer_workload(LayerConfig("activation", {"kind": "silu", "batch": 1, "channels": c, "dims": 2,
+                                                       "size": n}), "sweep") for c, n in ((8, 8), (16, 16), (4, 32))]
+    with Store.open(tmp_path / "r.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, work, policy=TimingPolicy.quick())
+        assert s.failed == 0 and s.per_family.get("conv_transpose2d", 0) >= 3, s.per_family
+        tm = fit_time_model(store, holdout=0.0, min_samples=3)
+    p = tm.predict_network(UNetish().eval(), torch.randn(1, 8, 16, 16))
+    ups = [lp for lp in p.layers if lp.family == "conv_transpose2d"]
+    assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0
+    assert len(ups) == 2 and all(lp.ms > 0 for lp in ups)

@@ -14,8 +14,10 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 
   ("No other consumer" counts the network's own outputs as consumers: a conv whose output the network also
   returns keeps its activation separate, as ORT does; probed 2026-12-02, `Conv, ReorderOutput, Relu`.)
-  R1  BatchNorm directly after Conv1d/Conv2d whose output has no other consumer: folded into the conv
-      (torch.onnx.export already folds it; ORT's ConvBNFusion does it otherwise).
+  R1  BatchNorm directly after Conv1d/Conv2d/ConvTranspose2d whose output has no other consumer: folded into
+      the conv (torch.onnx.export already folds it; ORT's ConvBNFusion does it otherwise). Nothing else
+      fuses into a ConvTranspose2d (probed 2026-12-02: ConvTranspose, BatchNormalization, Relu ->
+      ConvTranspose, Relu), and it never runs on the NCHWc path.
   R2  Activation directly after a conv (or conv+BN) with no other consumer: relu, relu6 (Clip),
       leaky_relu, sigmoid, tanh -> fused (FusedConv / NCHWc Conv `activation`). hardswish only into a
       2-D conv on the NCHWc path (not reading the network input); gelu never (ORT makes one Gelu op).
@@ -157,7 +159,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
             r = root(p)
-            if r.family in _CONV and p.kind == LAYER and sole_user(p, c) and not (
+            if r.family in _CONV + ("conv_transpose2d",) and p.kind == LAYER and sole_user(p, c) and not (
                     {"act", "sum"} & state.get(r.name, set())):
                 c.fused_into = r.name  # folded (also a second BN right after a folded one)
                 state.setdefault(r.name, set()).add("bn")

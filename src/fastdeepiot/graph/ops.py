@@ -15,6 +15,8 @@ tracing fixes every channel flowing into it (never element-wise by default).
 
 Rules. `price` (extraction, `graph.extract`):
   conv, linear, rnn, batchnorm  -- the module's own family (the entry's `family`)
+  convtranspose                 -- ConvTranspose2d of groups 1: conv_transpose2d (a padding other than the
+                                   family's, `families.conv_transpose_padding`, or dilation: approx)
   pool, adaptive                -- pool1d/pool2d (`params`: mode); adaptive = kernel = stride = size//out
                                    (an output that does not divide the input: adaptive_pool)
   activation                    -- the activation family with `params['kind']`; a kind outside the
@@ -72,7 +74,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PRICE_RULES = ("conv", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
+PRICE_RULES = ("conv", "convtranspose", "linear", "rnn", "batchnorm", "pool", "adaptive", "activation", "hardtanh", "add",
                "cat", "mean", "free", "unmodelled", "mul", "sub", "div", "layernorm", "groupnorm", "upsample", "sdpa",
                "mha", "transformer_layer", "transformer", "softmax", "matmul", "instancenorm", "standin",
                "flinear", "fconv", "stack", "einsum")
@@ -119,6 +121,8 @@ MODULES: dict[type, Op] = {
     nn.Conv1d: Op("Conv1d", "conv", "conv", "conv1d"),
     nn.Conv2d: Op("Conv2d", "conv", "conv", "conv2d"),
     nn.Linear: Op("Linear", "linear", "linear", "linear"),
+    # (its channels are not followed: a decoder's upsampling layers are never pruned)
+    nn.ConvTranspose2d: Op("ConvTranspose2d", "convtranspose", "fix", "conv_transpose2d"),
     nn.GRU: Op("GRU", "rnn", "rnn", "gru"),
     nn.LSTM: Op("LSTM", "rnn", "rnn", "lstm"),
     nn.BatchNorm1d: Op("BatchNorm1d", "batchnorm", "bn", "batchnorm"),
