@@ -103,6 +103,10 @@ MODULE_CASES = {
     nn.GELU: lambda: _img(nn.GELU()),
     nn.SiLU: lambda: _img(nn.SiLU()),
     nn.ELU: lambda: _img(nn.ELU()),
+    nn.SELU: lambda: _img(nn.SELU()),
+    nn.Softplus: lambda: _img(nn.Softplus()),
+    nn.Mish: lambda: _img(nn.Mish()),
+    nn.PReLU: lambda: _img(nn.PReLU(8)),
     nn.Identity: lambda: _img(nn.Identity()),
     nn.Dropout: lambda: _img(nn.Dropout()),
     nn.Dropout1d: lambda: _seq(nn.Dropout1d()),
@@ -202,7 +206,10 @@ FUNCTION_CASES = {
     F.hardswish: lambda x, y: F.hardswish(x), F.sigmoid: lambda x, y: F.sigmoid(x),
     torch.sigmoid: lambda x, y: torch.sigmoid(x), F.tanh: lambda x, y: F.tanh(x),
     torch.tanh: lambda x, y: torch.tanh(x), F.gelu: lambda x, y: F.gelu(x), F.silu: lambda x, y: F.silu(x),
-    F.elu: lambda x, y: F.elu(x), F.hardtanh: lambda x, y: F.hardtanh(x, 0.0, 6.0),
+    F.elu: lambda x, y: F.elu(x), F.selu: lambda x, y: F.selu(x), torch.selu: lambda x, y: torch.selu(x),
+    F.softplus: lambda x, y: F.softplus(x), F.mish: lambda x, y: F.mish(x),
+    F.prelu: lambda x, y: F.prelu(x, torch.full((8,), 0.25)), torch.prelu: lambda x, y: torch.prelu(x, torch.full((1,), 0.25)),
+    F.hardtanh: lambda x, y: F.hardtanh(x, 0.0, 6.0),
     F.hardtanh_: lambda x, y: F.hardtanh_(x, 0.0, 6.0),
     F.max_pool1d: lambda x, y: F.max_pool1d(x, 2), F.max_pool2d: lambda x, y: F.max_pool2d(x, 2),
     F.avg_pool1d: lambda x, y: F.avg_pool1d(x, 2), F.avg_pool2d: lambda x, y: F.avg_pool2d(x, 2),
@@ -366,8 +373,8 @@ def test_custom_module_is_traced_into_by_both(make):
     assert any("fixed tensor" in w for w in cg.why_fixed.values()), cg.why_fixed
 
 
-@pytest.mark.parametrize("make", [lambda: _img(nn.Mish()), lambda: _img(nn.Softplus())],
-                         ids=["mish", "softplus"])
+@pytest.mark.parametrize("make", [lambda: _img(nn.Hardshrink()), lambda: _img(nn.LogSigmoid())],
+                         ids=["hardshrink", "logsigmoid"])
 def test_unknown_module_stays_unknown_in_both(make):
     net, x = make()
     net.eval()
@@ -395,12 +402,18 @@ def test_silu_is_one_entry_for_both():
     assert _prunable(trace_channels(net, x), "p")
 
 
-def test_elu_stays_unmodelled_until_profiled():
-    """ELU: a kind outside the activation family's space: unmodelled, while channel tracing passes it."""
-    net, x = _img(nn.ELU())
-    calls = {c.name: c for c in extract_layers(net.eval(), x)}
-    assert calls["op"].kind == UNMODELLED and "activation family" in calls["op"].note
-    assert _prunable(trace_channels(net, x), "p")
+def test_session_23_activation_kinds_are_layers():
+    """ELU, SELU, Softplus and Mish are activation kinds (channels pass through them: prunable); PReLU too, but
+    its per-channel slopes fix the channels (compression would have to slice them)."""
+    for act, kind in ((nn.ELU(), "elu"), (nn.SELU(), "selu"), (nn.Softplus(beta=2.0), "softplus"), (nn.Mish(), "mish")):
+        net, x = _img(act)
+        op = {c.name: c for c in extract_layers(net.eval(), x)}["op"]
+        assert op.kind == LAYER and op.config.params["kind"] == kind and not op.approx
+        assert _prunable(trace_channels(net, x), "p")
+    net, x = _img(nn.PReLU(8))
+    op = {c.name: c for c in extract_layers(net.eval(), x)}["op"]
+    assert op.kind == LAYER and op.config.params["kind"] == "prelu"
+    assert not _prunable(trace_channels(net, x), "p")
 
 
 def test_whole_modules_are_hook_leaves():

@@ -259,7 +259,7 @@ class Uncovered(nn.Module):
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(8, 16, 1)
-        self.ps = nn.Softplus()
+        self.ps = nn.Hardshrink()
 
     def forward(self, x):
         return self.ps(self.c(x)).cumsum(1)
@@ -297,7 +297,7 @@ def test_ort_folds_batchnorm_into_a_conv_transpose_and_nothing_else():
 
 def test_an_uncovered_layer_stays_unmodelled():
     res = extract_layers(Uncovered(), X4)
-    assert [c.op for c in res.unmodelled()] == ["Softplus", "cumsum"]
+    assert [c.op for c in res.unmodelled()] == ["Hardshrink", "cumsum"]
 
 
 # --------------------------------------------------------------- fake: profile -> fit -> predict
@@ -389,7 +389,7 @@ def test_an_activation_kind_the_model_never_saw_is_unmodelled(layers_db):
     others = {f: ModelTree().fit(featurize(c), t) for f, (c, t) in data.items() if f in ("conv2d", "batchnorm")}
     tm = TimeModel({"activation": est, **others}, device={"backend": "fake"})
     seen = cs[keep[0]].params["kind"]  # a kind the model was fitted on
-    seen_net = _seq(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), _act_build({"kind": seen}))
+    seen_net = _seq(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), _act_build({"kind": seen, "channels": 8}))
     assert tm.predict_network(seen_net, X4).total_ms > 0
     silu_net = _seq(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.SiLU())
     with pytest.raises(UnmodelledLayerError, match="SiLU"):
@@ -399,7 +399,7 @@ def test_an_activation_kind_the_model_never_saw_is_unmodelled(layers_db):
 
 
 def test_unknown_layer_is_an_error_not_zero(layers_tm):
-    with pytest.raises(UnmodelledLayerError, match="Softplus"):
+    with pytest.raises(UnmodelledLayerError, match="Hardshrink"):
         layers_tm.predict_network(Uncovered(), X4)
     with pytest.raises(ValueError, match="cannot time"):
         FakeBackend().network_ms(Uncovered(), X4)
@@ -584,3 +584,53 @@ def test_real_backend_profiles_conv_transpose_and_prices_a_unet(backend_name, tm
     ups = [lp for lp in p.layers if lp.family == "conv_transpose2d"]
     assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0
     assert len(ups) == 2 and all(lp.ms > 0 for lp in ups)
+
+
+NEW_KINDS = [("elu", nn.ELU()), ("selu", nn.SELU()), ("prelu", nn.PReLU(8)), ("softplus", nn.Softplus()),
+             ("mish", nn.Mish())]
+
+
+def _kind_workloads(kinds):
+    return [layer_workload(LayerConfig("activation", {"kind": k, "batch": b, "channels": c, "dims": d, "size": n}),
+                           "sweep") for k in kinds for b, c, d, n in ((1, 8, 2, 8), (2, 16, 2, 16), (4, 32, 1, 64),
+                                                                     (1, 64, 2, 28), (8, 4, 1, 128))]
+
+
+@pytest.mark.parametrize("kind,act", NEW_KINDS, ids=[k for k, _ in NEW_KINDS])
+def test_session_23_activation_kinds_are_profiled_and_priced(kind, act, tmp_path):
+    backend = FakeBackend(step=16)
+    work = _kind_workloads([k for k, _ in NEW_KINDS]) + list(itertools.islice(plan(["conv2d"], seed=0), 30))
+    with Store.open(tmp_path / "k.db", backend.fingerprint(), create=True) as store:
+        assert profile(backend, store, work).failed == 0
+        tm = fit_time_model(store, holdout=0.0, min_samples=3)
+    net = _seq(nn.Conv2d(8, 8, 3, padding=1), act)
+    p = tm.predict_network(net, X4)
+    [lp] = [lp for lp in p.layers if lp.family == "activation"]
+    assert not p.unmodelled and lp.config["kind"] == kind and lp.ms > 0
+    assert lp.standalone_ms == pytest.approx(backend.layer_ms(LayerConfig("activation", lp.config)), rel=0.1)
+
+
+def test_ort_fuses_elu_selu_softplus_into_a_gemm_only():
+    """Probed on ORT 1.32: Gemm + Elu / Selu / Softplus -> FusedGemm; after a Conv, and PReLU / Mish anywhere,
+    nothing fuses."""
+    for act in (nn.ELU(), nn.SELU(), nn.Softplus()):
+        assert _ort(_seq(nn.Linear(16, 16), act), torch.randn(4, 16))["1"].fused_into == "0"
+        assert _ort(_seq(nn.Conv2d(8, 8, 3, padding=1), act), X4)["1"].fused_into is None
+    for act in (nn.PReLU(16), nn.Mish()):
+        assert _ort(_seq(nn.Linear(16, 16), act), torch.randn(4, 16))["1"].fused_into is None
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("backend_name", ["torch-cpu", "onnxruntime-cpu"])
+def test_real_backend_times_and_prices_the_session_23_activation_kinds(backend_name, tmp_path):
+    if backend_name not in _available():
+        pytest.skip(f"{backend_name} not available")
+    backend = get_backend(backend_name, threads=1)
+    work = _kind_workloads([k for k, _ in NEW_KINDS]) + list(itertools.islice(plan(["conv2d"], seed=0), 8))
+    with Store.open(tmp_path / "r.db", backend.fingerprint(), create=True) as store:
+        s = profile(backend, store, work, policy=TimingPolicy.quick())
+        assert s.failed == 0 and s.per_family["activation"] == len(NEW_KINDS) * 5, s.per_family
+        tm = fit_time_model(store, holdout=0.0, min_samples=3)
+    for kind, act in NEW_KINDS:
+        p = tm.predict_network(_seq(nn.Conv2d(8, 8, 3, padding=1), act), X4)
+        assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0, kind

@@ -23,7 +23,7 @@ FAM = "activation"  # a string parameter (kind): categorical columns and "eq" sp
 @pytest.fixture(scope="module")
 def data():
     """Activation times with a step in batch and slow kinds: a tree splits "le" on batch and "eq" on kind."""
-    cs = random_configs(FAM, 160, seed=3)
+    cs = random_configs(FAM, 320, seed=3)
     return cs, np.array([fake_layer_ms(c) * (3 if c.params["kind"] in ("gelu", "tanh", "sigmoid") else 1)
                          + (0.05 if c.params["batch"] > 4 else 0.0) for c in cs])
 

@@ -303,16 +303,20 @@ def _bn_build(p: dict):
     return m.eval()
 
 
-# The first seven are the kinds random networks draw from (graph/randomnets.py pins that list, so the
-# networks of a seed stay the same); silu (Swish) and hardsigmoid were added for issue 17.
-ACTIVATIONS = ["relu", "relu6", "leaky_relu", "hardswish", "sigmoid", "tanh", "gelu", "silu", "hardsigmoid"]
+# silu (Swish) and hardsigmoid were added for issue 17; elu, selu, prelu (per channel), softplus and mish in
+# session 23 (no profiled kind stood in for them: bench/standins.py). Random networks draw from the first nine
+# (graph/randomnets.py pins them, so a seed draws the networks it drew before).
+ACTIVATIONS = ["relu", "relu6", "leaky_relu", "hardswish", "sigmoid", "tanh", "gelu", "silu", "hardsigmoid",
+               "elu", "selu", "prelu", "softplus", "mish"]
 
 
 def _act_build(p: dict):
+    if p["kind"] == "prelu":
+        return nn.PReLU(p["channels"])  # a slope per channel (nn.PReLU() shares one: the same pass)
     return {
         "relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "hardswish": nn.Hardswish,
         "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU,
-        "hardsigmoid": nn.Hardsigmoid,
+        "hardsigmoid": nn.Hardsigmoid, "elu": nn.ELU, "selu": nn.SELU, "softplus": nn.Softplus, "mish": nn.Mish,
     }[p["kind"]]()
 
 

@@ -73,8 +73,9 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
     (exact for hardtanh(0, 6), approx otherwise: one compare-and-select pass, ONNX's Clip).
   * Element-wise ops of one tensor that no family times but whose time matches a profiled activation
     kind on both CPU backends (bench/standins.py): abs, neg, square, x ** 2, reciprocal -> relu; exp ->
-    silu; sqrt -> sigmoid; rsqrt -> hardswish; erf, log -> gelu (approx, never fused). The rest (ELU,
-    Softplus, Mish, sin, other powers, ...) stay unmodelled.
+    silu; sqrt -> sigmoid; rsqrt -> hardswish; erf, log -> gelu (approx, never fused). The rest
+    (LogSigmoid, Hardshrink, sin, other powers, ...) stay unmodelled. ELU, SELU, Softplus, Mish and PReLU
+    (modules, F. and torch. forms) are activation kinds of their own.
   * Pads, pixel (un)shuffle, channel shuffle and embedding lookups are free ops that copy (`note`
     'copies'), as `.contiguous()` is.
   * Arguments not known at trace time (computed by the network) make that one op of these mappings

@@ -36,8 +36,9 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
       an activation of R2's list right after that Add is fused too. Never for Conv1d. When both
       operands qualify, the later-computed conv takes it. After an NCHWc conv's Sum only relu, sigmoid
       and tanh are fused (not relu6, leaky_relu, hardswish); after a FusedConv's Z input, R2's list.
-  R4  Linear with a bias on a 2-D input followed by relu/leaky_relu/sigmoid/tanh: FusedGemm (not relu6/
-      hardswish/gelu, not BatchNorm; without a bias ONNX has a MatMul, which fuses nothing).
+  R4  Linear with a bias on a 2-D input followed by relu/leaky_relu/sigmoid/tanh/elu/selu/softplus: FusedGemm
+      (not relu6/hardswish/gelu/prelu/mish, not BatchNorm; without a bias ONNX has a MatMul, which fuses
+      nothing).
   R5  A standalone BatchNorm2d on the NCHWc path (not reading the network input) becomes a per-channel
       NCHWc Conv, and a following relu/relu6/leaky_relu/sigmoid/tanh is fused into it.
   R6  (issue 17) An add of two (batch, seq, features) tensors whose only consumer is a LayerNorm over
@@ -72,7 +73,9 @@ _CONV = ("conv1d", "conv2d")
 # FusedGemm, after an NCHWc Sum, into R5's per-channel conv. silu never does (ORT makes it one
 # QuickGelu op), nor gelu (one Gelu op).
 _CONV_ACTS = {"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
-_GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid"}
+# FusedGemm also takes elu, selu and softplus (probed 2026-12-02: Gemm, Elu -> FusedGemm); no conv fuses them,
+# nor prelu or mish (exported as Softplus, Tanh, Mul) anywhere
+_GEMM_ACTS = {"relu", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "elu", "selu", "softplus"}
 _SUM_ACTS = {"relu", "sigmoid", "tanh", "hardsigmoid"}  # the only ones fused after an NCHWc conv's Sum input
 _NCHWC_ALIGN = 4  # channel alignment ORT's NCHWc path needs (ReorderInput; depthwise convs too)
 

@@ -158,7 +158,13 @@ MODULES: dict[type, Op] = {
     nn.SiLU: _act("SiLU", "silu", exact=True),
     nn.Hardsigmoid: _act("Hardsigmoid", "hardsigmoid", exact=True),
     nn.Hardtanh: Op("Hardtanh", "hardtanh", "pass", "activation", exact=True),
-    nn.ELU: _act("ELU", "elu", exact=True),  # outside the family's space: unmodelled (bench/standins.py)
+    nn.ELU: _act("ELU", "elu", exact=True),
+    nn.SELU: _act("SELU", "selu", exact=True),
+    nn.Softplus: _act("Softplus", "softplus", exact=True),  # any beta / threshold: the same pass
+    nn.Mish: _act("Mish", "mish", exact=True),
+    # a learned slope per channel: compression does not follow channels through it (it would have to slice
+    # the slopes)
+    nn.PReLU: Op("PReLU", "activation", "fix", "activation", {"kind": "prelu"}, exact=True),
     # copies: a new tensor written from the input's elements (priced as free ops, as .contiguous() is)
     nn.ZeroPad1d: _free("ZeroPad1d", "fix", copies=True), nn.ZeroPad2d: _free("ZeroPad2d", "fix", copies=True),
     nn.ConstantPad1d: _free("ConstantPad1d", "fix", copies=True),
@@ -199,10 +205,14 @@ FUNCTIONS: dict[Callable, Op] = {
     F.hardtanh_: Op("F.hardtanh_", "hardtanh", "pass", "activation"),
     torch.clamp: Op("torch.clamp", "hardtanh", "pass", "activation"),
     torch.clip: Op("torch.clip", "hardtanh", "pass", "activation"),
-    F.elu: _act("F.elu", "elu"),  # outside the family's space: unmodelled
+    F.elu: _act("F.elu", "elu"), F.selu: _act("F.selu", "selu"), torch.selu: _act("torch.selu", "selu"),
+    F.softplus: _act("F.softplus", "softplus"), F.mish: _act("F.mish", "mish"),
+    F.prelu: Op("F.prelu", "activation", "fix", "activation", {"kind": "prelu"}),
+    torch.prelu: Op("torch.prelu", "activation", "fix", "activation", {"kind": "prelu"}),
     # element-wise ops of one tensor no family times, priced as the profiled kind whose time they match on
     # both CPU backends (within 1.6x over three shapes: docs/results/standins_*.md); those that match none
-    # (ELU, Softplus, Mish, sin, x ** 0.5, ...: 2-13x apart on one backend) stay unmodelled
+    # (LogSigmoid, Hardshrink, sin, x ** 0.5, ...) stay unmodelled (ELU, Softplus and Mish, 2-13x apart from
+    # every kind on one backend, became kinds of their own in session 23)
     torch.abs: _standin("torch.abs", "relu"), torch.neg: _standin("torch.neg", "relu"),
     operator.neg: _standin("-x", "relu"), torch.square: _standin("torch.square", "relu"),
     torch.reciprocal: _standin("torch.reciprocal", "relu"),

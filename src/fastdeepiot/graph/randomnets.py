@@ -34,7 +34,7 @@ import random
 import torch
 import torch.nn as nn
 
-from fastdeepiot.families import ACTIVATIONS, conv_out_size
+from fastdeepiot.families import conv_out_size
 
 SPEC_VERSION = 3  # 2: per-network palettes and repeats; 3: architecture styles (STYLES), batch > 1
 _ACT_CLS = {
@@ -394,7 +394,9 @@ def _gen_plain(rng: random.Random, kind: str, recurrent: bool) -> dict:
     n_blocks = rng.randint(4, 12)
     macs = 0.0
     blocks: list[dict] = []
-    acts = [a for a in ACTIVATIONS if a != "hardsigmoid"]  # a gate (squeeze-excitation), not a body activation
+    # the kinds of _ACT_CLS (the activation family's first nine, in its order: a seed draws the networks it
+    # drew before session 23 added kinds), hardsigmoid aside: a gate (squeeze-excitation), not a body activation
+    acts = [a for a in _ACT_CLS if a != "hardsigmoid"]
     all_kernels = [1, 3, 3, 5, 7] if dim == 2 else [1, 3, 5, 5, 7]
     # the style: palettes a real network would use (one or two kinds), or anything for a third of them
     mixed = rng.random() < 0.35
