@@ -937,7 +937,7 @@ def _api_compress_no_parameters(w):
 
 
 def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None, one_hot=False, column=None,
-                          short_labels=False, one_shot=None, train_channels=None):
+                          short_labels=False, one_shot=None, train_channels=None, nan=None):
     """compress() with the toy data cut or relabelled: each case must fail before any training. `column`:
     "val" or "train" labels of shape (N, 1) (they broadcast to (N, N) against predictions: probe 4 found
     validation accuracies of 2600%); `short_labels`: a validation batch with fewer labels than inputs."""
@@ -945,6 +945,8 @@ def _api_compress_loaders(w, train=64, val=32, val_label=None, train_label=None,
     x = torch.randn(train + val, 6, 32, generator=g)
     y = (x[:, 0].mean(1) > 0).long()
     ytr, yva = y[:train].clone(), y[train:].clone()
+    if nan is not None:  # one NaN (or inf) in the first input of that split
+        x[0 if nan == "train" else train, 0, 0] = float("nan") if nan == "train" else float("inf")
     if train_label is not None and train:
         ytr[0] = train_label
     if val_label is not None and val:
@@ -1170,6 +1172,8 @@ API_CASES = [
     ("api-compress-training-inputs-of-another-shape", lambda w: _api_compress_loaders(w, train_channels=4),
      "inputs have shape (batch, 4, 32) but the validation loader's (batch, 6, 32)"),
     ("api-compress-dict-batches", _api_compress_dict_batches, "(inputs, labels)"),
+    ("api-compress-nan-training-inputs", lambda w: _api_compress_loaders(w, nan="train"), "NaN or infinite"),
+    ("api-compress-inf-validation-inputs", lambda w: _api_compress_loaders(w, nan="val"), "NaN or infinite"),
     ("api-output-over-npz", lambda w: check_output(w / "arrays.npz", kind="checkpoint"), "a zip archive"),
 ]
 

@@ -114,7 +114,7 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch
 
 class LabelChecked:
     """A user's loader whose labels are checked as they are read: integer class indices in [0, n_classes) for
-    a network with n_classes outputs. A label outside would make top-1 accuracy silently 0 for it, or
+    a network with n_classes outputs, beside finite inputs. A label outside would make top-1 accuracy silently 0 for it, or
     cross-entropy fail deep inside torch; here it is a UserError naming the loader. Labels of any integer dtype
     are yielded as int64, the one dtype cross-entropy takes (int32 labels failed inside torch). Iterates and
     measures (len) like the loader it wraps."""
@@ -148,6 +148,10 @@ class LabelChecked:
             raise UserError(f"{where}: labels must be {want}; got shape {tuple(yb.shape)}" + (
                 " (squeeze the last axis)" if yb.dim() == self.label_dims + 1 and yb.shape[-1] == 1 else ""))
         n = len(xb) if torch.is_tensor(xb) else None
+        if n is not None and xb.dtype.is_floating_point and not bool(torch.isfinite(xb).all()):
+            # a network fed NaN computes NaN, and every accuracy would silently read as that of class 0
+            raise UserError(f"{where}: its inputs hold NaN or infinite values (a batch of shape {tuple(xb.shape)}); "
+                            "clean or impute them first")
         if n is not None and len(yb) != n:
             raise UserError(f"{where}: a batch holds {n} inputs and {len(yb)} labels")
         if yb.numel() and (int(yb.min()) < 0 or int(yb.max()) >= self.n_classes):
