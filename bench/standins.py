@@ -56,7 +56,8 @@ def ops() -> list[tuple[str, nn.Module]]:
            ("torch.reciprocal", torch.reciprocal), ("torch.exp", torch.exp), ("torch.sqrt", torch.sqrt),
            ("torch.rsqrt", torch.rsqrt), ("torch.erf", torch.erf), ("torch.log", torch.log),
            ("torch.clamp(0, 1)", lambda x: torch.clamp(x, 0.0, 1.0)), ("x.clamp_min(0)", lambda x: x.clamp_min(0.0)),
-           ("torch.sin", torch.sin), ("x ** 0.5", lambda x: x ** 0.5)]
+           ("torch.sin", torch.sin), ("x ** 0.5", lambda x: x ** 0.5),
+           ("x > 0.5", lambda x: x > 0.5), ("x == 0.5", lambda x: x == 0.5)]
     # (ELU, SELU, Softplus and Mish, which no kind stood in for, became activation kinds in session 23)
     mods = [("Hardtanh(-1,1)", nn.Hardtanh()), ("LogSigmoid", nn.LogSigmoid()), ("Hardshrink", nn.Hardshrink()),
             ("Softsign", nn.Softsign())]

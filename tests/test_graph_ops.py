@@ -220,6 +220,11 @@ FUNCTION_CASES = {
     F.dropout: lambda x, y: F.dropout(x, 0.5, False), F.dropout1d: lambda x, y: F.dropout1d(x, 0.5, False),
     F.dropout2d: lambda x, y: F.dropout2d(x, 0.5, False), torch.clone: lambda x, y: torch.clone(x),
     operator.add: lambda x, y: x + y, operator.iadd: lambda x, y: operator.iadd(x, y),
+    operator.gt: lambda x, y: x > 0.5, operator.ge: lambda x, y: x >= 0.5, operator.lt: lambda x, y: x < 0.5,
+    operator.le: lambda x, y: x <= 0.5, operator.eq: lambda x, y: x == 0, operator.ne: lambda x, y: x != 0,
+    torch.gt: lambda x, y: torch.gt(x, 0.5), torch.ge: lambda x, y: torch.ge(x, 0.5),
+    torch.lt: lambda x, y: torch.lt(x, 0.5), torch.le: lambda x, y: torch.le(x, 0.5),
+    torch.eq: lambda x, y: torch.eq(x, 0), torch.ne: lambda x, y: torch.ne(x, 0),
     torch.add: lambda x, y: torch.add(x, y), operator.sub: lambda x, y: x - y, torch.sub: lambda x, y: torch.sub(x, y),
     operator.isub: lambda x, y: operator.isub(x, y), torch.subtract: lambda x, y: torch.subtract(x, y),
     operator.mul: lambda x, y: x * y, torch.mul: lambda x, y: torch.mul(x, y),
@@ -267,6 +272,8 @@ FUNCTION_CASES = {
     torch.clamp_max: lambda x, y: torch.clamp_max(x, 6.0), torch.special.erf: lambda x, y: torch.special.erf(x),
 }
 METHOD_CASES = {
+    "gt": lambda x, y: x.gt(0.5), "ge": lambda x, y: x.ge(0.5), "lt": lambda x, y: x.lt(0.5),
+    "le": lambda x, y: x.le(0.5), "eq": lambda x, y: x.eq(0), "ne": lambda x, y: x.ne(0),
     "relu": lambda x, y: x.relu(), "relu_": lambda x, y: x.relu_(), "sigmoid": lambda x, y: x.sigmoid(),
     "sigmoid_": lambda x, y: x.sigmoid_(), "tanh": lambda x, y: x.tanh(), "tanh_": lambda x, y: x.tanh_(),
     "contiguous": lambda x, y: x.contiguous(), "clone": lambda x, y: x.clone(), "float": lambda x, y: x.float(),

@@ -133,8 +133,10 @@ def test_functional_layer_with_a_computed_weight_is_priced_by_its_shape():
 @pytest.mark.parametrize("fn,kind", [
     (torch.abs, "relu"), (lambda x: -x, "relu"), (torch.square, "relu"), (lambda x: x ** 2, "relu"),
     (lambda x: x.pow(2), "relu"), (torch.reciprocal, "relu"), (torch.exp, "silu"), (torch.sqrt, "sigmoid"),
-    (torch.rsqrt, "hardswish"), (torch.erf, "gelu"), (lambda x: x.log(), "gelu")],
-    ids=["abs", "neg", "square", "**2", ".pow(2)", "reciprocal", "exp", "sqrt", "rsqrt", "erf", "log"])
+    (torch.rsqrt, "hardswish"), (torch.erf, "gelu"), (lambda x: x.log(), "gelu"), (lambda x: x > 0.5, "sigmoid"),
+    (lambda x: x.eq(0), "sigmoid"), (lambda x: torch.ne(x, 1.0), "sigmoid"), (lambda x: 0.5 <= x, "sigmoid")],
+    ids=["abs", "neg", "square", "**2", ".pow(2)", "reciprocal", "exp", "sqrt", "rsqrt", "erf", "log", "x > 0.5",
+         ".eq(0)", "torch.ne", "0.5 <= x"])
 def test_standins_are_their_kind_of_the_same_shape_and_approximate(fn, kind):
     c = _only(Fn(fn), X4)
     assert c.kind == "layer" and c.family == "activation" and c.approx
@@ -144,8 +146,9 @@ def test_standins_are_their_kind_of_the_same_shape_and_approximate(fn, kind):
 
 @pytest.mark.parametrize("fn,name", [
     (lambda x: x ** 0.5, "pow"), (torch.sin, "sin"), (nn.LogSigmoid(), "LogSigmoid"), (nn.Hardshrink(), "Hardshrink"),
-    (nn.Softsign(), "Softsign"), (lambda x: x.cumsum(1), "cumsum"), (lambda x: torch.pow(x, x), "pow")],
-    ids=["**0.5", "sin", "logsigmoid", "hardshrink", "softsign", "cumsum", "pow of two tensors"])
+    (nn.Softsign(), "Softsign"), (lambda x: x.cumsum(1), "cumsum"), (lambda x: torch.pow(x, x), "pow"),
+    (lambda x: x > x, "gt")],
+    ids=["**0.5", "sin", "logsigmoid", "hardshrink", "softsign", "cumsum", "pow of two tensors", "comparison of two tensors"])
 def test_ops_no_kind_matches_stay_unmodelled(fn, name):
     c = _only(Fn(fn), X4)
     assert c.kind == "unmodelled" and c.op == name

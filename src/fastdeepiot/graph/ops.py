@@ -218,6 +218,13 @@ FUNCTIONS: dict[Callable, Op] = {
     torch.reciprocal: _standin("torch.reciprocal", "relu"),
     torch.pow: _standin("torch.pow", "relu", square=True), operator.pow: _standin("**", "relu", square=True),
     torch.exp: _standin("torch.exp", "silu"), torch.sqrt: _standin("torch.sqrt", "sigmoid"),
+    # comparisons with a number (masks: `tokens == 0`, `x > t`) as Sigmoid: bench/standins.py, session 23, found no
+    # kind nearer on both backends (torch-cpu writes bools slowly: 2-5x a ReLU; ONNX Runtime's Greater is a ReLU);
+    # a comparison of two tensors stays unmodelled
+    **{f: _standin(n, "sigmoid") for n, f in (
+        (">", operator.gt), (">=", operator.ge), ("<", operator.lt), ("<=", operator.le), ("==", operator.eq),
+        ("!=", operator.ne), ("torch.gt", torch.gt), ("torch.ge", torch.ge), ("torch.lt", torch.lt),
+        ("torch.le", torch.le), ("torch.eq", torch.eq), ("torch.ne", torch.ne))},
     torch.rsqrt: _standin("torch.rsqrt", "hardswish"), torch.erf: _standin("torch.erf", "gelu"),
     torch.log: _standin("torch.log", "gelu"),
     F.linear: Op("F.linear", "flinear", "fix", "linear"),
@@ -336,6 +343,7 @@ METHODS: dict[str, Op] = {
     "reciprocal": _standin(".reciprocal", "relu"), "pow": _standin(".pow", "relu", square=True),
     "exp": _standin(".exp", "silu"), "sqrt": _standin(".sqrt", "sigmoid"), "rsqrt": _standin(".rsqrt", "hardswish"),
     "erf": _standin(".erf", "gelu"), "log": _standin(".log", "gelu"),
+    **{m: _standin(f".{m}", "sigmoid") for m in ("gt", "ge", "lt", "le", "eq", "ne")},  # as the operators
 }
 
 # op names (LayerCall.op) of the calls that vanish from an exported eval-mode graph
