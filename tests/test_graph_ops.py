@@ -81,6 +81,7 @@ MODULE_CASES = {
     nn.Conv1d: lambda: _seq(nn.Conv1d(8, 8, 3, padding=1)),
     nn.Conv2d: lambda: _img(nn.Conv2d(8, 8, 3, padding=1)),
     nn.ConvTranspose2d: lambda: _img(nn.ConvTranspose2d(8, 8, 2, stride=2)),
+    nn.ConvTranspose1d: lambda: _seq(nn.ConvTranspose1d(8, 8, 2, stride=2)),
     nn.Linear: lambda: (_Net(nn.Linear(5, 8), nn.Linear(8, 8), nn.Linear(8, 4)), torch.randn(2, 5)),
     nn.GRU: lambda: _rnn(nn.GRU(8, 8, batch_first=True)),
     nn.LSTM: lambda: _rnn(nn.LSTM(8, 8, batch_first=True)),

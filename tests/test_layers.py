@@ -29,8 +29,8 @@ from fastdeepiot.timemodel.model import TimeModel, fit_time_model, load_layer_da
 from fastdeepiot.timemodel.tree import ModelTree, featurize
 
 NEW_FAMILIES = ["mul", "adaptive_pool", "layernorm", "groupnorm", "upsample", "attention", "mha",
-                "transformer_encoder", "conv_transpose2d"]
-OLD_FAMILIES = ["conv2d", "batchnorm", "activation", "add", "linear", "pool2d", "pool1d"]
+                "transformer_encoder", "conv_transpose2d", "conv_transpose1d"]
+OLD_FAMILIES = ["conv2d", "conv1d", "batchnorm", "activation", "add", "linear", "pool2d", "pool1d"]
 
 
 # ----------------------------------------------------------------------------------- networks
@@ -149,6 +149,20 @@ class UNetish(nn.Module):
     def forward(self, x):
         d1 = self.down1(x)
         return self.out(self.up1(d1 + self.up2(self.down2(d1))))
+
+
+class SensorAutoencoder(nn.Module):
+    """A 1-D convolutional autoencoder over sensor windows (anomaly detection): strided Conv1d down,
+    ConvTranspose1d (+ BatchNorm1d, activation) back up."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv1d(6, 16, 5, stride=2, padding=2), nn.SiLU(), nn.Conv1d(16, 32, 5, stride=2, padding=2))
+        self.dec = nn.Sequential(nn.ConvTranspose1d(32, 16, 4, stride=2, padding=1), nn.BatchNorm1d(16), nn.SiLU(),
+                                 nn.ConvTranspose1d(16, 6, 4, stride=2, padding=1))
+
+    def forward(self, x):
+        return self.dec(self.enc(x))
 
 
 def _seq(*mods):
@@ -271,12 +285,17 @@ class Uncovered(nn.Module):
     (nn.ConvTranspose2d(8, 4, 4, stride=2), 4, True),  # output 2 x 8 + 2: another padding
     (nn.ConvTranspose2d(8, 4, 2), 3, True),  # an even kernel at stride 1: no family configuration
     (nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, dilation=2), 3, True),
+    (nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1), 4, False),
+    (nn.ConvTranspose1d(8, 4, 5, stride=2, padding=2, output_padding=1), 5, False),
+    (nn.ConvTranspose1d(8, 4, 3, stride=2), 3, True),
 ])
 def test_conv_transpose_maps_to_its_family(module, kernel, approx):
-    c = extract_layers(_seq(module), X4).layers()[0]
-    assert c.family == "conv_transpose2d" and c.config.params["kernel"] == kernel and c.approx == approx
+    dim = 2 if isinstance(module, nn.ConvTranspose2d) else 1
+    x = X4 if dim == 2 else torch.randn(1, 8, 8)
+    c = extract_layers(_seq(module), x).layers()[0]
+    assert c.family == f"conv_transpose{dim}d" and c.config.params["kernel"] == kernel and c.approx == approx
     assert c.config.family_obj.check(dict(c.config.params)) == c.config.params
-    out = module(X4)  # the family's output is stride x the input: exact configurations compute that shape
+    out = module(x)  # the family's output is stride x the input: exact configurations compute that shape
     if not approx:
         assert out.shape[-1] == c.config.params["stride"] * 8 == c.config.features()["out_size"]
 
@@ -284,7 +303,8 @@ def test_conv_transpose_maps_to_its_family(module, kernel, approx):
 def test_grouped_conv_transpose_stays_unmodelled():
     res = extract_layers(_seq(nn.ConvTranspose2d(8, 8, 2, stride=2, groups=2)), X4)
     assert [c.op for c in res.unmodelled()] == ["ConvTranspose2d"]
-    assert not extract_layers(_seq(nn.ConvTranspose1d(8, 8, 2, stride=2)), torch.randn(1, 8, 16)).layers()
+    res = extract_layers(_seq(nn.ConvTranspose1d(8, 8, 2, stride=2, groups=4)), torch.randn(1, 8, 16))
+    assert [c.op for c in res.unmodelled()] == ["ConvTranspose1d"]
 
 
 def test_ort_folds_batchnorm_into_a_conv_transpose_and_nothing_else():
@@ -293,6 +313,8 @@ def test_ort_folds_batchnorm_into_a_conv_transpose_and_nothing_else():
     c = _ort(net, X4)
     assert c["2"].fused_into == "1" and c["3"].fused_into is None and c["1"].layout is None
     assert all(x.fused_into is None for x in fusion_for_backend(extract_layers(net, X4), "torch-cpu"))
+    c = _ort(SensorAutoencoder().eval(), torch.randn(2, 6, 64))
+    assert c["dec.1"].fused_into == "dec.0" and c["dec.2"].fused_into is None
 
 
 def test_an_uncovered_layer_stays_unmodelled():
@@ -348,6 +370,7 @@ BLOCKS = [
     ("torch transformer", TorchTransformer().eval(), torch.randn(2, 16, 64)),
     ("decoder-ish", Decoderish().eval(), X4),
     ("unet-ish", UNetish().eval(), torch.randn(1, 8, 16, 16)),
+    ("sensor autoencoder", SensorAutoencoder().eval(), torch.randn(2, 6, 64)),
 ]
 
 
@@ -572,18 +595,21 @@ def test_real_backend_profiles_conv_transpose_and_prices_a_unet(backend_name, tm
     if backend_name not in _available():
         pytest.skip(f"{backend_name} not available")
     backend = get_backend(backend_name, threads=1)
-    fams = ["conv2d", "conv_transpose2d", "batchnorm", "activation", "add"]
-    work = list(itertools.islice(plan(fams, seed=0, network_every=0), 3 * len(fams) + 6))
+    fams = ["conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "batchnorm", "activation", "add"]
+    # every family's first turns (conv2d and conv1d take 3 and 2 per round): at least 3 rows of each
+    work = list(itertools.islice(plan(fams, seed=0, network_every=0), 4 * (len(fams) + 3)))
     work += [layer_workload(LayerConfig("activation", {"kind": "silu", "batch": 1, "channels": c, "dims": 2,
                                                        "size": n}), "sweep") for c, n in ((8, 8), (16, 16), (4, 32))]
     with Store.open(tmp_path / "r.db", backend.fingerprint(), create=True) as store:
         s = profile(backend, store, work, policy=TimingPolicy.quick())
-        assert s.failed == 0 and s.per_family.get("conv_transpose2d", 0) >= 3, s.per_family
+        assert s.failed == 0 and all(s.per_family.get(f, 0) >= 3 for f in fams if f != "activation"), s.per_family
         tm = fit_time_model(store, holdout=0.0, min_samples=3)
-    p = tm.predict_network(UNetish().eval(), torch.randn(1, 8, 16, 16))
-    ups = [lp for lp in p.layers if lp.family == "conv_transpose2d"]
-    assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0
-    assert len(ups) == 2 and all(lp.ms > 0 for lp in ups)
+    for net, x, fam in ((UNetish(), torch.randn(1, 8, 16, 16), "conv_transpose2d"),
+                        (SensorAutoencoder(), torch.randn(1, 6, 64), "conv_transpose1d")):
+        p = tm.predict_network(net.eval(), x)
+        ups = [lp for lp in p.layers if lp.family == fam]
+        assert not p.unmodelled and np.isfinite(p.total_ms) and p.total_ms > 0
+        assert len(ups) == 2 and all(lp.ms > 0 for lp in ups)
 
 
 NEW_KINDS = [("elu", nn.ELU()), ("selu", nn.SELU()), ("prelu", nn.PReLU(8)), ("softplus", nn.Softplus()),

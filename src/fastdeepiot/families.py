@@ -176,25 +176,33 @@ def conv_transpose_padding(kernel: int, stride: int) -> tuple[int, int]:
     return pad, 2 * pad - (kernel - stride)
 
 
-def _conv_transpose_build(p: dict):
-    pad, out_pad = conv_transpose_padding(p["kernel"], p["stride"])
-    return nn.ConvTranspose2d(p["in_channels"], p["out_channels"], p["kernel"], stride=p["stride"], padding=pad,
-                              output_padding=out_pad, bias=True)
+def _conv_transpose_build(dim: int):
+    def build(p: dict):
+        pad, out_pad = conv_transpose_padding(p["kernel"], p["stride"])
+        cls = nn.ConvTranspose2d if dim == 2 else nn.ConvTranspose1d
+        return cls(p["in_channels"], p["out_channels"], p["kernel"], stride=p["stride"], padding=pad,
+                   output_padding=out_pad, bias=True)
+
+    return build
 
 
-def _conv_transpose_features(p: dict) -> dict:
-    size, k = p["size"], p["kernel"]
-    out = p["stride"] * size
-    macs = p["batch"] * p["in_channels"] * size**2 * p["out_channels"] * k**2  # each input scatters k x k taps
-    return {
-        "flops": 2.0 * macs,
-        "input_bytes": BYTES_PER_ELEMENT * p["batch"] * p["in_channels"] * size**2,
-        "output_bytes": BYTES_PER_ELEMENT * p["batch"] * p["out_channels"] * out**2,
-        "weight_bytes": BYTES_PER_ELEMENT * (p["in_channels"] * p["out_channels"] * k**2 + p["out_channels"]),
-        "out_elements": p["batch"] * p["out_channels"] * out**2,
-        "out_size": out,
-        "cin_per_group": p["in_channels"],
-    }
+def _conv_transpose_features(dim: int):
+    def feats(p: dict) -> dict:
+        size, k = p["size"], p["kernel"]
+        out = p["stride"] * size
+        # each input element scatters k (per dimension) taps into every output channel
+        macs = p["batch"] * p["in_channels"] * size**dim * p["out_channels"] * k**dim
+        return {
+            "flops": 2.0 * macs,
+            "input_bytes": BYTES_PER_ELEMENT * p["batch"] * p["in_channels"] * size**dim,
+            "output_bytes": BYTES_PER_ELEMENT * p["batch"] * p["out_channels"] * out**dim,
+            "weight_bytes": BYTES_PER_ELEMENT * (p["in_channels"] * p["out_channels"] * k**dim + p["out_channels"]),
+            "out_elements": p["batch"] * p["out_channels"] * out**dim,
+            "out_size": out,
+            "cin_per_group": p["in_channels"],
+        }
+
+    return feats
 
 
 def _conv_transpose_valid(p: dict) -> bool:
@@ -564,19 +572,20 @@ for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
         valid=_conv_valid, valid_rule="in_channels and out_channels are multiples of groups",
     ))
 
-register(Family(
-    name="conv_transpose2d",
-    description="ConvTranspose2d, groups 1, output stride x the input (padding and output padding from "
-                "the kernel: `conv_transpose_padding`)",
-    space={"batch": _BATCH, "in_channels": _CH, "out_channels": _CH, "kernel": [1, 2, 3, 4, 5],
-           "stride": [1, 2], "size": _SIZES2D},
-    width_params=["out_channels", "in_channels"],
-    build=_conv_transpose_build,
-    input_shapes=lambda p: [(p["batch"], p["in_channels"], p["size"], p["size"])],
-    raw_features=_conv_transpose_features,
-    valid=_conv_transpose_valid,
-    valid_rule="kernel >= stride, and an odd kernel at stride 1 (the output is stride x the input)",
-))
+for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
+    register(Family(
+        name=f"conv_transpose{_dim}d",
+        description=f"ConvTranspose{_dim}d, groups 1, output stride x the input (padding and output padding from "
+                    "the kernel: `conv_transpose_padding`)",
+        space={"batch": _BATCH, "in_channels": _CH, "out_channels": _CH, "kernel": [1, 2, 3, 4, 5],
+               "stride": [1, 2], "size": _sizes},
+        width_params=["out_channels", "in_channels"],
+        build=_conv_transpose_build(_dim),
+        input_shapes=(lambda d: lambda p: [(p["batch"], p["in_channels"]) + (p["size"],) * d])(_dim),
+        raw_features=_conv_transpose_features(_dim),
+        valid=_conv_transpose_valid,
+        valid_rule="kernel >= stride, and an odd kernel at stride 1 (the output is stride x the input)",
+    ))
 
 register(Family(
     name="linear",

@@ -17,7 +17,7 @@ Every call is one of three kinds:
   * 'free'       -- costs ~nothing for the time model: view / reshape / flatten / permute / transpose /
                     slicing / getitem of a tuple (an RNN output), dropout and identity in eval mode,
                     `contiguous` (a copy, small; noted in `note`),
-  * 'unmodelled' -- an op no family covers (ConvTranspose1d, cumsum, ...; a custom module fx cannot trace
+  * 'unmodelled' -- an op no family covers (Conv3d, cumsum, ...; a custom module fx cannot trace
                     into). Never dropped silently: the caller decides (error / warn / ignore).
 
 Custom modules (not torch.nn's) are traced into, so the ops their forward runs on their own parameters
@@ -29,7 +29,7 @@ Mapping to the family space (`approx=True` when the mapping is not exact):
   * Conv1d/2d -> conv1d/conv2d. The family pads kernel//2; a different padding, dilation != 1,
     a non-zeros padding mode, a non-square kernel/stride/input make the call approximate. Non-square
     kernels / inputs use round(sqrt(h*w)).
-  * ConvTranspose2d (groups 1) -> conv_transpose2d, whose output is stride x its input; another padding or
+  * ConvTranspose1d/2d (groups 1) -> conv_transpose1d/2d, whose output is stride x its input; another padding or
     output padding, dilation != 1, or a kernel the family lacks at that stride (even at stride 1, smaller
     than the stride) make the call approximate; grouped ones stay unmodelled.
   * Linear -> linear, batch = product of all leading dims.
@@ -214,33 +214,40 @@ def _map_conv(m, shape: tuple[int, ...], dim: int | None = None, op: str | None 
     return _Mapped(LAYER, op, f"conv{dim}d", params, approx, "; ".join(notes) or None)
 
 
-def _map_conv_transpose(m: nn.ConvTranspose2d, shape: tuple[int, ...]) -> _Mapped:
-    """nn.ConvTranspose2d: the conv_transpose2d family (groups 1); the family's padding makes the output stride x
-    the input, any other padding, output padding or dilation is priced as that configuration (approx)."""
+def _map_conv_transpose(m, shape: tuple[int, ...]) -> _Mapped:
+    """nn.ConvTranspose1d/2d: the conv_transpose1d/2d family (groups 1); the family's padding makes the output
+    stride x the input, any other padding, output padding or dilation is priced as that configuration (approx)."""
     op = type(m).__name__
-    if len(shape) == 3:  # unbatched
+    dim = 2 if isinstance(m, nn.ConvTranspose2d) else 1
+    if len(shape) == dim + 1:  # unbatched
         shape = (1,) + tuple(shape)
-    if len(shape) != 4:
+    if len(shape) != dim + 2:
         return _unmodelled(op, f"input rank {len(shape)}")
     if m.groups != 1:
-        return _unmodelled(op, f"groups={m.groups} (the conv_transpose2d family has groups 1)")
-    (kh, kw), (sh, sw) = _pair(m.kernel_size), _pair(m.stride)
-    k, a1 = _sq(kh, kw)
-    s, a2 = _sq(sh, sw)
-    size, a3 = _sq(shape[2], shape[3])
-    notes = ["non-square kernel/stride/input"] if a1 or a2 or a3 else []
+        return _unmodelled(op, f"groups={m.groups} (the conv_transpose{dim}d family has groups 1)")
+    notes = []
+    if dim == 2:
+        (kh, kw), (sh, sw) = _pair(m.kernel_size), _pair(m.stride)
+        k, a1 = _sq(kh, kw)
+        s, a2 = _sq(sh, sw)
+        size, a3 = _sq(shape[2], shape[3])
+        if a1 or a2 or a3:
+            notes.append("non-square kernel/stride/input")
+    else:
+        k, s, size = int(m.kernel_size[0]), int(m.stride[0]), int(shape[2])
+        kh, sh = k, s
     if k < s or (s == 1 and k % 2 == 0):  # no family configuration: the nearest kernel that has one
         k = s if s > 1 else k + 1
         notes.append(f"kernel {kh} at stride {sh} as kernel {k}")
-    if (_pair(m.padding), _pair(m.output_padding)) != tuple(
-            (x, x) for x in conv_transpose_padding(k, s)):
-        notes.append(f"padding={tuple(_pair(m.padding))}, output_padding={tuple(_pair(m.output_padding))} "
+    pad, out_pad = conv_transpose_padding(k, s)
+    if tuple(m.padding) != (pad,) * dim or tuple(m.output_padding) != (out_pad,) * dim:
+        notes.append(f"padding={tuple(m.padding)}, output_padding={tuple(m.output_padding)} "
                      f"(the family's output is stride x the input)")
-    if _pair(m.dilation) != (1, 1):
-        notes.append(f"dilation={tuple(_pair(m.dilation))}")
+    if any(d != 1 for d in m.dilation):
+        notes.append(f"dilation={tuple(m.dilation)}")
     params = {"batch": int(shape[0]), "in_channels": m.in_channels, "out_channels": m.out_channels,
               "kernel": k, "stride": s, "size": size}
-    return _Mapped(LAYER, op, "conv_transpose2d", params, bool(notes), "; ".join(notes) or None)
+    return _Mapped(LAYER, op, f"conv_transpose{dim}d", params, bool(notes), "; ".join(notes) or None)
 
 
 def _map_linear(m: nn.Linear, shape, op: str = "Linear", bias: bool | None = None) -> _Mapped:

@@ -14,10 +14,10 @@ check on a new machine with `python -m fastdeepiot.graph.ort_check`):
 
   ("No other consumer" counts the network's own outputs as consumers: a conv whose output the network also
   returns keeps its activation separate, as ORT does; probed 2026-12-02, `Conv, ReorderOutput, Relu`.)
-  R1  BatchNorm directly after Conv1d/Conv2d/ConvTranspose2d whose output has no other consumer: folded into
-      the conv (torch.onnx.export already folds it; ORT's ConvBNFusion does it otherwise). Nothing else
-      fuses into a ConvTranspose2d (probed 2026-12-02: ConvTranspose, BatchNormalization, Relu ->
-      ConvTranspose, Relu), and it never runs on the NCHWc path.
+  R1  BatchNorm directly after Conv1d/Conv2d/ConvTranspose1d/ConvTranspose2d whose output has no other
+      consumer: folded into the conv (torch.onnx.export already folds it; ORT's ConvBNFusion does it otherwise).
+      Nothing else fuses into a ConvTranspose (probed 2026-12-02, 1-D and 2-D: ConvTranspose,
+      BatchNormalization, Relu -> ConvTranspose, Relu), and it never runs on the NCHWc path.
   R2  Activation directly after a conv (or conv+BN) with no other consumer: relu, relu6 (Clip),
       leaky_relu, sigmoid, tanh -> fused (FusedConv / NCHWc Conv `activation`). hardswish only into a
       2-D conv on the NCHWc path (not reading the network input); gelu never (ORT makes one Gelu op).
@@ -69,6 +69,7 @@ from fastdeepiot.graph.calls import INPUT, LAYER, NO_BIAS, ExtractResult, LayerC
 from fastdeepiot.graph.ops import NOOP_OPS, REDUCTION_OPS, STANDIN_OPS
 
 _CONV = ("conv1d", "conv2d")
+_CONV_TRANSPOSE = ("conv_transpose1d", "conv_transpose2d")  # R1 only: BatchNorm folds into them, nothing else
 # hardsigmoid (issue 17) fuses wherever relu does: FusedConv / NCHWc Conv `activation=HardSigmoid`,
 # FusedGemm, after an NCHWc Sum, into R5's per-channel conv. silu never does (ORT makes it one
 # QuickGelu op), nor gelu (one Gelu op).
@@ -162,7 +163,7 @@ def _ort_rules(calls: list[LayerCall], nchwc: bool, block: int, outputs=()) -> N
         elif fam == "batchnorm" and len(cin) == 1 and cin[0] in by_name:
             p = by_name[cin[0]]
             r = root(p)
-            if r.family in _CONV + ("conv_transpose2d",) and p.kind == LAYER and sole_user(p, c) and not (
+            if r.family in _CONV + _CONV_TRANSPOSE and p.kind == LAYER and sole_user(p, c) and not (
                     {"act", "sum"} & state.get(r.name, set())):
                 c.fused_into = r.name  # folded (also a second BN right after a folded one)
                 state.setdefault(r.name, set()).add("bn")

@@ -15,7 +15,7 @@ tracing fixes every channel flowing into it (never element-wise by default).
 
 Rules. `price` (extraction, `graph.extract`):
   conv, linear, rnn, batchnorm  -- the module's own family (the entry's `family`)
-  convtranspose                 -- ConvTranspose2d of groups 1: conv_transpose2d (a padding other than the
+  convtranspose                 -- ConvTranspose1d/2d of groups 1: conv_transpose1d/2d (a padding other than the
                                    family's, `families.conv_transpose_padding`, or dilation: approx)
   pool, adaptive                -- pool1d/pool2d (`params`: mode); adaptive = kernel = stride = size//out
                                    (an output that does not divide the input: adaptive_pool)
@@ -122,6 +122,7 @@ MODULES: dict[type, Op] = {
     nn.Conv2d: Op("Conv2d", "conv", "conv", "conv2d"),
     nn.Linear: Op("Linear", "linear", "linear", "linear"),
     # (its channels are not followed: a decoder's upsampling layers are never pruned)
+    nn.ConvTranspose1d: Op("ConvTranspose1d", "convtranspose", "fix", "conv_transpose1d"),
     nn.ConvTranspose2d: Op("ConvTranspose2d", "convtranspose", "fix", "conv_transpose2d"),
     nn.GRU: Op("GRU", "rnn", "rnn", "gru"),
     nn.LSTM: Op("LSTM", "rnn", "rnn", "lstm"),
