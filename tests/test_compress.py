@@ -296,6 +296,27 @@ def test_batchnorm_folding_is_exact():
     torch.testing.assert_close(net(x), y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+def test_batchnorm_folds_into_a_transposed_conv_exactly(dim):
+    """A decoder's ConvTranspose + BatchNorm folds like a conv (the output channels are the weight's second axis);
+    a grouped ConvTranspose is left alone."""
+    from fastdeepiot.compression.moves.fold_bn import fold_all_batchnorm
+
+    torch.manual_seed(0)
+    ct, bn = (nn.ConvTranspose2d, nn.BatchNorm2d) if dim == 2 else (nn.ConvTranspose1d, nn.BatchNorm1d)
+    net = nn.Sequential(ct(4, 6, 2, stride=2), bn(6), nn.ReLU(), ct(6, 6, 2, stride=2, groups=2), bn(6)).eval()
+    with torch.no_grad():
+        for m in (net[1], net[4]):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.uniform_(0.5, 2)
+    x = torch.randn(2, 4, *([5] * dim))
+    y = net(x)
+    assert fold_all_batchnorm(net, x) == [("0", "1")]
+    assert isinstance(net[1], nn.Identity) and isinstance(net[4], bn)
+    torch.testing.assert_close(net(x), y, rtol=1e-4, atol=1e-5)
+
+
 def test_folding_into_a_frozen_conv_keeps_it_frozen():
     """A user's frozen layer stays frozen when its BatchNorm is folded into it (probe 4: it came back trainable)."""
     net = Conv2dNet().eval()

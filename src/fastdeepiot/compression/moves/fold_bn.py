@@ -1,4 +1,5 @@
-"""Fold BatchNorm: fold an eval-mode BatchNorm into the conv before it (exact; plan op "fold_bn").
+"""Fold BatchNorm: fold an eval-mode BatchNorm into the conv (or transposed conv, groups 1) before it (exact; plan
+op "fold_bn").
 Not proposed during the search: the search folds every foldable BatchNorm of the final state before
 its last fine-tune (`finish`), unless the time model prices the folded network slower. Folding first
 helps the fine-tune recover from structural moves: har, GRU dropped and three convs removed, 25
@@ -19,15 +20,23 @@ from fastdeepiot.compression.moves.base import Candidate, Context
 from fastdeepiot.compression.surgery import PlanError, replace_module
 
 
+def _plain_transpose(m) -> bool:
+    """A ConvTranspose1d/2d of groups 1 (a grouped one's output channels are spread over its weight's groups)."""
+    return isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d)) and m.groups == 1
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, conv_name: str, bn_name: str) -> None:
     """Fold an eval-mode BatchNorm into the preceding conv / linear (exact), BatchNorm -> Identity."""
     conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-    if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+    if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not (
+            isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Linear)) or _plain_transpose(conv)):
         raise PlanError(f"cannot fold {bn_name!r} into {conv_name!r}")
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
     shift = (bn.bias if bn.affine else 0) - bn.running_mean * scale
-    w = conv.weight.data * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    # output channels: the weight's first axis, a transposed conv's second (its weight is in x out x k..)
+    axis = 1 if _plain_transpose(conv) else 0
+    w = conv.weight.data * scale.reshape(*([1] * axis), -1, *([1] * (conv.weight.dim() - 1 - axis)))
     b = (conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)) * scale + shift
     frozen = not conv.weight.requires_grad  # a frozen layer stays frozen (its new bias too, if it had none)
     conv.bias = nn.Parameter(b.clone(), requires_grad=(conv.bias.requires_grad if conv.bias is not None else not frozen))
@@ -43,8 +52,8 @@ def foldable_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(mods.get(node.target), (nn.BatchNorm1d, nn.BatchNorm2d)):
             src = node.args[0]
-            if (isinstance(src, torch.fx.Node) and src.op == "call_module"
-                    and isinstance(mods.get(src.target), (nn.Conv1d, nn.Conv2d)) and len(src.users) == 1):
+            if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
+                    and (isinstance(mods.get(src.target), (nn.Conv1d, nn.Conv2d)) or _plain_transpose(mods.get(src.target)))):
                 out.append((src.target, node.target))
     return out
 
