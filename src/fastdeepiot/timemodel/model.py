@@ -886,7 +886,8 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
     Held-out evaluation: `holdout` of each family's configurations (and of the measured networks) are
     set aside, the models fitted on the rest are scored on them (for `estimator` and each name in
     `compare`), and the result is in `tm.report`. The returned model is then refitted on all data.
-    With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} (not saved).
+    With `keep_holdout`, `tm.holdout` = {model kind: (family list, measured ms, predicted ms)} and
+    `tm.holdout_configs` = {model kind: the held-out LayerConfigs, in the same order} (not saved).
     `seed` draws the held-out split and seeds each estimator (`make_estimator`): a model tree's pruning
     is chosen by cross-validation, and on a small, noisy store the split into folds alone moves the
     held-out figures of bench/generalisation.py by several points, which its `--seeds` reports.
@@ -922,7 +923,7 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
         progress(f"read {len(extracted)} measured networks")
     rng = np.random.default_rng(seed)
     estimators, report = {}, {"holdout": holdout, "seed": seed, "estimator": estimator, "families": {}}
-    held: dict[str, tuple[list, list, list]] = {}
+    held: dict[str, tuple[list, list, list, list]] = {}
     for fam, (configs, y) in sorted(data.items()):
         n_test = max(1, int(round(holdout * len(configs)))) if holdout > 0 else 0
         if len(configs) < min_samples or n_test >= len(configs):  # none left to fit beside the held-out ones
@@ -942,10 +943,11 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
             est = make_estimator(kind, seed).fit(X.iloc[train], y[train])
             pred = est.predict(X.iloc[test])
             fam_rep["models"][kind] = relative_error_summary(y[test], pred)
-            h = held.setdefault(kind, ([], [], []))
+            h = held.setdefault(kind, ([], [], [], []))
             h[0].extend([fam] * len(test))
             h[1].extend(y[test])
             h[2].extend(pred)
+            h[3].extend(configs[i] for i in test)
             if kind == estimator:  # where the model is worst: adaptive resampling starts there
                 err = np.abs(relative_errors(y[test], pred))
                 worst = np.argsort(-err)[:20]
@@ -961,7 +963,8 @@ def fit_time_model(store, *, estimator: str = "tree", device: dict | None = None
                          f"this store has {counts}); profile longer and fit again")
     tm = TimeModel(estimators, None, dev, store.latest_conditions(dev), report)
     if keep_holdout:
-        tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b) in held.items()}
+        tm.holdout = {k: (f, np.asarray(a), np.asarray(b)) for k, (f, a, b, _) in held.items()}
+        tm.holdout_configs = {k: c for k, (*_, c) in held.items()}
 
     if extracted:
         if progress:
