@@ -549,6 +549,9 @@ def _multiple_of(key: str, of: str):
 _CH = list(range(1, 257))  # every width 1..256: sweeps see every step of the staircase
 _BATCH = [1, 2, 4, 8, 16, 32]
 _SIZES2D = [4, 7, 8, 14, 16, 28, 32, 56]
+# a convolution's maps also 1x1 and 2x2, the last maps of small-input networks, where a backend's kernel choice
+# changes (graph.paths: oneDNN's depthwise kernel refuses an output smaller than the padding; session 24)
+_CONV_SIZES2D = [1, 2] + _SIZES2D
 _LEN1D = [8, 16, 32, 50, 64, 100, 128, 256]
 
 FAMILIES: dict[str, Family] = {}
@@ -559,7 +562,7 @@ def register(f: Family) -> Family:
     return f
 
 
-for _dim, _sizes in ((2, _SIZES2D), (1, _LEN1D)):
+for _dim, _sizes in ((2, _CONV_SIZES2D), (1, _LEN1D)):
     register(Family(
         name=f"conv{_dim}d",
         description=f"Conv{_dim}d, padding kernel//2; groups 1, grouped, or depthwise (groups = channels)",

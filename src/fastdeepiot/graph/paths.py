@@ -14,6 +14,11 @@ torch-cpu, Conv1d/Conv2d (ATen's ``ConvParams::use_mkldnn``, what ``torch._C._se
   else ATen's native im2col + GEMM ("native", ``Slow2d``). So at batch 1 a convolution whose input has
   at most 20480 elements (a late MobileNet layer at 7x7, a sensor network's Conv1d) runs natively, and
   at one thread so does a non-strided 1x1 conv below batch 16.
+  Within oneDNN a depthwise convolution whose output is smaller than its padding (kernel // 2: a 5x5 on a
+  1x1 map, a 7x7 on 2x2, a 5x5 of stride 2 on 2x2) is refused by the depthwise kernel and runs through
+  oneDNN's im2col + GEMM, group by group ("mkldnn_gemm"; ``ONEDNN_VERBOSE`` names ``gemm:jit`` instead
+  of ``jit_dw``, checked by the tests): 10x the time of the 3x3 beside it (576 channels at batch 4 on a 1x1
+  map, 1.14 against 0.10 ms; session 24), where EfficientNet-B0 at a small input spends a third of its time.
 
 Other families and backends have no path column. Measured and not kept: ONNX Runtime's Conv2d NCHWc /
 plain path (the rule `graph.fusion` applies to networks) as the column of onnxruntime-cpu's conv2d
@@ -30,13 +35,18 @@ _NATIVE_MAX_ELEMENTS = 20480  # ATen: "for some case, native is faster"
 
 
 def torch_conv_path(p: dict, dim: int, threads: int) -> str:
-    """"mkldnn" or "native": the kernel torch on CPU runs a float32 Conv1d/Conv2d with parameters p."""
+    """"mkldnn", "mkldnn_gemm" or "native": the kernel torch on CPU runs a float32 Conv1d/Conv2d with
+    parameters p."""
     kh, kw = (p["kernel"], p["kernel"]) if dim == 2 else (1, p["kernel"])
     n, spatial = p["batch"], p["size"] ** dim
     first = p["stride"] > 1 or n >= 16 or kh != 1 or kw != 1 or threads > 1
     second = (p["groups"] > 1 or (kh > 3 and kw > 3) or n > 1
               or n * p["in_channels"] * spatial > _NATIVE_MAX_ELEMENTS)
-    return "mkldnn" if first and second else "native"
+    if not (first and second):
+        return "native"
+    out = (p["size"] + 2 * (p["kernel"] // 2) - p["kernel"]) // p["stride"] + 1
+    depthwise = p["groups"] > 1 and p["groups"] == p["in_channels"] == p["out_channels"]
+    return "mkldnn_gemm" if depthwise and out < p["kernel"] // 2 else "mkldnn"
 
 
 def kernel_path(backend: str, threads: int, config: LayerConfig) -> str | None:
