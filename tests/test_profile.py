@@ -111,11 +111,11 @@ def test_conv_samples_include_depthwise_and_grouped():
 def test_conv_samples_include_group_width_convolutions():
     """ResNeXt/RegNet-style convolutions: in = out channels in at least 4 groups of GROUP_WIDTHS channels
     each, beside the 2-16 groups of the other grouped draws."""
-    from fastdeepiot.profiling.space import GROUP_WIDTHS
+    from fastdeepiot.profiling.space import FEW_GROUPS, GROUP_WIDTHS
     for fam in ("conv2d", "conv1d"):
         cs = random_configs(fam, 200, seed=1)
         grouped = [c.params for c in cs if 1 < c.params["groups"] < c.params["in_channels"]]
-        other = [p for p in grouped if p["groups"] not in (2, 4, 8, 16)]  # only group-width draws make these
+        other = [p for p in grouped if p["groups"] not in FEW_GROUPS]  # only group-width draws make these
         assert len(other) >= 5, fam
         for p in other:
             assert p["in_channels"] == p["out_channels"] and p["in_channels"] // p["groups"] in GROUP_WIDTHS

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from fastdeepiot.families import LayerConfig
+from fastdeepiot.families import LayerConfig, conv_out_size
 
 _NATIVE_MAX_ELEMENTS = 20480  # ATen: "for some case, native is faster"
 
@@ -44,7 +44,7 @@ def torch_conv_path(p: dict, dim: int, threads: int) -> str:
               or n * p["in_channels"] * spatial > _NATIVE_MAX_ELEMENTS)
     if not (first and second):
         return "native"
-    out = (p["size"] + 2 * (p["kernel"] // 2) - p["kernel"]) // p["stride"] + 1
+    out = conv_out_size(p["size"], p["kernel"], p["stride"], p["kernel"] // 2)
     depthwise = p["groups"] > 1 and p["groups"] == p["in_channels"] == p["out_channels"]
     return "mkldnn_gemm" if depthwise and out < p["kernel"] // 2 else "mkldnn"
 

@@ -54,7 +54,9 @@ _MULTIPLE_OF = {"groupnorm": ("channels", "groups"), "mha": ("embed_dim", "heads
                 "transformer_encoder": ("d_model", "heads")}
 
 
-# channels per group of the group-width convolutions `_repair` draws (ResNeXt: 4; RegNetX/Y: 8-64)
+# the group counts of `_repair`'s few-group convolutions, and the channels per group of its group-width ones
+# (ResNeXt: 4; RegNetX/Y: 8-64)
+FEW_GROUPS = (2, 4, 8, 16)
 GROUP_WIDTHS = (4, 8, 16, 32)
 
 
@@ -71,7 +73,7 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
         elif u_groups < 2 / 3:
             p["groups"] = p["out_channels"] = p["in_channels"]
         elif u_groups < 5 / 6:
-            g = [2, 4, 8, 16][min(3, int((u_groups - 2 / 3) * 24))]
+            g = FEW_GROUPS[min(len(FEW_GROUPS) - 1, int((u_groups - 2 / 3) * 6 * len(FEW_GROUPS)))]
             p["groups"] = g
             p["in_channels"] = min(256, int(math.ceil(p["in_channels"] / g) * g))
             p["out_channels"] = min(256, int(math.ceil(p["out_channels"] / g) * g))
