@@ -17,12 +17,12 @@ from fastdeepiot.profiling.space import random_configs
 from fastdeepiot.timemodel.model import TimeModel, make_estimator
 from fastdeepiot.timemodel.tree import featurize, featurize_columns
 
-FAM = "activation"  # a string parameter (kind): categorical columns and "eq" splits
+FAM = "activation"  # a string parameter (kind): categorical columns and "in" splits
 
 
 @pytest.fixture(scope="module")
 def data():
-    """Activation times with a step in batch and slow kinds: a tree splits "le" on batch and "eq" on kind."""
+    """Activation times with a step in batch and slow kinds: a tree splits "le" on batch and "in" on kind."""
     cs = random_configs(FAM, 320, seed=3)
     return cs, np.array([fake_layer_ms(c) * (3 if c.params["kind"] in ("gelu", "tanh", "sigmoid") else 1)
                          + (0.05 if c.params["batch"] > 4 else 0.0) for c in cs])
@@ -77,15 +77,22 @@ def _chain(e, n):
 
 
 def test_the_fitted_tree_has_both_kinds_of_split(docs):
+    """A threshold on batch, and the three slow kinds sent one way in one split (not one level a split,
+    which spent a level of depth per kind: on torch-cpu 8 of the 9 levels of the activation tree went to
+    one kind each, and ReLU shared a leaf with five other kinds, priced 15% over; session 25)."""
     e = docs["tree"]["families"][FAM]
-    assert _split(e, "le") and _split(e, "eq")
+    assert _split(e, "le")
+    assert {tuple(nd["value"]) for nd in e["nodes"] if not nd["leaf"] and nd["kind"] == "in"} == {("gelu", "sigmoid", "tanh")}
 
 
 @pytest.mark.parametrize("name,edit,expect", [
     ("shared-child", lambda e: e["nodes"][0].update(right=e["nodes"][0]["left"]), "as both children"),
     ("split-kind", lambda e: _split(e, "le").update(kind="lt"), "split kind 'lt'"),
     ("eq-on-numeric", lambda e: _split(e, "le").update(kind="eq"), "not a level of a categorical column"),
-    ("le-on-categorical", lambda e: _split(e, "eq").update(kind="le"), "not a number on a numeric column"),
+    ("le-on-categorical", lambda e: _split(e, "in").update(kind="le"), "not a number on a numeric column"),
+    ("in-on-numeric", lambda e: _split(e, "le").update(kind="in", value=["1"]), "not levels of a categorical column"),
+    ("in-empty", lambda e: _split(e, "in").update(value=[]), "not levels of a categorical column"),
+    ("eq-a-list", lambda e: _split(e, "in").update(kind="eq"), "not a level of a categorical column"),
     ("unknown-feature", lambda e: _split(e, "le").update(feature="nope"), "not a column"),
     ("depth-lies", lambda e: e["nodes"][1].update(depth=5), "is at depth 1, it says 5"),
     ("too-deep", lambda e: _chain(e, 9), "deeper than its max_depth 8"),

@@ -157,6 +157,31 @@ def test_categorical_split():
     np.testing.assert_array_equal(back.predict(Xn), m.predict(Xn))
 
 
+def test_categorical_levels_grouped_in_one_split():
+    """Six kinds, two costs: one split sends the three slow kinds one way (a set of levels, found by
+    ordering the levels by the node equation's error on them), not one split per kind; routing, the
+    rule text and the JSON round trip agree; an unseen level goes right, as for a one-level test."""
+    rng = np.random.default_rng(5)
+    n = 900
+    kinds = np.array(["relu", "relu6", "hardswish", "gelu", "mish", "tanh"])
+    kind = rng.choice(kinds, n)
+    flops = rng.uniform(1e3, 1e6, n)
+    y = 0.002 + np.where(np.isin(kind, ["gelu", "mish", "tanh"]), 8e-6, 1e-6) * flops
+    X = pd.DataFrame({"kind": kind, "flops": flops})
+    m = ModelTree().fit(X, y)
+    splits = [nd for nd in m.nodes_ if not nd["leaf"]]
+    assert [(nd["kind"], sorted(nd["value"])) for nd in splits] == [("in", ["gelu", "mish", "tanh"])]
+    assert med_pct(y, m.predict(X)) < 1.0
+    text = m.explain_text()
+    assert "kind in {'gelu', 'mish', 'tanh'}" in text and "kind not in {'gelu', 'mish', 'tanh'}" in text, text
+    back = ModelTree.from_dict(json.loads(json.dumps(m.to_dict())))
+    Xn = X.copy()
+    Xn.loc[0, "kind"] = "unseen"
+    np.testing.assert_array_equal(back.predict(Xn), m.predict(Xn))
+    fast = back.predict(Xn.iloc[:1])[0]
+    assert fast == pytest.approx(0.002 + 1e-6 * Xn.loc[0, "flops"], rel=0.02)
+
+
 def test_leaf_does_not_extrapolate_far_beyond_its_samples():
     # 'small' layers were only profiled up to 1e4 FLOPs, with a steep per-FLOP cost; a 'small' query at
     # 1e6 FLOPs takes the equation of the nearest ancestor whose samples reach that far, not 100x the leaf's

@@ -61,7 +61,7 @@ def _levels(v) -> bool:
 def check_tree(fam: str, e: dict, label: str | None = None) -> None:
     """A ModelTree dict: a proper binary tree in the flat layout `tree._nodes` describes (the root at 0, each
     child after its parent, every other node the child of exactly one node, `depth` its distance from the
-    root and at most the tree's `max_depth`), splits "le" on a numeric column or "eq" on a categorical one,
+    root and at most the tree's `max_depth`), splits "le" on a numeric column or "eq" / "in" on a categorical one,
     and equations with non-negative costs. O(nodes). `label` names the tree in messages."""
     name = label or f"the {fam} tree"
     params = e.get("params")
@@ -106,15 +106,19 @@ def check_tree(fam: str, e: dict, label: str | None = None) -> None:
                                     f"of node {i} (not a tree)")
                 parent[j], depth[j] = i, depth[i] + 1
             kind, feature, value = nd.get("kind"), nd.get("feature"), nd.get("value")
-            if kind not in ("le", "eq"):
+            if kind not in ("le", "eq", "in"):
                 raise UserError(f"damaged time model: node {i} of {name} has split kind {shown(kind)} "
-                                f"(\"le\" or \"eq\")")
+                                f"(\"le\", \"eq\" or \"in\")")
             if not isinstance(feature, str) or feature not in columns:
                 raise UserError(f"damaged time model: node {i} of {name} splits on {shown(feature)}, not a column "
                                 f"of the tree")
             if kind == "eq" and not (isinstance(value, str) and feature in categorical):
                 raise UserError(f"damaged time model: node {i} of {name} tests {feature} == {shown(value)}, not a "
                                 f"level of a categorical column")
+            if kind == "in" and not (isinstance(value, list) and value and all(isinstance(x, str) for x in value)
+                                     and feature in categorical):
+                raise UserError(f"damaged time model: node {i} of {name} tests {feature} in {shown(value)}, not "
+                                f"levels of a categorical column")
             if kind == "le" and not (number(value) and feature not in categorical):
                 raise UserError(f"damaged time model: node {i} of {name} tests {feature} <= {shown(value)}, not a "
                                 f"number on a numeric column")

@@ -7,7 +7,8 @@ Every node has
   * ``range``: ``{feature: [lo, hi]}`` over its training samples, for each feature of its equation
     (the extrapolation guard of ``route.guard``; trees saved before the guard have none).
 An internal node also has ``feature``, ``kind`` ("le": x <= value goes left; "eq": x == value goes
-left), ``value``, and the indices ``left`` and ``right`` of its children.
+left; "in": x in value, a list of a categorical column's levels, goes left), ``value``, and the indices
+``left`` and ``right`` of its children.
 
 During growing a node also carries ``_idx`` (its sample indices), and pruning only flips ``leaf`` to
 True: ``compact`` then drops the nodes below pruned subtrees, renumbers, and strips the scratch.
@@ -24,6 +25,15 @@ def linear(model, cols, n: int) -> np.ndarray:
     for c in model["features"]:
         pred = pred + model["coef"][c] * cols[c]
     return pred
+
+
+def goes_left(nd, v: np.ndarray) -> np.ndarray:
+    """Which of the values v of an internal node's split column go to its left child."""
+    if nd["kind"] == "eq":
+        return v == nd["value"]
+    if nd["kind"] == "in":
+        return np.isin(v, nd["value"])
+    return v <= nd["value"]
 
 
 def samples_under(nodes, leaf_of) -> list[np.ndarray]:

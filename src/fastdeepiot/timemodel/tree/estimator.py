@@ -57,8 +57,9 @@ class ModelTree(RegressorMixin, BaseEstimator):
     ----------------------
     columns_, categorical_ (column -> levels), leaf_features_, work_variants_, split_features_,
     integer_features_, nodes_ (list of node dicts, see ``_nodes``; JSON-ready: internal nodes have
-    feature, kind "le" (x <= value goes left) or "eq" (x == value goes left), left, right; leaves
-    have model = {features, intercept, coef}), n_leaves_, depth_, floor_ms_ (prediction floor,
+    feature, kind "le" (x <= value goes left), "eq" (x == value goes left) or "in" (x in the list
+    value goes left), left, right; leaves have model = {features, intercept, coef}), n_leaves_,
+    depth_, floor_ms_ (prediction floor,
     0.1 * the smallest training time), leaf_stats_ (leaf -> n, share, median_abs_pct, rms_rel_pct),
     ccp_alpha_ (the chosen pruning penalty).
 

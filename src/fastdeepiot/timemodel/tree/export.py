@@ -76,6 +76,8 @@ def cond_text(tree, feature, kind, value, left: bool) -> str:
     """One split test as text ("w % 16 == 0", "input_bytes <= 1.5 MiB", "kind != 'gelu'")."""
     if kind == "eq":
         return f"{feature} {'==' if left else '!='} {value!r}"
+    if kind == "in":
+        return f"{feature} {'in' if left else 'not in'} {{{', '.join(repr(x) for x in value)}}}"
     mm = MOD_RE.match(feature)
     if mm and mm[1] in tree.columns_ and value < 1:
         return f"{mm[1]} % {mm[2]} {'==' if left else '!='} 0"
@@ -92,28 +94,30 @@ def simplify(tree, path) -> tuple[list[str], dict]:
     """Merge repeated tests on one feature into a single range / set condition."""
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
-    eq: dict[str, str] = {}
-    neq: dict[str, list] = {}
+    allowed: dict[str, list] = {}  # categorical column -> the fitted levels the path lets through
+    unseen: dict[str, bool] = {}  # ... and whether a level unseen in fitting goes this way (it goes right)
     order: list[str] = []
     for f, kind, v, left in path:
         if f not in order:
             order.append(f)
-        if kind == "eq":
-            if left:
-                eq[f] = v
-            else:
-                neq.setdefault(f, []).append(v)
+        if kind in ("eq", "in"):
+            levels = allowed.setdefault(f, list(tree.categorical_.get(f, [])))
+            test = {v} if kind == "eq" else set(v)
+            allowed[f] = [x for x in levels if (x in test) == left]
+            unseen[f] = unseen.get(f, True) and not left
         elif left:
             hi[f] = min(hi.get(f, np.inf), v)
         else:
             lo[f] = max(lo.get(f, -np.inf), v)
     conds = []
     for f in order:
-        if f in eq:
-            conds.append(f"{f} == {eq[f]!r}")
-        elif f in neq:
-            conds.append(f"{f} != {neq[f][0]!r}" if len(neq[f]) == 1
-                         else f"{f} not in {{{', '.join(repr(x) for x in neq[f])}}}")
+        if f in allowed:
+            ok = allowed[f]
+            out = [x for x in tree.categorical_.get(f, []) if x not in ok]
+            if not unseen[f]:  # only the levels named
+                conds.append(f"{f} == {ok[0]!r}" if len(ok) == 1 else f"{f} in {{{', '.join(map(repr, ok))}}}")
+            else:  # every level but these, unseen ones too
+                conds.append(f"{f} != {out[0]!r}" if len(out) == 1 else f"{f} not in {{{', '.join(map(repr, out))}}}")
         else:
             if f in lo and f in hi:
                 a = cond_text(tree, f, "le", lo[f], False)
@@ -130,7 +134,7 @@ def simplify(tree, path) -> tuple[list[str], dict]:
                 conds.append(cond_text(tree, f, "le", lo[f], False))
             else:
                 conds.append(cond_text(tree, f, "le", hi[f], True))
-    return conds, {f: (lo.get(f, -np.inf), hi.get(f, np.inf)) for f in order if f not in eq and f not in neq}
+    return conds, {f: (lo.get(f, -np.inf), hi.get(f, np.inf)) for f in order if f not in allowed}
 
 
 def equation(model) -> str:

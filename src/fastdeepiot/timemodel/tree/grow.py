@@ -3,7 +3,9 @@
 Fitting minimises *relative* error: the leaf fits are weighted least squares with weights 1/y^2
 (squared relative residuals), solved with non-negativity by ``scipy.optimize.nnls``; splits are
 chosen greedily by the reduction of the sum of squared relative residuals (candidates ranked by
-unconstrained least squares from cumulative Gram matrices, the best few re-scored with NNLS).
+unconstrained least squares from cumulative Gram matrices, the best few re-scored with NNLS). A
+categorical column splits one level against the rest, or a set of levels against the rest: the levels
+ordered by the node equation's mean error on them, cut at every point.
 
 A ``Grower`` holds one fit's training arrays and settings; the estimator makes one per ``fit`` and
 drops it afterwards (pruning, in prune.py, grows its cross-validation trees with it too).
@@ -17,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import nnls
 
-from fastdeepiot.timemodel.tree._nodes import linear
+from fastdeepiot.timemodel.tree._nodes import goes_left, linear
 from fastdeepiot.timemodel.tree.features import WORK_FEATURE
 
 
@@ -147,15 +149,26 @@ class Grower:
                 levels = np.unique(v)
                 if levels.size < 2:
                     continue
+                sums = {}  # level -> (Gram, A'b, b'b, count) of its samples
                 for lev in levels:
                     mask = v == lev
-                    nl = int(mask.sum())
+                    sums[lev] = (outer[mask].sum(0), Ab[mask].sum(0), bb[mask].sum(), int(mask.sum()))
+                parts = [(lev,) for lev in levels]  # one level against the rest
+                if levels.size > 2:
+                    # and the levels in the order of the node equation's mean relative error on them, split
+                    # at every point (CART's partition of a categorical column: sorting by the mean
+                    # response finds the best of its 2^(L-1) partitions in L-1 tries for constant leaves)
+                    err = (linear(model, {f: self.F[f][idx] for f in model["features"]}, n) - self.y[idx]) / self.y[idx]
+                    order = sorted(levels, key=lambda lev: float(np.average(err[v == lev], weights=self.w[idx][v == lev])))
+                    parts += [tuple(sorted(order[:k])) for k in range(2, levels.size - 1)]
+                for part in parts:
+                    GL, cL, bL, nl = (sum(sums[lev][j] for lev in part) for j in range(4))
                     if nl < m or n - nl < m:
                         continue
-                    GL, cL, bL = outer[mask].sum(0), Ab[mask].sum(0), bb[mask].sum()
                     s = score(GL[None], cL[None], np.array([bL]), (G_tot - GL)[None], (c_tot - cL)[None],
                               np.array([b_tot - bL]))[0]
-                    cands.append((s, c, "eq", str(lev)))
+                    cands.append((s, c, "eq", str(part[0])) if len(part) == 1
+                                 else (s, c, "in", [str(lev) for lev in part]))
                 continue
             thr = self.thresholds(c, v)
             if thr.size == 0:
@@ -182,8 +195,7 @@ class Grower:
         cands.sort(key=lambda t: t[0])
         best = None
         for _, c, kind, val in cands[: max(1, self.top_k)]:
-            v = self.split_vals[c][idx]
-            mask = (v == val) if kind == "eq" else (v <= val)
+            mask = goes_left({"kind": kind, "value": val}, self.split_vals[c][idx])
             li, ri = idx[mask], idx[~mask]
             sse = self.nnls(*self.design(li, model["features"]))[1] + self.nnls(*self.design(ri, model["features"]))[1]
             if best is None or sse < best[0]:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from fastdeepiot.timemodel.tree._nodes import goes_left
 from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.route import guard, route
 
@@ -55,7 +56,7 @@ def reduced_error_prune(g: Grower, nodes, val) -> None:
         if nd["leaf"]:
             return leaf_sse
         v = vals[nd["feature"]][sub]
-        mask = (v == nd["value"]) if nd["kind"] == "eq" else (v <= nd["value"])
+        mask = goes_left(nd, v)
         tree_sse = rec(nd["left"], sub[mask]) + rec(nd["right"], sub[~mask])
         if leaf_sse <= tree_sse:
             nd["leaf"] = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastdeepiot.timemodel.tree._nodes import linear, parents
+from fastdeepiot.timemodel.tree._nodes import goes_left, linear, parents
 
 EXTRAPOLATION_SLACK = 1.5  # a leaf's equation is trusted up to 1.5x beyond the feature range it was fitted on
 
@@ -27,7 +27,7 @@ def route(nodes, vals, n) -> np.ndarray:
             leaf_of[sub] = i
             continue
         v = vals[nd["feature"]][sub]
-        mask = (v == nd["value"]) if nd["kind"] == "eq" else (v <= nd["value"])
+        mask = goes_left(nd, v)
         stack.append((nd["left"], sub[mask]))
         stack.append((nd["right"], sub[~mask]))
     return leaf_of
