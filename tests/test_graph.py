@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from fastdeepiot.families import get_family
+from fastdeepiot.graph.calls import copied_elements
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.randomnets import SPEC_VERSION, STREAM, STYLES, build_network, example_input, random_network
@@ -772,3 +773,27 @@ def test_a_traced_graph_that_fails_on_its_input_is_not_called_untraceable():
     with pytest.raises(TraceError, match=r"fails on the example input \(RuntimeError: mat1 and mat2") as e:
         trace_channels(m, torch.randn(1, 5))
     assert "cannot trace" not in str(e.value)
+
+
+class _Copies(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, x):  # x: (2, 8, 4, 4), 256 elements
+        if self.how == "shuffle":  # view, transpose, flatten: one copy
+            return x.unflatten(1, (2, -1)).transpose(1, 2).flatten(1, 2)
+        if self.how == "transpose+contiguous":  # the contiguous copies the transpose's view: still one copy
+            return x.transpose(2, 3).contiguous()
+        if self.how == "permute+pad":  # two copies: the permute, and the pad of its output (ONNX Runtime makes both)
+            return torch.nn.functional.pad(x.permute(0, 2, 3, 1), (1, 1))
+        return x.flatten(1).view(2, 8, 16)  # views only
+
+
+@pytest.mark.parametrize("how,elements", [("shuffle", 256), ("transpose+contiguous", 256),
+                                          ("permute+pad", 256 + 2 * 4 * 4 * 10), ("views", 0)])
+def test_copied_elements_counts_each_copy_once(how, elements):
+    """What the composition's copy term prices: the elements written by axis moves (a Transpose in ONNX Runtime,
+    materialised downstream in eager PyTorch) and by explicit copies, a transpose and its .contiguous() once."""
+    calls = extract_layers(_Copies(how), (torch.randn(2, 8, 4, 4),))
+    assert copied_elements(calls) == pytest.approx(elements / 1e6)

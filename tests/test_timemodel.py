@@ -218,6 +218,37 @@ def test_composition_learns_the_kernel_mix_slowdown(tmp_path):
     assert plain.predict_network(mixed, x).total_ms < 0.9 * backend.network_ms(mixed, x)
 
 
+class Shuffled(nn.Module):
+    """Convolutions at batch 8 with two ShuffleNet channel shuffles (a view, a transpose and a flatten each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 32, 1), nn.Conv2d(32, 16, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        for conv in (self.b, self.c):
+            y = conv(y.unflatten(1, (2, -1)).transpose(1, 2).flatten(1, 2))
+        return y
+
+
+def test_composition_learns_what_copies_cost(tmp_path):
+    """A device on which the elements free ops copy cost time (ONNX Runtime's Transpose; eager PyTorch's
+    reshape of a transposed view): the composition recovers the cost per copied element from random networks
+    (channel shuffles, token transposes) and prices a network of large shuffles, where the plain sum of its
+    layers is well under."""
+    backend = FakeBackend(step=16, copy_ms_per_m=2.0)
+    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS, seed=2, network_every=10), max_new=1500)
+        tm = fit_time_model(store)
+    assert tm.composition["copied_elements"] == pytest.approx(2.0, rel=0.1)
+    net, x = Shuffled().eval(), torch.randn(8, 3, 32, 32)
+    true = backend.network_ms(net, x)
+    assert tm.predict_network(net, x).total_ms == pytest.approx(true, rel=0.03)
+    plain = TimeModel(tm.estimators, {**tm.composition, "copied_elements": 0.0}, tm.device)
+    assert plain.predict_network(net, x).total_ms < 0.9 * true
+
+
 class WideMLP(nn.Module):
     """Eight Linear(512, 512) layers: 1 MiB of weights each, 8 MiB together."""
 

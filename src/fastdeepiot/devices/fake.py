@@ -74,7 +74,7 @@ class FakeBackend(Backend):
 
     def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0,
                  run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0,
-                 cache_bytes: int = 0, cold_ms_per_mb: float = 0.0):
+                 cache_bytes: int = 0, cold_ms_per_mb: float = 0.0, copy_ms_per_m: float = 0.0):
         """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
         session run); `module_call_ms`: the cost of each container-module call inside a network (like
         eager PyTorch's nn.Module.__call__); `kernel_mix` (ms): inside a network that runs D distinct kernel
@@ -82,8 +82,9 @@ class FakeBackend(Backend):
         one kernel's code hot in a loop, not many kernels'); `cache_bytes`, `cold_ms_per_mb`: a cache that
         holds a layer's weights in a loop of that layer alone, but not inside a network that touches more
         than it holds (every layer's weights + the largest layer input and output), where each layer pays
-        `cold_ms_per_mb` for the share 1 - cache / touched of its weights (less the share it misses alone).
-        All 0 by default."""
+        `cold_ms_per_mb` for the share 1 - cache / touched of its weights (less the share it misses alone);
+        `copy_ms_per_m`: ms per million elements the network's free ops copy (`graph.calls.copied_elements`:
+        axis moves and explicit copies, like ONNX Runtime's Transpose). All 0 by default."""
         super().__init__(threads, dtype)
         self.step = step
         self.jitter = jitter
@@ -92,6 +93,7 @@ class FakeBackend(Backend):
         self.kernel_mix = kernel_mix
         self.cache_bytes = cache_bytes
         self.cold_ms_per_mb = cold_ms_per_mb
+        self.copy_ms_per_m = copy_ms_per_m
 
     def processor(self) -> str:
         return f"fake-step{self.step}"
@@ -101,7 +103,9 @@ class FakeBackend(Backend):
 
     def network_ms(self, module, example_inputs) -> float:
         """Sum of the priced layers (slowed by `kernel_mix`) plus one network call overhead (and `run_ms`
-        once, `module_call_ms` per container call); free ops cost nothing."""
+        once, `module_call_ms` per container call, `copy_ms_per_m` per M elements copied); other free ops cost
+        nothing."""
+        from fastdeepiot.graph.calls import copied_elements
         from fastdeepiot.graph.extract import extract_layers
 
         res = extract_layers(module, example_inputs)
@@ -120,7 +124,8 @@ class FakeBackend(Backend):
             for f in feats:
                 alone = self._missed(f["weight_bytes"] + f["input_bytes"] + f["output_bytes"])
                 layers += self.cold_ms_per_mb * f["weight_bytes"] / 1e6 * max(0.0, missed - alone)
-        return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers
+        copies = self.copy_ms_per_m * copied_elements(res) if self.copy_ms_per_m else 0.0
+        return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers + copies
 
     def _missed(self, touched: float) -> float:
         return max(0.0, 1.0 - self.cache_bytes / touched) if touched > 0 else 0.0
@@ -135,4 +140,4 @@ class FakeBackend(Backend):
     def conditions(self) -> dict:
         return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter, "run_ms": self.run_ms,
                 "module_call_ms": self.module_call_ms, "kernel_mix": self.kernel_mix, "cache_bytes": self.cache_bytes,
-                "cold_ms_per_mb": self.cold_ms_per_mb}
+                "cold_ms_per_mb": self.cold_ms_per_mb, "copy_ms_per_m": self.copy_ms_per_m}

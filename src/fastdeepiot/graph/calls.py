@@ -1,11 +1,13 @@
 """The data classes of an extraction: `LayerCall`, `ExtractResult` and the call kinds.
 
 They live apart from `extract` (which builds them) and `fusion` (which annotates them), so that both
-import them from here and neither imports the other.
+import them from here and neither imports the other; and what the free ops of an extraction copy
+(`copied_elements`), which the time model's composition and the fake backend both price.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from fastdeepiot.families import LayerConfig
@@ -81,3 +83,23 @@ class ExtractResult(list):
 
     def unmodelled(self) -> list[LayerCall]:
         return [c for c in self if c.kind == UNMODELLED]
+
+
+# free ops that move a tensor's axes: a view in eager PyTorch that something downstream materialises (a reshape,
+# .contiguous(), the next kernel), a copy (Transpose) in ONNX Runtime
+AXIS_MOVES = frozenset({"permute", "transpose", "t"})
+
+
+def copied_elements(calls) -> float:
+    """M elements the free ops of an extraction write: every axis move (AXIS_MOVES), and every explicit copy
+    (a pad, a pixel or channel shuffle, .contiguous(): note "copies"), except a .contiguous() of an axis move's
+    output: that is the one copy of it, already counted (eager PyTorch makes it there; ONNX Runtime's Transpose
+    made it and the export drops the .contiguous())."""
+    moved = {c.name for c in calls if c.kind == FREE and c.op in AXIS_MOVES}
+    total = 0
+    for c in calls:
+        if c.kind != FREE or c.output_shape is None:
+            continue
+        if c.name in moved or (c.note == "copies" and not (c.op == "contiguous" and any(i in moved for i in c.inputs))):
+            total += math.prod(c.output_shape)
+    return total / 1e6

@@ -10,7 +10,7 @@ adds: `fastdeepiot.graph.fusion`), every network call has its own fixed overhead
 network run with warmer or colder caches than alone. The total is linear in terms that each have a
 physical meaning (`composition_terms`):
 
-    total_ms = c_net + c_free * free ops + c_mod * container-module calls
+    total_ms = c_net + c_free * free ops + c_mod * container-module calls + c_copy * M elements copied
                + sum over layer calls of  a_g * standalone_ms + b_g   (+ NCHWc layout terms on ORT)
                + a_mixed * ln(D) * number of unfused layer calls
                + a_cold * cold weight MB
@@ -19,6 +19,10 @@ g is the call's group: `unfused`, `fused` (fused away into its producer), or `nc
 blocked NCHWc path: alone, its session also reorders its input and output, which a chain of such convs
 inside a network does once). b_g is free in sign: a layer timed alone pays its own per-run cost (ORT
 session run, ~3.5 us here), which inside a network it does not, so b_g comes out negative there.
+c_copy prices the free ops that move memory (`copied_elements`): an axis move (permute, transpose) is a
+view in eager PyTorch that the next reshape, .contiguous() or kernel materialises, and a Transpose kernel that
+copies in ONNX Runtime (ShuffleNet's channel shuffle at batch 16, attention's head split and merge: 0.5-1 ns
+an element there, 13-15% of a network that the layers timed alone did not contain; session 25).
 c_mod prices torch's eager nn.Module.__call__ of containers (Sequential, blocks): a Python cost no single
 layer measurement contains. A layer timed alone runs in a loop that keeps its code and the library's
 dispatch hot; inside a network it competes with every other kernel the network runs, so a network that
@@ -59,6 +63,7 @@ from scipy.optimize import lsq_linear
 
 from fastdeepiot.errors import StoreError, UnmodelledLayerError, UserError, check_seed, check_whole
 from fastdeepiot.families import FAMILIES, LayerConfig, check_config, get_family
+from fastdeepiot.graph.calls import copied_elements
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.graph.paths import kernel_paths
@@ -127,7 +132,7 @@ class NetworkPrediction:
 
 
 # network-level terms, then per-call terms (a call's share of the total is the sum of its own terms)
-NETWORK_TERMS = ("network_call", "free_ops", "module_calls")
+NETWORK_TERMS = ("network_call", "free_ops", "module_calls", "copied_elements")
 CALL_TERMS = ("unfused_layers", "unfused_count", "mixed_calls", "mixed_layers", "fused_layers", "fused_count",
               "nchwc_layers", "nchwc_count", "nchwc_elements", "reorder_elements", "cold_weights")
 COMPOSITION_TERMS = NETWORK_TERMS + CALL_TERMS
@@ -244,7 +249,7 @@ def sum_terms(calls, per_call: list[dict]) -> dict:
     `SLOWEST_LAYER` (the floor `TimeModel.compose` applies; not a fitted term)."""
     terms = {**dict.fromkeys(COMPOSITION_TERMS, 0.0), "network_call": 1.0,
              "free_ops": float(sum(1 for c in calls if c.kind == "free")),
-             "module_calls": float(getattr(calls, "module_calls", 0))}
+             "module_calls": float(getattr(calls, "module_calls", 0)), "copied_elements": copied_elements(calls)}
     slowest = 0.0
     for t in per_call:
         for k, v in t.items():
