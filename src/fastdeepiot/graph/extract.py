@@ -1242,9 +1242,10 @@ def _extract_hooks(module: nn.Module, inputs: tuple, reason: str) -> ExtractResu
     return ExtractResult(calls, False, warns, untraced_reason=reason)
 
 
-# A copy (.contiguous(), .clone()) is a free op: the composition prices it by a per-op constant (~1 us), right
-# for the small copies networks make (ShuffleNet's channel shuffle) and far off for a big one (a 16 MiB permuted
-# copy took ~18 ms here). Above this size the extraction says so.
+# A copy (.contiguous(), .clone(), an axis move) is a free op: the composition prices it per element copied
+# (`calls.copied_elements`), at a rate fitted on the small copies of random networks (ShuffleNet's channel
+# shuffle, attention's head splits: ~0.4-0.6 ns an element); a big permuted copy runs slower than that (a 16 MiB
+# one took ~18 ms here, ~4 ns an element). Above this size the extraction says so.
 LARGE_COPY_BYTES = 1 << 20
 
 
@@ -1254,8 +1255,8 @@ def _add_notes(calls: list[LayerCall], warns: list[str]) -> None:
     if big:
         mib = sum(4 * math.prod(c.output_shape) for c in big) / 2**20
         warns.append(f"{len(big)} large cop{'y' if len(big) == 1 else 'ies'} ({', '.join(c.name for c in big[:4])}"
-                     f"{' ...' if len(big) > 4 else ''}; {mib:.1f} MiB written) priced as free ops: the time "
-                     "spent moving that memory is not in the total")
+                     f"{' ...' if len(big) > 4 else ''}; {mib:.1f} MiB written) priced at the copy rate fitted on "
+                     "small copies: a large strided copy can take several times longer")
     unm = [c for c in calls if c.kind == UNMODELLED]
     if unm:
         warns.append("unmodelled ops: " + ", ".join(f"{c.name} ({c.op})" for c in unm))
