@@ -24,8 +24,8 @@ from fastdeepiot.errors import StoreError
 from fastdeepiot.families import FAMILIES, LayerConfig
 from fastdeepiot.profiling.harness import TimingPolicy, measure
 from fastdeepiot.profiling.runner import plan, profile
-from fastdeepiot.profiling.space import (coarse_to_fine, random_configs, region_configs, sweep_configs,
-                                       within_cap)
+from fastdeepiot.profiling.space import (TYPICAL_KERNELS, base_configs, coarse_to_fine, random_configs,
+                                       region_configs, sweep_configs, within_cap)
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
 
@@ -106,6 +106,17 @@ def test_conv_samples_include_depthwise_and_grouped():
     groups = {("dw" if c.params["groups"] == c.params["in_channels"] > 1 else
                "g" if c.params["groups"] > 1 else "plain") for c in cs}
     assert groups == {"dw", "g", "plain"}
+
+
+@pytest.mark.parametrize("family", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_convolution_sweeps_start_from_typical_kernels(family, seed):
+    """The width sweeps of a convolution start from the kernels networks use (3x3, 1x1), stride 1, plain, batch 1,
+    whatever the seed: a drawn 7x7 stride-2 base had taken a fifth of every profile's conv2d rows."""
+    bases = base_configs(family, seed, 2)
+    assert sorted(b.params["kernel"] for b in bases) == sorted(TYPICAL_KERNELS)
+    assert all(b.params["stride"] == 1 and b.params["groups"] == 1 and b.params["batch"] == 1 for b in bases)
+    assert all(sweep_configs(b, "out_channels") for b in bases)
 
 
 def test_conv_samples_include_group_width_convolutions():

@@ -183,11 +183,18 @@ def iter_random_configs(family: str, n: int, seed: int = 0) -> Iterator[LayerCon
                 return
 
 
+# the kernels most convolutions of published networks have, stride 1: the sweeps of a convolution family start from
+# them in turn (session 25: drawn at random, every 10-minute profile's second conv2d sweep was a 7x7 stride-2
+# convolution of a 4x4 map, a fifth of all conv2d rows, while 3x3 convolutions had 3-4% of them)
+TYPICAL_KERNELS = (3, 1)
+
+
 def base_configs(family: str, seed: int, k: int) -> list[LayerConfig]:
-    """Cheap, typical configurations that sweeps start from: batch 1, plain (groups 1). A family with a string
-    parameter (an activation's kind, a pool's mode) gets at least one base per level of the first one, in turn:
-    every kind is swept, not only those a random draw picked (session 23: with 14 activation kinds and two
-    bases, the two swept kinds had 64 rows each in a 6-minute profile and five others 7-12)."""
+    """Cheap, typical configurations that sweeps start from: batch 1, plain (groups 1); a convolution with the
+    kernels of `TYPICAL_KERNELS` in turn, stride 1. A family with a string parameter (an activation's kind, a
+    pool's mode) gets at least one base per level of the first one, in turn: every kind is swept, not only those
+    a random draw picked (session 23: with 14 activation kinds and two bases, the two swept kinds had 64 rows
+    each in a 6-minute profile and five others 7-12)."""
     rng = np.random.default_rng(seed)
     fam = get_family(family)
     levels = next(([(name, lv) for lv in vals] for name, vals in fam.space.items() if isinstance(vals[0], str)), [])
@@ -199,6 +206,8 @@ def base_configs(family: str, seed: int, k: int) -> list[LayerConfig]:
             p["batch"] = 1
         if "groups" in p:
             p["groups"] = 1
+        if family in ("conv1d", "conv2d"):
+            p["kernel"], p["stride"] = TYPICAL_KERNELS[len(out) % len(TYPICAL_KERNELS)], 1
         if levels:
             name, level = levels[len(out) % len(levels)]
             p[name] = level
