@@ -290,14 +290,21 @@ def test_composition_learns_what_weights_past_the_cache_cost(tmp_path):
 
 
 def test_a_cache_the_networks_never_miss_gets_no_cold_weight_term(tmp_path):
-    """The profile records a cache size, but the device pays nothing for missing it: cross-validation keeps
-    the term out (capacity 0), and the model prices as one fitted without it."""
+    """The profile records a cache size, but the device pays nothing for missing it: the term is kept out
+    (capacity 0) unless cross-validation finds it pricing networks it was not fitted on better, and either way a
+    network past the cache is priced as by the model without it (within 1%: a term kept here absorbs the layer
+    models' own small misses on wide layers, by 0.01 points of cross-validated error on this fake profile since
+    session 25's sweep bases; it does not invent a cost)."""
     backend = FakeBackend(step=16, cache_bytes=4 << 20, cold_ms_per_mb=0.0, jitter=0.02)
     with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
         profile(backend, store, plan(FAMS, seed=3, network_every=10), max_new=800)
         tm = fit_time_model(store)
     assert tm.conditions["cache_bytes"] == 4 << 20
-    assert tm.composition["cache_bytes"] == 0.0 and tm.composition["cold_weights"] == 0.0
+    assert (tm.composition["cache_bytes"] == 0.0) == (tm.composition["cold_weights"] == 0.0)
+    without = TimeModel(tm.estimators, {**tm.composition, "cold_weights": 0.0, "cache_bytes": 0.0}, tm.device)
+    net, x = WideMLP().eval(), torch.randn(1, 512)
+    assert tm.predict_network(net, x).total_ms == pytest.approx(without.predict_network(net, x).total_ms, rel=0.01)
+    assert tm.predict_network(net, x).total_ms == pytest.approx(backend.network_ms(net, x), rel=0.05)
 
 
 def _calls_and_standalone(tm, net, x):
