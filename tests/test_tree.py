@@ -375,3 +375,22 @@ def test_intercept_only_leaves_price_every_row(pruning):
     assert any(not nd["model"]["features"] for nd in m.nodes_ if nd["leaf"])
     pred = m.predict(X)
     assert pred.shape == (200,) and np.all(np.abs(pred - y) / y < 0.1)
+
+
+def test_rule_text_names_the_fewer_levels_and_says_where_unseen_ones_go():
+    """A path's test on a string column reads as the levels it lets through or those it keeps out, whichever is
+    shorter, and says so when a level unseen in fitting (which goes right at every split) takes it too."""
+    from types import SimpleNamespace
+
+    from fastdeepiot.timemodel.tree.export import simplify
+
+    tree = SimpleNamespace(categorical_={"kind": ["a", "b", "c", "d", "e"]})
+    left_in = [("kind", "in", ["a", "b"], True)]
+    right_of_in = [("kind", "in", ["a", "b", "c"], False)]  # d, e or unseen
+    right_of_small = [("kind", "in", ["a", "b"], False)]  # c, d, e or unseen
+    assert simplify(tree, left_in)[0] == ["kind in {'a', 'b'}"]
+    assert simplify(tree, right_of_in)[0] == ["kind in {'d', 'e'} (or unseen)"]
+    assert simplify(tree, right_of_small)[0] == ["kind not in {'a', 'b'}"]
+    assert simplify(tree, [("kind", "eq", "a", False), ("kind", "in", ["b", "c", "d"], False)])[0] == \
+        ["kind in {'e'} (or unseen)"]
+    assert simplify(tree, [("kind", "eq", "a", False)])[0] == ["kind != 'a'"]

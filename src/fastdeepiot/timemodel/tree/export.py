@@ -116,8 +116,12 @@ def simplify(tree, path) -> tuple[list[str], dict]:
             out = [x for x in tree.categorical_.get(f, []) if x not in ok]
             if not unseen[f]:  # only the levels named
                 conds.append(f"{f} == {ok[0]!r}" if len(ok) == 1 else f"{f} in {{{', '.join(map(repr, ok))}}}")
-            else:  # every level but these, unseen ones too
-                conds.append(f"{f} != {out[0]!r}" if len(out) == 1 else f"{f} not in {{{', '.join(map(repr, out))}}}")
+            elif len(out) == 1:  # every level but these, unseen ones too
+                conds.append(f"{f} != {out[0]!r}")
+            elif len(ok) < len(out):
+                conds.append(f"{f} in {{{', '.join(map(repr, ok))}}} (or unseen)")
+            else:
+                conds.append(f"{f} not in {{{', '.join(map(repr, out))}}}")
         else:
             if f in lo and f in hi:
                 a = cond_text(tree, f, "le", lo[f], False)
