@@ -182,6 +182,46 @@ def test_categorical_levels_grouped_in_one_split():
     assert fast == pytest.approx(0.002 + 1e-6 * Xn.loc[0, "flops"], rel=0.02)
 
 
+def _paths_data(seed=6):
+    """Rows of three code paths with their own per-FLOP costs: 'a' (300 rows), 'b' (100) and 'c' (15, fewer
+    than a subtree of its own takes), and an unrelated numeric column a greedy tree could split on."""
+    rng = np.random.default_rng(seed)
+    path = np.array(["a"] * 300 + ["b"] * 100 + ["c"] * 15)
+    flops = rng.uniform(1e3, 1e7, path.size)
+    y = 0.02 + np.select([path == "a", path == "b"], [1e-9, 4e-9], 9e-9) * flops
+    return pd.DataFrame({"kernel_path": path, "flops": flops, "size": rng.integers(1, 64, path.size)}), y
+
+
+def test_partition_by_path_grows_one_subtree_per_path():
+    """The kernel_path column (`partition_by`'s default) splits first: a chain of forced splits, the largest
+    path first, each path of at least 2 * min_samples_leaf rows fitted on its own rows alone, the smaller ones
+    sharing the last subtree, which also takes a path unseen in fitting; within the tree's depth."""
+    X, y = _paths_data()
+    m = ModelTree(min_samples_leaf=10).fit(X, y)
+    first, second = m.nodes_[0], m.nodes_[m.nodes_[0]["right"]]
+    assert (first["feature"], first["kind"], first["value"]) == ("kernel_path", "eq", "a")
+    assert (second["feature"], second["kind"], second["value"]) == ("kernel_path", "eq", "b")
+    leaves = m.apply(X)
+    for leaf in np.unique(leaves):  # no leaf mixes paths
+        assert len(set(X["kernel_path"][leaves == leaf])) == 1
+    assert med_pct(y, m.predict(X)) < 1.0
+    assert m.depth_ <= m.max_depth
+    Xn = X.iloc[:3].copy()
+    Xn["kernel_path"] = "unseen"
+    rest = X[X["kernel_path"] == "c"].iloc[:1]
+    assert m.apply(Xn)[0] in set(m.apply(X[X["kernel_path"] == "c"]))
+    back = ModelTree.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_array_equal(back.predict(Xn), m.predict(Xn))
+    np.testing.assert_array_equal(back.predict(rest), m.predict(rest))
+    # no more forced splits than the depth allows
+    shallow = ModelTree(min_samples_leaf=10, max_depth=1).fit(X, y)
+    assert shallow.depth_ <= 1 and shallow.nodes_[0]["value"] == "a"
+    # without the column, or with partition_by=None, no split is forced
+    free = ModelTree(min_samples_leaf=10, partition_by=None).fit(X, y)
+    assert free.partition_by is None and "partition_by" in free.to_dict()["params"]
+    assert ModelTree().fit(X.drop(columns="kernel_path"), y).n_leaves_ >= 1
+
+
 def test_leaf_does_not_extrapolate_far_beyond_its_samples():
     # 'small' layers were only profiled up to 1e4 FLOPs, with a steep per-FLOP cost; a 'small' query at
     # 1e6 FLOPs takes the equation of the nearest ancestor whose samples reach that far, not 100x the leaf's

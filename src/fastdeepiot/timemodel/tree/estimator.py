@@ -13,7 +13,7 @@ from fastdeepiot.timemodel.tree import export
 from fastdeepiot.timemodel.tree._nodes import compact, samples_under
 from fastdeepiot.timemodel.tree._validation import (as_frame, check_column_arrays, check_columns, check_weights,
                                                      check_y, fitted_columns)
-from fastdeepiot.timemodel.tree.features import DEFAULT_LEAF_FEATURES, PAD_RE, WORK_FEATURE
+from fastdeepiot.timemodel.tree.features import DEFAULT_LEAF_FEATURES, PAD_RE, PATH_COLUMN, WORK_FEATURE
 from fastdeepiot.timemodel.tree.grow import Grower
 from fastdeepiot.timemodel.tree.prune import PRUNINGS, grow_and_prune
 from fastdeepiot.timemodel.tree.route import beyond_profile, predict_nodes, route, split_columns
@@ -22,6 +22,9 @@ from fastdeepiot.timemodel.tree.route import beyond_profile, predict_nodes, rout
 # level, and the loader refuses a deeper tree (timemodel.schema), whose rules would take time and memory
 # quadratic in its depth to write
 MAX_DEPTH = 64
+# a level of the partition column (`partition_by`) gets a subtree of its own from this many leaves' worth of
+# samples (times min_samples_leaf); smaller levels share one
+MIN_PART_LEAVES = 2
 
 
 class ModelTree(RegressorMixin, BaseEstimator):
@@ -52,6 +55,13 @@ class ModelTree(RegressorMixin, BaseEstimator):
     positive_intercept : constrain the per-call overhead to be >= 0 (else free).
     top_k : candidate splits (ranked by unconstrained least squares) re-scored with NNLS.
     random_state : seed of the validation split.
+    partition_by : a string column split first, one subtree per level ("kernel_path", the code path a backend
+        runs a layer through: `graph.paths`). Each level of at least 2 * min_samples_leaf rows gets a subtree
+        grown and pruned on its rows alone, under a chain of forced ``== level`` splits (the largest level
+        first, at most max_depth of them); the smaller levels share the last subtree, which also takes a level
+        unseen in fitting. Greedy splits chosen by the error on all rows may never separate two paths whose
+        difference only wide layers show (most profile rows are narrow: their time is fixed overhead on any
+        path). None, or X without the column: no forced split.
 
     Attributes (after fit)
     ----------------------
@@ -69,7 +79,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
     def __init__(self, leaf_features=None, work_variants="auto", split_features=None, max_depth=8,
                  min_samples_leaf=10, max_thresholds=32, min_gain=0.01, validation_fraction=0.25,
                  positive_intercept=True, top_k=4, random_state=0, pruning="cv", cv_folds=3,
-                 cv_tolerance=0.01, cv_power=1):
+                 cv_tolerance=0.01, cv_power=1, partition_by=PATH_COLUMN):
         self.leaf_features = leaf_features
         self.work_variants = work_variants
         self.split_features = split_features
@@ -85,6 +95,7 @@ class ModelTree(RegressorMixin, BaseEstimator):
         self.cv_folds = cv_folds
         self.cv_tolerance = cv_tolerance
         self.cv_power = cv_power
+        self.partition_by = partition_by
 
     # -------------------------------------------------------------------------------- fitting
 
@@ -110,8 +121,10 @@ class ModelTree(RegressorMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         if self.pruning not in PRUNINGS:
             raise ValueError(f"pruning must be 'cv', 'validation' or 'none', got {self.pruning!r}")
+        partition = self.partition_by if self.partition_by in self.split_features_ else None
         nodes, self.ccp_alpha_ = grow_and_prune(grower, rng, self.pruning, self.validation_fraction,
-                                                self.cv_folds, self.cv_tolerance, self.cv_power)
+                                                self.cv_folds, self.cv_tolerance, self.cv_power,
+                                                partition, MIN_PART_LEAVES * self.min_samples_leaf)
         nodes = compact(nodes)
         # refit leaves on all samples routed to them; every node gets its own fit and the range of the
         # leaf features it saw (the extrapolation guard of route.predict_nodes)

@@ -49,6 +49,17 @@ class Grower:
             pos = r[r > 0]
             self.scale[c] = float(np.median(pos)) if pos.size else 1.0
 
+    def subset(self, idx, **changes) -> "Grower":
+        """A Grower of samples idx alone, with the same settings but `changes` (e.g. max_depth)."""
+        settings = dict(leaf_features=self.leaf_features, work_variants=self.work_variants,
+                        split_features=self.split_features, categorical=self.categorical,
+                        integer_features=self.integer_features, max_depth=self.max_depth,
+                        min_samples_leaf=self.min_samples_leaf, max_thresholds=self.max_thresholds,
+                        min_gain=self.min_gain, positive_intercept=self.positive_intercept, top_k=self.top_k)
+        settings.update(changes)
+        return Grower({c: v[idx] for c, v in self.F.items()}, self.y[idx], self.w[idx],
+                      {c: v[idx] for c, v in self.split_vals.items()}, **settings)
+
     # leaf model ------------------------------------------------------------------------------
 
     def design(self, idx, feats):

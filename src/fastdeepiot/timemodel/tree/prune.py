@@ -21,8 +21,63 @@ PRUNINGS = ("cv", "validation", "none", None)
 
 
 def grow_and_prune(g: Grower, rng, pruning, validation_fraction: float, cv_folds: int, cv_tolerance: float,
-                   cv_power) -> tuple[list[dict], float]:
-    """(nodes, ccp_alpha): the tree grown on g's samples and pruned as `pruning` says (see ModelTree)."""
+                   cv_power, partition_by: str | None = None, min_part: int = 0) -> tuple[list[dict], float]:
+    """(nodes, ccp_alpha): the tree grown on g's samples and pruned as `pruning` says (see ModelTree).
+
+    With `partition_by` (a categorical split column of g), each of its levels that holds at least `min_part`
+    samples gets a subtree of its own, grown and pruned on its samples alone, under a chain of forced splits
+    `partition_by == level` (the levels by count, the largest first); the samples of the smaller levels share
+    the last subtree, which also takes a level unseen in fitting (it goes right at every split). The chain
+    holds at most g.max_depth forced splits, and each subtree grows only as deep as the tree may. The returned
+    alpha is then the largest subtree's."""
+    if partition_by is not None and partition_by in g.categorical:
+        v = g.split_vals[partition_by]
+        levels, counts = np.unique(v, return_counts=True)
+        big = [str(lev) for lev, c in sorted(zip(levels, counts), key=lambda t: (-t[1], str(t[0]))) if c >= min_part]
+        big = big[:g.max_depth]  # one forced split a level: the chain stays within the tree's depth
+        rest = ~np.isin(v, big)
+        if len(big) + bool(rest.any()) >= 2:
+            parts = [(lev, np.flatnonzero(v == lev)) for lev in big]
+            if rest.any():
+                parts.append((None, np.flatnonzero(rest)))
+            return _partitioned(g, parts, partition_by, rng, pruning, validation_fraction, cv_folds, cv_tolerance,
+                                cv_power)
+    return _grow_and_prune(g, rng, pruning, validation_fraction, cv_folds, cv_tolerance, cv_power)
+
+
+def _partitioned(g: Grower, parts, column: str, rng, *args) -> tuple[list[dict], float]:
+    """The forced chain of `grow_and_prune`'s partition: parts = [(level or None for the rest, sample
+    indices)], the last one the right end of the chain."""
+    nodes: list[dict] = []
+    alpha = None
+    for k, (level, idx) in enumerate(parts):
+        last = k == len(parts) - 1
+        depth = k + (0 if last else 1)  # the depth of this part's subtree root
+        if not last:
+            nodes.append({"leaf": False, "depth": k, "n": int(sum(p[1].size for p in parts[k:])),
+                          "feature": column, "kind": "eq", "value": level, "_idx": np.concatenate([p[1] for p in parts[k:]])})
+        sub = g.subset(idx, max_depth=max(0, g.max_depth - depth))
+        sub_nodes, a = _grow_and_prune(sub, rng, *args)
+        alpha = a if alpha is None else alpha
+        off = len(nodes)
+        for nd in sub_nodes:  # into the whole tree's numbering and sample indices
+            nd = dict(nd, depth=nd["depth"] + depth, _idx=idx[nd["_idx"]])
+            if "left" in nd:  # split while growing (pruning may have made it a leaf since)
+                nd["left"], nd["right"] = nd["left"] + off, nd["right"] + off
+            nodes.append(nd)
+        if not last:
+            nodes[off - 1]["left"] = off
+            nodes[off - 1]["right"] = len(nodes)
+    # every forced split node gets the equation of the samples under it (the extrapolation guard's ancestors)
+    for nd in nodes:
+        if "model" not in nd:
+            nd["model"] = g.fit_leaf(nd["_idx"])
+            nd["range"] = g.feature_range(nd["model"], nd["_idx"])
+    return nodes, float(alpha or 0.0)
+
+
+def _grow_and_prune(g: Grower, rng, pruning, validation_fraction: float, cv_folds: int, cv_tolerance: float,
+                    cv_power) -> tuple[list[dict], float]:
     n = len(g.y)
     nodes: list[dict] = []
     vf = float(validation_fraction)
