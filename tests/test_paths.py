@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastdeepiot.families import LayerConfig, get_family
-from fastdeepiot.graph.paths import kernel_path, kernel_paths, torch_conv_path
+from fastdeepiot.graph.paths import SMALL_GEMM_COLUMNS, kernel_path, kernel_paths, torch_conv_path
 from fastdeepiot.timemodel.model import TimeModel
 from fastdeepiot.timemodel.tree import ModelTree, featurize
 
@@ -49,7 +49,8 @@ def test_torch_conv_path_is_what_aten_selects(threads):
                                                 False, [0] * d, p["groups"], None)
             got = {"Mkldnn": "mkldnn", "Slow2d": "native"}.get(str(got).split(".")[-1], str(got))
             path = torch_conv_path(p, d, threads)
-            assert {"mkldnn_gemm": "mkldnn"}.get(path, path) == got, (c.key, threads)  # oneDNN inside: below
+            # oneDNN inside: below; the native path's GEMM widths are ours (test_native_paths_name_the_gemm_width)
+            assert path.split("_")[0] == got, (c.key, threads)
             seen.add(got)
     finally:
         torch.set_num_threads(old)
@@ -121,6 +122,43 @@ def test_kernel_path_per_backend():
     assert kernel_paths("torch-cpu", 1, [conv, big]) == ["native", "mkldnn"]
 
 
+def test_native_paths_name_the_gemm_width():
+    """ATen's native path multiplies image by image, a GEMM with one column per output pixel: one column is a
+    matrix-vector product, fewer than SMALL_GEMM_COLUMNS a slow GEMM (session 26: 5-8 GFLOP/s against 45-65)."""
+    base = {"batch": 1, "in_channels": 256, "out_channels": 256, "kernel": 3, "stride": 1, "groups": 1}
+    paths = {s: kernel_path("torch-cpu", 1, LayerConfig("conv2d", {**base, "size": s})) for s in (1, 2, 3, 4, 8)}
+    assert paths == {1: "native_gemv", 2: "native_small", 3: "native_small", 4: "native", 8: "native"}
+    assert SMALL_GEMM_COLUMNS == 16
+    # the output's size decides, not the input's: a stride-2 conv of a 2x2 map has one column
+    assert kernel_path("torch-cpu", 1, LayerConfig("conv2d", {**base, "size": 2, "stride": 2})) == "native_gemv"
+    # a batched 1x1 conv runs natively image by image too
+    pw = LayerConfig("conv2d", {**base, "kernel": 1, "batch": 4, "size": 2})
+    assert kernel_path("torch-cpu", 1, pw) == "native_small"
+    # a Conv1d's columns are its output length
+    seq = LayerConfig("conv1d", {**base, "in_channels": 16, "out_channels": 32, "size": 8})
+    assert kernel_path("torch-cpu", 1, seq) == "native_small"
+    assert kernel_path("torch-cpu", 1, LayerConfig("conv1d", {**seq.params, "size": 32})) == "native"
+
+
+def test_a_model_fitted_before_the_gemm_widths_prices_them_as_native():
+    """A time model saved before the native path was named by its GEMM's width knows "native" only: a
+    configuration now on "native_small" or "native_gemv" is priced by its "native" branch, not sent down the
+    unseen-level branch (oneDNN's)."""
+    cs, paths, y = _regimes()
+    old_paths = [p.split("_")[0] if p.startswith("native") else p for p in paths]
+    tree = ModelTree(max_depth=1, partition_by=None).fit(featurize(cs, paths=old_paths), y)
+    tm = TimeModel({"conv2d": tree}, device={"backend": "torch-cpu", "threads": 1})
+    small = LayerConfig("conv2d", {"batch": 1, "in_channels": 64, "out_channels": 64, "kernel": 3, "stride": 1,
+                                   "groups": 1, "size": 2})
+    assert kernel_path("torch-cpu", 1, small) == "native_small" and tm.kernel_paths([small]) == ["native"]
+    fl = featurize([small])["flops"].to_numpy()[0]
+    assert tm.predict_configs([small])[0] == pytest.approx(0.01 + fl * 3e-9, rel=0.02)
+    # a model that knows the width paths keeps them
+    new = TimeModel({"conv2d": ModelTree(max_depth=2).fit(featurize(cs, paths=paths), y)},
+                    device={"backend": "torch-cpu", "threads": 1})
+    assert new.kernel_paths([small]) == (["native_small"] if "native_small" in paths else ["native"])
+
+
 def _regimes(n=400, seed=0):
     """3x3 Conv2d configurations at batch 1-2 timed as if the native path cost 3x oneDNN's per FLOP."""
     rng = random.Random(seed)
@@ -133,13 +171,13 @@ def _regimes(n=400, seed=0):
             cs.append(c)
     paths = kernel_paths("torch-cpu", 1, cs)
     f = featurize(cs)["flops"].to_numpy()
-    y = np.array([0.01 + fl * (3e-9 if p == "native" else 1e-9) for fl, p in zip(f, paths)])
+    y = np.array([0.01 + fl * (3e-9 if p.startswith("native") else 1e-9) for fl, p in zip(f, paths)])
     return cs, paths, y
 
 
 def test_tree_separates_paths_by_one_split():
     cs, paths, y = _regimes()
-    assert 50 < sum(p == "native" for p in paths) < 350
+    assert 50 < sum(p.startswith("native") for p in paths) < 350
     tr = slice(0, 300)
     te = slice(300, None)
     with_paths = ModelTree(max_depth=1).fit(featurize(cs[tr], paths=paths[tr]), y[tr])

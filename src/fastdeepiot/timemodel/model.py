@@ -75,6 +75,7 @@ from fastdeepiot.timemodel.baselines import FlopsLinear, LookupTable, RandomFore
 from fastdeepiot.timemodel.metrics import relative_error_summary, relative_errors
 from fastdeepiot.timemodel.schema import check_estimator, finite, number, shown
 from fastdeepiot.timemodel.tree import ModelTree, featurize, featurize_columns
+from fastdeepiot.timemodel.tree.features import PATH_COLUMN
 from fastdeepiot.timemodel.tree.bagging import BaggedModelTrees
 
 FORMAT = "fastdeepiot.timemodel"
@@ -322,8 +323,15 @@ class TimeModel:
 
     def kernel_paths(self, configs: list[LayerConfig]) -> list[str] | None:
         """The code path this model's backend runs each configuration (of one family) through, or None
-        where the family has no path rule (`graph.paths`); fit and predict both featurize with it."""
-        return kernel_paths(self.backend, int(self.device.get("threads", 1)), configs)
+        where the family has no path rule (`graph.paths`); fit and predict both featurize with it. A path the
+        family's model was not fitted with but whose parent it was ("native_small" -> "native": a model saved
+        before the native path was named by its GEMM's width) is given as the parent, as that model knew it."""
+        paths = kernel_paths(self.backend, int(self.device.get("threads", 1)), configs)
+        est = self.estimators.get(configs[0].family) if paths else None
+        known = (known_levels(est) or {}).get(PATH_COLUMN) if est is not None else None
+        if known:
+            paths = [p if p in known or p.split("_")[0] not in known else p.split("_")[0] for p in paths]
+        return paths
 
     def covers(self, config: LayerConfig) -> bool:
         """Whether this model prices `config`: its family has an estimator, fitted on every string
