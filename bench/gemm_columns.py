@@ -3,10 +3,12 @@ native_gemv / native_small / native kernel paths (`graph.paths`).
 
     .venv/bin/python bench/gemm_columns.py [--rounds 3] [--out docs/results] [--name gemm_columns]
 
-ATen runs a float32 convolution at batch 1 with a small input (at most 20480 elements, one thread, see
-`graph.paths.torch_conv_path`) through its native im2col + GEMM, image by image: the weights times a matrix
-with one column per output pixel. This bench times plain 1x1 and 3x3 convolutions of 64 and 256 channels,
-stride 1, on square maps of 1 to 14 pixels a side (those that stay on the native path), each configuration
+ATen runs a float32 convolution at batch 1 with a small input (at most 20480 elements; at one thread any
+non-strided 1x1 convolution; see `graph.paths.torch_conv_path`) through its native im2col + GEMM, image by image:
+the weights times a matrix with one column per output pixel. This bench times plain 1x1 and 3x3 convolutions of
+64 and 256 channels, stride 1, on square maps of 1 to 14 pixels a side (those `graph.paths` puts on the native
+path; docs/results/session26/gemm_columns.md was written at c6a4ad1, before that rule chose them, and lacks the
+1x1 convolutions of 256 channels on 10x10 to 14x14 maps), each configuration
 timed alone as the profiler times a layer (`profiling.runner.time_layer`), in `--rounds` interleaved rounds,
 the fastest round kept (the host's slow state only ever adds time). It writes <out>/<name>.md and .json: the
 time, the GFLOP/s and the path `graph.paths` names, per configuration.
@@ -34,18 +36,13 @@ from fastdeepiot.report.tables import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14)
-NATIVE_MAX_ELEMENTS = 20480
 
 
 def configs() -> list[LayerConfig]:
-    out = []
-    for k in (1, 3):
-        for c in (64, 256):
-            for s in SIZES:
-                if c * s * s <= NATIVE_MAX_ELEMENTS:
-                    out.append(LayerConfig("conv2d", {"batch": 1, "groups": 1, "in_channels": c, "out_channels": c,
-                                                      "kernel": k, "stride": 1, "size": s}))
-    return out
+    """The configurations of the grid that run on the native path (`graph.paths`' rule)."""
+    grid = (LayerConfig("conv2d", {"batch": 1, "groups": 1, "in_channels": c, "out_channels": c, "kernel": k,
+                                   "stride": 1, "size": s}) for k in (1, 3) for c in (64, 256) for s in SIZES)
+    return [c for c in grid if kernel_path("torch-cpu", 1, c).startswith("native")]
 
 
 def main(argv=None) -> None:

@@ -47,33 +47,28 @@ def grow_and_prune(g: Grower, rng, pruning, validation_fraction: float, cv_folds
 
 def _partitioned(g: Grower, parts, column: str, rng, *args) -> tuple[list[dict], float]:
     """The forced chain of `grow_and_prune`'s partition: parts = [(level or None for the rest, sample
-    indices)], the last one the right end of the chain."""
+    indices)], the last one the right end of the chain. (Its nodes carry no equations: the estimator fits
+    every node on the samples routed to it once the tree is compacted.)"""
     nodes: list[dict] = []
-    alpha = None
+    alphas = []
     for k, (level, idx) in enumerate(parts):
         last = k == len(parts) - 1
         depth = k + (0 if last else 1)  # the depth of this part's subtree root
         if not last:
             nodes.append({"leaf": False, "depth": k, "n": int(sum(p[1].size for p in parts[k:])),
-                          "feature": column, "kind": "eq", "value": level, "_idx": np.concatenate([p[1] for p in parts[k:]])})
-        sub = g.subset(idx, max_depth=max(0, g.max_depth - depth))
-        sub_nodes, a = _grow_and_prune(sub, rng, *args)
-        alpha = a if alpha is None else alpha
+                          "feature": column, "kind": "eq", "value": level})
+        sub_nodes, a = _grow_and_prune(g.subset(idx, max_depth=max(0, g.max_depth - depth)), rng, *args)
+        alphas.append(a)
         off = len(nodes)
-        for nd in sub_nodes:  # into the whole tree's numbering and sample indices
-            nd = dict(nd, depth=nd["depth"] + depth, _idx=idx[nd["_idx"]])
+        for nd in sub_nodes:  # into the whole tree's numbering
+            nd = dict(nd, depth=nd["depth"] + depth)
             if "left" in nd:  # split while growing (pruning may have made it a leaf since)
                 nd["left"], nd["right"] = nd["left"] + off, nd["right"] + off
             nodes.append(nd)
         if not last:
             nodes[off - 1]["left"] = off
             nodes[off - 1]["right"] = len(nodes)
-    # every forced split node gets the equation of the samples under it (the extrapolation guard's ancestors)
-    for nd in nodes:
-        if "model" not in nd:
-            nd["model"] = g.fit_leaf(nd["_idx"])
-            nd["range"] = g.feature_range(nd["model"], nd["_idx"])
-    return nodes, float(alpha or 0.0)
+    return nodes, float(alphas[0])
 
 
 def _grow_and_prune(g: Grower, rng, pruning, validation_fraction: float, cv_folds: int, cv_tolerance: float,
