@@ -167,7 +167,7 @@ def main() -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with Store.open(db, be.fingerprint(), create=True) as store:
-        s = profile(be, store, plan(list(FAMILIES), seed=0, network_every=40), budget_s=a.minutes * 60)
+        s = profile(be, store, plan(list(FAMILIES), seed=0, network_every=40, backend=be), budget_s=a.minutes * 60)
         print(f"profiled: {s.new} new ({s.stopped_by}); per family {s.per_family}", flush=True)
         tm = fit_time_model(store, seed=0, keep_holdout=True)
     print(f"fitted in {time.time() - t0:.0f} s", flush=True)

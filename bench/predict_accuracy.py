@@ -58,7 +58,7 @@ def main() -> None:
     budget_s = parse_duration(a.budget)
     t0 = time.monotonic()
     with Store.open(db, backend.fingerprint(), create=True) as store:
-        s = profile(backend, store, plan(parse_families(None), seed=a.seed, network_every=10),
+        s = profile(backend, store, plan(parse_families(None), seed=a.seed, network_every=10, backend=backend),
                     budget_s=budget_s, policy=TimingPolicy())
         n_meas = store.count()
         n_nets = sum(1 for _ in store.measurements(kind="network"))

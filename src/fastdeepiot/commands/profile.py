@@ -102,7 +102,7 @@ def profile(
     # drawn before the store is opened: a damaged report is refused before the database is made
     first = adaptive_workloads(adaptive, None, fams, seed=seed) if adaptive is not None else iter(())
     store = Store.open(db, backend.fingerprint(), create=True, force=force)
-    workloads = itertools.chain(first, plan(fams, seed=seed, network_every=networks))
+    workloads = itertools.chain(first, plan(fams, seed=seed, network_every=networks, backend=backend))
     policy = TimingPolicy.quick() if quick else TimingPolicy()
     try:
         summary = _run_with_progress(backend, store, workloads, budget_s, max_new, policy, quiet)

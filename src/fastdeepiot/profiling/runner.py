@@ -7,6 +7,7 @@ Families take turns (weighted round-robin), so a short budget still covers every
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from fastdeepiot.devices.base import Backend
 from fastdeepiot.errors import UserError, check_whole
 from fastdeepiot.families import LayerConfig, get_family
 from fastdeepiot.graph.extract import extract_layers
+from fastdeepiot.graph.paths import kernel_path
 from fastdeepiot.graph.randomnets import STREAM, build_network, example_input, random_network, spec_families
 from fastdeepiot.profiling.harness import Timing, TimingPolicy, measure
 from fastdeepiot.profiling.timer import NetworkTimer, TimerPolicy
@@ -79,12 +81,15 @@ def network_layer_configs(spec: dict, families: list[str], k: int) -> list[Layer
     return [found[key] for key in random.Random(f"{spec['seed']}:{spec.get('style')}").sample(keys, min(k, len(keys)))]
 
 
-def plan(families: list[str], seed: int = 0, network_every: int = 0, network_layers: int = 4) -> Iterator[Workload]:
+def plan(families: list[str], seed: int = 0, network_every: int = 0, network_layers: int = 4,
+         backend: Backend | None = None) -> Iterator[Workload]:
     """Weighted round-robin over the families' streams (`FAMILY_TURNS`, default 1); with
     `network_every` = k > 0, one random network after every k layer configurations, followed by
     `network_layers` of the layer configurations that network runs, timed alone (source
     "network:<style>"): the family spaces are grids a designer chose, a network's layers are where
     predictions are asked for (global pools, 1x1 and 2x2 feature maps, a Linear over batch x tokens rows).
+    With `backend` (the one the plan is for), a family whose layers that backend runs through several code
+    paths (`graph.paths`) gets its random points balanced over them (`space.PathBalancer`).
     The arguments are checked here, at the call (UserError), not at the first workload."""
     if isinstance(families, str):
         raise UserError(f"families must be a list of family names, e.g. [{families!r}], not a string")
@@ -97,11 +102,12 @@ def plan(families: list[str], seed: int = 0, network_every: int = 0, network_lay
     seed = check_whole(seed, "seed", 0)
     network_every = check_whole(network_every, "network_every", 0)
     network_layers = check_whole(network_layers, "network_layers", 0)
-    return _plan(families, seed, network_every, network_layers)
+    path = None if backend is None else functools.partial(kernel_path, backend.name, backend.threads)
+    return _plan(families, seed, network_every, network_layers, path)
 
 
-def _plan(families: list[str], seed: int, network_every: int, network_layers: int) -> Iterator[Workload]:
-    streams = {f: family_stream(f, seed) for f in families}
+def _plan(families: list[str], seed: int, network_every: int, network_layers: int, path) -> Iterator[Workload]:
+    streams = {f: family_stream(f, seed, path=path) for f in families}
     nets = network_stream(seed) if network_every > 0 else None
     n_layers = 0
     while streams:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -278,11 +278,18 @@ def region_configs(center: LayerConfig, n: int, seed: int = 0, spread: float = 0
     return out
 
 
-def family_stream(family: str, seed: int, n_bases: int = 2) -> Iterator[tuple[LayerConfig, str]]:
+def family_stream(family: str, seed: int, n_bases: int = 2,
+                  path: Callable[[LayerConfig], str | None] | None = None) -> Iterator[tuple[LayerConfig, str]]:
     """The order in which one family is profiled: random points and sweep points alternate (half
-    each); the sweeps themselves take turns, so a short budget sees a bit of every sweep."""
+    each); the sweeps themselves take turns, so a short budget sees a bit of every sweep.
+
+    `path` (configuration -> the code path the backend runs it through, `graph.paths.kernel_path`) balances
+    the random points over the paths: every other one is a point of the path with the fewest random points
+    so far (`PathBalancer`)."""
     fam = get_family(family)
     randoms = iter_random_configs(family, 4000, seed=seed)
+    if path is not None:
+        randoms = iter(PathBalancer(randoms, path))
     sweeps = [iter(sweep_configs(b, prm)) for b in base_configs(family, seed, n_bases)
               for prm in fam.width_params]
     turn = 0
@@ -304,6 +311,76 @@ def family_stream(family: str, seed: int, n_bases: int = 2) -> Iterator[tuple[La
                 break
         if not got_any:
             return
+
+
+class PathBalancer:
+    """Random configurations balanced over the backend's code paths: every other one is the next of the random
+    stream, the others the next of the path that has had the fewest so far (looking up to `LOOKAHEAD` points
+    ahead for one; the points passed over are kept, in order, for the turns that follow the stream).
+
+    Why (session 27): a path a backend takes only in a corner of the space gets a corner's share of the random
+    points. On torch-cpu 78% of random Conv2d points run through oneDNN and 2-3% each through ATen's slow
+    narrow-GEMM, matrix-vector and oneDNN's grouped-GEMM paths, the paths of the late layers of image networks
+    (a 1x1 convolution on a 2x2 map runs at a fifth of the speed per FLOP of one on a 4x4 map): a 10-minute
+    profile held 6-7 rows of each, under the 20 a path needs for a subtree of its own (`ModelTree`'s
+    partition), and priced such layers of held-out networks at 0.02-0.5x their time. Balanced, each path
+    gets about a sixth of the random points and the dominant one still half."""
+
+    LOOKAHEAD = 1000
+
+    def __init__(self, configs: Iterator[LayerConfig], path: Callable[[LayerConfig], str | None]):
+        self._configs, self._path = configs, path
+        self._pending: list[tuple[LayerConfig, str]] = []  # drawn, not yet handed out, in draw order
+        self._count: dict[str, int] = {}  # random points handed out per path (a path seen in a draw: 0)
+        self._dry: set[str] = set()  # paths the last lookahead did not find
+
+    def _draw(self) -> bool:
+        c = next(self._configs, None)
+        if c is None:
+            return False
+        p = self._path(c) or ""
+        self._count.setdefault(p, 0)
+        self._pending.append((c, p))
+        return True
+
+    def _take(self, i: int) -> LayerConfig:
+        c, p = self._pending.pop(i)
+        self._count[p] += 1
+        return c
+
+    def _of_path(self, want: str) -> LayerConfig | None:
+        i = next((i for i, (_, p) in enumerate(self._pending) if p == want), None)
+        looked = 0
+        while i is None and looked < self.LOOKAHEAD and self._draw():
+            looked += 1
+            if self._pending[-1][1] == want:
+                i = len(self._pending) - 1
+        return None if i is None else self._take(i)
+
+    def __iter__(self) -> Iterator[LayerConfig]:
+        turn = 0
+        while True:
+            turn += 1
+            if not self._pending and not self._draw():
+                return
+            if turn == 1:  # look ahead once, so that the rare paths are known from the start
+                for _ in range(self.LOOKAHEAD // 4):
+                    if not self._draw():
+                        break
+            if turn % 2 or len(self._count) == 1:  # (a family without paths: the stream as it is)
+                yield self._take(0)
+                continue
+            got = None
+            for want in sorted((p for p in self._count if p not in self._dry), key=lambda p: (self._count[p], p)):
+                got = self._of_path(want)
+                if got is not None:
+                    break
+                self._dry.add(want)  # (not looked for again: the stream has none within reach)
+            if got is None:
+                got = self._take(0) if self._pending else None
+            if got is None:
+                return
+            yield got
 
 
 def all_families() -> list[str]:
