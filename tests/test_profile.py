@@ -501,3 +501,41 @@ def test_profile_refuses_a_store_open_for_another_device_or_to_read(tmp_path):
         with pytest.raises(StoreError, match="opened to read"):
             profile(fake, st, plan(["linear"], seed=0), max_new=2)
         assert len(list(st.measurements())) == 2
+
+
+def test_random_points_are_balanced_over_code_paths():
+    """With the backend given, a family the backend runs through several code paths (torch-cpu Conv2d:
+    oneDNN, its grouped GEMM, ATen's native GEMM by width) gets every other random point from the path with
+    the fewest so far: the rare paths, a few percent of a plain draw, each get a fair share, the commonest
+    keeps the plain half. Nothing is drawn twice, every point is one of the plain stream's, and the plan is
+    as reproducible as before."""
+    import collections
+
+    from fastdeepiot.graph.paths import kernel_path
+    from fastdeepiot.profiling.space import family_stream, iter_random_configs
+
+    backend = get_backend("torch-cpu", threads=1)
+    path = lambda c: kernel_path("torch-cpu", 1, c)  # noqa: E731
+    plain = [c for c, src in itertools.islice(family_stream("conv2d", 0), 800) if src == "random"]
+    balanced = [c for c, src in itertools.islice(family_stream("conv2d", 0, path=path), 800) if src == "random"]
+    n = len(balanced)
+    assert n == len(plain) == 400
+    before = collections.Counter(map(path, plain))
+    after = collections.Counter(map(path, balanced))
+    assert set(after) == set(before) and len(after) >= 4
+    rare = [p for p, k in before.items() if k < n / 20]
+    assert rare  # (the premise: some paths are rare in a plain draw)
+    for p in after:
+        assert after[p] >= n / (2 * len(after)) - 2, (p, after)  # a fair share of the balanced half
+    top = before.most_common(1)[0][0]
+    assert after[top] >= n / 2 - 1  # the plain half follows the stream
+    assert len({c.key for c in balanced}) == n
+    stream = {c.key for c in iter_random_configs("conv2d", 4000, seed=0)}
+    assert {c.key for c in balanced} <= stream
+    first = list(itertools.islice(plan(["conv2d", "linear"], seed=0, backend=backend), 300))
+    assert first == list(itertools.islice(plan(["conv2d", "linear"], seed=0, backend=backend), 300))
+    # a family without paths, and a backend without path rules: the plan as it was
+    assert ([w.key for w in itertools.islice(plan(["linear"], seed=0, backend=backend), 200)]
+            == [w.key for w in itertools.islice(plan(["linear"], seed=0), 200)])
+    assert ([w.key for w in itertools.islice(plan(["conv2d"], seed=0, backend=FakeBackend()), 200)]
+            == [w.key for w in itertools.islice(plan(["conv2d"], seed=0), 200)])
