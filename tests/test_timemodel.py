@@ -249,21 +249,6 @@ def test_composition_learns_what_copies_cost(tmp_path):
     assert plain.predict_network(net, x).total_ms < 0.9 * true
 
 
-
-def test_copies_that_cost_nothing_get_no_copy_term(tmp_path):
-    """A device on which copies cost nothing, measured with jitter: the copy term is kept only where it prices
-    styles it was not fitted on better (cross-validated as the cold-weight term is; session 27: fitted on a few
-    channel shuffles alone it had come out 30x what every style gives), so it does not invent a cost, and a
-    network of large shuffles is priced as the plain sum of its layers is."""
-    backend = FakeBackend(step=16, copy_ms_per_m=0.0, jitter=0.02)
-    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
-        profile(backend, store, plan(FAMS, seed=2, network_every=10), max_new=1500)
-        tm = fit_time_model(store)
-    net, x = Shuffled().eval(), torch.randn(8, 3, 32, 32)
-    without = TimeModel(tm.estimators, {**tm.composition, "copied_elements": 0.0}, tm.device)
-    assert tm.predict_network(net, x).total_ms == pytest.approx(without.predict_network(net, x).total_ms, rel=0.01)
-    assert tm.predict_network(net, x).total_ms == pytest.approx(backend.network_ms(net, x), rel=0.05)
-
 class WideMLP(nn.Module):
     """Eight Linear(512, 512) layers: 1 MiB of weights each, 8 MiB together."""
 

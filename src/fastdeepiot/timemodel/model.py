@@ -782,13 +782,6 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     b'_g - a_g * s_min_g with b'_g >= 0, s_min_g the smallest standalone time of a group-g call in the
     fitted networks: a constraint the fit can hold with bounds alone.
 
-    The copy term (`copied_elements`) is kept only where it prices styles it was not fitted on better, chosen by
-    the same cross-validation as the cold-weight term below (session 27): on a torch-cpu store with the
-    transformer style left out it was fitted on a few channel shuffles alone and came out 30x what the fit with
-    every style gives (1.55 against 0.05 ms per M elements), pricing held-out transformers 12-79% over; an axis
-    move costs 0.1 ms per M elements for attention's head split and 3.6 for an NCHW -> NHWC move of a 64x64 map,
-    so no bound fits both.
-
     The cold-weight term is kept only where it prices networks it was not fitted on better: its cache
     capacity (CACHE_BYTES) is chosen among shares of the profile's last-level cache (its conditions'
     cache_bytes; `CACHE_SHARES`), and against no term at all, by the mean relative error of cross-validation
@@ -806,29 +799,12 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     caches = [0.0] + ([llc * share for share in CACHE_SHARES] if rate else [])
     designs = {cache: _design(networks, standalone, measured, cache) for cache in caches}
     folds = _folds(designs[0.0][3], styles)
-    copies = bool(np.any(designs[0.0][0][:, FITTED.index(COPY_TERM)]))
-    # candidates: (cache capacity, copy term kept); a tie keeps no term (0.0 and False first)
-    candidates = [(cache, copy) for cache in caches for copy in ((False, True) if copies else (False,))]
-    if len(candidates) > 1 and folds is not None:
-        cv = {(cache, copy): _cv_error(*_without_copies(*designs[cache][:2], copy), folds, rate)
-              for cache, copy in candidates}
-        cache, copy = min(candidates, key=lambda k: (cv[k], k))
+    if len(caches) > 1 and folds is not None:
+        cv = {cache: _cv_error(*designs[cache][:2], folds, rate) for cache in caches}
+        cache = min(caches, key=lambda c: (cv[c], c))  # a tie keeps no term (0.0 first)
     else:
-        cache, copy = 0.0, copies
-    A, y, s_min = designs[cache][:3]
-    return _solve(_without_copies(A, y, copy)[0], y, s_min, cache, rate)
-
-
-COPY_TERM = "copied_elements"
-
-
-def _without_copies(A, y, keep: bool):
-    """(A, y) with the copy term's column zeroed unless `keep` (a zero column is fitted as 0)."""
-    if keep:
-        return A, y
-    A = A.copy()
-    A[:, FITTED.index(COPY_TERM)] = 0.0
-    return A, y
+        cache = 0.0
+    return _solve(*designs[cache][:3], cache, rate)
 
 
 CV_FOLDS = 5
