@@ -358,16 +358,19 @@ class PathBalancer:
         return None if i is None else self._take(i)
 
     def __iter__(self) -> Iterator[LayerConfig]:
+        if not self._draw():
+            return
+        if self._pending[0][1] == "":  # a family without path rules: the stream as it is, nothing drawn ahead
+            yield self._take(0)
+            yield from self._configs
+            return
+        for _ in range(self.LOOKAHEAD // 4):  # look ahead once, so that the rare paths are known from the start
+            if not self._draw():
+                break
         turn = 0
-        while True:
+        while self._pending or self._draw():
             turn += 1
-            if not self._pending and not self._draw():
-                return
-            if turn == 1:  # look ahead once, so that the rare paths are known from the start
-                for _ in range(self.LOOKAHEAD // 4):
-                    if not self._draw():
-                        break
-            if turn % 2 or len(self._count) == 1:  # (a family without paths: the stream as it is)
+            if turn % 2 or len(self._count) == 1:
                 yield self._take(0)
                 continue
             got = None
