@@ -17,8 +17,8 @@ from fastdeepiot.errors import UnmodelledLayerError, UserError
 from fastdeepiot.families import LayerConfig
 from fastdeepiot.profiling.runner import plan, profile
 from fastdeepiot.profiling.store import Store
-from fastdeepiot.timemodel.model import (CALL_GROUPS, TimeModel, call_terms, cold_rate, extract_networks,
-                                         fit_composition, fit_time_model, load_network_data)
+from fastdeepiot.timemodel.model import (CALL_GROUPS, TimeModel, cache_candidates, call_terms, cold_rate,
+                                         extract_networks, fit_composition, fit_time_model, load_network_data)
 from fastdeepiot.timemodel.tree import featurize_columns
 
 FAMS = ["conv2d", "conv1d", "linear", "gru", "batchnorm", "activation", "add", "pool2d", "concat", "pool1d"]
@@ -287,6 +287,37 @@ def test_composition_learns_what_weights_past_the_cache_cost(tmp_path):
     assert tm.predict_network(small, x).total_ms == pytest.approx(backend.network_ms(small, x), rel=0.03)
     layer = max(tm.predict_network(wide, x := torch.randn(1, 512)).layers, key=lambda lp: lp.ms)
     assert layer.ms > layer.standalone_ms  # the cold reads are the layer's own, in `explain` and per layer
+
+
+def test_the_composition_finds_weights_that_miss_the_core_cache_and_not_the_last_level(tmp_path):
+    """A device (a VM) whose 32 MiB last-level cache a network's weights fit in, but whose layers, inside a network,
+    miss their core's 512 KiB cache: the profile records both sizes and the composition chooses the core's, which
+    none of the last level's shares can stand in for; a network of 8 MiB of weights is priced with its cold reads,
+    where the model without the term is well under."""
+    backend = FakeBackend(step=16, cache_bytes=32 << 20, core_cache_bytes=512 << 10, cold_ms_per_mb=0.08)
+    with Store.open(tmp_path / "f.db", backend.fingerprint(), create=True) as store:
+        profile(backend, store, plan(FAMS + ["layernorm"], seed=2, network_every=10), max_new=1500)
+        tm = fit_time_model(store)
+    assert tm.conditions["core_cache_bytes"] == 512 << 10
+    assert cache_candidates(tm.conditions) == [32 << 20, 16 << 20, 8 << 20, 512 << 10]
+    assert tm.composition["cache_bytes"] == 512 << 10
+    assert tm.composition["cold_weights"] == pytest.approx(0.08, rel=0.2)
+    wide, x = WideMLP().eval(), torch.randn(1, 512)
+    true = backend.network_ms(wide, x)
+    assert tm.predict_network(wide, x).total_ms == pytest.approx(true, rel=0.03)
+    uncached = TimeModel(tm.estimators, {**tm.composition, "cache_bytes": 0.0}, tm.device)
+    assert uncached.predict_network(wide, x).total_ms < 0.85 * true
+
+
+def test_cache_candidates_come_from_the_recorded_cache_sizes():
+    """Shares of the last level; the core cache only where recorded and smaller than every share; nothing
+    without a last-level size (a profile that recorded none, or the fake's 0)."""
+    assert cache_candidates({"cache_bytes": 32 << 20, "core_cache_bytes": 1 << 20}) == \
+        [32 << 20, 16 << 20, 8 << 20, 1 << 20]
+    assert cache_candidates({"cache_bytes": 32 << 20}) == [32 << 20, 16 << 20, 8 << 20]  # a profile made before
+    assert cache_candidates({"cache_bytes": 4 << 20, "core_cache_bytes": 2 << 20}) == [4 << 20, 2 << 20, 1 << 20]
+    assert cache_candidates({"cache_bytes": 0, "core_cache_bytes": 1 << 20}) == []
+    assert cache_candidates({}) == []
 
 
 def test_a_cache_the_networks_never_miss_gets_no_cold_weight_term(tmp_path):

@@ -134,7 +134,7 @@ class Backend(ABC):
         """Everything recorded with every measurement: fingerprint + library versions + platform."""
         return {**self.fingerprint(), "torch": torch.__version__, "python": sys.version.split()[0],
                 "platform": platform.platform(), "logical_cpus": os.cpu_count(),
-                "cache_bytes": last_level_cache_bytes()}
+                "cache_bytes": last_level_cache_bytes(), "core_cache_bytes": core_cache_bytes()}
 
 
 def check_threads(threads, option: str = "threads", *, cores: bool = True) -> int:
@@ -148,16 +148,15 @@ def check_threads(threads, option: str = "threads", *, cores: bool = True) -> in
 
 
 @lru_cache(maxsize=1)
-def last_level_cache_bytes() -> int:
-    """The size of the CPU's largest cache (its last level, shared by the cores) in bytes, from Linux's
-    sysfs; 0 where the system does not say. The time model's composition prices what a network larger
-    than its cache reads from memory (`timemodel.model.call_terms`), so the profile records it."""
-    best = 0
+def cpu_caches() -> list[tuple[int, int]]:
+    """(level, bytes) of each data or unified cache CPU 0 uses, from Linux's sysfs; [] where the system does
+    not say."""
+    out = []
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         entries = os.listdir(base)
     except OSError:
-        return 0
+        return out
     for e in entries:
         try:
             with open(os.path.join(base, e, "type")) as f:
@@ -165,13 +164,32 @@ def last_level_cache_bytes() -> int:
                     continue
             with open(os.path.join(base, e, "size")) as f:
                 text = f.read().strip().upper()
-        except OSError:
+            with open(os.path.join(base, e, "level")) as f:
+                level = int(f.read().strip())
+        except (OSError, ValueError):
             continue
         unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         digits = text.rstrip("KMG")
         if digits.isdigit():
-            best = max(best, int(digits) * unit)
-    return best
+            out.append((level, int(digits) * unit))
+    return out
+
+
+def last_level_cache_bytes() -> int:
+    """The size of the CPU's largest cache (its last level, shared by the cores) in bytes; 0 where the system
+    does not say. The time model's composition prices what a network larger than its cache reads from memory
+    (`timemodel.model.call_terms`), so the profile records it."""
+    return max((size for _, size in cpu_caches()), default=0)
+
+
+def core_cache_bytes() -> int:
+    """The size of the largest cache below the last level (a core's own L2) in bytes; 0 where the system does
+    not say or has one level. Recorded beside the last level: on a VM that shares its last-level cache with
+    other tenants, the weights a layer loops over alone stay in this cache, and a network larger than it reads
+    them from the level beyond (`timemodel.model.fit_composition` chooses between the two)."""
+    caches = cpu_caches()
+    top = max((level for level, _ in caches), default=0)
+    return max((size for level, size in caches if level < top), default=0)
 
 
 @lru_cache(maxsize=1)

@@ -74,7 +74,8 @@ class FakeBackend(Backend):
 
     def __init__(self, threads: int = 1, dtype: str = "float32", step: int = 16, jitter: float = 0.0,
                  run_ms: float = 0.0, module_call_ms: float = 0.0, kernel_mix: float = 0.0,
-                 cache_bytes: int = 0, cold_ms_per_mb: float = 0.0, copy_ms_per_m: float = 0.0):
+                 cache_bytes: int = 0, cold_ms_per_mb: float = 0.0, copy_ms_per_m: float = 0.0,
+                 core_cache_bytes: int = 0):
         """`run_ms`: a per-run cost that a layer timed alone pays and a network pays once (like an ORT
         session run); `module_call_ms`: the cost of each container-module call inside a network (like
         eager PyTorch's nn.Module.__call__); `kernel_mix` (ms): inside a network that runs D distinct kernel
@@ -83,6 +84,8 @@ class FakeBackend(Backend):
         holds a layer's weights in a loop of that layer alone, but not inside a network that touches more
         than it holds (every layer's weights + the largest layer input and output), where each layer pays
         `cold_ms_per_mb` for the share 1 - cache / touched of its weights (less the share it misses alone);
+        `core_cache_bytes`: a smaller cache per core, recorded beside `cache_bytes` (the last level) as a real
+        CPU's L2 is; when given, it is the one the weights miss (a VM whose last level other tenants share);
         `copy_ms_per_m`: ms per million elements the network's free ops copy (`graph.calls.copied_elements`:
         axis moves and explicit copies, like ONNX Runtime's Transpose). All 0 by default."""
         super().__init__(threads, dtype)
@@ -94,6 +97,7 @@ class FakeBackend(Backend):
         self.cache_bytes = cache_bytes
         self.cold_ms_per_mb = cold_ms_per_mb
         self.copy_ms_per_m = copy_ms_per_m
+        self.core_cache_bytes = core_cache_bytes
 
     def processor(self) -> str:
         return f"fake-step{self.step}"
@@ -128,7 +132,7 @@ class FakeBackend(Backend):
         return NETWORK_OVERHEAD_MS + self.run_ms + self.module_call_ms * res.module_calls + layers + copies
 
     def _missed(self, touched: float) -> float:
-        return max(0.0, 1.0 - self.cache_bytes / touched) if touched > 0 else 0.0
+        return max(0.0, 1.0 - (self.core_cache_bytes or self.cache_bytes) / touched) if touched > 0 else 0.0
 
     def layer_runner(self, config: LayerConfig) -> Runner:
         return _FakeRunner(self.layer_ms(config) + self.run_ms, self.jitter, config.key)
@@ -140,4 +144,5 @@ class FakeBackend(Backend):
     def conditions(self) -> dict:
         return {**self.fingerprint(), "fake_step": self.step, "jitter": self.jitter, "run_ms": self.run_ms,
                 "module_call_ms": self.module_call_ms, "kernel_mix": self.kernel_mix, "cache_bytes": self.cache_bytes,
-                "cold_ms_per_mb": self.cold_ms_per_mb, "copy_ms_per_m": self.copy_ms_per_m}
+                "cold_ms_per_mb": self.cold_ms_per_mb, "copy_ms_per_m": self.copy_ms_per_m,
+                "core_cache_bytes": self.core_cache_bytes}

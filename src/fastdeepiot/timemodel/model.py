@@ -37,9 +37,10 @@ Weights past the cache: a layer timed alone loops over its own weights, which st
 inside a network whose working set (all weights + the largest feature maps) exceeds the cache, the other
 layers evict them between two forwards and a memory-bound layer runs 2-4x longer (bench/cache_residency.py).
 `cold_weights` is each layer's weight MB times the share of them it misses inside the network and not alone
-(`cold_share`), against a cache capacity (CACHE_BYTES) chosen among shares of the last-level cache the profile
-recorded; the term is kept only where leave-one-style-out cross-validation over the profiled networks prefers it,
-and its cost per MB is capped by the device's own memory stream (`cold_rate`).
+(`cold_share`), against a cache capacity (CACHE_BYTES) chosen among shares of the last-level cache the
+profile recorded and the core's own cache below it (`cache_candidates`); the term is kept only where
+leave-one-style-out cross-validation over the profiled networks prefers it, and its cost per MB is capped by the
+device's own memory stream (`cold_rate`).
 The NCHWc terms price the reorders alone-vs-inside (M elements of the conv's input+output) and the
 reorders a network does pay (M elements entering a plain op from an NCHWc producer). Coefficients are
 fitted (relative least squares, costs non-negative) on random networks measured during profiling
@@ -765,8 +766,24 @@ FITTED = tuple(k for k in COMPOSITION_TERMS if k not in LEGACY_TERMS)
 # the cache capacities `fit_composition` tries, as shares of the profiled CPU's last-level cache: what a
 # network can keep cached is less than the whole cache (other tenants, the victim L3 of AMD CPUs, the
 # writes of every layer); measured here (bench/cache_residency.py), two 16 MiB weight copies already missed
-# a 32 MiB cache
+# a 32 MiB cache. Beside them, the core's own cache below the last level (conditions' CORE_CACHE_BYTES, a
+# Zen 4 core's 1 MiB L2 here): on a VM whose last level other tenants share, a layer looping alone keeps its
+# weights in its core's cache, and a network larger than that cache reads them from the level beyond
 CACHE_SHARES = (1.0, 0.5, 0.25)
+CORE_CACHE_BYTES = "core_cache_bytes"
+
+
+def cache_candidates(conditions: dict) -> list[float]:
+    """The cache capacities (bytes) a profile's conditions let `fit_composition` try, besides none: the
+    CACHE_SHARES of its last-level cache, and its core cache where recorded and smaller than all of them."""
+    llc = conditions.get(CACHE_BYTES)
+    if not (number(llc) and finite(llc) and llc > 0):
+        return []
+    out = [llc * share for share in CACHE_SHARES]
+    core = conditions.get(CORE_CACHE_BYTES)
+    if number(core) and finite(core) and 0 < core < min(out):
+        out.append(float(core))
+    return out
 
 
 def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: list[str] | None = None) -> dict:
@@ -784,7 +801,8 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
 
     The cold-weight term is kept only where it prices networks it was not fitted on better: its cache
     capacity (CACHE_BYTES) is chosen among shares of the profile's last-level cache (its conditions'
-    cache_bytes; `CACHE_SHARES`), and against no term at all, by the mean relative error of cross-validation
+    cache_bytes; `CACHE_SHARES`) and the core's own cache below it (`cache_candidates`), and against no term
+    at all, by the mean relative error of cross-validation
     over the networks: leave-one-style-out where `styles` (each network's architecture style) has several,
     else `CV_FOLDS` random folds. On a noisy 10-minute torch-cpu store the term chosen by in-sample error or
     by random folds priced held-out architectures of a style left out a little worse (docs/results/session22),
@@ -796,7 +814,7 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     measured = [ms for _, ms in extracted]
     llc = tm.conditions.get(CACHE_BYTES)
     rate = cold_rate(tm, llc) if number(llc) and finite(llc) and llc > 0 else None
-    caches = [0.0] + ([llc * share for share in CACHE_SHARES] if rate else [])
+    caches = [0.0] + (cache_candidates(tm.conditions) if rate else [])
     designs = {cache: _design(networks, standalone, measured, cache) for cache in caches}
     folds = _folds(designs[0.0][3], styles)
     if len(caches) > 1 and folds is not None:
