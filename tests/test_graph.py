@@ -417,6 +417,37 @@ def test_profiled_networks_reach_past_the_last_level_cache():
     assert len({style for s, style in sizes if s > 4}) >= 3
 
 
+def test_a_share_of_the_profiled_networks_is_as_deep_as_the_cnns_people_run(monkeypatch):
+    """A quarter of the networks of every style but mlp are drawn deep (their repeats and MAC budget times 3-6):
+    together they reach the 100-400 layer calls and the megabytes of weights of ResNet-50 or MobileNet, which
+    the other random networks do not; every network that is not deep is the one its seed drew without deep
+    networks, and a deep one holds more layer calls than its seed's network drawn shallow (most of them)."""
+    from fastdeepiot.graph import randomnets
+
+    drawn = {}
+    for i in range(60):
+        style, kind = STREAM[i % len(STREAM)]
+        drawn[i] = random_network(i, kind, style)
+    deep = {i for i, (_, _, spec) in drawn.items() if spec.get("depth", 1) > 1}
+    assert 0.1 <= len(deep) / len(drawn) <= 0.45
+    assert all(drawn[i][2]["style"] != "mlp" and drawn[i][2]["depth"] in randomnets.DEEP_FACTORS for i in deep)
+    calls = {i: len(extract_layers(m, x).layers()) for i, (m, x, _) in drawn.items()}
+    assert sum(calls[i] >= 100 for i in deep) >= 5 and sum(calls[i] >= 100 for i in drawn if i not in deep) <= 2
+
+    monkeypatch.setattr(randomnets, "DEEP_SHARE", 0.0)
+    shallow = {}
+    for i, (m, x, spec) in drawn.items():
+        style, kind = STREAM[i % len(STREAM)]
+        m0, x0, spec0 = random_network(i, kind, style)
+        if i in deep:  # (a transformer whose one block already spends its budget stays one block deep)
+            shallow[i] = len(extract_layers(m0, x0).layers())
+            assert shallow[i] <= calls[i]
+        else:
+            assert spec0 == spec and torch.equal(x0, x)
+    assert sum(shallow[i] < calls[i] for i in deep) >= 0.8 * len(deep)
+    assert sum(calls[i] for i in deep) >= 3 * sum(shallow.values())
+
+
 def test_random_spec_round_trip():
     for kind in ("image", "sensor"):
         m, x, spec = random_network(3, kind)

@@ -23,7 +23,9 @@ ResNet), so the fitted networks must span both homogeneous and mixed networks.
 MAC budget (log-uniform 0.3M-25M multiply-accumulates) so a forward takes ~0.2-20 ms on one thread. Half
 the MLPs have a weight budget instead (2.5M-20M weights, 10-80 MB) and three heads in ten are wide (up to
 36 MiB): networks larger than a CPU's last-level cache, whose layers read their weights from memory inside
-the network but from cache when timed alone (the composition's `cold_weights` term).
+the network but from cache when timed alone (the composition's `cold_weights` term). A quarter of the
+networks of every other style are deep (`DEEP_SHARE`): 3-6 times the repeats and the budget, 20-500 layer
+calls, as deep as the CNNs people run.
 """
 
 from __future__ import annotations
@@ -386,12 +388,12 @@ def _conv_macs(dim, cin, cout, k, s, groups, size) -> int:
     return cout * out**dim * (cin // groups) * k**dim
 
 
-def _gen_plain(rng: random.Random, kind: str, recurrent: bool) -> dict:
+def _gen_plain(rng: random.Random, kind: str, recurrent: bool, depth: int = 1) -> dict:
     """Style plain (or recurrent: the same conv stack, then a GRU/LSTM): conv stacks, residual convs,
     multi-kernel forks joined by concat, pools, standalone BN; palettes of activations and kernels."""
-    dim, size, inp, batch, acc = _start(rng, kind, image_channels=(1, 3, 3, 4), image_sizes=(16, 24, 28, 32))
+    dim, size, inp, batch, acc = _start(rng, kind, depth, image_channels=(1, 3, 3, 4), image_sizes=(16, 24, 28, 32))
     c, budget = inp[0], acc.budget
-    n_blocks = rng.randint(4, 12)
+    n_blocks = rng.randint(4, 12) * depth
     macs = 0.0
     blocks: list[dict] = []
     # the kinds of _ACT_CLS (the activation family's first nine, in its order: a seed draws the networks it
@@ -478,7 +480,7 @@ def _gen_plain(rng: random.Random, kind: str, recurrent: bool) -> dict:
             macs += m
             c = sum(br["cout"] for br in brs)
     # top up small networks with stride-1 convs until they use half their budget
-    while macs < 0.5 * budget and len(blocks) < 18:
+    while macs < 0.5 * budget and len(blocks) < 18 * depth:
         k = pick_k([1, 3, 3, 5])
         cout = _width(rng, 8, 128)
         m = _conv_macs(dim, c, cout, k, 1, 1, size)
@@ -544,12 +546,13 @@ class _Acc:
         return self.macs + m <= self.budget
 
 
-def _start(rng: random.Random, kind: str, **input_choices) -> tuple[int, int, list[int], int, _Acc]:
-    """What every style draws first: (dims, input size, input shape, batch, MAC accounting)."""
+def _start(rng: random.Random, kind: str, depth: int = 1, **input_choices) -> tuple[int, int, list[int], int, _Acc]:
+    """What every style draws first: (dims, input size, input shape, batch, MAC accounting; a deep network's
+    budget is `depth` times the budget drawn)."""
     dim = 2 if kind == "image" else 1
     size, inp = _input(rng, kind, **input_choices)
     batch = _batch(rng)
-    return dim, size, inp, batch, _Acc(_budget(rng, batch), dim)
+    return dim, size, inp, batch, _Acc(_budget(rng, batch) * depth, dim)
 
 
 def _stem(rng, acc: _Acc, c: int, size: int, act: str, lo=8, hi=32) -> tuple[dict, int, int]:
@@ -573,9 +576,9 @@ def _head(rng, c: int, pool: str, act: str) -> dict:
     return {"pool": pool, "in_features": c, "hidden": hidden, "act": act, "classes": rng.choice([2, 6, 10, 12, 100])}
 
 
-def _gen_mobile(rng, kind):
+def _gen_mobile(rng, kind, depth=1):
     """Inverted residual blocks (1x1 expand, depthwise, [squeeze-excitation], 1x1 project, residual add)."""
-    dim, size, inp, batch, acc = _start(rng, kind)
+    dim, size, inp, batch, acc = _start(rng, kind, depth)
     act = rng.choice(["relu6", "relu6", "hardswish", "silu", "relu"])
     gate = rng.choice(["hardsigmoid", "sigmoid"])
     p_se = rng.choice([0.0, 0.5, 1.0])
@@ -586,7 +589,7 @@ def _gen_mobile(rng, kind):
         cout = _div(_width(rng, 8, 96))
         expand = rng.choice([1, 3, 4, 6])
         k = rng.choice([3, 3, 5]) if dim == 2 else rng.choice([3, 5, 7])
-        for r in range(rng.randint(1, 3)):
+        for r in range(rng.randint(1, 3) * depth):
             s = 2 if r == 0 and size >= 8 and rng.random() < 0.6 else 1
             hid = c * expand
             out_size = _conv_out(size, k, s)
@@ -609,9 +612,9 @@ def _gen_mobile(rng, kind):
             "est_macs": int(acc.macs * batch)}
 
 
-def _gen_shuffle(rng, kind):
+def _gen_shuffle(rng, kind, depth=1):
     """ShuffleNet-V2 units: channel split, 1x1 - depthwise - 1x1 branch, concat, channel shuffle."""
-    dim, size, inp, batch, acc = _start(rng, kind)
+    dim, size, inp, batch, acc = _start(rng, kind, depth)
     act = rng.choice(["relu", "relu", "hardswish", "relu6"])
     stem, c, size = _stem(rng, acc, inp[0], size, act, 8, 24)
     blocks = [stem]
@@ -620,7 +623,7 @@ def _gen_shuffle(rng, kind):
         size = (size - 3) // 2 + 1
     for stage in range(rng.randint(2, 4)):
         cout = _div(_width(rng, 16, 192), 4)
-        for r in range(rng.randint(1, 4)):
+        for r in range(rng.randint(1, 4) * depth):
             s = 2 if r == 0 and size >= 4 else 1
             if r == 0 and s == 1 and c != cout:
                 s = 2 if size >= 2 else 1
@@ -638,9 +641,9 @@ def _gen_shuffle(rng, kind):
             "est_macs": int(acc.macs * batch)}
 
 
-def _gen_dense(rng, kind):
+def _gen_dense(rng, kind, depth=1):
     """DenseNet: dense blocks (BN-act-1x1-BN-act-3x3, concatenated growth), 1x1 + avg-pool transitions."""
-    dim, size, inp, batch, acc = _start(rng, kind)
+    dim, size, inp, batch, acc = _start(rng, kind, depth)
     act = rng.choice(["relu", "relu", "relu6", "silu"])
     growth = rng.choice([4, 8, 12, 16, 24, 32])
     bottleneck = rng.random() < 0.7
@@ -648,7 +651,7 @@ def _gen_dense(rng, kind):
     blocks = [stem]
     for stage in range(rng.randint(1, 3)):
         n = 0
-        for _ in range(rng.randint(2, 6)):
+        for _ in range(rng.randint(2, 6) * depth):
             m = (c * 4 * growth * size**dim + 4 * growth * growth * 9 * size**dim) if bottleneck \
                 else c * growth * 9 * size**dim
             if not acc.fits(m):
@@ -670,15 +673,15 @@ def _gen_dense(rng, kind):
             "est_macs": int(acc.macs * batch)}
 
 
-def _gen_sepconv(rng, kind):
+def _gen_sepconv(rng, kind, depth=1):
     """Depthwise-separable stacks (MobileNet-V1, Xception's residual middle flow)."""
-    dim, size, inp, batch, acc = _start(rng, kind)
+    dim, size, inp, batch, acc = _start(rng, kind, depth)
     act = rng.choice(["relu", "relu", "relu6", "hardswish", "leaky_relu"])
     k = rng.choice([3, 3, 5]) if dim == 2 else rng.choice([3, 5, 7])
     p_res = rng.choice([0.0, 0.7])
     stem, c, size = _stem(rng, acc, inp[0], size, act)
     blocks = [stem]
-    for _ in range(rng.randint(3, 10)):
+    for _ in range(rng.randint(3, 10) * depth):
         s = 2 if size >= 8 and rng.random() < 0.3 else 1
         cout = c if s == 1 and rng.random() < 0.5 else _div(min(512, c * rng.choice([1, 2, 2])))
         out_size = _conv_out(size, k, s)
@@ -723,7 +726,7 @@ def _gen_mlp(rng, kind):
             "est_macs": int(macs * batch)}
 
 
-def _gen_transformer(rng, kind):
+def _gen_transformer(rng, kind, depth=1):
     """A conv stem to tokens, then encoder blocks: nn.MultiheadAttention, scaled_dot_product_attention
     written out (Linear qkv, heads, projection), or nn.TransformerEncoderLayer; pre- or post-norm; mean
     over tokens, a linear head."""
@@ -755,7 +758,7 @@ def _gen_transformer(rng, kind):
         d = max(16, _div(d // 2, 8))
     heads = rng.choice([h for h in (1, 2, 4, 8) if d % h == 0 and d // h >= 8])
     blocks.append({"type": "tokens"})
-    for _ in range(max(1, min(rng.randint(1, 4), int(budget // max(per_block, 1))))):
+    for _ in range(max(1, min(rng.randint(1, 4) * depth, int(depth * budget // max(per_block, 1))))):
         blocks.append({"type": "tfm", "impl": impl, "heads": heads, "ffn": ffn, "act": act, "norm_first": norm_first})
     return {"batch": batch, "input": inp, "blocks": blocks, "head": _head(rng, d, "tokens", act),
             "est_macs": int(per_block * sum(b["type"] == "tfm" for b in blocks) * batch)}
@@ -763,13 +766,13 @@ def _gen_transformer(rng, kind):
 
 # style -> (generator, the input kinds it draws)
 STYLES = {
-    "plain": (lambda rng, kind: _gen_plain(rng, kind, recurrent=False), ("image", "sensor")),
+    "plain": (lambda rng, kind, depth=1: _gen_plain(rng, kind, False, depth), ("image", "sensor")),
     "mobile": (_gen_mobile, ("image", "sensor")),
     "shuffle": (_gen_shuffle, ("image",)),
     "dense": (_gen_dense, ("image", "sensor")),
     "sepconv": (_gen_sepconv, ("image", "sensor")),
     "mlp": (_gen_mlp, ("image", "sensor")),
-    "recurrent": (lambda rng, kind: _gen_plain(rng, kind, recurrent=True), ("sensor",)),
+    "recurrent": (lambda rng, kind, depth=1: _gen_plain(rng, kind, True, depth), ("sensor",)),
     "transformer": (_gen_transformer, ("image", "sensor")),
 }
 # what the profiler measures, in turn (network_stream): plain and recurrent carry the zoo's commonest
@@ -780,6 +783,25 @@ STREAM = [("plain", "image"), ("mobile", "image"), ("recurrent", "sensor"), ("sh
           ("recurrent", "sensor"), ("dense", "sensor"), ("mlp", "sensor")]
 
 
+# Deep networks. A style's generator draws a few stages of 1-4 blocks (a median of 26 layer calls and 0.2 MB of
+# weights), while the CNNs people run hold 60-420 calls and 1-11 MB (ResNet-50, RegNet, MobileNet, Xception).
+# Inside such a network a call costs 8-15 us more than alone where the random networks show 3-9 us (measured:
+# bench/error_sources.py, session 28): the composition can only learn it from networks that deep. So a share of
+# the networks of every style but mlp is drawn deep: each stage's repeats (the blocks of a plain stack, the
+# layers of a dense block, the encoder blocks) and the MAC budget times DEEP_FACTORS. The draw has its own
+# random stream, so every network that is not deep is the one its seed drew before.
+DEEP_SHARE = 0.25
+DEEP_FACTORS = (3, 4, 6)
+DEEP_STYLES = ("plain", "mobile", "shuffle", "dense", "sepconv", "recurrent", "transformer")
+
+
+def _depth(seed: int, kind: str, style: str) -> int:
+    """1, or the factor a deep network of this seed multiplies its repeats and its budget by."""
+    rng = random.Random(f"depth:{kind}:{seed}")
+    deep, factor = rng.random() < DEEP_SHARE, rng.choice(DEEP_FACTORS)
+    return factor if deep and style in DEEP_STYLES else 1
+
+
 def _gen_spec(seed: int, kind: str, style: str | None = None) -> dict:
     rng = random.Random(f"{kind}:{seed}")
     if style is None:
@@ -787,8 +809,10 @@ def _gen_spec(seed: int, kind: str, style: str | None = None) -> dict:
     gen, kinds = STYLES[style]
     if kind not in kinds:
         raise ValueError(f"style {style!r} draws {' or '.join(kinds)} networks, not {kind!r}")
-    spec = gen(rng, kind)
-    return {"version": SPEC_VERSION, "kind": kind, "style": style, "seed": seed, **spec}
+    depth = _depth(seed, kind, style)
+    spec = gen(rng, kind, depth) if depth > 1 else gen(rng, kind)
+    return {"version": SPEC_VERSION, "kind": kind, "style": style, "seed": seed, **spec,
+            **({"depth": depth} if depth > 1 else {})}
 
 
 def spec_families(spec: dict) -> set[str]:
