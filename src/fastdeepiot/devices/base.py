@@ -148,15 +148,15 @@ def check_threads(threads, option: str = "threads", *, cores: bool = True) -> in
 
 
 @lru_cache(maxsize=1)
-def cpu_caches() -> list[tuple[int, int]]:
-    """(level, bytes) of each data or unified cache CPU 0 uses, from Linux's sysfs; [] where the system does
+def cpu_caches() -> tuple[tuple[int, int], ...]:
+    """(level, bytes) of each data or unified cache CPU 0 uses, from Linux's sysfs; () where the system does
     not say."""
     out = []
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         entries = os.listdir(base)
     except OSError:
-        return out
+        return ()
     for e in entries:
         try:
             with open(os.path.join(base, e, "type")) as f:
@@ -172,7 +172,7 @@ def cpu_caches() -> list[tuple[int, int]]:
         digits = text.rstrip("KMG")
         if digits.isdigit():
             out.append((level, int(digits) * unit))
-    return out
+    return tuple(out)  # (cached: callers get one shared value)
 
 
 def last_level_cache_bytes() -> int:

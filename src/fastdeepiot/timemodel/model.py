@@ -812,9 +812,9 @@ def fit_composition(tm: TimeModel, extracted: list[tuple[list, float]], styles: 
     networks = [calls for calls, _ in extracted]
     standalone = tm._standalone_many(networks)
     measured = [ms for _, ms in extracted]
-    llc = tm.conditions.get(CACHE_BYTES)
-    rate = cold_rate(tm, llc) if number(llc) and finite(llc) and llc > 0 else None
-    caches = [0.0] + (cache_candidates(tm.conditions) if rate else [])
+    candidates = cache_candidates(tm.conditions)
+    rate = cold_rate(tm, tm.conditions[CACHE_BYTES]) if candidates else None
+    caches = [0.0] + (candidates if rate else [])
     designs = {cache: _design(networks, standalone, measured, cache) for cache in caches}
     folds = _folds(designs[0.0][3], styles)
     if len(caches) > 1 and folds is not None:
