@@ -71,6 +71,30 @@ def test_layer_predictions_match_the_fake_device(fake_tm):
     del rng
 
 
+@pytest.mark.parametrize("family", ["gru", "lstm"])
+def test_rnn_leaves_price_large_batches_from_small_ones(family):
+    """A recurrent step re-reads its weights whatever the batch (the fake device charges it, as a batch-1
+    matrix-vector product does): with `step_weight_bytes` among the leaf features a tree fitted on batches
+    1-4 prices batches 16-32 as the device does; with flops and the per-layer bytes alone it cannot."""
+    from fastdeepiot.profiling.space import random_configs
+    from fastdeepiot.timemodel.tree import ModelTree, featurize
+
+    pool = random_configs(family, 600, seed=5)
+    train = [c for c in pool if c.params["batch"] <= 4][:150]
+    test = [c for c in pool if c.params["batch"] >= 16][:40]
+    assert len(train) == 150 and len(test) >= 20
+    true = np.array([fake_layer_ms(c) for c in test])
+
+    def error(leaf_features=None):
+        tree = ModelTree(min_samples_leaf=3, pruning="none", leaf_features=leaf_features)
+        tree.fit(featurize(train), [fake_layer_ms(c) for c in train])
+        return float(np.median(np.abs(tree.predict(featurize(test)) / true - 1)))
+
+    without = ["flops", "input_bytes", "output_bytes", "weight_bytes", "steps"]
+    assert error() < 0.01
+    assert error(without) > 3 * max(error(), 0.01)
+
+
 def test_staircase_steps_appear_in_the_rules(fake_tm):
     text = fake_tm.explain("conv2d") + fake_tm.explain("linear")
     # the fake device pads output widths to multiples of 16: the model must use that quantum

@@ -239,6 +239,11 @@ def _rnn_features(gates: int):
             "out_elements": b * t * h,
             "steps": t * n,  # sequential steps: the fixed per-step cost that width pruning cannot remove
             "recurrent_flops": 2.0 * b * t * w_hh,
+            # the recurrent weights every step reads again, whatever the batch: at batch 1 a step is a
+            # matrix-vector product bound by reading them, at batch 16 a small matrix product bound by its
+            # flops; with flops alone a leaf fitted on mostly batch-1 rows priced a batch-16 2-layer
+            # LSTM(64, 128) at 1.5x its time (torch-cpu, session 29)
+            "step_weight_bytes": BYTES_PER_ELEMENT * t * w_hh,
         }
 
     return feats

@@ -1,8 +1,8 @@
 """A deterministic backend with a fake clock, for exact and fast tests.
 
 Its time for a layer is a known formula with a staircase in width (input and output channels padded to
-a multiple of `step`, like a kernel that computes whole vector tiles), and a fixed per-step cost for recurrent
-layers, so tests can check that the time model recovers step positions and that compression exploits
+a multiple of `step`, like a kernel that computes whole vector tiles), and per-step costs for recurrent layers
+(a fixed one, and reading the recurrent weights again), so tests can check that the time model recovers step positions and that compression exploits
 them. Nothing is executed: `time_calls` returns the formula's value (plus optional deterministic jitter).
 """
 
@@ -41,8 +41,8 @@ def fake_layer_ms(config: LayerConfig, step: int = 16) -> float:
     # attention materialises its (seq_len x seq_len) scores; whole modules also move their intermediates
     moved += f.get("activation_bytes", f.get("score_bytes", 0.0))
     ms = CALL_OVERHEAD_MS + MS_PER_FLOP * flops + MS_PER_BYTE * moved
-    if config.family in ("gru", "lstm"):
-        ms += RNN_STEP_MS * f["steps"]
+    if config.family in ("gru", "lstm"):  # every step also reads the recurrent weights again
+        ms += RNN_STEP_MS * f["steps"] + MS_PER_BYTE * f["step_weight_bytes"]
     if config.family in ("mha", "transformer_encoder"):
         ms += WHOLE_MODULE_MS
     return ms

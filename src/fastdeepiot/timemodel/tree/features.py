@@ -27,9 +27,10 @@ import pandas as pd
 DEFAULT_QUANTA = (4, 8, 16, 32, 64)
 # Leaf regression features, in this order, when present (and not all zero).
 # score_bytes (attention's seq_len x seq_len scores), activation_bytes (a whole module's intermediates)
-# and rows (independent normalisations of LayerNorm / GroupNorm) exist only in issue 17's families.
+# and rows (independent normalisations of LayerNorm / GroupNorm) exist only in issue 17's families;
+# steps and step_weight_bytes (the recurrent weights read again at every step) only in the RNN families.
 DEFAULT_LEAF_FEATURES = ("flops", "input_bytes", "output_bytes", "weight_bytes", "steps", "score_bytes",
-                         "activation_bytes", "rows")
+                         "activation_bytes", "rows", "step_weight_bytes")
 WORK_FEATURE = "flops"
 PAD_RE = re.compile(r"^flops_pad(\d+)$")  # the padded variants of WORK_FEATURE
 PATH_COLUMN = "kernel_path"  # the column `paths` fills (graph.paths.kernel_paths; this package does not import graph)
