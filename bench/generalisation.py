@@ -31,7 +31,9 @@ held-out architectures are priced with that model: the headline figure. Also rep
 networks priced by the model that never saw S. The fits run in `--jobs` worker processes.
 
 Writes docs/results/generalisation_<backend>.{md,json} and, with --plot,
-docs/results/generalisation_curve.png.
+docs/results/generalisation_curve.png. `--compare LABEL=JSON ...` prints an A/B table of earlier runs made on
+one store with one ground truth (each figure over the fit seeds, and per style the held-out networks within
++-10% and their mean |error| with the style left out).
 """
 
 from __future__ import annotations
@@ -341,7 +343,23 @@ def compare(runs: list[tuple[str, str]]) -> str:
             med = [x["heldout_loso"]["median_abs_pct"] for x in r["seeds"] if "median_abs_pct" in x["heldout_loso"]]
             row["heldout_loso_median_pct"] = f"{np.mean(med):.2f}" if med else "-"
             rows.append(row)
-    return markdown_table(rows)
+    styles = []
+    for cut in sorted(set.intersection(*[set(d["cuts"]) for _, d in docs]), key=float):
+        for style in STYLES:
+            row = {"cut_min": cut, "style": style}
+            for label, d in docs:
+                mine = [n for n in d["cuts"][cut]["networks"] if n["group"] == style and "error_loso_pct" in n
+                        and not n["unmodelled"]]
+                if mine:
+                    errs = np.abs([n["error_loso_pct"] for n in mine])
+                    row[label] = f"{int(np.sum(errs <= 10))}/{len(mine)}, mean abs {np.mean(errs):.1f}%"
+            if len(row) > 2:
+                styles.append(row)
+    out = markdown_table(rows)
+    if styles:
+        out += ("\n\nPer style, the first fit seed, the style left out: held-out networks within ±10%, and their "
+                "mean |error|\n\n" + markdown_table(styles))
+    return out
 
 
 def report(meta: dict, results: dict) -> str:
