@@ -98,3 +98,30 @@ def test_bad_lists_are_one_error_line_before_anything_is_measured(gen, bad, tmp_
     assert gen.main(["--backend", "torch-cpu", "--db", str(missing), *bad]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --") and err.count("\n") == 1
+
+
+def test_guarded_truth_times_again_while_the_host_is_slow(gen, monkeypatch):
+    """A timing the probe after it calls slow is taken again (up to QUIET_TRIES times); the truth is the best of
+    the rounds that ended quiet, and every round is kept with its quiet flag."""
+    times = iter([5.0, 2.0, 2.5, 9.0, 9.0, 9.0, 9.0, 1.5])  # ms, in the order the timings are taken
+    verdicts = iter([False, True, True, False, False, False, False])  # the probe after each timing
+
+    class Guard:
+        waits = 0
+
+        def wait_quiet(self):
+            Guard.waits += 1
+            return True
+
+        def quiet(self):
+            return next(verdicts)
+
+    monkeypatch.setattr(gen, "reference_ms", lambda *a, **k: next(times))
+    monkeypatch.setattr(gen, "QUIET_TRIES", 4)
+    net = [("n", "plain", None, None)]
+    out = gen.measure_truth("torch-cpu", 1, 3, net, 0.01, Guard())["n"]
+    # round 1: 5.0 slow, 2.0 quiet; round 2: 2.5 quiet; round 3: four slow timings, the last (9.0) kept, flagged
+    assert out["rounds_ms"] == [2.0, 2.5, 9.0] and out["quiet_rounds"] == [True, True, False]
+    assert out["ms"] == 2.0 and Guard.waits == 7
+    unguarded = gen.measure_truth("torch-cpu", 1, 1, net, 0.01, None)["n"]  # one timing a round, no probe
+    assert unguarded["rounds_ms"] == [1.5] and unguarded["ms"] == 1.5
