@@ -11,8 +11,8 @@ zoo (`fastdeepiot.zoo`, which guided development: a second, development figure) 
 ecosystem's own tool, as a user would: `torch.utils.benchmark.Timer("net(x)").blocked_autorange()`
 median under `torch.inference_mode()` (torch-cpu), or the same Timer around a plain
 `session.run(None, feed)` (onnxruntime-cpu), `--threads` (1), best of `--rounds` (5) interleaved rounds, each
-timing taken while a quiet guard (the profiler's, at TRUTH_TOLERANCE) says the host runs at its uncontended speed (`measure_truth`;
-`--unguarded-truth` to time whatever state the host is in). Measured once per store and kept in <db>.truth.json
+timing taken while a quiet guard (the profiler's, at TRUTH_TOLERANCE) says the host runs at its uncontended
+speed (`measure_truth`; `--unguarded-truth` to time whatever state the host is in). Measured once per store and kept in <db>.truth.json
 (--remeasure to redo).
 
 Fit seeds. `--seeds` (0,1,2): every cut is fitted and priced once per seed of `fit_time_model` (its
@@ -91,6 +91,13 @@ QUIET_TRIES = 4  # times one round of one network is timed again while the probe
 TRUTH_TOLERANCE = 0.05
 
 
+def truth_guard(tolerance: float = TRUTH_TOLERANCE) -> QuietGuard | None:
+    """The quiet guard a ground truth is measured under: the profiler's probe and remembered best
+    (`shared_guard`), at `tolerance`; None where the environment turns guards off or `tolerance` is 0."""
+    shared = shared_guard()
+    return QuietGuard(tolerance=tolerance, memory=shared.memory) if shared is not None and tolerance > 0 else None
+
+
 def measure_truth(backend: str, threads: int, rounds: int, nets, min_run_time: float,
                   guard: QuietGuard | None = None) -> dict[str, dict]:
     """Best of `rounds` interleaved rounds of the ecosystem tool, per network (ms), with the rounds.
@@ -98,8 +105,8 @@ def measure_truth(backend: str, threads: int, rounds: int, nets, min_run_time: f
     With `guard` (the profiler's `QuietGuard`), every timing first waits for the host's uncontended speed and is
     taken again, up to QUIET_TRIES times, when the probe right after it says the host slowed meanwhile: the
     ecosystem tool on a quiet machine, the condition the profile's own rows are measured in. Unguarded, a ground
-    truth measured in a slow hour read 13-33% above one measured two hours earlier for the same CNNs (session 29),
-    and best of 5 rounds did not remove it: the slow state lasted the whole measurement. The best is taken over
+    truth measured in a slow spell read a median 12% (up to 54%) above one measured two hours earlier for the same
+    networks (session 29), and best of 5 rounds did not remove it: the slow state lasted the whole measurement. The best is taken over
     the rounds that ended quiet (over all rounds where none did)."""
     be = get_backend(backend, threads=threads)
     sessions = ort_sessions(be, [(n, m, x) for n, _, m, x in nets])
@@ -273,7 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel (worker processes)")
     ap.add_argument("--remeasure", action="store_true", help="measure the ground truth again")
     ap.add_argument("--unguarded-truth", action="store_true",
-                    help="measure the ground truth without waiting for the host's uncontended speed (see measure_truth)")
+                    help="measure the ground truth without waiting for the host's uncontended speed "
+                         "(see measure_truth)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot", action="store_true", help="only draw the learning curve from the JSON files")
     ap.add_argument("--compare", nargs="+", metavar="LABEL=JSON", default=None,
@@ -317,8 +325,7 @@ def main(argv=None) -> int:
     if missing:
         load0 = os.getloadavg()[0]
         print(f"measuring the ground truth of {len(missing)} networks ({a.rounds} rounds, load {load0:.2f})", flush=True)
-        shared = None if a.unguarded_truth else shared_guard()  # None also where the environment turns guards off
-        guard = QuietGuard(tolerance=TRUTH_TOLERANCE, memory=shared.memory) if shared else None
+        guard = None if a.unguarded_truth else truth_guard()
         waited0 = guard.waited_s if guard else 0.0
         truth.update(measure_truth(a.backend, a.threads, a.rounds, missing, a.min_run_time, guard))
         cond = {"load_before": load0, "load_after": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -369,8 +376,9 @@ def compare(runs: list[tuple[str, str]]) -> str:
               for _, d in docs}
     if len(truths) > 1 or len({d["meta"]["store_minutes"] for _, d in docs}) > 1:
         raise ValueError("the runs were not made on one store with one ground truth")
+    cuts = sorted(set.intersection(*[set(d["cuts"]) for _, d in docs]), key=float)
     rows = []
-    for cut in sorted(set.intersection(*[set(d["cuts"]) for _, d in docs]), key=float):
+    for cut in cuts:
         for label, d in docs:
             r = d["cuts"][cut]
             row = {"cut_min": cut, "run": label, "commit": d["meta"]["commit"]}
@@ -381,7 +389,7 @@ def compare(runs: list[tuple[str, str]]) -> str:
             row["heldout_loso_median_pct"] = f"{np.mean(med):.2f}" if med else "-"
             rows.append(row)
     styles = []
-    for cut in sorted(set.intersection(*[set(d["cuts"]) for _, d in docs]), key=float):
+    for cut in cuts:
         for style in STYLES:
             row = {"cut_min": cut, "style": style}
             for label, d in docs:

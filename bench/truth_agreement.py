@@ -7,7 +7,8 @@
 
 `measure` times the held-out suite and the zoo exactly as `bench/generalisation.py` does (`measure_truth`: the
 ecosystem tool, best of `--rounds` interleaved rounds), each timing while a quiet guard of `--tolerance` says the
-host runs at its uncontended speed (`--tolerance 0`: unguarded), and writes a truth file of the bench's format.
+host runs at its uncontended speed (`generalisation.truth_guard`; `--tolerance 0`, or the environment turning
+guards off: unguarded), and writes a truth file of the bench's format.
 `report` takes such files (and the bench's own <db>.truth.json files) and gives, for every pair, the median ratio
 of their times over the networks both hold, the median |deviation| and the share of networks within 3%.
 """
@@ -26,13 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import code_version  # noqa: E402
-from generalisation import evaluation_networks, measure_truth  # noqa: E402
+from generalisation import evaluation_networks, measure_truth, truth_guard  # noqa: E402
 
-from fastdeepiot.devices.quiet import QuietGuard  # noqa: E402
 from fastdeepiot.report.tables import markdown_table  # noqa: E402
-from fastdeepiot.tasks.download import cache_dir  # noqa: E402
-
-OUT = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 def pairs(truths: list[tuple[str, dict]]) -> list[dict]:
@@ -65,7 +62,7 @@ def main(argv=None) -> int:
             print(f"error: {a.out} exists; name another file", file=sys.stderr)
             return 2
         torch.set_num_threads(1)
-        guard = QuietGuard(tolerance=a.tolerance, memory=cache_dir() / "quiet_probe.json") if a.tolerance > 0 else None
+        guard = truth_guard(a.tolerance)
         t0 = time.time()
         truth = measure_truth(a.backend, 1, a.rounds, evaluation_networks(a.backend), a.min_run_time, guard)
         truth["_conditions"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "tolerance": a.tolerance,
@@ -81,13 +78,14 @@ def main(argv=None) -> int:
     cond = [{"label": lab, **{k: t.get("_conditions", {}).get(k) for k in
                               ("date", "quiet_guard", "tolerance", "quiet_guard_waited_s", "gave_up")}}
             for lab, t in truths]
+    rows = pairs(truths)
     text = ("# Ground truth agreement\n\n`bench/truth_agreement.py report` at " + code_version() + ". The truths:\n\n"
-            + markdown_table(cond) + "\nPairwise, over the networks both hold:\n\n" + markdown_table(pairs(truths)))
+            + markdown_table(cond) + "\nPairwise, over the networks both hold:\n\n" + markdown_table(rows))
     print(text)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / f"{a.name}.md").write_text(text)
-        (a.out / f"{a.name}.json").write_text(json.dumps({"conditions": cond, "pairs": pairs(truths)}, indent=1))
+        (a.out / f"{a.name}.json").write_text(json.dumps({"conditions": cond, "pairs": rows}, indent=1))
     return 0
 
 

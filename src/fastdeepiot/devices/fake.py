@@ -2,8 +2,9 @@
 
 Its time for a layer is a known formula with a staircase in width (input and output channels padded to
 a multiple of `step`, like a kernel that computes whole vector tiles), and per-step costs for recurrent layers
-(a fixed one, and reading the recurrent weights again), so tests can check that the time model recovers step positions and that compression exploits
-them. Nothing is executed: `time_calls` returns the formula's value (plus optional deterministic jitter).
+(a fixed one, and reading the recurrent weights again), so tests can check that the time model recovers step
+positions and that compression exploits them. Nothing is executed: `time_calls` returns the formula's value
+(plus optional deterministic jitter).
 """
 
 from __future__ import annotations
