@@ -74,7 +74,15 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(truth, indent=1))
         print(truth["_conditions"])
         return 0
-    truths = [(s.split("=", 1)[0], json.loads(Path(s.split("=", 1)[1]).read_text())) for s in a.truths]
+    paths = [Path(s.split("=", 1)[-1]) for s in a.truths]
+    if a.out:
+        written = {(a.out / f"{a.name}{ext}").resolve() for ext in (".md", ".json")}
+        clash = [p for p in paths if p.resolve() in written]
+        if clash:
+            print(f"error: {clash[0]} is an input of this command; writing it would destroy the input: choose "
+                  "another --out or --name", file=sys.stderr)
+            return 2
+    truths = [(s.split("=", 1)[0], json.loads(p.read_text())) for s, p in zip(a.truths, paths)]
     cond = [{"label": lab, **{k: t.get("_conditions", {}).get(k) for k in
                               ("date", "quiet_guard", "tolerance", "quiet_guard_waited_s", "gave_up")}}
             for lab, t in truths]

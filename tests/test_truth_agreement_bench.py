@@ -34,3 +34,12 @@ def test_measure_refuses_an_existing_file(ta, tmp_path, capsys):
     out.write_text("{}")
     assert ta.main(["measure", "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error:") and out.read_text() == "{}"
+
+
+def test_report_never_writes_over_an_input(ta, tmp_path, capsys):
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"n1": {"ms": 1.0}}))
+    before = src.read_bytes()
+    assert ta.main(["report", f"a={src}", f"b={src}", "--out", str(tmp_path), "--name", "t"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and src.read_bytes() == before
