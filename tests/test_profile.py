@@ -97,7 +97,9 @@ def test_sweep_covers_every_width_once():
                                       groups=1, size=8))
     sweep = sweep_configs(base, "out_channels")
     widths = [c.params["out_channels"] for c in sweep]
-    assert sorted(widths) == list(range(1, 257))
+    # every width 1..256, then every 8th up to 1024 (conv2d's space past 256)
+    assert sorted(widths) == list(range(1, 257)) + list(range(264, 1025, 8))
+    assert sorted(widths) == base.family_obj.space["out_channels"]
     assert all(c.params["in_channels"] == 8 for c in sweep)
 
 

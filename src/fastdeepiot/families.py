@@ -552,6 +552,11 @@ def _multiple_of(key: str, of: str):
 # ------------------------------------------------------------------------------- the registry
 
 _CH = list(range(1, 257))  # every width 1..256: sweeps see every step of the staircase
+# a Conv2d's channels also past 256, in steps of 8 up to 1024: the late layers of published CNNs (1x1 convs of
+# 320-1280 channels on 1x1-7x7 maps) read weights that do not fit a core's cache, a regime no narrower layer shows
+# (session 30: held-out 1x1 convolutions on 1x1 maps of more than 256 channels were priced +70% (median) by a
+# model whose widest such profiled layer held 71 KB of weights). Conv1d keeps 1..256: sensor networks' widths.
+_CONV2D_CH = _CH + list(range(264, 1025, 8))
 _BATCH = [1, 2, 4, 8, 16, 32]
 _SIZES2D = [4, 7, 8, 14, 16, 28, 32, 56]
 # a convolution's maps also 1x1 and 2x2, the last maps of small-input networks, where a backend's kernel choice
@@ -567,11 +572,11 @@ def register(f: Family) -> Family:
     return f
 
 
-for _dim, _sizes in ((2, _CONV_SIZES2D), (1, _LEN1D)):
+for _dim, _sizes, _chs in ((2, _CONV_SIZES2D, _CONV2D_CH), (1, _LEN1D, _CH)):
     register(Family(
         name=f"conv{_dim}d",
         description=f"Conv{_dim}d, padding kernel//2; groups 1, grouped, or depthwise (groups = channels)",
-        space={"batch": _BATCH, "in_channels": _CH, "out_channels": _CH, "kernel": [1, 3, 5, 7],
+        space={"batch": _BATCH, "in_channels": _chs, "out_channels": _chs, "kernel": [1, 3, 5, 7],
                "stride": [1, 2], "groups": [1, 2, 4, 8, 16, 32, 64, 128, 256], "size": _sizes},
         width_params=["out_channels", "in_channels"],
         build=_conv_build(_dim),

@@ -75,11 +75,12 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
         elif u_groups < 5 / 6:
             g = FEW_GROUPS[min(len(FEW_GROUPS) - 1, int((u_groups - 2 / 3) * 6 * len(FEW_GROUPS)))]
             p["groups"] = g
-            p["in_channels"] = min(256, int(math.ceil(p["in_channels"] / g) * g))
-            p["out_channels"] = min(256, int(math.ceil(p["out_channels"] / g) * g))
+            top = fam.space["in_channels"][-1] // g * g
+            p["in_channels"] = min(top, int(math.ceil(p["in_channels"] / g) * g))
+            p["out_channels"] = min(top, int(math.ceil(p["out_channels"] / g) * g))
         else:
             gw = GROUP_WIDTHS[min(len(GROUP_WIDTHS) - 1, int((u_groups - 5 / 6) * 6 * len(GROUP_WIDTHS)))]
-            c = min(256, max(4 * gw, int(math.ceil(p["in_channels"] / gw) * gw)))  # at least 4 groups
+            c = min(fam.space["in_channels"][-1] // gw * gw, max(4 * gw, int(math.ceil(p["in_channels"] / gw) * gw)))  # at least 4 groups
             p["in_channels"] = p["out_channels"] = c
             p["groups"] = c // gw
     elif family in _MULTIPLE_OF:  # issue 17 families: a width that must be a multiple of a count
