@@ -23,7 +23,7 @@ from fastdeepiot.families import LayerConfig, _act_build
 from fastdeepiot.graph.extract import extract_layers
 from fastdeepiot.graph.fusion import fusion_for_backend
 from fastdeepiot.profiling.harness import TimingPolicy
-from fastdeepiot.profiling.runner import layer_workload, plan, profile
+from fastdeepiot.profiling.runner import FAMILY_TURNS, layer_workload, plan, profile
 from fastdeepiot.profiling.store import Store
 from fastdeepiot.timemodel.model import TimeModel, fit_time_model, load_layer_data
 from fastdeepiot.timemodel.tree import ModelTree, featurize
@@ -331,7 +331,9 @@ def layers_db(tmp_path_factory):
     backend = FakeBackend(step=16)
     fams = OLD_FAMILIES + NEW_FAMILIES
     with Store.open(db, backend.fingerprint(), create=True) as store:
-        s = profile(backend, store, plan(fams, seed=0, network_every=0), max_new=24 * (len(fams) + 2))
+        # 24 rounds of the plan (a family takes FAMILY_TURNS turns a round, conv2d many)
+        rounds = sum(FAMILY_TURNS.get(f, 1) for f in fams)
+        s = profile(backend, store, plan(fams, seed=0, network_every=0), max_new=24 * rounds)
     assert s.failed == 0 and all(s.per_family[f] >= 20 for f in NEW_FAMILIES)
     return db
 
@@ -596,8 +598,14 @@ def test_real_backend_profiles_conv_transpose_and_prices_a_unet(backend_name, tm
         pytest.skip(f"{backend_name} not available")
     backend = get_backend(backend_name, threads=1)
     fams = ["conv2d", "conv_transpose2d", "conv1d", "conv_transpose1d", "batchnorm", "activation", "add"]
-    # every family's first turns (conv2d and conv1d take 3 and 2 per round): at least 3 rows of each
-    work = list(itertools.islice(plan(fams, seed=0, network_every=0), 4 * (len(fams) + 3)))
+    # every family's first 4 configurations of the plan (conv2d takes many turns a round: not all of them)
+    work, taken = [], {}
+    for w in plan(fams, seed=0, network_every=0):
+        if taken.get(w.family, 0) < 4:
+            work.append(w)
+            taken[w.family] = taken.get(w.family, 0) + 1
+        if len(taken) == len(fams) and min(taken.values()) == 4:
+            break
     work += [layer_workload(LayerConfig("activation", {"kind": "silu", "batch": 1, "channels": c, "dims": 2,
                                                        "size": n}), "sweep") for c, n in ((8, 8), (16, 16), (4, 32))]
     with Store.open(tmp_path / "r.db", backend.fingerprint(), create=True) as store:

@@ -92,6 +92,20 @@ def test_nearest_is_the_scan_it_replaced():
         assert _nearest(values, t) == min(values, key=lambda v: abs(v - t))
 
 
+def test_conv2d_random_points_reach_past_256_channels():
+    """Conv2d's space goes to 1024 channels (late CNN layers); Conv1d's stays at 256. Every point is valid: widths
+    multiples of the groups, a depthwise conv's groups its channels, grouped ones within the space."""
+    cs = random_configs("conv2d", 400, seed=0)
+    wide = [c for c in cs if max(c.params["in_channels"], c.params["out_channels"]) > 256]
+    assert 40 <= len(wide) <= 200  # log-uniform over 1..1024: about a fifth of each width is past 256
+    assert any(c.params["groups"] == 1 for c in wide) and any(c.params["groups"] > 1 for c in wide)
+    for c in cs:
+        p = c.params
+        assert p["in_channels"] % p["groups"] == 0 and p["out_channels"] % p["groups"] == 0
+        assert max(p["in_channels"], p["out_channels"]) <= 1024
+    assert max(max(c.params["in_channels"], c.params["out_channels"]) for c in random_configs("conv1d", 400)) <= 256
+
+
 def test_sweep_covers_every_width_once():
     base = LayerConfig("conv2d", dict(batch=1, in_channels=8, out_channels=8, kernel=3, stride=1,
                                       groups=1, size=8))
