@@ -59,11 +59,14 @@ def shift_rows(db: Path, family: str, before_id: int, minutes: float, seconds: f
     return {"extra_rows": extra, "dropped_rows": dropped, "cut": cut, "rows": left}
 
 
-def _src(ref: str, tmp: Path) -> tuple[Path, str]:
+def _src(name: str, ref: str, tmp: Path) -> tuple[Path, str]:
+    """(src folder, code label) of arm `name`: this checkout for ".", else `ref` exported under tmp (in a folder
+    named after the arm, as a ref may hold a "/")."""
     if ref == ".":
         return ROOT / "src", code_version()
-    dest = export_commit(ref, tmp / ref)
-    return dest / "src", ref
+    dest = tmp / f"src-{name}"
+    dest.mkdir()
+    return export_commit(ref, dest), ref
 
 
 def _generalisation(src: Path, db: Path, backend: str, minutes: float, seeds: str, out: Path) -> dict:
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
         res["arms"]["store"] = {"code": code_version(), "generalisation": _generalisation(
             ROOT / "src", a.db, a.backend, a.minutes, a.seeds, tmp / "store")}
         for name, ref in arms:
-            src, code = _src(ref, tmp)
+            src, code = _src(name, ref, tmp)
             work = tmp / name
             work.mkdir()
             db = work / a.db.name

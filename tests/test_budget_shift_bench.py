@@ -61,3 +61,11 @@ def test_refuses_a_store_without_its_ground_truth(bs, tmp_path, capsys):
     db = fake_profile(tmp_path / "s.db", ["linear"], 3)
     assert bs.main(["--db", str(db), "--backend", "fake", "--out", str(tmp_path)]) == 2
     assert "ground truth" in capsys.readouterr().err
+
+
+def test_an_arm_at_a_commit_runs_that_commits_src(bs, tmp_path):
+    src, code = bs._src("before", "HEAD", tmp_path)
+    assert code == "HEAD" and src == tmp_path / "src-before" / "src"
+    assert (src / "fastdeepiot" / "profiling" / "runner.py").is_file()
+    here, label = bs._src("after", ".", tmp_path)
+    assert here == bs.ROOT / "src" and label
