@@ -71,7 +71,8 @@ def network_stream(seed: int) -> Iterator[Workload]:
 # its budget, while convolutions are most of a CNN's time. Session 30 gave Conv2d the last 150 s of each backend's
 # 10-minute profile instead of the other families and networks (about 2,300 more Conv2d rows, the others' rows
 # after 7.5 minutes dropped): held-out architectures, their style left out, 41% -> 51% within +-10% on torch-cpu
-# and 40% -> 48% on onnxruntime-cpu (docs/results/session30). 16 turns give Conv2d about that share.
+# and 40% -> 48% on onnxruntime-cpu with the channels of the time (1..256); 52.5% and 51.6% with Conv2d's channels
+# to 1024 (`families`; docs/results/session30). 16 turns give Conv2d about that share.
 FAMILY_TURNS = {"conv2d": 16, "conv1d": 2}
 
 

@@ -64,6 +64,7 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
     """Turn an arbitrary point of the space into a valid configuration (or None)."""
     fam = get_family(family)
     if family in ("conv1d", "conv2d"):
+        widest = fam.space["in_channels"][-1]  # a multiple of the groups at most this
         # groups: a third plain, a third depthwise, a sixth a few groups (channels rounded up to a multiple)
         # and a sixth ResNeXt/RegNet-style group-width convolutions (in = out channels, GROUP_WIDTHS[i]
         # channels per group, so 8-64 groups: regnetx_200mf's 46 groups of 8 were priced 1.9x over on
@@ -75,12 +76,11 @@ def _repair(family: str, p: dict, u_groups: float) -> dict | None:
         elif u_groups < 5 / 6:
             g = FEW_GROUPS[min(len(FEW_GROUPS) - 1, int((u_groups - 2 / 3) * 6 * len(FEW_GROUPS)))]
             p["groups"] = g
-            top = fam.space["in_channels"][-1] // g * g
-            p["in_channels"] = min(top, int(math.ceil(p["in_channels"] / g) * g))
-            p["out_channels"] = min(top, int(math.ceil(p["out_channels"] / g) * g))
+            p["in_channels"] = min(widest // g * g, int(math.ceil(p["in_channels"] / g) * g))
+            p["out_channels"] = min(widest // g * g, int(math.ceil(p["out_channels"] / g) * g))
         else:
             gw = GROUP_WIDTHS[min(len(GROUP_WIDTHS) - 1, int((u_groups - 5 / 6) * 6 * len(GROUP_WIDTHS)))]
-            c = min(fam.space["in_channels"][-1] // gw * gw, max(4 * gw, int(math.ceil(p["in_channels"] / gw) * gw)))  # at least 4 groups
+            c = min(widest // gw * gw, max(4 * gw, int(math.ceil(p["in_channels"] / gw) * gw)))  # at least 4 groups
             p["in_channels"] = p["out_channels"] = c
             p["groups"] = c // gw
     elif family in _MULTIPLE_OF:  # issue 17 families: a width that must be a multiple of a count
