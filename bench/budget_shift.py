@@ -7,7 +7,8 @@ A profile's plan gives every family turns (`profiling.runner.FAMILY_TURNS`), and
 seconds. To see what giving one family more of a budget does without a profile per variant, each arm takes a copy
 of the store (its ground truth, `DB.truth.json`, beside it, as `bench/generalisation.py` reads it) and
 
-1. profiles `--family` alone for `--seconds` more with the arm's code (`fastdeepiot profile --layers F
+1. profiles `--family` (one family, or several comma-separated, by the plan's turns) alone for `--seconds` more
+   with the arm's code (`fastdeepiot profile --layers F
    --network-every 0 --seed S`, PYTHONPATH = the arm's src/; `.` is this checkout, anything else a commit
    exported with `git archive`), so an arm whose code changes the family's space profiles that space;
 2. moves those rows' `measured_at` to the store's first measurement (inside the 10-minute cut), and deletes every
@@ -15,7 +16,7 @@ of the store (its ground truth, `DB.truth.json`, beside it, as `bench/generalisa
    original profile: the budget the other families lose;
 3. scores the copy with `bench/generalisation.py --minutes M --loso-minutes M --seeds ...` (the arm's code).
 
-The unchanged store is scored too ("store", with this checkout's code). The extra rows are measured now, hours
+The unchanged store is scored too ("store", with this checkout's code; `--store-json` reads a score made already). The extra rows are measured now, hours
 after the store's own rows and its ground truth were: the host's drift between the two is in the comparison
 (session 30: a re-measure of one store's Conv2d rows two hours on read them 1% faster, median). Writes OUT/NAME.md
 and OUT/NAME.json.
@@ -41,17 +42,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
-def shift_rows(db: Path, family: str, before_id: int, minutes: float, seconds: float) -> dict:
+def shift_rows(db: Path, families: list[str], before_id: int, minutes: float, seconds: float) -> dict:
     """Step 2 on the copy `db`: rows with id > before_id (the extra ones) re-timed to the store's first
-    measurement; other families' rows and networks measured after minutes*60 - seconds of the profile deleted.
-    Returns the counts."""
+    measurement; the other families' rows and networks measured after minutes*60 - seconds of the profile
+    deleted. Returns the counts."""
+    families = [families] if isinstance(families, str) else list(families)
     con = sqlite3.connect(db)
     try:
         first = con.execute("SELECT MIN(measured_at) FROM measurements WHERE id <= ?", (before_id,)).fetchone()[0]
         extra = con.execute("UPDATE measurements SET measured_at = ? WHERE id > ?", (first, before_id)).rowcount
         cut = (datetime.fromisoformat(first) + timedelta(seconds=minutes * 60 - seconds)).isoformat()
-        dropped = con.execute("DELETE FROM measurements WHERE family != ? AND measured_at > ? AND id <= ?",
-                              (family, cut, before_id)).rowcount
+        marks = ",".join("?" * len(families))
+        dropped = con.execute(f"DELETE FROM measurements WHERE family NOT IN ({marks}) AND measured_at > ? "
+                              "AND id <= ?", (*families, cut, before_id)).rowcount
         con.commit()
         left = dict(con.execute("SELECT family, COUNT(*) FROM measurements GROUP BY family").fetchall())
     finally:
@@ -69,12 +72,16 @@ def _src(name: str, ref: str, tmp: Path) -> tuple[Path, str]:
     return export_commit(ref, dest), ref
 
 
-def _generalisation(src: Path, db: Path, backend: str, minutes: float, seeds: str, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    cmd = [PY, str(ROOT / "bench" / "generalisation.py"), "--backend", backend, "--db", str(db), "--minutes",
-           f"{minutes:g}", "--loso-minutes", f"{minutes:g}", "--seeds", seeds, "--jobs", "2", "--out", str(out)]
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    cut = json.loads((out / f"generalisation_{backend}.json").read_text())["cuts"][f"{minutes:g}"]
+def _generalisation(src: Path, db: Path, backend: str, minutes: float, seeds: str, out: Path,
+                    scored: Path | None = None) -> dict:
+    """bench/generalisation.py's figures for `db` at `minutes` (run with `src`), or read from `scored`, its JSON."""
+    if scored is None:
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        cmd = [PY, str(ROOT / "bench" / "generalisation.py"), "--backend", backend, "--db", str(db), "--minutes",
+               f"{minutes:g}", "--loso-minutes", f"{minutes:g}", "--seeds", seeds, "--jobs", "2", "--out", str(out)]
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        scored = out / f"generalisation_{backend}.json"
+    cut = json.loads(scored.read_text())["cuts"][f"{minutes:g}"]
     return {k: cut[k] for k in ("layer_rows", "random_networks", "heldout_loso", "heldout_all_styles",
                                 "random_loso", "zoo", "seeds")}
 
@@ -103,7 +110,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", type=Path, required=True)
     ap.add_argument("--backend", required=True)
-    ap.add_argument("--family", default="conv2d")
+    ap.add_argument("--family", default="conv2d", help="the family given more, or several, comma-separated "
+                    "(profiled together, by the plan's turns)")
     ap.add_argument("--seconds", type=float, default=150.0)
     ap.add_argument("--minutes", type=float, default=10.0, help="the profile length the store is scored at")
     ap.add_argument("--seed", type=int, default=1, help="plan seed of the extra rows (not the store's own)")
@@ -111,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", nargs="+", default=["after=."], metavar="NAME=REF")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--name", default="budget_shift")
+    ap.add_argument("--store-json", type=Path, help="the unchanged store's bench/generalisation.py JSON, scored "
+                    "already with this checkout's code (the store arm is then read from it, not scored again)")
     a = ap.parse_args(argv)
     truth = a.db.with_suffix(".truth.json")
     if not a.db.exists() or not truth.exists():
@@ -127,7 +137,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         res["arms"]["store"] = {"code": code_version(), "generalisation": _generalisation(
-            ROOT / "src", a.db, a.backend, a.minutes, a.seeds, tmp / "store")}
+            ROOT / "src", a.db, a.backend, a.minutes, a.seeds, tmp / "store", a.store_json)}
         for name, ref in arms:
             src, code = _src(name, ref, tmp)
             work = tmp / name
@@ -142,7 +152,7 @@ def main(argv=None) -> int:
             subprocess.run([PY, "-m", "fastdeepiot", "profile", "-d", a.backend, "--db", str(db), "--layers", a.family,
                             "--network-every", "0", "--budget", f"{a.seconds:g}s", "--seed", str(a.seed), "-q"],
                            env=env, check=True, stdout=subprocess.DEVNULL)
-            arm = {"code": code, **shift_rows(db, a.family, before_id, a.minutes, a.seconds)}
+            arm = {"code": code, **shift_rows(db, a.family.split(","), before_id, a.minutes, a.seconds)}
             arm["generalisation"] = _generalisation(src, db, a.backend, a.minutes, a.seeds, work / "gen")
             res["arms"][name] = arm
     a.out.mkdir(parents=True, exist_ok=True)

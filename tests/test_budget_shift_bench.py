@@ -42,7 +42,7 @@ def test_shift_rows(bs, tmp_path, keep_all):
     _extra(db, 10)
     # the cut: after every own row (nothing dropped), or before all of them (every other family's row dropped)
     minutes, seconds = (1e6, 0.0) if keep_all else (0.0, 1.0)
-    got = bs.shift_rows(db, "conv2d", before_id, minutes, seconds)
+    got = bs.shift_rows(db, ["conv2d"], before_id, minutes, seconds)
     after = _rows(db)
     first = min(t for _, _, t in before)
     assert got["extra_rows"] == 10
@@ -55,6 +55,26 @@ def test_shift_rows(bs, tmp_path, keep_all):
         assert got["dropped_rows"] == len(own_other)
         assert {f for _, f, _ in after} == {"conv2d"}
         assert [r for r in after if r[0] <= before_id] == [r for r in before if r[1] == "conv2d"]
+
+
+def test_shift_rows_keeps_every_family_given(bs, tmp_path):
+    db = fake_profile(tmp_path / "s.db", ["conv2d", "linear", "gru"], 48)
+    before = _rows(db)
+    assert {"gru", "linear"} <= {r[1] for r in before}
+    _extra(db, 5)
+    got = bs.shift_rows(db, ["conv2d", "gru"], before[-1][0], 0.0, 1.0)  # the cut before every own row
+    kept = {f for _, f, _ in _rows(db)}
+    assert kept == {"conv2d", "gru"}
+    assert got["dropped_rows"] == sum(1 for r in before if r[1] not in ("conv2d", "gru"))
+
+
+def test_store_arm_read_from_a_score_made_already(bs, tmp_path):
+    scored = tmp_path / "g.json"
+    cut = {"layer_rows": 7, "random_networks": 2, "heldout_loso": {}, "heldout_all_styles": {}, "random_loso": {},
+           "zoo": {}, "seeds": [], "other": 1}
+    scored.write_text(__import__("json").dumps({"cuts": {"10": cut}}))
+    got = bs._generalisation(bs.ROOT / "src", tmp_path / "none.db", "fake", 10.0, "0", tmp_path / "o", scored)
+    assert got["layer_rows"] == 7 and "other" not in got and not (tmp_path / "o").exists()
 
 
 def test_refuses_a_store_without_its_ground_truth(bs, tmp_path, capsys):
