@@ -16,10 +16,10 @@ of the store (its ground truth, `DB.truth.json`, beside it, as `bench/generalisa
    original profile: the budget the other families lose;
 3. scores the copy with `bench/generalisation.py --minutes M --loso-minutes M --seeds ...` (the arm's code).
 
-The unchanged store is scored too ("store", with this checkout's code; `--store-json` reads a score made already). The extra rows are measured now, hours
-after the store's own rows and its ground truth were: the host's drift between the two is in the comparison
-(session 30: a re-measure of one store's Conv2d rows two hours on read them 1% faster, median). Writes OUT/NAME.md
-and OUT/NAME.json.
+The unchanged store is scored too ("store", with this checkout's code; `--store-json` reads a score made
+already). The extra rows are measured now, hours after the store's own rows and its ground truth were: the host's
+drift between the two is in the comparison (session 30: a re-measure of one store's Conv2d rows two hours on read
+them 1% faster, median). Writes OUT/NAME.md and OUT/NAME.json.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import code_version, export_commit  # noqa: E402
 
+from fastdeepiot.errors import UserError  # noqa: E402
+from fastdeepiot.families import parse_families  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -46,7 +49,6 @@ def shift_rows(db: Path, families: list[str], before_id: int, minutes: float, se
     """Step 2 on the copy `db`: rows with id > before_id (the extra ones) re-timed to the store's first
     measurement; the other families' rows and networks measured after minutes*60 - seconds of the profile
     deleted. Returns the counts."""
-    families = [families] if isinstance(families, str) else list(families)
     con = sqlite3.connect(db)
     try:
         first = con.execute("SELECT MIN(measured_at) FROM measurements WHERE id <= ?", (before_id,)).fetchone()[0]
@@ -127,6 +129,11 @@ def main(argv=None) -> int:
         print(f"error: {a.db} and its ground truth {truth.name} must both exist (bench/generalisation.py "
               "measures one)", file=sys.stderr)
         return 2
+    try:
+        families = parse_families(a.family)
+    except UserError as e:
+        print(f"error: --family: {e}", file=sys.stderr)
+        return 2
     arms = [v.split("=", 1) for v in a.arms]
     if any(len(v) != 2 or not v[0] or not v[1] for v in arms):
         print(f"error: --arms takes NAME=REF (REF a commit, or . for this checkout), got {a.arms}", file=sys.stderr)
@@ -149,10 +156,10 @@ def main(argv=None) -> int:
             before_id = con.execute("SELECT MAX(id) FROM measurements").fetchone()[0]
             con.close()
             env = {**os.environ, "PYTHONPATH": str(src)}
-            subprocess.run([PY, "-m", "fastdeepiot", "profile", "-d", a.backend, "--db", str(db), "--layers", a.family,
-                            "--network-every", "0", "--budget", f"{a.seconds:g}s", "--seed", str(a.seed), "-q"],
+            subprocess.run([PY, "-m", "fastdeepiot", "profile", "-d", a.backend, "--db", str(db),
+                            "--layers", ",".join(families), "--network-every", "0", "--budget", f"{a.seconds:g}s", "--seed", str(a.seed), "-q"],
                            env=env, check=True, stdout=subprocess.DEVNULL)
-            arm = {"code": code, **shift_rows(db, a.family.split(","), before_id, a.minutes, a.seconds)}
+            arm = {"code": code, **shift_rows(db, families, before_id, a.minutes, a.seconds)}
             arm["generalisation"] = _generalisation(src, db, a.backend, a.minutes, a.seeds, work / "gen")
             res["arms"][name] = arm
     a.out.mkdir(parents=True, exist_ok=True)

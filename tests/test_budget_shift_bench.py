@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -72,7 +73,7 @@ def test_store_arm_read_from_a_score_made_already(bs, tmp_path):
     scored = tmp_path / "g.json"
     cut = {"layer_rows": 7, "random_networks": 2, "heldout_loso": {}, "heldout_all_styles": {}, "random_loso": {},
            "zoo": {}, "seeds": [], "other": 1}
-    scored.write_text(__import__("json").dumps({"cuts": {"10": cut}}))
+    scored.write_text(json.dumps({"cuts": {"10": cut}}))
     got = bs._generalisation(bs.ROOT / "src", tmp_path / "none.db", "fake", 10.0, "0", tmp_path / "o", scored)
     assert got["layer_rows"] == 7 and "other" not in got and not (tmp_path / "o").exists()
 
@@ -81,6 +82,14 @@ def test_refuses_a_store_without_its_ground_truth(bs, tmp_path, capsys):
     db = fake_profile(tmp_path / "s.db", ["linear"], 3)
     assert bs.main(["--db", str(db), "--backend", "fake", "--out", str(tmp_path)]) == 2
     assert "ground truth" in capsys.readouterr().err
+
+
+def test_refuses_an_unknown_family(bs, tmp_path, capsys):
+    db = fake_profile(tmp_path / "s.db", ["linear"], 3)
+    db.with_suffix(".truth.json").write_text("{}")
+    assert bs.main(["--db", str(db), "--backend", "fake", "--family", "conv2d,nosuch", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --family") and "nosuch" in err
 
 
 def test_an_arm_at_a_commit_runs_that_commits_src(bs, tmp_path):
